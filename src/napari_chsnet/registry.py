@@ -1,0 +1,58 @@
+"""One source of truth for names used by the CLI, the widgets, the reports and the tests.
+
+Imports neither torch nor Qt so that listing models or labels is instant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Lung labels (product card): 1 = patient's right lung, 2 = patient's left lung.
+BACKGROUND = 0
+RIGHT_LUNG = 1
+LEFT_LUNG = 2
+LUNG_LABEL_NAMES = {RIGHT_LUNG: "right lung", LEFT_LUNG: "left lung"}
+INFECTION = 1
+
+# Layer names the plugin creates and re-uses.
+LUNGS_LAYER = "lungs"
+INFECTION_LAYER = "infection"
+PROBABILITY_LAYER = "infection probability"
+
+# Label colours (RGBA): right lung blue, left lung green, infection red.
+LUNG_COLORS = {0: (0.0, 0.0, 0.0, 0.0), RIGHT_LUNG: (0.2, 0.5, 1.0, 1.0), LEFT_LUNG: (0.2, 0.85, 0.3, 1.0)}
+INFECTION_COLORS = {0: (0.0, 0.0, 0.0, 0.0), INFECTION: (1.0, 0.15, 0.1, 1.0)}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    key: str
+    title: str
+    paper: str
+    description: str
+
+
+MODELS: dict[str, ModelInfo] = {
+    "chsnet": ModelInfo(
+        "chsnet",
+        "CHS-Net",
+        "Punn & Agarwal, CHS-Net (2021)",
+        "Two cascaded RAIU-Nets: lungs, then infection on lung contour maps.",
+    ),
+    "eamc": ModelInfo(
+        "eamc",
+        "EAMC",
+        "Pal Das, Mitra & Uma Shankar, EAMC (2023)",
+        "Ensemble of attention multi-scale AMC-Nets on 128x128 patches, majority voting.",
+    ),
+    "rdunet": ModelInfo(
+        "rdunet",
+        "Residual Dilated U-Net",
+        "Amer, Ye & Janan, Residual Dilated U-Net (2021)",
+        "Residual blocks with squeeze-excitation and dilated-convolution skip modules.",
+    ),
+}
+MODEL_KEYS = tuple(MODELS)
+DEFAULT_MODEL = "chsnet"
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
