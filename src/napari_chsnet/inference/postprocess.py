@@ -1,0 +1,161 @@
+"""Post-processing of the lung and infection stages (numpy/scipy, no torch).
+
+Arrays are ``(z, y, x)`` in LPS display orientation (x grows toward the patient's left), so the
+patient's right lung is the component with the smaller mean x.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
+
+from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
+
+# A second component smaller than this fraction of the largest is debris (bowel gas, a
+# trachea remnant), not a lung.
+MIN_SECOND_LUNG_FRACTION = 0.1
+# Radius of the per-slice rolling-ball closing that puts subpleural consolidation back into
+# the lung (see recover_dense_border); wider bites than 2x this stay out.
+BORDER_CLOSING_RADIUS_MM = 10.0
+# HU range of tissue the closing may add: denser than aerated lung, lighter than bone.
+DENSE_LESION_HU = (-700.0, 200.0)
+
+
+def _disk(radius_px: int) -> np.ndarray:
+    grid = np.arange(-radius_px, radius_px + 1)
+    return (grid[:, None] ** 2 + grid[None, :] ** 2) <= radius_px**2
+
+
+def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Fill holes of a binary mask slice by slice (axial): vessels and airways inside a lung."""
+    out = np.empty_like(mask, dtype=bool)
+    for z in range(mask.shape[0]):
+        out[z] = ndi.binary_fill_holes(mask[z])
+    return out
+
+
+def largest_components(mask: np.ndarray, keep: int) -> list[np.ndarray]:
+    """The ``keep`` largest 3-D connected components (6-connectivity), largest first."""
+    labels, count = ndi.label(mask)
+    if count == 0:
+        return []
+    sizes = np.bincount(labels.ravel())[1:]
+    order = np.argsort(sizes)[::-1][:keep]
+    return [labels == (index + 1) for index in order]
+
+
+def _split_touching_lungs(component: np.ndarray, max_erosions: int = 12) -> tuple[np.ndarray, np.ndarray] | None:
+    """Split one component holding both lungs at its thinnest junction.
+
+    Erodes until the component falls apart into two sizeable parts, then grows those seeds back
+    over the original component by a watershed on the distance map, so the cut follows the
+    narrow anterior/posterior junction line rather than a straight midline.
+    """
+    eroded = component.copy()
+    structure = ndi.generate_binary_structure(3, 1)
+    structure[0] = structure[2] = False  # erode in-plane only: lungs touch side by side
+    for _ in range(max_erosions):
+        eroded = ndi.binary_erosion(eroded, structure)
+        parts = largest_components(eroded, keep=2)
+        if len(parts) == 2 and parts[1].sum() >= MIN_SECOND_LUNG_FRACTION * parts[0].sum():
+            markers = parts[0].astype(np.int32) + 2 * parts[1].astype(np.int32)
+            distance = ndi.distance_transform_edt(component)
+            grown = watershed(-distance, markers, mask=component)
+            return grown == 1, grown == 2
+    return None
+
+
+def _split_at_midline(component: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Last resort: cut each slice at the x where the mask is thinnest between its two halves."""
+    first = np.zeros_like(component)
+    for z in range(component.shape[0]):
+        columns = component[z].sum(axis=0)
+        xs = np.nonzero(columns)[0]
+        if xs.size == 0:
+            continue
+        lo, hi = xs[0] + (xs[-1] - xs[0]) // 3, xs[0] + 2 * (xs[-1] - xs[0]) // 3
+        cut = lo + int(np.argmin(columns[lo : hi + 1])) if hi > lo else (xs[0] + xs[-1]) // 2
+        first[z, :, :cut] = component[z, :, :cut]
+    return first, component & ~first
+
+
+def label_left_right(lung_mask: np.ndarray) -> np.ndarray:
+    """Turn a binary lung mask into labels 1 = right lung, 2 = left lung.
+
+    Keeps the two largest 3-D components; if the lungs touch (one component), splits it.
+    Right/left follow the LPS display convention: the right lung has the smaller mean x.
+    """
+    mask = np.asarray(lung_mask, dtype=bool)
+    labels = np.zeros(mask.shape, dtype=np.uint8)
+    parts = largest_components(mask, keep=2)
+    if not parts:
+        return labels
+    if len(parts) == 2 and parts[1].sum() >= MIN_SECOND_LUNG_FRACTION * parts[0].sum():
+        first, second = parts
+    else:
+        split = _split_touching_lungs(parts[0])
+        first, second = split if split is not None else _split_at_midline(parts[0])
+    mean_x_first = np.nonzero(first)[2].mean() if first.any() else np.inf
+    mean_x_second = np.nonzero(second)[2].mean() if second.any() else np.inf
+    right, left = (first, second) if mean_x_first <= mean_x_second else (second, first)
+    labels[right] = RIGHT_LUNG
+    labels[left] = LEFT_LUNG
+    return labels
+
+
+def recover_dense_border(
+    lungs: np.ndarray, hu: np.ndarray, spacing_xy_mm: tuple[float, float],
+    radius_mm: float = BORDER_CLOSING_RADIUS_MM,
+) -> np.ndarray:
+    """Put dense subpleural consolidation back into each lung (per-slice rolling-ball closing).
+
+    A lung stage that thresholds or learned aerated lung leaves a bite where consolidation
+    (-100…+50 HU) touches the pleura, and the infection then goes uncounted. Closing each
+    lung's slice with a disk of ``radius_mm`` fills bites up to about twice that width; only
+    voxels with lesion-like HU (``DENSE_LESION_HU``) not claimed by the other lung are added,
+    so ribs and the other lung stay out. The mediastinal concavity is far wider than the disk.
+    """
+    radius_px = max(1, int(round(radius_mm / min(spacing_xy_mm))))
+    disk = _disk(radius_px)
+    lesion_like = (hu >= DENSE_LESION_HU[0]) & (hu <= DENSE_LESION_HU[1])
+    out = lungs.copy()
+    pad = radius_px + 1
+    for label in (RIGHT_LUNG, LEFT_LUNG):
+        for z in range(lungs.shape[0]):
+            lung = lungs[z] == label
+            if not lung.any():
+                continue
+            closed = ndi.binary_closing(np.pad(lung, pad), structure=disk)[pad:-pad, pad:-pad]
+            added = closed & ~lung & lesion_like[z] & (out[z] == 0)
+            out[z][added] = label
+    return out
+
+
+def postprocess_lungs(
+    lung_mask: np.ndarray, hu: np.ndarray | None = None, spacing_xy_mm: tuple[float, float] = (1.0, 1.0)
+) -> np.ndarray:
+    """Binary lung-stage output → right/left labels with holes filled and dense borders kept."""
+    labels = label_left_right(fill_holes_per_slice(lung_mask))
+    if hu is not None:
+        labels = recover_dense_border(labels, hu, spacing_xy_mm)
+    return labels
+
+
+def restrict_to_lungs(infection: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    """Infection outside both lungs is not counted (and not shown)."""
+    return (np.asarray(infection) > 0) & (np.asarray(lungs) > 0)
+
+
+def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
+    """Drop 3-D connected components (26-connectivity) smaller than ``min_voxels``."""
+    mask = np.asarray(mask, dtype=bool)
+    if min_voxels <= 1:
+        return mask
+    labels, count = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
+    if count == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[labels]
