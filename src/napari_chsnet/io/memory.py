@@ -1,0 +1,36 @@
+"""Refusing volumes that would not fit in memory, from the header alone, before reading pixels."""
+
+from __future__ import annotations
+
+import os
+
+from napari_chsnet.errors import InvalidVolumeError
+
+# Reading holds the file's pixels, the display-oriented copy and the HU array at once.
+_COPIES_WHILE_READING = 3
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the kernel can give without swapping (MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_in_memory(source: str, n_voxels: int, bytes_per_voxel: int) -> None:
+    """Raise InvalidVolumeError if reading ``n_voxels`` would exhaust the available memory."""
+    needed = n_voxels * bytes_per_voxel * _COPIES_WHILE_READING
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise InvalidVolumeError(
+            f"{source}: the volume holds {n_voxels:,} voxels and needs about {needed / 2**30:.1f} GiB to "
+            f"load, but only {available / 2**30:.1f} GiB of memory is available; crop or downsample it first."
+        )

@@ -1,0 +1,154 @@
+"""npe2 reader, writer and sample-data functions (named in napari.yaml); no Qt imports.
+
+Layers carry their grid in ``metadata["chsnet_geometry"]`` (Geometry.to_metadata()) so that
+anything drawn on them is written back onto the source file's voxels.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_chsnet.errors import InvalidVolumeError
+from napari_chsnet.io.dicom import looks_like_dicom
+from napari_chsnet.io.phantom import sample_ct
+from napari_chsnet.io.readers import is_supported_path, read_ct, suffix_of
+from napari_chsnet.io.volume import CTVolume, Geometry
+from napari_chsnet.io.writers import WRITE_SUFFIXES, write_volume
+from napari_chsnet.registry import INFECTION_COLORS, LUNG_COLORS
+
+LayerData = tuple[Any, dict[str, Any], str]
+PathOrPaths = str | list[str]
+
+GEOMETRY_KEY = "chsnet_geometry"
+SOURCE_KEY = "chsnet_source"
+LUNG_WINDOW_HU = (-1350.0, 150.0)  # lung window: level -600, width 1500
+_DICOM_PROBE_LIMIT = 500  # files looked at before deciding a folder holds no DICOM
+
+
+def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
+    """The reader for a CT file, a DICOM folder or a list of DICOM files; None for anything else."""
+    if isinstance(path, list):
+        if len(path) == 1:
+            return get_reader(path[0])
+        return read_ct_layers if path and all(looks_like_dicom(Path(p)) for p in path) else None
+    candidate = Path(path)
+    if candidate.is_dir():
+        return read_ct_layers if _folder_has_dicom(candidate) else None
+    return read_ct_layers if is_supported_path(candidate) else None
+
+
+def _folder_has_dicom(folder: Path) -> bool:
+    seen = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            if name.upper() == "DICOMDIR" or looks_like_dicom(Path(root) / name):
+                return True
+            seen += 1
+            if seen >= _DICOM_PROBE_LIMIT:
+                return False
+    return False
+
+
+def read_ct_layers(path: PathOrPaths) -> list[LayerData]:
+    """Read a CT and return it as one napari image layer in HU with its physical geometry."""
+    volume = read_ct(path if isinstance(path, str) else [str(p) for p in path])
+    for message in volume.metadata.get("warnings", []):
+        warnings.warn(f"{volume.source}: {message}", stacklevel=2)
+    return [ct_layer(volume)]
+
+
+def ct_layer(volume: CTVolume, name: str | None = None) -> LayerData:
+    """The image LayerData of a CTVolume, shown in the lung window."""
+    metadata = {key: value for key, value in volume.metadata.items()}
+    metadata[GEOMETRY_KEY] = volume.geometry.to_metadata()
+    metadata[SOURCE_KEY] = volume.source
+    kwargs = {
+        "name": name or _layer_name(volume.source),
+        "scale": volume.geometry.napari_scale(),
+        "translate": volume.geometry.napari_translate(),
+        "colormap": "gray",
+        "contrast_limits": LUNG_WINDOW_HU,
+        "metadata": metadata,
+    }
+    return (volume.hu, kwargs, "image")
+
+
+def _layer_name(source: str) -> str:
+    path = Path(source.split(" DICOM files in ")[-1])
+    suffix = suffix_of(path)
+    return path.name[: -len(suffix)] if suffix and path.name.lower().endswith(suffix) else path.name
+
+
+def geometry_from_meta(meta: dict[str, Any]) -> Geometry:
+    """The layer's Geometry: from ``metadata["chsnet_geometry"]``, else from its scale and translate."""
+    stored = (meta.get("metadata") or {}).get(GEOMETRY_KEY)
+    if stored is not None:
+        return Geometry.from_metadata(stored)
+    scale = tuple(float(v) for v in meta.get("scale", (1.0, 1.0, 1.0)))[-3:]
+    translate = tuple(float(v) for v in meta.get("translate", (0.0, 0.0, 0.0)))[-3:]
+    return Geometry(spacing_mm=scale[::-1], origin_mm=translate[::-1])  # type: ignore[arg-type]
+
+
+def _output_path(path: str) -> Path:
+    """Append .nii.gz to a path given without a suffix (napari may pass a bare name)."""
+    output = Path(path)
+    return output if suffix_of(output) else output.with_name(output.name + WRITE_SUFFIXES[0])
+
+
+def _volume_data(data: Any, path: str) -> np.ndarray:
+    array = np.asarray(data)
+    if array.ndim != 3:
+        raise InvalidVolumeError(
+            f"{path}: only 3-D (z, y, x) layers can be saved as a CT volume, this one has shape {array.shape}."
+        )
+    return array
+
+
+def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write a Labels layer as uint8 on the source grid; napari has already confirmed any overwrite."""
+    written = write_volume(
+        _output_path(path), _volume_data(data, path), geometry_from_meta(meta), overwrite=True, is_label=True
+    )
+    return [str(written)]
+
+
+def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write an Image layer (e.g. HU or a probability map) on the source grid."""
+    written = write_volume(
+        _output_path(path), _volume_data(data, path), geometry_from_meta(meta), overwrite=True
+    )
+    return [str(written)]
+
+
+def sample_synthetic_ct() -> list[LayerData]:
+    """The synthetic chest CT with its ground-truth lung and infection labels."""
+    phantom = sample_ct()
+    image = ct_layer(phantom.ct, name="synthetic chest CT")
+    shared = {key: image[1][key] for key in ("scale", "translate")}
+    geometry = {GEOMETRY_KEY: phantom.ct.geometry.to_metadata()}
+    truth = {
+        "involvement_pct": {str(k): v for k, v in phantom.involvement_pct.items()},
+        "lung_volume_ml": {str(k): v for k, v in phantom.lung_volume_ml.items()},
+        "infected_ml": {str(k): v for k, v in phantom.infected_ml.items()},
+    }
+    lungs = {
+        **shared,
+        "name": "lungs (ground truth)",
+        "opacity": 0.4,
+        "metadata": {**geometry, **truth},
+        "colormap": {**LUNG_COLORS, None: (0.0, 0.0, 0.0, 0.0)},
+    }
+    infection = {
+        **shared,
+        "name": "infection (ground truth)",
+        "opacity": 0.6,
+        "metadata": dict(geometry),
+        "colormap": {**INFECTION_COLORS, None: (0.0, 0.0, 0.0, 0.0)},
+    }
+    return [image, (phantom.lungs, lungs, "labels"), (phantom.infection, infection, "labels")]

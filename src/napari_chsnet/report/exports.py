@@ -1,0 +1,204 @@
+"""Writers of the report files: ``report.json``, the appendable ``report.csv`` and ``report.pdf``.
+
+Every writer creates missing parent folders, refuses to replace an existing file unless
+``overwrite=True`` (``OutputExistsError``), and writes to a temporary file in the target folder
+that is renamed over the target only when complete, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_chsnet.errors import CHSNetError, InvalidVolumeError, OutputExistsError
+from napari_chsnet.io.volume import CTVolume
+
+CSV_COLUMNS = (
+    "case",
+    "input",
+    "timestamp",
+    "model",
+    "device",
+    "right_volume_ml",
+    "right_infected_ml",
+    "right_involvement_pct",
+    "right_grade",
+    "left_volume_ml",
+    "left_infected_ml",
+    "left_involvement_pct",
+    "left_grade",
+    "overall_volume_ml",
+    "overall_infected_ml",
+    "overall_involvement_pct",
+    "overall_grade",
+    "min_lesion_ml",
+    "runtime_s",
+    "weights_sha256",
+)
+
+
+class ReportFormatError(CHSNetError, ValueError):
+    """An existing report file whose layout does not match what this version writes."""
+
+
+def _check_target(path: str | Path, overwrite: bool) -> Path:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{path} already exists; choose another output or pass overwrite=True (--overwrite)."
+        )
+    if path.exists() and path.is_dir():
+        raise OutputExistsError(f"{path} is a folder; give a file path for the report.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(temporary_path)`` and rename the result to ``path`` only if it succeeded."""
+    # Created with open(..., "x") rather than mkstemp so the file gets the usual umask
+    # permissions (mkstemp's are 0600, which would make reports unreadable to colleagues).
+    temporary_path = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.part"
+    with open(temporary_path, "xb"):
+        pass
+    try:
+        write(temporary_path)
+        os.replace(temporary_path, path)
+    except BaseException:
+        temporary_path.unlink(missing_ok=True)
+        raise
+
+
+def _write_text(path: Path, text: str) -> None:
+    def write(temporary: Path) -> None:
+        with open(temporary, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    _atomic_write(path, write)
+
+
+def write_report_json(path: str | Path, report_dict: dict[str, Any], overwrite: bool = False) -> Path:
+    """Write ``report_dict`` (from ``build_report_json``) as indented UTF-8 JSON.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        ValueError: the dictionary holds NaN/inf or non-JSON values (nothing is written).
+    """
+    path = _check_target(path, overwrite)
+    text = json.dumps(report_dict, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    _write_text(path, text)
+    return path
+
+
+def report_csv_row(report_dict: dict[str, Any]) -> dict[str, str]:
+    """The CSV row (column → text) of one report; volumes and percentages with 3 decimals."""
+    lungs, overall = report_dict["lungs"], report_dict["overall"]
+    row: dict[str, Any] = {
+        "case": report_dict.get("case", ""),
+        "input": report_dict.get("input", ""),
+        "timestamp": report_dict.get("timestamp", ""),
+        "model": report_dict.get("model", ""),
+        "device": report_dict.get("device", ""),
+    }
+    for side in ("right", "left"):
+        for key in ("volume_ml", "infected_ml", "involvement_pct", "grade"):
+            row[f"{side}_{key}"] = lungs[side][key]
+    for key in ("volume_ml", "infected_ml", "involvement_pct", "grade"):
+        row[f"overall_{key}"] = overall[key]
+    row["min_lesion_ml"] = report_dict.get("min_lesion_ml", "")
+    row["runtime_s"] = report_dict.get("runtime_s", "")
+    row["weights_sha256"] = report_dict.get("weights_sha256") or ""
+    return {k: f"{v:.3f}" if isinstance(v, float) else str(v) for k, v in row.items()}
+
+
+def append_report_csv(path: str | Path, report_dict: dict[str, Any]) -> Path:
+    """Append one row per case to ``path``, writing the header first if the file is new or empty.
+
+    The file grows across runs (like Lung CT Analyzer's ``results.csv``); the columns are
+    ``CSV_COLUMNS``. The new content is written to a temporary copy and renamed into place.
+
+    Raises:
+        ReportFormatError: the existing file's header differs from ``CSV_COLUMNS`` (nothing is
+            written; start a new file).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existing = path.read_text(encoding="utf-8") if path.exists() else ""
+    if existing.strip():
+        header = next(csv.reader(io.StringIO(existing)))
+        if tuple(header) != CSV_COLUMNS:
+            raise ReportFormatError(
+                f"{path} has the columns {header}, not the {len(CSV_COLUMNS)} columns this version writes "
+                f"({', '.join(CSV_COLUMNS)}); append to a new CSV file instead."
+            )
+        if not existing.endswith("\n"):
+            existing += "\n"
+    else:
+        existing = ""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    if not existing:
+        writer.writeheader()
+    writer.writerow(report_csv_row(report_dict))
+    _write_text(path, existing + buffer.getvalue())
+    return path
+
+
+def write_report_pdf(
+    path: str | Path,
+    report_dict: dict[str, Any],
+    ct: CTVolume,
+    lungs: np.ndarray,
+    infection: np.ndarray,
+    probability: np.ndarray | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the clinician-readable A4 PDF (summary page with the coronal view, axial key slices).
+
+    Args:
+        report_dict: from ``build_report_json`` (figures, study fields, run details).
+        ct: the CT the masks belong to.
+        lungs, infection, probability: ``(z, y, x)`` arrays on ``ct``'s grid (probability 0…1,
+            optional).
+    """
+    for name, array in (("lungs", lungs), ("infection", infection), ("probability", probability)):
+        if array is not None and np.shape(array) != ct.shape:
+            raise InvalidVolumeError(
+                f"{name} has shape {np.shape(array)} but the CT has {ct.shape}; pass masks on the CT's grid."
+            )
+    path = _check_target(path, overwrite)
+    # Imported here: matplotlib is only needed when a PDF is asked for.
+    from matplotlib import rc_context
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    from napari_chsnet.report.rendering import render_report_figures
+
+    figures = render_report_figures(report_dict, ct, lungs, infection, probability)
+
+    def write(temporary: Path) -> None:
+        # TrueType fonts keep the text selectable and searchable (Type 3 is matplotlib's default).
+        with (
+            rc_context({"pdf.fonttype": 42}),
+            PdfPages(
+                temporary,
+                metadata={
+                    "Title": f"napari-chsnet severity report {report_dict.get('case', '')}".strip(),
+                    "Subject": "Research tool — not for clinical diagnosis",
+                    "Creator": "napari-chsnet",
+                },
+            ) as pdf,
+        ):
+            for figure in figures:
+                pdf.savefig(figure)
+
+    _atomic_write(path, write)
+    return path

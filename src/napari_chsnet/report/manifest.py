@@ -1,0 +1,209 @@
+"""The run manifest and the full report dictionary written as ``report.json``.
+
+``build_report_json`` lays the run facts (model, weights checksum, device, timings, software
+versions) and the study fields over ``SeverityReport.to_dict()``. Nothing here imports torch or
+matplotlib: versions come from ``importlib.metadata``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from napari_chsnet.report.severity import SeverityReport
+
+REPORT_FORMAT = "napari-chsnet severity report"
+REPORT_FORMAT_VERSION = 1
+
+DISCLAIMER = (
+    "Research tool — not for clinical diagnosis. Volumes and grades are computed automatically by a "
+    "segmentation model and have not been reviewed by a radiologist."
+)
+
+# Distribution names whose versions go into every report, under the key used in the JSON.
+_VERSIONED_DISTRIBUTIONS = {
+    "torch": "torch",
+    "numpy": "numpy",
+    "SimpleITK": "SimpleITK",
+    "napari_chsnet": "napari-chsnet",
+}
+
+# Study fields copied from CTVolume.metadata (DICOM keywords), in report order.
+STUDY_FIELDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "StudyDate",
+    "StudyTime",
+    "StudyDescription",
+    "AccessionNumber",
+    "StudyInstanceUID",
+    "SeriesDescription",
+    "SeriesInstanceUID",
+    "Modality",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "InstitutionName",
+    "SliceThickness",
+    "KVP",
+    "ConvolutionKernel",
+)
+# Removed by anonymize: fields that identify the person (or link straight to them).
+IDENTIFYING_FIELDS = frozenset(
+    {"PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "AccessionNumber"}
+)
+
+_MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm", ".npy", ".npz")
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and the packages a result depends on, without importing them."""
+    versions = {"python": platform.python_version()}
+    for key, distribution in _VERSIONED_DISTRIBUTIONS.items():
+        try:
+            versions[key] = importlib_metadata.version(distribution)
+        except importlib_metadata.PackageNotFoundError:
+            versions[key] = "not installed"
+    return versions
+
+
+def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file (weights checksums in the manifest)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def utc_timestamp() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def case_name(input_path: str) -> str:
+    """A short case identifier from an input path: the file or folder name without image suffixes."""
+    name = Path(str(input_path).rstrip("/\\")).name or str(input_path)
+    lower = name.lower()
+    for suffix in _MASK_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """How a result was produced.
+
+    Attributes:
+        model: model key from ``registry.MODELS`` (e.g. ``"chsnet"``).
+        device: the device actually used (``"cpu"``, ``"cuda:0"``, ...), not the one asked for.
+        runtime_s: wall time of the whole run.
+        weights_sha256: hex SHA-256 of the weights file (``file_sha256``), or None if unknown.
+        input: the input path (file or DICOM folder) or a description such as "synthetic phantom".
+        case: case identifier for the CSV; defaults to the input's name (``case_name``).
+        timestamp: ISO-8601 time of the run (UTC).
+        stage_timings_s: seconds per named pipeline stage (prepare, predict, ...).
+        software: versions from ``software_versions()``.
+    """
+
+    model: str
+    device: str
+    runtime_s: float
+    weights_sha256: str | None = None
+    input: str = ""
+    case: str = ""
+    timestamp: str = field(default_factory=utc_timestamp)
+    stage_timings_s: dict[str, float] = field(default_factory=dict)
+    software: dict[str, str] = field(default_factory=software_versions)
+
+
+def _study_value(value: Any) -> Any:
+    """Plain-JSON form of a metadata value (pydicom PersonName, MultiValue, numbers...)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_study_value(v) for v in value]
+    return str(value)
+
+
+def study_fields(metadata: dict[str, Any] | None, anonymize: bool) -> dict[str, Any]:
+    """The study/patient fields present in ``metadata`` (DICOM keywords), minus identifying ones
+    when ``anonymize`` is set. Fields stored under ``metadata["dicom"]`` are found too."""
+    metadata = metadata or {}
+    sources = [metadata]
+    if isinstance(metadata.get("dicom"), dict):
+        sources.append(metadata["dicom"])
+    study: dict[str, Any] = {}
+    for key in STUDY_FIELDS:
+        if anonymize and key in IDENTIFYING_FIELDS:
+            continue
+        for source in sources:
+            value = source.get(key)
+            if value not in (None, ""):
+                study[key] = _study_value(value)
+                break
+    return study
+
+
+def _normalise_patient_name(name: str) -> str:
+    # DICOM PN uses ^ between family and given names.
+    return re.sub(r"\^+", " ", name).strip()
+
+
+def build_report_json(
+    severity: SeverityReport,
+    run_info: RunInfo,
+    metadata: dict[str, Any] | None = None,
+    anonymize: bool = False,
+) -> dict[str, Any]:
+    """The complete ``report.json`` content.
+
+    Args:
+        severity: figures from ``compute_severity``.
+        run_info: model, device, timings and versions of the run.
+        metadata: ``CTVolume.metadata`` (DICOM keywords such as ``PatientName``, ``StudyDate``;
+            reader warnings under ``"warnings"``).
+        anonymize: drop patient name, ID, birth date, other IDs and accession number.
+
+    Returns:
+        ``severity.to_dict()`` (``lungs``, ``overall``, ``min_lesion_ml``) plus ``format``,
+        ``format_version``, ``case``, ``input``, ``timestamp``, ``model``, ``device``, ``runtime_s``,
+        ``stage_timings_s``, ``weights_sha256``, ``software``, ``study``, ``anonymized``,
+        ``small_lesions_removed``, ``warnings`` and ``disclaimer``. Plain JSON types only.
+    """
+    study = study_fields(metadata, anonymize)
+    if "PatientName" in study and isinstance(study["PatientName"], str):
+        study["PatientName"] = _normalise_patient_name(study["PatientName"])
+    reader_warnings = [str(w) for w in (metadata or {}).get("warnings", []) or []]
+    report = {"format": REPORT_FORMAT, "format_version": REPORT_FORMAT_VERSION}
+    report.update(severity.to_dict())
+    report.update(
+        {
+            "case": run_info.case or case_name(run_info.input),
+            "input": run_info.input,
+            "timestamp": run_info.timestamp,
+            "model": run_info.model,
+            "device": run_info.device,
+            "runtime_s": float(run_info.runtime_s),
+            "stage_timings_s": {str(k): float(v) for k, v in run_info.stage_timings_s.items()},
+            "weights_sha256": run_info.weights_sha256,
+            "software": dict(run_info.software),
+            "study": study,
+            "anonymized": bool(anonymize),
+            "small_lesions_removed": {
+                "components": severity.removed_components,
+                "volume_ml": severity.removed_ml,
+            },
+            "warnings": list(severity.warnings) + reader_warnings,
+            "disclaimer": DISCLAIMER,
+        }
+    )
+    return report

@@ -1,0 +1,305 @@
+"""Per-lung COVID-19 severity figures: the numbers only (no pictures, no files).
+
+Grading follows the MosMed scheme used in EAMC (Pal Das, Mitra & Uma Shankar 2023, Sec. 2.6):
+the share of each lung's volume that is infected is graded separately and the patient's grade
+is the worse of the two lungs.
+
+=====  ===========  ==================================
+grade  description  involvement of the lung (percent)
+=====  ===========  ==================================
+CT-0   normal       0 (no infected voxel counted)
+CT-1   mild         0 < p <= 25
+CT-2   moderate     25 < p <= 50
+CT-3   severe       50 < p <= 75
+CT-4   critical     p > 75
+=====  ===========  ==================================
+
+Boundaries belong to the lower grade (exactly 25 % is CT-1, exactly 75 % is CT-3), which is how
+the paper writes CT-1 as "<= 25 %". The comparison uses the unrounded percentage computed from
+voxel counts, so no rounding moves a case across a boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from napari_chsnet.errors import ConfigError, InvalidVolumeError
+from napari_chsnet.io.volume import Geometry
+from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
+
+DEFAULT_MIN_LESION_ML = 0.1
+"""Infection components smaller than this (mL, 3-D, 26-connected) are not counted.
+
+0.1 mL is a sphere of about 5.8 mm diameter, i.e. the 6 mm below which radiology guidelines
+(Fleischner Society) stop reporting focal opacities. Smaller islands are mostly isolated false
+positives of slice-wise networks; they barely change the percentage, but a single speck would
+turn a normal scan (CT-0) into CT-1, the one boundary where absolute size matters. Set it to 0
+to count every voxel.
+"""
+
+GRADES = ("CT-0", "CT-1", "CT-2", "CT-3", "CT-4")
+GRADE_DESCRIPTIONS = {
+    "CT-0": "normal, no infection",
+    "CT-1": "mild, involvement ≤ 25 %",
+    "CT-2": "moderate, 25-50 %",
+    "CT-3": "severe, 50-75 %",
+    "CT-4": "critical, > 75 %",
+}
+# Upper bounds (inclusive) of CT-1, CT-2, CT-3; anything above the last is CT-4.
+_GRADE_UPPER_PCT = (25.0, 50.0, 75.0)
+
+LUNG_SIDES = {"right": RIGHT_LUNG, "left": LEFT_LUNG}
+
+# Relative slack when comparing a component's volume with min_lesion_ml, so that a component of
+# exactly the threshold (e.g. 100 voxels of 0.001 mL against 0.1 mL) is kept despite float error.
+_VOLUME_RTOL = 1e-9
+
+
+def _json_float(value: float) -> float:
+    """Round to 1e-6 (mL or percent): removes float noise such as 6.5280000000000005 from
+    count x voxel volume, far below one voxel and below any grade-boundary distance a lung of
+    fewer than 10^8 voxels can produce, so the JSON never disagrees with its grade."""
+    return round(float(value), 6)
+
+
+def grade_for_involvement(involvement_pct: float, has_infection: bool | None = None) -> str:
+    """Return the MosMed grade ``"CT-0"`` … ``"CT-4"`` of one lung.
+
+    Args:
+        involvement_pct: infected share of the lung volume, in percent (0…100).
+        has_infection: whether any infected voxel was counted; defaults to
+            ``involvement_pct > 0``. CT-0 means no infection at all.
+
+    Returns:
+        The grade string; boundaries belong to the lower grade (25 → CT-1, 25.0001 → CT-2).
+    """
+    if not np.isfinite(involvement_pct) or involvement_pct < 0:
+        raise ValueError(f"involvement_pct must be a finite percentage >= 0; got {involvement_pct!r}")
+    if has_infection is None:
+        has_infection = involvement_pct > 0
+    if not has_infection:
+        return GRADES[0]
+    for grade, upper in zip(GRADES[1:], _GRADE_UPPER_PCT, strict=False):
+        if involvement_pct <= upper:
+            return grade
+    return GRADES[-1]
+
+
+def worse_grade(*grades: str) -> str:
+    """The most severe of the given grades."""
+    return max(grades, key=GRADES.index)
+
+
+@dataclass(frozen=True)
+class LungSeverity:
+    """Figures for one lung.
+
+    Attributes:
+        side: ``"right"`` or ``"left"`` (the patient's side).
+        volume_ml: lung volume (voxels labelled for this lung × voxel volume).
+        infected_ml: infected volume inside this lung after small-lesion removal.
+        involvement_pct: ``100 * infected_ml / volume_ml``; 0 when the lung mask is empty.
+        grade: ``"CT-0"`` … ``"CT-4"``.
+        lung_voxels, infected_voxels: the counts the volumes come from.
+        empty: True when the lung mask has no voxel (the figures are then 0 and the grade CT-0,
+            which must not be read as "normal").
+    """
+
+    side: str
+    volume_ml: float
+    infected_ml: float
+    involvement_pct: float
+    grade: str
+    lung_voxels: int
+    infected_voxels: int
+    empty: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "volume_ml": _json_float(self.volume_ml),
+            "infected_ml": _json_float(self.infected_ml),
+            "involvement_pct": _json_float(self.involvement_pct),
+            "grade": self.grade,
+        }
+
+
+@dataclass(frozen=True)
+class SeverityReport:
+    """Severity of both lungs and of the patient.
+
+    ``overall_grade`` is the worse lung's grade (MosMed), not the grade of
+    ``overall_involvement_pct`` (total infected / total lung volume), which is given for reference.
+    """
+
+    right: LungSeverity
+    left: LungSeverity
+    overall_volume_ml: float
+    overall_infected_ml: float
+    overall_involvement_pct: float
+    overall_grade: str
+    min_lesion_ml: float
+    removed_components: int = 0
+    removed_ml: float = 0.0
+    outside_lungs_ml: float = 0.0
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def lungs(self) -> dict[str, LungSeverity]:
+        return {"right": self.right, "left": self.left}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable machine-readable shape (documented in docs/report.md; other tools parse it)."""
+        return {
+            "lungs": {"right": self.right.to_dict(), "left": self.left.to_dict()},
+            "overall": {
+                "involvement_pct": _json_float(self.overall_involvement_pct),
+                "grade": self.overall_grade,
+                "volume_ml": _json_float(self.overall_volume_ml),
+                "infected_ml": _json_float(self.overall_infected_ml),
+            },
+            "min_lesion_ml": self.min_lesion_ml,
+        }
+
+
+def _check_masks(lungs: np.ndarray, infection: np.ndarray) -> None:
+    if lungs.ndim != 3 or infection.shape != lungs.shape:
+        raise InvalidVolumeError(
+            f"lungs and infection must be 3-D (z, y, x) masks of the same shape; got lungs {lungs.shape} "
+            f"and infection {infection.shape}. Pass both masks on the CT's grid."
+        )
+    if lungs.dtype.kind not in "biu" or (lungs.size and (lungs.min() < 0 or lungs.max() > LEFT_LUNG)):
+        raise InvalidVolumeError(
+            f"lungs must be an integer label map with 0 = background, {RIGHT_LUNG} = right lung, "
+            f"{LEFT_LUNG} = left lung; got dtype {lungs.dtype} with values "
+            f"{(lungs.min(), lungs.max()) if lungs.size else ()}."
+        )
+    if infection.dtype.kind not in "biu" or (infection.size and (infection.min() < 0 or infection.max() > 1)):
+        raise InvalidVolumeError(
+            f"infection must be a 0/1 (or bool) mask; got dtype {infection.dtype}. "
+            "Threshold the probability map first (the report counts voxels, not probabilities)."
+        )
+
+
+def remove_small_lesions(
+    infection: np.ndarray, voxel_volume_ml: float, min_lesion_ml: float
+) -> tuple[np.ndarray, int, int]:
+    """Drop 3-D 26-connected components smaller than ``min_lesion_ml``.
+
+    Returns:
+        (kept mask as bool, number of removed components, number of removed voxels).
+        A component of exactly ``min_lesion_ml`` is kept.
+    """
+    mask = infection.astype(bool, copy=False)
+    if min_lesion_ml <= 0 or not mask.any():
+        return mask.copy(), 0, 0
+    # Label only the bounding box of the infection: on a 512x512x300 scan with a few lesions
+    # this keeps the int32 label array small.
+    box = tuple(
+        slice(int(idx[0]), int(idx[-1]) + 1)
+        for idx in (np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3))
+    )
+    labels, n_components = ndimage.label(mask[box], structure=np.ones((3, 3, 3), dtype=bool))
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    keep = sizes * voxel_volume_ml >= min_lesion_ml * (1.0 - _VOLUME_RTOL)
+    keep[0] = False
+    kept = np.zeros_like(mask)
+    kept[box] = keep[labels]
+    n_removed = int(n_components - np.count_nonzero(keep))
+    removed_voxels = int(np.count_nonzero(mask) - np.count_nonzero(kept))
+    return kept, n_removed, removed_voxels
+
+
+def _lung_severity(side: str, lung_voxels: int, infected_voxels: int, voxel_volume_ml: float) -> LungSeverity:
+    empty = lung_voxels == 0
+    # Computed from integer counts: exactly 25 % stays 25.0, so boundaries are exact.
+    involvement = 0.0 if empty else 100.0 * infected_voxels / lung_voxels
+    return LungSeverity(
+        side=side,
+        volume_ml=lung_voxels * voxel_volume_ml,
+        infected_ml=infected_voxels * voxel_volume_ml,
+        involvement_pct=involvement,
+        grade=grade_for_involvement(involvement, has_infection=infected_voxels > 0),
+        lung_voxels=lung_voxels,
+        infected_voxels=infected_voxels,
+        empty=empty,
+    )
+
+
+def compute_severity(
+    lungs: np.ndarray,
+    infection: np.ndarray,
+    geometry: Geometry,
+    min_lesion_ml: float = DEFAULT_MIN_LESION_ML,
+) -> SeverityReport:
+    """Per-lung volumes, infected volumes, involvement and MosMed grades.
+
+    Args:
+        lungs: ``(z, y, x)`` label map, 0 = background, 1 = right lung, 2 = left lung.
+        infection: ``(z, y, x)`` 0/1 or bool mask on the same grid.
+        geometry: the grid's geometry; volumes use ``geometry.voxel_volume_ml``.
+        min_lesion_ml: infection components (3-D, 26-connected, counted inside the lungs)
+            smaller than this are ignored; 0 counts everything. See ``DEFAULT_MIN_LESION_ML``.
+
+    Returns:
+        A ``SeverityReport``. Infection outside both lung masks is not counted (its volume is in
+        ``outside_lungs_ml`` and a warning). A lesion crossing from one lung into the other is
+        sized as one component and each lung counts its own part.
+
+    Example:
+        >>> lungs = np.zeros((10, 10, 20), np.uint8); lungs[:, :, :10] = 1; lungs[:, :, 10:] = 2
+        >>> infection = np.zeros_like(lungs); infection[:3, :, :10] = 1
+        >>> report = compute_severity(lungs, infection, Geometry((1.0, 1.0, 1.0)))
+        >>> report.right.volume_ml, report.right.involvement_pct, report.right.grade, report.overall_grade
+        (1.0, 30.0, 'CT-2', 'CT-2')
+    """
+    if not np.isfinite(min_lesion_ml) or min_lesion_ml < 0:
+        raise ConfigError(
+            f"min_lesion_ml must be a volume in mL >= 0 (0 counts every voxel); got {min_lesion_ml!r}."
+        )
+    lungs = np.asarray(lungs)
+    infection = np.asarray(infection)
+    _check_masks(lungs, infection)
+    voxel_ml = geometry.voxel_volume_ml
+
+    infection = infection.astype(bool, copy=False)
+    in_lungs = lungs > 0
+    outside_voxels = int(np.count_nonzero(infection & ~in_lungs))
+    counted, n_removed, removed_voxels = remove_small_lesions(infection & in_lungs, voxel_ml, min_lesion_ml)
+
+    per_side = {}
+    for side, label in LUNG_SIDES.items():
+        lung = lungs == label
+        per_side[side] = _lung_severity(
+            side, int(np.count_nonzero(lung)), int(np.count_nonzero(counted & lung)), voxel_ml
+        )
+    right, left = per_side["right"], per_side["left"]
+
+    total_lung = right.lung_voxels + left.lung_voxels
+    total_infected = right.infected_voxels + left.infected_voxels
+    warnings = [
+        f"The {side} lung mask is empty: its figures are 0 and its grade CT-0 means 'not measured', not 'normal'."
+        for side, lung in per_side.items()
+        if lung.empty
+    ]
+    if outside_voxels:
+        warnings.append(
+            f"{outside_voxels * voxel_ml:.2f} mL of infection lies outside both lung masks and is not counted."
+        )
+    return SeverityReport(
+        right=right,
+        left=left,
+        overall_volume_ml=total_lung * voxel_ml,
+        overall_infected_ml=total_infected * voxel_ml,
+        overall_involvement_pct=100.0 * total_infected / total_lung if total_lung else 0.0,
+        overall_grade=worse_grade(right.grade, left.grade),
+        min_lesion_ml=float(min_lesion_ml),
+        removed_components=n_removed,
+        removed_ml=removed_voxels * voxel_ml,
+        outside_lungs_ml=outside_voxels * voxel_ml,
+        warnings=tuple(warnings),
+    )

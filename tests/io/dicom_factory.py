@@ -1,0 +1,133 @@
+"""Writers of small DICOM series with known geometry, and voxel-to-mm helpers, for the I/O tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGLosslessSV1, generate_uid
+
+INTERCEPT = -1024.0
+
+
+def series_hu(n_slices: int, rows: int = 24, columns: int = 20) -> np.ndarray:
+    """HU slices whose value encodes the slice index (slice k is -1000 + 100 k) plus a marker voxel."""
+    hu = np.empty((n_slices, rows, columns), dtype=np.int16)
+    for k in range(n_slices):
+        hu[k] = -1000 + 100 * k
+    hu[:, 2, 3] = 1500
+    return hu
+
+
+def ct_dataset(
+    hu_slice: np.ndarray,
+    position_mm: Sequence[float],
+    *,
+    series_uid: str,
+    instance: int,
+    orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
+    pixel_spacing: tuple[float, float] = (0.7, 0.8),
+    modality: str = "CT",
+    image_type: Sequence[str] = ("ORIGINAL", "PRIMARY", "AXIAL"),
+) -> pydicom.Dataset:
+    """A CT image dataset storing ``hu_slice`` as unsigned pixels with RescaleIntercept -1024."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.PatientName = "Test^Series"
+    ds.PatientID = "T001"
+    ds.StudyDate = "20240102"
+    ds.StudyDescription = "CHEST"
+    ds.SeriesDescription = f"series {series_uid[-4:]}"
+    ds.Modality = modality
+    ds.Manufacturer = "pytest"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.SeriesInstanceUID = series_uid
+    ds.InstanceNumber = instance
+    ds.ImageType = list(image_type)
+    ds.ImagePositionPatient = [f"{v:.4f}" for v in position_mm]
+    ds.ImageOrientationPatient = [f"{v:.6f}" for v in orientation]
+    ds.PixelSpacing = [str(v) for v in pixel_spacing]
+    ds.SliceThickness = "2.0"
+    ds.Rows, ds.Columns = hu_slice.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.RescaleIntercept = str(INTERCEPT)
+    ds.RescaleSlope = "1"
+    ds.PixelData = (hu_slice.astype(np.int32) - int(INTERCEPT)).astype(np.uint16).tobytes()
+    return ds
+
+
+def write_series(
+    folder: Path,
+    hu: np.ndarray,
+    *,
+    spacing_z_mm: float = 2.0,
+    orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
+    origin_mm: Sequence[float] = (-10.0, -20.0, 30.0),
+    series_uid: str | None = None,
+    name: str = "slice",
+    positions_mm: Sequence[float] | None = None,
+    **kwargs,
+) -> list[Path]:
+    """Write ``hu`` (slice k at origin + k * spacing along the normal) as one file per slice."""
+    folder.mkdir(parents=True, exist_ok=True)
+    uid = series_uid or generate_uid()
+    normal = np.cross(orientation[:3], orientation[3:])
+    offsets = positions_mm if positions_mm is not None else [k * spacing_z_mm for k in range(len(hu))]
+    paths = []
+    for k, offset in enumerate(offsets):
+        ds = ct_dataset(
+            hu[k],
+            np.asarray(origin_mm) + offset * normal,
+            series_uid=uid,
+            instance=k + 1,
+            orientation=orientation,
+            **kwargs,
+        )
+        path = folder / f"{name}{k:03d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def jpeg_lossless_copy(path: Path, tmp_dir: Path) -> None:
+    """Re-encode a DICOM slice as JPEG Lossless Process 14 SV1 in place.
+
+    pydicom has no JPEG Lossless encoder, so GDCM (inside SimpleITK) encodes the pixels and the
+    encapsulated fragments are moved into the original dataset.
+    """
+    ds = pydicom.dcmread(path)
+    stored = ds.pixel_array.astype(np.uint16)
+    encoded_path = tmp_dir / f"{path.stem}_jpeg.dcm"
+    writer = sitk.ImageFileWriter()
+    writer.SetImageIO("GDCMImageIO")
+    writer.SetFileName(str(encoded_path))
+    writer.UseCompressionOn()
+    writer.SetCompressor("JPEG")
+    writer.Execute(sitk.GetImageFromArray(stored[None]))
+    encoded = pydicom.dcmread(encoded_path)
+    assert encoded.file_meta.TransferSyntaxUID == JPEGLosslessSV1
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    ds.PixelData = encoded.PixelData
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+
+
+def physical_point(geometry, index_zyx: Sequence[int]) -> np.ndarray:
+    """LPS position (mm) of a voxel of a display grid."""
+    direction = np.asarray(geometry.direction).reshape(3, 3)
+    index_xyz = np.asarray(index_zyx[::-1], dtype=float)
+    return np.asarray(geometry.origin_mm) + direction @ (index_xyz * np.asarray(geometry.spacing_mm))

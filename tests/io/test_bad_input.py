@@ -1,0 +1,114 @@
+"""Every kind of bad input gives one InvalidVolumeError sentence naming the file and the fix."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from dicom_factory import series_hu, write_series
+
+from napari_chsnet.errors import InvalidVolumeError
+from napari_chsnet.io.readers import read_ct
+
+
+def test_text_file_is_not_a_ct(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    with pytest.raises(InvalidVolumeError, match="not a supported CT file"):
+        read_ct(path)
+
+
+def test_text_file_named_like_nifti(tmp_path):
+    path = tmp_path / "fake.nii.gz"
+    path.write_bytes(gzip.compress(b"not an image at all"))
+    with pytest.raises(InvalidVolumeError, match="fake.nii.gz cannot be read"):
+        read_ct(path)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(InvalidVolumeError, match="does not exist"):
+        read_ct(tmp_path / "nowhere.nii.gz")
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(InvalidVolumeError, match="contains no DICOM files"):
+        read_ct(tmp_path)
+
+
+def test_folder_of_unrelated_files(tmp_path):
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "b.csv").write_text("1,2")
+    with pytest.raises(InvalidVolumeError, match="contains no DICOM files"):
+        read_ct(tmp_path)
+
+
+def test_dicom_without_pixel_data(tmp_path):
+    path = write_series(tmp_path / "s", series_hu(1))[0]
+    ds = pydicom.dcmread(path)
+    del ds.PixelData
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(InvalidVolumeError, match="without pixel data"):
+        read_ct(path)
+    with pytest.raises(InvalidVolumeError, match="without pixel data"):
+        read_ct(tmp_path / "s")
+
+
+def test_dicom_that_is_not_an_image(tmp_path):
+    path = write_series(tmp_path / "s", series_hu(1))[0]
+    ds = pydicom.dcmread(path)
+    for keyword in ("PixelData", "Rows", "Columns"):
+        delattr(ds, keyword)
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(InvalidVolumeError, match="hold no image"):
+        read_ct(tmp_path / "s")
+
+
+def test_truncated_dicom(tmp_path):
+    path = write_series(tmp_path / "s", series_hu(2, rows=64, columns=64))[1]
+    path.write_bytes(path.read_bytes()[:-3000])
+    with pytest.raises(InvalidVolumeError, match="slice001.dcm"):
+        read_ct(tmp_path / "s")
+
+
+def test_truncated_nifti(tmp_path):
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(
+        sitk.GetImageFromArray(np.random.default_rng(0).integers(-1000, 1000, (8, 64, 64)).astype(np.int16)),
+        str(path),
+    )
+    path.write_bytes(path.read_bytes()[:-2000])
+    with pytest.raises(InvalidVolumeError, match="ct.nii.gz cannot be read"):
+        read_ct(path)
+
+
+def test_two_dimensional_picture_is_not_a_ct(tmp_path):
+    path = tmp_path / "slice.png"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((16, 16), dtype=np.uint8)), str(path))
+    with pytest.raises(InvalidVolumeError, match="2-D picture"):
+        read_ct(path)
+
+
+def test_single_slice_image_is_a_one_slice_volume(tmp_path):
+    path = tmp_path / "slice.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((16, 12), -800, dtype=np.int16)), str(path))
+    assert read_ct(path).shape == (1, 16, 12)
+
+
+def test_colour_image_is_refused(tmp_path):
+    path = tmp_path / "rgb.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 8, 8, 3), dtype=np.uint8), isVector=True), str(path))
+    with pytest.raises(InvalidVolumeError, match="values per voxel"):
+        read_ct(path)
+
+
+def test_volume_too_large_for_memory_is_refused_from_its_header(tmp_path):
+    (tmp_path / "huge.raw").write_bytes(b"\0" * 16)
+    (tmp_path / "huge.mhd").write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 100000 100000 1000\nElementType = MET_SHORT\n"
+        "ElementSpacing = 1 1 1\nElementDataFile = huge.raw\n"
+    )
+    with pytest.raises(InvalidVolumeError, match="GiB of memory is available"):
+        read_ct(tmp_path / "huge.mhd")

@@ -1,0 +1,166 @@
+"""DICOM series: choice of series, slice order, gaps, orientation, compression, real slices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from dicom_factory import INTERCEPT, jpeg_lossless_copy, physical_point, series_hu, write_series
+from pydicom.uid import JPEG2000Lossless, RLELossless
+
+from napari_chsnet.errors import InvalidVolumeError
+from napari_chsnet.io.readers import read_ct
+
+
+@pytest.mark.realdata
+def test_real_lungmask_slices_make_a_two_slice_series(shared_data):
+    volume = read_ct(shared_data / "dicom-samples" / "lungmask")
+    assert volume.shape == (2, 512, 512)
+    assert volume.hu.dtype == np.int16
+    assert volume.geometry.spacing_mm == pytest.approx((0.625, 0.625, 1.0))
+    assert volume.geometry.source_orientation == "LPS"
+    body = volume.hu[:, 200:300, 200:300]
+    in_field_of_view = volume.hu[volume.hu > -1500]  # -2048 pads the corners outside the scanned circle
+    assert -1100 < np.percentile(in_field_of_view, 5) < -900, (
+        "air outside the patient should read about -1000 HU"
+    )
+    assert -200 < np.median(body) < 300, "the mediastinum/body centre should be soft tissue"
+    assert volume.metadata["warnings"] == [], "CT Image Storage without a Modality tag still counts as CT"
+
+
+@pytest.mark.realdata
+def test_real_single_dicom_file(shared_data):
+    volume = read_ct(shared_data / "dicom-samples" / "pydicom" / "CT_small.dcm")
+    assert volume.shape == (1, 128, 128)
+    assert volume.geometry.spacing_mm == pytest.approx((0.661468, 0.661468, 5.0))
+    assert volume.metadata["Modality"] == "CT"
+    assert volume.metadata["PatientName"] == "CompressedSamples^CT1"
+    assert volume.hu.min() >= -1024 and volume.hu.max() < 3072
+
+
+def test_slices_are_ordered_by_position_not_file_name(axial_series):
+    folder, hu = axial_series
+    volume = read_ct(folder)
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.geometry.origin_mm == pytest.approx((-10.0, -20.0, 30.0))
+    assert volume.geometry.spacing_mm == pytest.approx((0.8, 0.7, 2.0))
+    assert volume.metadata["PatientID"] == "T001"
+
+
+def test_largest_series_is_chosen_and_localizer_dropped(axial_series, tmp_path):
+    folder, hu = axial_series
+    write_series(folder, series_hu(3), name="small")
+    sagittal = (0, 1, 0, 0, 0, -1)
+    write_series(
+        folder,
+        series_hu(1),
+        orientation=sagittal,
+        name="scout",
+        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+    )
+    volume = read_ct(folder)
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert any("2 image series" in w for w in volume.metadata["warnings"])
+
+
+def test_slice_with_odd_orientation_inside_the_series_is_dropped(axial_series):
+    folder, hu = axial_series
+    uid = pydicom.dcmread(next(folder.iterdir())).SeriesInstanceUID
+    write_series(
+        folder,
+        series_hu(1),
+        orientation=(0, 1, 0, 0, 0, -1),
+        series_uid=uid,
+        name="odd",
+        image_type=("ORIGINAL", "PRIMARY", "OTHER"),
+    )
+    volume = read_ct(folder)
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert any("orientation differs" in w for w in volume.metadata["warnings"])
+
+
+def test_missing_slice_is_refused_or_interpolated_on_request(axial_series):
+    folder, hu = axial_series
+    (folder / "IM0005.dcm").unlink()  # slice index 3 (files are numbered superior first)
+    with pytest.raises(InvalidVolumeError, match="misses slices"):
+        read_ct(folder)
+    volume = read_ct(folder, fill_missing_slices=True)
+    assert volume.shape == hu.shape
+    np.testing.assert_allclose(volume.hu[3], (hu[2].astype(float) + hu[4]) / 2)
+    assert volume.metadata["interpolated_slices"] == [3]
+    assert any("interpolated" in w for w in volume.metadata["warnings"])
+
+
+def test_uneven_spacing_is_reported(tmp_path):
+    write_series(tmp_path / "s", series_hu(4), positions_mm=[0.0, 2.0, 4.3, 6.0])
+    volume = read_ct(tmp_path / "s")
+    assert volume.shape[0] == 4
+    assert any("uneven slice spacing" in w for w in volume.metadata["warnings"])
+
+
+def test_coronal_series_is_reoriented_to_axial_display(tmp_path):
+    # rows run toward patient left, columns toward inferior, so slices stack toward posterior
+    orientation = (1, 0, 0, 0, 0, -1)
+    hu = series_hu(5)
+    write_series(tmp_path / "s", hu, orientation=orientation)
+    volume = read_ct(tmp_path / "s")
+    assert volume.geometry.source_orientation == "LIP"
+    assert volume.shape == (24, 5, 20)  # (z from the 24 rows, y from the 5 slices, x from 20 columns)
+    assert volume.geometry.direction == pytest.approx(np.eye(3).ravel())
+    # the marker (row 2, column 3, every slice) lies 2 rows below the top: z index 24 - 1 - 2
+    marker = np.argwhere(volume.hu == 1500)
+    assert set(marker[:, 0]) == {21} and set(marker[:, 2]) == {3}
+    # slice k (HU -1000 + 100 k) lies k * 2 mm toward posterior (larger y)
+    assert volume.hu[0, :, 0].tolist() == [-1000, -900, -800, -700, -600]
+    expected = np.array([-10.0 + 3 * 0.8, -20.0 + 4 * 2.0, 30.0 - 2 * 0.7])
+    np.testing.assert_allclose(physical_point(volume.geometry, (21, 4, 3)), expected, atol=1e-4)
+
+
+def test_oblique_series_keeps_its_rotation(tmp_path):
+    angle = np.deg2rad(12)
+    orientation = (np.cos(angle), np.sin(angle), 0, -np.sin(angle), np.cos(angle), 0)
+    hu = series_hu(4)
+    write_series(tmp_path / "s", hu, orientation=orientation)
+    volume = read_ct(tmp_path / "s")
+    np.testing.assert_array_equal(volume.hu, hu)
+    direction = np.asarray(volume.geometry.direction).reshape(3, 3)
+    np.testing.assert_allclose(direction[:, 0], orientation[:3], atol=1e-5)
+    np.testing.assert_allclose(physical_point(volume.geometry, (0, 0, 0)), (-10.0, -20.0, 30.0), atol=1e-4)
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless, "jpeg-lossless"])
+def test_compressed_slices_decode_to_the_same_hu(tmp_path, syntax):
+    hu = series_hu(3, rows=64, columns=64)  # JPEG 2000's default 6 resolution levels need >= 32 px
+    paths = write_series(tmp_path / "s", hu)
+    for path in paths:
+        if syntax == "jpeg-lossless":
+            jpeg_lossless_copy(path, tmp_path)
+        else:
+            ds = pydicom.dcmread(path)
+            ds.compress(syntax)
+            ds.save_as(path, enforce_file_format=True)
+    assert pydicom.dcmread(paths[0]).file_meta.TransferSyntaxUID.is_compressed
+    np.testing.assert_array_equal(read_ct(tmp_path / "s").hu, hu)
+
+
+def test_list_of_files_reads_as_one_series(axial_series):
+    folder, hu = axial_series
+    np.testing.assert_array_equal(read_ct(sorted(folder.iterdir())).hu, hu)
+
+
+def test_non_ct_modality_warns_but_opens(tmp_path):
+    write_series(tmp_path / "s", series_hu(2), modality="MR")
+    volume = read_ct(tmp_path / "s")
+    assert volume.shape[0] == 2
+    assert any("not CT" in w for w in volume.metadata["warnings"])
+
+
+def test_rescale_slope_gives_float_hu(tmp_path):
+    paths = write_series(tmp_path / "s", series_hu(2))
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.RescaleSlope = "0.5"
+        ds.save_as(path, enforce_file_format=True)
+    volume = read_ct(tmp_path / "s")
+    assert volume.hu.dtype == np.float32
+    assert volume.hu[0, 0, 0] == pytest.approx((-1000 - INTERCEPT) * 0.5 + INTERCEPT)

@@ -1,0 +1,85 @@
+"""The npe2 reader, writer and sample-data functions, called as napari calls them (no viewer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from napari_chsnet.io.readers import read_ct
+from napari_chsnet.napari_hooks import (
+    GEOMETRY_KEY,
+    LUNG_WINDOW_HU,
+    get_reader,
+    sample_synthetic_ct,
+    write_image,
+    write_labels,
+)
+
+
+@pytest.fixture
+def ras_nifti(tmp_path):
+    values = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) - 1000
+    image = sitk.GetImageFromArray(values)
+    image.SetSpacing((0.7, 0.8, 2.0))
+    image.SetOrigin((10.0, 20.0, -50.0))
+    image.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def test_reader_declines_what_it_cannot_read(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    assert get_reader(str(tmp_path / "a.txt")) is None
+    assert get_reader(str(tmp_path / "picture.png")) is None
+    assert get_reader(str(tmp_path)) is None, "a folder without DICOM files"
+    assert get_reader([str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]) is None
+
+
+def test_reader_gives_an_image_layer_in_hu_with_geometry(ras_nifti):
+    reader = get_reader(str(ras_nifti))
+    assert reader is not None
+    [(data, kwargs, layer_type)] = reader(str(ras_nifti))
+    assert layer_type == "image"
+    assert kwargs["name"] == "ct"
+    assert kwargs["scale"] == pytest.approx((2.0, 0.8, 0.7))
+    # RAS origin (10, 20) is the right-anterior corner; the display origin is the other corner
+    assert kwargs["translate"] == pytest.approx((-50.0, 20.0 - 4 * 0.8, 10.0 - 5 * 0.7))
+    assert kwargs["contrast_limits"] == LUNG_WINDOW_HU
+    assert kwargs["metadata"][GEOMETRY_KEY]["source_orientation"] == "RAS"
+    assert data.min() == -1000 and data.max() == -1000 + 119
+
+
+def test_writers_put_layers_back_on_the_source_grid(ras_nifti, tmp_path):
+    [(data, kwargs, _)] = get_reader(str(ras_nifti))(str(ras_nifti))
+    labels = (data > -950).astype(np.uint8)
+    [labels_path] = write_labels(str(tmp_path / "mask"), labels, kwargs)
+    assert labels_path.endswith("mask.nii.gz")
+    written, source = sitk.ReadImage(labels_path), sitk.ReadImage(str(ras_nifti))
+    np.testing.assert_allclose(written.GetDirection(), source.GetDirection(), atol=1e-5)
+    np.testing.assert_allclose(written.GetOrigin(), source.GetOrigin(), atol=1e-3)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), (sitk.GetArrayFromImage(source) > -950))
+    [image_path] = write_image(str(tmp_path / "copy.mha"), data, kwargs)
+    np.testing.assert_array_equal(read_ct(image_path).hu, data)
+
+
+def test_writer_without_chsnet_metadata_uses_scale_and_translate(tmp_path):
+    meta = {"scale": (2.0, 0.5, 0.5), "translate": (5.0, 6.0, 7.0), "metadata": {}}
+    [path] = write_labels(str(tmp_path / "m.nrrd"), np.ones((3, 4, 4), dtype=np.uint8), meta)
+    image = sitk.ReadImage(path)
+    assert image.GetSpacing() == pytest.approx((0.5, 0.5, 2.0))
+    assert image.GetOrigin() == pytest.approx((7.0, 6.0, 5.0))
+
+
+def test_sample_has_ct_and_ground_truth_layers():
+    layers = sample_synthetic_ct()
+    assert [layer_type for _, _, layer_type in layers] == ["image", "labels", "labels"]
+    assert [kwargs["name"] for _, kwargs, _ in layers] == [
+        "synthetic chest CT",
+        "lungs (ground truth)",
+        "infection (ground truth)",
+    ]
+    ct, lungs, infection = (data for data, _, _ in layers)
+    assert ct.shape == lungs.shape == infection.shape == (64, 256, 256)
+    assert set(np.unique(lungs)) == {0, 1, 2}

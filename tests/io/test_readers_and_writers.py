@@ -1,0 +1,139 @@
+"""NIfTI/MHA/NRRD reading into the LPS display grid, and writing back onto the source grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from dicom_factory import physical_point
+
+from napari_chsnet.errors import InvalidVolumeError, OutputExistsError
+from napari_chsnet.io.readers import read_ct
+from napari_chsnet.io.writers import read_mask, write_volume
+
+
+def _rotation(z_deg: float, x_deg: float) -> np.ndarray:
+    cz, sz = np.cos(np.deg2rad(z_deg)), np.sin(np.deg2rad(z_deg))
+    cx, sx = np.cos(np.deg2rad(x_deg)), np.sin(np.deg2rad(x_deg))
+    return np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]) @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+
+
+# Direction matrices (columns = where the file's i, j, k axes point, in LPS).
+ORIENTATIONS = {
+    "LPS": np.eye(3),
+    "RAS": np.diag([-1.0, -1.0, 1.0]),
+    "permuted": np.array([[0.0, 0, 1], [1, 0, 0], [0, 1, 0]]),
+    "prone-flipped": np.diag([1.0, -1.0, -1.0]),
+    "oblique": _rotation(15, 5),
+}
+
+
+def _source_image(direction: np.ndarray) -> sitk.Image:
+    values = np.arange(6 * 7 * 8, dtype=np.int16).reshape(6, 7, 8) - 150
+    image = sitk.GetImageFromArray(values)
+    image.SetSpacing((0.7, 0.9, 2.5))
+    image.SetOrigin((-12.5, 30.25, -100.0))
+    image.SetDirection(tuple(direction.ravel()))
+    return image
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".mha", ".nrrd"])
+@pytest.mark.parametrize("orientation", list(ORIENTATIONS))
+def test_round_trip_lands_on_the_source_voxels(tmp_path, suffix, orientation):
+    source = _source_image(ORIENTATIONS[orientation])
+    original = tmp_path / f"ct{suffix}"
+    sitk.WriteImage(source, str(original))
+    volume = read_ct(original)
+    direction = np.asarray(volume.geometry.direction).reshape(3, 3)
+    assert np.all(np.argmax(np.abs(direction), axis=0) == [0, 1, 2]), "display axes must follow x, y, z"
+    assert np.all(np.diag(direction) > 0), "display axes must point to L, P, S"
+    written = write_volume(tmp_path / f"back{suffix}", volume.hu, volume.geometry)
+    first, second = sitk.ReadImage(str(original)), sitk.ReadImage(str(written))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(second), sitk.GetArrayFromImage(first))
+    tolerance = 1e-4 if suffix == ".nii.gz" else 1e-9  # NIfTI stores its affine in float32
+    np.testing.assert_allclose(second.GetSpacing(), first.GetSpacing(), atol=tolerance)
+    np.testing.assert_allclose(second.GetOrigin(), first.GetOrigin(), atol=tolerance * 100)
+    np.testing.assert_allclose(second.GetDirection(), first.GetDirection(), atol=tolerance)
+    again = read_ct(written)
+    np.testing.assert_array_equal(again.hu, volume.hu)
+    assert again.geometry.source_orientation == volume.geometry.source_orientation
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "RAS"])
+def test_marker_at_patient_right_ends_at_small_x(tmp_path, orientation):
+    image = _source_image(ORIENTATIONS[orientation])
+    values = np.full((6, 7, 8), -1000, dtype=np.int16)
+    # file index i that lies furthest toward the patient's right (-x in LPS)
+    right_i = 0 if orientation == "LPS" else 7
+    values[3, 2, right_i] = 500
+    marked = sitk.GetImageFromArray(values)
+    marked.CopyInformation(image)
+    path = tmp_path / "marker.nii.gz"
+    sitk.WriteImage(marked, str(path))
+    volume = read_ct(path)
+    z, y, x = np.argwhere(volume.hu == 500)[0]
+    assert x == 0, "the patient's right must be at x index 0 of the display grid"
+    expected = marked.TransformIndexToPhysicalPoint((right_i, 2, 3))
+    np.testing.assert_allclose(physical_point(volume.geometry, (z, y, x)), expected, atol=1e-3)
+
+
+@pytest.mark.realdata
+def test_real_covid_volume(shared_data):
+    volume = read_ct(shared_data / "covid-ct-md" / "P001_ct_hu.nii.gz")
+    assert volume.shape == (148, 512, 512)
+    assert volume.hu.dtype == np.int16
+    assert volume.geometry.source_orientation == "LPS"
+    assert volume.geometry.spacing_mm[2] == pytest.approx(2.0)
+    assert volume.hu.min() >= -1100 and 1000 < volume.hu.max() < 4000
+    middle = volume.hu[74]
+    # lungs: a large share of the body is aerated lung at about -850 HU
+    assert 0.1 < np.mean((middle > -950) & (middle < -700)) < 0.5
+
+
+def test_float_values_are_kept_as_float32(tmp_path):
+    image = sitk.GetImageFromArray(np.full((2, 3, 4), -850.5, dtype=np.float32))
+    sitk.WriteImage(image, str(tmp_path / "f.mha"))
+    assert read_ct(tmp_path / "f.mha").hu.dtype == np.float32
+    image = sitk.GetImageFromArray(np.full((2, 3, 4), -850.0, dtype=np.float32))
+    sitk.WriteImage(image, str(tmp_path / "i.mha"))
+    assert read_ct(tmp_path / "i.mha").hu.dtype == np.int16
+
+
+def test_existing_output_is_refused_unless_overwrite(tmp_path):
+    volume = read_ct(_written(tmp_path))
+    target = tmp_path / "out.nrrd"
+    write_volume(target, volume.hu, volume.geometry)
+    with pytest.raises(OutputExistsError, match="already exists"):
+        write_volume(target, volume.hu, volume.geometry)
+    write_volume(target, volume.hu, volume.geometry, overwrite=True)
+
+
+def _written(tmp_path, orientation: str = "RAS"):
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(_source_image(ORIENTATIONS[orientation]), str(path))
+    return path
+
+
+def test_labels_are_written_as_uint8_and_read_back_as_masks(tmp_path):
+    volume = read_ct(_written(tmp_path))
+    labels = (np.arange(volume.hu.size).reshape(volume.shape) % 3).astype(np.int64)
+    path = write_volume(tmp_path / "lungs.nii.gz", labels, volume.geometry, is_label=True)
+    assert sitk.ReadImage(str(path)).GetPixelID() == sitk.sitkUInt8
+    mask = read_mask(path, volume.geometry, volume.shape)
+    assert mask.dtype == np.uint8
+    np.testing.assert_array_equal(mask, labels)
+
+
+def test_labels_outside_uint8_are_refused(tmp_path):
+    volume = read_ct(_written(tmp_path))
+    with pytest.raises(InvalidVolumeError, match="0..255"):
+        write_volume(tmp_path / "bad.nii.gz", np.full(volume.shape, 300), volume.geometry, is_label=True)
+
+
+def test_mask_on_another_grid_is_refused(tmp_path):
+    volume = read_ct(_written(tmp_path))
+    other = _source_image(ORIENTATIONS["RAS"])
+    other.SetSpacing((1.0, 1.0, 1.0))
+    sitk.WriteImage(sitk.Cast(other > 0, sitk.sitkUInt8), str(tmp_path / "mask.nii.gz"))
+    with pytest.raises(InvalidVolumeError, match="does not lie on the CT's voxel grid.*spacing"):
+        read_mask(tmp_path / "mask.nii.gz", volume.geometry)

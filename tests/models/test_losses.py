@@ -1,0 +1,71 @@
+"""Losses against values worked out by hand.
+
+Case: one 2 x 2 image, target [[1, 0], [0, 0]], logits 0 (p = 0.5 everywhere), so
+sum(y p) = 0.5, sum(y) = 1, sum(p) = 2, sum(p^2) = 1, soft FN = 0.5, soft FP = 1.5.
+"""
+
+import math
+
+import pytest
+import torch
+
+from napari_chsnet.models.losses import (
+    BCEDiceLoss,
+    CEDiceLoss,
+    DiceLoss,
+    FocalLoss,
+    FocalTverskyLoss,
+    IoULoss,
+    TverskyLoss,
+)
+
+TARGET = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+HALF = torch.zeros(1, 1, 2, 2)
+LN2 = math.log(2)
+
+CASES = [
+    (DiceLoss(), 1 - (2 * 0.5 + 1) / (1 + 2 + 1)),  # EAMC Eq. 4 = 0.5
+    (BCEDiceLoss(), 0.5 * LN2 + 0.5 * (1 - (2 * 0.5 + 1) / (1 + 1 + 1))),  # CHS-Net Eq. 15
+    (FocalLoss(), (0.8 + 3 * 0.2) / 4 * 0.25 * LN2),  # alpha_t mean 0.35, (1 - p_t)^2 = 0.25
+    (IoULoss(), 1 - (0.5 + 1) / (1 + 2 - 0.5 + 1)),
+    (TverskyLoss(), 1 - (0.5 + 1) / (0.5 + 0.7 * 0.5 + 0.3 * 1.5 + 1)),
+    (FocalTverskyLoss(), math.sqrt(1 - (0.5 + 1) / (0.5 + 0.7 * 0.5 + 0.3 * 1.5 + 1))),
+    (CEDiceLoss(), LN2 + 0.5),
+]
+
+
+@pytest.mark.parametrize(("loss", "expected"), CASES, ids=[type(c[0]).__name__ for c in CASES])
+def test_loss_matches_hand_value(loss, expected):
+    assert loss(HALF, TARGET).item() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "loss", [DiceLoss(), IoULoss(), TverskyLoss(), BCEDiceLoss()], ids=lambda loss: type(loss).__name__
+)
+def test_empty_target_and_empty_prediction_cost_nothing(loss):
+    empty = torch.zeros(2, 1, 4, 4)
+    assert loss(torch.full_like(empty, -30.0), empty).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_focal_tversky_stays_finite_at_perfect_prediction():
+    empty = torch.zeros(1, 1, 4, 4)
+    logits = torch.full_like(empty, -30.0).requires_grad_()
+    loss = FocalTverskyLoss()(logits, empty)
+    loss.backward()
+    assert loss.item() < 1e-3 and torch.isfinite(logits.grad).all()
+
+
+def test_empty_target_with_uncertain_prediction_is_penalised():
+    # Dice (Eq. 4) of an empty target against p = 0.5 on 4 pixels: 1 - 1 / (0 + 2 + 1).
+    assert DiceLoss()(HALF, torch.zeros_like(TARGET)).item() == pytest.approx(2 / 3, abs=1e-6)
+
+
+def test_region_losses_average_per_image():
+    logits = torch.cat([HALF, torch.full_like(HALF, -30.0)])
+    target = torch.cat([TARGET, torch.zeros_like(TARGET)])
+    assert DiceLoss()(logits, target).item() == pytest.approx(0.25, abs=1e-6)
+
+
+def test_shape_mismatch_is_reported():
+    with pytest.raises(ValueError, match=r"logits \(1, 1, 2, 2\) and target \(1, 2, 2\)"):
+        DiceLoss()(HALF, TARGET[0])

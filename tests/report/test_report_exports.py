@@ -1,0 +1,235 @@
+"""Report files: JSON shape and content, appendable CSV, PDF text, no-overwrite and atomic writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_chsnet.errors import InvalidVolumeError, OutputExistsError
+from napari_chsnet.report import (
+    CSV_COLUMNS,
+    DISCLAIMER,
+    ReportFormatError,
+    RunInfo,
+    append_report_csv,
+    build_report_json,
+    compute_severity,
+    software_versions,
+    write_report_json,
+    write_report_pdf,
+)
+from napari_chsnet.report import exports as exports_module
+from napari_chsnet.report.manifest import case_name, file_sha256
+
+pypdf = pytest.importorskip("pypdf", reason="PDF text checks need pypdf (testing extra)")
+
+
+def make_report(case, anonymize=False, input_path="/data/scans/case_0042.nii.gz"):
+    severity = compute_severity(case.lungs, case.infection, case.ct.geometry)
+    run = RunInfo(
+        model="chsnet",
+        device="cpu",
+        runtime_s=12.5,
+        weights_sha256="0" * 64,
+        input=input_path,
+        timestamp="2024-01-02T03:04:05+00:00",
+        stage_timings_s={"prepare": 0.5, "predict": 11.0},
+    )
+    return build_report_json(severity, run, case.ct.metadata, anonymize=anonymize)
+
+
+def test_report_json_has_the_stable_keys(synthetic_case):
+    report = make_report(synthetic_case)
+    for key in (
+        "lungs",
+        "overall",
+        "min_lesion_ml",
+        "model",
+        "device",
+        "runtime_s",
+        "weights_sha256",
+        "software",
+        "input",
+        "study",
+        "disclaimer",
+        "timestamp",
+        "stage_timings_s",
+        "case",
+    ):
+        assert key in report, key
+    assert set(report["lungs"]["right"]) == {"volume_ml", "infected_ml", "involvement_pct", "grade"}
+    assert report["overall"]["grade"] in {"CT-1", "CT-2", "CT-3", "CT-4"}
+    assert report["case"] == "case_0042"
+    assert report["stage_timings_s"] == {"prepare": 0.5, "predict": 11.0}
+    assert report["study"]["PatientName"] == "DOE JANE"  # DICOM PN carets become spaces
+    assert report["disclaimer"] == DISCLAIMER
+    assert DISCLAIMER.startswith("Research tool — not for clinical diagnosis")
+    assert set(report["software"]) == {"python", "torch", "numpy", "SimpleITK", "napari_chsnet"}
+    assert report["software"]["numpy"] == np.__version__
+
+
+def test_anonymize_removes_identifying_fields_and_keeps_study(synthetic_case):
+    report = make_report(synthetic_case, anonymize=True)
+    for key in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber"):
+        assert key not in report["study"]
+    assert report["study"]["StudyDate"] == "20200415" and report["study"]["PatientSex"] == "F"
+    assert report["anonymized"] is True
+    assert "DOE" not in json.dumps(report)
+
+
+def test_software_versions_does_not_import_heavy_packages():
+    import sys
+
+    had_torch = "torch" in sys.modules
+    versions = software_versions()
+    assert versions["python"].count(".") == 2
+    assert ("torch" in sys.modules) == had_torch
+
+
+def test_file_sha256_and_case_name(tmp_path):
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"abc")
+    assert file_sha256(weights) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert case_name("/x/y/scan_7.nii.gz") == "scan_7"
+    assert case_name("/x/dicom_folder/") == "dicom_folder"
+
+
+def test_write_json_round_trips_and_refuses_overwrite(synthetic_case, tmp_path):
+    report = make_report(synthetic_case)
+    target = tmp_path / "new" / "dir" / "report.json"
+    write_report_json(target, report)
+    assert json.loads(target.read_text(encoding="utf-8")) == report
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        write_report_json(target, {"other": 1})
+    assert json.loads(target.read_text(encoding="utf-8")) == report
+    write_report_json(target, {"other": 1}, overwrite=True)
+    assert json.loads(target.read_text(encoding="utf-8")) == {"other": 1}
+    assert [p.name for p in target.parent.iterdir()] == ["report.json"]  # no temporary left
+
+
+def test_failed_json_write_leaves_no_file(tmp_path):
+    target = tmp_path / "report.json"
+    with pytest.raises(ValueError):
+        write_report_json(target, {"bad": float("nan")})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_crash_during_write_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "report.json"
+    write_report_json(target, {"old": 1})
+
+    def crash(path, text):
+        def write(temporary):
+            Path(temporary).write_text(text[: len(text) // 2])
+            raise RuntimeError("disk full")
+
+        exports_module._atomic_write(path, write)
+
+    monkeypatch.setattr(exports_module, "_write_text", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_report_json(target, {"new": 2}, overwrite=True)
+    assert json.loads(target.read_text()) == {"old": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_csv_appends_across_runs_with_one_header(synthetic_case, tmp_path):
+    target = tmp_path / "out" / "report.csv"
+    first = make_report(synthetic_case, input_path="/scans/a.nii.gz")
+    second = make_report(synthetic_case, input_path="/scans/b_dicom")
+    append_report_csv(target, first)
+    append_report_csv(target, second)
+    lines = target.read_text(encoding="utf-8").splitlines()
+    assert lines[0].split(",") == list(CSV_COLUMNS)
+    assert len(lines) == 3
+    rows = list(csv.DictReader(target.open(encoding="utf-8")))
+    assert [r["case"] for r in rows] == ["a", "b_dicom"]
+    assert rows[0]["right_grade"] == first["lungs"]["right"]["grade"]
+    assert float(rows[0]["right_volume_ml"]) == pytest.approx(first["lungs"]["right"]["volume_ml"], abs=1e-3)
+    assert rows[1]["overall_grade"] == second["overall"]["grade"]
+    assert rows[0]["model"] == "chsnet" and rows[0]["timestamp"] == "2024-01-02T03:04:05+00:00"
+
+
+def test_csv_with_other_header_is_refused_untouched(synthetic_case, tmp_path):
+    target = tmp_path / "results.csv"
+    target.write_text("patient,volume\np1,3\n", encoding="utf-8")
+    with pytest.raises(ReportFormatError, match="new CSV"):
+        append_report_csv(target, make_report(synthetic_case))
+    assert target.read_text(encoding="utf-8") == "patient,volume\np1,3\n"
+
+
+def test_csv_on_empty_file_writes_header(synthetic_case, tmp_path):
+    target = tmp_path / "report.csv"
+    target.touch()
+    append_report_csv(target, make_report(synthetic_case))
+    assert target.read_text(encoding="utf-8").splitlines()[0] == ",".join(CSV_COLUMNS)
+
+
+def pdf_text(path: Path) -> str:
+    return "\n".join(page.extract_text() for page in pypdf.PdfReader(str(path)).pages)
+
+
+@pytest.fixture(scope="module")
+def written_pdf(synthetic_case, tmp_path_factory):
+    report = make_report(synthetic_case)
+    path = tmp_path_factory.mktemp("pdf") / "sub" / "report.pdf"
+    write_report_pdf(
+        path,
+        report,
+        synthetic_case.ct,
+        synthetic_case.lungs,
+        synthetic_case.infection,
+        synthetic_case.probability,
+    )
+    return path, report
+
+
+def test_pdf_is_a_pdf_with_grades_table_and_disclaimer(written_pdf):
+    path, report = written_pdf
+    assert path.read_bytes()[:5] == b"%PDF-"
+    text = pdf_text(path)
+    assert len(pypdf.PdfReader(str(path)).pages) == 2
+    assert "Research tool — not for clinical diagnosis" in text
+    for side in ("right", "left"):
+        assert report["lungs"][side]["grade"] in text
+    assert f"{report['lungs']['right']['volume_ml']:,.1f}" in text
+    assert "Overall severity" in text and report["overall"]["grade"] in text
+    assert "DOE JANE" in text and "PID-0042" in text
+    assert "Axial key slices" in text and "Coronal view" in text
+
+
+def test_pdf_refuses_overwrite_unless_asked(written_pdf, synthetic_case):
+    path, report = written_pdf
+    before = path.read_bytes()
+    args = (report, synthetic_case.ct, synthetic_case.lungs, synthetic_case.infection, None)
+    with pytest.raises(OutputExistsError):
+        write_report_pdf(path, *args)
+    assert path.read_bytes() == before
+
+
+def test_anonymised_pdf_has_no_patient_identity(synthetic_case, tmp_path):
+    report = make_report(synthetic_case, anonymize=True)
+    path = write_report_pdf(
+        tmp_path / "anon.pdf", report, synthetic_case.ct, synthetic_case.lungs, synthetic_case.infection, None
+    )
+    text = pdf_text(path)
+    assert "anonymised" in text
+    assert "DOE" not in text and "PID-0042" not in text and "19610203" not in text
+    assert "probability map" in text  # no probability given: the panel says so
+
+
+def test_pdf_rejects_masks_off_the_ct_grid(synthetic_case, tmp_path):
+    report = make_report(synthetic_case)
+    with pytest.raises(InvalidVolumeError, match="CT's grid"):
+        write_report_pdf(
+            tmp_path / "r.pdf",
+            report,
+            synthetic_case.ct,
+            synthetic_case.lungs[:-1],
+            synthetic_case.infection[:-1],
+            None,
+        )
+    assert not (tmp_path / "r.pdf").exists()

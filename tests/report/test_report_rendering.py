@@ -1,0 +1,95 @@
+"""Orientation and slice choice of the report pictures (radiological convention)."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
+from napari_chsnet.report import RunInfo, build_report_json, compute_severity
+from napari_chsnet.report.rendering import (
+    axial_image,
+    coronal_image,
+    render_report_figures,
+    select_coronal_plane,
+    select_key_slices,
+)
+
+
+def test_axial_image_puts_patient_right_on_the_left():
+    volume = np.zeros((3, 4, 5), dtype=np.uint8)
+    volume[:, :, 0] = RIGHT_LUNG  # x index 0 = patient's right (LPS display)
+    volume[:, :, -1] = LEFT_LUNG
+    image = axial_image(volume, 1)
+    assert (image[:, 0] == RIGHT_LUNG).all() and (image[:, -1] == LEFT_LUNG).all()
+
+
+def test_coronal_image_puts_superior_at_the_top_and_right_on_the_left():
+    volume = np.zeros((6, 4, 5), dtype=np.uint8)
+    volume[-1] = 7  # last slice = most superior
+    volume[:, :, 0] = RIGHT_LUNG
+    image = coronal_image(volume, 2)
+    assert image.shape == (6, 5)
+    assert (image[0, 1:] == 7).all() and (image[-1, 1:] == 0).all()
+    assert (image[:, 0] == RIGHT_LUNG).all()
+
+
+def test_key_slices_pick_most_infected_slices_apart_superior_first():
+    lungs = np.ones((40, 8, 8), dtype=np.uint8)
+    infection = np.zeros_like(lungs, dtype=bool)
+    counts = {5: 30, 6: 29, 20: 20, 33: 10, 34: 40}
+    for z, n in counts.items():
+        infection[z].flat[:n] = True
+    # min gap = 40 / 12 -> 3 slices: 6 is too close to 5, 33 to 34.
+    assert select_key_slices(lungs, infection, 3) == [34, 20, 5]
+
+
+def test_key_slices_without_infection_spread_over_the_lungs():
+    lungs = np.zeros((20, 4, 4), dtype=np.uint8)
+    lungs[4:16] = RIGHT_LUNG
+    # Lungs span z 4..15: the quarter points 6.75, 9.5, 12.25 rounded (9.5 -> 10, half to even).
+    assert select_key_slices(lungs, np.zeros_like(lungs, dtype=bool), 3) == [12, 10, 7]
+
+
+def test_coronal_plane_is_the_most_infected():
+    lungs = np.ones((5, 10, 6), dtype=np.uint8)
+    infection = np.zeros_like(lungs, dtype=bool)
+    infection[:, 7, :3] = True
+    assert select_coronal_plane(lungs, infection) == 7
+
+
+def test_figures_are_a4_and_leave_pyplot_alone(synthetic_case):
+    import matplotlib.pyplot as plt
+
+    open_before = plt.get_fignums()
+    severity = compute_severity(synthetic_case.lungs, synthetic_case.infection, synthetic_case.ct.geometry)
+    report = build_report_json(severity, RunInfo("eamc", "cpu", 1.0), synthetic_case.ct.metadata, False)
+    figures = render_report_figures(
+        report, synthetic_case.ct, synthetic_case.lungs, synthetic_case.infection, synthetic_case.probability
+    )
+    assert len(figures) == 2 and all(isinstance(f, Figure) for f in figures)
+    assert all(tuple(np.round(f.get_size_inches(), 2)) == (8.27, 11.69) for f in figures)
+    assert plt.get_fignums() == open_before
+    # The image panels carry R on the left and L on the right of each image.
+    texts = [t for ax in figures[1].axes for t in ax.texts if t.get_text() in {"R", "L"}]
+    assert texts and all((t.get_position()[0] < 0.5) == (t.get_text() == "R") for t in texts)
+
+
+def test_small_nonzero_amounts_never_print_as_zero():
+    from napari_chsnet.report.rendering import _fmt
+
+    assert (_fmt(0.0), _fmt(0.03), _fmt(0.05), _fmt(1234.56)) == ("0.0", "< 0.1", "0.1", "1,234.6")
+
+
+def test_pictures_use_the_infection_as_counted(synthetic_case):
+    # With a threshold above every lesion nothing is counted, so no key slice claims infection.
+    severity = compute_severity(
+        synthetic_case.lungs, synthetic_case.infection, synthetic_case.ct.geometry, min_lesion_ml=1e6
+    )
+    assert severity.overall_grade == "CT-0"
+    report = build_report_json(severity, RunInfo("chsnet", "cpu", 1.0), {}, False)
+    figures = render_report_figures(
+        report, synthetic_case.ct, synthetic_case.lungs, synthetic_case.infection, synthetic_case.probability
+    )
+    titles = [t.get_text() for t in figures[1].texts if t.get_text().startswith("Slice ")]
+    assert len(titles) == 3 and all("0.0 mL infected" in t for t in titles)

@@ -1,0 +1,225 @@
+"""Known-answer tests of the severity figures on hand-made masks (1 mm voxels: 1 voxel = 0.001 mL)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_chsnet.errors import ConfigError, InvalidVolumeError
+from napari_chsnet.io.volume import Geometry
+from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
+from napari_chsnet.report.severity import (
+    DEFAULT_MIN_LESION_ML,
+    compute_severity,
+    grade_for_involvement,
+    remove_small_lesions,
+    worse_grade,
+)
+
+ONE_MM = Geometry(spacing_mm=(1.0, 1.0, 1.0))
+
+
+def two_lungs(n_right: int = 1000, n_left: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A (10, 10, 2*10+gap) grid: right lung at small x, left lung at large x, 10x10x10 each.
+
+    Returns lungs and the flat indices of each lung's voxels (C order), so a test can mark an
+    exact number of infected voxels; as they are consecutive in C order they form one component.
+    """
+    lungs = np.zeros((10, 10, 24), dtype=np.uint8)
+    lungs[:, :, :10] = RIGHT_LUNG
+    lungs[:, :, 14:] = LEFT_LUNG
+    flat = lungs.ravel()
+    right = np.flatnonzero(flat == RIGHT_LUNG)[:n_right]
+    left = np.flatnonzero(flat == LEFT_LUNG)[:n_left]
+    return lungs, right, left
+
+
+def infect(shape, *index_sets) -> np.ndarray:
+    infection = np.zeros(int(np.prod(shape)), dtype=np.uint8)
+    for indices in index_sets:
+        infection[indices] = 1
+    return infection.reshape(shape)
+
+
+def test_volume_of_ten_cubed_one_mm_lung_is_one_ml():
+    lungs, right, _ = two_lungs()
+    report = compute_severity(lungs, np.zeros_like(lungs), ONE_MM)
+    assert report.right.volume_ml == pytest.approx(1.0, rel=1e-12)
+    assert report.left.volume_ml == pytest.approx(1.0, rel=1e-12)
+    assert report.overall_volume_ml == pytest.approx(2.0, rel=1e-12)
+    assert (report.right.grade, report.left.grade, report.overall_grade) == ("CT-0", "CT-0", "CT-0")
+    assert report.overall_involvement_pct == 0.0
+
+
+def test_anisotropic_spacing_scales_volume():
+    lungs, _, _ = two_lungs()
+    report = compute_severity(lungs, np.zeros_like(lungs), Geometry(spacing_mm=(0.5, 0.5, 2.0)))
+    # 1000 voxels of 0.5 * 0.5 * 2 mm^3 = 500 mm^3.
+    assert report.right.volume_ml == pytest.approx(0.5, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("infected_voxels", "expected_pct", "expected_grade"),
+    [
+        (0, 0.0, "CT-0"),
+        (1, 0.1, "CT-1"),
+        (250, 25.0, "CT-1"),  # boundary belongs to the lower grade
+        (251, 25.1, "CT-2"),
+        (500, 50.0, "CT-2"),
+        (501, 50.1, "CT-3"),
+        (750, 75.0, "CT-3"),
+        (751, 75.1, "CT-4"),
+        (1000, 100.0, "CT-4"),
+    ],
+)
+def test_involvement_and_grade_at_boundaries(infected_voxels, expected_pct, expected_grade):
+    lungs, right, _ = two_lungs()
+    infection = infect(lungs.shape, right[:infected_voxels])
+    report = compute_severity(lungs, infection, ONE_MM, min_lesion_ml=0.0)
+    assert report.right.infected_ml == pytest.approx(infected_voxels / 1000, rel=1e-12, abs=0)
+    assert report.right.involvement_pct == pytest.approx(expected_pct, rel=1e-12, abs=0)
+    assert report.right.grade == expected_grade
+    assert report.left.grade == "CT-0"
+
+
+def test_just_above_quarter_is_ct2_on_a_million_voxel_lung():
+    # 250,001 of 1,000,000 voxels = 25.0001 %: a hair above the CT-1 bound.
+    lungs = np.full((100, 100, 100), RIGHT_LUNG, dtype=np.uint8)
+    infection = np.zeros(lungs.size, dtype=np.uint8)
+    infection[:250_001] = 1
+    report = compute_severity(lungs, infection.reshape(lungs.shape), ONE_MM, min_lesion_ml=0.0)
+    assert report.right.involvement_pct == pytest.approx(25.0001, rel=1e-12)
+    assert report.right.grade == "CT-2"
+    infection[250_000] = 0
+    assert compute_severity(lungs, infection.reshape(lungs.shape), ONE_MM, 0.0).right.grade == "CT-1"
+
+
+@pytest.mark.parametrize(
+    ("pct", "grade"),
+    [
+        (0.0, "CT-0"),
+        (1e-9, "CT-1"),
+        (25.0, "CT-1"),
+        (25.0001, "CT-2"),
+        (50.0, "CT-2"),
+        (50.0001, "CT-3"),
+        (75.0, "CT-3"),
+        (75.1, "CT-4"),
+        (100.0, "CT-4"),
+    ],
+)
+def test_grade_for_involvement_table(pct, grade):
+    assert grade_for_involvement(pct) == grade
+
+
+def test_grade_rejects_negative_or_nan():
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="involvement_pct"):
+            grade_for_involvement(bad)
+
+
+def test_overall_grade_is_the_worse_lung_and_overall_pct_is_pooled():
+    lungs, right, left = two_lungs()
+    # Right 10 % (CT-1), left 60 % (CT-3).
+    infection = infect(lungs.shape, right[:100], left[:600])
+    report = compute_severity(lungs, infection, ONE_MM, min_lesion_ml=0.0)
+    assert (report.right.grade, report.left.grade, report.overall_grade) == ("CT-1", "CT-3", "CT-3")
+    assert report.overall_infected_ml == pytest.approx(0.7, rel=1e-12)
+    assert report.overall_involvement_pct == pytest.approx(35.0, rel=1e-12)  # 700 / 2000
+    assert worse_grade("CT-2", "CT-0", "CT-4", "CT-1") == "CT-4"
+
+
+def test_small_components_are_removed_and_threshold_size_is_kept():
+    lungs, right, _ = two_lungs()
+    infection = np.zeros_like(lungs)
+    infection[0:4, 0:5, 0:5] = 1  # 100 voxels = 0.1 mL: exactly the default threshold, kept
+    infection[6:9, 6:9, 6:9] = 1  # 27 voxels = 0.027 mL: removed
+    infection[9, 0, 9] = 1  # a single speck, removed
+    report = compute_severity(lungs, infection, ONE_MM)
+    assert DEFAULT_MIN_LESION_ML == 0.1
+    assert report.right.infected_ml == pytest.approx(0.1, rel=1e-12)
+    assert report.removed_components == 2
+    assert report.removed_ml == pytest.approx(0.028, rel=1e-12)
+    assert compute_severity(lungs, infection, ONE_MM, min_lesion_ml=0.0).right.infected_ml == pytest.approx(
+        0.128
+    )
+
+
+def test_a_lone_speck_does_not_turn_a_normal_lung_into_ct1():
+    lungs, _, _ = two_lungs()
+    infection = np.zeros_like(lungs)
+    infection[5, 5, 5] = 1
+    assert compute_severity(lungs, infection, ONE_MM).right.grade == "CT-0"
+    assert compute_severity(lungs, infection, ONE_MM, min_lesion_ml=0).right.grade == "CT-1"
+
+
+def test_diagonal_voxels_form_one_26_connected_component():
+    mask = np.zeros((4, 4, 4), dtype=bool)
+    for i in range(4):
+        mask[i, i, i] = True
+    kept, n_removed, removed_voxels = remove_small_lesions(mask, 0.001, 0.004)
+    assert kept.sum() == 4 and n_removed == 0 and removed_voxels == 0
+
+
+def test_infection_outside_lungs_is_not_counted_and_warned():
+    lungs, _, _ = two_lungs()
+    infection = np.zeros_like(lungs)
+    infection[:, :, 10:14] = 1  # the gap between the lungs: 400 voxels
+    report = compute_severity(lungs, infection, ONE_MM)
+    assert report.overall_infected_ml == 0.0
+    assert report.outside_lungs_ml == pytest.approx(0.4)
+    assert any("outside both lung masks" in w for w in report.warnings)
+
+
+def test_empty_lung_reports_zero_with_flag_and_warning():
+    lungs, right, _ = two_lungs()
+    lungs[lungs == LEFT_LUNG] = 0
+    infection = infect(lungs.shape, right[:300])
+    report = compute_severity(lungs, infection, ONE_MM, min_lesion_ml=0.0)
+    assert report.left.empty and not report.right.empty
+    assert (report.left.volume_ml, report.left.involvement_pct, report.left.grade) == (0.0, 0.0, "CT-0")
+    assert report.overall_grade == "CT-2"
+    assert report.overall_involvement_pct == pytest.approx(30.0)
+    assert any("left lung mask is empty" in w for w in report.warnings)
+    both_empty = compute_severity(np.zeros_like(lungs), np.zeros_like(lungs), ONE_MM)
+    assert both_empty.overall_involvement_pct == 0.0 and len(both_empty.warnings) == 2
+
+
+def test_to_dict_has_exactly_the_documented_shape():
+    lungs, right, left = two_lungs()
+    report = compute_severity(lungs, infect(lungs.shape, right[:300], left[:50]), ONE_MM, 0.0)
+    data = report.to_dict()
+    assert set(data) == {"lungs", "overall", "min_lesion_ml"}
+    assert set(data["lungs"]) == {"right", "left"}
+    for side in ("right", "left"):
+        assert set(data["lungs"][side]) == {"volume_ml", "infected_ml", "involvement_pct", "grade"}
+    assert set(data["overall"]) == {"involvement_pct", "grade", "volume_ml", "infected_ml"}
+    assert data["lungs"]["right"]["grade"] == "CT-2" and data["lungs"]["left"]["grade"] == "CT-1"
+    assert data["overall"]["grade"] == "CT-2"
+    assert data["min_lesion_ml"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("lungs_factory", "infection_factory", "match"),
+    [
+        (lambda: np.zeros((4, 4, 4), np.uint8), lambda: np.zeros((4, 4, 5), np.uint8), "same shape"),
+        (lambda: np.full((4, 4, 4), 3, np.uint8), lambda: np.zeros((4, 4, 4), np.uint8), "label map"),
+        (lambda: np.ones((4, 4, 4), np.uint8), lambda: np.full((4, 4, 4), 0.7, np.float32), "Threshold"),
+        (lambda: np.ones((4, 4), np.uint8), lambda: np.ones((4, 4), np.uint8), "3-D"),
+    ],
+)
+def test_bad_masks_raise_invalid_volume_error(lungs_factory, infection_factory, match):
+    with pytest.raises(InvalidVolumeError, match=match):
+        compute_severity(lungs_factory(), infection_factory(), ONE_MM)
+
+
+def test_negative_min_lesion_is_a_config_error():
+    lungs, _, _ = two_lungs()
+    with pytest.raises(ConfigError, match="min_lesion_ml"):
+        compute_severity(lungs, np.zeros_like(lungs), ONE_MM, min_lesion_ml=-1.0)
+
+
+def test_synthetic_case_grades_right_lung_worse(synthetic_case):
+    report = compute_severity(synthetic_case.lungs, synthetic_case.infection, synthetic_case.ct.geometry)
+    assert report.right.infected_ml > report.left.infected_ml > 0
+    assert report.overall_grade == report.right.grade != "CT-0"
