@@ -1,0 +1,122 @@
+"""Training configurations: YAML files in configs/ loaded into frozen dataclasses, validated once.
+
+Paths may use ``${CHSNET_SHARED_DATA}`` (default: ``../shared/data`` beside the checkout) and
+are otherwise relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from napari_chsnet.errors import ConfigError
+from napari_chsnet.training.augment import AugmentSettings
+
+STAGES = {"chsnet": ("lungs", "infection"), "rdunet": ("infection",), "eamc": ("infection",)}
+LOSSES = ("bce_dice", "focal", "dice")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    semiseg: str | None = None  # COVID-SemiSeg root (train/ and unlabelled/)
+    validation_slices: int = 10  # labelled slices held out (seeded choice)
+    unlabelled: int = 0  # pseudo-labelled slices mixed in (0 = none)
+    hu_volumes: tuple[str, ...] = ()  # HU volumes without lung masks (lung stage; labels from HU)
+    volume_folders: tuple[str, ...] = ()  # Zenodo layout folders
+    phantoms: int = 0  # synthetic phantoms added (lung stage)
+    slice_step: int = 1  # use every n-th slice of volumes
+
+
+@dataclass(frozen=True)
+class EAMCConfig:
+    members: int = 3
+    slice_size: int = 512
+    lesion_boxes: int = 8
+    random_patches: int = 4
+    learning_rates: tuple[float, ...] = (1e-3, 5e-4, 2e-3)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str
+    stage: str = "infection"
+    network: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    input_size: int = 256
+    loss: str = "bce_dice"
+    epochs: int = 50
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    lr_step_epochs: int | None = None
+    patience: int = 10
+    max_minutes: float | None = None
+    seed: int = 0
+    threads: int = 1
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    eamc: EAMCConfig = field(default_factory=EAMCConfig)
+    init_from: str | None = None  # checkpoint to start from (CHS-Net infection: the lung run)
+    output: str = "runs/train"
+    half_precision: bool = True
+
+
+def _expand(path: str) -> str:
+    default = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+    os.environ.setdefault("CHSNET_SHARED_DATA", str(default))
+    return os.path.expandvars(path)
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+    return cls(**values)
+
+
+def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
+    raw = dict(raw)
+    data = dict(raw.pop("data", {}) or {})
+    for key in ("semiseg",):
+        if data.get(key):
+            data[key] = _expand(data[key])
+    for key in ("hu_volumes", "volume_folders"):
+        data[key] = tuple(_expand(p) for p in data.get(key, ()) or ())
+    eamc = dict(raw.pop("eamc", {}) or {})
+    if "learning_rates" in eamc:
+        eamc["learning_rates"] = tuple(float(v) for v in eamc["learning_rates"])
+    config = _build(
+        TrainConfig,
+        {
+            **raw,
+            "data": _build(DataConfig, data, f"{where} data"),
+            "eamc": _build(EAMCConfig, eamc, f"{where} eamc"),
+            "augment": _build(AugmentSettings, dict(raw.get("augment", {}) or {}), f"{where} augment"),
+        },
+        where,
+    )
+    if config.model not in STAGES:
+        raise ConfigError(f"{where}: model must be one of {', '.join(STAGES)}; got {config.model!r}")
+    if config.stage not in STAGES[config.model]:
+        raise ConfigError(f"{where}: {config.model} trains stage(s) {', '.join(STAGES[config.model])}, not {config.stage!r}")
+    if config.loss not in LOSSES:
+        raise ConfigError(f"{where}: loss must be one of {', '.join(LOSSES)}; got {config.loss!r}")
+    if config.input_size % 16:
+        raise ConfigError(f"{where}: input_size must be a multiple of 16; got {config.input_size}")
+    return config
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"training config {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings")
+    return config_from_dict(raw, str(path))

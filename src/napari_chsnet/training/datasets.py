@@ -1,0 +1,182 @@
+"""Training data: labelled axial slices from the layouts users and the papers have.
+
+Every reader returns :class:`LabelledSlice` records in the package's conventions: intensity in
+[0, 1] through the shared window (inference/intensity.py), anterior at the top, masks boolean.
+Case ids are kept so splits can be grouped by patient.
+
+Layouts:
+* COVID-SemiSeg (``train/images/*.jpg`` + ``infection_gt/*.png``; ``unlabelled/images`` +
+  ``infnet_pseudo_gt``): 8-bit slices cropped to the lungs and rotated 90° (anterior on the
+  image's left); rotated back here.
+* Zenodo "COVID-19 CT Lung and Infection Segmentation" (``ct_scans/``, ``lung_mask/``,
+  ``infection_mask/``, NIfTI in HU): every slice that holds lung.
+* HU volumes without lung masks (``covid-ct-md``): lung labels made by training/lung_labels.py.
+* The plugin's saved corrections (``<case>/ct.nii.gz``, ``lungs.nii.gz``, ``infection.nii.gz``,
+  optional ``edited_slices.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from napari_chsnet.errors import InvalidVolumeError
+from napari_chsnet.inference.intensity import display8_to_hu, display8_to_unit, hu_to_unit
+from napari_chsnet.inference.preprocessing import CropBox, lung_crop_box
+from napari_chsnet.io.volume import CTVolume
+
+# COVID-SemiSeg slices show anterior on the image's left; np.rot90(k=-1) puts it on top.
+SEMISEG_ROTATION_K = -1
+# Nominal in-plane pixel of the cropped 8-bit slices (they carry no spacing), for the
+# area thresholds of the HU-based lung labels.
+SEMISEG_PIXEL_MM = 0.7
+
+
+@dataclass
+class LabelledSlice:
+    """One axial slice: ``image`` float32 in [0, 1]; masks bool or None when unknown.
+
+    ``infection_weight`` is the loss weight of the infection mask (1 for expert masks, lower for
+    pseudo labels); ``cropped`` tells that the slice is already cropped to the lungs.
+    """
+
+    case_id: str
+    image: np.ndarray
+    lungs: np.ndarray | None
+    infection: np.ndarray | None
+    infection_weight: float = 1.0
+    cropped: bool = False
+    source: str = ""
+    crop_box: CropBox | None = None
+
+    def infection_box(self) -> CropBox:
+        """The crop the infection stages see, as at inference: the whole image for slices that
+        are already cropped, else the volume's lung box (or this slice's when unknown)."""
+        if self.cropped or self.lungs is None:
+            return CropBox.full(*self.image.shape)
+        return self.crop_box or lung_crop_box(self.lungs)
+
+
+def _read_gray(path: Path) -> np.ndarray:
+    try:
+        return np.asarray(Image.open(path).convert("L"))
+    except (OSError, ValueError) as exc:
+        raise InvalidVolumeError(f"{path} is not a readable image ({exc})") from exc
+
+
+def _semiseg_case_id(stem: str) -> str:
+    # "Data-1_coronacases_org_001_10" -> "coronacases_org_001"
+    match = re.match(r"(?:Data-\d+_)?(.+)_\d+$", stem)
+    return match.group(1) if match else stem
+
+
+def read_semiseg(
+    root: str | Path, split: str = "train", *, names: Iterable[str] | None = None, with_lungs: bool = True
+) -> list[LabelledSlice]:
+    """COVID-SemiSeg slices of ``split`` ("train": expert masks; "unlabelled": Inf-Net pseudo labels).
+
+    Lung masks come from training/lung_labels.py (HU-based, with the infection mask added).
+    """
+    from napari_chsnet.training.lung_labels import lung_mask_of_cropped_slice
+
+    root = Path(root) / split
+    mask_folder = root / ("infection_gt" if split == "train" else "infnet_pseudo_gt")
+    if not (root / "images").is_dir():
+        raise InvalidVolumeError(f"{root} has no images/ folder (expected the COVID-SemiSeg layout)")
+    paths = sorted((root / "images").glob("*.jpg"), key=lambda p: (len(p.stem), p.stem))
+    if names is not None:
+        wanted = set(names)
+        paths = [p for p in paths if p.stem in wanted]
+    out = []
+    for path in paths:
+        pixels = np.rot90(_read_gray(path), SEMISEG_ROTATION_K)
+        mask_path = mask_folder / f"{path.stem}.png"
+        infection = np.rot90(_read_gray(mask_path), SEMISEG_ROTATION_K) > 127 if mask_path.exists() else None
+        lungs = None
+        if with_lungs:
+            lungs = lung_mask_of_cropped_slice(display8_to_hu(pixels), infection, SEMISEG_PIXEL_MM)
+        out.append(
+            LabelledSlice(
+                case_id=_semiseg_case_id(path.stem) if split != "train" else f"semiseg_{path.stem}",
+                image=np.ascontiguousarray(display8_to_unit(pixels)),
+                lungs=None if lungs is None else np.ascontiguousarray(lungs),
+                infection=None if infection is None else np.ascontiguousarray(infection),
+                infection_weight=1.0 if split == "train" else 0.5,
+                cropped=True,
+                source=str(path),
+            )
+        )
+    return out
+
+
+def slices_of_volume(
+    volume: CTVolume, lungs: np.ndarray, infection: np.ndarray | None, case_id: str,
+    slice_indices: Sequence[int] | None = None, min_lung_fraction: float = 0.002,
+) -> list[LabelledSlice]:
+    """Axial slices of a HU volume with its labels; slices without lung are skipped."""
+    unit = hu_to_unit(volume.hu)
+    box = lung_crop_box(lungs)  # one box per volume, as the inference pipeline crops
+    indices = range(unit.shape[0]) if slice_indices is None else slice_indices
+    out = []
+    for z in indices:
+        lung = lungs[z] > 0
+        if lung.mean() < min_lung_fraction:
+            continue
+        out.append(
+            LabelledSlice(
+                case_id, unit[z], lung, None if infection is None else infection[z] > 0,
+                source=f"{volume.source}#z={z}", crop_box=box,
+            )
+        )
+    return out
+
+
+def read_volume_folder(root: str | Path) -> list[LabelledSlice]:
+    """The Zenodo layout: ``ct_scans/X``, ``lung_mask/X``, ``infection_mask/X`` (same file names)."""
+    from napari_chsnet.io.readers import read_ct
+    from napari_chsnet.io.writers import read_mask
+
+    root = Path(root)
+    scans = sorted((root / "ct_scans").glob("*.nii*"))
+    if not scans:
+        raise InvalidVolumeError(f"{root}/ct_scans holds no NIfTI volumes (expected the Zenodo layout)")
+    out = []
+    for scan in scans:
+        volume = read_ct(scan)
+        lungs = read_mask(root / "lung_mask" / scan.name, volume.geometry, volume.shape)
+        infection_path = root / "infection_mask" / scan.name
+        infection = read_mask(infection_path, volume.geometry, volume.shape) if infection_path.exists() else None
+        out += slices_of_volume(volume, lungs, infection, scan.name.split(".")[0])
+    return out
+
+
+def read_corrections(folder: str | Path, only_edited: bool = True) -> list[LabelledSlice]:
+    """A case saved by the plugin's fine-tune panel (``ct``, ``lungs``, ``infection`` NIfTI)."""
+    from napari_chsnet.io.readers import read_ct
+    from napari_chsnet.io.writers import read_mask
+
+    folder = Path(folder)
+    missing = [name for name in ("ct.nii.gz", "lungs.nii.gz", "infection.nii.gz") if not (folder / name).exists()]
+    if missing:
+        raise InvalidVolumeError(f"{folder} is not a saved correction: missing {', '.join(missing)}")
+    volume = read_ct(folder / "ct.nii.gz")
+    lungs = read_mask(folder / "lungs.nii.gz", volume.geometry, volume.shape)
+    infection = read_mask(folder / "infection.nii.gz", volume.geometry, volume.shape)
+    edited = None
+    if only_edited and (folder / "edited_slices.json").exists():
+        edited = json.loads((folder / "edited_slices.json").read_text())["slices"]
+    return slices_of_volume(volume, lungs, infection, folder.name, edited)
+
+
+def split_by_case(
+    slices: Sequence[LabelledSlice], validation_cases: Iterable[str]
+) -> tuple[list[LabelledSlice], list[LabelledSlice]]:
+    """Grouped split: every slice of a validation case goes to validation."""
+    held_out = set(validation_cases)
+    return [s for s in slices if s.case_id not in held_out], [s for s in slices if s.case_id in held_out]

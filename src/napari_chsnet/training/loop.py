@@ -1,0 +1,172 @@
+"""The training loop shared by `chsnet train`, `chsnet finetune` and the napari fine-tune panel.
+
+Plain torch: seeded, time-bounded, early stopping on the validation Dice (mean over images, as
+the papers report), a CSV log per epoch, progress and cancel through callbacks (no Qt).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_chsnet.training.augment import AugmentSettings, augment_batch
+from napari_chsnet.training.stage_data import StageArrays
+
+# prepare(images, masks) -> (network inputs, targets): how a stage turns augmented tensors into
+# what its network reads (e.g. CHS-Net's lung contour map) and what it must predict.
+Prepare = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    epochs: int = 50
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    lr_step_epochs: int | None = None  # RD-UNet: divide by 10 every 20 epochs
+    lr_gamma: float = 0.1
+    patience: int = 10
+    max_minutes: float | None = None
+    seed: int = 0
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_dice: float
+    learning_rate: float
+    seconds: float
+
+
+@dataclass
+class FitResult:
+    best_state: dict[str, torch.Tensor]
+    best_val_dice: float
+    best_epoch: int
+    history: list[EpochRecord]
+    stopped: str  # "epochs", "early_stopping", "time_budget" or "cancelled"
+
+
+class Cancelled(Exception):
+    """Raised inside :func:`fit` when ``should_stop`` says so; the caller keeps its old weights."""
+
+
+def default_prepare(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return images, masks[:, :1]
+
+
+def mean_dice(probabilities: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5) -> float:
+    """Mean over images of Dice; an image with empty truth and empty prediction scores 1."""
+    pred = (probabilities >= threshold).flatten(1).float()
+    true = targets.flatten(1).float()
+    inter = (pred * true).sum(1)
+    total = pred.sum(1) + true.sum(1)
+    dice = torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
+    return float(dice.mean())
+
+
+@torch.inference_mode()
+def predict_probabilities(network: nn.Module, data: StageArrays, prepare: Prepare, batch_size: int) -> torch.Tensor:
+    was_training = network.training
+    network.eval()
+    outputs = []
+    for start in range(0, len(data), batch_size):
+        inputs, _ = prepare(data.images[start : start + batch_size], data.masks[start : start + batch_size])
+        outputs.append(torch.sigmoid(network(inputs)))
+    network.train(was_training)
+    return torch.cat(outputs)
+
+
+def evaluate_dice(network: nn.Module, data: StageArrays, prepare: Prepare = default_prepare, batch_size: int = 8) -> float:
+    if len(data) == 0:
+        return float("nan")
+    probabilities = predict_probabilities(network, data, prepare, batch_size)
+    return mean_dice(probabilities, data.masks[:, :1])  # channel 0 is every stage's target
+
+
+def fit(
+    network: nn.Module,
+    train: StageArrays,
+    validation: StageArrays,
+    loss_fn: nn.Module,
+    settings: FitSettings,
+    prepare: Prepare = default_prepare,
+    log_path: str | Path | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> FitResult:
+    """Train ``network`` in place and return the best validation state (not loaded into it).
+
+    ``on_step(step, total_steps, loss)`` is called after every batch; ``should_stop()`` is
+    polled there too and raises :class:`Cancelled`.
+    """
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    optimizer = torch.optim.Adam(network.parameters(), lr=settings.learning_rate)
+    scheduler = (
+        torch.optim.lr_scheduler.StepLR(optimizer, settings.lr_step_epochs, settings.lr_gamma)
+        if settings.lr_step_epochs
+        else None
+    )
+    steps_per_epoch = max(1, int(np.ceil(len(train) / settings.batch_size)))
+    total_steps = steps_per_epoch * settings.epochs
+    best_dice, best_epoch, best_state = -1.0, 0, copy.deepcopy(network.state_dict())
+    history: list[EpochRecord] = []
+    started = time.monotonic()
+    stopped = "epochs"
+    writer = None
+    if log_path is not None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handle = open(log_path, "w", newline="")  # noqa: SIM115 - closed in finally
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", "train_loss", "val_dice", "learning_rate", "seconds"])
+    try:
+        for epoch in range(1, settings.epochs + 1):
+            epoch_start = time.monotonic()
+            network.train()
+            order = torch.randperm(len(train), generator=generator)
+            losses = []
+            for step in range(steps_per_epoch):
+                batch = train.subset(order[step * settings.batch_size : (step + 1) * settings.batch_size])
+                images, masks = augment_batch(batch.images, batch.masks, settings.augment, generator)
+                inputs, targets = prepare(images, masks)
+                logits = network(inputs)
+                per_sample = torch.stack([loss_fn(logits[i : i + 1], targets[i : i + 1]) for i in range(len(batch))])
+                loss = (per_sample * batch.weights).sum() / batch.weights.sum().clamp(min=1e-6)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+                if on_step is not None:
+                    on_step((epoch - 1) * steps_per_epoch + step + 1, total_steps, losses[-1])
+                if should_stop is not None and should_stop():
+                    raise Cancelled("training cancelled")
+            if scheduler is not None:
+                scheduler.step()
+            val_dice = evaluate_dice(network, validation, prepare, settings.batch_size) if len(validation) else float(-np.mean(losses))
+            record = EpochRecord(epoch, float(np.mean(losses)), val_dice, optimizer.param_groups[0]["lr"], time.monotonic() - epoch_start)
+            history.append(record)
+            if writer is not None:
+                writer.writerow([record.epoch, f"{record.train_loss:.5f}", f"{record.val_dice:.5f}", record.learning_rate, f"{record.seconds:.1f}"])
+                handle.flush()
+            if val_dice > best_dice:
+                best_dice, best_epoch, best_state = val_dice, epoch, copy.deepcopy(network.state_dict())
+            if epoch - best_epoch >= settings.patience:
+                stopped = "early_stopping"
+                break
+            if settings.max_minutes is not None and (time.monotonic() - started) / 60 >= settings.max_minutes:
+                stopped = "time_budget"
+                break
+    finally:
+        if writer is not None:
+            handle.close()
+    return FitResult(best_state, best_dice, best_epoch, history, stopped)

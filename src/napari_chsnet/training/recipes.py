@@ -1,0 +1,229 @@
+"""The papers' training recipes, driven by a TrainConfig (what `chsnet train --config` runs).
+
+* CHS-Net (Sec. 4): 0.5·BCE + 0.5·Dice, Adam, early stopping; lung stage on whole slices,
+  infection stage on lung contour maps of lung-cropped slices.
+* RD-UNet (Sec. 3): Dice loss, Adam 1e-3 divided by 10 every 20 epochs, flips and zoom.
+* EAMC (Sec. 5.1): 128x128 patches (lesion boxes + boundary patches of infected slices,
+  random patches of others), focal loss α = 0.8 γ = 2, members trained on leave-one-group-out
+  splits with different seeds and learning rates, each validated on its left-out group.
+
+Semi-supervision: ``data.unlabelled`` Inf-Net pseudo-labelled slices join the labelled ones with
+loss weight 0.5 (labels are noisy); validation uses expert masks only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_chsnet.inference.intensity import DISPLAY_WINDOW_HU
+from napari_chsnet.inference.preprocessing import EAMC_PATCH_SIZE, LUNG_INPUT_SIZE
+from napari_chsnet.models.factory import build_model
+from napari_chsnet.models.losses import BCEDiceLoss, DiceLoss, FocalLoss
+from napari_chsnet.training.checkpoints import load_checkpoint, save_checkpoint
+from napari_chsnet.training.config import TrainConfig
+from napari_chsnet.training.datasets import LabelledSlice, read_semiseg, read_volume_folder, slices_of_volume
+from napari_chsnet.training.loop import FitResult, FitSettings, fit
+from napari_chsnet.training.stage_data import StageArrays, eamc_patches, infection_stage_arrays, lung_stage_arrays
+
+OnStep = Callable[[int, int, float], None]
+
+
+def _loss(name: str) -> torch.nn.Module:
+    return {"bce_dice": BCEDiceLoss, "focal": FocalLoss, "dice": DiceLoss}[name]()
+
+
+def semiseg_validation_names(root: Path, count: int, seed: int) -> list[str]:
+    """The seeded choice of held-out labelled COVID-SemiSeg slices (stated in the model cards)."""
+    stems = sorted(p.stem for p in (root / "train" / "images").glob("*.jpg"))
+    order = np.random.default_rng(seed).permutation(len(stems))
+    return sorted(stems[i] for i in order[:count])
+
+
+def _cached_volume_slices(path: str, step: int, cache_dir: Path) -> list[LabelledSlice]:
+    """A HU volume with HU-made lung labels (cached: the labelling takes a minute per volume)."""
+    from napari_chsnet.io.readers import read_ct
+    from napari_chsnet.training.lung_labels import lung_labels_from_hu
+
+    volume = read_ct(path)
+    key = hashlib.sha256(f"{Path(path).resolve()}:{Path(path).stat().st_mtime}".encode()).hexdigest()[:16]
+    cached = cache_dir / f"lunglabels_{key}.npy"
+    if cached.exists():
+        lungs = np.load(cached)
+    else:
+        lungs = lung_labels_from_hu(volume.hu, volume.geometry.spacing_mm)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        np.save(cached, lungs)
+    return slices_of_volume(volume, lungs, None, Path(path).name.split(".")[0], range(0, volume.shape[0], step))
+
+
+def _phantom_slices(count: int, seed: int) -> list[LabelledSlice]:
+    from napari_chsnet.io.phantom import make_phantom
+
+    out = []
+    for index in range(count):
+        phantom = make_phantom(seed=seed + index, involvement_pct=(20.0 + 10 * index, 5.0 + 10 * index))
+        out += slices_of_volume(phantom.ct, phantom.lungs, phantom.infection, f"phantom{index}", range(0, phantom.ct.shape[0], 2))
+    return out
+
+
+def gather_slices(config: TrainConfig, cache_dir: Path) -> tuple[list[LabelledSlice], list[LabelledSlice]]:
+    """(training, validation) slices for ``config``; validation = held-out expert-labelled slices."""
+    data = config.data
+    train: list[LabelledSlice] = []
+    validation: list[LabelledSlice] = []
+    if data.semiseg:
+        root = Path(data.semiseg)
+        held_out = set(semiseg_validation_names(root, data.validation_slices, config.seed))
+        labelled = read_semiseg(root, "train")
+        train += [s for s in labelled if s.source and Path(s.source).stem not in held_out]
+        validation += [s for s in labelled if Path(s.source).stem in held_out]
+        if data.unlabelled:
+            stems = sorted(p.stem for p in (root / "unlabelled" / "images").glob("*.jpg"))
+            pick = np.random.default_rng(config.seed).choice(len(stems), size=min(data.unlabelled, len(stems)), replace=False)
+            train += read_semiseg(root, "unlabelled", names=[stems[i] for i in pick])
+    for folder in data.volume_folders:
+        train += read_volume_folder(folder)
+    for path in data.hu_volumes:
+        train += _cached_volume_slices(path, data.slice_step, cache_dir)
+    if data.phantoms:
+        train += _phantom_slices(data.phantoms, config.seed)
+    return train, validation
+
+
+def _arrays(config: TrainConfig, slices: list[LabelledSlice]) -> StageArrays:
+    if config.stage == "lungs":
+        return lung_stage_arrays(slices, config.input_size)
+    size = config.eamc.slice_size if config.model == "eamc" else config.input_size
+    return infection_stage_arrays(slices, size)
+
+
+def _fit_settings(config: TrainConfig, **overrides: Any) -> FitSettings:
+    values = dict(
+        epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
+        lr_step_epochs=config.lr_step_epochs, patience=config.patience, max_minutes=config.max_minutes,
+        seed=config.seed, augment=config.augment,
+    )
+    values.update(overrides)
+    return FitSettings(**values)
+
+
+def _preprocessing(config: TrainConfig, lung_input_size: int) -> dict[str, Any]:
+    infection_size = config.eamc.slice_size if config.model == "eamc" else config.input_size
+    return {
+        "window_hu": list(DISPLAY_WINDOW_HU), "lung_input_size": lung_input_size,
+        "infection_input_size": infection_size, "crop": "lungs",
+        **({"patch_size": EAMC_PATCH_SIZE} if config.model == "eamc" else {}),
+    }
+
+
+def _summary(slices: list[LabelledSlice]) -> dict[str, Any]:
+    cases = sorted({s.case_id for s in slices})
+    return {"slices": len(slices), "cases": len(cases), "sources": sorted({Path(s.source.split("#")[0]).parent.name for s in slices})}
+
+
+def run_training(
+    config: TrainConfig, on_step: OnStep | None = None, should_stop: Callable[[], bool] | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train what ``config`` describes and write ``<output>/<model>.safetensors``; returns its path."""
+    torch.set_num_threads(max(1, config.threads))
+    started = time.monotonic()
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    train_slices, val_slices = gather_slices(config, output.parent / "cache")
+    train, validation = _arrays(config, train_slices), _arrays(config, val_slices)
+    log(f"{config.model}/{config.stage}: {len(train)} training and {len(validation)} validation samples")
+    metrics: dict[str, Any]
+    if config.model == "eamc":
+        network, metrics = _train_eamc(config, train, validation, output, on_step, should_stop, log)
+        lung_input_size = LUNG_INPUT_SIZE
+    else:
+        network, metrics, lung_input_size = _train_unet_stage(config, train, validation, output, on_step, should_stop)
+    metadata = {
+        "role": config.stage, "pipeline": config.model,
+        "preprocessing": _preprocessing(config, lung_input_size),
+        "training": {
+            "config": json.loads(json.dumps(config, default=lambda o: getattr(o, "__dict__", str(o)))),
+            "train_data": _summary(train_slices), "validation_data": _summary(val_slices),
+            "minutes": round((time.monotonic() - started) / 60, 1),
+        },
+        "metrics": metrics,
+    }
+    from napari_chsnet.report.manifest import software_versions
+
+    metadata["software"] = software_versions()
+    path = output / f"{config.model}.safetensors"
+    sha = save_checkpoint(path, network, config.model, metadata=metadata, half_precision=config.half_precision, overwrite=True)
+    (output / "metrics.json").write_text(json.dumps({**metrics, "sha256": sha}, indent=2))
+    log(f"wrote {path} ({metrics})")
+    return path
+
+
+def _train_unet_stage(config, train, validation, output, on_step, should_stop):
+    lung_input_size = config.input_size if config.stage == "lungs" else LUNG_INPUT_SIZE
+    if config.model == "chsnet":
+        if config.init_from:
+            checkpoint = load_checkpoint(config.init_from, expected_model="chsnet")
+            network = checkpoint.build()
+            lung_input_size = checkpoint.metadata.get("preprocessing", {}).get("lung_input_size", lung_input_size)
+        else:
+            network = build_model("chsnet", **config.network)
+        trained = network.lung_net if config.stage == "lungs" else network.infection_net
+        prepare = (
+            (lambda images, masks: (images, masks[:, :1]))
+            if config.stage == "lungs"
+            else (lambda images, masks: (network.infection_input(images, masks[:, 1:2]), masks[:, :1]))
+        )
+    else:
+        network = build_model(config.model, **config.network)
+        trained, prepare = network, (lambda images, masks: (images, masks[:, :1]))
+    result = fit(trained, train, validation, _loss(config.loss), _fit_settings(config), prepare,
+                 output / "log.csv", on_step, should_stop)
+    trained.load_state_dict(result.best_state)
+    return network, _fit_metrics(result), lung_input_size
+
+
+def _fit_metrics(result: FitResult) -> dict[str, Any]:
+    return {"val_dice_mean": round(result.best_val_dice, 4), "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history), "stopped": result.stopped}
+
+
+def _train_eamc(config, train, validation, output, on_step, should_stop, log):
+    settings = config.eamc
+    network = build_model("eamc", n_members=settings.members, **config.network)
+    groups = np.random.default_rng(config.seed).permutation(len(train)) % settings.members
+    member_metrics = []
+    for k, member in enumerate(network.members):
+        generator = torch.Generator().manual_seed(config.seed + k)
+        member_train = eamc_patches(train.subset(np.nonzero(groups != k)[0]), settings.lesion_boxes, settings.random_patches, generator)
+        member_val = eamc_patches(train.subset(np.nonzero(groups == k)[0]), settings.lesion_boxes // 2, 2, generator)
+        lr = settings.learning_rates[k % len(settings.learning_rates)]
+        log(f"EAMC member {k + 1}/{settings.members}: {len(member_train)} patches, lr {lr}")
+        result = fit(member, member_train, member_val, _loss(config.loss),
+                     _fit_settings(config, seed=config.seed + k, learning_rate=lr),
+                     log_path=output / f"log_member{k}.csv", on_step=on_step, should_stop=should_stop)
+        member.load_state_dict(result.best_state)
+        member_metrics.append({"member": k, "learning_rate": lr, **_fit_metrics(result)})
+    return network, {"members": member_metrics, "val_dice_mean": round(float(np.mean([m["val_dice_mean"] for m in member_metrics])), 4)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m napari_chsnet.training.recipes CONFIG`` (what `chsnet train --config` runs)."""
+    import sys
+
+    from napari_chsnet.training.config import load_config
+
+    args = sys.argv[1:] if argv is None else argv
+    run_training(load_config(args[0]), log=lambda m: print(m, flush=True))
+
+
+if __name__ == "__main__":
+    main()
