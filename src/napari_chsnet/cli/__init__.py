@@ -1,1 +1,81 @@
-"""cli"""
+"""The ``chsnet`` command: ``segment``, ``evaluate``, ``info`` (and ``train``/``finetune`` when installed).
+
+``main(argv)`` returns the exit code so tests call it in-process: 0 ok, 2 bad input or settings (one
+line on stderr: argparse's message or a ``CHSNetError``), 1 internal error (traceback on stderr).
+Heavy modules (torch, the networks) are imported by the subcommands when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+import traceback
+from collections.abc import Sequence
+
+from napari_chsnet.errors import CHSNetError
+
+PROG = "chsnet"
+# Subcommands written elsewhere: registered when their module exists (each has add_parser and run).
+_OPTIONAL_SUBCOMMANDS = ("napari_chsnet.cli.train", "napari_chsnet.cli.finetune")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("napari-chsnet")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from napari_chsnet.cli import evaluate, info, segment
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Lung and COVID-19 infection segmentation of chest CT with per-lung severity reports "
+        "(CHS-Net, EAMC, Residual Dilated U-Net). Research tool, not for clinical diagnosis.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in (segment, evaluate, info):
+        module.add_parser(subparsers)
+    for name in _OPTIONAL_SUBCOMMANDS:
+        if importlib.util.find_spec(name) is None:
+            continue  # not written yet: the subcommand is simply absent
+        module = importlib.import_module(name)
+        module.add_parser(subparsers)
+        command = subparsers.choices.get(name.rsplit(".", 1)[1])
+        if command is not None and command.get_default("run") is None:
+            command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``chsnet`` with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if getattr(args, "run", None) is None:
+            parser.print_help(sys.stderr)
+            return 2
+        return int(args.run(args) or 0)
+    except SystemExit as stop:  # argparse: --help, --version, or a usage error (already printed)
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+    except CHSNetError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug, not a user error: keep the traceback for the report
+        traceback.print_exc()
+        print(f"{PROG}: internal error ({type(error).__name__}); please report it with the traceback above", file=sys.stderr)
+        return 1
+
+
+def run() -> None:
+    """Console entry point (``chsnet``)."""
+    sys.exit(main())

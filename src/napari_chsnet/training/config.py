@@ -28,6 +28,7 @@ class DataConfig:
     hu_volumes: tuple[str, ...] = ()  # HU volumes without lung masks (lung stage; labels from HU)
     volume_folders: tuple[str, ...] = ()  # Zenodo layout folders
     phantoms: int = 0  # synthetic phantoms added (lung stage)
+    phantom_shape: tuple[int, int, int] = (48, 256, 256)  # (z, y, x) of each phantom
     slice_step: int = 1  # use every n-th slice of volumes
 
 
@@ -61,6 +62,7 @@ class TrainConfig:
     init_from: str | None = None  # checkpoint to start from (CHS-Net infection: the lung run)
     output: str = "runs/train"
     half_precision: bool = True
+    device: str = "auto"  # "auto": this rank's GPU under torchrun, else the first GPU, else the CPU
 
 
 def _expand(path: str) -> str:
@@ -85,6 +87,11 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
             data[key] = _expand(data[key])
     for key in ("hu_volumes", "volume_folders"):
         data[key] = tuple(_expand(p) for p in data.get(key, ()) or ())
+    if "phantom_shape" in data:
+        shape = data["phantom_shape"]
+        if not isinstance(shape, (list, tuple)) or len(shape) != 3:
+            raise ConfigError(f"{where} data: phantom_shape must be [z, y, x]; got {shape!r}")
+        data["phantom_shape"] = tuple(int(v) for v in shape)
     eamc = dict(raw.pop("eamc", {}) or {})
     if "learning_rates" in eamc:
         eamc["learning_rates"] = tuple(float(v) for v in eamc["learning_rates"])

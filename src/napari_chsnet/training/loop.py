@@ -1,7 +1,9 @@
 """The training loop shared by `chsnet train`, `chsnet finetune` and the napari fine-tune panel.
 
 Plain torch: seeded, time-bounded, early stopping on the validation Dice (mean over images, as
-the papers report), a CSV log per epoch, progress and cancel through callbacks (no Qt).
+the papers report), a CSV log per epoch, progress and cancel through callbacks (no Qt). Under
+``torchrun`` the same loop runs data-parallel (training/distributed.py); batches go to the
+network's device, so moving the network to a GPU before ``fit`` trains there.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_chsnet.training import distributed
 from napari_chsnet.training.augment import AugmentSettings, augment_batch
 from napari_chsnet.training.stage_data import StageArrays
 
@@ -53,7 +56,7 @@ class FitResult:
     best_val_dice: float
     best_epoch: int
     history: list[EpochRecord]
-    stopped: str  # "epochs", "early_stopping", "time_budget" or "cancelled"
+    stopped: str  # "epochs", "early_stopping", "time_budget", "cancelled" or "stopped_by_rank_0"
 
 
 class Cancelled(Exception):
@@ -79,11 +82,18 @@ def predict_probabilities(network: nn.Module, data: StageArrays, prepare: Prepar
     was_training = network.training
     network.eval()
     outputs = []
+    device = _device_of(network)
     for start in range(0, len(data), batch_size):
-        inputs, _ = prepare(data.images[start : start + batch_size], data.masks[start : start + batch_size])
-        outputs.append(torch.sigmoid(network(inputs)))
+        images = data.images[start : start + batch_size].to(device)
+        inputs, _ = prepare(images, data.masks[start : start + batch_size].to(device))
+        outputs.append(torch.sigmoid(network(inputs)).cpu())
     network.train(was_training)
     return torch.cat(outputs)
+
+
+def _device_of(network: nn.Module) -> torch.device:
+    parameter = next(network.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def evaluate_dice(network: nn.Module, data: StageArrays, prepare: Prepare = default_prepare, batch_size: int = 8) -> float:
@@ -107,24 +117,31 @@ def fit(
     """Train ``network`` in place and return the best validation state (not loaded into it).
 
     ``on_step(step, total_steps, loss)`` is called after every batch; ``should_stop()`` is
-    polled there too and raises :class:`Cancelled`.
+    polled there too and raises :class:`Cancelled`. Batches are moved to the network's device.
+    Inside a process group of several ranks (torchrun), each rank trains on its share of every
+    epoch through DistributedDataParallel and only rank 0 writes ``log_path``.
     """
+    group = distributed.current()
     torch.manual_seed(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)
-    optimizer = torch.optim.Adam(network.parameters(), lr=settings.learning_rate)
+    # Each rank augments its own samples differently; the epoch order comes from `group`.
+    generator = torch.Generator().manual_seed(settings.seed + (group.rank if group else 0))
+    device = _device_of(network)
+    model = group.wrap(network) if group else network
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     scheduler = (
         torch.optim.lr_scheduler.StepLR(optimizer, settings.lr_step_epochs, settings.lr_gamma)
         if settings.lr_step_epochs
         else None
     )
-    steps_per_epoch = max(1, int(np.ceil(len(train) / settings.batch_size)))
+    samples_per_epoch = group.shard_size(len(train)) if group else len(train)
+    steps_per_epoch = max(1, int(np.ceil(samples_per_epoch / settings.batch_size)))
     total_steps = steps_per_epoch * settings.epochs
     best_dice, best_epoch, best_state = -1.0, 0, copy.deepcopy(network.state_dict())
     history: list[EpochRecord] = []
     started = time.monotonic()
     stopped = "epochs"
     writer = None
-    if log_path is not None:
+    if log_path is not None and (group is None or group.is_main):
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         handle = open(log_path, "w", newline="")  # noqa: SIM115 - closed in finally
         writer = csv.writer(handle)
@@ -132,16 +149,20 @@ def fit(
     try:
         for epoch in range(1, settings.epochs + 1):
             epoch_start = time.monotonic()
-            network.train()
-            order = torch.randperm(len(train), generator=generator)
+            model.train()
+            if group:
+                order = group.epoch_order(len(train), settings.seed, epoch)
+            else:
+                order = torch.randperm(len(train), generator=generator)
             losses = []
             for step in range(steps_per_epoch):
                 batch = train.subset(order[step * settings.batch_size : (step + 1) * settings.batch_size])
                 images, masks = augment_batch(batch.images, batch.masks, settings.augment, generator)
-                inputs, targets = prepare(images, masks)
-                logits = network(inputs)
+                inputs, targets = prepare(images.to(device), masks.to(device))
+                logits = model(inputs)
                 per_sample = torch.stack([loss_fn(logits[i : i + 1], targets[i : i + 1]) for i in range(len(batch))])
-                loss = (per_sample * batch.weights).sum() / batch.weights.sum().clamp(min=1e-6)
+                weights = batch.weights.to(device)
+                loss = (per_sample * weights).sum() / weights.sum().clamp(min=1e-6)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -152,8 +173,12 @@ def fit(
                     raise Cancelled("training cancelled")
             if scheduler is not None:
                 scheduler.step()
-            val_dice = evaluate_dice(network, validation, prepare, settings.batch_size) if len(validation) else float(-np.mean(losses))
-            record = EpochRecord(epoch, float(np.mean(losses)), val_dice, optimizer.param_groups[0]["lr"], time.monotonic() - epoch_start)
+            epoch_loss = float(np.mean(losses))
+            if group:
+                group.sync_buffers(network)
+                epoch_loss = group.mean(epoch_loss)
+            val_dice = evaluate_dice(network, validation, prepare, settings.batch_size) if len(validation) else -epoch_loss
+            record = EpochRecord(epoch, epoch_loss, val_dice, optimizer.param_groups[0]["lr"], time.monotonic() - epoch_start)
             history.append(record)
             if writer is not None:
                 writer.writerow([record.epoch, f"{record.train_loss:.5f}", f"{record.val_dice:.5f}", record.learning_rate, f"{record.seconds:.1f}"])
@@ -162,9 +187,13 @@ def fit(
                 best_dice, best_epoch, best_state = val_dice, epoch, copy.deepcopy(network.state_dict())
             if epoch - best_epoch >= settings.patience:
                 stopped = "early_stopping"
-                break
-            if settings.max_minutes is not None and (time.monotonic() - started) / 60 >= settings.max_minutes:
+            elif settings.max_minutes is not None and (time.monotonic() - started) / 60 >= settings.max_minutes:
                 stopped = "time_budget"
+            stop = stopped != "epochs"
+            if group:  # ranks stop together, on rank 0's decision (its clock decides the time budget)
+                stop = group.agree(stop)
+            if stop:
+                stopped = "stopped_by_rank_0" if stopped == "epochs" else stopped
                 break
     finally:
         if writer is not None:

@@ -27,11 +27,17 @@ from napari_chsnet.inference.intensity import DISPLAY_WINDOW_HU
 from napari_chsnet.inference.preprocessing import EAMC_PATCH_SIZE, LUNG_INPUT_SIZE
 from napari_chsnet.models.factory import build_model
 from napari_chsnet.models.losses import BCEDiceLoss, DiceLoss, FocalLoss
+from napari_chsnet.training import distributed
 from napari_chsnet.training.checkpoints import load_checkpoint, save_checkpoint
 from napari_chsnet.training.config import TrainConfig
 from napari_chsnet.training.datasets import LabelledSlice, read_semiseg, read_volume_folder, slices_of_volume
 from napari_chsnet.training.loop import FitResult, FitSettings, fit
-from napari_chsnet.training.stage_data import StageArrays, eamc_patches, infection_stage_arrays, lung_stage_arrays
+from napari_chsnet.training.stage_data import (
+    StageArrays,
+    eamc_patches,
+    infection_stage_arrays,
+    lung_stage_arrays,
+)
 
 OnStep = Callable[[int, int, float], None]
 
@@ -64,12 +70,12 @@ def _cached_volume_slices(path: str, step: int, cache_dir: Path) -> list[Labelle
     return slices_of_volume(volume, lungs, None, Path(path).name.split(".")[0], range(0, volume.shape[0], step))
 
 
-def _phantom_slices(count: int, seed: int) -> list[LabelledSlice]:
+def _phantom_slices(count: int, seed: int, shape: tuple[int, int, int] = (48, 256, 256)) -> list[LabelledSlice]:
     from napari_chsnet.io.phantom import make_phantom
 
     out = []
     for index in range(count):
-        phantom = make_phantom(seed=seed + index, involvement_pct=(20.0 + 10 * index, 5.0 + 10 * index))
+        phantom = make_phantom(shape, seed=seed + index, involvement_pct=(20.0 + 10 * index, 5.0 + 10 * index))
         out += slices_of_volume(phantom.ct, phantom.lungs, phantom.infection, f"phantom{index}", range(0, phantom.ct.shape[0], 2))
     return out
 
@@ -94,7 +100,7 @@ def gather_slices(config: TrainConfig, cache_dir: Path) -> tuple[list[LabelledSl
     for path in data.hu_volumes:
         train += _cached_volume_slices(path, data.slice_step, cache_dir)
     if data.phantoms:
-        train += _phantom_slices(data.phantoms, config.seed)
+        train += _phantom_slices(data.phantoms, config.seed, data.phantom_shape)
     return train, validation
 
 
@@ -133,8 +139,13 @@ def run_training(
     config: TrainConfig, on_step: OnStep | None = None, should_stop: Callable[[], bool] | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Train what ``config`` describes and write ``<output>/<model>.safetensors``; returns its path."""
+    """Train what ``config`` describes and write ``<output>/<model>.safetensors``; returns its path.
+
+    Under ``torchrun`` every rank trains its share (training/distributed.py) and rank 0 writes.
+    """
     torch.set_num_threads(max(1, config.threads))
+    group = distributed.init_from_env()
+    device = distributed.training_device(config.device)
     started = time.monotonic()
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -143,10 +154,10 @@ def run_training(
     log(f"{config.model}/{config.stage}: {len(train)} training and {len(validation)} validation samples")
     metrics: dict[str, Any]
     if config.model == "eamc":
-        network, metrics = _train_eamc(config, train, validation, output, on_step, should_stop, log)
+        network, metrics = _train_eamc(config, train, validation, output, on_step, should_stop, log, device)
         lung_input_size = LUNG_INPUT_SIZE
     else:
-        network, metrics, lung_input_size = _train_unet_stage(config, train, validation, output, on_step, should_stop)
+        network, metrics, lung_input_size = _train_unet_stage(config, train, validation, output, on_step, should_stop, device)
     metadata = {
         "role": config.stage, "pipeline": config.model,
         "preprocessing": _preprocessing(config, lung_input_size),
@@ -161,13 +172,15 @@ def run_training(
 
     metadata["software"] = software_versions()
     path = output / f"{config.model}.safetensors"
+    if group is not None and not group.is_main:
+        return path  # rank 0 writes the (identical) weights
     sha = save_checkpoint(path, network, config.model, metadata=metadata, half_precision=config.half_precision, overwrite=True)
     (output / "metrics.json").write_text(json.dumps({**metrics, "sha256": sha}, indent=2))
     log(f"wrote {path} ({metrics})")
     return path
 
 
-def _train_unet_stage(config, train, validation, output, on_step, should_stop):
+def _train_unet_stage(config, train, validation, output, on_step, should_stop, device=None):
     lung_input_size = config.input_size if config.stage == "lungs" else LUNG_INPUT_SIZE
     if config.model == "chsnet":
         if config.init_from:
@@ -185,6 +198,8 @@ def _train_unet_stage(config, train, validation, output, on_step, should_stop):
     else:
         network = build_model(config.model, **config.network)
         trained, prepare = network, (lambda images, masks: (images, masks[:, :1]))
+    if device is not None:
+        network.to(device)
     result = fit(trained, train, validation, _loss(config.loss), _fit_settings(config), prepare,
                  output / "log.csv", on_step, should_stop)
     trained.load_state_dict(result.best_state)
@@ -196,9 +211,11 @@ def _fit_metrics(result: FitResult) -> dict[str, Any]:
             "epochs_run": len(result.history), "stopped": result.stopped}
 
 
-def _train_eamc(config, train, validation, output, on_step, should_stop, log):
+def _train_eamc(config, train, validation, output, on_step, should_stop, log, device=None):
     settings = config.eamc
     network = build_model("eamc", n_members=settings.members, **config.network)
+    if device is not None:
+        network.to(device)
     groups = np.random.default_rng(config.seed).permutation(len(train)) % settings.members
     member_metrics = []
     for k, member in enumerate(network.members):
@@ -222,7 +239,10 @@ def main(argv: list[str] | None = None) -> None:
     from napari_chsnet.training.config import load_config
 
     args = sys.argv[1:] if argv is None else argv
-    run_training(load_config(args[0]), log=lambda m: print(m, flush=True))
+    try:
+        run_training(load_config(args[0]), log=lambda m: print(m, flush=True))
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

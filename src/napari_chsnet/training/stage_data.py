@@ -39,6 +39,11 @@ class StageArrays:
         return StageArrays(self.images[index], self.masks[index], self.weights[index])
 
     @staticmethod
+    def empty(mask_channels: int, size: int) -> StageArrays:
+        """No samples (e.g. a run without held-out validation slices)."""
+        return StageArrays(torch.zeros(0, 1, size, size), torch.zeros(0, mask_channels, size, size), torch.zeros(0))
+
+    @staticmethod
     def concat(parts: Sequence[StageArrays]) -> StageArrays:
         parts = [p for p in parts if len(p)]
         return StageArrays(
@@ -61,6 +66,8 @@ def lung_stage_arrays(slices: Sequence[LabelledSlice], size: int) -> StageArrays
         img, mask = _one(item.image, [item.lungs], CropBox.full(*item.image.shape), size)
         images.append(img)
         masks.append(mask)
+    if not images:
+        return StageArrays.empty(1, size)
     return StageArrays(torch.cat(images), torch.cat(masks), torch.ones(len(images)))
 
 
@@ -74,6 +81,8 @@ def infection_stage_arrays(slices: Sequence[LabelledSlice], size: int) -> StageA
         images.append(img)
         masks.append(mask)
         weights.append(item.infection_weight)
+    if not images:
+        return StageArrays.empty(2, size)
     return StageArrays(torch.cat(images), torch.cat(masks), torch.tensor(weights, dtype=torch.float32))
 
 

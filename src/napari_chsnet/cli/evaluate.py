@@ -1,0 +1,137 @@
+"""``chsnet evaluate``: score a model on labelled 2-D slices (8-bit PNG/JPG images, 0/255 masks).
+
+The slices are scored as the papers score COVID-SemiSeg: each image goes through ``display8_to_unit``
+(the 8-bit values already are the shared window; no HU window is applied), the lung stage finds the
+lungs, and the infection stage reads the whole image as its crop (such slices are already cropped to
+the lungs). CHS-Net's lung contour map comes from the lung stage (post-processed as in a volume).
+The infection network's own mask is scored (threshold 0.5; EAMC: its vote), not restricted to the lungs
+and without small-component removal. ``--rotate`` undoes a rotation of the dataset: COVID-SemiSeg
+slices are rotated 90° (anterior on the image's left) and the models are trained on anterior-up slices,
+so ``--rotate 90`` applies ``np.rot90(image, k=-1)`` to images and masks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from napari_chsnet.cli.options import add_model_options
+from napari_chsnet.errors import InvalidVolumeError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+ROTATIONS = (0, 90, 180, 270)
+# Nominal pixel of lung-cropped 8-bit slices (they carry no spacing): COVID-SemiSeg's, as in training.
+SLICE_PIXEL_MM = 0.7
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a model on labelled 2-D slices (8-bit images, 0/255 infection masks)",
+        description="Score the infection segmentation on 8-bit PNG/JPG slices against 0/255 masks matched by "
+        "file stem; prints the paper metrics averaged over images (mean) and over all pixels (pooled).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of 8-bit slices")
+    parser.add_argument("--masks", type=Path, required=True, metavar="DIR", help="folder of 0/255 infection masks")
+    add_model_options(parser)
+    parser.add_argument(
+        "--rotate", type=int, choices=ROTATIONS, default=0,
+        help="degrees the slices are rotated counter-clockwise from anterior-up (COVID-SemiSeg: 90)",
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.set_defaults(run=run, parser=parser)
+    return parser
+
+
+def _images_in(folder: Path, what: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise InvalidVolumeError(f"{what} folder {folder} does not exist or is not a folder")
+    found = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
+    if not found:
+        raise InvalidVolumeError(f"{what} folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} files")
+    return found
+
+
+def pair_images(images: Path, masks: Path) -> list[tuple[Path, Path]]:
+    """(image, mask) pairs matched by file stem, sorted by stem; images without a mask are left out."""
+    image_files, mask_files = _images_in(images, "images"), _images_in(masks, "masks")
+    pairs = [(image_files[stem], mask_files[stem]) for stem in sorted(image_files) if stem in mask_files]
+    if not pairs:
+        raise InvalidVolumeError(
+            f"no image in {images} has a mask of the same name in {masks} (e.g. {next(iter(image_files))}.png)"
+        )
+    unmatched = len(image_files) - len(pairs)
+    if unmatched:
+        print(f"chsnet evaluate: {unmatched} image(s) without a mask are left out", file=sys.stderr)
+    return pairs
+
+
+def read_gray(path: Path, rotate: int) -> np.ndarray:
+    """An 8-bit grey image, rotated back to anterior-up by ``rotate`` degrees clockwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L"))
+    except (OSError, UnidentifiedImageError) as error:
+        raise InvalidVolumeError(f"{path} is not a readable image ({error})") from error
+    return np.ascontiguousarray(np.rot90(pixels, k=-(rotate // 90)))
+
+
+def predict_slice(pixels: np.ndarray, lung_stage, infection_stage) -> tuple[np.ndarray, np.ndarray]:
+    """Infection mask and probability of one 8-bit slice that is already cropped to the lungs."""
+    from napari_chsnet.inference.cascade import LUNG_THRESHOLD
+    from napari_chsnet.inference.intensity import display8_to_hu, display8_to_unit
+    from napari_chsnet.inference.postprocess import postprocess_lungs
+    from napari_chsnet.inference.preprocessing import CropBox
+
+    unit = display8_to_unit(pixels)[None]
+    lung_binary = lung_stage.predict(unit) >= LUNG_THRESHOLD
+    lungs = postprocess_lungs(lung_binary, display8_to_hu(pixels)[None], (SLICE_PIXEL_MM, SLICE_PIXEL_MM)) > 0
+    output = infection_stage.predict(unit, lungs, CropBox.full(*pixels.shape))
+    return output.mask[0], output.probability[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from napari_chsnet.inference.device import resolve_device
+    from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
+    from napari_chsnet.models.metrics import METRIC_NAMES, segmentation_metrics
+
+    pairs = pair_images(args.images, args.masks)
+    settings = SegmentationSettings(model=args.model, device=args.device, weights=args.weights)
+    device = resolve_device(settings.device)
+    lung_stage, infection_stage, _ = build_stages(settings, device)
+    predictions, truths, probabilities = [], [], []
+    with torch.inference_mode():
+        for image_path, mask_path in pairs:
+            pixels, truth = read_gray(image_path, args.rotate), read_gray(mask_path, args.rotate) > 127
+            if truth.shape != pixels.shape:
+                raise InvalidVolumeError(
+                    f"mask {mask_path} is {truth.shape[1]}x{truth.shape[0]} px but its image is "
+                    f"{pixels.shape[1]}x{pixels.shape[0]} px; masks must match their images"
+                )
+            mask, probability = predict_slice(pixels, lung_stage, infection_stage)
+            predictions.append(mask)
+            truths.append(truth)
+            probabilities.append(probability)
+    scores = segmentation_metrics(predictions, truths, probabilities)
+    if args.json:
+        print(json.dumps({"n_images": scores["n_images"], "mean": scores["mean"], "pooled": scores["pooled"]}))
+        return 0
+    print(f"{args.model} on {scores['n_images']} slices from {args.images}")
+    print(f"{'metric':<12}{'mean':>10}{'pooled':>10}")
+    for name in METRIC_NAMES:
+        mean, pooled = scores["mean"][name], scores["pooled"][name]
+        print(f"{name:<12}{_fmt(mean):>10}{_fmt(pooled):>10}")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

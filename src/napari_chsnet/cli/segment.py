@@ -1,0 +1,204 @@
+"""``chsnet segment``: CT scans (or the built-in synthetic CT) → masks, probability map and report.
+
+One input writes into OUTDIR; several inputs write one subfolder per case and one ``report.csv`` in
+OUTDIR. Every check that can fail (inputs exist, outputs free, device present, weights readable) runs
+before any scan is read, so a typo never costs a long run. ``report.csv`` is appended to (one row per
+case, across runs), never refused or replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from napari_chsnet.cli.options import add_model_options, non_negative_float, positive_int, probability
+from napari_chsnet.errors import CHSNetError, InvalidVolumeError, OutputExistsError
+from napari_chsnet.report.severity import DEFAULT_MIN_LESION_ML
+
+VOLUME_OUTPUTS = ("lungs.nii.gz", "infection.nii.gz", "probability.nii.gz")
+REPORT_OUTPUTS = ("report.json", "report.pdf")
+CSV_NAME = "report.csv"
+SAMPLE_CASE = "sample"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    source: Path | None  # None = the built-in synthetic CT
+    folder: Path
+
+    def outputs(self) -> list[Path]:
+        return [self.folder / name for name in VOLUME_OUTPUTS + REPORT_OUTPUTS]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment lungs and infection of CT scans and write the severity report",
+        description="Segment the lungs (1 = right, 2 = left) and COVID-19 infection of each CT and write "
+        "lungs.nii.gz, infection.nii.gz, probability.nii.gz (in the scan's geometry), report.json, report.csv "
+        "and report.pdf. Several inputs: one subfolder per case, one report.csv.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "inputs", nargs="*", type=Path, metavar="INPUT",
+        help="a DICOM series folder, a .dcm file, or a .nii/.nii.gz/.mha/.mhd/.nrrd volume",
+    )  # fmt: skip
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder")
+    add_model_options(parser)
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="slices per network call")
+    parser.add_argument("--threshold", type=probability, default=0.5, help="infection probability threshold")
+    parser.add_argument(
+        "--min-lesion-ml", type=non_negative_float, default=DEFAULT_MIN_LESION_ML,
+        help="infection components smaller than this (mL) are not counted; 0 counts every voxel",
+    )  # fmt: skip
+    parser.add_argument("--anonymize", action="store_true", help="leave patient name, ID, birth date out of the reports")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--sample", action="store_true", help="segment the built-in synthetic chest CT instead of INPUT")
+    parser.set_defaults(run=run, parser=parser)
+    return parser
+
+
+def plan_cases(inputs: list[Path], sample: bool, output: Path) -> list[Case]:
+    """The cases and their output folders (several inputs: ``OUTDIR/<case name>``, made unique)."""
+    from napari_chsnet.report.manifest import case_name
+
+    if sample:
+        return [Case(SAMPLE_CASE, None, output)]
+    if len(inputs) == 1:
+        return [Case(case_name(str(inputs[0])), inputs[0], output)]
+    cases, used = [], set()
+    for path in inputs:
+        name = base = case_name(str(path)) or "case"
+        suffix = 2
+        while name in used:
+            name, suffix = f"{base}_{suffix}", suffix + 1
+        used.add(name)
+        cases.append(Case(name, path, output / name))
+    return cases
+
+
+def check_inputs(cases: list[Case]) -> None:
+    """Every input exists and looks like a CT (all problems in one message)."""
+    from napari_chsnet.io.readers import SUPPORTED, is_supported_path
+
+    missing = [str(c.source) for c in cases if c.source is not None and not c.source.exists()]
+    if missing:
+        raise InvalidVolumeError(f"input not found: {', '.join(missing)}; check the path(s)")
+    unsupported = [str(c.source) for c in cases if c.source is not None and not is_supported_path(c.source)]
+    if unsupported:
+        raise InvalidVolumeError(f"not a CT file or folder: {', '.join(unsupported)}; give {SUPPORTED}")
+
+
+def check_outputs(cases: list[Case], output: Path, overwrite: bool) -> None:
+    """Output folder usable, no output file in the way (unless ``overwrite``), CSV appendable."""
+    from napari_chsnet.report.exports import CSV_COLUMNS, ReportFormatError
+
+    if output.exists() and not output.is_dir():
+        raise OutputExistsError(f"output {output} is a file; give a folder with -o")
+    for case in cases:
+        if case.folder.exists() and not case.folder.is_dir():
+            raise OutputExistsError(f"{case.folder} is a file, not a folder; remove it or choose another -o")
+    existing = [str(path) for case in cases for path in case.outputs() if path.exists()]
+    if existing and not overwrite:
+        shown = ", ".join(existing[:4]) + (f" and {len(existing) - 4} more" if len(existing) > 4 else "")
+        raise OutputExistsError(f"outputs already exist: {shown}; pass --overwrite or choose another -o")
+    csv_path = output / CSV_NAME
+    if csv_path.is_file():
+        with open(csv_path, encoding="utf-8") as handle:
+            header = handle.readline().strip()
+        if header and tuple(header.split(",")) != CSV_COLUMNS:
+            raise ReportFormatError(
+                f"{csv_path} has other columns than this version writes; move it away or choose another -o"
+            )
+
+
+def _read(case: Case):
+    if case.source is None:
+        from napari_chsnet.io.phantom import sample_ct
+
+        return sample_ct().ct
+    from napari_chsnet.io.readers import read_ct
+
+    return read_ct(case.source)
+
+
+def _segment_with_bar(volume, settings, name: str):
+    from tqdm import tqdm
+
+    from napari_chsnet.inference.pipeline import segment_volume
+
+    with tqdm(desc=name, file=sys.stderr, unit="step", disable=None, leave=False) as bar:
+
+        def show(progress) -> None:
+            bar.total = progress.total
+            bar.set_postfix_str(progress.stage, refresh=False)
+            bar.update(progress.done - bar.n)
+
+        return segment_volume(volume, settings, on_progress=show)
+
+
+def write_case(case: Case, volume, result, csv_path: Path, anonymize: bool, overwrite: bool) -> dict:
+    """Write the three volumes and the reports of one case; returns the report dictionary."""
+    from napari_chsnet.io.writers import write_volume
+    from napari_chsnet.report import append_report_csv, build_report_json, write_report_json, write_report_pdf
+
+    folder, geometry = case.folder, volume.geometry
+    write_volume(folder / "lungs.nii.gz", result.lungs, geometry, overwrite=overwrite, is_label=True)
+    write_volume(folder / "infection.nii.gz", result.infection, geometry, overwrite=overwrite, is_label=True)
+    write_volume(folder / "probability.nii.gz", result.probability, geometry, overwrite=overwrite)
+    run_info = replace(result.run_info, case=case.name, input=str(case.source) if case.source else volume.source)
+    report = build_report_json(result.severity, run_info, volume.metadata, anonymize=anonymize)
+    write_report_json(folder / "report.json", report, overwrite=overwrite)
+    write_report_pdf(
+        folder / "report.pdf", report, volume, result.lungs, result.infection, result.probability, overwrite=overwrite
+    )
+    append_report_csv(csv_path, report)
+    return report
+
+
+def _summary(case: Case, report: dict) -> str:
+    lungs = report["lungs"]
+    sides = ", ".join(f"{side} {lungs[side]['grade']} {lungs[side]['involvement_pct']:.1f} %" for side in ("right", "left"))
+    return f"{case.name}: overall {report['overall']['grade']} ({sides}) on {report['device']} → {case.folder}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_chsnet.inference.device import resolve_device
+    from napari_chsnet.inference.pipeline import SegmentationSettings
+    from napari_chsnet.inference.weights import resolve_weights
+
+    if args.sample and args.inputs:
+        args.parser.error("give INPUT paths or --sample, not both")
+    if not args.sample and not args.inputs:
+        args.parser.error("give at least one INPUT (a DICOM folder or a CT file), or --sample")
+    cases = plan_cases(list(args.inputs), args.sample, args.output)
+    check_inputs(cases)
+    check_outputs(cases, args.output, args.overwrite)
+    settings = SegmentationSettings(
+        model=args.model, device=args.device, weights=args.weights, batch_size=args.batch_size,
+        threshold=args.threshold, min_lesion_ml=args.min_lesion_ml,
+    )  # fmt: skip
+    resolve_device(settings.device)
+    resolve_weights(settings.model, settings.weights)
+
+    csv_path = args.output / CSV_NAME
+    failed = 0
+    for case in cases:
+        try:
+            volume = _read(case)
+            result = _segment_with_bar(volume, settings, case.name)
+            report = write_case(case, volume, result, csv_path, args.anonymize, args.overwrite)
+        except CHSNetError as error:
+            if len(cases) == 1:
+                raise
+            failed += 1
+            print(f"chsnet: error: {case.name}: {error}", file=sys.stderr)
+            continue
+        print(_summary(case, report))
+    if failed:
+        print(f"chsnet: {failed} of {len(cases)} cases failed; the others were written", file=sys.stderr)
+        return 2
+    return 0

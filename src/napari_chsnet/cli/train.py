@@ -1,0 +1,64 @@
+"""``chsnet train --config configs/<model>.yaml``: train a model with the paper's recipe.
+
+Runs unchanged under ``torchrun`` (data-parallel, rank 0 writes), see docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from napari_chsnet.cli._common import run_reporting_errors
+from napari_chsnet.errors import OutputExistsError
+
+HELP = "train CHS-Net, EAMC or RD-UNet from a configuration (configs/*.yaml)"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train", help=HELP, description=HELP, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--config", required=True, type=Path, help="training configuration (YAML), e.g. configs/rdunet.yaml")
+    parser.add_argument("--output", type=Path, default=None, help="output folder (default: the config's `output`)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in the output folder")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_reporting_errors("train", lambda: _train(args))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from napari_chsnet.training.config import load_config
+    from napari_chsnet.training.recipes import run_training
+
+    config = load_config(args.config)
+    if args.output is not None:
+        config = dataclasses.replace(config, output=str(args.output))
+    checkpoint = Path(config.output) / f"{config.model}.safetensors"
+    if checkpoint.exists() and not args.overwrite:
+        raise OutputExistsError(f"{checkpoint} exists; choose another --output or pass --overwrite")
+    path = run_training(config, on_step=_progress(), log=lambda message: print(message, flush=True))
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def _progress():
+    """A tqdm bar over all training steps (stderr), fed by fit's on_step."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        nonlocal bar
+        if bar is None or bar.total != total or step == 1:
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=total, unit="step", leave=False)
+        bar.n = step
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        bar.refresh()
+
+    return on_step

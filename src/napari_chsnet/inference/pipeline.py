@@ -1,0 +1,262 @@
+"""Whole-volume segmentation: named, timed stages over a CTVolume, with progress after every batch.
+
+Stages (``SegmentationResult.timings_s`` has one entry each):
+
+1. ``prepare``: pick the device, resolve the weights set, build (or reuse) the networks.
+2. ``lungs``: CHS-Net's lung stage on whole slices in batches; probabilities resampled to the CT grid,
+   then thresholded (``cascade.LUNG_THRESHOLD``).
+3. ``postprocess_lungs``: two lungs kept, holes filled, touching lungs split, right = 1 / left = 2,
+   dense subpleural consolidation put back (``postprocess.postprocess_lungs``).
+4. ``infection``: the chosen model on the lung crop box (one box per volume) of every slice that holds
+   lung, in batches; slices without lung keep probability 0.
+5. ``postprocess_infection``: infection restricted to the lungs; components smaller than
+   ``min_lesion_ml`` removed (the rule the report counts by, so the mask shows what is counted).
+6. ``report``: per-lung severity and the run manifest.
+
+Outputs are preallocated at full size; only one batch of network inputs exists at a time. Nothing
+outside the generator is changed until it returns, so stopping it early (napari's ``worker.quit()``)
+leaves nothing half-done.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_chsnet.errors import ConfigError, InvalidVolumeError
+from napari_chsnet.inference.cascade import LUNG_THRESHOLD, LungStage, UNetInfectionStage
+from napari_chsnet.inference.device import describe_device, resolve_device
+from napari_chsnet.inference.ensemble import EAMCInfectionStage
+from napari_chsnet.inference.intensity import hu_to_unit
+from napari_chsnet.inference.postprocess import postprocess_lungs, restrict_to_lungs
+from napari_chsnet.inference.preprocessing import lung_crop_box
+from napari_chsnet.inference.weights import LUNG_STAGE_MODEL, network_for, preprocessing_of, resolve_weights
+from napari_chsnet.io.volume import CTVolume
+from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, MODEL_KEYS
+from napari_chsnet.report.manifest import RunInfo, case_name
+from napari_chsnet.report.severity import DEFAULT_MIN_LESION_ML, SeverityReport, compute_severity, remove_small_lesions
+
+STAGES = ("prepare", "lungs", "postprocess_lungs", "infection", "postprocess_infection", "report")
+
+
+@dataclass(frozen=True)
+class SegmentationSettings:
+    """What to run; validated on creation (``ConfigError``). Variants via ``dataclasses.replace``.
+
+    Args:
+        model: ``"chsnet"``, ``"eamc"`` or ``"rdunet"`` (``registry.MODEL_KEYS``).
+        device: ``"auto"`` (CUDA → MPS → CPU), ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        weights: ``None`` = bundled weights; a weights-set folder or a ``.safetensors`` file
+            (see ``weights.resolve_weights``).
+        batch_size: slices per network call (memory grows with it; 4 suits a 512 x 512 CT on the CPU).
+        threshold: infection probability from which a voxel is infected (EAMC: each member's vote).
+        min_lesion_ml: infection components smaller than this are dropped (``report.severity``).
+    """
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    weights: str | Path | None = None
+    batch_size: int = 4
+    threshold: float = 0.5
+    min_lesion_ml: float = DEFAULT_MIN_LESION_ML
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_KEYS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_KEYS)}")
+        if self.device not in DEVICE_CHOICES:
+            raise ConfigError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch size must be a whole number >= 1; got {self.batch_size!r}")
+        if not 0.0 < float(self.threshold) < 1.0:
+            raise ConfigError(f"threshold must lie strictly between 0 and 1; got {self.threshold!r}")
+        if not math.isfinite(self.min_lesion_ml) or self.min_lesion_ml < 0:
+            raise ConfigError(f"min_lesion_ml must be a volume in mL >= 0; got {self.min_lesion_ml!r}")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a run: ``done`` of ``total`` steps, in ``stage`` (one of ``STAGES``)."""
+
+    done: int
+    total: int
+    stage: str
+
+
+@dataclass
+class SegmentationResult:
+    """A segmentation on the CT's own grid.
+
+    Attributes:
+        lungs: uint8 ``(z, y, x)``, 0 background, 1 right lung, 2 left lung.
+        infection: uint8 0/1, inside the lungs, small components removed.
+        probability: float32 infection probability in [0, 1] (0 outside the lung crop box and on
+            slices without lung).
+        severity: per-lung figures (``report.compute_severity``).
+        run_info: the report manifest of the run (model, device, weights checksum, timings).
+        device: the device used, as reported.
+        timings_s: seconds per stage (``STAGES``).
+    """
+
+    lungs: np.ndarray
+    infection: np.ndarray
+    probability: np.ndarray
+    severity: SeverityReport
+    run_info: RunInfo
+    device: str
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def _batches(indices: np.ndarray, size: int) -> list[np.ndarray]:
+    return [indices[start : start + size] for start in range(0, len(indices), size)]
+
+
+def _check_volume(volume: CTVolume) -> None:
+    hu = volume.hu
+    if hu.ndim != 3 or 0 in hu.shape:
+        raise InvalidVolumeError(f"{volume.source or 'the CT'}: expected a non-empty (z, y, x) volume, got {hu.shape}")
+    if not np.issubdtype(hu.dtype, np.number) or np.issubdtype(hu.dtype, np.complexfloating):
+        raise InvalidVolumeError(f"{volume.source or 'the CT'}: HU values must be real numbers, got dtype {hu.dtype}")
+    if np.issubdtype(hu.dtype, np.floating) and not np.isfinite(hu).all():
+        raise InvalidVolumeError(f"{volume.source or 'the CT'} holds NaN or infinite values; fix or re-export the scan")
+
+
+class _StageClock:
+    """Seconds per stage, counting only the engine's own work (not the time a consumer spends between
+    two yields, e.g. a GUI drawing a progress bar)."""
+
+    def __init__(self) -> None:
+        self.timings = dict.fromkeys(STAGES, 0.0)
+        self._since = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] += now - self._since
+        self._since = now
+
+    def resume(self) -> None:
+        self._since = time.perf_counter()
+
+
+def build_stages(settings: SegmentationSettings, device) -> tuple[LungStage, object, dict]:
+    """The lung stage, the model's infection stage and the checkpoints they come from."""
+    checkpoints = resolve_weights(settings.model, settings.weights)
+    lung_checkpoint = checkpoints[LUNG_STAGE_MODEL]
+    lung_prep = preprocessing_of(lung_checkpoint)
+    chsnet = network_for(lung_checkpoint, device)
+    lung_stage = LungStage(chsnet.lung_net, lung_prep.lung_input_size, lung_prep.window_hu, device)
+    checkpoint = checkpoints[settings.model]
+    prep = preprocessing_of(checkpoint)
+    network = network_for(checkpoint, device)
+    if settings.model == "eamc":
+        infection_stage = EAMCInfectionStage(
+            network, prep.infection_input_size, prep.patch_size, prep.window_hu, device, settings.threshold
+        )
+    else:
+        infection_stage = UNetInfectionStage(
+            network, prep.infection_input_size, prep.window_hu, device, settings.threshold
+        )
+    return lung_stage, infection_stage, checkpoints
+
+
+def iter_segmentation(
+    volume: CTVolume, settings: SegmentationSettings | None = None
+) -> Generator[Progress, None, SegmentationResult]:
+    """Segment ``volume``, yielding a :class:`Progress` after every batch and stage; returns the result.
+
+    Example:
+        >>> steps = iter_segmentation(ct, SegmentationSettings(model="rdunet"))  # doctest: +SKIP
+        >>> while True:
+        ...     try:
+        ...         progress = next(steps)
+        ...     except StopIteration as finished:
+        ...         result = finished.value
+        ...         break
+    """
+    settings = settings or SegmentationSettings()
+    clock = _StageClock()
+
+    _check_volume(volume)
+    device = resolve_device(settings.device)
+    lung_stage, infection_stage, checkpoints = build_stages(settings, device)
+    hu = volume.hu
+    n_slices = hu.shape[0]
+    lung_batches = _batches(np.arange(n_slices), settings.batch_size)
+    done, total = 1, 2 * len(lung_batches) + 4
+    clock.lap("prepare")
+    yield Progress(done, total, "prepare")
+    clock.resume()
+
+    lung_binary = np.zeros(hu.shape, dtype=bool)
+    for batch in lung_batches:
+        span = slice(int(batch[0]), int(batch[-1]) + 1)
+        lung_binary[span] = lung_stage.predict(hu_to_unit(hu[span], lung_stage.window_hu)) >= LUNG_THRESHOLD
+        done += 1
+        clock.lap("lungs")
+        yield Progress(done, total, "lungs")
+        clock.resume()
+
+    spacing_xy = (volume.geometry.spacing_mm[0], volume.geometry.spacing_mm[1])
+    lungs = postprocess_lungs(lung_binary, hu, spacing_xy)
+    del lung_binary
+    box = lung_crop_box(lungs)
+    infection_batches = _batches(np.flatnonzero(lungs.any(axis=(1, 2))), settings.batch_size)
+    done, total = done + 1, done + 1 + len(infection_batches) + 2
+    clock.lap("postprocess_lungs")
+    yield Progress(done, total, "postprocess_lungs")
+    clock.resume()
+
+    probability = np.zeros(hu.shape, dtype=np.float32)
+    infection_raw = np.zeros(hu.shape, dtype=bool)
+    for batch in infection_batches:
+        output = infection_stage.predict(hu_to_unit(hu[batch], infection_stage.window_hu), lungs[batch] > 0, box)
+        probability[batch] = output.probability
+        infection_raw[batch] = output.mask
+        done += 1
+        clock.lap("infection")
+        yield Progress(done, total, "infection")
+        clock.resume()
+
+    voxel_ml = volume.geometry.voxel_volume_ml
+    infection, _, _ = remove_small_lesions(restrict_to_lungs(infection_raw, lungs), voxel_ml, settings.min_lesion_ml)
+    infection = infection.astype(np.uint8)
+    del infection_raw
+    done += 1
+    clock.lap("postprocess_infection")
+    yield Progress(done, total, "postprocess_infection")
+    clock.resume()
+
+    severity = compute_severity(lungs, infection, volume.geometry, settings.min_lesion_ml)
+    clock.lap("report")
+    reported_device = describe_device(device)
+    run_info = RunInfo(
+        model=settings.model,
+        device=reported_device,
+        runtime_s=sum(clock.timings.values()),
+        weights_sha256=checkpoints[settings.model].sha256 or None,
+        input=volume.source,
+        case=case_name(volume.source) if volume.source else "",
+        stage_timings_s={stage: round(seconds, 4) for stage, seconds in clock.timings.items()},
+    )
+    yield Progress(total, total, "report")
+    return SegmentationResult(lungs, infection, probability, severity, run_info, reported_device, dict(clock.timings))
+
+
+def segment_volume(
+    volume: CTVolume,
+    settings: SegmentationSettings | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> SegmentationResult:
+    """Run :func:`iter_segmentation` to the end, calling ``on_progress`` at every step."""
+    steps: Iterator[Progress] = iter_segmentation(volume, settings)
+    while True:
+        try:
+            progress = next(steps)
+        except StopIteration as finished:
+            return finished.value
+        if on_progress is not None:
+            on_progress(progress)

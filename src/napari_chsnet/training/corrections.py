@@ -1,0 +1,149 @@
+"""Corrected cases: what a fine-tune trains on, and what later fine-tunes replay.
+
+A :class:`CorrectedCase` is a CT with the radiologist's lung labels and infection mask and,
+when known, the axial slices that were edited. The fine-tune panel saves each case into the
+user's corrections folder (``<case>/ct.nii.gz``, ``lungs.nii.gz``, ``infection.nii.gz``,
+``edited_slices.json``: the layout :func:`~napari_chsnet.training.datasets.read_corrections`
+reads) so that later fine-tunes can mix it in as replay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_chsnet.errors import InvalidVolumeError
+from napari_chsnet.io.volume import CTVolume
+from napari_chsnet.training.datasets import LabelledSlice, slices_of_volume
+from napari_chsnet.training.versions import corrections_dir
+
+CORRECTION_FILES = ("ct.nii.gz", "lungs.nii.gz", "infection.nii.gz")
+EDITED_SLICES_FILE = "edited_slices.json"
+
+
+@dataclass
+class CorrectedCase:
+    """A CT and its corrected masks on the CT's grid.
+
+    Attributes:
+        ct: the CT volume (HU, display orientation).
+        lungs: ``(z, y, x)`` lung labels (1 right, 2 left; any non-zero counts as lung).
+        infection: ``(z, y, x)`` infection mask.
+        name: case id (used in version.json and as the saved folder's name).
+        edited_slices: axial indices the user edited; ``None`` when unknown.
+        lungs_edited: whether the lung labels were corrected too (CHS-Net may then tune its lung stage).
+    """
+
+    ct: CTVolume
+    lungs: np.ndarray
+    infection: np.ndarray
+    name: str
+    edited_slices: tuple[int, ...] | None = None
+    lungs_edited: bool = False
+
+    def __post_init__(self) -> None:
+        for label, mask in (("lungs", self.lungs), ("infection", self.infection)):
+            if tuple(mask.shape) != self.ct.shape:
+                raise InvalidVolumeError(
+                    f"case {self.name}: the {label} mask has shape {tuple(mask.shape)} but the CT has {self.ct.shape}; "
+                    "masks must lie on the CT's voxel grid"
+                )
+        if self.edited_slices is not None:
+            bad = [z for z in self.edited_slices if not 0 <= z < self.ct.shape[0]]
+            if bad:
+                raise InvalidVolumeError(f"case {self.name}: edited slices {bad} lie outside 0..{self.ct.shape[0] - 1}")
+            self.edited_slices = tuple(sorted({int(z) for z in self.edited_slices}))
+
+    @classmethod
+    def from_files(cls, image: str | Path, lungs: str | Path, infection: str | Path, name: str | None = None) -> CorrectedCase:
+        """Read a CT (any format the readers take) and its two masks (on the CT's grid)."""
+        from napari_chsnet.io.readers import read_ct
+        from napari_chsnet.io.writers import read_mask
+
+        volume = read_ct(image)
+        return cls(
+            volume,
+            read_mask(lungs, volume.geometry, volume.shape),
+            read_mask(infection, volume.geometry, volume.shape),
+            name or case_name_of(image),
+        )
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> CorrectedCase:
+        """A case saved by :func:`save_correction`."""
+        folder = Path(folder)
+        missing = [name for name in CORRECTION_FILES if not (folder / name).is_file()]
+        if missing:
+            raise InvalidVolumeError(f"{folder} is not a saved correction: missing {', '.join(missing)}")
+        case = cls.from_files(*(folder / name for name in CORRECTION_FILES), name=folder.name)
+        if (folder / EDITED_SLICES_FILE).is_file():
+            info = json.loads((folder / EDITED_SLICES_FILE).read_text())
+            case.edited_slices = tuple(info.get("slices", ())) or None
+            case.lungs_edited = bool(info.get("lungs_edited", False))
+        return case
+
+    def labelled_slices(self, only_edited: bool) -> list[LabelledSlice]:
+        """Slices with lung of this case (only the edited ones when asked and known)."""
+        indices = self.edited_slices if only_edited and self.edited_slices else None
+        return slices_of_volume(self.ct, self.lungs, self.infection, self.name, indices)
+
+
+def case_name_of(path: str | Path) -> str:
+    """``/data/P001_ct.nii.gz`` -> ``P001_ct``; a DICOM folder -> its name."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".dcm"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "case"
+
+
+def save_correction(case: CorrectedCase, root: Path | None = None, *, overwrite: bool = True) -> Path:
+    """Write ``case`` into ``root`` (default: the user's corrections folder) as ``<name>/``.
+
+    Written to a temporary folder and renamed, so a half-written case is never replayed.
+    """
+    from napari_chsnet.io.writers import write_volume
+
+    root = corrections_dir() if root is None else Path(root)
+    target = root / _safe_name(case.name)
+    if target.exists() and not overwrite:
+        raise InvalidVolumeError(f"{target} exists; choose another case name")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}."))
+    try:
+        write_volume(staging / "ct.nii.gz", case.ct.hu, case.ct.geometry)
+        write_volume(staging / "lungs.nii.gz", case.lungs.astype(np.uint8), case.ct.geometry, is_label=True)
+        write_volume(staging / "infection.nii.gz", (case.infection > 0).astype(np.uint8), case.ct.geometry, is_label=True)
+        edited = {"slices": list(case.edited_slices or ()), "lungs_edited": case.lungs_edited}
+        (staging / EDITED_SLICES_FILE).write_text(json.dumps(edited))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return target
+
+
+def saved_corrections(root: Path | None = None, exclude: Sequence[str] = ()) -> list[Path]:
+    """Folders of saved corrections (complete ones only), sorted by name."""
+    root = corrections_dir() if root is None else Path(root)
+    if not root.is_dir():
+        return []
+    skip = set(exclude)
+    return sorted(
+        p for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name not in skip and all((p / f).is_file() for f in CORRECTION_FILES)
+    )

@@ -1,0 +1,450 @@
+"""Fine-tuning a weights set on the radiologist's corrected cases (MONAI Label's "train on what
+was corrected", with a replay sample so the network does not forget).
+
+What is tuned: the infection stage of the chosen model (CHS-Net's ``infection_net``, the
+RD-UNet, or every EAMC member on Sec. 5.1 patches) and, for CHS-Net with ``tune_lungs``, also
+its lung stage. Training data: the corrected slices (only the edited ones, when known and
+asked) plus ``replay`` as a fraction of replayed slices from earlier corrections and, when the
+shared data is present, the COVID-SemiSeg training slices. Dice is measured on the corrected
+slices before and after (stage inputs as in training: the corrected lung crop); when no epoch
+beats the starting weights, the starting weights are kept.
+
+Where it goes: a NEW complete weights set, by default ``<user data>/weights/<model>/<YYYYmmdd-HHMMSS>/``
+(training/versions.py) with ``<model>.safetensors``, CHS-Net's lung stage copied unchanged for
+eamc/rdunet, ``finetune_log.csv`` and ``version.json``. It is written in a hidden temporary
+folder and renamed at the end, so a cancelled or failed fine-tune leaves nothing behind; the
+base weights (and the bundled ``resources/``) are only read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_chsnet.errors import ConfigError, InvalidVolumeError, OutputExistsError, WeightsError
+from napari_chsnet.inference.preprocessing import (
+    EAMC_PATCH_SIZE,
+    EAMC_SLICE_SIZE,
+    INFECTION_INPUT_SIZE,
+    LUNG_INPUT_SIZE,
+    from_patches,
+    to_patches,
+)
+from napari_chsnet.io.volume import CTVolume
+from napari_chsnet.models.eamc import EAMC
+from napari_chsnet.models.losses import BCEDiceLoss, DiceLoss, FocalLoss
+from napari_chsnet.registry import MODEL_KEYS
+from napari_chsnet.resources_path import bundled_weights_dir
+from napari_chsnet.training.augment import AugmentSettings
+from napari_chsnet.training.checkpoints import Checkpoint, file_sha256, load_checkpoint, save_checkpoint
+from napari_chsnet.training.corrections import CorrectedCase, saved_corrections
+from napari_chsnet.training.datasets import LabelledSlice, read_semiseg
+from napari_chsnet.training.distributed import training_device
+from napari_chsnet.training.loop import EpochRecord, FitSettings, evaluate_dice, fit
+from napari_chsnet.training.stage_data import (
+    StageArrays,
+    eamc_patches,
+    infection_stage_arrays,
+    lung_stage_arrays,
+)
+from napari_chsnet.training.versions import VERSION_FILE, user_weights_dir
+
+# The loss each model was trained with (training/recipes.py), kept when fine-tuning.
+FINETUNE_LOSSES = {"chsnet": BCEDiceLoss, "rdunet": DiceLoss, "eamc": FocalLoss}
+# Milder than training: a few slices of one patient, where strong warps would teach shapes the
+# patient does not have.
+FINETUNE_AUGMENT = AugmentSettings(rotation_deg=5.0, shift_fraction=0.05, zoom_fraction=0.05, horizontal_flip=True,
+                                   contrast=0.1, brightness=0.03, gamma=0.1)
+LUNG_STAGE_FILE = "chsnet.safetensors"  # every pipeline's lung stage is CHS-Net's lung_net
+
+CaseLike = CorrectedCase | str | Path | tuple
+OnStep = Callable[[int, int, float], None]
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tune wrote and achieved.
+
+    Attributes:
+        weights_dir: the new weights set (usable as ``chsnet segment --weights``).
+        checkpoint: its fine-tuned ``<model>.safetensors``.
+        dice_before, dice_after: infection Dice (mean over the corrected slices) of the base
+            weights and of the weights written.
+        lung_dice_before, lung_dice_after: the same for CHS-Net's lung stage when it was tuned.
+        corrected_slices, replay_slices: training slices from the cases and from replay.
+        history: per-epoch records of the infection-stage fit (of the last EAMC member).
+    """
+
+    weights_dir: Path
+    checkpoint: Path
+    dice_before: float
+    dice_after: float
+    lung_dice_before: float | None = None
+    lung_dice_after: float | None = None
+    corrected_slices: int = 0
+    replay_slices: int = 0
+    history: list[EpochRecord] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def finetune(
+    base_weights: str | Path | None,
+    model: str,
+    cases: Sequence[CaseLike],
+    *,
+    epochs: int = 5,
+    only_edited_slices: bool = True,
+    replay: float = 0.25,
+    replay_from: Sequence[str | Path] | None = None,
+    tune_lungs: bool = False,
+    learning_rate: float = 1e-4,
+    batch_size: int = 4,
+    augment: AugmentSettings = FINETUNE_AUGMENT,
+    output: str | Path | None = None,
+    overwrite: bool = False,
+    device: str = "auto",
+    seed: int = 0,
+    on_step: OnStep | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``model`` of a weights set on corrected cases and write a new weights set.
+
+    Args:
+        base_weights: a weights set folder, or a ``<model>.safetensors`` file (its folder provides
+            the lung stage); ``None`` = the bundled set.
+        model: "chsnet", "eamc" or "rdunet".
+        cases: :class:`CorrectedCase`, saved correction folders, ``(ct, lungs, infection)`` tuples of
+            paths or of a CTVolume and two arrays, or ``(ct, lungs, infection, edited_slices)``.
+        epochs: passes over the training slices.
+        only_edited_slices: train on the edited slices when a case knows them (else every slice with lung).
+        replay: fraction of the training slices drawn from earlier data (0 = none, < 1).
+        replay_from: correction folders and/or COVID-SemiSeg roots to replay; ``None`` = the user's saved
+            corrections (other than ``cases``) and ``$CHSNET_SHARED_DATA/covid-semiseg`` when present.
+        tune_lungs: CHS-Net only: tune the lung stage as well (when the lungs were corrected).
+        learning_rate, batch_size, augment, seed: fit settings (Adam; the model's training loss).
+        output: where to write the set; ``None`` = a new version in the user's weights folder.
+        overwrite: replace an existing ``output``.
+        device: "auto" (GPU when available), "cpu", "cuda", ...
+        on_step: ``on_step(step, total_steps, loss)`` after each batch.
+        should_stop: polled after each batch; True cancels (raises ``Cancelled``, nothing is written).
+        log: receives one-line progress messages.
+
+    Raises:
+        ConfigError, WeightsError, InvalidVolumeError, OutputExistsError; ``Cancelled`` on cancel.
+    """
+    say = log or (lambda _message: None)
+    _check_arguments(model, epochs, replay, tune_lungs, batch_size)
+    base_file, lung_file = _resolve_base(base_weights, model)
+    target = _target_folder(model, output, overwrite)
+    corrected = [_as_case(case, index) for index, case in enumerate(cases)]
+    if not corrected:
+        raise ConfigError("fine-tuning needs at least one corrected case")
+    checkpoint = load_checkpoint(base_file, expected_model=model)
+    sizes = _input_sizes(model, checkpoint)
+    new_slices = [s for case in corrected for s in case.labelled_slices(only_edited_slices)]
+    if not new_slices:
+        raise InvalidVolumeError(
+            "the corrected cases hold no slice with lung; correct the lungs mask or pass --all-slices"
+        )
+    replay_slices = _replay_slices(replay, len(new_slices), replay_from, [c.name for c in corrected], seed, say)
+    say(f"fine-tuning {model} on {len(new_slices)} corrected and {len(replay_slices)} replayed slices")
+
+    network = checkpoint.build()
+    run_device = training_device(device)
+    network.to(run_device)
+    settings = FitSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                           patience=epochs + 1, seed=seed, augment=augment)
+    root = target.parent
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        tuned = _tune(model, network, new_slices, replay_slices, sizes, settings, tune_lungs, staging, on_step, should_stop)
+        network.cpu()
+        metadata = _checkpoint_metadata(checkpoint, tuned, corrected, len(new_slices), len(replay_slices))
+        checkpoint_path = staging / f"{model}.safetensors"
+        save_checkpoint(checkpoint_path, network, model, metadata=metadata, half_precision=_was_half(base_file))
+        if model != "chsnet":
+            shutil.copy2(lung_file, staging / LUNG_STAGE_FILE)
+        info = _version_info(model, target.name, corrected, base_file, tuned, len(new_slices), len(replay_slices),
+                             epochs, only_edited_slices, replay, tune_lungs, staging)
+        (staging / VERSION_FILE).write_text(json.dumps(info, indent=2))
+        if target.exists():  # only reached with overwrite=True
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+        del network
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    say(f"wrote {target}: Dice {tuned['dice_before']:.3f} -> {tuned['dice_after']:.3f}")
+    return FinetuneResult(
+        target, target / f"{model}.safetensors", tuned["dice_before"], tuned["dice_after"],
+        tuned.get("lung_dice_before"), tuned.get("lung_dice_after"), len(new_slices), len(replay_slices),
+        tuned["history"], info,
+    )
+
+
+def _check_arguments(model: str, epochs: int, replay: float, tune_lungs: bool, batch_size: int) -> None:
+    if model not in MODEL_KEYS:
+        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODEL_KEYS)}")
+    if epochs < 1:
+        raise ConfigError(f"epochs must be at least 1; got {epochs}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1; got {batch_size}")
+    if not 0.0 <= replay < 1.0:
+        raise ConfigError(f"replay is the fraction of replayed slices and must lie in [0, 1); got {replay}")
+    if tune_lungs and model != "chsnet":
+        raise ConfigError(f"only CHS-Net has its own lung stage to tune; {model} uses CHS-Net's (fine-tune chsnet)")
+
+
+def _resolve_base(base_weights: str | Path | None, model: str) -> tuple[Path, Path]:
+    """(the model's checkpoint, the CHS-Net checkpoint providing the lung stage)."""
+    if base_weights is None:
+        folder, file = bundled_weights_dir(), bundled_weights_dir() / f"{model}.safetensors"
+    else:
+        base = Path(base_weights)
+        folder, file = (base, base / f"{model}.safetensors") if base.is_dir() else (base.parent, base)
+    if not file.is_file():
+        raise WeightsError(
+            f"{file} does not exist: the base weights set {folder} has no {model} checkpoint; "
+            "pass --weights with a set (folder) or a .safetensors file of that model"
+        )
+    lung = folder / LUNG_STAGE_FILE
+    if model != "chsnet" and not lung.is_file():
+        lung = bundled_weights_dir() / LUNG_STAGE_FILE
+        if not lung.is_file():
+            raise WeightsError(
+                f"{folder} has no {LUNG_STAGE_FILE} (CHS-Net's lung stage, which every pipeline uses) and neither "
+                "has the bundled set; pass a complete weights set"
+            )
+    return file, lung
+
+
+def _target_folder(model: str, output: str | Path | None, overwrite: bool) -> Path:
+    if output is not None:
+        target = Path(output)
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"{target} exists; choose another output folder or pass --overwrite")
+        return target
+    versions = user_weights_dir() / model
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    target, suffix = versions / stamp, 2
+    while target.exists():  # two fine-tunes within one second
+        target, suffix = versions / f"{stamp}-{suffix}", suffix + 1
+    return target
+
+
+def _as_case(case: CaseLike, index: int) -> CorrectedCase:
+    if isinstance(case, CorrectedCase):
+        return case
+    if isinstance(case, (str, Path)):
+        return CorrectedCase.from_folder(case)
+    if isinstance(case, tuple) and len(case) in (3, 4):
+        ct, lungs, infection = case[:3]
+        edited = case[3] if len(case) == 4 else None
+        if isinstance(ct, CTVolume):
+            loaded = CorrectedCase(ct, np.asarray(lungs), np.asarray(infection), f"case{index + 1}")
+        else:
+            loaded = CorrectedCase.from_files(ct, lungs, infection)
+        if edited is not None:
+            loaded = CorrectedCase(loaded.ct, loaded.lungs, loaded.infection, loaded.name, tuple(edited))
+        return loaded
+    raise ConfigError(
+        f"case {index + 1}: expected a CorrectedCase, a saved correction folder or a (ct, lungs, infection) tuple; "
+        f"got {type(case).__name__}"
+    )
+
+
+def _input_sizes(model: str, checkpoint: Checkpoint) -> dict[str, int]:
+    preprocessing = checkpoint.metadata.get("preprocessing", {}) or {}
+    default_infection = EAMC_SLICE_SIZE if model == "eamc" else INFECTION_INPUT_SIZE
+    return {
+        "lungs": int(preprocessing.get("lung_input_size", LUNG_INPUT_SIZE)),
+        "infection": int(preprocessing.get("infection_input_size", default_infection)),
+        "patch": int(preprocessing.get("patch_size", EAMC_PATCH_SIZE)),
+    }
+
+
+def default_semiseg_root() -> Path | None:
+    """``$CHSNET_SHARED_DATA/covid-semiseg`` (default ``../shared/data`` beside the checkout) if present."""
+    shared = os.environ.get("CHSNET_SHARED_DATA")
+    root = Path(shared) if shared else Path(__file__).resolve().parents[3].parent / "shared" / "data"
+    semiseg = root / "covid-semiseg"
+    return semiseg if (semiseg / "train" / "images").is_dir() else None
+
+
+def _replay_slices(
+    replay: float, n_new: int, replay_from: Sequence[str | Path] | None, case_names: list[str], seed: int,
+    say: Callable[[str], None],
+) -> list[LabelledSlice]:
+    """``replay / (1 - replay) * n_new`` slices drawn evenly from earlier corrections and COVID-SemiSeg."""
+    wanted = int(round(replay / (1.0 - replay) * n_new))
+    if wanted == 0:
+        return []
+    if replay_from is None:
+        semiseg = default_semiseg_root()
+        sources = [*saved_corrections(exclude=case_names), *([semiseg] if semiseg else [])]
+    else:
+        sources = [Path(p) for p in replay_from]
+    pool: list[LabelledSlice | tuple[Path, str]] = []
+    for source in sources:
+        if (source / "train" / "images").is_dir():
+            pool += [(source, p.stem) for p in sorted((source / "train" / "images").glob("*.jpg"))]
+        else:
+            pool += CorrectedCase.from_folder(source).labelled_slices(only_edited=True)
+    if not pool:
+        say("no earlier corrections or training data to replay; fine-tuning on the corrected slices only")
+        return []
+    rng = np.random.default_rng(seed)
+    picks = [pool[i] for i in rng.choice(len(pool), size=min(wanted, len(pool)), replace=False)]
+    chosen = [p for p in picks if isinstance(p, LabelledSlice)]
+    by_root: dict[Path, list[str]] = {}
+    for pick in picks:
+        if isinstance(pick, tuple):
+            by_root.setdefault(pick[0], []).append(pick[1])
+    for root, names in by_root.items():
+        chosen += read_semiseg(root, "train", names=names)
+    return chosen
+
+
+class _SliceVote(nn.Module):
+    """EAMC on whole (N, 1, S, S) slices: patches, members' majority vote, mask back as ±1 logits
+    (so :func:`evaluate_dice`'s sigmoid >= 0.5 reads the vote)."""
+
+    def __init__(self, ensemble: EAMC, patch: int):
+        super().__init__()
+        self.ensemble, self.patch = ensemble, patch
+
+    def forward(self, slices: torch.Tensor) -> torch.Tensor:
+        mask, _ = EAMC.vote(self.ensemble(to_patches(slices, self.patch)))
+        return from_patches(mask.float() * 2 - 1, slices.shape[0], slices.shape[-1])
+
+
+def _stage_prepare(network: nn.Module, model: str):
+    if model == "chsnet":
+        return lambda images, masks: (network.infection_input(images, masks[:, 1:2]), masks[:, :1])
+    return lambda images, masks: (images, masks[:, :1])
+
+
+def _fit_keeping_better(stage: nn.Module, train: StageArrays, corrected: StageArrays, loss: nn.Module,
+                        settings: FitSettings, prepare, before: float, log_path: Path, on_step, should_stop):
+    """Fit ``stage``; load the best epoch's weights unless the starting weights score higher."""
+    result = fit(stage, train, corrected, loss, settings, prepare, log_path, on_step, should_stop)
+    if result.best_val_dice >= before:
+        stage.load_state_dict(result.best_state)
+    return result
+
+
+def _tune(model, network, new_slices, replay_slices, sizes, settings, tune_lungs, staging, on_step, should_stop):
+    """Fine-tune the stages in place; returns Dice before/after and the history."""
+    loss = FINETUNE_LOSSES[model]()
+    corrected = infection_stage_arrays(new_slices, sizes["infection"])
+    train = StageArrays.concat([corrected, *([infection_stage_arrays(replay_slices, sizes["infection"])] if replay_slices else [])])
+    out: dict[str, Any] = {}
+    steps = _Steps(on_step)
+    if model == "eamc":
+        vote = _SliceVote(network, sizes["patch"])
+        out["dice_before"] = evaluate_dice(vote, corrected, batch_size=settings.batch_size)
+        generator = torch.Generator().manual_seed(settings.seed)
+        for k, member in enumerate(network.members):
+            patches = eamc_patches(train, 8, 4, generator, sizes["patch"])
+            checks = eamc_patches(corrected, 4, 2, generator, sizes["patch"])
+            member_before = evaluate_dice(member, checks, batch_size=settings.batch_size)
+            steps.stage(len(network.members) - k)
+            result = _fit_keeping_better(member, patches, checks, loss, settings, _stage_prepare(member, model),
+                                         member_before, staging / f"finetune_log_member{k}.csv", steps, should_stop)
+        out["dice_after"] = evaluate_dice(vote, corrected, batch_size=settings.batch_size)
+    else:
+        stage = network.infection_net if model == "chsnet" else network
+        prepare = _stage_prepare(network, model)
+        out["dice_before"] = evaluate_dice(stage, corrected, prepare, settings.batch_size)
+        steps.stage(2 if tune_lungs else 1)
+        result = _fit_keeping_better(stage, train, corrected, loss, settings, prepare, out["dice_before"],
+                                     staging / "finetune_log.csv", steps, should_stop)
+        out["dice_after"] = evaluate_dice(stage, corrected, prepare, settings.batch_size)
+    out["history"] = result.history
+    if tune_lungs:
+        lungs_corrected = lung_stage_arrays(new_slices, sizes["lungs"])
+        lungs_train = StageArrays.concat([lungs_corrected, *([lung_stage_arrays(replay_slices, sizes["lungs"])] if replay_slices else [])])
+        lung_prepare = lambda images, masks: (images, masks[:, :1])  # noqa: E731
+        out["lung_dice_before"] = evaluate_dice(network.lung_net, lungs_corrected, lung_prepare, settings.batch_size)
+        steps.stage(1)
+        _fit_keeping_better(network.lung_net, lungs_train, lungs_corrected, BCEDiceLoss(), settings, lung_prepare,
+                            out["lung_dice_before"], staging / "finetune_lungs_log.csv", steps, should_stop)
+        out["lung_dice_after"] = evaluate_dice(network.lung_net, lungs_corrected, lung_prepare, settings.batch_size)
+    return out
+
+
+class _Steps:
+    """One progress count over several fits (EAMC members, CHS-Net's two stages)."""
+
+    def __init__(self, on_step: OnStep | None):
+        self.on_step, self.done, self.remaining_fits, self.last_total = on_step, 0, 1, 0
+
+    def stage(self, remaining_fits: int) -> None:
+        self.done += self.last_total
+        self.remaining_fits, self.last_total = remaining_fits, 0
+
+    def __call__(self, step: int, total: int, loss: float) -> None:
+        self.last_total = total
+        if self.on_step is not None:
+            self.on_step(self.done + step, self.done + total * self.remaining_fits, loss)
+
+
+def _was_half(path: Path) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as reader:
+        return any(reader.get_slice(key).get_dtype() == "F16" for key in reader.keys())  # noqa: SIM118 - not a dict
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None or np.isnan(value) else round(float(value), 4)
+
+
+def _checkpoint_metadata(checkpoint: Checkpoint, tuned: dict[str, Any], cases: list[CorrectedCase],
+                         n_new: int, n_replay: int) -> dict[str, Any]:
+    from napari_chsnet.report.manifest import software_versions
+
+    keep = {k: v for k, v in checkpoint.metadata.items() if k in ("role", "pipeline", "preprocessing", "training", "metrics")}
+    return {
+        **keep,
+        "finetune": {
+            "base_sha256": checkpoint.sha256, "cases": [c.name for c in cases], "corrected_slices": n_new,
+            "replay_slices": n_replay, "dice_before": _rounded(tuned["dice_before"]),
+            "dice_after": _rounded(tuned["dice_after"]),
+        },
+        "software": software_versions(),
+    }
+
+
+def _version_info(model, name, cases, base_file, tuned, n_new, n_replay, epochs, only_edited, replay, tune_lungs, staging):
+    return {
+        "model": model,
+        "name": name,
+        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cases": [c.name for c in cases],
+        "corrected_slices": n_new,
+        "replay_slices": n_replay,
+        "dice_before": _rounded(tuned["dice_before"]),
+        "dice_after": _rounded(tuned["dice_after"]),
+        "lung_dice_before": _rounded(tuned.get("lung_dice_before")),
+        "lung_dice_after": _rounded(tuned.get("lung_dice_after")),
+        "settings": {"epochs": epochs, "only_edited_slices": only_edited, "replay": replay, "tune_lungs": tune_lungs},
+        "base": str(base_file),
+        "base_sha256": file_sha256(base_file),
+        "files": {p.name: file_sha256(p) for p in sorted(staging.glob("*.safetensors"))},
+    }

@@ -1,0 +1,156 @@
+"""Fine-tuned weights versions in the user's data folder, beside (never over) the bundled weights.
+
+Layout under :func:`user_data_dir` (``$CHSNET_HOME``, else ``~/.local/share/napari-chsnet``)::
+
+    weights/<model>/<YYYYmmdd-HHMMSS>/   a complete weights set (chsnet.safetensors, and
+                                         <model>.safetensors for eamc/rdunet) + version.json
+    weights/active.json                  {"<model>": "bundled" | "<version name>"}
+    corrections/<case>/                  saved corrected cases (training/corrections.py)
+
+Reverting is choosing ``"bundled"``: no version is deleted. Imports no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from napari_chsnet.errors import WeightsError
+from napari_chsnet.registry import MODEL_KEYS
+from napari_chsnet.resources_path import bundled_weights_dir
+
+BUNDLED = "bundled"
+VERSION_FILE = "version.json"
+_ACTIVE_FILE = "active.json"
+
+
+def user_data_dir() -> Path:
+    """``$CHSNET_HOME`` or ``~/.local/share/napari-chsnet`` (not created here)."""
+    home = os.environ.get("CHSNET_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".local" / "share" / "napari-chsnet"
+
+
+def user_weights_dir() -> Path:
+    return user_data_dir() / "weights"
+
+
+def corrections_dir() -> Path:
+    return user_data_dir() / "corrections"
+
+
+@dataclass(frozen=True)
+class WeightsVersion:
+    """One fine-tuned weights set, as described by its version.json."""
+
+    model: str
+    name: str  # the folder name, YYYYmmdd-HHMMSS
+    path: Path
+    created: str
+    cases: tuple[str, ...]
+    dice_before: float | None
+    dice_after: float | None
+    base_sha256: str
+    info: dict[str, Any]
+
+    def label(self) -> str:
+        """One line for lists: date, cases, Dice before → after."""
+        def fmt(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.3f}"
+
+        cases = ", ".join(self.cases) if len(self.cases) <= 3 else f"{len(self.cases)} cases"
+        return f"{self.name}  {cases}  Dice {fmt(self.dice_before)} → {fmt(self.dice_after)}"
+
+
+def _check_model(model: str) -> None:
+    if model not in MODEL_KEYS:
+        raise WeightsError(f"unknown model {model!r}; choose one of {', '.join(MODEL_KEYS)}")
+
+
+def read_version(folder: Path) -> WeightsVersion:
+    """The version described by ``folder/version.json``."""
+    try:
+        info = json.loads((folder / VERSION_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{folder} is not a fine-tuned weights version (unreadable {VERSION_FILE}: {exc})") from exc
+    return WeightsVersion(
+        model=str(info.get("model", folder.parent.name)),
+        name=folder.name,
+        path=folder,
+        created=str(info.get("created", "")),
+        cases=tuple(info.get("cases", ())),
+        dice_before=info.get("dice_before"),
+        dice_after=info.get("dice_after"),
+        base_sha256=str(info.get("base_sha256", "")),
+        info=info,
+    )
+
+
+def list_versions(model: str | None = None) -> list[WeightsVersion]:
+    """Fine-tuned versions (of ``model``, or of all models), newest first; unreadable folders are skipped."""
+    models = [model] if model else list(MODEL_KEYS)
+    found = []
+    for key in models:
+        _check_model(key)
+        folder = user_weights_dir() / key
+        if not folder.is_dir():
+            continue
+        for child in folder.iterdir():
+            if child.is_dir() and not child.name.startswith(".") and (child / VERSION_FILE).is_file():
+                try:
+                    found.append(read_version(child))
+                except WeightsError:
+                    continue
+    return sorted(found, key=lambda v: (v.name, v.model), reverse=True)
+
+
+def _active_path() -> Path:
+    return user_weights_dir() / _ACTIVE_FILE
+
+
+def active_choice(model: str) -> str:
+    """``"bundled"`` or the name of the version chosen for ``model``."""
+    _check_model(model)
+    try:
+        return str(json.loads(_active_path().read_text()).get(model, BUNDLED))
+    except (OSError, json.JSONDecodeError):
+        return BUNDLED
+
+
+def set_active(model: str, choice: str) -> Path:
+    """Choose ``"bundled"`` (revert) or a version name for ``model``; returns that weights set's folder."""
+    _check_model(model)
+    target = weights_set_dir(model, choice)
+    path = _active_path()
+    try:
+        chosen = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        chosen = {}
+    chosen[model] = choice
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(chosen, indent=2))
+    os.replace(temporary, path)
+    return target
+
+
+def weights_set_dir(model: str, choice: str = BUNDLED) -> Path:
+    """The folder of the weights set ``choice`` (``"bundled"`` or a version name of ``model``)."""
+    _check_model(model)
+    if choice == BUNDLED:
+        return bundled_weights_dir()
+    folder = user_weights_dir() / model / choice
+    if not (folder / VERSION_FILE).is_file():
+        names = ", ".join(v.name for v in list_versions(model)) or "none"
+        raise WeightsError(f"no fine-tuned {model} version {choice!r} in {folder.parent}; versions: {names}")
+    return folder
+
+
+def active_weights_dir(model: str) -> Path:
+    """The weights set to segment ``model`` with: the chosen version, else the bundled set."""
+    try:
+        return weights_set_dir(model, active_choice(model))
+    except WeightsError:
+        return bundled_weights_dir()  # the chosen version was removed by hand

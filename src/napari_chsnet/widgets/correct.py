@@ -1,0 +1,252 @@
+"""Correct panel: one-click fixes of the lungs and infection masks, each ONE undo step.
+
+Each helper computes the corrected mask off the GUI thread from a snapshot, then writes only the
+voxels it changed through ``Labels.data_setitem`` inside ``Labels.block_history()``: Ctrl+Z in
+napari reverts the whole helper at once, and paint strokes made meanwhile are kept. Painting,
+filling and erasing by hand are napari's own Labels tools.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton
+from napari.layers import Labels
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+from scipy import ndimage as ndi
+
+from napari_chsnet.inference.postprocess import (
+    fill_holes_per_slice,
+    remove_small_components,
+    restrict_to_lungs,
+)
+from napari_chsnet.registry import INFECTION_LAYER, LEFT_LUNG, LUNG_LABEL_NAMES, LUNGS_LAYER, RIGHT_LUNG
+from napari_chsnet.widgets.results import ResultLayers, layer_geometry
+from napari_chsnet.widgets.tooltips import TOOLTIPS
+
+if TYPE_CHECKING:
+    import napari
+
+HOW_TO_PAINT = (
+    "Paint by hand: select the 'lungs' or 'infection' layer, then P paint, E erase, F fill, "
+    "[ ] brush size; label 1 = right lung, 2 = left lung. Ctrl+Z undoes, Ctrl+Shift+Z redoes."
+)
+
+
+# ---------------------------------------------------------------- the corrections (numpy only)
+def restricted_infection(infection: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    """Infection with every voxel outside both lungs cleared."""
+    return np.where(restrict_to_lungs(infection, lungs), infection, 0).astype(infection.dtype)
+
+
+def without_islands(labels: np.ndarray, min_voxels: int) -> np.ndarray:
+    """Each label's 3-D components (26-connected) smaller than ``min_voxels`` set to background."""
+    out = labels.copy()
+    for value in np.unique(labels):
+        if value == 0:
+            continue
+        region = labels == value
+        out[region & ~remove_small_components(region, min_voxels)] = 0
+    return out
+
+
+def with_holes_filled(labels: np.ndarray) -> np.ndarray:
+    """Background holes inside each label filled with that label, slice by slice (axial)."""
+    out = labels.copy()
+    for value in np.unique(labels):
+        if value == 0:
+            continue
+        out[fill_holes_per_slice(labels == value) & (out == 0)] = value
+    return out
+
+
+def relabelled_component(labels: np.ndarray, voxel: tuple[int, int, int], new_label: int) -> np.ndarray:
+    """The 3-D component (26-connected, same label) containing ``voxel`` set to ``new_label``."""
+    value = labels[voxel]
+    out = labels.copy()
+    if value == 0:
+        return out
+    components, _ = ndi.label(labels == value, structure=np.ones((3, 3, 3), dtype=bool))
+    out[components == components[voxel]] = new_label
+    return out
+
+
+def min_voxels_for(volume_ml: float, voxel_volume_ml: float) -> int:
+    """Smallest voxel count whose volume reaches ``volume_ml`` (so smaller islands go)."""
+    # Rounded first so that e.g. 0.1 mL of 0.001 mL voxels is 100 voxels, not 101 by float error.
+    return max(1, math.ceil(round(volume_ml / voxel_volume_ml, 6)))
+
+
+def apply_as_one_step(layer: Labels, before: np.ndarray, after: np.ndarray) -> int:
+    """Write the voxels where ``after`` differs from ``before`` into ``layer`` as one undo step.
+
+    Returns:
+        The number of voxels written.
+    """
+    changed = np.nonzero(before != after)
+    if changed[0].size == 0:
+        return 0
+    with layer.block_history():
+        layer.data_setitem(changed, after[changed])
+    return int(changed[0].size)
+
+
+# ---------------------------------------------------------------- the panel
+class CorrectPanel(Container):
+    """The Correct tab."""
+
+    def __init__(self, viewer: napari.Viewer, results: ResultLayers) -> None:
+        self._viewer = viewer
+        self._results = results
+        self._busy = False
+
+        self.restrict = PushButton(text="Restrict infection to lungs", tooltip=TOOLTIPS["restrict"])
+        self.target = ComboBox(
+            label="Mask",
+            choices=[INFECTION_LAYER, LUNGS_LAYER],
+            value=INFECTION_LAYER,
+            tooltip=TOOLTIPS["islands_target"],
+        )
+        self.islands_ml = FloatSpinBox(
+            label="Islands below (mL)",
+            value=0.1,
+            min=0.001,
+            max=500.0,
+            step=0.1,
+            tooltip=TOOLTIPS["islands_ml"],
+        )
+        self.remove_islands = PushButton(text="Remove islands", tooltip=TOOLTIPS["remove_islands"])
+        self.fill_holes = PushButton(text="Fill holes", tooltip=TOOLTIPS["fill_holes"])
+        self.relabel_right = PushButton(text="Right lung (Shift+R)", tooltip=TOOLTIPS["relabel_right"])
+        self.relabel_left = PushButton(text="Left lung (Shift+L)", tooltip=TOOLTIPS["relabel_left"])
+        mask_buttons = Container(
+            widgets=[self.remove_islands, self.fill_holes], layout="horizontal", labels=False
+        )
+        relabel_buttons = Container(
+            widgets=[self.relabel_right, self.relabel_left], layout="horizontal", labels=False
+        )
+        for row in (mask_buttons, relabel_buttons):
+            row.margins = (0, 0, 0, 0)
+        help_text = Label(value=HOW_TO_PAINT)
+        help_text.native.setWordWrap(True)
+        relabel_text = Label(value="Relabel the lung component under the mouse cursor as:")
+        relabel_text.native.setWordWrap(True)
+        super().__init__(
+            widgets=[
+                help_text,
+                self.restrict,
+                self.target,
+                self.islands_ml,
+                mask_buttons,
+                relabel_text,
+                relabel_buttons,
+            ]
+        )
+        self._buttons = (
+            self.restrict,
+            self.remove_islands,
+            self.fill_holes,
+            self.relabel_right,
+            self.relabel_left,
+        )
+        self.restrict.changed.connect(self.restrict_infection)
+        self.remove_islands.changed.connect(self.remove_small_islands)
+        self.fill_holes.changed.connect(self.fill_mask_holes)
+        self.relabel_right.changed.connect(partial(self.relabel_under_cursor, RIGHT_LUNG))
+        self.relabel_left.changed.connect(partial(self.relabel_under_cursor, LEFT_LUNG))
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    # ------------------------------------------------------------------ helpers
+    def _mask_layer(self, name: str) -> Labels | None:
+        layer = self._results.layer(name)
+        if layer is None:
+            show_error(
+                f"There is no '{name}' Labels layer; press Segment first (or name a Labels layer '{name}')."
+            )
+        return layer  # type: ignore[return-value]
+
+    def restrict_infection(self) -> None:
+        infection, lungs = self._mask_layer(INFECTION_LAYER), self._mask_layer(LUNGS_LAYER)
+        if infection is None or lungs is None:
+            return
+        if lungs.data.shape != infection.data.shape:
+            show_error(
+                f"'{LUNGS_LAYER}' {lungs.data.shape} and '{INFECTION_LAYER}' {infection.data.shape} are not on the "
+                "same grid; segment again to get matching layers."
+            )
+            return
+        lungs_snapshot = np.array(lungs.data, copy=True)
+        self._run(
+            "Infection restricted to the lungs",
+            infection,
+            partial(restricted_infection, lungs=lungs_snapshot),
+        )
+
+    def remove_small_islands(self) -> None:
+        layer = self._mask_layer(self.target.value)
+        if layer is None:
+            return
+        min_voxels = min_voxels_for(float(self.islands_ml.value), layer_geometry(layer).voxel_volume_ml)
+        self._run(
+            f"Islands below {self.islands_ml.value:g} mL removed from '{layer.name}'",
+            layer,
+            partial(without_islands, min_voxels=min_voxels),
+        )
+
+    def fill_mask_holes(self) -> None:
+        layer = self._mask_layer(self.target.value)
+        if layer is not None:
+            self._run(f"Holes filled in '{layer.name}'", layer, with_holes_filled)
+
+    def relabel_under_cursor(self, new_label: int, *_args: Any) -> None:
+        """Relabel the lung component under the viewer's cursor (its last position on the canvas)."""
+        lungs = self._mask_layer(LUNGS_LAYER)
+        if lungs is None:
+            return
+        position = lungs.world_to_data(self._viewer.cursor.position)
+        voxel = tuple(int(round(float(v))) for v in position[-3:])
+        inside = len(voxel) == 3 and all(0 <= v < n for v, n in zip(voxel, lungs.data.shape, strict=True))
+        if not inside or lungs.data[voxel] == 0:
+            show_warning(
+                "Put the mouse cursor on a lung in the canvas, then press Shift+R (right) or Shift+L (left)."
+            )
+            return
+        self._run(
+            f"Component relabelled as {LUNG_LABEL_NAMES[new_label]}",
+            lungs,
+            partial(relabelled_component, voxel=voxel, new_label=new_label),  # type: ignore[arg-type]
+        )
+
+    # ------------------------------------------------------------------ worker plumbing
+    def _run(self, description: str, layer: Labels, correction: Callable[[np.ndarray], np.ndarray]) -> None:
+        if self._busy:
+            show_info("A correction is still running; try again when it is done.")
+            return
+        snapshot = np.array(layer.data, copy=True)
+        worker = create_worker(correction, snapshot, _ignore_errors=True)
+        worker.returned.connect(partial(self._apply, layer, snapshot, description))
+        worker.errored.connect(lambda exc: show_error(f"{description} failed: {exc}"))
+        worker.finished.connect(partial(self._set_busy, False))
+        self._set_busy(True)
+        worker.start()
+
+    def _apply(self, layer: Labels, snapshot: np.ndarray, description: str, corrected: np.ndarray) -> None:
+        if not self._results.contains(layer):
+            show_warning(f"'{layer.name}' was closed before the correction finished; nothing was changed.")
+            return
+        changed = apply_as_one_step(layer, snapshot, corrected)
+        volume_ml = changed * layer_geometry(layer).voxel_volume_ml
+        show_info(f"{description}: {changed} voxels ({volume_ml:.2f} mL) changed; Ctrl+Z undoes it.")
+
+    def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        for button in self._buttons:
+            button.enabled = not busy

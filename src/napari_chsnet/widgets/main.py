@@ -1,0 +1,160 @@
+"""The dock widget behind Plugins → CHS-Net Segment (``napari.yaml``: ``CHSNetWidget``).
+
+Thin: tabs for the panels (Segment, Correct, Report), the severity table under them (visible
+from every tab), all in a scroll area so the panel stays usable on a 1366×768 screen. The panels
+share one ``ResultLayers`` (the run's layers and the user's edits) and one ``Dialogs``.
+
+Adding a tab is one entry in ``CHSNetWidget._tabs``: a title and a magicgui ``Container`` (or
+anything with ``.native``), built from what it needs of ``self.viewer``, ``self.results``,
+``self.dialogs`` and the other panels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from napari.utils.notifications import show_warning
+from qtpy.QtGui import QCloseEvent
+from qtpy.QtWidgets import QFrame, QGroupBox, QLabel, QScrollArea, QTabWidget, QVBoxLayout, QWidget
+
+from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
+from napari_chsnet.widgets.correct import CorrectPanel
+from napari_chsnet.widgets.dialogs import Dialogs
+from napari_chsnet.widgets.finetune import FinetunePanel
+from napari_chsnet.widgets.report_panel import ReportPanel, SeverityTable
+from napari_chsnet.widgets.results import ResultLayers
+from napari_chsnet.widgets.segment import SegmentPanel
+
+if TYPE_CHECKING:
+    import napari
+
+PANEL_MIN_WIDTH_PX = 340
+SHORT_DISCLAIMER = "Research tool — not for clinical diagnosis."
+
+
+class CHSNetWidget(QWidget):
+    """Segment a chest CT, correct the masks, read the severity and export it.
+
+    Args:
+        napari_viewer: the viewer (napari passes it when docking from the Plugins menu).
+        dialogs: the questions asked of the user (file choosers, confirmations); tests pass
+            their own answers, the default shows Qt dialogs.
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer, dialogs: Dialogs | None = None) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.dialogs = dialogs or Dialogs(self)
+        self.results = ResultLayers(napari_viewer, parent=self)
+        self.segment = SegmentPanel(napari_viewer, self.results, self.dialogs)
+        self.correct = CorrectPanel(napari_viewer, self.results)
+        self.report = ReportPanel(napari_viewer, self.results, self.dialogs)
+        self.finetune = FinetunePanel(napari_viewer, self.results, self.segment)
+        self.severity = SeverityTable(self.results)
+
+        self.panels = dict(self._tabs())
+        self.tabs = QTabWidget()
+        for title, panel in self.panels.items():
+            self.tabs.addTab(panel.native, title)
+
+        severity_box = QGroupBox("Severity (current layers)")
+        box_layout = QVBoxLayout(severity_box)
+        box_layout.addWidget(self.severity)
+        disclaimer = QLabel(SHORT_DISCLAIMER)
+        disclaimer.setStyleSheet("color: #e05050;")
+        disclaimer.setWordWrap(True)
+
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        layout.addWidget(self.tabs)
+        layout.addWidget(severity_box)
+        layout.addWidget(disclaimer)
+        layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self.setMinimumWidth(PANEL_MIN_WIDTH_PX)
+
+        self.shortcuts = self._bind_keys()
+
+    def _tabs(self) -> list[tuple[str, Any]]:
+        """The tabs, in order: (title, panel). A new tab is one more line here."""
+        return [
+            ("Segment", self.segment),
+            ("Correct", self.correct),
+            ("Report", self.report),
+            ("Fine-tune", self.finetune),
+        ]
+
+    def use_dialogs(self, dialogs: Dialogs) -> None:
+        """Ask the user through ``dialogs`` from now on (tests answer in advance this way)."""
+        self.dialogs = dialogs
+        self.segment.dialogs = dialogs
+        self.report.dialogs = dialogs
+
+    # ------------------------------------------------------------------ keyboard
+    def _key_actions(self) -> dict[str, tuple[str, Callable[[], None]]]:
+        """Viewer shortcuts (none is bound by napari by default; see docs/workflow.md)."""
+        return {
+            "Shift-S": ("Segment the chosen CT", self.segment.run),
+            "Shift-R": (
+                "Relabel the lung under the cursor as right",
+                partial(self.correct.relabel_under_cursor, RIGHT_LUNG),
+            ),
+            "Shift-L": (
+                "Relabel the lung under the cursor as left",
+                partial(self.correct.relabel_under_cursor, LEFT_LUNG),
+            ),
+            "Shift-J": ("Show/hide the infection probability (JET)", self._toggle_probability),
+        }
+
+    def _bind_keys(self) -> dict[str, str]:
+        """Bind the shortcuts that are still free; returns {key: description} of those bound."""
+        bound = {}
+        for key, (description, action) in self._key_actions().items():
+            try:
+                self.viewer.bind_key(key, _ignore_viewer(action))
+            except ValueError:  # already bound by the user or another plugin: keep theirs
+                show_warning(
+                    f"CHS-Net: {key} is already bound in this viewer; '{description}' has no shortcut."
+                )
+                continue
+            bound[key] = description
+        return bound
+
+    def _toggle_probability(self) -> None:
+        layer = self.results.probability
+        if layer is not None:
+            layer.visible = not layer.visible
+
+    # ------------------------------------------------------------------ napari hooks
+    def reset_choices(self, *_args: Any) -> None:
+        """Refresh the layer pickers (napari calls this when layers are added, removed or renamed)."""
+        for panel in self.panels.values():
+            reset = getattr(panel, "reset_choices", None)
+            if reset is not None:
+                reset()
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt's name)
+        self.segment.stop()
+        self.finetune.stop()
+        for key in self.shortcuts:
+            self.viewer.bind_key(key, None)
+        self.shortcuts = {}
+        self.results.disconnect_viewer()
+        super().closeEvent(event)
+
+
+def _ignore_viewer(action: Callable[[], None]) -> Callable[[Any], None]:
+    """napari calls a key binding with the viewer; our actions already know it."""
+
+    def on_key(_viewer: Any) -> None:
+        action()
+
+    return on_key

@@ -1,0 +1,369 @@
+"""Severity table (always visible) and the Report tab's exports.
+
+The table is recomputed from the CURRENT ``lungs`` and ``infection`` layers (so it always
+matches the screen): ``ResultLayers.changed`` restarts a 300 ms single-shot timer, and the
+figures are computed by ``report.compute_severity`` in a worker thread. Exports build the same
+report as the command line (``report.build_report_json`` and its writers) from the same layers,
+and write masks back in the CT's original geometry (``io.writers.write_volume``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtGui import QFont
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_chsnet.errors import CHSNetError, InvalidVolumeError
+from napari_chsnet.io.writers import WRITE_SUFFIXES, write_volume
+from napari_chsnet.registry import INFECTION_LAYER, LUNGS_LAYER
+from napari_chsnet.report import (
+    RunInfo,
+    SeverityReport,
+    append_report_csv,
+    build_report_json,
+    compute_severity,
+    write_report_json,
+    write_report_pdf,
+)
+from napari_chsnet.report.manifest import case_name
+from napari_chsnet.widgets.dialogs import Dialogs
+from napari_chsnet.widgets.results import ResultLayers, ct_volume_from_layer, layer_geometry, run_info_of
+from napari_chsnet.widgets.tooltips import TOOLTIPS
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_chsnet.io.volume import CTVolume
+
+DEBOUNCE_MS = 300
+TABLE_COLUMNS = ("Volume (mL)", "Infected (mL)", "Involvement (%)", "Grade")
+TABLE_ROWS = ("Right lung", "Left lung", "Overall")
+EDITED_WARNING = "The masks were corrected by hand after the model run."
+NO_MASKS = f"No '{LUNGS_LAYER}' and '{INFECTION_LAYER}' layers yet: press Segment."
+
+
+def current_masks(results: ResultLayers) -> tuple[np.ndarray, np.ndarray, Any]:
+    """The lungs and infection arrays on screen, and their grid's geometry.
+
+    Raises:
+        InvalidVolumeError: a layer is missing or the two are not on one grid.
+    """
+    lungs, infection = results.lungs, results.infection
+    if lungs is None or infection is None:
+        raise InvalidVolumeError(NO_MASKS)
+    if lungs.data.shape != infection.data.shape:
+        raise InvalidVolumeError(
+            f"'{LUNGS_LAYER}' {lungs.data.shape} and '{INFECTION_LAYER}' {infection.data.shape} are not on "
+            "the same grid; segment again to get matching layers."
+        )
+    return np.asarray(lungs.data), np.asarray(infection.data), layer_geometry(lungs)
+
+
+def _row_values(volume_ml: float, infected_ml: float, involvement_pct: float, grade: str) -> tuple[str, ...]:
+    return (f"{volume_ml:.1f}", f"{infected_ml:.1f}", f"{involvement_pct:.1f}", grade)
+
+
+class SeverityTable(QWidget):
+    """Per-lung volume, infected volume, involvement and grade, plus the overall row."""
+
+    def __init__(self, results: ResultLayers, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._results = results
+        self._pending = False
+        self._computing = False
+        self.severity: SeverityReport | None = None
+
+        self.table = QTableWidget(len(TABLE_ROWS), len(TABLE_COLUMNS), self)
+        self.table.setHorizontalHeaderLabels(TABLE_COLUMNS)
+        self.table.setVerticalHeaderLabels(TABLE_ROWS)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setToolTip(TOOLTIPS["severity_table"])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        height = self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
+        height += sum(self.table.verticalHeader().sectionSizeHint(i) for i in range(len(TABLE_ROWS)))
+        self.table.setFixedHeight(height + 2)
+        self.note = Label(value=NO_MASKS)
+        self.note.native.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.table)
+        layout.addWidget(self.note.native)
+
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self._recompute)
+        results.changed.connect(self.schedule)
+        self._show(None, NO_MASKS)
+
+    def schedule(self) -> None:
+        """Recompute in DEBOUNCE_MS unless asked again meanwhile."""
+        self._timer.start()
+
+    def cell(self, row: int, column: int) -> str:
+        item = self.table.item(row, column)
+        return item.text() if item is not None else ""
+
+    def _recompute(self) -> None:
+        if self._computing:
+            self._pending = True
+            return
+        try:
+            lungs, infection, geometry = current_masks(self._results)
+        except CHSNetError as exc:
+            self._show(None, str(exc))
+            return
+        # Snapshots: the user may paint while the worker counts.
+        worker = create_worker(
+            compute_severity,
+            np.array(lungs, copy=True),
+            np.array(infection, copy=True),
+            geometry,
+            self._results.min_lesion_ml,
+            _ignore_errors=True,
+        )
+        worker.returned.connect(self._on_computed)
+        worker.errored.connect(lambda exc: self._show(None, str(exc)))
+        worker.finished.connect(self._on_finished)
+        self._computing = True
+        worker.start()
+
+    def _on_computed(self, severity: SeverityReport) -> None:
+        note = " ".join(severity.warnings) or (
+            f"Grade = worse lung (MosMed). Lesions below {severity.min_lesion_ml:g} mL are not counted."
+        )
+        self._show(severity, note)
+
+    def _on_finished(self) -> None:
+        self._computing = False
+        if self._pending:
+            self._pending = False
+            self._timer.start()
+
+    def _show(self, severity: SeverityReport | None, note: str) -> None:
+        self.severity = severity
+        if severity is None:
+            rows = [("—",) * len(TABLE_COLUMNS)] * len(TABLE_ROWS)
+        else:
+            rows = [
+                _row_values(lung.volume_ml, lung.infected_ml, lung.involvement_pct, lung.grade)
+                for lung in (severity.right, severity.left)
+            ]
+            rows.append(
+                _row_values(
+                    severity.overall_volume_ml,
+                    severity.overall_infected_ml,
+                    severity.overall_involvement_pct,
+                    severity.overall_grade,
+                )
+            )
+        bold = QFont()
+        bold.setBold(True)
+        for r, values in enumerate(rows):
+            for c, text in enumerate(values):
+                item = QTableWidgetItem(text)
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if c == len(TABLE_COLUMNS) - 1 or r == len(TABLE_ROWS) - 1:
+                    item.setFont(bold)
+                self.table.setItem(r, c, item)
+        self.note.value = note
+
+
+class ReportPanel(Container):
+    """The Report tab: report files and masks in the CT's geometry."""
+
+    def __init__(self, viewer: napari.Viewer, results: ResultLayers, dialogs: Dialogs) -> None:
+        self._viewer = viewer
+        self._results = results
+        self.dialogs = dialogs
+        self._busy = False
+
+        self.anonymize = CheckBox(
+            text="Anonymise (no patient name/ID)", value=False, tooltip=TOOLTIPS["anonymize"]
+        )
+        self.export_pdf = PushButton(text="PDF…", tooltip=TOOLTIPS["export_pdf"])
+        self.export_csv = PushButton(text="CSV…", tooltip=TOOLTIPS["export_csv"])
+        self.export_json = PushButton(text="JSON…", tooltip=TOOLTIPS["export_json"])
+        self.mask_format = ComboBox(
+            label="Mask format", choices=list(WRITE_SUFFIXES), tooltip=TOOLTIPS["mask_format"]
+        )
+        self.export_masks = PushButton(text="Export masks…", tooltip=TOOLTIPS["export_masks"])
+        report_row = Container(
+            widgets=[self.export_pdf, self.export_csv, self.export_json], layout="horizontal", labels=False
+        )
+        report_row.margins = (0, 0, 0, 0)
+        report_text = Label(value="Report of the layers on screen (same content as `chsnet segment`):")
+        report_text.native.setWordWrap(True)
+        save_text = Label(value="File → Save Selected Layers also writes a layer in the CT's geometry.")
+        save_text.native.setWordWrap(True)
+        super().__init__(
+            widgets=[report_text, self.anonymize, report_row, self.mask_format, self.export_masks, save_text]
+        )
+        self._buttons = (self.export_pdf, self.export_csv, self.export_json, self.export_masks)
+        self.export_pdf.changed.connect(partial(self.export_report, "pdf"))
+        self.export_csv.changed.connect(partial(self.export_report, "csv"))
+        self.export_json.changed.connect(partial(self.export_report, "json"))
+        self.export_masks.changed.connect(self.export_mask_files)
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    # ------------------------------------------------------------------ what is exported
+    def _ct_volume(self, required: bool) -> CTVolume | None:
+        layer = self._results.ct_layer()
+        if layer is None:
+            if required:
+                lungs = self._results.lungs
+                name = lungs.metadata.get("chsnet_ct_layer", "the CT") if lungs is not None else "the CT"
+                raise InvalidVolumeError(
+                    f"The CT the masks belong to ('{name}') is not open; open it again under that name or segment again."
+                )
+            return None
+        return ct_volume_from_layer(layer)
+
+    def build_report(self) -> dict[str, Any]:
+        """The report dict of the layers on screen (raises CHSNetError with the reason)."""
+        lungs, infection, geometry = current_masks(self._results)
+        severity = compute_severity(lungs, infection, geometry, self._results.min_lesion_ml)
+        ct = self._ct_volume(required=False)
+        lungs_layer = self._results.lungs
+        run = run_info_of(lungs_layer) if lungs_layer is not None else None
+        if run is None:  # masks opened or drawn by hand: no model produced them
+            run = RunInfo(model="manual", device="none", runtime_s=0.0, input=ct.source if ct else "")
+        report = build_report_json(
+            severity, run, ct.metadata if ct else None, anonymize=bool(self.anonymize.value)
+        )
+        if any(self._results.is_edited(name) for name in (LUNGS_LAYER, INFECTION_LAYER)):
+            report["warnings"].append(EDITED_WARNING)
+        return report
+
+    def _suggested(self, report: dict[str, Any], filename: str) -> Path:
+        source = Path(str(report.get("input", "")))
+        folder = source.parent if report.get("input") and source.parent.is_dir() else Path.home()
+        return folder / filename
+
+    # ------------------------------------------------------------------ exports
+    def export_report(self, kind: str, *_args: Any) -> None:
+        """Ask for a file and write the report as ``kind`` ("pdf", "csv" or "json")."""
+        try:
+            report = self.build_report()
+            ct = self._ct_volume(required=kind == "pdf")
+        except CHSNetError as exc:
+            show_error(str(exc))
+            return
+        path = self.dialogs.save_file(
+            f"Save the severity report ({kind.upper()})",
+            self._suggested(report, f"{report['case'] or 'case'}_report.{kind}"),
+            f"{kind.upper()} (*.{kind})",
+        )
+        if path is None:
+            return
+        if path.suffix.lower() != f".{kind}":
+            path = path.with_name(f"{path.name}.{kind}")
+        overwrite = False
+        if path.exists():
+            question = (
+                f"{path} exists. Append one row for this case to it?"
+                if kind == "csv"
+                else f"{path} exists. Replace it?"
+            )
+            if not self.dialogs.confirm("File exists", question):
+                return
+            overwrite = True
+        if kind == "json":
+            task: Callable[[], Path] = partial(write_report_json, path, report, overwrite=overwrite)
+        elif kind == "csv":
+            task = partial(append_report_csv, path, report)
+        else:
+            lungs, infection, _geometry = current_masks(self._results)
+            probability = self._results.probability
+            prob = (
+                np.asarray(probability.data)
+                if probability is not None and probability.data.shape == lungs.shape
+                else None
+            )
+            task = partial(
+                write_report_pdf,
+                path,
+                report,
+                ct,
+                np.array(lungs),
+                np.array(infection),
+                prob,
+                overwrite=overwrite,
+            )
+        self._run(f"Report written to {path}", task)
+
+    def export_mask_files(self) -> None:
+        """Ask for a folder and write lungs, infection (and probability) in the CT's geometry."""
+        try:
+            lungs, infection, geometry = current_masks(self._results)
+        except CHSNetError as exc:
+            show_error(str(exc))
+            return
+        folder = self.dialogs.folder("Folder for the masks (written in the CT's original geometry)")
+        if folder is None:
+            return
+        ct = self._results.ct_layer()
+        case = case_name(str(ct.metadata.get("chsnet_source") or ct.name)) if ct is not None else "case"
+        suffix = self.mask_format.value
+        arrays: list[tuple[Path, np.ndarray, bool]] = [
+            (folder / f"{case}_lungs{suffix}", np.array(lungs), True),
+            (folder / f"{case}_infection{suffix}", np.array(infection), True),
+        ]
+        probability = self._results.probability
+        if probability is not None and probability.data.shape == lungs.shape:
+            arrays.append(
+                (folder / f"{case}_infection_probability{suffix}", np.array(probability.data), False)
+            )
+        existing = [path for path, _, _ in arrays if path.exists()]
+        if existing and not self.dialogs.confirm(
+            "Files exist", "Replace these files?\n" + "\n".join(str(path) for path in existing)
+        ):
+            return
+
+        def write_all() -> list[Path]:
+            return [
+                write_volume(path, array, geometry, overwrite=path in existing, is_label=is_label)
+                for path, array, is_label in arrays
+            ]
+
+        self._run(f"Masks written to {folder}", write_all)
+
+    def _run(self, done_message: str, task: Callable[[], Any]) -> None:
+        if self._busy:
+            show_info("An export is still running; try again when it is done.")
+            return
+        worker = create_worker(task, _ignore_errors=True)
+        worker.returned.connect(lambda _result: show_info(done_message))
+        worker.errored.connect(
+            lambda exc: show_error(str(exc) if isinstance(exc, CHSNetError) else f"Export failed: {exc}")
+        )
+        worker.finished.connect(partial(self._set_busy, False))
+        self._set_busy(True)
+        worker.start()
+
+    def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        for button in self._buttons:
+            button.enabled = not busy

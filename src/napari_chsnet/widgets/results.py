@@ -1,0 +1,286 @@
+"""The layers a segmentation run produces, and what the user has done to them since.
+
+A run writes three layers named as in ``registry`` (``lungs``, ``infection``,
+``infection probability``), aligned with the CT (its scale, translate and affine, and its
+``metadata["chsnet_geometry"]`` so napari's File → Save Layers writes them on the CT's grid).
+
+Re-running replaces these layers (same place in the layer list, same opacity and visibility) with
+fresh ones, so the new layers start with an empty undo history. Before that, the Segment panel
+asks for confirmation when a layer it would replace was edited since the run that wrote it (any
+paint, fill, erase or correction helper), or was not written by this panel at all (a file opened
+under that name): a correction is never lost silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels, Layer
+from qtpy.QtCore import QObject, Signal
+
+from napari_chsnet.errors import InvalidVolumeError
+from napari_chsnet.io.volume import CTVolume, Geometry
+from napari_chsnet.napari_hooks import GEOMETRY_KEY, SOURCE_KEY, geometry_from_meta
+from napari_chsnet.registry import (
+    INFECTION_LAYER,
+    LEFT_LUNG,
+    LUNG_LABEL_NAMES,
+    LUNGS_LAYER,
+    PROBABILITY_LAYER,
+    RIGHT_LUNG,
+)
+from napari_chsnet.report import DEFAULT_MIN_LESION_ML, RunInfo
+from napari_chsnet.widgets.colormaps import CHSNET_JET, infection_colormap, lung_colormap
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_chsnet.inference.pipeline import SegmentationResult
+
+RUN_KEY = "chsnet_run"  # layer metadata: the RunInfo (as a dict) of the run that wrote the layer
+CT_LAYER_KEY = "chsnet_ct_layer"  # layer metadata: name of the CT layer the masks belong to
+MASK_LAYERS = (LUNGS_LAYER, INFECTION_LAYER)
+RESULT_LAYERS = (LUNGS_LAYER, INFECTION_LAYER, PROBABILITY_LAYER)
+_LAYER_TYPES: dict[str, type[Layer]] = {
+    LUNGS_LAYER: Labels,
+    INFECTION_LAYER: Labels,
+    PROBABILITY_LAYER: Image,
+}
+
+LUNGS_OPACITY = 0.35
+INFECTION_OPACITY = 0.7
+PROBABILITY_OPACITY = 0.5
+
+
+def ct_volume_from_layer(layer: Layer) -> CTVolume:
+    """The CTVolume (HU array, geometry, study metadata) of a napari image layer.
+
+    Raises:
+        InvalidVolumeError: the layer is not a single-channel 3-D image.
+    """
+    if not isinstance(layer, Image) or layer.rgb or layer.multiscale:
+        raise InvalidVolumeError(
+            f"Layer '{layer.name}' is not a single-channel CT image; choose the CT's image layer "
+            "(opened with File → Open in Hounsfield units)."
+        )
+    if layer.data.ndim != 3:
+        raise InvalidVolumeError(
+            f"Layer '{layer.name}' has shape {tuple(layer.data.shape)}; the networks need a 3-D (z, y, x) "
+            "CT volume. Open the whole series (a DICOM folder or one NIfTI/MHA/NRRD file)."
+        )
+    geometry = geometry_from_meta(
+        {"metadata": layer.metadata, "scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+    )
+    study = {k: v for k, v in layer.metadata.items() if k not in (GEOMETRY_KEY, SOURCE_KEY)}
+    source = str(layer.metadata.get(SOURCE_KEY) or layer.name)
+    return CTVolume(hu=np.asarray(layer.data), geometry=geometry, source=source, metadata=study)
+
+
+def layer_geometry(layer: Layer) -> Geometry:
+    """The voxel grid of a layer: its ``chsnet_geometry`` metadata, else its scale and translate."""
+    return geometry_from_meta(
+        {"metadata": layer.metadata, "scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+    )
+
+
+def run_info_of(layer: Layer) -> RunInfo | None:
+    """The RunInfo stored on a result layer, or None for masks drawn or opened by hand."""
+    stored = layer.metadata.get(RUN_KEY)
+    return RunInfo(**stored) if isinstance(stored, dict) else None
+
+
+class ResultLayers(QObject):
+    """Finds the result layers in a viewer, writes new ones, and tracks user edits.
+
+    Signals:
+        changed: the content of the ``lungs`` or ``infection`` layer may have changed (a run,
+            a paint stroke, a correction, undo/redo, a layer added or removed); listeners
+            debounce it.
+    """
+
+    changed = Signal()
+
+    def __init__(self, viewer: napari.Viewer, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._viewer = viewer
+        # unique_id of the layer each name was last written with (napari hands plugins proxies of
+        # the viewer and its layers, so identity tests would fail).
+        self._written: dict[str, Hashable] = {}
+        self._edited: set[str] = set()
+        self._quiet_depth = 0
+        self.edit_count = 0  # grows with every user edit of lungs/infection
+        self.min_lesion_ml = DEFAULT_MIN_LESION_ML
+        for layer in viewer.layers:
+            self._watch(layer)
+        viewer.layers.events.inserted.connect(self._on_inserted)
+        viewer.layers.events.removed.connect(self._on_removed)
+
+    def disconnect_viewer(self) -> None:
+        """Stop listening to the viewer (the panel is being closed)."""
+        self._viewer.layers.events.inserted.disconnect(self._on_inserted)
+        self._viewer.layers.events.removed.disconnect(self._on_removed)
+        for layer in self._viewer.layers:
+            self._unwatch(layer)
+
+    # ------------------------------------------------------------------ finding layers
+    def layer(self, name: str) -> Layer | None:
+        """The layer called ``name`` if it has the type a run gives it (Labels or Image)."""
+        if name in self._viewer.layers:
+            layer = self._viewer.layers[name]
+            if isinstance(layer, _LAYER_TYPES[name]):
+                return layer
+        return None
+
+    @property
+    def lungs(self) -> Labels | None:
+        return self.layer(LUNGS_LAYER)  # type: ignore[return-value]
+
+    @property
+    def infection(self) -> Labels | None:
+        return self.layer(INFECTION_LAYER)  # type: ignore[return-value]
+
+    @property
+    def probability(self) -> Image | None:
+        return self.layer(PROBABILITY_LAYER)  # type: ignore[return-value]
+
+    def ct_layer(self) -> Image | None:
+        """The CT image layer the current masks were computed on, if it is still open."""
+        lungs = self.lungs
+        name = lungs.metadata.get(CT_LAYER_KEY) if lungs is not None else None
+        if name and name in self._viewer.layers and isinstance(self._viewer.layers[name], Image):
+            return self._viewer.layers[name]  # type: ignore[return-value]
+        return None
+
+    def would_lose_work(self) -> list[str]:
+        """Names of layers a new run would replace that hold work of the user's: edited since the
+        run that wrote them, or not written by this panel."""
+        names = [layer.name for layer in self._viewer.layers if layer.name in RESULT_LAYERS]
+        return [
+            name
+            for name in names
+            if name in self._edited or self._written.get(name) != self._viewer.layers[name].unique_id
+        ]
+
+    def contains(self, layer: Layer) -> bool:
+        """Whether ``layer`` is still in the viewer."""
+        return any(other.unique_id == layer.unique_id for other in self._viewer.layers)
+
+    def is_edited(self, name: str) -> bool:
+        return name in self._edited
+
+    # ------------------------------------------------------------------ writing a result
+    def show(self, result: SegmentationResult, ct_layer: Image) -> None:
+        """Put a run's lungs, infection and probability on top of ``ct_layer``, replacing any
+        previous result layers (the caller has asked the user if they held edits)."""
+        geometry = ct_layer.metadata.get(GEOMETRY_KEY) or layer_geometry(ct_layer).to_metadata()
+        run = dataclasses.asdict(result.run_info)
+        common: dict[str, Any] = {
+            "scale": tuple(ct_layer.scale),
+            "translate": tuple(ct_layer.translate),
+            "affine": ct_layer.affine,
+        }
+
+        def metadata() -> dict[str, Any]:
+            return {GEOMETRY_KEY: dict(geometry), RUN_KEY: dict(run), CT_LAYER_KEY: ct_layer.name}
+
+        lungs = Labels(
+            np.asarray(result.lungs, dtype=np.uint8),
+            name=LUNGS_LAYER,
+            colormap=lung_colormap(),
+            opacity=LUNGS_OPACITY,
+            features={
+                "index": [RIGHT_LUNG, LEFT_LUNG],
+                "lung": [LUNG_LABEL_NAMES[RIGHT_LUNG], LUNG_LABEL_NAMES[LEFT_LUNG]],
+            },
+            metadata={**metadata(), "label_names": {str(k): v for k, v in LUNG_LABEL_NAMES.items()}},
+            **common,
+        )
+        infection = Labels(
+            np.asarray(result.infection, dtype=np.uint8),
+            name=INFECTION_LAYER,
+            colormap=infection_colormap(),
+            opacity=INFECTION_OPACITY,
+            features={"index": [1], "finding": ["infection"]},
+            metadata=metadata(),
+            **common,
+        )
+        probability = Image(
+            np.asarray(result.probability, dtype=np.float32),
+            name=PROBABILITY_LAYER,
+            colormap=CHSNET_JET,
+            blending="additive",
+            opacity=PROBABILITY_OPACITY,
+            contrast_limits=(0.0, 1.0),
+            metadata=metadata(),
+            **common,
+        )
+        # Signals from the swap are one change for the listeners.
+        with self._quiet():
+            for layer in (lungs, infection, probability):
+                self._replace(layer)
+        self._edited.clear()
+        self.min_lesion_ml = float(getattr(result.severity, "min_lesion_ml", self.min_lesion_ml))
+        self.changed.emit()
+
+    def _replace(self, new: Layer) -> None:
+        layers = self._viewer.layers
+        index = next((i for i, layer in enumerate(layers) if layer.name == new.name), None)
+        if index is None:
+            layers.append(new)
+        else:
+            old = layers.pop(index)
+            new.visible, new.opacity = old.visible, old.opacity
+            layers.insert(index, new)
+        self._written[new.name] = new.unique_id
+
+    # ------------------------------------------------------------------ edit tracking
+    @contextmanager
+    def _quiet(self) -> Iterator[None]:
+        self._quiet_depth += 1
+        try:
+            yield
+        finally:
+            self._quiet_depth -= 1
+
+    def _emit(self) -> None:
+        if not self._quiet_depth:
+            self.changed.emit()
+
+    def _watch(self, layer: Layer) -> None:
+        if isinstance(layer, Labels):
+            layer.events.paint.connect(self._on_edit)
+            layer.events.data.connect(self._on_edit)
+            # Undo and redo only refresh the layer, which emits set_data (so does moving the
+            # slider, hence the listeners' debounce).
+            layer.events.set_data.connect(self._on_refresh)
+
+    def _unwatch(self, layer: Layer) -> None:
+        if isinstance(layer, Labels):
+            layer.events.paint.disconnect(self._on_edit)
+            layer.events.data.disconnect(self._on_edit)
+            layer.events.set_data.disconnect(self._on_refresh)
+
+    def _on_inserted(self, event: Any) -> None:
+        self._watch(event.value)
+        if event.value.name in RESULT_LAYERS:
+            self._emit()
+
+    def _on_removed(self, event: Any) -> None:
+        self._unwatch(event.value)
+        if event.value.name in RESULT_LAYERS:
+            self._emit()
+
+    def _on_edit(self, event: Any) -> None:
+        name = event.source.name
+        if name in MASK_LAYERS:
+            self._edited.add(name)
+            self.edit_count += 1
+            self._emit()
+
+    def _on_refresh(self, event: Any) -> None:
+        if event.source.name in MASK_LAYERS:
+            self._emit()

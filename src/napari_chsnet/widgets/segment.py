@@ -1,0 +1,310 @@
+"""Segment panel: choose a CT, model, device and weights; run the engine in a napari worker.
+
+The engine (``inference.pipeline.iter_segmentation``) is a generator yielding ``Progress`` and
+returning a ``SegmentationResult``; here it runs in ``napari.qt.threading.create_worker``, its
+yields drive a progress bar, Cancel calls ``worker.quit()`` (the generator stops at its next
+yield and nothing is shown), errors become ``show_error`` notifications. Layers are only
+touched when a complete result comes back, on the GUI thread.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from napari_chsnet.errors import CHSNetError, WeightsError
+from napari_chsnet.registry import DEFAULT_MODEL, MODELS
+from napari_chsnet.report import DEFAULT_MIN_LESION_ML
+from napari_chsnet.training.versions import BUNDLED, active_choice, list_versions, weights_set_dir
+from napari_chsnet.widgets.dialogs import Dialogs
+from napari_chsnet.widgets.results import RUN_KEY, ResultLayers, ct_volume_from_layer
+from napari_chsnet.widgets.tooltips import TOOLTIPS
+
+if TYPE_CHECKING:
+    import napari
+    from napari.qt.threading import GeneratorWorker
+
+    from napari_chsnet.inference.pipeline import Progress, SegmentationResult, SegmentationSettings
+
+
+def _device_choices() -> list[str]:
+    # Imported on first use: the device probe loads torch.
+    from napari_chsnet.inference.device import available_devices
+
+    devices = list(available_devices())
+    return devices if "auto" in devices else ["auto", *devices]
+
+
+def _error_message(exc: BaseException) -> str:
+    """One sentence for the notification: our own errors already say what to do."""
+    if isinstance(exc, CHSNetError):
+        return str(exc)
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower():
+        return f"Segmentation ran out of memory ({text.splitlines()[0]}); lower the batch size or choose the CPU."
+    return f"Segmentation failed ({type(exc).__name__}: {text.splitlines()[0]})."
+
+
+class SegmentPanel(Container):
+    """The Segment tab."""
+
+    def __init__(self, viewer: napari.Viewer, results: ResultLayers, dialogs: Dialogs) -> None:
+        self._viewer = viewer
+        self._results = results
+        self.dialogs = dialogs
+        self._weight_paths: list[str] = []
+        self._worker: GeneratorWorker | None = None
+        self._confirmed_edits = 0
+        self._done_status = ""
+
+        self.ct = ComboBox(label="CT", choices=self._ct_choices, tooltip=TOOLTIPS["ct"])
+        self.model = ComboBox(
+            label="Model",
+            choices=[(info.title, key) for key, info in MODELS.items()],
+            value=DEFAULT_MODEL,
+            tooltip=TOOLTIPS["model"],
+        )
+        self.device = ComboBox(label="Device", choices=_device_choices(), tooltip=TOOLTIPS["device"])
+        self.weights = ComboBox(label="Weights", choices=self._weights_choices, tooltip=TOOLTIPS["weights"])
+        self.weights_folder = PushButton(text="Folder…", tooltip=TOOLTIPS["weights_folder"])
+        self.weights_file = PushButton(text="File…", tooltip=TOOLTIPS["weights_file"])
+        self.threshold = FloatSpinBox(
+            label="Threshold", value=0.5, min=0.01, max=0.99, step=0.05, tooltip=TOOLTIPS["threshold"]
+        )
+        self.min_lesion_ml = FloatSpinBox(
+            label="Min lesion (mL)",
+            value=DEFAULT_MIN_LESION_ML,
+            min=0.0,
+            max=100.0,
+            step=0.1,
+            tooltip=TOOLTIPS["min_lesion_ml"],
+        )
+        self.batch_size = SpinBox(label="Batch size", value=4, min=1, max=64, tooltip=TOOLTIPS["batch_size"])
+        self.segment = PushButton(text="Segment", tooltip=TOOLTIPS["segment"])
+        self.cancel = PushButton(text="Cancel", enabled=False, tooltip=TOOLTIPS["cancel"])
+        self.progress = ProgressBar(value=0, min=0, max=1, label="Progress", visible=False)
+        self.status = Label(value="")
+
+        weight_buttons = Container(
+            widgets=[self.weights_folder, self.weights_file], layout="horizontal", labels=False
+        )
+        weight_buttons.margins = (0, 0, 0, 0)
+        run_buttons = Container(widgets=[self.segment, self.cancel], layout="horizontal", labels=False)
+        run_buttons.margins = (0, 0, 0, 0)
+        super().__init__(
+            widgets=[
+                self.ct,
+                self.model,
+                self.device,
+                self.weights,
+                weight_buttons,
+                self.threshold,
+                self.min_lesion_ml,
+                self.batch_size,
+                run_buttons,
+                self.progress,
+                self.status,
+            ]
+        )
+        self.weights.value = self._default_weights()
+        self.model.changed.connect(self._on_model_changed)
+        self.weights_folder.changed.connect(self._choose_weights_folder)
+        self.weights_file.changed.connect(self._choose_weights_file)
+        self.segment.changed.connect(self.run)
+        self.cancel.changed.connect(self.stop)
+        self.min_lesion_ml.changed.connect(self._on_min_lesion_changed)
+
+    # ------------------------------------------------------------------ choices
+    def _ct_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
+        """Single-channel 3-D image layers that are not a run's own output."""
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Image)
+            and not layer.rgb
+            and layer.ndim == 3
+            and RUN_KEY not in layer.metadata
+        ]
+
+    def _weights_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
+        """Bundled weights, the model's fine-tuned versions (newest first), then folders or files
+        chosen in this session."""
+        model = self.model.value
+        choices = [("bundled (shipped with the plugin)", BUNDLED)]
+        choices += [(f"fine-tuned {version.label()}", str(version.path)) for version in list_versions(model)]
+        choices += [(Path(path).name, path) for path in self._weight_paths]
+        return choices
+
+    def _default_weights(self) -> str:
+        """The model's active weights (``chsnet finetune`` may have chosen a version), else bundled."""
+        model = self.model.value
+        try:
+            choice = active_choice(model)
+            return BUNDLED if choice == BUNDLED else str(weights_set_dir(model, choice))
+        except WeightsError:
+            return BUNDLED
+
+    def _on_model_changed(self) -> None:
+        self.weights.reset_choices()
+        self.weights.value = self._default_weights()
+
+    def _add_weights(self, path: Path | None) -> None:
+        if path is None:
+            return
+        if str(path) not in self._weight_paths:
+            self._weight_paths.insert(0, str(path))
+        self.weights.reset_choices()
+        self.weights.value = str(path)
+
+    def _choose_weights_folder(self) -> None:
+        self._add_weights(self.dialogs.folder("Folder with CHS-Net weights (.safetensors)"))
+
+    def _choose_weights_file(self) -> None:
+        self._add_weights(self.dialogs.open_file("CHS-Net weights file", "Weights (*.safetensors)"))
+
+    def _on_min_lesion_changed(self, value: float) -> None:
+        self._results.min_lesion_ml = float(value)
+        self._results.changed.emit()
+
+    # ------------------------------------------------------------------ running
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def settings(self) -> SegmentationSettings:
+        """The engine settings from the panel (validated by the engine's dataclass)."""
+        from napari_chsnet.inference.pipeline import SegmentationSettings
+
+        weights = None if self.weights.value == BUNDLED else Path(self.weights.value)
+        return SegmentationSettings(
+            model=self.model.value,
+            device=self.device.value,
+            weights=weights,
+            batch_size=int(self.batch_size.value),
+            threshold=float(self.threshold.value),
+            min_lesion_ml=float(self.min_lesion_ml.value),
+        )
+
+    def run(self) -> None:
+        """Start a segmentation of the chosen CT (does nothing while one runs)."""
+        if self.running:
+            return
+        ct_layer = self.ct.value
+        if ct_layer is None:
+            show_error(
+                "No CT to segment: open a chest CT (File → Open) or the sample "
+                "(File → Open Sample → CHS-Net Segment), then press Segment."
+            )
+            return
+        try:
+            volume = ct_volume_from_layer(ct_layer)
+            settings = self.settings()
+        except CHSNetError as exc:
+            show_error(str(exc))
+            return
+        if not self._confirm_replacing():
+            return
+        from napari_chsnet.inference.pipeline import iter_segmentation
+
+        worker = create_worker(
+            iter_segmentation,
+            volume,
+            settings,
+            _progress={"desc": f"{MODELS[settings.model].title} segmentation"},
+            _ignore_errors=True,
+        )
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(partial(self._on_result, ct_layer))
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self._done_status = ""
+        self._set_running(True, f"Segmenting '{ct_layer.name}' with {MODELS[settings.model].title}…")
+        worker.start()
+
+    def stop(self) -> None:
+        """Ask the running segmentation to stop at its next step."""
+        if self._worker is not None:
+            self.status.value = "Cancelling…"
+            self.cancel.enabled = False
+            self._worker.quit()
+
+    def _confirm_replacing(self) -> bool:
+        at_risk = self._results.would_lose_work()
+        self._confirmed_edits = self._results.edit_count
+        if not at_risk:
+            return True
+        names = ", ".join(f"'{name}'" for name in at_risk)
+        return self.dialogs.confirm(
+            "Replace corrected layers?",
+            f"The layers {names} were edited or not made by this run. Segmenting again replaces them "
+            "with the new result and their edits cannot be undone.\n\n"
+            "To keep them, press No and rename them (double-click the name in the layer list) first.",
+        )
+
+    def _set_running(self, running: bool, status: str) -> None:
+        self.segment.enabled = not running
+        self.cancel.enabled = running
+        for widget in (
+            self.ct,
+            self.model,
+            self.device,
+            self.weights,
+            self.weights_folder,
+            self.weights_file,
+        ):
+            widget.enabled = not running
+        self.progress.visible = running
+        self.progress.value = 0
+        self.status.value = status
+
+    def _on_progress(self, progress: Progress) -> None:
+        total = max(int(progress.total), 1)
+        self.progress.max = total
+        self.progress.value = min(int(progress.done), total)
+        self.status.value = f"{progress.stage} ({progress.done}/{progress.total})"
+        bar = getattr(self._worker, "pbar", None)
+        if bar is not None:
+            if bar.total != total:
+                bar.total = total
+            bar.update(int(progress.done) - bar.n)
+            bar.set_description(progress.stage)
+
+    def _on_result(self, ct_layer: Image, result: SegmentationResult) -> None:
+        if not self._results.contains(ct_layer):
+            self._done_status = "The CT was closed during the run; the result was not shown."
+            show_warning(
+                f"The CT layer '{ct_layer.name}' was closed during the run; the result was not shown."
+            )
+            return
+        # Edited while the network ran: ask again rather than replace silently.
+        edited_meanwhile = (
+            self._results.edit_count != self._confirmed_edits and self._results.would_lose_work()
+        )
+        if edited_meanwhile and not self._confirm_replacing():
+            self._done_status = "Result discarded; your layers are unchanged."
+            return
+        self._results.show(result, ct_layer)
+        self._done_status = (
+            f"Done on {result.device} in {result.run_info.runtime_s:.1f} s: "
+            f"overall grade {result.severity.overall_grade}."
+        )
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._done_status = "Failed; see the notification."
+        show_error(_error_message(exc))
+
+    def _on_aborted(self) -> None:
+        self._done_status = "Cancelled; no layer was changed."
+        show_info("Segmentation cancelled; no layer was added or changed.")
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._set_running(False, self._done_status)

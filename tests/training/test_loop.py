@@ -1,0 +1,114 @@
+"""The training loop: loss goes down on the phantom; the same loop runs data-parallel on 2 processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+from napari_chsnet.models.factory import build_model
+from napari_chsnet.models.losses import BCEDiceLoss
+from napari_chsnet.training import distributed
+from napari_chsnet.training.augment import AugmentSettings
+from napari_chsnet.training.config import load_config
+from napari_chsnet.training.datasets import slices_of_volume
+from napari_chsnet.training.loop import Cancelled, FitSettings, fit
+from napari_chsnet.training.stage_data import lung_stage_arrays
+
+TINY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny_test.yaml"
+
+
+def _lung_arrays(phantom):
+    return lung_stage_arrays(slices_of_volume(phantom.ct, phantom.lungs, phantom.infection, "phantom"), 64)
+
+
+def test_training_loss_decreases_on_the_phantom(phantom):
+    torch.manual_seed(0)
+    network = build_model("raiunet", base_channels=4)
+    data = _lung_arrays(phantom)
+    settings = FitSettings(epochs=4, batch_size=4, learning_rate=1e-2, augment=AugmentSettings.none(), patience=10)
+    result = fit(network, data, data, BCEDiceLoss(), settings)
+    losses = [record.train_loss for record in result.history]
+    assert losses[-1] < 0.8 * losses[0], f"loss per epoch {losses}"
+
+
+def test_should_stop_cancels_after_the_current_step(phantom):
+    data = _lung_arrays(phantom)
+    steps = []
+    with pytest.raises(Cancelled):
+        fit(build_model("raiunet", base_channels=4), data, data, BCEDiceLoss(), FitSettings(epochs=3, batch_size=4),
+            on_step=lambda step, total, loss: steps.append(step), should_stop=lambda: len(steps) >= 2)
+    assert steps == [1, 2]
+
+
+def test_epoch_order_shards_like_distributed_sampler():
+    ranks = [distributed.DistributedContext(rank, 2, rank) for rank in (0, 1)]
+    orders = [context.epoch_order(5, seed=0, epoch=1) for context in ranks]
+    assert [len(o) for o in orders] == [3, 3]  # 5 samples padded to 6
+    assert set(torch.cat(orders).tolist()) == set(range(5))
+    assert torch.equal(orders[0], ranks[0].epoch_order(5, seed=0, epoch=1))  # seeded
+    assert not torch.equal(orders[0], ranks[0].epoch_order(5, seed=0, epoch=2))  # reshuffled per epoch
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    """One torchrun-like rank: gloo group, the unchanged fit(), its final weights saved for comparison."""
+    import os
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size),
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    context = distributed.init_from_env()
+    assert context is not None and context.world_size == world_size
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 1, 32, 32, generator=generator)
+    masks = (images > 0.6).float()
+    from napari_chsnet.training.stage_data import StageArrays
+
+    data = StageArrays(images, masks, torch.ones(6))
+    torch.manual_seed(0)  # same initial weights on every rank (DDP also broadcasts them from rank 0)
+    network = build_model("raiunet", base_channels=4)
+    settings = FitSettings(epochs=2, batch_size=2, learning_rate=1e-2, patience=5)  # default augmentation
+    steps = []
+    fit(network, data, data.subset([0, 1]), BCEDiceLoss(), settings, log_path=Path(folder) / f"log{rank}.csv",
+        on_step=lambda step, total, loss: steps.append(total))
+    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(Path(folder) / f"rank{rank}.safetensors"))
+    (Path(folder) / f"steps{rank}.txt").write_text(f"{len(steps)} {steps[-1]}")
+    distributed.shutdown()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_training_ends_with_identical_weights(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    weights = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], msg=f"ranks differ in {key}")
+    untrained = build_model("raiunet", base_channels=4).state_dict()
+    assert any(not torch.equal(weights[0][k], untrained[k]) for k in untrained if k.endswith("weight"))
+    # 6 samples, 2 ranks, batch 2: 2 steps per epoch on each rank (not 3), 2 epochs
+    assert [(tmp_path / f"steps{r}.txt").read_text() for r in (0, 1)] == ["4 4", "4 4"]
+    assert (tmp_path / "log0.csv").exists() and not (tmp_path / "log1.csv").exists(), "only rank 0 writes logs"
+    assert not dist.is_initialized()
+
+
+def test_tiny_config_trains_and_writes_a_checkpoint(tmp_path):
+    from napari_chsnet.training.checkpoints import load_checkpoint
+    from napari_chsnet.training.recipes import run_training
+
+    config = dataclasses.replace(load_config(TINY_CONFIG), output=str(tmp_path / "run"))
+    path = run_training(config, log=lambda message: None)
+    checkpoint = load_checkpoint(path, expected_model="chsnet")
+    assert checkpoint.metadata["role"] == "lungs" and checkpoint.metadata["preprocessing"]["lung_input_size"] == 64
+    assert (tmp_path / "run" / "log.csv").read_text().count("\n") == 1 + config.epochs

@@ -1,0 +1,166 @@
+"""Correction helpers: known answers on hand-made masks, and one undo step each in the viewer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.layers import Labels
+from napari.utils.key_bindings import coerce_keybinding
+
+from napari_chsnet.registry import INFECTION_LAYER, LEFT_LUNG, LUNGS_LAYER, RIGHT_LUNG
+from napari_chsnet.widgets.correct import (
+    apply_as_one_step,
+    min_voxels_for,
+    relabelled_component,
+    restricted_infection,
+    with_holes_filled,
+    without_islands,
+)
+
+from .conftest import add_ct, show_known_result
+
+HELPER_TIMEOUT_MS = 10_000
+
+
+# ---------------------------------------------------------------- the corrections, by hand
+def test_restricted_infection_clears_voxels_outside_both_lungs():
+    lungs = np.array([[[0, 1, 1, 0, 2, 2]]], np.uint8)
+    infection = np.array([[[1, 1, 0, 1, 1, 0]]], np.uint8)
+    np.testing.assert_array_equal(restricted_infection(infection, lungs), [[[0, 1, 0, 0, 1, 0]]])
+
+
+def test_without_islands_drops_small_components_of_each_label():
+    labels = np.zeros((1, 5, 9), np.uint8)
+    labels[0, :, :3] = 1  # 15 voxels of lung 1
+    labels[0, 0, 5] = 1  # an island of 1 voxel of lung 1
+    labels[0, 2:4, 7:9] = 2  # 4 voxels of lung 2
+    out = without_islands(labels, min_voxels=4)
+    assert out[0, 0, 5] == 0
+    assert (out == 1).sum() == 15 and (out == 2).sum() == 4  # exactly min_voxels is kept
+
+
+def test_with_holes_filled_fills_background_enclosed_by_a_label_slice_by_slice():
+    labels = np.zeros((2, 5, 5), np.uint8)
+    labels[0, 1:4, 1:4] = 2
+    labels[0, 2, 2] = 0  # a vessel inside the left lung
+    labels[1, 1:4, 1:4] = 1
+    labels[1, 2, 2] = 0
+    out = with_holes_filled(labels)
+    assert out[0, 2, 2] == 2 and out[1, 2, 2] == 1
+    assert (out[:, 0, :] == 0).all()  # nothing outside grows
+
+
+def test_relabelled_component_changes_only_the_connected_part_under_the_voxel():
+    labels = np.zeros((1, 3, 7), np.uint8)
+    labels[0, :, :2] = 2  # mislabelled: on the right side of the patient (small x)
+    labels[0, :, 5:] = 2
+    out = relabelled_component(labels, (0, 1, 0), RIGHT_LUNG)
+    assert (out[0, :, :2] == RIGHT_LUNG).all() and (out[0, :, 5:] == LEFT_LUNG).all()
+    np.testing.assert_array_equal(relabelled_component(labels, (0, 1, 3), RIGHT_LUNG), labels)  # background
+
+
+@pytest.mark.parametrize(
+    ("volume_ml", "voxel_ml", "expected"), [(0.1, 0.001, 100), (0.1, 0.0016, 63), (0.0001, 0.001, 1)]
+)
+def test_min_voxels_for(volume_ml, voxel_ml, expected):
+    assert min_voxels_for(volume_ml, voxel_ml) == expected
+
+
+def test_apply_as_one_step_is_undone_by_one_undo():
+    layer = Labels(np.zeros((2, 4, 4), np.uint8))
+    after = layer.data.copy()
+    after[0, :2, :2] = 1
+    after[1, 3, 3] = 2
+    assert apply_as_one_step(layer, layer.data.copy(), after) == 5
+    np.testing.assert_array_equal(layer.data, after)
+    layer.undo()
+    assert not layer.data.any()
+    assert apply_as_one_step(layer, layer.data.copy(), layer.data.copy()) == 0
+
+
+# ---------------------------------------------------------------- in the viewer
+@pytest.fixture
+def known_result(panel, small_phantom):
+    """The panel with the phantom's true masks shown as a result."""
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    return viewer, widget
+
+
+def wait_for_helper(qtbot, widget) -> None:
+    qtbot.waitUntil(lambda: not widget.correct.busy, timeout=HELPER_TIMEOUT_MS)
+
+
+@pytest.mark.gui
+def test_restrict_infection_is_one_undo_step(known_result, qtbot):
+    viewer, widget = known_result
+    infection, lungs = viewer.layers[INFECTION_LAYER], viewer.layers[LUNGS_LAYER]
+    outside = np.argwhere(lungs.data == 0)[:50]
+    infection.data_setitem(tuple(outside.T), 1)
+    before = infection.data.copy()
+
+    widget.correct.restrict.native.click()
+    wait_for_helper(qtbot, widget)
+
+    assert not (infection.data[lungs.data == 0]).any()
+    np.testing.assert_array_equal(infection.data[lungs.data > 0], before[lungs.data > 0])
+    infection.undo()
+    np.testing.assert_array_equal(infection.data, before)
+
+
+@pytest.mark.gui
+def test_remove_islands_and_fill_holes_are_one_undo_step_each(known_result, qtbot, small_phantom):
+    viewer, widget = known_result
+    lungs = viewer.layers[LUNGS_LAYER]
+    original = lungs.data.copy()
+    z, y, x = np.argwhere(original == RIGHT_LUNG)[len(np.argwhere(original == RIGHT_LUNG)) // 2]
+    lungs.data_setitem((np.array([z]), np.array([y]), np.array([x])), 0)  # a hole inside the right lung
+    background = np.argwhere(original == 0)[0]
+    lungs.data_setitem(tuple(np.array([background]).T), LEFT_LUNG)  # a one-voxel island
+    edited = lungs.data.copy()
+
+    widget.correct.target.value = LUNGS_LAYER
+    widget.correct.islands_ml.value = 0.05
+    widget.correct.remove_islands.native.click()
+    wait_for_helper(qtbot, widget)
+    assert lungs.data[tuple(background)] == 0
+    assert lungs.data[z, y, x] == 0
+
+    widget.correct.fill_holes.native.click()
+    wait_for_helper(qtbot, widget)
+    assert lungs.data[z, y, x] == RIGHT_LUNG
+
+    lungs.undo()  # the fill
+    assert lungs.data[z, y, x] == 0 and lungs.data[tuple(background)] == 0
+    lungs.undo()  # the island removal
+    np.testing.assert_array_equal(lungs.data, edited)
+
+
+@pytest.mark.gui
+def test_shift_r_relabels_the_lung_under_the_cursor(known_result, qtbot):
+    viewer, widget = known_result
+    lungs = viewer.layers[LUNGS_LAYER]
+    original = lungs.data.copy()
+    voxel = np.argwhere(original == LEFT_LUNG)[0]
+    viewer.cursor.position = tuple(lungs.data_to_world(voxel))
+
+    viewer.keymap[coerce_keybinding("Shift-R")](viewer)
+    wait_for_helper(qtbot, widget)
+
+    assert (lungs.data[original == LEFT_LUNG] == RIGHT_LUNG).all()  # the left lung is one component
+    assert (lungs.data[original == RIGHT_LUNG] == RIGHT_LUNG).all()
+    lungs.undo()
+    np.testing.assert_array_equal(lungs.data, original)
+
+
+@pytest.mark.gui
+def test_relabel_with_the_cursor_off_the_lungs_only_warns(known_result, notifications):
+    viewer, widget = known_result
+    lungs = viewer.layers[LUNGS_LAYER]
+    before = lungs.data.copy()
+    viewer.cursor.position = tuple(lungs.data_to_world(np.argwhere(before == 0)[0]))
+    widget.correct.relabel_left.native.click()
+    assert not widget.correct.busy
+    assert "mouse cursor on a lung" in str(notifications[-1].message)
+    np.testing.assert_array_equal(lungs.data, before)

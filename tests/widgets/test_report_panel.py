@@ -1,0 +1,161 @@
+"""Severity table follows edits and undo; exports write the CLI's report and masks in the CT's geometry."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from napari_chsnet.io.readers import read_ct
+from napari_chsnet.io.writers import read_mask, write_volume
+from napari_chsnet.napari_hooks import ct_layer
+from napari_chsnet.registry import INFECTION_LAYER, LEFT_LUNG, LUNGS_LAYER, RIGHT_LUNG
+from napari_chsnet.report import CSV_COLUMNS
+from napari_chsnet.widgets.report_panel import EDITED_WARNING
+from napari_chsnet.widgets.results import layer_geometry
+
+from .conftest import add_ct, show_known_result
+from .test_segment_panel import choose_weights, run_segmentation
+
+pytestmark = pytest.mark.gui
+TABLE_TIMEOUT_MS = 5_000
+EXPORT_TIMEOUT_MS = 30_000
+
+
+def test_table_follows_an_undoable_edit_and_its_undo(panel, qtbot, tiny_weights, small_phantom):
+    viewer, widget = panel
+    add_ct(viewer, small_phantom)
+    choose_weights(widget, widget.dialogs, tiny_weights)
+    run_segmentation(qtbot, widget)
+    lungs = viewer.layers[LUNGS_LAYER]
+    qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=TABLE_TIMEOUT_MS)
+    before = widget.severity.severity
+    right_before = widget.severity.cell(0, 0)
+
+    # Move 40 voxels from the right lung to the left one, as one undoable edit.
+    moved = np.argwhere(lungs.data == RIGHT_LUNG)[:40]
+    assert len(moved) == 40, "the tiny network found too little right lung for this test"
+    lungs.data_setitem(tuple(moved.T), LEFT_LUNG)
+    voxel_ml = layer_geometry(lungs).voxel_volume_ml
+    qtbot.waitUntil(lambda: widget.severity.cell(0, 0) != right_before, timeout=TABLE_TIMEOUT_MS)
+    after = widget.severity.severity
+    assert after.right.lung_voxels == before.right.lung_voxels - 40
+    assert after.left.lung_voxels == before.left.lung_voxels + 40
+    assert widget.severity.cell(0, 0) == f"{before.right.volume_ml - 40 * voxel_ml:.1f}"
+
+    lungs.undo()  # what Ctrl+Z does
+    qtbot.waitUntil(lambda: widget.severity.cell(0, 0) == right_before, timeout=TABLE_TIMEOUT_MS)
+    assert widget.severity.severity.right.lung_voxels == before.right.lung_voxels
+
+
+def test_table_without_result_layers_says_what_to_do(panel, qtbot):
+    _viewer, widget = panel
+    assert widget.severity.cell(0, 0) == "—"
+    assert "press Segment" in widget.severity.note.value
+
+
+@pytest.fixture
+def ct_from_ras_file(panel, small_phantom, tmp_path):
+    """The phantom saved as a RAS NIfTI and opened the plugin's way (source orientation RAS)."""
+    viewer, widget = panel
+    path = tmp_path / "case_7.nii.gz"
+    source = small_phantom.ct.geometry
+    write_volume(
+        path, small_phantom.ct.hu, type(source)(source.spacing_mm, source.origin_mm, source.direction, "RAS")
+    )
+    volume = read_ct(path)
+    assert volume.geometry.source_orientation == "RAS"
+    data, kwargs, _ = ct_layer(volume)
+    ct = viewer.add_image(data, **kwargs)
+    show_known_result(widget, ct, small_phantom)
+    return viewer, widget, path
+
+
+def test_report_exports_match_the_table_and_never_overwrite_silently(ct_from_ras_file, qtbot, user, tmp_path):
+    viewer, widget, _ct_path = ct_from_ras_file
+    qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=TABLE_TIMEOUT_MS)
+    severity = widget.severity.severity
+    out = tmp_path / "out"
+    out.mkdir()
+
+    user.save_paths += [out / "r.json", out / "r.csv", out / "r.pdf"]
+    for button in (widget.report.export_json, widget.report.export_csv, widget.report.export_pdf):
+        button.native.click()
+        qtbot.waitUntil(lambda: not widget.report.busy, timeout=EXPORT_TIMEOUT_MS)
+
+    report = json.loads((out / "r.json").read_text())
+    assert report["case"] == "case_7"
+    assert report["model"] == "chsnet"
+    assert report["lungs"]["right"]["volume_ml"] == pytest.approx(severity.right.volume_ml, abs=1e-6)
+    assert report["lungs"]["left"]["infected_ml"] == pytest.approx(severity.left.infected_ml, abs=1e-6)
+    assert report["overall"]["grade"] == widget.severity.cell(2, 3)
+    assert EDITED_WARNING not in report["warnings"]
+    rows = list(csv.DictReader((out / "r.csv").open()))
+    assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 1
+    assert rows[0]["right_grade"] == severity.right.grade
+    assert (out / "r.pdf").read_bytes().startswith(b"%PDF")
+
+    # An existing JSON is replaced only after a yes; a CSV gets one more row after a yes.
+    json_text = (out / "r.json").read_text()
+    user.save_paths.append(out / "r.json")
+    user.confirm_answers.append(False)
+    widget.report.export_json.native.click()
+    assert not widget.report.busy
+    assert (out / "r.json").read_text() == json_text
+    assert "exists" in user.questions[-1]
+
+    # Edit, then append to the CSV: the new row has the new figures.
+    lungs = viewer.layers[LUNGS_LAYER]
+    lungs.data_setitem(tuple(np.argwhere(lungs.data == RIGHT_LUNG)[:100].T), 0)
+    user.save_paths.append(out / "r.csv")
+    user.confirm_answers.append(True)
+    widget.report.export_csv.native.click()
+    qtbot.waitUntil(lambda: not widget.report.busy, timeout=EXPORT_TIMEOUT_MS)
+    rows = list(csv.DictReader((out / "r.csv").open()))
+    assert len(rows) == 2
+    assert float(rows[1]["right_volume_ml"]) == pytest.approx(
+        severity.right.volume_ml - 100 * layer_geometry(lungs).voxel_volume_ml, abs=1e-3
+    )
+    assert "Append" in user.questions[-1]
+    user.save_paths.append(out / "edited.json")
+    widget.report.export_json.native.click()
+    qtbot.waitUntil(lambda: not widget.report.busy, timeout=EXPORT_TIMEOUT_MS)
+    assert EDITED_WARNING in json.loads((out / "edited.json").read_text())["warnings"]
+
+
+def test_masks_are_exported_in_the_ct_files_geometry(ct_from_ras_file, qtbot, user, tmp_path):
+    viewer, widget, ct_path = ct_from_ras_file
+    out = tmp_path / "masks"
+    out.mkdir()
+    user.folders.append(out)
+
+    widget.report.export_masks.native.click()
+    qtbot.waitUntil(lambda: not widget.report.busy, timeout=EXPORT_TIMEOUT_MS)
+
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["case_7_infection.nii.gz", "case_7_infection_probability.nii.gz", "case_7_lungs.nii.gz"]
+    source = sitk.ReadImage(str(ct_path))
+    for name in names:
+        written = sitk.ReadImage(str(out / name))
+        assert written.GetSize() == source.GetSize()
+        np.testing.assert_allclose(written.GetDirection(), source.GetDirection(), atol=1e-6)
+        np.testing.assert_allclose(written.GetOrigin(), source.GetOrigin(), atol=1e-3)
+        np.testing.assert_allclose(written.GetSpacing(), source.GetSpacing(), rtol=1e-5)
+    geometry = layer_geometry(viewer.layers[LUNGS_LAYER])
+    for layer_name, file_name in (
+        (LUNGS_LAYER, "case_7_lungs.nii.gz"),
+        (INFECTION_LAYER, "case_7_infection.nii.gz"),
+    ):
+        np.testing.assert_array_equal(read_mask(out / file_name, geometry), viewer.layers[layer_name].data)
+
+    # A second export asks before replacing; "no" leaves the files alone.
+    stamp = (out / "case_7_lungs.nii.gz").stat().st_mtime_ns
+    user.folders.append(out)
+    user.confirm_answers.append(False)
+    widget.report.export_masks.native.click()
+    assert not widget.report.busy
+    assert (out / "case_7_lungs.nii.gz").stat().st_mtime_ns == stamp
+    assert "case_7_lungs.nii.gz" in user.questions[-1]

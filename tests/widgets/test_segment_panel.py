@@ -1,0 +1,198 @@
+"""The docked panel: sample through the plugin, segmentation in a worker, layers, cancel, re-run, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.layers import Image, Labels
+
+from napari_chsnet.napari_hooks import GEOMETRY_KEY
+from napari_chsnet.registry import (
+    INFECTION_COLORS,
+    INFECTION_LAYER,
+    LEFT_LUNG,
+    LUNG_COLORS,
+    LUNGS_LAYER,
+    PROBABILITY_LAYER,
+    RIGHT_LUNG,
+)
+from napari_chsnet.report import compute_severity
+from napari_chsnet.widgets.colormaps import JET_NAME
+from napari_chsnet.widgets.main import CHSNetWidget
+from napari_chsnet.widgets.results import layer_geometry
+
+from .conftest import add_ct
+
+pytestmark = pytest.mark.gui
+RUN_TIMEOUT_MS = 60_000
+
+
+def choose_weights(widget: CHSNetWidget, user, folder) -> None:
+    """Pick a weights folder through the panel's Folder… button."""
+    user.folders.append(folder)
+    widget.segment.weights_folder.native.click()
+    assert widget.segment.weights.value == str(folder)
+
+
+def run_segmentation(qtbot, widget: CHSNetWidget) -> None:
+    widget.segment.segment.native.click()
+    assert widget.segment.running
+    qtbot.waitUntil(lambda: not widget.segment.running, timeout=RUN_TIMEOUT_MS)
+
+
+def test_sample_and_panel_come_from_the_manifest(panel):
+    viewer, widget = panel
+    viewer.open_sample("napari-chsnet", "synthetic_chest_ct")
+
+    assert isinstance(widget, CHSNetWidget)
+    widget.reset_choices()
+    # The CT is offered; the ground-truth Labels layers are not.
+    assert [name for name, _ in widget.segment._ct_choices()] == ["synthetic chest CT"]
+    assert widget.segment.ct.value is viewer.layers["synthetic chest CT"]
+    assert widget.segment.model.value == "chsnet"
+    assert widget.segment.device.choices[0] == "auto"
+    assert "cpu" in widget.segment.device.choices
+    assert widget.segment.weights.value == "bundled"
+    assert set(widget.shortcuts) == {"Shift-S", "Shift-R", "Shift-L", "Shift-J"}
+    assert [widget.tabs.tabText(i) for i in range(widget.tabs.count())] == [
+        "Segment",
+        "Correct",
+        "Report",
+        "Fine-tune",
+    ]
+
+
+def test_segment_adds_three_layers_aligned_with_the_ct(panel, qtbot, tiny_weights, small_phantom):
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    choose_weights(widget, widget.dialogs, tiny_weights)
+
+    run_segmentation(qtbot, widget)
+
+    lungs, infection, probability = (
+        viewer.layers[name] for name in (LUNGS_LAYER, INFECTION_LAYER, PROBABILITY_LAYER)
+    )
+    assert isinstance(lungs, Labels) and isinstance(infection, Labels) and isinstance(probability, Image)
+    for layer in (lungs, infection, probability):
+        np.testing.assert_allclose(layer.scale, ct.scale)
+        np.testing.assert_allclose(layer.translate, ct.translate)
+        assert layer.data.shape == ct.data.shape
+        assert layer.metadata[GEOMETRY_KEY] == ct.metadata[GEOMETRY_KEY]
+    # Stacked above the CT, in this order.
+    assert [layer.name for layer in viewer.layers] == [
+        ct.name,
+        LUNGS_LAYER,
+        INFECTION_LAYER,
+        PROBABILITY_LAYER,
+    ]
+
+    np.testing.assert_allclose(
+        lungs.colormap.map(np.array([RIGHT_LUNG, LEFT_LUNG])), [LUNG_COLORS[1], LUNG_COLORS[2]]
+    )
+    np.testing.assert_allclose(infection.colormap.map(np.array([1])), [INFECTION_COLORS[1]])
+    assert lungs.colormap.map(np.array([0]))[0][3] == 0  # background transparent
+    assert dict(zip(lungs.features["index"], lungs.features["lung"], strict=True)) == {
+        1: "right lung",
+        2: "left lung",
+    }
+    assert set(np.unique(lungs.data)) <= {0, 1, 2} and lungs.data.dtype == np.uint8
+
+    assert probability.colormap.name == JET_NAME
+    assert probability.blending == "additive"
+    assert tuple(probability.contrast_limits) == (0.0, 1.0)
+    assert 0.3 <= probability.opacity <= 0.7
+    assert probability.data.dtype == np.float32
+
+    # The table shows the figures of the layers on screen.
+    expected = compute_severity(
+        lungs.data, infection.data, layer_geometry(lungs), widget.results.min_lesion_ml
+    )
+    qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=5000)
+    assert widget.severity.cell(0, 0) == f"{expected.right.volume_ml:.1f}"
+    assert widget.severity.cell(1, 0) == f"{expected.left.volume_ml:.1f}"
+    assert widget.severity.cell(2, 3) == expected.overall_grade
+    assert widget.segment.status.value.startswith("Done on cpu")
+
+
+def test_cancel_mid_run_adds_no_layer(panel, qtbot, tiny_weights, small_phantom, notifications):
+    viewer, widget = panel
+    add_ct(viewer, small_phantom)
+    choose_weights(widget, widget.dialogs, tiny_weights)
+    widget.segment.batch_size.value = 1  # many steps: the run cannot end before the cancel lands
+    stages = []
+
+    widget.segment.segment.native.click()
+    widget.segment._worker.yielded.connect(lambda progress: stages.append(progress.stage))
+    widget.segment.cancel.native.click()
+    qtbot.waitUntil(lambda: not widget.segment.running, timeout=RUN_TIMEOUT_MS)
+
+    assert len(viewer.layers) == 1
+    assert "infection" not in stages
+    assert widget.segment.status.value.startswith("Cancelled")
+    assert widget.segment.segment.enabled and not widget.segment.cancel.enabled
+    assert any("cancelled" in str(n.message) for n in notifications)
+
+
+def test_rerun_asks_before_replacing_edited_layers(panel, qtbot, tiny_weights, small_phantom, user):
+    viewer, widget = panel
+    add_ct(viewer, small_phantom)
+    choose_weights(widget, user, tiny_weights)
+    run_segmentation(qtbot, widget)
+    first_lungs = viewer.layers[LUNGS_LAYER]
+
+    # An unedited result is replaced without a question.
+    run_segmentation(qtbot, widget)
+    assert user.questions[-1].startswith("Folder")
+    assert viewer.layers[LUNGS_LAYER] is not first_lungs
+
+    # Edit the lungs through napari's undoable API, then refuse the replacement.
+    lungs = viewer.layers[LUNGS_LAYER]
+    lungs.data_setitem((np.array([0]), np.array([0]), np.array([0])), LEFT_LUNG)
+    edited = lungs.data.copy()
+    user.confirm_answers.append(False)
+    widget.segment.segment.native.click()
+    assert not widget.segment.running
+    assert "'lungs'" in user.questions[-1]
+    assert viewer.layers[LUNGS_LAYER] is lungs
+    np.testing.assert_array_equal(lungs.data, edited)
+
+    # Accept: fresh layers in the same places.
+    user.confirm_answers.append(True)
+    run_segmentation(qtbot, widget)
+    assert viewer.layers[LUNGS_LAYER] is not lungs
+    assert [layer.name for layer in viewer.layers][1:] == [LUNGS_LAYER, INFECTION_LAYER, PROBABILITY_LAYER]
+
+
+def test_a_layer_of_the_same_name_not_made_by_a_run_is_not_replaced_silently(panel, small_phantom, user):
+    viewer, widget = panel
+    add_ct(viewer, small_phantom)
+    mine = viewer.add_labels(small_phantom.lungs.copy(), name=LUNGS_LAYER)
+    user.confirm_answers.append(False)
+
+    widget.segment.segment.native.click()
+
+    assert not widget.segment.running
+    assert viewer.layers[LUNGS_LAYER] is mine
+
+
+def test_bad_weights_become_an_error_notification(panel, qtbot, small_phantom, tmp_path, notifications):
+    viewer, widget = panel
+    add_ct(viewer, small_phantom)
+    (tmp_path / "chsnet.safetensors").write_bytes(b"not a checkpoint")
+    choose_weights(widget, widget.dialogs, tmp_path)
+
+    run_segmentation(qtbot, widget)
+
+    errors = [n for n in notifications if n.severity == "error"]
+    assert errors, "no error notification"
+    assert "chsnet.safetensors" in str(errors[-1].message)
+    assert len(viewer.layers) == 1
+    assert widget.segment.status.value.startswith("Failed")
+
+
+def test_no_ct_is_an_error_notification(panel, notifications):
+    viewer, widget = panel
+    viewer.add_labels(np.zeros((4, 8, 8), np.uint8), name="not a CT")
+    widget.segment.run()
+    assert "No CT to segment" in str(notifications[-1].message)
+    assert not widget.segment.running
