@@ -49,8 +49,13 @@ def paper_weights_set(folder: Path) -> Path:
             "infection_input_size": EAMC_SLICE_SIZE if model == "eamc" else INFECTION_INPUT_SIZE,
             "patch_size": EAMC_PATCH_SIZE,
         }
-        save_checkpoint(folder / f"{model}.safetensors", build_model(model), model,
-                        metadata={"preprocessing": preprocessing}, half_precision=True)
+        save_checkpoint(
+            folder / f"{model}.safetensors",
+            build_model(model),
+            model,
+            metadata={"preprocessing": preprocessing},
+            half_precision=True,
+        )
     return folder
 
 
@@ -72,6 +77,7 @@ def throughput_slices_per_s(model: str, steps: int, batch: int) -> float:
 
         def prepare(images, masks):
             return images, masks[:, :1]
+
     generator = torch.Generator().manual_seed(0)
     n = batch * (steps + 1)
     images = torch.rand(n, 1, size, size, generator=generator)
@@ -79,14 +85,23 @@ def throughput_slices_per_s(model: str, steps: int, batch: int) -> float:
     data = StageArrays(images, masks, torch.ones(n))
     settings = FitSettings(epochs=1, batch_size=batch, augment=AugmentSettings(), patience=2)
     stamps = []
-    fit(stage, data, StageArrays.empty(2, size), FINETUNE_LOSSES[model](), settings, prepare,
-        on_step=lambda step, total, loss: stamps.append(time.perf_counter()))
+    fit(
+        stage,
+        data,
+        StageArrays.empty(2, size),
+        FINETUNE_LOSSES[model](),
+        settings,
+        prepare,
+        on_step=lambda step, total, loss: stamps.append(time.perf_counter()),
+    )
     seconds = stamps[-1] - stamps[0]  # the first step (warm-up) is not timed
     return steps * batch * per_slice / seconds
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--edited", type=int, default=20, help="corrected slices (0: every slice with lung)")
     parser.add_argument("--shape", type=int, nargs=3, default=(150, 512, 512), metavar=("Z", "Y", "X"))
@@ -103,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     lung_slices = np.nonzero(phantom.lungs.reshape(phantom.lungs.shape[0], -1).any(1))[0]
     edited = None
     if args.edited:
-        edited = tuple(int(z) for z in lung_slices[np.linspace(0, len(lung_slices) - 1, args.edited).round().astype(int)])
+        edited = tuple(
+            int(z) for z in lung_slices[np.linspace(0, len(lung_slices) - 1, args.edited).round().astype(int)]
+        )
     case = CorrectedCase(phantom.ct, phantom.lungs, phantom.infection, "bench", edited)
 
     figures: dict[str, dict[str, float]] = {}
@@ -111,8 +128,16 @@ def main(argv: list[str] | None = None) -> int:
         base = paper_weights_set(Path(scratch) / "base")
         for model in args.models:
             started = time.perf_counter()
-            result = finetune(base, model, [case], epochs=1, replay=0.0, batch_size=args.batch, device="cpu",
-                              output=Path(scratch) / f"tuned_{model}")
+            result = finetune(
+                base,
+                model,
+                [case],
+                epochs=1,
+                replay=0.0,
+                batch_size=args.batch,
+                device="cpu",
+                output=Path(scratch) / f"tuned_{model}",
+            )
             total = time.perf_counter() - started
             figures[model] = {
                 "corrected_slices": result.corrected_slices,
@@ -123,10 +148,14 @@ def main(argv: list[str] | None = None) -> int:
             print(model, figures[model], flush=True)
     print(f"\n{'model':8} {'slices':>6} {'epoch s':>8} {'call s':>8} {'slices/s':>9}")
     for model, row in figures.items():
-        print(f"{model:8} {row['corrected_slices']:>6} {row['epoch_s']:>8} {row['finetune_call_s']:>8} "
-              f"{row['train_slices_per_s']:>9}")
+        print(
+            f"{model:8} {row['corrected_slices']:>6} {row['epoch_s']:>8} {row['finetune_call_s']:>8} "
+            f"{row['train_slices_per_s']:>9}"
+        )
     if args.output:
-        args.output.write_text(json.dumps({"threads": args.threads, "shape": list(args.shape), "figures": figures}, indent=2))
+        args.output.write_text(
+            json.dumps({"threads": args.threads, "shape": list(args.shape), "figures": figures}, indent=2)
+        )
     return 0
 
 

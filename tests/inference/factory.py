@@ -7,7 +7,13 @@ from pathlib import Path
 import torch
 
 from napari_chsnet.inference.intensity import DISPLAY_WINDOW_HU, hu_to_unit
-from napari_chsnet.inference.preprocessing import CropBox, crop_and_resize, lung_crop_box, resize_masks, to_patches
+from napari_chsnet.inference.preprocessing import (
+    CropBox,
+    crop_and_resize,
+    lung_crop_box,
+    resize_masks,
+    to_patches,
+)
 from napari_chsnet.io.phantom import Phantom, make_phantom
 from napari_chsnet.models.factory import build_model
 from napari_chsnet.training.checkpoints import save_checkpoint
@@ -50,7 +56,10 @@ def _calibrated(model: str, network: torch.nn.Module, phantom: Phantom) -> None:
             logits = network.infection_net(network.infection_input(image, lungs))
             _calibrate(network.infection_net.head, logits, 0.2)
         elif model == "eamc":
-            patches = to_patches(crop_and_resize(unit, lung_crop_box(phantom.lungs), size["infection_input_size"]), size["patch_size"])
+            patches = to_patches(
+                crop_and_resize(unit, lung_crop_box(phantom.lungs), size["infection_input_size"]),
+                size["patch_size"],
+            )
             for member in network.members:
                 _calibrate(member.head, member(patches), 0.2)
         else:
@@ -58,20 +67,29 @@ def _calibrated(model: str, network: torch.nn.Module, phantom: Phantom) -> None:
             _calibrate(network.head, network(image), 0.2)
 
 
-def write_tiny_checkpoint(folder: Path, model: str, seed: int = 0, phantom: Phantom | None = None, **size_overrides: int) -> Path:
+def write_tiny_checkpoint(
+    folder: Path, model: str, seed: int = 0, phantom: Phantom | None = None, **size_overrides: int
+) -> Path:
     """``folder/<model>.safetensors`` with a random-initialised small network and its preprocessing
     (output biases re-centred on ``phantom`` when given, see ``_calibrated``)."""
     torch.manual_seed(seed)
     network = build_model(model, **TINY_CONFIGS[model])
     if phantom is not None:
         _calibrated(model, network, phantom)
-    preprocessing = {"window_hu": list(DISPLAY_WINDOW_HU), "crop": "lungs", **TINY_SIZES[model], **size_overrides}
+    preprocessing = {
+        "window_hu": list(DISPLAY_WINDOW_HU),
+        "crop": "lungs",
+        **TINY_SIZES[model],
+        **size_overrides,
+    }
     path = folder / f"{model}.safetensors"
     save_checkpoint(path, network, model, metadata={"preprocessing": preprocessing}, overwrite=True)
     return path
 
 
-def write_tiny_weights_set(folder: Path, models=("chsnet", "eamc", "rdunet"), phantom: Phantom | None = None) -> Path:
+def write_tiny_weights_set(
+    folder: Path, models=("chsnet", "eamc", "rdunet"), phantom: Phantom | None = None
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     phantom = phantom or small_phantom()
     for model in models:

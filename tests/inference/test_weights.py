@@ -48,7 +48,10 @@ def test_missing_bundled_weights_say_how_to_get_some(bundled):
 
 
 def test_a_single_file_takes_its_sibling_lung_stage_else_the_bundled_one(tmp_path, tiny_weights, bundled):
-    assert resolve_weights("eamc", tiny_weights / "eamc.safetensors")["chsnet"].path == tiny_weights / "chsnet.safetensors"
+    assert (
+        resolve_weights("eamc", tiny_weights / "eamc.safetensors")["chsnet"].path
+        == tiny_weights / "chsnet.safetensors"
+    )
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(tiny_weights / "eamc.safetensors", alone)
@@ -74,6 +77,7 @@ def test_foreign_or_missing_weights_files_are_refused(tmp_path, tiny_weights, bu
 
 
 def test_networks_are_cached_until_their_file_changes(tmp_path):
+    write_tiny_checkpoint(tmp_path, "chsnet")  # the lung stage, beside it as in a weights set
     path = write_tiny_checkpoint(tmp_path, "rdunet", seed=1)
     first = resolve_weights("rdunet", path)["rdunet"]
     network = network_for(first, torch.device("cpu"))
@@ -90,11 +94,12 @@ def test_networks_are_cached_until_their_file_changes(tmp_path):
     assert not torch.equal(rebuilt.head.weight, network.head.weight)
 
 
-def test_preprocessing_comes_from_the_checkpoint_with_package_defaults(tmp_path):
-    stated = preprocessing_of(resolve_weights("eamc", write_tiny_checkpoint(tmp_path, "eamc"))["eamc"])
+def test_preprocessing_comes_from_the_checkpoint_with_package_defaults(tmp_path, tiny_weights):
+    stated = preprocessing_of(resolve_weights("eamc", tiny_weights)["eamc"])
     assert (stated.lung_input_size, stated.infection_input_size, stated.patch_size) == (64, 64, 32)
-    bare = tmp_path / "bare"
-    bare.mkdir()
-    checkpoint = resolve_weights("eamc", write_tiny_checkpoint(bare, "eamc", infection_input_size=80))["eamc"]
+    shutil.copy(tiny_weights / "chsnet.safetensors", tmp_path)
+    checkpoint = resolve_weights("eamc", write_tiny_checkpoint(tmp_path, "eamc", infection_input_size=80))[
+        "eamc"
+    ]
     with pytest.raises(WeightsError, match="EAMC slice size 80 is not a multiple of its patch size 32"):
         preprocessing_of(checkpoint)

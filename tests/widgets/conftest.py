@@ -20,6 +20,18 @@ PREPROCESSING = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Toy networks gain nothing from threads, and on a shared CI machine OpenMP threads competing
+    with other jobs made a 0.5 s segmentation take 10-60 s."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A weights set of toy-width, random-init CHS-Net and RD-UNet (masks are meaningless, fast)."""
@@ -125,7 +137,9 @@ def show_known_result(widget, ct, phantom: Phantom, lungs=None, infection=None, 
         infection=infection,
         probability=probability,
         severity=compute_severity(lungs, infection, phantom.ct.geometry),
-        run_info=RunInfo(model="chsnet", device="cpu", runtime_s=1.0, input=phantom.ct.source),
+        run_info=RunInfo(
+            model="chsnet", device="cpu", runtime_s=1.0, input=ct.metadata.get("chsnet_source", "")
+        ),
         device="cpu",
         timings_s={"predict": 1.0},
     )

@@ -18,33 +18,32 @@ from napari_chsnet.widgets.report_panel import EDITED_WARNING
 from napari_chsnet.widgets.results import layer_geometry
 
 from .conftest import add_ct, show_known_result
-from .test_segment_panel import choose_weights, run_segmentation
 
 pytestmark = pytest.mark.gui
 TABLE_TIMEOUT_MS = 5_000
 EXPORT_TIMEOUT_MS = 30_000
 
 
-def test_table_follows_an_undoable_edit_and_its_undo(panel, qtbot, tiny_weights, small_phantom):
+def test_table_follows_an_undoable_edit_and_its_undo(panel, qtbot, small_phantom):
     viewer, widget = panel
-    add_ct(viewer, small_phantom)
-    choose_weights(widget, widget.dialogs, tiny_weights)
-    run_segmentation(qtbot, widget)
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
     lungs = viewer.layers[LUNGS_LAYER]
     qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=TABLE_TIMEOUT_MS)
     before = widget.severity.severity
     right_before = widget.severity.cell(0, 0)
+    assert before.right.volume_ml == pytest.approx(small_phantom.lung_volume_ml[RIGHT_LUNG])
+    assert before.right.involvement_pct == pytest.approx(small_phantom.involvement_pct[RIGHT_LUNG], abs=1e-6)
 
-    # Move 40 voxels from the right lung to the left one, as one undoable edit.
-    moved = np.argwhere(lungs.data == RIGHT_LUNG)[:40]
-    assert len(moved) == 40, "the tiny network found too little right lung for this test"
+    # Move 400 voxels from the right lung to the left one, as one undoable edit.
+    moved = np.argwhere(lungs.data == RIGHT_LUNG)[:400]
     lungs.data_setitem(tuple(moved.T), LEFT_LUNG)
     voxel_ml = layer_geometry(lungs).voxel_volume_ml
     qtbot.waitUntil(lambda: widget.severity.cell(0, 0) != right_before, timeout=TABLE_TIMEOUT_MS)
     after = widget.severity.severity
-    assert after.right.lung_voxels == before.right.lung_voxels - 40
-    assert after.left.lung_voxels == before.left.lung_voxels + 40
-    assert widget.severity.cell(0, 0) == f"{before.right.volume_ml - 40 * voxel_ml:.1f}"
+    assert after.right.lung_voxels == before.right.lung_voxels - 400
+    assert after.left.lung_voxels == before.left.lung_voxels + 400
+    assert widget.severity.cell(0, 0) == f"{before.right.volume_ml - 400 * voxel_ml:.1f}"
 
     lungs.undo()  # what Ctrl+Z does
     qtbot.waitUntil(lambda: widget.severity.cell(0, 0) == right_before, timeout=TABLE_TIMEOUT_MS)

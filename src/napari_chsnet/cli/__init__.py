@@ -72,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as error:  # a bug, not a user error: keep the traceback for the report
         traceback.print_exc()
-        print(f"{PROG}: internal error ({type(error).__name__}); please report it with the traceback above", file=sys.stderr)
+        print(
+            f"{PROG}: internal error ({type(error).__name__}); please report it with the traceback above",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -37,7 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of 8-bit slices")
-    parser.add_argument("--masks", type=Path, required=True, metavar="DIR", help="folder of 0/255 infection masks")
+    parser.add_argument(
+        "--masks", type=Path, required=True, metavar="DIR", help="folder of 0/255 infection masks"
+    )
     add_model_options(parser)
     parser.add_argument(
         "--rotate", type=int, choices=ROTATIONS, default=0,
@@ -51,7 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def _images_in(folder: Path, what: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise InvalidVolumeError(f"{what} folder {folder} does not exist or is not a folder")
-    found = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
+    found = {
+        p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    }
     if not found:
         raise InvalidVolumeError(f"{what} folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} files")
     return found
@@ -123,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
             probabilities.append(probability)
     scores = segmentation_metrics(predictions, truths, probabilities)
     if args.json:
-        print(json.dumps({"n_images": scores["n_images"], "mean": scores["mean"], "pooled": scores["pooled"]}))
+        print(
+            json.dumps({"n_images": scores["n_images"], "mean": scores["mean"], "pooled": scores["pooled"]})
+        )
         return 0
     print(f"{args.model} on {scores['n_images']} slices from {args.images}")
     print(f"{'metric':<12}{'mean':>10}{'pooled':>10}")

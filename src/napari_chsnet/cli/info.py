@@ -23,10 +23,10 @@ def _weights_files(folder) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from napari_chsnet.inference.device import available_devices, describe_device, resolve_device
+    from napari_chsnet.registry import MODEL_KEYS
     from napari_chsnet.report.manifest import software_versions
     from napari_chsnet.resources_path import bundled_weights_dir
     from napari_chsnet.training.versions import active_choice, list_versions, user_weights_dir
-    from napari_chsnet.registry import MODEL_KEYS
 
     for name, version in software_versions().items():
         print(f"{name:<14}{version}")

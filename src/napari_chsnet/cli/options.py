@@ -40,7 +40,9 @@ def non_negative_float(text: str) -> float:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=MODEL_KEYS, default=DEFAULT_MODEL, help="network to segment the infection with")
+    parser.add_argument(
+        "--model", choices=MODEL_KEYS, default=DEFAULT_MODEL, help="network to segment the infection with"
+    )
     parser.add_argument(
         "--device", choices=DEVICE_CHOICES, default="auto", help="auto = CUDA, else Apple MPS, else CPU"
     )

@@ -54,9 +54,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--min-lesion-ml", type=non_negative_float, default=DEFAULT_MIN_LESION_ML,
         help="infection components smaller than this (mL) are not counted; 0 counts every voxel",
     )  # fmt: skip
-    parser.add_argument("--anonymize", action="store_true", help="leave patient name, ID, birth date out of the reports")
+    parser.add_argument(
+        "--anonymize", action="store_true", help="leave patient name, ID, birth date out of the reports"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    parser.add_argument("--sample", action="store_true", help="segment the built-in synthetic chest CT instead of INPUT")
+    parser.add_argument(
+        "--sample", action="store_true", help="segment the built-in synthetic chest CT instead of INPUT"
+    )
     parser.set_defaults(run=run, parser=parser)
     return parser
 
@@ -149,11 +153,19 @@ def write_case(case: Case, volume, result, csv_path: Path, anonymize: bool, over
     write_volume(folder / "lungs.nii.gz", result.lungs, geometry, overwrite=overwrite, is_label=True)
     write_volume(folder / "infection.nii.gz", result.infection, geometry, overwrite=overwrite, is_label=True)
     write_volume(folder / "probability.nii.gz", result.probability, geometry, overwrite=overwrite)
-    run_info = replace(result.run_info, case=case.name, input=str(case.source) if case.source else volume.source)
+    run_info = replace(
+        result.run_info, case=case.name, input=str(case.source) if case.source else volume.source
+    )
     report = build_report_json(result.severity, run_info, volume.metadata, anonymize=anonymize)
     write_report_json(folder / "report.json", report, overwrite=overwrite)
     write_report_pdf(
-        folder / "report.pdf", report, volume, result.lungs, result.infection, result.probability, overwrite=overwrite
+        folder / "report.pdf",
+        report,
+        volume,
+        result.lungs,
+        result.infection,
+        result.probability,
+        overwrite=overwrite,
     )
     append_report_csv(csv_path, report)
     return report
@@ -161,8 +173,12 @@ def write_case(case: Case, volume, result, csv_path: Path, anonymize: bool, over
 
 def _summary(case: Case, report: dict) -> str:
     lungs = report["lungs"]
-    sides = ", ".join(f"{side} {lungs[side]['grade']} {lungs[side]['involvement_pct']:.1f} %" for side in ("right", "left"))
-    return f"{case.name}: overall {report['overall']['grade']} ({sides}) on {report['device']} → {case.folder}"
+    sides = ", ".join(
+        f"{side} {lungs[side]['grade']} {lungs[side]['involvement_pct']:.1f} %" for side in ("right", "left")
+    )
+    return (
+        f"{case.name}: overall {report['overall']['grade']} ({sides}) on {report['device']} → {case.folder}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

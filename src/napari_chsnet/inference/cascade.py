@@ -25,7 +25,12 @@ from torch import nn
 
 from napari_chsnet.errors import WeightsError
 from napari_chsnet.inference.device import autocast
-from napari_chsnet.inference.preprocessing import CropBox, crop_and_resize, resize_masks, restore_probabilities
+from napari_chsnet.inference.preprocessing import (
+    CropBox,
+    crop_and_resize,
+    resize_masks,
+    restore_probabilities,
+)
 
 # The lung stage's own threshold (its probability is resampled to the CT grid first).
 LUNG_THRESHOLD = 0.5
@@ -75,7 +80,9 @@ class LungStage:
         """``(N, H, W)`` inputs in [0, 1] → ``(N, H, W)`` float32 lung probability on the same grid."""
         height, width = unit_slices.shape[-2:]
         box = CropBox.full(height, width)
-        probabilities = predict_probabilities(self.network, crop_and_resize(unit_slices, box, self.size), self.device)
+        probabilities = predict_probabilities(
+            self.network, crop_and_resize(unit_slices, box, self.size), self.device
+        )
         return restore_probabilities(probabilities, box, height, width)
 
 
@@ -91,7 +98,12 @@ class UNetInfectionStage:
     """
 
     def __init__(
-        self, network: nn.Module, size: int, window_hu: tuple[float, float], device: torch.device, threshold: float
+        self,
+        network: nn.Module,
+        size: int,
+        window_hu: tuple[float, float],
+        device: torch.device,
+        threshold: float,
     ):
         self.is_cascade = hasattr(network, "infection_net")
         check_input_size(network.infection_net if self.is_cascade else network, size, "infection stage")
@@ -113,4 +125,3 @@ class UNetInfectionStage:
         probabilities = predict_probabilities(self._forward, inputs, self.device)
         restored = restore_probabilities(probabilities, box, height, width)
         return StageOutput(restored, restored >= self.threshold)
-

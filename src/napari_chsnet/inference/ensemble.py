@@ -17,7 +17,13 @@ import torch
 
 from napari_chsnet.inference.cascade import StageOutput, check_input_size
 from napari_chsnet.inference.device import autocast
-from napari_chsnet.inference.preprocessing import CropBox, crop_and_resize, from_patches, restore_probabilities, to_patches
+from napari_chsnet.inference.preprocessing import (
+    CropBox,
+    crop_and_resize,
+    from_patches,
+    restore_probabilities,
+    to_patches,
+)
 from napari_chsnet.models.eamc import EAMC
 
 

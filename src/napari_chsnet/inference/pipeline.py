@@ -39,7 +39,12 @@ from napari_chsnet.inference.weights import LUNG_STAGE_MODEL, network_for, prepr
 from napari_chsnet.io.volume import CTVolume
 from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, MODEL_KEYS
 from napari_chsnet.report.manifest import RunInfo, case_name
-from napari_chsnet.report.severity import DEFAULT_MIN_LESION_ML, SeverityReport, compute_severity, remove_small_lesions
+from napari_chsnet.report.severity import (
+    DEFAULT_MIN_LESION_ML,
+    SeverityReport,
+    compute_severity,
+    remove_small_lesions,
+)
 
 STAGES = ("prepare", "lungs", "postprocess_lungs", "infection", "postprocess_infection", "report")
 
@@ -118,11 +123,17 @@ def _batches(indices: np.ndarray, size: int) -> list[np.ndarray]:
 def _check_volume(volume: CTVolume) -> None:
     hu = volume.hu
     if hu.ndim != 3 or 0 in hu.shape:
-        raise InvalidVolumeError(f"{volume.source or 'the CT'}: expected a non-empty (z, y, x) volume, got {hu.shape}")
+        raise InvalidVolumeError(
+            f"{volume.source or 'the CT'}: expected a non-empty (z, y, x) volume, got {hu.shape}"
+        )
     if not np.issubdtype(hu.dtype, np.number) or np.issubdtype(hu.dtype, np.complexfloating):
-        raise InvalidVolumeError(f"{volume.source or 'the CT'}: HU values must be real numbers, got dtype {hu.dtype}")
+        raise InvalidVolumeError(
+            f"{volume.source or 'the CT'}: HU values must be real numbers, got dtype {hu.dtype}"
+        )
     if np.issubdtype(hu.dtype, np.floating) and not np.isfinite(hu).all():
-        raise InvalidVolumeError(f"{volume.source or 'the CT'} holds NaN or infinite values; fix or re-export the scan")
+        raise InvalidVolumeError(
+            f"{volume.source or 'the CT'} holds NaN or infinite values; fix or re-export the scan"
+        )
 
 
 class _StageClock:
@@ -213,7 +224,9 @@ def iter_segmentation(
     probability = np.zeros(hu.shape, dtype=np.float32)
     infection_raw = np.zeros(hu.shape, dtype=bool)
     for batch in infection_batches:
-        output = infection_stage.predict(hu_to_unit(hu[batch], infection_stage.window_hu), lungs[batch] > 0, box)
+        output = infection_stage.predict(
+            hu_to_unit(hu[batch], infection_stage.window_hu), lungs[batch] > 0, box
+        )
         probability[batch] = output.probability
         infection_raw[batch] = output.mask
         done += 1
@@ -222,7 +235,9 @@ def iter_segmentation(
         clock.resume()
 
     voxel_ml = volume.geometry.voxel_volume_ml
-    infection, _, _ = remove_small_lesions(restrict_to_lungs(infection_raw, lungs), voxel_ml, settings.min_lesion_ml)
+    infection, _, _ = remove_small_lesions(
+        restrict_to_lungs(infection_raw, lungs), voxel_ml, settings.min_lesion_ml
+    )
     infection = infection.astype(np.uint8)
     del infection_raw
     done += 1
@@ -243,7 +258,9 @@ def iter_segmentation(
         stage_timings_s={stage: round(seconds, 4) for stage, seconds in clock.timings.items()},
     )
     yield Progress(total, total, "report")
-    return SegmentationResult(lungs, infection, probability, severity, run_info, reported_device, dict(clock.timings))
+    return SegmentationResult(
+        lungs, infection, probability, severity, run_info, reported_device, dict(clock.timings)
+    )
 
 
 def segment_volume(

@@ -117,7 +117,9 @@ def resolve_weights(model: str, weights: str | Path | None = None) -> dict[str, 
         return found
     path = Path(weights).expanduser()
     if not path.exists():
-        raise WeightsError(f"weights path {path} does not exist; pass a weights folder or a .safetensors file")
+        raise WeightsError(
+            f"weights path {path} does not exist; pass a weights folder or a .safetensors file"
+        )
     if path.is_dir():
         found = {LUNG_STAGE_MODEL: _from_folder(path, LUNG_STAGE_MODEL, lung_role)}
         found[model] = found.get(model) or _from_folder(path, model, f"the {model} infection stage")
@@ -180,7 +182,9 @@ def preprocessing_of(checkpoint: Checkpoint) -> Preprocessing:
     except (TypeError, ValueError, IndexError) as exc:
         raise WeightsError(f"{checkpoint.path}: unreadable preprocessing metadata {meta!r} ({exc})") from exc
     if not found.window_hu[0] < found.window_hu[1]:
-        raise WeightsError(f"{checkpoint.path}: window_hu {found.window_hu} must be [low, high] with low < high")
+        raise WeightsError(
+            f"{checkpoint.path}: window_hu {found.window_hu} must be [low, high] with low < high"
+        )
     if checkpoint.model == "eamc" and found.infection_input_size % found.patch_size:
         raise WeightsError(
             f"{checkpoint.path}: EAMC slice size {found.infection_input_size} is not a multiple of its "

@@ -14,7 +14,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton
 from napari.layers import Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -26,6 +26,7 @@ from napari_chsnet.inference.postprocess import (
     restrict_to_lungs,
 )
 from napari_chsnet.registry import INFECTION_LAYER, LEFT_LUNG, LUNG_LABEL_NAMES, LUNGS_LAYER, RIGHT_LUNG
+from napari_chsnet.widgets.layout import end_with_stretch, paragraph, row
 from napari_chsnet.widgets.results import ResultLayers, layer_geometry
 from napari_chsnet.widgets.tooltips import TOOLTIPS
 
@@ -33,8 +34,10 @@ if TYPE_CHECKING:
     import napari
 
 HOW_TO_PAINT = (
-    "Paint by hand: select the 'lungs' or 'infection' layer, then P paint, E erase, F fill, "
-    "[ ] brush size; label 1 = right lung, 2 = left lung. Ctrl+Z undoes, Ctrl+Shift+Z redoes."
+    "By hand: select the 'lungs' or 'infection' layer;\n"
+    "P paint, E erase, F fill, [ ] brush size.\n"
+    "Lungs: label 1 = right, 2 = left.\n"
+    "Ctrl+Z undoes, Ctrl+Shift+Z redoes."
 )
 
 
@@ -124,29 +127,18 @@ class CorrectPanel(Container):
         self.fill_holes = PushButton(text="Fill holes", tooltip=TOOLTIPS["fill_holes"])
         self.relabel_right = PushButton(text="Right lung (Shift+R)", tooltip=TOOLTIPS["relabel_right"])
         self.relabel_left = PushButton(text="Left lung (Shift+L)", tooltip=TOOLTIPS["relabel_left"])
-        mask_buttons = Container(
-            widgets=[self.remove_islands, self.fill_holes], layout="horizontal", labels=False
-        )
-        relabel_buttons = Container(
-            widgets=[self.relabel_right, self.relabel_left], layout="horizontal", labels=False
-        )
-        for row in (mask_buttons, relabel_buttons):
-            row.margins = (0, 0, 0, 0)
-        help_text = Label(value=HOW_TO_PAINT)
-        help_text.native.setWordWrap(True)
-        relabel_text = Label(value="Relabel the lung component under the mouse cursor as:")
-        relabel_text.native.setWordWrap(True)
         super().__init__(
             widgets=[
-                help_text,
+                paragraph(HOW_TO_PAINT)[0],
                 self.restrict,
                 self.target,
                 self.islands_ml,
-                mask_buttons,
-                relabel_text,
-                relabel_buttons,
+                row(self.remove_islands, self.fill_holes),
+                paragraph("Relabel the lung part under the mouse cursor:")[0],
+                row(self.relabel_right, self.relabel_left),
             ]
         )
+        end_with_stretch(self)
         self._buttons = (
             self.restrict,
             self.remove_islands,

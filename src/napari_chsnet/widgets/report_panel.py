@@ -22,6 +22,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QFont
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QAbstractScrollArea,
     QHeaderView,
     QTableWidget,
     QTableWidgetItem,
@@ -43,6 +44,7 @@ from napari_chsnet.report import (
 )
 from napari_chsnet.report.manifest import case_name
 from napari_chsnet.widgets.dialogs import Dialogs
+from napari_chsnet.widgets.layout import end_with_stretch, paragraph, row
 from napari_chsnet.widgets.results import ResultLayers, ct_volume_from_layer, layer_geometry, run_info_of
 from napari_chsnet.widgets.tooltips import TOOLTIPS
 
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from napari_chsnet.io.volume import CTVolume
 
 DEBOUNCE_MS = 300
-TABLE_COLUMNS = ("Volume (mL)", "Infected (mL)", "Involvement (%)", "Grade")
+TABLE_COLUMNS = ("Lung mL", "Infected mL", "Involved %", "Grade")
 TABLE_ROWS = ("Right lung", "Left lung", "Overall")
 EDITED_WARNING = "The masks were corrected by hand after the model run."
 NO_MASKS = f"No '{LUNGS_LAYER}' and '{INFECTION_LAYER}' layers yet: press Segment."
@@ -98,9 +100,8 @@ class SeverityTable(QWidget):
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        height = self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
-        height += sum(self.table.verticalHeader().sectionSizeHint(i) for i in range(len(TABLE_ROWS)))
-        self.table.setFixedHeight(height + 2)
+        # Three rows: as tall as its content, never a scrollbar inside the panel's own scroll area.
+        self.table.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
         self.note = Label(value=NO_MASKS)
         self.note.native.setWordWrap(True)
         layout = QVBoxLayout(self)
@@ -207,17 +208,17 @@ class ReportPanel(Container):
             label="Mask format", choices=list(WRITE_SUFFIXES), tooltip=TOOLTIPS["mask_format"]
         )
         self.export_masks = PushButton(text="Export masks…", tooltip=TOOLTIPS["export_masks"])
-        report_row = Container(
-            widgets=[self.export_pdf, self.export_csv, self.export_json], layout="horizontal", labels=False
-        )
-        report_row.margins = (0, 0, 0, 0)
-        report_text = Label(value="Report of the layers on screen (same content as `chsnet segment`):")
-        report_text.native.setWordWrap(True)
-        save_text = Label(value="File → Save Selected Layers also writes a layer in the CT's geometry.")
-        save_text.native.setWordWrap(True)
         super().__init__(
-            widgets=[report_text, self.anonymize, report_row, self.mask_format, self.export_masks, save_text]
+            widgets=[
+                paragraph("Report of the layers on screen\n(same content as `chsnet segment`):")[0],
+                self.anonymize,
+                row(self.export_pdf, self.export_csv, self.export_json),
+                self.mask_format,
+                self.export_masks,
+                paragraph("File → Save Selected Layers writes one\nlayer in the CT's geometry too.")[0],
+            ]
         )
+        end_with_stretch(self)
         self._buttons = (self.export_pdf, self.export_csv, self.export_json, self.export_masks)
         self.export_pdf.changed.connect(partial(self.export_report, "pdf"))
         self.export_csv.changed.connect(partial(self.export_report, "csv"))

@@ -51,8 +51,11 @@ _LAYER_TYPES: dict[str, type[Layer]] = {
     PROBABILITY_LAYER: Image,
 }
 
-LUNGS_OPACITY = 0.35
-INFECTION_OPACITY = 0.7
+# Lungs as outlines (as in the PDF report) so the CT and the infection stay visible; set the
+# layer's contour to 0 in napari's layer controls to see them filled.
+LUNGS_CONTOUR_PX = 2
+LUNGS_OPACITY = 0.9
+INFECTION_OPACITY = 0.6
 PROBABILITY_OPACITY = 0.5
 
 
@@ -218,9 +221,11 @@ class ResultLayers(QObject):
             metadata=metadata(),
             **common,
         )
+        lungs.contour = LUNGS_CONTOUR_PX
+        # Stacked CT < probability < lungs < infection: the red mask stays on top of the JET map.
         # Signals from the swap are one change for the listeners.
         with self._quiet():
-            for layer in (lungs, infection, probability):
+            for layer in (probability, lungs, infection):
                 self._replace(layer)
         self._edited.clear()
         self.min_lesion_ml = float(getattr(result.severity, "min_lesion_ml", self.min_lesion_ml))

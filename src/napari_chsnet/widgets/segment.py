@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, ProgressBar, PushButton, SpinBox
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -23,6 +23,7 @@ from napari_chsnet.registry import DEFAULT_MODEL, MODELS
 from napari_chsnet.report import DEFAULT_MIN_LESION_ML
 from napari_chsnet.training.versions import BUNDLED, active_choice, list_versions, weights_set_dir
 from napari_chsnet.widgets.dialogs import Dialogs
+from napari_chsnet.widgets.layout import end_with_stretch, paragraph, row
 from napari_chsnet.widgets.results import RUN_KEY, ResultLayers, ct_volume_from_layer
 from napari_chsnet.widgets.tooltips import TOOLTIPS
 
@@ -89,29 +90,24 @@ class SegmentPanel(Container):
         self.segment = PushButton(text="Segment", tooltip=TOOLTIPS["segment"])
         self.cancel = PushButton(text="Cancel", enabled=False, tooltip=TOOLTIPS["cancel"])
         self.progress = ProgressBar(value=0, min=0, max=1, label="Progress", visible=False)
-        self.status = Label(value="")
-
-        weight_buttons = Container(
-            widgets=[self.weights_folder, self.weights_file], layout="horizontal", labels=False
-        )
-        weight_buttons.margins = (0, 0, 0, 0)
-        run_buttons = Container(widgets=[self.segment, self.cancel], layout="horizontal", labels=False)
-        run_buttons.margins = (0, 0, 0, 0)
+        # Status lines are kept short: the panel may be narrow and Qt clips wrapped labels in tabs.
+        status_box, self.status = paragraph("")
         super().__init__(
             widgets=[
                 self.ct,
                 self.model,
                 self.device,
                 self.weights,
-                weight_buttons,
+                row(self.weights_folder, self.weights_file),
                 self.threshold,
                 self.min_lesion_ml,
                 self.batch_size,
-                run_buttons,
+                row(self.segment, self.cancel),
                 self.progress,
-                self.status,
+                status_box,
             ]
         )
+        end_with_stretch(self)
         self.weights.value = self._default_weights()
         self.model.changed.connect(self._on_model_changed)
         self.weights_folder.changed.connect(self._choose_weights_folder)
@@ -226,7 +222,7 @@ class SegmentPanel(Container):
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self._done_status = ""
-        self._set_running(True, f"Segmenting '{ct_layer.name}' with {MODELS[settings.model].title}…")
+        self._set_running(True, "Starting…")
         worker.start()
 
     def stop(self) -> None:
@@ -279,7 +275,7 @@ class SegmentPanel(Container):
 
     def _on_result(self, ct_layer: Image, result: SegmentationResult) -> None:
         if not self._results.contains(ct_layer):
-            self._done_status = "The CT was closed during the run; the result was not shown."
+            self._done_status = "CT closed: result not shown."
             show_warning(
                 f"The CT layer '{ct_layer.name}' was closed during the run; the result was not shown."
             )
@@ -289,20 +285,20 @@ class SegmentPanel(Container):
             self._results.edit_count != self._confirmed_edits and self._results.would_lose_work()
         )
         if edited_meanwhile and not self._confirm_replacing():
-            self._done_status = "Result discarded; your layers are unchanged."
+            self._done_status = "Result discarded: layers kept."
             return
         self._results.show(result, ct_layer)
+        device = result.device.split(" ")[0]  # "cuda:0 (NVIDIA ...)" → "cuda:0"
         self._done_status = (
-            f"Done on {result.device} in {result.run_info.runtime_s:.1f} s: "
-            f"overall grade {result.severity.overall_grade}."
+            f"Done ({device}, {result.run_info.runtime_s:.1f} s): grade {result.severity.overall_grade}."
         )
 
     def _on_error(self, exc: BaseException) -> None:
-        self._done_status = "Failed; see the notification."
+        self._done_status = "Failed: see the notification."
         show_error(_error_message(exc))
 
     def _on_aborted(self) -> None:
-        self._done_status = "Cancelled; no layer was changed."
+        self._done_status = "Cancelled: no layer changed."
         show_info("Segmentation cancelled; no layer was added or changed.")
 
     def _on_finished(self) -> None:

@@ -1,0 +1,81 @@
+"""``chsnet evaluate`` on 8-bit slices laid out like COVID-SemiSeg (lung-cropped, rotated 90°)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_chsnet.cli import main
+from napari_chsnet.cli.evaluate import read_gray
+from napari_chsnet.inference.intensity import DISPLAY_WINDOW_HU
+from napari_chsnet.inference.preprocessing import lung_crop_box
+from napari_chsnet.models.metrics import METRIC_NAMES
+
+
+@pytest.fixture
+def semiseg_like(tmp_path, phantom):
+    """Phantom slices cropped to the lungs, in the display window as 8-bit, rotated like COVID-SemiSeg."""
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    box = lung_crop_box(phantom.lungs)
+    low, high = DISPLAY_WINDOW_HU
+    for z in (4, 6, 8):
+        hu = phantom.ct.hu[z, box.y0 : box.y1, box.x0 : box.x1].astype(np.float32)
+        pixels = np.clip(np.round((hu - low) / (high - low) * 255), 0, 255).astype(np.uint8)
+        mask = (phantom.infection[z, box.y0 : box.y1, box.x0 : box.x1] > 0).astype(np.uint8) * 255
+        Image.fromarray(np.rot90(pixels, 1)).save(images / f"slice_{z}.jpg")
+        Image.fromarray(np.rot90(mask, 1)).save(masks / f"slice_{z}.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(images / "no_mask.png")
+    return images, masks
+
+
+def test_json_output_has_the_paper_metrics_mean_and_pooled(semiseg_like, tiny_weights, capsys):
+    images, masks = semiseg_like
+    args = ["evaluate", "--images", str(images), "--masks", str(masks), "--weights", str(tiny_weights)]
+    assert main([*args, "--model", "eamc", "--rotate", "90", "--json", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    scores = json.loads(captured.out)
+    assert set(scores) == {"n_images", "mean", "pooled"} and scores["n_images"] == 3
+    for kind in ("mean", "pooled"):
+        assert set(scores[kind]) == set(METRIC_NAMES)
+        assert all(v is None or 0.0 <= v <= 1.0 for v in scores[kind].values())
+    assert "1 image(s) without a mask" in captured.err
+
+
+def test_the_table_lists_every_metric(semiseg_like, tiny_weights, capsys):
+    images, masks = semiseg_like
+    assert (
+        main(["evaluate", "--images", str(images), "--masks", str(masks), "--weights", str(tiny_weights)])
+        == 0
+    )
+    out = capsys.readouterr().out
+    for name in METRIC_NAMES:
+        assert name in out
+
+
+def test_rotate_90_turns_semiseg_slices_anterior_up(tmp_path):
+    anterior_up = np.zeros((6, 4), np.uint8)
+    anterior_up[0, :] = 255  # anterior row at the top
+    path = tmp_path / "rotated.png"
+    Image.fromarray(np.rot90(anterior_up, 1)).save(path)  # COVID-SemiSeg: anterior on the left
+    assert np.array_equal(read_gray(path, 90), anterior_up)
+    assert np.array_equal(read_gray(path, 0), np.rot90(anterior_up, 1))
+
+
+def test_bad_evaluation_inputs_exit_2(tmp_path, semiseg_like, tiny_weights, capsys):
+    images, masks = semiseg_like
+    weights = ["--weights", str(tiny_weights)]
+    assert main(["evaluate", "--images", str(tmp_path / "none"), "--masks", str(masks), *weights]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["evaluate", "--images", str(images), "--masks", str(empty), *weights]) == 2
+    assert "holds no" in capsys.readouterr().err
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(masks / "slice_4.png")  # wrong size
+    assert main(["evaluate", "--images", str(images), "--masks", str(masks), *weights]) == 2
+    assert "must match their images" in capsys.readouterr().err
+    assert main(["evaluate", "--images", str(images), "--masks", str(masks), "--rotate", "45"]) == 2

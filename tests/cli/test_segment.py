@@ -1,0 +1,233 @@
+"""``chsnet segment`` end to end (NIfTI, DICOM, batches) and every way it refuses bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from pypdf import PdfReader
+
+from napari_chsnet.cli import main
+from napari_chsnet.inference.device import available_devices
+from napari_chsnet.io.readers import read_ct
+from napari_chsnet.resources_path import bundled_weights_dir
+
+OUTPUTS = (
+    "lungs.nii.gz",
+    "infection.nii.gz",
+    "probability.nii.gz",
+    "report.json",
+    "report.csv",
+    "report.pdf",
+)
+
+
+def segment(*args, weights=None) -> int:
+    extra = ["--device", "cpu"] + (["--weights", str(weights)] if weights is not None else [])
+    return main(["segment", *map(str, args), *extra])
+
+
+def one_error_line(capsys, *fragments: str) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines, "expected an error on stderr"
+    for fragment in fragments:
+        assert fragment in lines[-1], f"{fragment!r} not in {lines[-1]!r}"
+    return lines[-1]
+
+
+def test_a_nifti_case_gives_every_output_in_the_input_grid(tmp_path, ras_nifti, tiny_weights, capsys):
+    out = tmp_path / "out"
+    assert segment(ras_nifti, "-o", out, "--model", "eamc", "--batch-size", "3", weights=tiny_weights) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
+    assert "case_ras: overall CT-" in capsys.readouterr().out
+
+    source = sitk.ReadImage(str(ras_nifti))
+    for name in OUTPUTS[:3]:
+        written = sitk.ReadImage(str(out / name))
+        assert written.GetSize() == source.GetSize()
+        np.testing.assert_allclose(written.GetSpacing(), source.GetSpacing(), rtol=1e-5)
+        np.testing.assert_allclose(written.GetOrigin(), source.GetOrigin(), atol=1e-3)
+        np.testing.assert_allclose(written.GetDirection(), source.GetDirection(), atol=1e-6)
+    lungs = read_ct(out / "lungs.nii.gz").hu
+    infection = read_ct(out / "infection.nii.gz").hu
+    probability = read_ct(out / "probability.nii.gz").hu
+    assert set(np.unique(lungs)) <= {0, 1, 2} and set(np.unique(infection)) <= {0, 1}
+    assert not ((infection > 0) & (lungs == 0)).any()
+    assert probability.dtype == np.float32 and probability.min() >= 0 and probability.max() <= 1
+
+    report = json.loads((out / "report.json").read_text())
+    for side in ("right", "left"):
+        assert set(report["lungs"][side]) >= {"volume_ml", "infected_ml", "involvement_pct", "grade"}
+        # volumes are the written masks' voxels x voxel volume
+        voxel_ml = float(np.prod(source.GetSpacing())) / 1000
+        label = 1 if side == "right" else 2
+        assert report["lungs"][side]["volume_ml"] == pytest.approx(
+            (lungs == label).sum() * voxel_ml, abs=1e-5
+        )
+    assert report["model"] == "eamc" and report["device"] == "cpu"
+    assert report["weights_sha256"] and report["software"]["torch"] and report["runtime_s"] > 0
+    assert set(report["stage_timings_s"]) == {
+        "prepare", "lungs", "postprocess_lungs", "infection", "postprocess_infection", "report",
+    }  # fmt: skip
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert len(rows) == 1 and rows[0]["overall_grade"] == report["overall"]["grade"]
+    text = "".join(page.extract_text() for page in PdfReader(out / "report.pdf").pages)
+    assert report["lungs"]["right"]["grade"] in text and "Research tool" in text
+
+
+def test_a_dicom_folder_keeps_its_study_fields_unless_anonymized(tmp_path, dicom_folder, tiny_weights):
+    plain, anonymous = tmp_path / "plain", tmp_path / "anonymous"
+    assert segment(dicom_folder, "-o", plain, weights=tiny_weights) == 0
+    assert segment(dicom_folder, "-o", anonymous, "--anonymize", weights=tiny_weights) == 0
+    study = json.loads((plain / "report.json").read_text())["study"]
+    assert study["PatientID"] == "P42" and study["StudyDate"] == "20200415"
+    hidden = json.loads((anonymous / "report.json").read_text())
+    assert (
+        hidden["anonymized"] and "PatientID" not in hidden["study"] and "PatientName" not in hidden["study"]
+    )
+    source = read_ct(dicom_folder)
+    written = read_ct(plain / "lungs.nii.gz")
+    assert written.shape == source.shape
+    np.testing.assert_allclose(written.geometry.origin_mm, source.geometry.origin_mm, atol=1e-3)
+
+
+def test_several_inputs_give_one_folder_per_case_and_one_csv(tmp_path, ras_nifti, dicom_folder, tiny_weights):
+    other = tmp_path / "copy" / ras_nifti.name  # same case name twice: made unique
+    other.parent.mkdir()
+    shutil.copy(ras_nifti, other)
+    out = tmp_path / "batch"
+    assert segment(ras_nifti, other, dicom_folder, "-o", out, "--model", "rdunet", weights=tiny_weights) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["case_ras", "case_ras_2", "report.csv", "series_a"]
+    for case in ("case_ras", "case_ras_2", "series_a"):
+        assert sorted(p.name for p in (out / case).iterdir()) == sorted(set(OUTPUTS) - {"report.csv"})
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert [row["case"] for row in rows] == ["case_ras", "case_ras_2", "series_a"]
+
+
+def test_existing_outputs_are_refused_before_any_work_unless_overwrite(
+    tmp_path, ras_nifti, tiny_weights, capsys
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.pdf").write_text("an earlier report")
+    before = (out / "report.pdf").stat().st_mtime_ns
+    assert segment(ras_nifti, "-o", out, weights=tiny_weights) == 2
+    one_error_line(capsys, "already exist", "report.pdf", "--overwrite")
+    assert sorted(p.name for p in out.iterdir()) == ["report.pdf"]
+    assert (out / "report.pdf").stat().st_mtime_ns == before
+    assert segment(ras_nifti, "-o", out, "--overwrite", weights=tiny_weights) == 0
+    assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
+
+
+@pytest.mark.parametrize(
+    ("make_input", "fragments"),
+    [
+        (lambda tmp: tmp / "missing.nii.gz", ("input not found", "missing.nii.gz")),
+        (lambda tmp: _write(tmp / "notes.txt", b"hello"), ("not a CT file or folder", "notes.txt")),
+        (lambda tmp: _write(tmp / "broken.nii.gz", b"not gzip at all"), ("broken.nii.gz",)),
+    ],
+)
+def test_bad_inputs_exit_2_with_one_line(tmp_path, tiny_weights, capsys, make_input, fragments):
+    path = make_input(tmp_path)
+    assert segment(path, "-o", tmp_path / "out", weights=tiny_weights) == 2
+    line = one_error_line(capsys, *fragments)
+    assert line.startswith("chsnet: error:")
+    assert not (tmp_path / "out" / "lungs.nii.gz").exists()
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--device", "gpu"], "argument --device: invalid choice: 'gpu'"),
+        (["--batch-size", "0"], "argument --batch-size: expected a whole number >= 1, got 0"),
+        (["--batch-size", "four"], "expected a whole number >= 1, got 'four'"),
+        (["--model", "unet"], "argument --model: invalid choice"),
+    ],
+)
+def test_bad_options_are_usage_errors(tmp_path, ras_nifti, capsys, args, fragment):
+    assert main(["segment", str(ras_nifti), "-o", str(tmp_path / "o"), *args]) == 2
+    one_error_line(capsys, fragment)
+
+
+def test_an_absent_device_is_refused(tmp_path, ras_nifti, tiny_weights, capsys):
+    if "cuda" in available_devices():
+        pytest.skip("this machine has CUDA")
+    assert (
+        main(
+            [
+                "segment",
+                str(ras_nifti),
+                "-o",
+                str(tmp_path / "o"),
+                "--device",
+                "cuda",
+                "--weights",
+                str(tiny_weights),
+            ]
+        )
+        == 2
+    )
+    one_error_line(capsys, "device 'cuda' is not available")
+
+
+@pytest.mark.parametrize(
+    ("weights_of", "fragment"),
+    [
+        (
+            lambda tiny, tmp: tiny / "rdunet.safetensors",
+            "holds a 'rdunet' network, not the 'chsnet' asked for",
+        ),
+        (lambda tiny, tmp: _write(tmp / "model.pt", b"\x80\x04pickle"), "is not a napari-chsnet checkpoint"),
+        (lambda tiny, tmp: tmp / "nowhere", "does not exist"),
+    ],
+)
+def test_foreign_weights_are_refused(tmp_path, ras_nifti, tiny_weights, capsys, weights_of, fragment):
+    assert segment(ras_nifti, "-o", tmp_path / "o", weights=weights_of(tiny_weights, tmp_path)) == 2
+    one_error_line(capsys, fragment)
+
+
+def test_input_and_sample_exclude_each_other(tmp_path, ras_nifti, capsys):
+    assert main(["segment", str(ras_nifti), "--sample", "-o", str(tmp_path)]) == 2
+    one_error_line(capsys, "not both")
+    assert main(["segment", "-o", str(tmp_path)]) == 2
+    one_error_line(capsys, "--sample")
+
+
+def test_missing_bundled_weights_are_one_clear_line(tmp_path, ras_nifti, capsys):
+    if (bundled_weights_dir() / "chsnet.safetensors").is_file():
+        pytest.skip("bundled weights are present")
+    assert main(["segment", str(ras_nifti), "-o", str(tmp_path / "o"), "--device", "cpu"]) == 2
+    one_error_line(capsys, "no bundled weights for chsnet", "chsnet train")
+
+
+@pytest.mark.slow
+def test_the_readme_main_job_runs_on_the_bundled_sample(tmp_path):
+    if not (bundled_weights_dir() / "chsnet.safetensors").is_file():
+        pytest.skip(f"no bundled chsnet.safetensors in {bundled_weights_dir()} yet (filled by training)")
+    assert main(["segment", "--sample", "-o", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(OUTPUTS)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["case"] == "sample" and report["lungs"]["right"]["volume_ml"] > 0
+
+
+def test_info_names_the_weights_locations(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CHSNET_HOME", str(tmp_path / "home"))
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert str(bundled_weights_dir()) in out and str(tmp_path / "home" / "weights") in out
+    assert "cpu" in out and "torch" in out
+
+
+def test_help_and_version_exit_0(capsys):
+    assert main(["--version"]) == 0
+    assert main(["segment", "--help"]) == 0
+    assert main([]) == 2

@@ -1,0 +1,148 @@
+"""The whole-volume engine on a small phantom with tiny random-weight networks: contracts, not accuracy."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from napari_chsnet.errors import ConfigError, InvalidVolumeError
+from napari_chsnet.inference.ensemble import EAMCInfectionStage
+from napari_chsnet.inference.pipeline import (
+    STAGES,
+    SegmentationSettings,
+    iter_segmentation,
+    segment_volume,
+)
+from napari_chsnet.inference.preprocessing import CropBox
+from napari_chsnet.inference.weights import network_for, resolve_weights
+from napari_chsnet.io.volume import CTVolume
+from napari_chsnet.report import compute_severity
+from napari_chsnet.resources_path import bundled_weights_dir
+
+MODELS = ("chsnet", "eamc", "rdunet")
+
+
+def _settings(weights, **changes) -> SegmentationSettings:
+    return SegmentationSettings(weights=weights, device="cpu", **changes)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_returns_masks_on_the_ct_grid(phantom, tiny_weights, model):
+    result = segment_volume(phantom.ct, _settings(tiny_weights, model=model))
+    shape = phantom.ct.shape
+    assert result.lungs.shape == result.infection.shape == result.probability.shape == shape
+    assert (result.lungs.dtype, result.infection.dtype, result.probability.dtype) == (
+        np.uint8,
+        np.uint8,
+        np.float32,
+    )
+    assert set(np.unique(result.lungs)) <= {0, 1, 2}
+    assert set(np.unique(result.infection)) <= {0, 1}
+    assert (result.lungs > 0).any(), "the calibrated tiny lung stage should find some lung"
+    assert not (result.infection.astype(bool) & (result.lungs == 0)).any(), "infection outside the lungs"
+    assert result.probability.min() >= 0.0 and result.probability.max() <= 1.0
+    # the report counts exactly the mask returned (small lesions were removed by the same rule)
+    again = compute_severity(
+        result.lungs, result.infection, phantom.ct.geometry, result.severity.min_lesion_ml
+    )
+    assert again.to_dict() == result.severity.to_dict()
+    assert result.severity.removed_components == 0
+    # run manifest
+    checkpoint = resolve_weights(model, tiny_weights)[model]
+    assert result.run_info.model == model and result.run_info.weights_sha256 == checkpoint.sha256
+    assert result.device == result.run_info.device == "cpu"
+    assert tuple(result.timings_s) == STAGES and all(t >= 0 for t in result.timings_s.values())
+    assert result.run_info.runtime_s == pytest.approx(sum(result.timings_s.values()))
+
+
+def test_progress_counts_every_batch_and_ends_at_its_total(phantom, tiny_weights):
+    seen = []
+    result = segment_volume(phantom.ct, _settings(tiny_weights, batch_size=5), on_progress=seen.append)
+    stages = [p.stage for p in seen]
+    assert stages.count("lungs") == math.ceil(phantom.ct.shape[0] / 5)
+    lung_slices = int(result.lungs.any(axis=(1, 2)).sum())
+    assert stages.count("infection") == math.ceil(lung_slices / 5)
+    assert [p.done for p in seen] == list(range(1, len(seen) + 1))
+    assert seen[-1].done == seen[-1].total and seen[-1].stage == "report"
+    assert set(stages) == set(STAGES) - ({"infection"} if lung_slices == 0 else set())
+
+
+def test_results_do_not_depend_on_the_batch_size(phantom, tiny_weights):
+    one = segment_volume(phantom.ct, _settings(tiny_weights, model="rdunet", batch_size=1))
+    many = segment_volume(phantom.ct, _settings(tiny_weights, model="rdunet", batch_size=7))
+    assert np.array_equal(one.lungs, many.lungs)
+    np.testing.assert_allclose(one.probability, many.probability, atol=1e-5)
+
+
+def test_stopping_early_leaves_nothing_behind(phantom, tiny_weights):
+    settings = _settings(tiny_weights, batch_size=2)
+    reference = segment_volume(phantom.ct, settings)
+    steps = iter_segmentation(phantom.ct, settings)
+    for _ in range(3):
+        next(steps)
+    steps.close()  # what napari's worker.quit() amounts to
+    again = segment_volume(phantom.ct, settings)
+    assert np.array_equal(again.lungs, reference.lungs)
+    assert np.array_equal(again.probability, reference.probability)
+
+
+def test_a_single_slice_is_a_volume_of_one_slice(phantom, tiny_weights):
+    z = phantom.ct.shape[0] // 2
+    single = CTVolume(phantom.ct.hu[z : z + 1].copy(), phantom.ct.geometry, "one slice")
+    result = segment_volume(single, _settings(tiny_weights, model="eamc"))
+    assert result.lungs.shape == result.probability.shape == (1, *phantom.ct.shape[1:])
+
+
+def test_eamc_patches_are_predicted_independently(tiny_weights):
+    """Non-overlapping 32 px patches: changing one patch changes nothing in the other fifteen."""
+    checkpoint = resolve_weights("eamc", tiny_weights)["eamc"]
+    stage = EAMCInfectionStage(network_for(checkpoint, __import__("torch").device("cpu")), 128, 32, (0, 1),
+                               __import__("torch").device("cpu"), 0.5)  # fmt: skip
+    rng = np.random.default_rng(0)
+    image = rng.random((1, 128, 128), dtype=np.float32)
+    changed = image.copy()
+    changed[0, :32, :32] = 1.0 - changed[0, :32, :32]
+    box = CropBox.full(128, 128)
+    first, second = stage.predict(image, None, box), stage.predict(changed, None, box)
+    outside = np.ones((128, 128), bool)
+    outside[:32, :32] = False
+    assert np.array_equal(first.probability[0][outside], second.probability[0][outside])
+    assert not np.array_equal(first.probability[0][~outside], second.probability[0][~outside])
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"model": "unet"}, "unknown model"),
+        ({"device": "gpu"}, "unknown device"),
+        ({"batch_size": 0}, "batch size"),
+        ({"threshold": 1.0}, "threshold"),
+        ({"min_lesion_ml": -1.0}, "min_lesion_ml"),
+    ],
+)
+def test_bad_settings_are_refused_when_made(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        dataclasses.replace(SegmentationSettings(), **changes)
+
+
+def test_a_volume_with_nan_is_refused_before_any_network_runs(phantom, tiny_weights):
+    hu = phantom.ct.hu.astype(np.float32)
+    hu[0, 0, 0] = np.nan
+    with pytest.raises(InvalidVolumeError, match="NaN"):
+        segment_volume(CTVolume(hu, phantom.ct.geometry, "broken"), _settings(tiny_weights))
+
+
+@pytest.mark.slow
+def test_bundled_weights_find_both_lungs_on_the_phantom(phantom):
+    if not (bundled_weights_dir() / "chsnet.safetensors").is_file():
+        pytest.skip(f"no bundled chsnet.safetensors in {bundled_weights_dir()} yet (filled by training)")
+    result = segment_volume(phantom.ct, SegmentationSettings(device="cpu", batch_size=4))
+    right, left = result.lungs == 1, result.lungs == 2
+    assert right.any() and left.any()
+    assert np.nonzero(right)[2].mean() < np.nonzero(left)[2].mean()
+    true_lungs = phantom.lungs > 0
+    dice = 2 * ((result.lungs > 0) & true_lungs).sum() / ((result.lungs > 0).sum() + true_lungs.sum())
+    assert dice > 0.8, f"lung Dice {dice:.3f} on the phantom with the bundled weights"
