@@ -16,15 +16,10 @@ from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 # trachea remnant), not a lung.
 MIN_SECOND_LUNG_FRACTION = 0.1
 # Radius of the per-slice rolling-ball closing that puts subpleural consolidation back into
-# the lung (see recover_dense_border); wider bites than 2x this stay out.
-BORDER_CLOSING_RADIUS_MM = 10.0
+# the lung (see recover_dense_border); bites wider than about 2x this are only partly closed.
+BORDER_CLOSING_RADIUS_MM = 15.0
 # HU range of tissue the closing may add: denser than aerated lung, lighter than bone.
 DENSE_LESION_HU = (-700.0, 200.0)
-
-
-def _disk(radius_px: int) -> np.ndarray:
-    grid = np.arange(-radius_px, radius_px + 1)
-    return (grid[:, None] ** 2 + grid[None, :] ** 2) <= radius_px**2
 
 
 def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
@@ -104,6 +99,18 @@ def label_left_right(lung_mask: np.ndarray) -> np.ndarray:
     return labels
 
 
+def _close_mm(mask: np.ndarray, radius_mm: float, spacing_yx_mm: tuple[float, float]) -> np.ndarray:
+    """Morphological closing with a disk of ``radius_mm`` through distance maps.
+
+    Exact for a Euclidean disk, in physical units, and its cost does not grow with the radius.
+    """
+    pad = int(np.ceil(radius_mm / min(spacing_yx_mm))) + 2
+    padded = np.pad(mask, pad)
+    dilated = ndi.distance_transform_edt(~padded, sampling=spacing_yx_mm) <= radius_mm
+    closed = ndi.distance_transform_edt(dilated, sampling=spacing_yx_mm) > radius_mm
+    return closed[pad:-pad, pad:-pad] | mask
+
+
 def recover_dense_border(
     lungs: np.ndarray, hu: np.ndarray, spacing_xy_mm: tuple[float, float],
     radius_mm: float = BORDER_CLOSING_RADIUS_MM,
@@ -112,23 +119,27 @@ def recover_dense_border(
 
     A lung stage that thresholds or learned aerated lung leaves a bite where consolidation
     (-100…+50 HU) touches the pleura, and the infection then goes uncounted. Closing each
-    lung's slice with a disk of ``radius_mm`` fills bites up to about twice that width; only
+    lung's slice with a ball of ``radius_mm`` fills such bites (a ball of radius r dips only
+    r - sqrt(r^2 - (w/2)^2) into a bite of width w: 2 mm for w = 15 mm at r = 15 mm); only
     voxels with lesion-like HU (``DENSE_LESION_HU``) not claimed by the other lung are added,
-    so ribs and the other lung stay out. The mediastinal concavity is far wider than the disk.
+    so ribs and the other lung stay out. The mediastinal concavity is far wider than the ball.
     """
-    radius_px = max(1, int(round(radius_mm / min(spacing_xy_mm))))
-    disk = _disk(radius_px)
+    spacing_yx = (float(spacing_xy_mm[1]), float(spacing_xy_mm[0]))
     lesion_like = (hu >= DENSE_LESION_HU[0]) & (hu <= DENSE_LESION_HU[1])
     out = lungs.copy()
-    pad = radius_px + 1
     for label in (RIGHT_LUNG, LEFT_LUNG):
         for z in range(lungs.shape[0]):
-            lung = lungs[z] == label
-            if not lung.any():
+            lung_full = lungs[z] == label
+            ys, xs = np.nonzero(lung_full)
+            if ys.size == 0:
                 continue
-            closed = ndi.binary_closing(np.pad(lung, pad), structure=disk)[pad:-pad, pad:-pad]
-            added = closed & ~lung & lesion_like[z] & (out[z] == 0)
-            out[z][added] = label
+            # Work on the lung's bounding box only: closing never reaches beyond it.
+            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+            lung = lung_full[y0:y1, x0:x1]
+            closed = _close_mm(lung, radius_mm, spacing_yx)
+            region = out[z, y0:y1, x0:x1]
+            added = closed & ~lung & lesion_like[z, y0:y1, x0:x1] & (region == 0)
+            region[added] = label
     return out
 
 
