@@ -18,15 +18,29 @@ MIN_SECOND_LUNG_FRACTION = 0.1
 # Radius of the per-slice rolling-ball closing that puts subpleural consolidation back into
 # the lung (see recover_dense_border); bites wider than about 2x this are only partly closed.
 BORDER_CLOSING_RADIUS_MM = 15.0
+# Largest axial hole (mm^2) filled slice by slice: vessels and bronchi, not a diaphragm dome.
+MAX_SLICE_HOLE_MM2 = 400.0
 # HU range of tissue the closing may add: denser than aerated lung, lighter than bone.
 DENSE_LESION_HU = (-700.0, 200.0)
 
 
-def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
-    """Fill holes of a binary mask slice by slice (axial): vessels and airways inside a lung."""
+def fill_holes_per_slice(mask: np.ndarray, max_hole_pixels: int | None = None) -> np.ndarray:
+    """Fill holes of a binary mask slice by slice (axial): vessels and airways inside a lung.
+
+    With ``max_hole_pixels`` only holes up to that area are filled: the dome of the liver or of
+    the heart, ringed by lung in a few axial slices, is a large 2-D hole that is not lung.
+    """
     out = np.empty_like(mask, dtype=bool)
     for z in range(mask.shape[0]):
-        out[z] = ndi.binary_fill_holes(mask[z])
+        filled = ndi.binary_fill_holes(mask[z])
+        if max_hole_pixels is not None:
+            holes, count = ndi.label(filled & ~mask[z])
+            if count:
+                sizes = np.bincount(holes.ravel())
+                too_big = sizes > max_hole_pixels
+                too_big[0] = False
+                filled[too_big[holes]] = False
+        out[z] = filled
     return out
 
 
@@ -146,8 +160,14 @@ def recover_dense_border(
 def postprocess_lungs(
     lung_mask: np.ndarray, hu: np.ndarray | None = None, spacing_xy_mm: tuple[float, float] = (1.0, 1.0)
 ) -> np.ndarray:
-    """Binary lung-stage output → right/left labels with holes filled and dense borders kept."""
-    labels = label_left_right(fill_holes_per_slice(lung_mask))
+    """Binary lung-stage output → right/left labels with holes filled and dense borders kept.
+
+    Holes closed in 3-D are filled whatever their size; per-slice holes only up to
+    ``MAX_SLICE_HOLE_MM2`` (vessels, bronchi, small lesions), not an organ dome ringed by lung.
+    """
+    mask = ndi.binary_fill_holes(np.asarray(lung_mask, dtype=bool))
+    max_hole = int(MAX_SLICE_HOLE_MM2 / (spacing_xy_mm[0] * spacing_xy_mm[1]))
+    labels = label_left_right(fill_holes_per_slice(mask, max_hole))
     if hu is not None:
         labels = recover_dense_border(labels, hu, spacing_xy_mm)
     return labels

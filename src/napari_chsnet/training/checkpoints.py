@@ -108,6 +108,7 @@ def save_checkpoint(
     os.close(handle)
     try:
         save_file(tensors, temporary, metadata={"chsnet": json.dumps(document, default=str)})
+        os.chmod(temporary, 0o644)  # mkstemp makes it owner-only; weights are meant to be shared
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
