@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from napari_chsnet.inference.postprocess import fill_holes_per_slice, largest_components, postprocess_lungs
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
