@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_chsnet.cli._common import fraction, positive_float, positive_int, run_reporting_errors
+from napari_chsnet.cli._common import run_reporting_errors
+from napari_chsnet.cli.options import fraction, positive_float, positive_int
 from napari_chsnet.errors import ConfigError
 from napari_chsnet.registry import DEFAULT_MODEL, MODEL_KEYS
 
