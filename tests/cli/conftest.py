@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-import torch
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -13,14 +12,6 @@ from inference.factory import small_phantom, write_tiny_weights_set
 from napari_chsnet.inference.weights import clear_cache
 from napari_chsnet.io.volume import CTVolume, Geometry
 from napari_chsnet.io.writers import write_volume
-
-
-@pytest.fixture(scope="session", autouse=True)
-def one_thread_per_session():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

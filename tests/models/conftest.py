@@ -3,16 +3,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Run the model tests on one thread: on a shared 2-core machine, two OpenMP threads wait on each other
-    whenever another process holds a core (a training step measured 23 s with 2 threads, 0.13 s with 1)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture
 def disk_slices():
     """Four 64 x 64 slices with one bright disk each on a noisy background, and the disk masks."""

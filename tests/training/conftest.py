@@ -21,13 +21,9 @@ TINY_NETWORKS = {
 
 
 @pytest.fixture(autouse=True)
-def _one_thread_and_private_home(tmp_path_factory, monkeypatch):
-    """One thread (two are ~100x slower on the busy machine) and a throw-away user data folder."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _private_home(tmp_path_factory, monkeypatch):
+    """A throw-away user data folder (one torch thread comes from tests/conftest.py)."""
     monkeypatch.setenv("CHSNET_HOME", str(tmp_path_factory.mktemp("chsnet_home")))
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -20,18 +20,6 @@ PREPROCESSING = {
 }
 
 
-@pytest.fixture(scope="session", autouse=True)
-def one_torch_thread():
-    """Toy networks gain nothing from threads, and on a shared CI machine OpenMP threads competing
-    with other jobs made a 0.5 s segmentation take 10-60 s."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A weights set of toy-width, random-init CHS-Net and RD-UNet (masks are meaningless, fast)."""
