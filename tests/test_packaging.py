@@ -44,7 +44,8 @@ def test_wheel_contains_manifest_resources_and_every_subpackage(tmp_path):
     pytest.importorskip("build")
     result = subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(REPO)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     wheel = next(tmp_path.glob("napari_chsnet-*.whl"))
@@ -53,7 +54,9 @@ def test_wheel_contains_manifest_resources_and_every_subpackage(tmp_path):
     assert "napari_chsnet/resources/__init__.py" in names
     subpackages = {p.parent.relative_to(REPO / "src").as_posix() for p in PACKAGE.rglob("__init__.py")}
     for subpackage in subpackages:
-        assert f"{subpackage}/__init__.py" in names, f"{subpackage} missing from the wheel (add it to pyproject)"
+        assert f"{subpackage}/__init__.py" in names, (
+            f"{subpackage} missing from the wheel (add it to pyproject)"
+        )
     for shipped in (REPO / "resources").rglob("*"):
         if shipped.is_file() and shipped.suffix in {".safetensors", ".json", ".md"}:
             relative = shipped.relative_to(REPO / "resources").as_posix()

@@ -36,11 +36,18 @@ def write_tiny_set(folder: Path, seed: int = 0, models=tuple(TINY_NETWORKS)) -> 
     for model in models:
         torch.manual_seed(seed)
         network = build_model(model, **TINY_NETWORKS[model])
-        preprocessing = {"window_hu": [-1000, 400], "lung_input_size": SIZE, "infection_input_size": SIZE, "crop": "lungs"}
+        preprocessing = {
+            "window_hu": [-1000, 400],
+            "lung_input_size": SIZE,
+            "infection_input_size": SIZE,
+            "crop": "lungs",
+        }
         if model == "eamc":
             preprocessing["patch_size"] = 32
         metadata = {"role": "infection", "pipeline": model, "preprocessing": preprocessing}
-        save_checkpoint(folder / f"{model}.safetensors", network, model, metadata=metadata, half_precision=True)
+        save_checkpoint(
+            folder / f"{model}.safetensors", network, model, metadata=metadata, half_precision=True
+        )
     return folder
 
 

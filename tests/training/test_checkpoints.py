@@ -17,7 +17,9 @@ def test_checkpoint_round_trip_restores_network_and_metadata(tmp_path, half):
     torch.manual_seed(0)
     network = build_model("rdunet", base_channels=4, se_reduction=2)
     path = tmp_path / "rdunet.safetensors"
-    sha = save_checkpoint(path, network, "rdunet", metadata={"role": "infection", "metrics": {"dice": 0.5}}, half_precision=half)
+    sha = save_checkpoint(
+        path, network, "rdunet", metadata={"role": "infection", "metrics": {"dice": 0.5}}, half_precision=half
+    )
     loaded = load_checkpoint(path, expected_model="rdunet")
     rebuilt = loaded.build()
     assert loaded.sha256 == sha and loaded.metadata["metrics"] == {"dice": 0.5}
@@ -26,7 +28,9 @@ def test_checkpoint_round_trip_restores_network_and_metadata(tmp_path, half):
         restored = rebuilt.state_dict()[key]
         assert restored.dtype == value.dtype, key  # fp16 is cast back to float32
         # fp16 keeps ~3 significant digits; fp32 is exact
-        torch.testing.assert_close(restored, value.half().to(value.dtype) if half and value.is_floating_point() else value)
+        torch.testing.assert_close(
+            restored, value.half().to(value.dtype) if half and value.is_floating_point() else value
+        )
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):

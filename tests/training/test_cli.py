@@ -49,16 +49,38 @@ def test_train_reports_a_bad_config_in_one_line(tmp_path, capsys):
 
 def test_finetune_on_nifti_files_writes_a_usable_set(tmp_path, tiny_set, phantom, capsys):
     paths = {}
-    for name, array, label in (("ct", phantom.ct.hu, False), ("lungs", phantom.lungs, True), ("infection", phantom.infection, True)):
+    for name, array, label in (
+        ("ct", phantom.ct.hu, False),
+        ("lungs", phantom.lungs, True),
+        ("infection", phantom.infection, True),
+    ):
         paths[name] = write_volume(tmp_path / f"{name}.nii.gz", array, phantom.ct.geometry, is_label=label)
     out = tmp_path / "tuned"
     before = file_sha256(tiny_set / "rdunet.safetensors")
-    argv = ["finetune", "--model", "rdunet", "--image", str(paths["ct"]), "--lungs", str(paths["lungs"]),
-            "--infection", str(paths["infection"]), "--weights", str(tiny_set), "--epochs", "1", "--replay", "0",
-            "-o", str(out)]
+    argv = [
+        "finetune",
+        "--model",
+        "rdunet",
+        "--image",
+        str(paths["ct"]),
+        "--lungs",
+        str(paths["lungs"]),
+        "--infection",
+        str(paths["infection"]),
+        "--weights",
+        str(tiny_set),
+        "--epochs",
+        "1",
+        "--replay",
+        "0",
+        "-o",
+        str(out),
+    ]
     assert chsnet(argv) == 0
     assert "Dice on the corrected slices" in capsys.readouterr().out
-    assert load_checkpoint(out / "rdunet.safetensors", expected_model="rdunet").metadata["finetune"]["cases"] == ["ct"]
+    assert load_checkpoint(out / "rdunet.safetensors", expected_model="rdunet").metadata["finetune"][
+        "cases"
+    ] == ["ct"]
     assert (out / "chsnet.safetensors").is_file() and file_sha256(tiny_set / "rdunet.safetensors") == before
     assert chsnet(argv) == 2  # the output exists
     assert "--overwrite" in capsys.readouterr().err

@@ -14,7 +14,9 @@ def test_zenodo_layout_gives_every_lung_slice_with_case_ids(tmp_path, phantom):
     for name in ("coronacases_001.nii.gz", "radiopaedia_002.nii.gz"):
         write_volume(tmp_path / "ct_scans" / name, phantom.ct.hu, phantom.ct.geometry)
         write_volume(tmp_path / "lung_mask" / name, phantom.lungs, phantom.ct.geometry, is_label=True)
-        write_volume(tmp_path / "infection_mask" / name, phantom.infection, phantom.ct.geometry, is_label=True)
+        write_volume(
+            tmp_path / "infection_mask" / name, phantom.infection, phantom.ct.geometry, is_label=True
+        )
     slices = read_volume_folder(tmp_path)
     lung_slices = sum((phantom.lungs[z] > 0).mean() >= 0.002 for z in range(phantom.lungs.shape[0]))
     assert len(slices) == 2 * lung_slices

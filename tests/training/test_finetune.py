@@ -26,11 +26,19 @@ def _hashes(folder):
 def test_finetune_corrects_a_systematic_error(tiny_set, phantom, tmp_path):
     # The base network learnt only the consolidated cores of the lesions (it misses ground-glass, a
     # systematic under-segmentation); the radiologist's correction is the full infection mask.
-    base = finetune(tiny_set, "chsnet", [(phantom.ct, phantom.lungs, phantom.consolidation.astype(np.uint8))],
-                    output=tmp_path / "consolidation_only", augment=AugmentSettings.none(), **FAST)
+    base = finetune(
+        tiny_set,
+        "chsnet",
+        [(phantom.ct, phantom.lungs, phantom.consolidation.astype(np.uint8))],
+        output=tmp_path / "consolidation_only",
+        augment=AugmentSettings.none(),
+        **FAST,
+    )
     result = finetune(base.weights_dir, "chsnet", [(phantom.ct, phantom.lungs, phantom.infection)], **FAST)
     # Measured: 0.42 -> 0.88 (one thread). 0.2 of margin for platform differences.
-    assert result.dice_after > result.dice_before + 0.2, f"Dice {result.dice_before:.3f} -> {result.dice_after:.3f}"
+    assert result.dice_after > result.dice_before + 0.2, (
+        f"Dice {result.dice_before:.3f} -> {result.dice_after:.3f}"
+    )
     info = json.loads((result.weights_dir / "version.json").read_text())
     assert info["dice_before"] == pytest.approx(result.dice_before, abs=1e-4)
     assert info["base_sha256"] == file_sha256(base.checkpoint)
@@ -40,11 +48,20 @@ def test_finetune_corrects_a_systematic_error(tiny_set, phantom, tmp_path):
 def test_new_version_is_a_complete_set_and_the_base_is_untouched(tiny_set, phantom):
     before = _hashes(tiny_set)
     steps = []
-    result = finetune(tiny_set, "rdunet", [(phantom.ct, phantom.lungs, phantom.infection, [3, 4])], epochs=1,
-                      replay=0.0, on_step=lambda step, total, loss: steps.append((step, total)))
+    result = finetune(
+        tiny_set,
+        "rdunet",
+        [(phantom.ct, phantom.lungs, phantom.infection, [3, 4])],
+        epochs=1,
+        replay=0.0,
+        on_step=lambda step, total, loss: steps.append((step, total)),
+    )
     assert _hashes(tiny_set) == before
     assert result.weights_dir.parent == user_weights_dir() / "rdunet"
-    assert {p.name for p in result.weights_dir.glob("*.safetensors")} == {"rdunet.safetensors", "chsnet.safetensors"}
+    assert {p.name for p in result.weights_dir.glob("*.safetensors")} == {
+        "rdunet.safetensors",
+        "chsnet.safetensors",
+    }
     # the lung stage is copied unchanged so that the set is self-contained
     assert file_sha256(result.weights_dir / "chsnet.safetensors") == before["chsnet.safetensors"]
     assert result.corrected_slices == 2 and steps[-1] == (1, 1)  # only the two edited slices, batch 4
@@ -53,8 +70,14 @@ def test_new_version_is_a_complete_set_and_the_base_is_untouched(tiny_set, phant
 
 def test_cancel_leaves_nothing_written(tiny_set, phantom):
     with pytest.raises(Cancelled):
-        finetune(tiny_set, "chsnet", [(phantom.ct, phantom.lungs, phantom.infection)], epochs=3, replay=0.0,
-                 should_stop=lambda: True)
+        finetune(
+            tiny_set,
+            "chsnet",
+            [(phantom.ct, phantom.lungs, phantom.infection)],
+            epochs=3,
+            replay=0.0,
+            should_stop=lambda: True,
+        )
     versions = user_weights_dir() / "chsnet"
     assert not versions.exists() or list(versions.iterdir()) == []
     assert list_versions() == []
@@ -62,14 +85,24 @@ def test_cancel_leaves_nothing_written(tiny_set, phantom):
 
 def test_replay_mixes_in_earlier_corrections(tiny_set, phantom, tmp_path):
     edited = (2, 3, 4, 5)
-    earlier = save_correction(CorrectedCase(phantom.ct, phantom.lungs, phantom.infection, "earlier", edited), tmp_path)
-    result = finetune(tiny_set, "rdunet", [(phantom.ct, phantom.lungs, phantom.infection, [3, 4])], epochs=1,
-                      replay=0.5, replay_from=[earlier])
+    earlier = save_correction(
+        CorrectedCase(phantom.ct, phantom.lungs, phantom.infection, "earlier", edited), tmp_path
+    )
+    result = finetune(
+        tiny_set,
+        "rdunet",
+        [(phantom.ct, phantom.lungs, phantom.infection, [3, 4])],
+        epochs=1,
+        replay=0.5,
+        replay_from=[earlier],
+    )
     assert (result.corrected_slices, result.replay_slices) == (2, 2)
 
 
 def test_eamc_members_are_tuned_and_the_lung_stage_copied(tiny_set, phantom):
-    result = finetune(tiny_set, "eamc", [(phantom.ct, phantom.lungs, phantom.infection, [3])], epochs=1, replay=0.0)
+    result = finetune(
+        tiny_set, "eamc", [(phantom.ct, phantom.lungs, phantom.infection, [3])], epochs=1, replay=0.0
+    )
     tuned, base = load_checkpoint(result.checkpoint), load_checkpoint(tiny_set / "eamc.safetensors")
     assert tuned.config["n_members"] == 2
     assert result.info["files"]["chsnet.safetensors"] == file_sha256(tiny_set / "chsnet.safetensors")
@@ -77,8 +110,14 @@ def test_eamc_members_are_tuned_and_the_lung_stage_copied(tiny_set, phantom):
 
 
 def test_chsnet_lung_stage_is_tuned_on_request(tiny_set, phantom):
-    result = finetune(tiny_set, "chsnet", [(phantom.ct, phantom.lungs, phantom.infection, [4])], epochs=1,
-                      replay=0.0, tune_lungs=True)
+    result = finetune(
+        tiny_set,
+        "chsnet",
+        [(phantom.ct, phantom.lungs, phantom.infection, [4])],
+        epochs=1,
+        replay=0.0,
+        tune_lungs=True,
+    )
     assert result.lung_dice_before is not None and result.lung_dice_after >= result.lung_dice_before
 
 

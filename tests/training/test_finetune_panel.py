@@ -51,7 +51,9 @@ def test_finetune_panel_cancels_then_writes_a_version(make_napari_viewer, qtbot,
     viewer = make_napari_viewer()
     data, kwargs, _ = ct_layer(phantom.ct, name="phantom CT")
     viewer.add_image(data, **kwargs)
-    lungs = viewer.add_labels(phantom.lungs.copy(), name="lungs", scale=kwargs["scale"], translate=kwargs["translate"])
+    lungs = viewer.add_labels(
+        phantom.lungs.copy(), name="lungs", scale=kwargs["scale"], translate=kwargs["translate"]
+    )
     infection = viewer.add_labels(np.zeros_like(phantom.infection), name="infection", scale=kwargs["scale"])
     panel = FinetunePanel(viewer, ResultLayers(viewer))
     assert panel.lungs.value is lungs and panel.infection.value is infection

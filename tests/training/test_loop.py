@@ -16,7 +16,7 @@ from napari_chsnet.models.factory import build_model
 from napari_chsnet.models.losses import BCEDiceLoss
 from napari_chsnet.training import distributed
 from napari_chsnet.training.augment import AugmentSettings
-from napari_chsnet.training.config import load_config
+from napari_chsnet.training.config import DataConfig, EAMCConfig, load_config
 from napari_chsnet.training.datasets import slices_of_volume
 from napari_chsnet.training.loop import Cancelled, FitSettings, fit
 from napari_chsnet.training.stage_data import lung_stage_arrays
@@ -32,7 +32,9 @@ def test_training_loss_decreases_on_the_phantom(phantom):
     torch.manual_seed(0)
     network = build_model("raiunet", base_channels=4)
     data = _lung_arrays(phantom)
-    settings = FitSettings(epochs=4, batch_size=4, learning_rate=1e-2, augment=AugmentSettings.none(), patience=10)
+    settings = FitSettings(
+        epochs=4, batch_size=4, learning_rate=1e-2, augment=AugmentSettings.none(), patience=10
+    )
     result = fit(network, data, data, BCEDiceLoss(), settings)
     losses = [record.train_loss for record in result.history]
     assert losses[-1] < 0.8 * losses[0], f"loss per epoch {losses}"
@@ -42,8 +44,15 @@ def test_should_stop_cancels_after_the_current_step(phantom):
     data = _lung_arrays(phantom)
     steps = []
     with pytest.raises(Cancelled):
-        fit(build_model("raiunet", base_channels=4), data, data, BCEDiceLoss(), FitSettings(epochs=3, batch_size=4),
-            on_step=lambda step, total, loss: steps.append(step), should_stop=lambda: len(steps) >= 2)
+        fit(
+            build_model("raiunet", base_channels=4),
+            data,
+            data,
+            BCEDiceLoss(),
+            FitSettings(epochs=3, batch_size=4),
+            on_step=lambda step, total, loss: steps.append(step),
+            should_stop=lambda: len(steps) >= 2,
+        )
     assert steps == [1, 2]
 
 
@@ -67,8 +76,13 @@ def _ddp_worker(rank: int, world_size: int, port: int, folder: str) -> None:
     import os
 
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size),
-                      RANK=str(rank), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world_size),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
     context = distributed.init_from_env()
     assert context is not None and context.world_size == world_size
     generator = torch.Generator().manual_seed(0)
@@ -81,9 +95,19 @@ def _ddp_worker(rank: int, world_size: int, port: int, folder: str) -> None:
     network = build_model("raiunet", base_channels=4)
     settings = FitSettings(epochs=2, batch_size=2, learning_rate=1e-2, patience=5)  # default augmentation
     steps = []
-    fit(network, data, data.subset([0, 1]), BCEDiceLoss(), settings, log_path=Path(folder) / f"log{rank}.csv",
-        on_step=lambda step, total, loss: steps.append(total))
-    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(Path(folder) / f"rank{rank}.safetensors"))
+    fit(
+        network,
+        data,
+        data.subset([0, 1]),
+        BCEDiceLoss(),
+        settings,
+        log_path=Path(folder) / f"log{rank}.csv",
+        on_step=lambda step, total, loss: steps.append(total),
+    )
+    save_file(
+        {k: v.contiguous() for k, v in network.state_dict().items()},
+        str(Path(folder) / f"rank{rank}.safetensors"),
+    )
     (Path(folder) / f"steps{rank}.txt").write_text(f"{len(steps)} {steps[-1]}")
     distributed.shutdown()
 
@@ -99,7 +123,9 @@ def test_two_process_gloo_training_ends_with_identical_weights(tmp_path):
     assert any(not torch.equal(weights[0][k], untrained[k]) for k in untrained if k.endswith("weight"))
     # 6 samples, 2 ranks, batch 2: 2 steps per epoch on each rank (not 3), 2 epochs
     assert [(tmp_path / f"steps{r}.txt").read_text() for r in (0, 1)] == ["4 4", "4 4"]
-    assert (tmp_path / "log0.csv").exists() and not (tmp_path / "log1.csv").exists(), "only rank 0 writes logs"
+    assert (tmp_path / "log0.csv").exists() and not (tmp_path / "log1.csv").exists(), (
+        "only rank 0 writes logs"
+    )
     assert not dist.is_initialized()
 
 
@@ -110,5 +136,52 @@ def test_tiny_config_trains_and_writes_a_checkpoint(tmp_path):
     config = dataclasses.replace(load_config(TINY_CONFIG), output=str(tmp_path / "run"))
     path = run_training(config, log=lambda message: None)
     checkpoint = load_checkpoint(path, expected_model="chsnet")
-    assert checkpoint.metadata["role"] == "lungs" and checkpoint.metadata["preprocessing"]["lung_input_size"] == 64
+    assert (
+        checkpoint.metadata["role"] == "lungs"
+        and checkpoint.metadata["preprocessing"]["lung_input_size"] == 64
+    )
     assert (tmp_path / "run" / "log.csv").read_text().count("\n") == 1 + config.epochs
+
+
+def test_continuing_the_lung_stage_keeps_the_infection_stage_and_its_input_size(tmp_path, tiny_set):
+    """A lung-only round started from a full cascade must not touch (or relabel) the infection stage."""
+    from napari_chsnet.training.checkpoints import load_checkpoint
+    from napari_chsnet.training.recipes import run_training
+
+    start = load_checkpoint(tiny_set / "chsnet.safetensors", expected_model="chsnet")
+    config = dataclasses.replace(
+        load_config(TINY_CONFIG),
+        output=str(tmp_path / "run"),
+        init_from=str(tiny_set / "chsnet.safetensors"),
+        input_size=48,
+    )
+    continued = load_checkpoint(run_training(config, log=lambda message: None), expected_model="chsnet")
+    sizes = continued.metadata["preprocessing"]
+    assert sizes["lung_input_size"] == 48, "the trained stage's size comes from the config"
+    assert sizes["infection_input_size"] == start.metadata["preprocessing"]["infection_input_size"] == 64
+    before, after = start.build(), continued.build()
+    for name, value in before.infection_net.state_dict().items():
+        torch.testing.assert_close(after.infection_net.state_dict()[name], value)
+    changed = [
+        not torch.equal(after.lung_net.state_dict()[n], v)
+        for n, v in before.lung_net.state_dict().items()
+        if v.is_floating_point()
+    ]
+    assert any(changed), "the lung stage trained"
+
+
+def test_continuing_an_ensemble_needs_the_same_member_count(tmp_path, tiny_set):
+    from napari_chsnet.errors import ConfigError
+    from napari_chsnet.training.recipes import run_training
+
+    config = dataclasses.replace(
+        load_config(TINY_CONFIG),
+        model="eamc",
+        stage="infection",
+        output=str(tmp_path / "run"),
+        init_from=str(tiny_set / "eamc.safetensors"),
+        eamc=EAMCConfig(members=3, slice_size=64),
+        data=DataConfig(phantoms=1, phantom_shape=(8, 64, 64)),
+    )
+    with pytest.raises(ConfigError, match="has 2 EAMC members; the config asks for 3"):
+        run_training(config, log=lambda message: None)

@@ -49,7 +49,9 @@ def test_unknown_version_is_refused_with_the_known_ones():
 
 
 def test_saved_correction_round_trips_with_its_edited_slices(tmp_path, phantom):
-    case = CorrectedCase(phantom.ct, phantom.lungs, phantom.infection, "patient 7/ct", (5, 2, 2), lungs_edited=True)
+    case = CorrectedCase(
+        phantom.ct, phantom.lungs, phantom.infection, "patient 7/ct", (5, 2, 2), lungs_edited=True
+    )
     folder = save_correction(case, tmp_path)
     assert folder.name == "patient_7_ct" and saved_corrections(tmp_path) == [folder]
     loaded = CorrectedCase.from_folder(folder)

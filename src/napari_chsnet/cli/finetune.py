@@ -22,19 +22,51 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "finetune", help=HELP, description=HELP, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument("--model", choices=MODEL_KEYS, default=DEFAULT_MODEL, help="which network to tune")
-    parser.add_argument("--image", action="append", default=[], type=Path,
-                        help="a CT (DICOM folder, NIfTI, MHA, NRRD); repeat with --lungs/--infection for more cases")
-    parser.add_argument("--lungs", action="append", default=[], type=Path, help="corrected lung labels of the --image at the same position")
-    parser.add_argument("--infection", action="append", default=[], type=Path, help="corrected infection mask of that --image")
-    parser.add_argument("--corrections", action="append", default=[], type=Path,
-                        help="a correction folder saved by the napari panel (ct/lungs/infection.nii.gz); repeatable")
-    parser.add_argument("--weights", type=Path, default=None, help="base weights set (folder) or .safetensors file (default: bundled)")
+    parser.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        type=Path,
+        help="a CT (DICOM folder, NIfTI, MHA, NRRD); repeat with --lungs/--infection for more cases",
+    )
+    parser.add_argument(
+        "--lungs",
+        action="append",
+        default=[],
+        type=Path,
+        help="corrected lung labels of the --image at the same position",
+    )
+    parser.add_argument(
+        "--infection", action="append", default=[], type=Path, help="corrected infection mask of that --image"
+    )
+    parser.add_argument(
+        "--corrections",
+        action="append",
+        default=[],
+        type=Path,
+        help="a correction folder saved by the napari panel (ct/lungs/infection.nii.gz); repeatable",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="base weights set (folder) or .safetensors file (default: bundled)",
+    )
     parser.add_argument("--epochs", type=positive_int, default=5, help="passes over the training slices")
-    parser.add_argument("--all-slices", action="store_true",
-                        help="train on every slice with lung, not only the edited ones (cases from --image always use all)")
-    parser.add_argument("--replay", type=fraction, default=0.25,
-                        help="fraction of training slices replayed from earlier corrections / COVID-SemiSeg")
-    parser.add_argument("--tune-lungs", action="store_true", help="CHS-Net: also tune the lung stage (lungs were corrected)")
+    parser.add_argument(
+        "--all-slices",
+        action="store_true",
+        help="train on every slice with lung, not only the edited ones (cases from --image always use all)",
+    )
+    parser.add_argument(
+        "--replay",
+        type=fraction,
+        default=0.25,
+        help="fraction of training slices replayed from earlier corrections / COVID-SemiSeg",
+    )
+    parser.add_argument(
+        "--tune-lungs", action="store_true", help="CHS-Net: also tune the lung stage (lungs were corrected)"
+    )
     parser.add_argument("--learning-rate", type=positive_float, default=1e-4, help="Adam learning rate")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="slices per step")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -67,13 +99,25 @@ def _finetune(args: argparse.Namespace) -> int:
     from napari_chsnet.training.finetune import finetune
 
     result = finetune(
-        args.weights, args.model, _cases(args), epochs=args.epochs, only_edited_slices=not args.all_slices,
-        replay=args.replay, tune_lungs=args.tune_lungs, learning_rate=args.learning_rate,
-        batch_size=args.batch_size, output=args.output, overwrite=args.overwrite, device=args.device,
-        on_step=_progress(), log=lambda message: print(message, flush=True),
+        args.weights,
+        args.model,
+        _cases(args),
+        epochs=args.epochs,
+        only_edited_slices=not args.all_slices,
+        replay=args.replay,
+        tune_lungs=args.tune_lungs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        output=args.output,
+        overwrite=args.overwrite,
+        device=args.device,
+        on_step=_progress(),
+        log=lambda message: print(message, flush=True),
     )
     print(f"Dice on the corrected slices: {result.dice_before:.3f} -> {result.dice_after:.3f}")
     if result.lung_dice_before is not None:
-        print(f"lung Dice on the corrected slices: {result.lung_dice_before:.3f} -> {result.lung_dice_after:.3f}")
+        print(
+            f"lung Dice on the corrected slices: {result.lung_dice_before:.3f} -> {result.lung_dice_after:.3f}"
+        )
     print(f"weights set: {result.weights_dir} (use: chsnet segment --weights {result.weights_dir})")
     return 0

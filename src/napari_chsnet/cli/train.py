@@ -19,9 +19,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser(
         "train", help=HELP, description=HELP, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--config", required=True, type=Path, help="training configuration (YAML), e.g. configs/rdunet.yaml")
-    parser.add_argument("--output", type=Path, default=None, help="output folder (default: the config's `output`)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in the output folder")
+    parser.add_argument(
+        "--config", required=True, type=Path, help="training configuration (YAML), e.g. configs/rdunet.yaml"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, help="output folder (default: the config's `output`)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a checkpoint already in the output folder"
+    )
     parser.set_defaults(run=run)
     return parser
 

@@ -54,7 +54,9 @@ def largest_components(mask: np.ndarray, keep: int) -> list[np.ndarray]:
     return [labels == (index + 1) for index in order]
 
 
-def _split_touching_lungs(component: np.ndarray, max_erosions: int = 12) -> tuple[np.ndarray, np.ndarray] | None:
+def _split_touching_lungs(
+    component: np.ndarray, max_erosions: int = 12
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Split one component holding both lungs at its thinnest junction.
 
     Erodes until the component falls apart into two sizeable parts, then grows those seeds back
@@ -126,7 +128,9 @@ def _close_mm(mask: np.ndarray, radius_mm: float, spacing_yx_mm: tuple[float, fl
 
 
 def recover_dense_border(
-    lungs: np.ndarray, hu: np.ndarray, spacing_xy_mm: tuple[float, float],
+    lungs: np.ndarray,
+    hu: np.ndarray,
+    spacing_xy_mm: tuple[float, float],
     radius_mm: float = BORDER_CLOSING_RADIUS_MM,
 ) -> np.ndarray:
     """Put dense subpleural consolidation back into each lung (per-slice rolling-ball closing).

@@ -62,8 +62,10 @@ def lung_crop_box(lung_mask: np.ndarray, margin_fraction: float = CROP_MARGIN_FR
     margin_y = int(round(margin_fraction * (ys[-1] - ys[0] + 1))) + 1
     margin_x = int(round(margin_fraction * (xs[-1] - xs[0] + 1))) + 1
     return CropBox(
-        max(0, ys[0] - margin_y), min(height, ys[-1] + 1 + margin_y),
-        max(0, xs[0] - margin_x), min(width, xs[-1] + 1 + margin_x),
+        max(0, ys[0] - margin_y),
+        min(height, ys[-1] + 1 + margin_y),
+        max(0, xs[0] - margin_x),
+        min(width, xs[-1] + 1 + margin_x),
     )
 
 
@@ -88,7 +90,9 @@ def restore_probabilities(probabilities: torch.Tensor, box: CropBox, height: int
     Probabilities are resampled before any threshold (a thresholded mask resampled gives
     staircase borders); outside the box they are 0.
     """
-    resized = F.interpolate(probabilities.float(), size=(box.height, box.width), mode="bilinear", align_corners=False)
+    resized = F.interpolate(
+        probabilities.float(), size=(box.height, box.width), mode="bilinear", align_corners=False
+    )
     out = np.zeros((probabilities.shape[0], height, width), dtype=np.float32)
     out[:, box.y0 : box.y1, box.x0 : box.x1] = resized[:, 0].clamp_(0, 1).cpu().numpy()
     return out

@@ -51,7 +51,9 @@ def augment_batch(
     )
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    masks = (F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False) >= 0.5).float()
+    masks = (
+        F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False) >= 0.5
+    ).float()
     contrast = (1.0 + _uniform(n, settings.contrast, generator)).view(n, 1, 1, 1)
     brightness = _uniform(n, settings.brightness, generator).view(n, 1, 1, 1)
     gamma = torch.exp(_uniform(n, settings.gamma, generator)).view(n, 1, 1, 1)

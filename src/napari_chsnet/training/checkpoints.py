@@ -134,9 +134,13 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
     except (KeyError, json.JSONDecodeError) as exc:
         raise WeightsError(f"{path} is a safetensors file without napari-chsnet metadata") from exc
     if document.get("format") != CHECKPOINT_FORMAT:
-        raise WeightsError(f"{path} has metadata of format {document.get('format')!r}, not {CHECKPOINT_FORMAT}")
+        raise WeightsError(
+            f"{path} has metadata of format {document.get('format')!r}, not {CHECKPOINT_FORMAT}"
+        )
     if int(document.get("format_version", 0)) > CHECKPOINT_FORMAT_VERSION:
-        raise WeightsError(f"{path} was written by a newer napari-chsnet (format {document['format_version']}); upgrade")
+        raise WeightsError(
+            f"{path} was written by a newer napari-chsnet (format {document['format_version']}); upgrade"
+        )
     return document
 
 
@@ -145,7 +149,9 @@ def load_checkpoint(path: str | os.PathLike, expected_model: str | None = None) 
     path = Path(path)
     document = read_checkpoint_metadata(path)
     if expected_model is not None and document["model"] != expected_model:
-        raise WeightsError(f"{path} holds a '{document['model']}' network, not the '{expected_model}' asked for")
+        raise WeightsError(
+            f"{path} holds a '{document['model']}' network, not the '{expected_model}' asked for"
+        )
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
     meta = {k: v for k, v in document.items() if k not in ("model", "config")}
     return Checkpoint(document["model"], dict(document["config"]), state, meta, file_sha256(path), path)

@@ -59,7 +59,9 @@ class TrainConfig:
     threads: int = 1
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     eamc: EAMCConfig = field(default_factory=EAMCConfig)
-    init_from: str | None = None  # checkpoint to start from (CHS-Net infection: the lung run)
+    init_from: str | None = (
+        None  # checkpoint to continue from (CHS-Net: it carries both stages; EAMC: same member count)
+    )
     output: str = "runs/train"
     half_precision: bool = True
     device: str = "auto"  # "auto": this rank's GPU under torchrun, else the first GPU, else the CPU
@@ -75,7 +77,9 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+        raise ConfigError(
+            f"{where}: unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
+        )
     return cls(**values)
 
 
@@ -108,7 +112,9 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
     if config.model not in STAGES:
         raise ConfigError(f"{where}: model must be one of {', '.join(STAGES)}; got {config.model!r}")
     if config.stage not in STAGES[config.model]:
-        raise ConfigError(f"{where}: {config.model} trains stage(s) {', '.join(STAGES[config.model])}, not {config.stage!r}")
+        raise ConfigError(
+            f"{where}: {config.model} trains stage(s) {', '.join(STAGES[config.model])}, not {config.stage!r}"
+        )
     if config.loss not in LOSSES:
         raise ConfigError(f"{where}: loss must be one of {', '.join(LOSSES)}; got {config.loss!r}")
     if config.input_size % 16:

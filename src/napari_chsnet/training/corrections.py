@@ -59,11 +59,15 @@ class CorrectedCase:
         if self.edited_slices is not None:
             bad = [z for z in self.edited_slices if not 0 <= z < self.ct.shape[0]]
             if bad:
-                raise InvalidVolumeError(f"case {self.name}: edited slices {bad} lie outside 0..{self.ct.shape[0] - 1}")
+                raise InvalidVolumeError(
+                    f"case {self.name}: edited slices {bad} lie outside 0..{self.ct.shape[0] - 1}"
+                )
             self.edited_slices = tuple(sorted({int(z) for z in self.edited_slices}))
 
     @classmethod
-    def from_files(cls, image: str | Path, lungs: str | Path, infection: str | Path, name: str | None = None) -> CorrectedCase:
+    def from_files(
+        cls, image: str | Path, lungs: str | Path, infection: str | Path, name: str | None = None
+    ) -> CorrectedCase:
         """Read a CT (any format the readers take) and its two masks (on the CT's grid)."""
         from napari_chsnet.io.readers import read_ct
         from napari_chsnet.io.writers import read_mask
@@ -125,7 +129,12 @@ def save_correction(case: CorrectedCase, root: Path | None = None, *, overwrite:
     try:
         write_volume(staging / "ct.nii.gz", case.ct.hu, case.ct.geometry)
         write_volume(staging / "lungs.nii.gz", case.lungs.astype(np.uint8), case.ct.geometry, is_label=True)
-        write_volume(staging / "infection.nii.gz", (case.infection > 0).astype(np.uint8), case.ct.geometry, is_label=True)
+        write_volume(
+            staging / "infection.nii.gz",
+            (case.infection > 0).astype(np.uint8),
+            case.ct.geometry,
+            is_label=True,
+        )
         edited = {"slices": list(case.edited_slices or ()), "lungs_edited": case.lungs_edited}
         (staging / EDITED_SLICES_FILE).write_text(json.dumps(edited))
         if target.exists():
@@ -144,6 +153,10 @@ def saved_corrections(root: Path | None = None, exclude: Sequence[str] = ()) -> 
         return []
     skip = set(exclude)
     return sorted(
-        p for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and p.name not in skip and all((p / f).is_file() for f in CORRECTION_FILES)
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and p.name not in skip
+        and all((p / f).is_file() for f in CORRECTION_FILES)
     )

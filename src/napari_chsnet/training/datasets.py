@@ -116,8 +116,12 @@ def read_semiseg(
 
 
 def slices_of_volume(
-    volume: CTVolume, lungs: np.ndarray, infection: np.ndarray | None, case_id: str,
-    slice_indices: Sequence[int] | None = None, min_lung_fraction: float = 0.002,
+    volume: CTVolume,
+    lungs: np.ndarray,
+    infection: np.ndarray | None,
+    case_id: str,
+    slice_indices: Sequence[int] | None = None,
+    min_lung_fraction: float = 0.002,
 ) -> list[LabelledSlice]:
     """Axial slices of a HU volume with its labels; slices without lung are skipped."""
     unit = hu_to_unit(volume.hu)
@@ -130,8 +134,12 @@ def slices_of_volume(
             continue
         out.append(
             LabelledSlice(
-                case_id, unit[z], lung, None if infection is None else infection[z] > 0,
-                source=f"{volume.source}#z={z}", crop_box=box,
+                case_id,
+                unit[z],
+                lung,
+                None if infection is None else infection[z] > 0,
+                source=f"{volume.source}#z={z}",
+                crop_box=box,
             )
         )
     return out
@@ -151,7 +159,9 @@ def read_volume_folder(root: str | Path) -> list[LabelledSlice]:
         volume = read_ct(scan)
         lungs = read_mask(root / "lung_mask" / scan.name, volume.geometry, volume.shape)
         infection_path = root / "infection_mask" / scan.name
-        infection = read_mask(infection_path, volume.geometry, volume.shape) if infection_path.exists() else None
+        infection = (
+            read_mask(infection_path, volume.geometry, volume.shape) if infection_path.exists() else None
+        )
         out += slices_of_volume(volume, lungs, infection, scan.name.split(".")[0])
     return out
 
@@ -162,7 +172,9 @@ def read_corrections(folder: str | Path, only_edited: bool = True) -> list[Label
     from napari_chsnet.io.writers import read_mask
 
     folder = Path(folder)
-    missing = [name for name in ("ct.nii.gz", "lungs.nii.gz", "infection.nii.gz") if not (folder / name).exists()]
+    missing = [
+        name for name in ("ct.nii.gz", "lungs.nii.gz", "infection.nii.gz") if not (folder / name).exists()
+    ]
     if missing:
         raise InvalidVolumeError(f"{folder} is not a saved correction: missing {', '.join(missing)}")
     volume = read_ct(folder / "ct.nii.gz")

@@ -51,7 +51,9 @@ class DistributedContext:
 
     def epoch_order(self, n_samples: int, seed: int, epoch: int) -> torch.Tensor:
         """This rank's indices for ``epoch``: a permutation seeded by (seed, epoch), padded, strided."""
-        permutation = torch.randperm(n_samples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        permutation = torch.randperm(
+            n_samples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)
+        )
         padded_length = self.shard_size(n_samples) * self.world_size
         padded = permutation.repeat(math.ceil(padded_length / max(1, n_samples)))[:padded_length]
         return padded[self.rank :: self.world_size]

@@ -64,8 +64,15 @@ from napari_chsnet.training.versions import VERSION_FILE, user_weights_dir
 FINETUNE_LOSSES = {"chsnet": BCEDiceLoss, "rdunet": DiceLoss, "eamc": FocalLoss}
 # Milder than training: a few slices of one patient, where strong warps would teach shapes the
 # patient does not have.
-FINETUNE_AUGMENT = AugmentSettings(rotation_deg=5.0, shift_fraction=0.05, zoom_fraction=0.05, horizontal_flip=True,
-                                   contrast=0.1, brightness=0.03, gamma=0.1)
+FINETUNE_AUGMENT = AugmentSettings(
+    rotation_deg=5.0,
+    shift_fraction=0.05,
+    zoom_fraction=0.05,
+    horizontal_flip=True,
+    contrast=0.1,
+    brightness=0.03,
+    gamma=0.1,
+)
 LUNG_STAGE_FILE = "chsnet.safetensors"  # every pipeline's lung stage is CHS-Net's lung_net
 
 CaseLike = CorrectedCase | str | Path | tuple
@@ -158,27 +165,60 @@ def finetune(
         raise InvalidVolumeError(
             "the corrected cases hold no slice with lung; correct the lungs mask or pass --all-slices"
         )
-    replay_slices = _replay_slices(replay, len(new_slices), replay_from, [c.name for c in corrected], seed, say)
+    replay_slices = _replay_slices(
+        replay, len(new_slices), replay_from, [c.name for c in corrected], seed, say
+    )
     say(f"fine-tuning {model} on {len(new_slices)} corrected and {len(replay_slices)} replayed slices")
 
     network = checkpoint.build()
     run_device = training_device(device)
     network.to(run_device)
-    settings = FitSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                           patience=epochs + 1, seed=seed, augment=augment)
+    settings = FitSettings(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        patience=epochs + 1,
+        seed=seed,
+        augment=augment,
+    )
     root = target.parent
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}.", suffix=".tmp"))
     try:
-        tuned = _tune(model, network, new_slices, replay_slices, sizes, settings, tune_lungs, staging, on_step, should_stop)
+        tuned = _tune(
+            model,
+            network,
+            new_slices,
+            replay_slices,
+            sizes,
+            settings,
+            tune_lungs,
+            staging,
+            on_step,
+            should_stop,
+        )
         network.cpu()
         metadata = _checkpoint_metadata(checkpoint, tuned, corrected, len(new_slices), len(replay_slices))
         checkpoint_path = staging / f"{model}.safetensors"
-        save_checkpoint(checkpoint_path, network, model, metadata=metadata, half_precision=_was_half(base_file))
+        save_checkpoint(
+            checkpoint_path, network, model, metadata=metadata, half_precision=_was_half(base_file)
+        )
         if model != "chsnet":
             shutil.copy2(lung_file, staging / LUNG_STAGE_FILE)
-        info = _version_info(model, target.name, corrected, base_file, tuned, len(new_slices), len(replay_slices),
-                             epochs, only_edited_slices, replay, tune_lungs, staging)
+        info = _version_info(
+            model,
+            target.name,
+            corrected,
+            base_file,
+            tuned,
+            len(new_slices),
+            len(replay_slices),
+            epochs,
+            only_edited_slices,
+            replay,
+            tune_lungs,
+            staging,
+        )
         (staging / VERSION_FILE).write_text(json.dumps(info, indent=2))
         if target.exists():  # only reached with overwrite=True
             shutil.rmtree(target)
@@ -191,9 +231,16 @@ def finetune(
             torch.cuda.empty_cache()
     say(f"wrote {target}: Dice {tuned['dice_before']:.3f} -> {tuned['dice_after']:.3f}")
     return FinetuneResult(
-        target, target / f"{model}.safetensors", tuned["dice_before"], tuned["dice_after"],
-        tuned.get("lung_dice_before"), tuned.get("lung_dice_after"), len(new_slices), len(replay_slices),
-        tuned["history"], info,
+        target,
+        target / f"{model}.safetensors",
+        tuned["dice_before"],
+        tuned["dice_after"],
+        tuned.get("lung_dice_before"),
+        tuned.get("lung_dice_after"),
+        len(new_slices),
+        len(replay_slices),
+        tuned["history"],
+        info,
     )
 
 
@@ -207,7 +254,9 @@ def _check_arguments(model: str, epochs: int, replay: float, tune_lungs: bool, b
     if not 0.0 <= replay < 1.0:
         raise ConfigError(f"replay is the fraction of replayed slices and must lie in [0, 1); got {replay}")
     if tune_lungs and model != "chsnet":
-        raise ConfigError(f"only CHS-Net has its own lung stage to tune; {model} uses CHS-Net's (fine-tune chsnet)")
+        raise ConfigError(
+            f"only CHS-Net has its own lung stage to tune; {model} uses CHS-Net's (fine-tune chsnet)"
+        )
 
 
 def _resolve_base(base_weights: str | Path | None, model: str) -> tuple[Path, Path]:
@@ -287,7 +336,11 @@ def default_semiseg_root() -> Path | None:
 
 
 def _replay_slices(
-    replay: float, n_new: int, replay_from: Sequence[str | Path] | None, case_names: list[str], seed: int,
+    replay: float,
+    n_new: int,
+    replay_from: Sequence[str | Path] | None,
+    case_names: list[str],
+    seed: int,
     say: Callable[[str], None],
 ) -> list[LabelledSlice]:
     """``replay / (1 - replay) * n_new`` slices drawn evenly from earlier corrections and COVID-SemiSeg."""
@@ -339,8 +392,18 @@ def _stage_prepare(network: nn.Module, model: str):
     return lambda images, masks: (images, masks[:, :1])
 
 
-def _fit_keeping_better(stage: nn.Module, train: StageArrays, corrected: StageArrays, loss: nn.Module,
-                        settings: FitSettings, prepare, before: float, log_path: Path, on_step, should_stop):
+def _fit_keeping_better(
+    stage: nn.Module,
+    train: StageArrays,
+    corrected: StageArrays,
+    loss: nn.Module,
+    settings: FitSettings,
+    prepare,
+    before: float,
+    log_path: Path,
+    on_step,
+    should_stop,
+):
     """Fit ``stage``; load the best epoch's weights unless the starting weights score higher."""
     result = fit(stage, train, corrected, loss, settings, prepare, log_path, on_step, should_stop)
     if result.best_val_dice >= before:
@@ -348,11 +411,15 @@ def _fit_keeping_better(stage: nn.Module, train: StageArrays, corrected: StageAr
     return result
 
 
-def _tune(model, network, new_slices, replay_slices, sizes, settings, tune_lungs, staging, on_step, should_stop):
+def _tune(
+    model, network, new_slices, replay_slices, sizes, settings, tune_lungs, staging, on_step, should_stop
+):
     """Fine-tune the stages in place; returns Dice before/after and the history."""
     loss = FINETUNE_LOSSES[model]()
     corrected = infection_stage_arrays(new_slices, sizes["infection"])
-    train = StageArrays.concat([corrected, *([infection_stage_arrays(replay_slices, sizes["infection"])] if replay_slices else [])])
+    train = StageArrays.concat(
+        [corrected, *([infection_stage_arrays(replay_slices, sizes["infection"])] if replay_slices else [])]
+    )
     out: dict[str, Any] = {}
     steps = _Steps(on_step)
     if model == "eamc":
@@ -364,27 +431,63 @@ def _tune(model, network, new_slices, replay_slices, sizes, settings, tune_lungs
             checks = eamc_patches(corrected, 4, 2, generator, sizes["patch"])
             member_before = evaluate_dice(member, checks, batch_size=settings.batch_size)
             steps.stage(len(network.members) - k)
-            result = _fit_keeping_better(member, patches, checks, loss, settings, _stage_prepare(member, model),
-                                         member_before, staging / f"finetune_log_member{k}.csv", steps, should_stop)
+            result = _fit_keeping_better(
+                member,
+                patches,
+                checks,
+                loss,
+                settings,
+                _stage_prepare(member, model),
+                member_before,
+                staging / f"finetune_log_member{k}.csv",
+                steps,
+                should_stop,
+            )
         out["dice_after"] = evaluate_dice(vote, corrected, batch_size=settings.batch_size)
     else:
         stage = network.infection_net if model == "chsnet" else network
         prepare = _stage_prepare(network, model)
         out["dice_before"] = evaluate_dice(stage, corrected, prepare, settings.batch_size)
         steps.stage(2 if tune_lungs else 1)
-        result = _fit_keeping_better(stage, train, corrected, loss, settings, prepare, out["dice_before"],
-                                     staging / "finetune_log.csv", steps, should_stop)
+        result = _fit_keeping_better(
+            stage,
+            train,
+            corrected,
+            loss,
+            settings,
+            prepare,
+            out["dice_before"],
+            staging / "finetune_log.csv",
+            steps,
+            should_stop,
+        )
         out["dice_after"] = evaluate_dice(stage, corrected, prepare, settings.batch_size)
     out["history"] = result.history
     if tune_lungs:
         lungs_corrected = lung_stage_arrays(new_slices, sizes["lungs"])
-        lungs_train = StageArrays.concat([lungs_corrected, *([lung_stage_arrays(replay_slices, sizes["lungs"])] if replay_slices else [])])
+        lungs_train = StageArrays.concat(
+            [lungs_corrected, *([lung_stage_arrays(replay_slices, sizes["lungs"])] if replay_slices else [])]
+        )
         lung_prepare = lambda images, masks: (images, masks[:, :1])  # noqa: E731
-        out["lung_dice_before"] = evaluate_dice(network.lung_net, lungs_corrected, lung_prepare, settings.batch_size)
+        out["lung_dice_before"] = evaluate_dice(
+            network.lung_net, lungs_corrected, lung_prepare, settings.batch_size
+        )
         steps.stage(1)
-        _fit_keeping_better(network.lung_net, lungs_train, lungs_corrected, BCEDiceLoss(), settings, lung_prepare,
-                            out["lung_dice_before"], staging / "finetune_lungs_log.csv", steps, should_stop)
-        out["lung_dice_after"] = evaluate_dice(network.lung_net, lungs_corrected, lung_prepare, settings.batch_size)
+        _fit_keeping_better(
+            network.lung_net,
+            lungs_train,
+            lungs_corrected,
+            BCEDiceLoss(),
+            settings,
+            lung_prepare,
+            out["lung_dice_before"],
+            staging / "finetune_lungs_log.csv",
+            steps,
+            should_stop,
+        )
+        out["lung_dice_after"] = evaluate_dice(
+            network.lung_net, lungs_corrected, lung_prepare, settings.batch_size
+        )
     return out
 
 
@@ -415,23 +518,33 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None or np.isnan(value) else round(float(value), 4)
 
 
-def _checkpoint_metadata(checkpoint: Checkpoint, tuned: dict[str, Any], cases: list[CorrectedCase],
-                         n_new: int, n_replay: int) -> dict[str, Any]:
+def _checkpoint_metadata(
+    checkpoint: Checkpoint, tuned: dict[str, Any], cases: list[CorrectedCase], n_new: int, n_replay: int
+) -> dict[str, Any]:
     from napari_chsnet.report.manifest import software_versions
 
-    keep = {k: v for k, v in checkpoint.metadata.items() if k in ("role", "pipeline", "preprocessing", "training", "metrics")}
+    keep = {
+        k: v
+        for k, v in checkpoint.metadata.items()
+        if k in ("role", "pipeline", "preprocessing", "training", "metrics")
+    }
     return {
         **keep,
         "finetune": {
-            "base_sha256": checkpoint.sha256, "cases": [c.name for c in cases], "corrected_slices": n_new,
-            "replay_slices": n_replay, "dice_before": _rounded(tuned["dice_before"]),
+            "base_sha256": checkpoint.sha256,
+            "cases": [c.name for c in cases],
+            "corrected_slices": n_new,
+            "replay_slices": n_replay,
+            "dice_before": _rounded(tuned["dice_before"]),
             "dice_after": _rounded(tuned["dice_after"]),
         },
         "software": software_versions(),
     }
 
 
-def _version_info(model, name, cases, base_file, tuned, n_new, n_replay, epochs, only_edited, replay, tune_lungs, staging):
+def _version_info(
+    model, name, cases, base_file, tuned, n_new, n_replay, epochs, only_edited, replay, tune_lungs, staging
+):
     return {
         "model": model,
         "name": name,
@@ -443,7 +556,12 @@ def _version_info(model, name, cases, base_file, tuned, n_new, n_replay, epochs,
         "dice_after": _rounded(tuned["dice_after"]),
         "lung_dice_before": _rounded(tuned.get("lung_dice_before")),
         "lung_dice_after": _rounded(tuned.get("lung_dice_after")),
-        "settings": {"epochs": epochs, "only_edited_slices": only_edited, "replay": replay, "tune_lungs": tune_lungs},
+        "settings": {
+            "epochs": epochs,
+            "only_edited_slices": only_edited,
+            "replay": replay,
+            "tune_lungs": tune_lungs,
+        },
         "base": str(base_file),
         "base_sha256": file_sha256(base_file),
         "files": {p.name: file_sha256(p) for p in sorted(staging.glob("*.safetensors"))},

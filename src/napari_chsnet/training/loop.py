@@ -78,7 +78,9 @@ def mean_dice(probabilities: torch.Tensor, targets: torch.Tensor, threshold: flo
 
 
 @torch.inference_mode()
-def predict_probabilities(network: nn.Module, data: StageArrays, prepare: Prepare, batch_size: int) -> torch.Tensor:
+def predict_probabilities(
+    network: nn.Module, data: StageArrays, prepare: Prepare, batch_size: int
+) -> torch.Tensor:
     was_training = network.training
     network.eval()
     outputs = []
@@ -96,7 +98,9 @@ def _device_of(network: nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
-def evaluate_dice(network: nn.Module, data: StageArrays, prepare: Prepare = default_prepare, batch_size: int = 8) -> float:
+def evaluate_dice(
+    network: nn.Module, data: StageArrays, prepare: Prepare = default_prepare, batch_size: int = 8
+) -> float:
     if len(data) == 0:
         return float("nan")
     probabilities = predict_probabilities(network, data, prepare, batch_size)
@@ -160,7 +164,9 @@ def fit(
                 images, masks = augment_batch(batch.images, batch.masks, settings.augment, generator)
                 inputs, targets = prepare(images.to(device), masks.to(device))
                 logits = model(inputs)
-                per_sample = torch.stack([loss_fn(logits[i : i + 1], targets[i : i + 1]) for i in range(len(batch))])
+                per_sample = torch.stack(
+                    [loss_fn(logits[i : i + 1], targets[i : i + 1]) for i in range(len(batch))]
+                )
                 weights = batch.weights.to(device)
                 loss = (per_sample * weights).sum() / weights.sum().clamp(min=1e-6)
                 optimizer.zero_grad(set_to_none=True)
@@ -177,17 +183,33 @@ def fit(
             if group:
                 group.sync_buffers(network)
                 epoch_loss = group.mean(epoch_loss)
-            val_dice = evaluate_dice(network, validation, prepare, settings.batch_size) if len(validation) else -epoch_loss
-            record = EpochRecord(epoch, epoch_loss, val_dice, optimizer.param_groups[0]["lr"], time.monotonic() - epoch_start)
+            val_dice = (
+                evaluate_dice(network, validation, prepare, settings.batch_size)
+                if len(validation)
+                else -epoch_loss
+            )
+            record = EpochRecord(
+                epoch, epoch_loss, val_dice, optimizer.param_groups[0]["lr"], time.monotonic() - epoch_start
+            )
             history.append(record)
             if writer is not None:
-                writer.writerow([record.epoch, f"{record.train_loss:.5f}", f"{record.val_dice:.5f}", record.learning_rate, f"{record.seconds:.1f}"])
+                writer.writerow(
+                    [
+                        record.epoch,
+                        f"{record.train_loss:.5f}",
+                        f"{record.val_dice:.5f}",
+                        record.learning_rate,
+                        f"{record.seconds:.1f}",
+                    ]
+                )
                 handle.flush()
             if val_dice > best_dice:
                 best_dice, best_epoch, best_state = val_dice, epoch, copy.deepcopy(network.state_dict())
             if epoch - best_epoch >= settings.patience:
                 stopped = "early_stopping"
-            elif settings.max_minutes is not None and (time.monotonic() - started) / 60 >= settings.max_minutes:
+            elif (
+                settings.max_minutes is not None and (time.monotonic() - started) / 60 >= settings.max_minutes
+            ):
                 stopped = "time_budget"
             stop = stopped != "epochs"
             if group:  # ranks stop together, on rank 0's decision (its clock decides the time budget)

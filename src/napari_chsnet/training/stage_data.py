@@ -41,17 +41,23 @@ class StageArrays:
     @staticmethod
     def empty(mask_channels: int, size: int) -> StageArrays:
         """No samples (e.g. a run without held-out validation slices)."""
-        return StageArrays(torch.zeros(0, 1, size, size), torch.zeros(0, mask_channels, size, size), torch.zeros(0))
+        return StageArrays(
+            torch.zeros(0, 1, size, size), torch.zeros(0, mask_channels, size, size), torch.zeros(0)
+        )
 
     @staticmethod
     def concat(parts: Sequence[StageArrays]) -> StageArrays:
         parts = [p for p in parts if len(p)]
         return StageArrays(
-            torch.cat([p.images for p in parts]), torch.cat([p.masks for p in parts]), torch.cat([p.weights for p in parts])
+            torch.cat([p.images for p in parts]),
+            torch.cat([p.masks for p in parts]),
+            torch.cat([p.weights for p in parts]),
         )
 
 
-def _one(image: np.ndarray, masks: list[np.ndarray], box: CropBox, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _one(
+    image: np.ndarray, masks: list[np.ndarray], box: CropBox, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     img = crop_and_resize(image[None], box, size)
     stacked = torch.cat([resize_masks(m[None], box, size) for m in masks], dim=1)
     return img, stacked
@@ -87,7 +93,10 @@ def infection_stage_arrays(slices: Sequence[LabelledSlice], size: int) -> StageA
 
 
 def eamc_patches(
-    slices: StageArrays, lesion_boxes: int, random_patches: int, generator: torch.Generator,
+    slices: StageArrays,
+    lesion_boxes: int,
+    random_patches: int,
+    generator: torch.Generator,
     patch: int = EAMC_PATCH_SIZE,
 ) -> StageArrays:
     """EAMC Sec. 5.1 patch extraction from ``slices`` already resized to the EAMC slice size.
@@ -97,7 +106,9 @@ def eamc_patches(
     """
     size = slices.images.shape[-1]
     grid = size // patch
-    boundary = [r * grid + c for r in range(grid) for c in range(grid) if r in (0, grid - 1) or c in (0, grid - 1)]
+    boundary = [
+        r * grid + c for r in range(grid) for c in range(grid) if r in (0, grid - 1) or c in (0, grid - 1)
+    ]
     images, masks, weights = [], [], []
 
     def add(i: int, y: int, x: int) -> None:
@@ -111,7 +122,11 @@ def eamc_patches(
             picks = torch.randint(len(lesion), (lesion_boxes,), generator=generator)
             for y_c, x_c in lesion[picks].tolist():
                 offset = torch.randint(patch, (2,), generator=generator).tolist()
-                add(i, int(np.clip(y_c - offset[0], 0, size - patch)), int(np.clip(x_c - offset[1], 0, size - patch)))
+                add(
+                    i,
+                    int(np.clip(y_c - offset[0], 0, size - patch)),
+                    int(np.clip(x_c - offset[1], 0, size - patch)),
+                )
             tiles_img = to_patches(slices.images[i : i + 1], patch)
             tiles_mask = to_patches(slices.masks[i : i + 1], patch)
             for b in boundary:

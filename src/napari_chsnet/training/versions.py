@@ -57,6 +57,7 @@ class WeightsVersion:
 
     def label(self) -> str:
         """One line for lists: date, cases, Dice before → after."""
+
         def fmt(value: float | None) -> str:
             return "n/a" if value is None else f"{value:.3f}"
 
@@ -74,7 +75,9 @@ def read_version(folder: Path) -> WeightsVersion:
     try:
         info = json.loads((folder / VERSION_FILE).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"{folder} is not a fine-tuned weights version (unreadable {VERSION_FILE}: {exc})") from exc
+        raise WeightsError(
+            f"{folder} is not a fine-tuned weights version (unreadable {VERSION_FILE}: {exc})"
+        ) from exc
     return WeightsVersion(
         model=str(info.get("model", folder.parent.name)),
         name=folder.name,

@@ -55,7 +55,10 @@ def edited_slices_of(atoms: Iterable[Any], n_slices: int) -> set[int]:
         if hasattr(atom, "slice_key"):
             z_range = range(*atom.slice_key[0].indices(n_slices))
             if atom.mask is not None:
-                touched.update(z_range.start + int(z) for z in np.nonzero(atom.mask.reshape(atom.mask.shape[0], -1).any(1))[0])
+                touched.update(
+                    z_range.start + int(z)
+                    for z in np.nonzero(atom.mask.reshape(atom.mask.shape[0], -1).any(1))[0]
+                )
             else:
                 touched.update(z_range)
             continue
@@ -90,7 +93,9 @@ class FinetunePanel(Container):
             weights and starts it.
     """
 
-    def __init__(self, viewer: napari.Viewer, results: ResultLayers, segment: SegmentPanel | None = None) -> None:
+    def __init__(
+        self, viewer: napari.Viewer, results: ResultLayers, segment: SegmentPanel | None = None
+    ) -> None:
         self._viewer = viewer
         self._results = results
         self._segment = segment
@@ -101,17 +106,36 @@ class FinetunePanel(Container):
         self._bridge.step.connect(self._on_step)
         self.last_result: FinetuneResult | None = None
 
-        self.ct = ComboBox(label="CT", choices=self._image_choices, tooltip="The CT the masks were corrected on")
-        self.lungs = ComboBox(label="Lungs", choices=self._labels_choices, tooltip="Corrected lung labels (1 right, 2 left)")
-        self.infection = ComboBox(label="Infection", choices=self._labels_choices, tooltip="Corrected infection mask")
-        self.model = ComboBox(label="Model", choices=[(info.title, key) for key, info in MODELS.items()], value=DEFAULT_MODEL)
-        self.base = ComboBox(label="Start from", choices=self._base_choices, tooltip="Weights the fine-tune starts from")
+        self.ct = ComboBox(
+            label="CT", choices=self._image_choices, tooltip="The CT the masks were corrected on"
+        )
+        self.lungs = ComboBox(
+            label="Lungs", choices=self._labels_choices, tooltip="Corrected lung labels (1 right, 2 left)"
+        )
+        self.infection = ComboBox(
+            label="Infection", choices=self._labels_choices, tooltip="Corrected infection mask"
+        )
+        self.model = ComboBox(
+            label="Model", choices=[(info.title, key) for key, info in MODELS.items()], value=DEFAULT_MODEL
+        )
+        self.base = ComboBox(
+            label="Start from", choices=self._base_choices, tooltip="Weights the fine-tune starts from"
+        )
         self.epochs = SpinBox(label="Epochs", value=5, min=1, max=200)
-        self.only_edited = CheckBox(text="Only edited slices", value=True,
-                                    tooltip="Train on the slices you painted (all slices with lung when none was)")
+        self.only_edited = CheckBox(
+            text="Only edited slices",
+            value=True,
+            tooltip="Train on the slices you painted (all slices with lung when none was)",
+        )
         self.tune_lungs = CheckBox(text="Tune the lung stage too (CHS-Net)", value=False)
-        self.replay = FloatSpinBox(label="Replay", value=0.25, min=0.0, max=0.9, step=0.05,
-                                   tooltip="Share of training slices from earlier corrections and training data")
+        self.replay = FloatSpinBox(
+            label="Replay",
+            value=0.25,
+            min=0.0,
+            max=0.9,
+            step=0.05,
+            tooltip="Share of training slices from earlier corrections and training data",
+        )
         self.start = PushButton(text="Start fine-tuning")
         self.cancel = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=1, visible=False)
@@ -119,13 +143,24 @@ class FinetunePanel(Container):
         self.versions = ComboBox(label="Versions", choices=self._version_choices, nullable=True)
         self.use_version = PushButton(text="Re-segment with this version")
         self.revert = PushButton(text="Revert to bundled weights")
-        super().__init__(widgets=[
-            self.ct, self.lungs, self.infection, self.model, self.base, self.epochs, self.only_edited,
-            self.tune_lungs, self.replay,
-            Container(widgets=[self.start, self.cancel], layout="horizontal", labels=False),
-            self.progress, self.status, self.versions,
-            Container(widgets=[self.use_version, self.revert], layout="horizontal", labels=False),
-        ])
+        super().__init__(
+            widgets=[
+                self.ct,
+                self.lungs,
+                self.infection,
+                self.model,
+                self.base,
+                self.epochs,
+                self.only_edited,
+                self.tune_lungs,
+                self.replay,
+                Container(widgets=[self.start, self.cancel], layout="horizontal", labels=False),
+                self.progress,
+                self.status,
+                self.versions,
+                Container(widgets=[self.use_version, self.revert], layout="horizontal", labels=False),
+            ]
+        )
         self._select_defaults()
         self.model.changed.connect(self._on_model_changed)
         self.start.changed.connect(self.run)
@@ -140,11 +175,21 @@ class FinetunePanel(Container):
 
     # ------------------------------------------------------------------ choices
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
-        return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Image) and not layer.rgb and layer.ndim == 3 and RUN_KEY not in layer.metadata]
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Image)
+            and not layer.rgb
+            and layer.ndim == 3
+            and RUN_KEY not in layer.metadata
+        ]
 
     def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Labels]]:
-        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Labels) and layer.ndim == 3]
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Labels) and layer.ndim == 3
+        ]
 
     def _base_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
         model = self.model.value if hasattr(self, "model") else DEFAULT_MODEL
@@ -218,8 +263,12 @@ class FinetunePanel(Container):
         volume = ct_volume_from_layer(self.ct.value)
         edited = self.edited_slices()
         return CorrectedCase(
-            volume, np.asarray(self.lungs.value.data), np.asarray(self.infection.value.data), self.ct.value.name,
-            edited or None, lungs_edited=bool(self._edits.get(id(self.lungs.value))),
+            volume,
+            np.asarray(self.lungs.value.data),
+            np.asarray(self.infection.value.data),
+            self.ct.value.name,
+            edited or None,
+            lungs_edited=bool(self._edits.get(id(self.lungs.value))),
         )
 
     def run(self, *_args: Any) -> None:
@@ -233,10 +282,16 @@ class FinetunePanel(Container):
             return
         model = self.model.value
         base = None if self.base.value == BUNDLED else weights_set_dir(model, self.base.value)
-        options = dict(epochs=int(self.epochs.value), only_edited_slices=bool(self.only_edited.value),
-                       replay=float(self.replay.value), tune_lungs=bool(self.tune_lungs.value))
+        options = dict(
+            epochs=int(self.epochs.value),
+            only_edited_slices=bool(self.only_edited.value),
+            replay=float(self.replay.value),
+            tune_lungs=bool(self.tune_lungs.value),
+        )
         self._cancel.clear()
-        worker = create_worker(self._work, case, base, model, options, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(
+            self._work, case, base, model, options, _start_thread=False, _ignore_errors=True
+        )
         worker.returned.connect(self._on_result)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
@@ -252,8 +307,14 @@ class FinetunePanel(Container):
 
         save_correction(case)
         try:
-            return finetune(base, model, [case], on_step=self._bridge.step.emit, should_stop=self._cancel.is_set,
-                            **options)
+            return finetune(
+                base,
+                model,
+                [case],
+                on_step=self._bridge.step.emit,
+                should_stop=self._cancel.is_set,
+                **options,
+            )
         except Cancelled:
             return None
 
@@ -264,8 +325,19 @@ class FinetunePanel(Container):
             self.status.value = "cancelling…"
 
     def _set_running(self, running: bool, status: str) -> None:
-        for widget in (self.start, self.ct, self.lungs, self.infection, self.model, self.base, self.epochs,
-                       self.only_edited, self.replay, self.use_version, self.revert):
+        for widget in (
+            self.start,
+            self.ct,
+            self.lungs,
+            self.infection,
+            self.model,
+            self.base,
+            self.epochs,
+            self.only_edited,
+            self.replay,
+            self.use_version,
+            self.revert,
+        ):
             widget.enabled = not running
         self.tune_lungs.enabled = not running and self.model.value == "chsnet"
         self.cancel.enabled = running
@@ -292,10 +364,16 @@ class FinetunePanel(Container):
         if result.lung_dice_before is not None:
             message += f"; lungs {result.lung_dice_before:.3f} → {result.lung_dice_after:.3f}"
         self.status.value = message
-        show_info(f"Fine-tuned {MODELS[self.model.value].title}: {message}. New version {result.weights_dir.name}.")
+        show_info(
+            f"Fine-tuned {MODELS[self.model.value].title}: {message}. New version {result.weights_dir.name}."
+        )
 
     def _on_error(self, exc: BaseException) -> None:
-        text = str(exc) if isinstance(exc, CHSNetError) else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        text = (
+            str(exc)
+            if isinstance(exc, CHSNetError)
+            else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        )
         self.status.value = "failed"
         show_error(f"Fine-tuning failed: {text}")
 

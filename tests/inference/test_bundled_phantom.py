@@ -1,0 +1,70 @@
+"""Known answers of the bundled cascade on full-size phantoms that training never saw (seeds < 100).
+
+The commonest failure of lung-first cascades is a lung mask that drops dense subpleural
+consolidation, which then never counts as infection. The default phantom has such
+consolidation against the pleura of both lungs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_chsnet.inference.pipeline import SegmentationSettings, segment_volume
+from napari_chsnet.io.phantom import make_phantom
+from napari_chsnet.resources_path import bundled_weights_dir
+from napari_chsnet.training.recipes import PHANTOM_SEED_OFFSET
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=[0, 7])
+def segmented(request):
+    if not (bundled_weights_dir() / "chsnet.safetensors").is_file():
+        pytest.skip(f"no bundled chsnet.safetensors in {bundled_weights_dir()}")
+    assert request.param < PHANTOM_SEED_OFFSET, "a training phantom would make this test meaningless"
+    phantom = make_phantom(seed=request.param)
+    return phantom, segment_volume(phantom.ct, SegmentationSettings(device="cpu"))
+
+
+def test_subpleural_consolidation_stays_inside_the_lungs(segmented):
+    phantom, result = segmented
+    touching_pleura = phantom.consolidation & _border(phantom.lungs)
+    assert touching_pleura.sum() > 500, "the phantom must have consolidation against the pleura"
+    kept = (result.lungs[phantom.consolidation] > 0).mean()
+    kept_at_pleura = (result.lungs[touching_pleura] > 0).mean()
+    assert kept >= 0.90, f"only {kept:.1%} of the consolidation is inside the predicted lungs"
+    assert kept_at_pleura >= 0.85, (
+        f"only {kept_at_pleura:.1%} of the consolidation touching the pleura is kept"
+    )
+
+
+def test_lungs_do_not_grow_into_the_chest_wall_or_mediastinum(segmented):
+    phantom, result = segmented
+    predicted, true = result.lungs > 0, phantom.lungs > 0
+    dice = 2 * (predicted & true).sum() / (predicted.sum() + true.sum())
+    outside = (predicted & ~true).sum() / true.sum()
+    assert dice >= 0.95, f"lung Dice {dice:.3f}"
+    assert outside <= 0.05, f"{outside:.1%} of the lung volume predicted outside the lungs"
+    for label in (1, 2):
+        overlap = ((result.lungs == label) & (phantom.lungs == label)).sum() / (phantom.lungs == label).sum()
+        assert overlap >= 0.93, f"lung {label}: {overlap:.1%} found with the right label"
+
+
+def test_infected_volume_is_not_under_counted_at_the_border(segmented):
+    phantom, result = segmented
+    for label, lung in ((1, result.severity.right), (2, result.severity.left)):
+        truth = phantom.involvement_pct[label]
+        assert lung.involvement_pct >= 0.7 * truth, (
+            f"lung {label}: {lung.involvement_pct:.1f} % vs true {truth:.1f} %"
+        )
+
+
+def _border(lungs: np.ndarray) -> np.ndarray:
+    """Lung voxels with a non-lung in-plane neighbour (the pleura, slice by slice)."""
+    inside = lungs > 0
+    padded = np.pad(inside, ((0, 0), (1, 1), (1, 1)), constant_values=False)
+    neighbours_inside = (
+        padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:]
+    )
+    return inside & ~neighbours_inside
