@@ -54,3 +54,31 @@ def test_subpleural_consolidation_bite_is_put_back_without_taking_chest_wall():
     # 6.4 mm depth may stay out, the rest must come back
     assert kept >= 0.8, f"only {kept:.1%} of the consolidation bite is inside the lung"
     assert leaked < 0.05, f"{leaked:.1%} (of the bite's size) of chest wall was added to the lung"
+
+
+def test_trachea_and_its_wall_leave_the_lung_mask_but_dark_lung_stays():
+    """A lung stage that took in the trachea (lumen -1000 HU, 2 mm wall) between the lungs: the
+    airway goes; a bulla ringed by lung and a small air bronchogram in consolidation stay lung."""
+    spacing = 0.7
+    yy, xx = np.mgrid[:300, :300] * spacing  # mm
+    right = ((yy - 105) / 75) ** 2 + ((xx - 60) / 38) ** 2 <= 1
+    left = ((yy - 105) / 75) ** 2 + ((xx - 150) / 38) ** 2 <= 1
+    radius = np.hypot(yy - 75, xx - 105)
+    lumen, wall = radius <= 8, (radius > 8) & (radius <= 10)
+    bulla = np.hypot(yy - 110, xx - 55) <= 6
+    consolidation = np.hypot(yy - 150, xx - 150) <= 12
+    bronchogram = np.hypot(yy - 150, xx - 150) <= 2
+    rng = np.random.default_rng(0)
+    hu = np.full((2, 300, 300), 40.0, np.float32) + rng.normal(0, 15, (2, 300, 300))
+    hu[:, right | left] = -850 + rng.normal(0, 30, ((right | left).sum(),))
+    for region, value in ((lumen, -1000), (bulla, -1000), (consolidation, 20), (bronchogram, -1000)):
+        hu[:, region] = value
+    predicted = np.repeat((right | left | lumen | wall)[None], 2, axis=0)
+
+    labels = postprocess_lungs(predicted, hu, (spacing, spacing))
+
+    airway = lumen | wall
+    assert (labels[:, airway] == 0).mean() > 0.95, "the trachea and its wall must leave the lungs"
+    assert (labels[:, bulla] > 0).all() and (labels[:, bronchogram] > 0).all()
+    lost = ((labels == 0) & (right | left)[None]).sum() / (2 * (right | left).sum())
+    assert lost < 0.002, f"{lost:.2%} of the true lung was removed with the airway"

@@ -22,6 +22,17 @@ BORDER_CLOSING_RADIUS_MM = 15.0
 MAX_SLICE_HOLE_MM2 = 400.0
 # HU range of tissue the closing may add: denser than aerated lung, lighter than bone.
 DENSE_LESION_HU = (-700.0, 200.0)
+# Central airways (trachea, main and lobar bronchi): air lumen below AIRWAY_LUMEN_HU (lumen
+# -1000 with partial-volume edges; aerated lung is about -850) of this cross-section (mm^2),
+# walled by tissue: at least AIRWAY_WALL_FRACTION of a ring AIRWAY_WALL_MM wide around the lumen
+# is denser than AIRWAY_WALL_HU (a dark lung pocket is ringed by lung); centred in the middle
+# band of the slice's lungs.
+AIRWAY_LUMEN_HU = -900.0
+AIRWAY_AREA_MM2 = (40.0, 700.0)
+AIRWAY_WALL_MM = 2.5
+AIRWAY_WALL_HU = -500.0
+AIRWAY_WALL_FRACTION = 0.35
+AIRWAY_CENTRAL_BAND = (0.3, 0.7)
 
 
 def fill_holes_per_slice(mask: np.ndarray, max_hole_pixels: int | None = None) -> np.ndarray:
@@ -161,10 +172,47 @@ def recover_dense_border(
     return out
 
 
+def remove_central_airways(lungs: np.ndarray, hu: np.ndarray, spacing_xy_mm: tuple[float, float]) -> np.ndarray:
+    """Take the trachea and the main/lobar bronchi (lumen and wall) out of the lung labels.
+
+    Lung stages often include the central airways (their lumen is as dark as lung). Radiologists'
+    lung masks exclude them, and they inflate the lung volume. An airway is told apart from dark
+    lung by its wall: a lumen walled by tissue (``AIRWAY_WALL_FRACTION`` of the surrounding ring
+    denser than ``AIRWAY_WALL_HU``) in the middle band of the slice's lungs; a bulla or
+    low-density lung is ringed by lung. Lumens smaller than ``AIRWAY_AREA_MM2[0]`` (peripheral bronchi, air
+    bronchograms) stay lung.
+    """
+    spacing_yx = (float(spacing_xy_mm[1]), float(spacing_xy_mm[0]))
+    pixel_mm2 = spacing_yx[0] * spacing_yx[1]
+    out = lungs.copy()
+    for z in range(lungs.shape[0]):
+        in_lung = lungs[z] > 0
+        xs = np.nonzero(in_lung.any(axis=0))[0]
+        if xs.size == 0:
+            continue
+        band = xs[0] + np.array(AIRWAY_CENTRAL_BAND) * (xs[-1] - xs[0])
+        lumen = ndi.binary_opening((hu[z] < AIRWAY_LUMEN_HU) & in_lung)
+        components, count = ndi.label(lumen)
+        for index, box in enumerate(ndi.find_objects(components), start=1):
+            component = components == index
+            area = component.sum() * pixel_mm2
+            centre_x = (box[1].start + box[1].stop - 1) / 2
+            if not (AIRWAY_AREA_MM2[0] <= area <= AIRWAY_AREA_MM2[1] and band[0] <= centre_x <= band[1]):
+                continue
+            distance = ndi.distance_transform_edt(~component, sampling=spacing_yx)
+            ring = (distance > 0) & (distance <= AIRWAY_WALL_MM)
+            if (hu[z][ring] > AIRWAY_WALL_HU).mean() >= AIRWAY_WALL_FRACTION:
+                # lumen, its partial-volume edge and the wall; aerated lung beyond stays
+                edge = ring & (hu[z] < AIRWAY_WALL_HU) & (distance <= max(spacing_yx) * 1.5)
+                out[z][component | edge | (ring & (hu[z] > AIRWAY_WALL_HU))] = 0
+    return out
+
+
 def postprocess_lungs(
     lung_mask: np.ndarray, hu: np.ndarray | None = None, spacing_xy_mm: tuple[float, float] = (1.0, 1.0)
 ) -> np.ndarray:
-    """Binary lung-stage output → right/left labels with holes filled and dense borders kept.
+    """Binary lung-stage output → right/left labels with holes filled, dense borders kept and
+    central airways taken out.
 
     Holes closed in 3-D are filled whatever their size; per-slice holes only up to
     ``MAX_SLICE_HOLE_MM2`` (vessels, bronchi, small lesions), not an organ dome ringed by lung.
@@ -173,7 +221,7 @@ def postprocess_lungs(
     max_hole = int(MAX_SLICE_HOLE_MM2 / (spacing_xy_mm[0] * spacing_xy_mm[1]))
     labels = label_left_right(fill_holes_per_slice(mask, max_hole))
     if hu is not None:
-        labels = recover_dense_border(labels, hu, spacing_xy_mm)
+        labels = remove_central_airways(recover_dense_border(labels, hu, spacing_xy_mm), hu, spacing_xy_mm)
     return labels
 
 
