@@ -185,3 +185,24 @@ def test_continuing_an_ensemble_needs_the_same_member_count(tmp_path, tiny_set):
     )
     with pytest.raises(ConfigError, match="has 2 EAMC members; the config asks for 3"):
         run_training(config, log=lambda message: None)
+
+
+def test_rdunet_continues_from_its_checkpoint_not_from_a_fresh_network(tmp_path, tiny_set):
+    from napari_chsnet.training.checkpoints import load_checkpoint
+    from napari_chsnet.training.recipes import run_training
+
+    start = load_checkpoint(tiny_set / "rdunet.safetensors", expected_model="rdunet")
+    config = dataclasses.replace(
+        load_config(TINY_CONFIG),
+        model="rdunet",
+        stage="infection",
+        network={},
+        epochs=1,
+        output=str(tmp_path / "run"),
+        init_from=str(tiny_set / "rdunet.safetensors"),
+    )
+    continued = load_checkpoint(run_training(config, log=lambda message: None), expected_model="rdunet")
+    shapes = {n: tuple(v.shape) for n, v in continued.build().state_dict().items()}
+    assert shapes == {n: tuple(v.shape) for n, v in start.build().state_dict().items()}, (
+        "the tiny width is kept"
+    )
