@@ -61,14 +61,17 @@ def main() -> None:
         if case == "P001":
             # display orientation is LPS with slice 0 most inferior, as the labels' k (axis codes L,P,S)
             truth = np.load(folder / "P001_slice_labels_updated1_knifti.npy").astype(bool)
-            lobes = np.load(folder / "P001_lobe_labels_updated1_knifti.npy").astype(bool)  # LLL LUL RLL RML RUL
+            lobes = np.load(folder / "P001_lobe_labels_updated1_knifti.npy").astype(
+                bool
+            )  # LLL LUL RLL RML RUL
             tp, fn = int((predicted & truth).sum()), int((~predicted & truth).sum())
             tn, fp = int((~predicted & ~truth).sum()), int((predicted & ~truth).sum())
             right_truth, left_truth = lobes[:, 2:].any(1), lobes[:, :2].any(1)
             right_ml = float((result.infection & (result.lungs == 1)).sum() * voxel_ml)
             left_ml = float((result.infection & (result.lungs == 2)).sum() * voxel_ml)
             entry.update(
-                slice_sensitivity=round(tp / max(tp + fn, 1), 3), slice_specificity=round(tn / max(tn + fp, 1), 3),
+                slice_sensitivity=round(tp / max(tp + fn, 1), 3),
+                slice_specificity=round(tn / max(tn + fp, 1), 3),
                 slices={"tp": tp, "fn": fn, "tn": tn, "fp": fp},
                 right_share_of_infected_ml=round(right_ml / max(right_ml + left_ml, 1e-9), 3),
                 lobe_label_slices={"right": int(right_truth.sum()), "left": int(left_truth.sum())},
@@ -78,11 +81,24 @@ def main() -> None:
             args.pictures.mkdir(parents=True, exist_ok=True)
             z = int(np.argmax(per_slice_ml)) if per_slice_ml.max() > 0 else volume.shape[0] // 2
             spacing = volume.geometry.spacing_zyx
-            overlay_png(args.pictures / f"{args.model}_{case}_axial.png", volume.hu[z], result.lungs[z], result.infection[z], 1.0)
-            y = int(np.nonzero(result.lungs.any(axis=(0, 2)))[0].mean()) if result.lungs.any() else volume.shape[1] // 2
             overlay_png(
-                args.pictures / f"{args.model}_{case}_coronal.png", volume.hu[::-1, y], result.lungs[::-1, y],
-                result.infection[::-1, y], spacing[0] / spacing[2],
+                args.pictures / f"{args.model}_{case}_axial.png",
+                volume.hu[z],
+                result.lungs[z],
+                result.infection[z],
+                1.0,
+            )
+            y = (
+                int(np.nonzero(result.lungs.any(axis=(0, 2)))[0].mean())
+                if result.lungs.any()
+                else volume.shape[1] // 2
+            )
+            overlay_png(
+                args.pictures / f"{args.model}_{case}_coronal.png",
+                volume.hu[::-1, y],
+                result.lungs[::-1, y],
+                result.infection[::-1, y],
+                spacing[0] / spacing[2],
             )
     print(json.dumps({"model": args.model, **figures}, indent=2))
 

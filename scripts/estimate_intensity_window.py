@@ -49,7 +49,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     args = parser.parse_args()
-    hu_lung, hu_soft = np.mean([hu_peaks(p) for p in sorted((args.data / "covid-ct-md").glob("*_ct_hu.nii.gz"))], axis=0)
+    hu_lung, hu_soft = np.mean(
+        [hu_peaks(p) for p in sorted((args.data / "covid-ct-md").glob("*_ct_hu.nii.gz"))], axis=0
+    )
     v_lung, v_soft = display_peaks(args.data / "covid-semiseg" / "train" / "images")
     slope = (v_soft - v_lung) / (hu_soft - hu_lung)  # 8-bit units per HU
     low = hu_lung - v_lung / slope

@@ -89,3 +89,28 @@ def test_bad_parameters_are_refused():
         make_phantom(shape=(12, 64, 64), involvement_pct=(120.0, 0.0))
     with pytest.raises(ConfigError, match="shape"):
         make_phantom(shape=(2, 8, 8))
+    with pytest.raises(ConfigError, match="anatomy_variation"):
+        make_phantom(shape=(12, 64, 64), anatomy_variation=0.5)
+
+
+def test_anatomy_varies_within_its_bounds_and_keeps_the_known_answers():
+    shape = (24, 128, 128)
+    reference = make_phantom(shape, seed=5)
+    np.testing.assert_array_equal(make_phantom(shape, seed=5, anatomy_variation=0.0).lungs, reference.lungs)
+    volumes = []
+    for seed in (11, 12, 13):
+        varied = make_phantom(shape, seed=seed, anatomy_variation=0.12, involvement_pct=(30.0, 10.0))
+        np.testing.assert_array_equal(
+            varied.lungs, make_phantom(shape, seed=seed, anatomy_variation=0.12).lungs
+        )
+        for label in (RIGHT_LUNG, LEFT_LUNG):
+            ratio = varied.lung_volume_ml[label] / reference.lung_volume_ml[label]
+            assert 0.5 < ratio < 1.6, f"lung {label} volume ratio {ratio:.2f} to the reference anatomy"
+        assert (
+            abs(varied.involvement_pct[RIGHT_LUNG] - 30.0) < 0.1
+            and abs(varied.involvement_pct[LEFT_LUNG] - 10.0) < 0.1
+        )
+        right_x, left_x = (np.nonzero(varied.lungs == label)[2].mean() for label in (RIGHT_LUNG, LEFT_LUNG))
+        assert right_x < left_x
+        volumes.append(varied.lung_volume_ml[RIGHT_LUNG])
+    assert len(set(np.round(volumes, 1))) == 3, "each seed has its own anatomy"

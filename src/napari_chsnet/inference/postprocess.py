@@ -172,7 +172,9 @@ def recover_dense_border(
     return out
 
 
-def remove_central_airways(lungs: np.ndarray, hu: np.ndarray, spacing_xy_mm: tuple[float, float]) -> np.ndarray:
+def remove_central_airways(
+    lungs: np.ndarray, hu: np.ndarray, spacing_xy_mm: tuple[float, float]
+) -> np.ndarray:
     """Take the trachea and the main/lobar bronchi (lumen and wall) out of the lung labels.
 
     Lung stages often include the central airways (their lumen is as dark as lung). Radiologists'

@@ -27,6 +27,30 @@ CONSOLIDATION_HU = (-100.0, 50.0)
 _CONSOLIDATION_FRACTION = 0.3  # share of the infected voxels that are consolidated
 
 
+@dataclass(frozen=True)
+class _Anatomy:
+    """Scale factors of the reference anatomy (all 1 = the reference phantom)."""
+
+    body_u: float = 1.0  # chest width
+    body_v: float = 1.0  # chest depth
+    lung_width: tuple[float, float] = (1.0, 1.0)  # right, left
+    lung_depth: float = 1.0
+    dome: tuple[float, float] = (1.0, 1.0)  # diaphragm dome heights, right, left
+    heart: float = 1.0
+
+    @staticmethod
+    def varied(seed: int, amount: float) -> _Anatomy:
+        """Each factor drawn uniformly from 1 ± ``amount`` (its own random stream: lesions stay seeded)."""
+        if amount == 0:
+            return _Anatomy()
+        rng = np.random.default_rng([seed, 7])
+
+        def factor() -> float:
+            return float(1 + amount * rng.uniform(-1, 1))
+
+        return _Anatomy(factor(), factor(), (factor(), factor()), factor(), (factor(), factor()), factor())
+
+
 @dataclass
 class Phantom:
     """A synthetic CT and its ground truth; per-lung figures are keyed by lung label (1 right, 2 left).
@@ -137,6 +161,7 @@ def make_phantom(
     involvement_pct: tuple[float, float] = (30.0, 10.0),
     subpleural_consolidation: bool = True,
     lungs_touch_anteriorly: bool = False,
+    anatomy_variation: float = 0.0,
 ) -> Phantom:
     """Generate a synthetic chest CT with lungs, vessels, airways, bones and COVID-like lesions.
 
@@ -148,6 +173,9 @@ def make_phantom(
         subpleural_consolidation: let consolidation reach the pleura (else it stays central).
         lungs_touch_anteriorly: the lungs meet at the anterior junction line (no gap between
             labels 1 and 2 there), to test left/right separation.
+        anatomy_variation: 0 gives the reference anatomy; a fraction (e.g. 0.12) scales chest
+            width and depth, each lung's width, lung depth, each diaphragm dome and the heart by
+            a seeded random factor within ±that fraction (training data with varied anatomy).
 
     Returns:
         The Phantom; its ``involvement_pct`` is the achieved figure (within one voxel of the request).
@@ -156,20 +184,24 @@ def make_phantom(
         raise ConfigError(f"phantom shape must be (z, y, x) of at least (8, 64, 64), got {shape}.")
     if any(not 0 <= p <= 100 for p in involvement_pct):
         raise ConfigError(f"involvement_pct must lie in 0..100 for each lung, got {involvement_pct}.")
+    if not 0 <= anatomy_variation <= 0.3:
+        raise ConfigError(f"anatomy_variation must lie in 0..0.3, got {anatomy_variation}.")
+    anatomy = _Anatomy.varied(seed, anatomy_variation)
     rng = np.random.default_rng(seed)
     grid = _Grid(shape, spacing_mm)
     hu = np.full(shape, AIR_HU, dtype=np.float32)
 
-    body = grid.ellipse(0, 0, 0.86, 0.64)[0] < 1
-    inner = grid.ellipse(0, 0, 0.80, 0.58)[0] < 1
+    body = grid.ellipse(0, 0, 0.86 * anatomy.body_u, 0.64 * anatomy.body_v)[0] < 1
+    inner = grid.ellipse(0, 0, 0.80 * anatomy.body_u, 0.58 * anatomy.body_v)[0] < 1
     hu[:, body] = FAT_HU
     hu[:, inner] = SOFT_TISSUE_HU
-    _paint_bones(hu, grid)
+    _paint_bones(hu, grid, anatomy)
 
-    lungs = _lung_labels(grid, lungs_touch_anteriorly) * inner[None]
-    organ = (grid.ellipse(0.12, -0.12, 0.34, 0.30) + ((grid.w - 0.30) / 0.24) ** 2 < 1) | (
-        grid.ellipse(0.10, 0.34, 0.07, 0.07) < 1
-    )
+    lungs = _lung_labels(grid, lungs_touch_anteriorly, anatomy) * inner[None]
+    organ = (
+        grid.ellipse(0.12, -0.12, 0.34 * anatomy.heart, 0.30 * anatomy.heart) + ((grid.w - 0.30) / 0.24) ** 2
+        < 1
+    ) | (grid.ellipse(0.10, 0.34, 0.07, 0.07) < 1)
     lungs[organ] = 0
     hu[lungs > 0] = LUNG_HU
 
@@ -211,9 +243,9 @@ def make_phantom(
     return Phantom(ct, lungs, infection, consolidation, lung_ml, infected_ml, involvement)
 
 
-def _paint_bones(hu: np.ndarray, grid: _Grid) -> None:
+def _paint_bones(hu: np.ndarray, grid: _Grid, anatomy: _Anatomy) -> None:
     """Ribs (oblique bands in the chest wall), spine and sternum."""
-    wall = grid.ellipse(0, 0, 0.80, 0.58)
+    wall = grid.ellipse(0, 0, 0.80 * anatomy.body_u, 0.58 * anatomy.body_v)
     ring = (wall > 0.80) & (wall < 0.93) & ~((np.abs(grid.u) < 0.18) & (grid.v < 0))
     ribs = ring & (np.sin(2 * np.pi * (grid.w * 7 - 0.6 * grid.v)) > 0.45)
     hu[ribs] = 800.0
@@ -231,12 +263,16 @@ def _paint_bones(hu: np.ndarray, grid: _Grid) -> None:
     hu[np.broadcast_to(sternum, hu.shape)] = 750.0
 
 
-def _lung_labels(grid: _Grid, touch_anteriorly: bool) -> np.ndarray:
+def _lung_labels(grid: _Grid, touch_anteriorly: bool, anatomy: _Anatomy) -> np.ndarray:
     """Lung labels from two dome-based, apex-tapered ellipsoids (right one at negative u)."""
     labels = np.zeros(grid.shape, dtype=np.uint8)
-    for label, side, half_width, dome_height in ((RIGHT_LUNG, -1, 0.31, 0.16), (LEFT_LUNG, 1, 0.28, 0.12)):
-        centre = 0.41 * side
-        cross = grid.ellipse(centre, 0.04, half_width, 0.44)
+    for index, (label, side, half_width, dome_height) in enumerate(
+        ((RIGHT_LUNG, -1, 0.31, 0.16), (LEFT_LUNG, 1, 0.28, 0.12))
+    ):
+        centre = 0.41 * side * anatomy.body_u
+        half_width *= anatomy.body_u * anatomy.lung_width[index]
+        dome_height *= anatomy.dome[index]
+        cross = grid.ellipse(centre, 0.04, half_width, 0.44 * anatomy.body_v * anatomy.lung_depth)
         base = 0.06 + dome_height * np.clip(1 - cross, 0, 1)
         height = np.clip((grid.w - base) / (0.97 - base), 0, 1)
         taper = np.sqrt(np.clip(1 - height**2, 0, 1)) ** 0.7

@@ -78,13 +78,14 @@ PHANTOM_SEED_OFFSET = 1000
 
 
 def _phantom_slices(
-    count: int, seed: int, shape: tuple[int, int, int] = (48, 256, 256)
+    count: int, seed: int, shape: tuple[int, int, int] = (48, 256, 256), anatomy_variation: float = 0.0
 ) -> list[LabelledSlice]:
     """Every 2nd slice of ``count`` phantoms with subpleural consolidation labelled as lung.
 
-    Involvement varies from light to severe (5-70 % per lung) and every other phantom has lungs
-    meeting at the anterior junction line, so the lung stage sees dense border lesions in many
-    places and learns that consolidation is lung (issue: lung-first cascades drop it).
+    Involvement varies from light to severe (5-70 % per lung), every other phantom has lungs
+    meeting at the anterior junction line, and chest, lung, dome and heart sizes vary by
+    ``anatomy_variation``, so the lung stage sees dense border lesions in many places and
+    shapes and learns that consolidation is lung (lung-first cascades tend to drop it).
     """
     from napari_chsnet.io.phantom import make_phantom
 
@@ -99,6 +100,7 @@ def _phantom_slices(
             involvement_pct=involvement,
             subpleural_consolidation=True,
             lungs_touch_anteriorly=bool(index % 2),
+            anatomy_variation=anatomy_variation,
         )
         out += slices_of_volume(
             phantom.ct,
@@ -132,7 +134,9 @@ def gather_slices(config: TrainConfig, cache_dir: Path) -> tuple[list[LabelledSl
     for path in data.hu_volumes:
         train += _cached_volume_slices(path, data.slice_step, cache_dir)
     if data.phantoms:
-        train += _phantom_slices(data.phantoms, config.seed, data.phantom_shape)
+        train += _phantom_slices(
+            data.phantoms, config.seed, data.phantom_shape, data.phantom_anatomy_variation
+        )
     return train, validation
 
 
