@@ -1,7 +1,7 @@
 """Lung labels made from HU (threshold + morphology) for training the lung stage.
 
 There are no expert lung masks in the training data, so the lung stage learns from labels
-made here and checked on pictures (docs/models/lung_labels.md). Aerated lung is below
+made here and checked on pictures (docs/training.md, "Lung labels"). Aerated lung is below
 ``AIR_THRESHOLD_HU``; what a threshold misses (consolidation, which is as dense as muscle) is
 put back from the expert infection mask where there is one, and by the rolling-ball border
 recovery of the inference post-processing otherwise.
