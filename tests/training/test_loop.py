@@ -206,3 +206,16 @@ def test_rdunet_continues_from_its_checkpoint_not_from_a_fresh_network(tmp_path,
     assert shapes == {n: tuple(v.shape) for n, v in start.build().state_dict().items()}, (
         "the tiny width is kept"
     )
+
+
+def test_training_and_validation_phantoms_never_share_a_seed_with_the_tests(tmp_path):
+    from napari_chsnet.training.recipes import gather_slices
+
+    config = dataclasses.replace(
+        load_config(TINY_CONFIG),
+        data=DataConfig(phantoms=2, validation_phantoms=1, phantom_shape=(8, 64, 64)),
+    )
+    train, validation = gather_slices(config, tmp_path / "cache")
+    train_cases, validation_cases = {s.case_id for s in train}, {s.case_id for s in validation}
+    assert train_cases == {"phantom1000", "phantom1001"} and validation_cases == {"phantom2000"}
+    assert len(validation) == 2, "every 4th slice of an 8-slice validation phantom"

@@ -30,6 +30,7 @@ class DataConfig:
     phantoms: int = 0  # synthetic phantoms added (lung stage)
     phantom_shape: tuple[int, int, int] = (48, 256, 256)  # (z, y, x) of each phantom
     phantom_anatomy_variation: float = 0.0  # ± fraction of chest/lung/dome/heart sizes (io.phantom)
+    validation_phantoms: int = 0  # phantoms added to the validation (model selection) data
     slice_step: int = 1  # use every n-th slice of volumes
 
 

@@ -73,14 +73,21 @@ def _cached_volume_slices(path: str, step: int, cache_dir: Path) -> list[Labelle
     )
 
 
-# Training phantoms use seeds from here on, so the phantoms the tests segment (seeds < 100) are unseen.
+# Training phantoms use seeds from here on, validation phantoms from VALIDATION_PHANTOM_SEED_OFFSET:
+# the phantoms the tests segment (seeds < 100) are never seen in training or model selection.
 PHANTOM_SEED_OFFSET = 1000
+VALIDATION_PHANTOM_SEED_OFFSET = 2000
 
 
 def _phantom_slices(
-    count: int, seed: int, shape: tuple[int, int, int] = (48, 256, 256), anatomy_variation: float = 0.0
+    count: int,
+    first_seed: int,
+    shape: tuple[int, int, int] = (48, 256, 256),
+    anatomy_variation: float = 0.0,
+    slice_step: int = 2,
 ) -> list[LabelledSlice]:
-    """Every 2nd slice of ``count`` phantoms with subpleural consolidation labelled as lung.
+    """Every ``slice_step``-th slice of ``count`` phantoms (seeds from ``first_seed``) with
+    subpleural consolidation labelled as lung.
 
     Involvement varies from light to severe (5-70 % per lung), every other phantom has lungs
     meeting at the anterior junction line, and chest, lung, dome and heart sizes vary by
@@ -91,7 +98,7 @@ def _phantom_slices(
 
     out = []
     for index in range(count):
-        phantom_seed = PHANTOM_SEED_OFFSET + seed + index
+        phantom_seed = first_seed + index
         rng = np.random.default_rng(phantom_seed)
         involvement = (float(rng.uniform(5, 70)), float(rng.uniform(5, 70)))
         phantom = make_phantom(
@@ -107,7 +114,7 @@ def _phantom_slices(
             phantom.lungs,
             phantom.infection,
             f"phantom{phantom_seed}",
-            range(0, phantom.ct.shape[0], 2),
+            range(0, phantom.ct.shape[0], slice_step),
         )
     return out
 
@@ -133,9 +140,16 @@ def gather_slices(config: TrainConfig, cache_dir: Path) -> tuple[list[LabelledSl
         train += read_volume_folder(folder)
     for path in data.hu_volumes:
         train += _cached_volume_slices(path, data.slice_step, cache_dir)
+    variation = data.phantom_anatomy_variation
     if data.phantoms:
         train += _phantom_slices(
-            data.phantoms, config.seed, data.phantom_shape, data.phantom_anatomy_variation
+            data.phantoms, PHANTOM_SEED_OFFSET + config.seed, data.phantom_shape, variation
+        )
+    if data.validation_phantoms:
+        # every 4th slice: a phantom weighs about as much as the real validation slices
+        seed = VALIDATION_PHANTOM_SEED_OFFSET + config.seed
+        validation += _phantom_slices(
+            data.validation_phantoms, seed, data.phantom_shape, variation, slice_step=4
         )
     return train, validation
 
