@@ -12,7 +12,9 @@ from napari_chsnet.cli import main
 from napari_chsnet.cli.evaluate import read_gray
 from napari_chsnet.inference.intensity import DISPLAY_WINDOW_HU
 from napari_chsnet.inference.preprocessing import lung_crop_box
+from napari_chsnet.io.phantom import make_phantom
 from napari_chsnet.models.metrics import METRIC_NAMES
+from napari_chsnet.resources_path import bundled_weights_dir
 
 
 @pytest.fixture
@@ -39,7 +41,8 @@ def test_json_output_has_the_paper_metrics_mean_and_pooled(semiseg_like, tiny_we
     assert main([*args, "--model", "eamc", "--rotate", "90", "--json", "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     scores = json.loads(captured.out)
-    assert set(scores) == {"n_images", "mean", "pooled"} and scores["n_images"] == 3
+    assert set(scores) == {"n_images", "target", "mean", "pooled"} and scores["n_images"] == 3
+    assert scores["target"] == "infection"
     for kind in ("mean", "pooled"):
         assert set(scores[kind]) == set(METRIC_NAMES)
         assert all(v is None or 0.0 <= v <= 1.0 for v in scores[kind].values())
@@ -79,3 +82,30 @@ def test_bad_evaluation_inputs_exit_2(tmp_path, semiseg_like, tiny_weights, caps
     assert main(["evaluate", "--images", str(images), "--masks", str(masks), *weights]) == 2
     assert "must match their images" in capsys.readouterr().err
     assert main(["evaluate", "--images", str(images), "--masks", str(masks), "--rotate", "45"]) == 2
+
+
+@pytest.mark.slow
+def test_target_lungs_scores_the_bundled_lung_stage_against_lung_masks(tmp_path, capsys):
+    if not (bundled_weights_dir() / "chsnet.safetensors").is_file():
+        pytest.skip(f"no bundled chsnet.safetensors in {bundled_weights_dir()}")
+    phantom = make_phantom(seed=2)
+    images, masks = tmp_path / "images", tmp_path / "lungs"
+    images.mkdir()
+    masks.mkdir()
+    box = lung_crop_box(phantom.lungs)
+    low, high = DISPLAY_WINDOW_HU
+    for z in (14, 24, 34):
+        hu = phantom.ct.hu[z, box.y0 : box.y1, box.x0 : box.x1].astype(np.float32)
+        pixels = np.clip(np.round((hu - low) / (high - low) * 255), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(images / f"{z}.png")
+        Image.fromarray((phantom.lungs[z, box.y0 : box.y1, box.x0 : box.x1] > 0).astype(np.uint8) * 255).save(
+            masks / f"{z}.png"
+        )
+    args = ["evaluate", "--images", str(images), "--masks", str(masks), "--json", "--device", "cpu"]
+    assert main([*args, "--target", "lungs"]) == 0
+    lungs = json.loads(capsys.readouterr().out)
+    assert lungs["target"] == "lungs" and lungs["n_images"] == 3
+    assert lungs["mean"]["dice"] > 0.93, f"lung Dice {lungs['mean']['dice']:.3f} on phantom slices"
+    assert main(args) == 0
+    infection = json.loads(capsys.readouterr().out)
+    assert infection["mean"]["dice"] < 0.7, "lung masks are not infection: the default target must differ"

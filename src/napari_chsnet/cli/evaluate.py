@@ -8,6 +8,9 @@ The infection network's own mask is scored (threshold 0.5; EAMC: its vote), not 
 and without small-component removal. ``--rotate`` undoes a rotation of the dataset: COVID-SemiSeg
 slices are rotated 90° (anterior on the image's left) and the models are trained on anterior-up slices,
 so ``--rotate 90`` applies ``np.rot90(image, k=-1)`` to images and masks.
+
+``--target lungs`` scores the lung stage instead (masks = both lungs as 255): the post-processed lung
+mask, and the lung network's probability for the AUC.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from napari_chsnet.errors import InvalidVolumeError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ROTATIONS = (0, 90, 180, 270)
+TARGETS = ("infection", "lungs")
 # Nominal pixel of lung-cropped 8-bit slices (they carry no spacing): COVID-SemiSeg's, as in training.
 SLICE_PIXEL_MM = 0.7
 
@@ -44,6 +48,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--rotate", type=int, choices=ROTATIONS, default=0,
         help="degrees the slices are rotated counter-clockwise from anterior-up (COVID-SemiSeg: 90)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--target", choices=TARGETS, default="infection",
+        help="what the masks show: infection, or both lungs (scores the lung stage)",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(run=run, parser=parser)
@@ -87,16 +95,21 @@ def read_gray(path: Path, rotate: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(pixels, k=-(rotate // 90)))
 
 
-def predict_slice(pixels: np.ndarray, lung_stage, infection_stage) -> tuple[np.ndarray, np.ndarray]:
-    """Infection mask and probability of one 8-bit slice that is already cropped to the lungs."""
+def predict_slice(
+    pixels: np.ndarray, lung_stage, infection_stage, target: str = "infection"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mask and probability of ``target`` in one 8-bit slice that is already cropped to the lungs."""
     from napari_chsnet.inference.cascade import LUNG_THRESHOLD
     from napari_chsnet.inference.intensity import display8_to_hu, display8_to_unit
     from napari_chsnet.inference.postprocess import postprocess_lungs
     from napari_chsnet.inference.preprocessing import CropBox
 
     unit = display8_to_unit(pixels)[None]
-    lung_binary = lung_stage.predict(unit) >= LUNG_THRESHOLD
-    lungs = postprocess_lungs(lung_binary, display8_to_hu(pixels)[None], (SLICE_PIXEL_MM, SLICE_PIXEL_MM)) > 0
+    lung_probability = lung_stage.predict(unit)
+    hu = display8_to_hu(pixels)[None]
+    lungs = postprocess_lungs(lung_probability >= LUNG_THRESHOLD, hu, (SLICE_PIXEL_MM, SLICE_PIXEL_MM)) > 0
+    if target == "lungs":
+        return lungs[0], lung_probability[0]
     output = infection_stage.predict(unit, lungs, CropBox.full(*pixels.shape))
     return output.mask[0], output.probability[0]
 
@@ -121,17 +134,24 @@ def run(args: argparse.Namespace) -> int:
                     f"mask {mask_path} is {truth.shape[1]}x{truth.shape[0]} px but its image is "
                     f"{pixels.shape[1]}x{pixels.shape[0]} px; masks must match their images"
                 )
-            mask, probability = predict_slice(pixels, lung_stage, infection_stage)
+            mask, probability = predict_slice(pixels, lung_stage, infection_stage, args.target)
             predictions.append(mask)
             truths.append(truth)
             probabilities.append(probability)
     scores = segmentation_metrics(predictions, truths, probabilities)
     if args.json:
         print(
-            json.dumps({"n_images": scores["n_images"], "mean": scores["mean"], "pooled": scores["pooled"]})
+            json.dumps(
+                {
+                    "n_images": scores["n_images"],
+                    "target": args.target,
+                    "mean": scores["mean"],
+                    "pooled": scores["pooled"],
+                }
+            )
         )
         return 0
-    print(f"{args.model} on {scores['n_images']} slices from {args.images}")
+    print(f"{args.model}, {args.target}, on {scores['n_images']} slices from {args.images}")
     print(f"{'metric':<12}{'mean':>10}{'pooled':>10}")
     for name in METRIC_NAMES:
         mean, pooled = scores["mean"][name], scores["pooled"][name]
