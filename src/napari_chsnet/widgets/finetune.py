@@ -34,7 +34,7 @@ from qtpy.QtCore import QObject, Signal
 from napari_chsnet.errors import CHSNetError
 from napari_chsnet.registry import DEFAULT_MODEL, INFECTION_LAYER, LUNGS_LAYER, MODELS
 from napari_chsnet.training.versions import BUNDLED, active_choice, list_versions, set_active, weights_set_dir
-from napari_chsnet.widgets.results import RUN_KEY, ResultLayers, ct_volume_from_layer
+from napari_chsnet.widgets.results import ResultLayers, ct_layer_choices, ct_volume_from_layer
 
 if TYPE_CHECKING:
     import napari
@@ -175,14 +175,7 @@ class FinetunePanel(Container):
 
     # ------------------------------------------------------------------ choices
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
-        return [
-            (layer.name, layer)
-            for layer in self._viewer.layers
-            if isinstance(layer, Image)
-            and not layer.rgb
-            and layer.ndim == 3
-            and RUN_KEY not in layer.metadata
-        ]
+        return ct_layer_choices(self._viewer.layers)
 
     def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Labels]]:
         return [

@@ -14,7 +14,7 @@ under that name): a correction is never lost silently.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +81,16 @@ def ct_volume_from_layer(layer: Layer) -> CTVolume:
     study = {k: v for k, v in layer.metadata.items() if k not in (GEOMETRY_KEY, SOURCE_KEY)}
     source = str(layer.metadata.get(SOURCE_KEY) or layer.name)
     return CTVolume(hu=np.asarray(layer.data), geometry=geometry, source=source, metadata=study)
+
+
+def ct_layer_choices(layers: Iterable[Layer]) -> list[tuple[str, Image]]:
+    """Combo-box choices of the layers that can be a CT: single-channel 3-D images that are not a
+    run's own output (the probability map)."""
+    return [
+        (layer.name, layer)
+        for layer in layers
+        if isinstance(layer, Image) and not layer.rgb and layer.ndim == 3 and RUN_KEY not in layer.metadata
+    ]
 
 
 def layer_geometry(layer: Layer) -> Geometry:

@@ -24,7 +24,7 @@ from napari_chsnet.report import DEFAULT_MIN_LESION_ML
 from napari_chsnet.training.versions import BUNDLED, active_choice, list_versions, weights_set_dir
 from napari_chsnet.widgets.dialogs import Dialogs
 from napari_chsnet.widgets.layout import end_with_stretch, paragraph, row
-from napari_chsnet.widgets.results import RUN_KEY, ResultLayers, ct_volume_from_layer
+from napari_chsnet.widgets.results import ResultLayers, ct_layer_choices, ct_volume_from_layer
 from napari_chsnet.widgets.tooltips import TOOLTIPS
 
 if TYPE_CHECKING:
@@ -118,15 +118,7 @@ class SegmentPanel(Container):
 
     # ------------------------------------------------------------------ choices
     def _ct_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
-        """Single-channel 3-D image layers that are not a run's own output."""
-        return [
-            (layer.name, layer)
-            for layer in self._viewer.layers
-            if isinstance(layer, Image)
-            and not layer.rgb
-            and layer.ndim == 3
-            and RUN_KEY not in layer.metadata
-        ]
+        return ct_layer_choices(self._viewer.layers)
 
     def _weights_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
         """Bundled weights, the model's fine-tuned versions (newest first), then folders or files
