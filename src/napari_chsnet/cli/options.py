@@ -4,60 +4,52 @@ model/device/weights options every command that runs a network takes."""
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, MODEL_KEYS
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+def _number(
+    name: str,
+    cast: Callable[[str], float],
+    accepts: Callable[[float], bool],
+    unparsable: str,
+    out_of_range: str,
+) -> Callable[[str], float]:
+    """An argparse ``type=`` that parses with ``cast`` and keeps values ``accepts`` allows; each
+    failure is one ``expected …`` line."""
+
+    def check(text: str) -> float:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {unparsable}, got {text!r}") from None
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {out_of_range}, got {value}")
+        return value
+
+    check.__name__ = name
+    return check
 
 
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0.0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.25, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {value}")
-    return value
+positive_int = _number("positive_int", int, lambda v: v >= 1, "a whole number >= 1", "a whole number >= 1")
+probability = _number(
+    "probability",
+    float,
+    lambda v: 0.0 < v < 1.0,
+    "a number between 0 and 1",
+    "a number strictly between 0 and 1",
+)
+non_negative_float = _number(
+    "non_negative_float", float, lambda v: 0.0 <= v < math.inf, "a number >= 0", "a finite number >= 0"
+)
+# ``not v <= 0`` keeps what it always accepted, NaN and inf included (``v > 0`` would refuse NaN)
+positive_float = _number("positive_float", float, lambda v: not v <= 0, "a number", "a number above 0")
+fraction = _number(  # a number in [0, 1)
+    "fraction", float, lambda v: 0.0 <= v < 1.0, "a fraction such as 0.25", "a fraction in [0, 1)"
+)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
