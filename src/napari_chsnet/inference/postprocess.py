@@ -194,13 +194,16 @@ def remove_central_airways(
             continue
         band = xs[0] + np.array(AIRWAY_CENTRAL_BAND) * (xs[-1] - xs[0])
         lumen = ndi.binary_opening((hu[z] < AIRWAY_LUMEN_HU) & in_lung)
-        components, count = ndi.label(lumen)
+        components, _count = ndi.label(lumen)
+        areas = np.bincount(components.ravel()) * pixel_mm2
         for index, box in enumerate(ndi.find_objects(components), start=1):
-            component = components == index
-            area = component.sum() * pixel_mm2
+            # size and place first: most lumen components are specks of dark lung
             centre_x = (box[1].start + box[1].stop - 1) / 2
-            if not (AIRWAY_AREA_MM2[0] <= area <= AIRWAY_AREA_MM2[1] and band[0] <= centre_x <= band[1]):
+            if not (
+                AIRWAY_AREA_MM2[0] <= areas[index] <= AIRWAY_AREA_MM2[1] and band[0] <= centre_x <= band[1]
+            ):
                 continue
+            component = components == index
             distance = ndi.distance_transform_edt(~component, sampling=spacing_yx)
             ring = (distance > 0) & (distance <= AIRWAY_WALL_MM)
             if (hu[z][ring] > AIRWAY_WALL_HU).mean() >= AIRWAY_WALL_FRACTION:
