@@ -61,9 +61,8 @@ class TrainConfig:
     threads: int = 1
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     eamc: EAMCConfig = field(default_factory=EAMCConfig)
-    init_from: str | None = (
-        None  # checkpoint to continue from (CHS-Net: it carries both stages; EAMC: same member count)
-    )
+    # checkpoint to continue from (CHS-Net: it carries both stages; EAMC: same member count)
+    init_from: str | None = None
     output: str = "runs/train"
     half_precision: bool = True
     device: str = "auto"  # "auto": this rank's GPU under torchrun, else the first GPU, else the CPU
