@@ -1,4 +1,5 @@
-"""Shared fixtures: one torch thread, and where the real (never committed) data lives."""
+"""Shared fixtures: one torch thread, where the real (never committed) data lives, and phantom slices
+laid out like COVID-SemiSeg."""
 
 from __future__ import annotations
 
@@ -35,3 +36,34 @@ def shared_data() -> Path:
     if not folder.is_dir():
         pytest.skip(f"real data folder {folder} is absent (set CHSNET_SHARED_DATA to run this test)")
     return folder
+
+
+def _write_semiseg_like(
+    phantom, folder: Path, slices, truth, mask_folder: str = "masks"
+) -> tuple[Path, Path]:
+    """Phantom slices cropped to the lungs, in the display window as 8-bit JPEG, rotated like COVID-SemiSeg,
+    with 0/255 PNG masks of ``truth`` (a phantom mask) in ``folder/mask_folder``."""
+    import numpy as np
+    from PIL import Image
+
+    from napari_chsnet.inference.intensity import DISPLAY_WINDOW_HU
+    from napari_chsnet.inference.preprocessing import lung_crop_box
+
+    images, masks = folder / "images", folder / mask_folder
+    images.mkdir(parents=True)
+    masks.mkdir()
+    box = lung_crop_box(phantom.lungs)
+    low, high = DISPLAY_WINDOW_HU
+    for z in slices:
+        hu = phantom.ct.hu[z, box.y0 : box.y1, box.x0 : box.x1].astype(np.float32)
+        pixels = np.clip(np.round((hu - low) / (high - low) * 255), 0, 255).astype(np.uint8)
+        mask = (truth[z, box.y0 : box.y1, box.x0 : box.x1] > 0).astype(np.uint8) * 255
+        Image.fromarray(np.rot90(pixels, 1)).save(images / f"slice_{z}.jpg")
+        Image.fromarray(np.rot90(mask, 1)).save(masks / f"slice_{z}.png")
+    return images, masks
+
+
+@pytest.fixture(scope="session")
+def write_semiseg_slices():
+    """``write(phantom, folder, slices, truth, mask_folder="masks") -> (images, masks)``."""
+    return _write_semiseg_like

@@ -10,33 +10,14 @@ from PIL import Image
 
 from napari_chsnet.cli import main
 from napari_chsnet.cli.evaluate import read_gray
-from napari_chsnet.inference.intensity import DISPLAY_WINDOW_HU
-from napari_chsnet.inference.preprocessing import lung_crop_box
 from napari_chsnet.io.phantom import make_phantom
 from napari_chsnet.models.metrics import METRIC_NAMES
 from napari_chsnet.resources_path import bundled_weights_dir
 
 
-def write_semiseg_like(phantom, folder, slices, truth) -> tuple:
-    """Phantom slices cropped to the lungs, in the display window as 8-bit, rotated like COVID-SemiSeg,
-    with 0/255 masks of ``truth`` (a phantom mask)."""
-    images, masks = folder / "images", folder / "masks"
-    images.mkdir()
-    masks.mkdir()
-    box = lung_crop_box(phantom.lungs)
-    low, high = DISPLAY_WINDOW_HU
-    for z in slices:
-        hu = phantom.ct.hu[z, box.y0 : box.y1, box.x0 : box.x1].astype(np.float32)
-        pixels = np.clip(np.round((hu - low) / (high - low) * 255), 0, 255).astype(np.uint8)
-        mask = (truth[z, box.y0 : box.y1, box.x0 : box.x1] > 0).astype(np.uint8) * 255
-        Image.fromarray(np.rot90(pixels, 1)).save(images / f"slice_{z}.jpg")
-        Image.fromarray(np.rot90(mask, 1)).save(masks / f"slice_{z}.png")
-    return images, masks
-
-
 @pytest.fixture
-def semiseg_like(tmp_path, phantom):
-    images, masks = write_semiseg_like(phantom, tmp_path, (4, 6, 8), phantom.infection)
+def semiseg_like(tmp_path, phantom, write_semiseg_slices):
+    images, masks = write_semiseg_slices(phantom, tmp_path, (4, 6, 8), phantom.infection)
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(images / "no_mask.png")
     return images, masks
 
@@ -91,11 +72,13 @@ def test_bad_evaluation_inputs_exit_2(tmp_path, semiseg_like, tiny_weights, caps
 
 
 @pytest.mark.slow
-def test_target_lungs_scores_the_bundled_lung_stage_against_lung_masks(tmp_path, capsys):
+def test_target_lungs_scores_the_bundled_lung_stage_against_lung_masks(
+    tmp_path, capsys, write_semiseg_slices
+):
     if not (bundled_weights_dir() / "chsnet.safetensors").is_file():
         pytest.skip(f"no bundled chsnet.safetensors in {bundled_weights_dir()}")
     phantom = make_phantom(seed=2)
-    images, masks = write_semiseg_like(phantom, tmp_path, (14, 24, 34), phantom.lungs)
+    images, masks = write_semiseg_slices(phantom, tmp_path, (14, 24, 34), phantom.lungs)
     args = [
         "evaluate",
         "--images",

@@ -33,6 +33,7 @@ def test_paper_eamc_config_has_ten_members_on_512_slices():
         ({"model": "chsnet", "epoch": 3}, "unknown setting"),
         ({"model": "chsnet", "data": {"phantom": 1}}, "data: unknown setting"),
         ({"model": "chsnet", "data": {"phantom_shape": [8, 64]}}, "phantom_shape"),
+        ({"model": "chsnet", "ema_decay": 1.0}, "ema_decay must lie in"),
     ],
 )
 def test_invalid_settings_are_named(raw, message):

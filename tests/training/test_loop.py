@@ -56,6 +56,33 @@ def test_should_stop_cancels_after_the_current_step(phantom):
     assert steps == [1, 2]
 
 
+def test_ema_returns_the_moving_average_of_the_weights_after_each_step(phantom):
+    torch.manual_seed(0)
+    network = build_model("raiunet", base_channels=4)
+    data = _lung_arrays(phantom)  # 8 slices: 2 steps of 4
+    decay, after_each_step = 0.8, []
+    result = fit(
+        network,
+        data,
+        data.subset(range(2)),
+        BCEDiceLoss(),
+        FitSettings(epochs=1, batch_size=4, learning_rate=1e-2, ema_decay=decay),
+        on_step=lambda step, total, loss: after_each_step.append(
+            {k: v.clone() for k, v in network.state_dict().items()}
+        ),
+    )
+    assert len(after_each_step) == 2
+    for name, value in result.best_state.items():
+        if not value.is_floating_point():
+            continue
+        expected = after_each_step[0][name]  # the average starts at the first step's weights
+        for state in after_each_step[1:]:
+            expected = decay * expected + (1 - decay) * state[name]
+        torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6, msg=name)
+    first = next(iter(result.best_state))
+    assert not torch.equal(result.best_state[first], network.state_dict()[first])
+
+
 def test_epoch_order_shards_like_distributed_sampler():
     ranks = [distributed.DistributedContext(rank, 2, rank) for rank in (0, 1)]
     orders = [context.epoch_order(5, seed=0, epoch=1) for context in ranks]

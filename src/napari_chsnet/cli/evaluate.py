@@ -28,8 +28,6 @@ from napari_chsnet.errors import InvalidVolumeError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ROTATIONS = (0, 90, 180, 270)
 TARGETS = ("infection", "lungs")
-# Nominal pixel of lung-cropped 8-bit slices (they carry no spacing): COVID-SemiSeg's, as in training.
-SLICE_PIXEL_MM = 0.7
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -85,33 +83,9 @@ def pair_images(images: Path, masks: Path) -> list[tuple[Path, Path]]:
 
 def read_gray(path: Path, rotate: int) -> np.ndarray:
     """An 8-bit grey image, rotated back to anterior-up by ``rotate`` degrees clockwise."""
-    from PIL import Image, UnidentifiedImageError
+    from napari_chsnet.training.datasets import read_gray_image
 
-    try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("L"))
-    except (OSError, UnidentifiedImageError) as error:
-        raise InvalidVolumeError(f"{path} is not a readable image ({error})") from error
-    return np.ascontiguousarray(np.rot90(pixels, k=-(rotate // 90)))
-
-
-def predict_slice(
-    pixels: np.ndarray, lung_stage, infection_stage, target: str = "infection"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mask and probability of ``target`` in one 8-bit slice that is already cropped to the lungs."""
-    from napari_chsnet.inference.cascade import LUNG_THRESHOLD
-    from napari_chsnet.inference.intensity import display8_to_hu, display8_to_unit
-    from napari_chsnet.inference.postprocess import postprocess_lungs
-    from napari_chsnet.inference.preprocessing import CropBox
-
-    unit = display8_to_unit(pixels)[None]
-    lung_probability = lung_stage.predict(unit)
-    hu = display8_to_hu(pixels)[None]
-    lungs = postprocess_lungs(lung_probability >= LUNG_THRESHOLD, hu, (SLICE_PIXEL_MM, SLICE_PIXEL_MM)) > 0
-    if target == "lungs":
-        return lungs[0], lung_probability[0]
-    output = infection_stage.predict(unit, lungs, CropBox.full(*pixels.shape))
-    return output.mask[0], output.probability[0]
+    return np.ascontiguousarray(np.rot90(read_gray_image(path), k=-(rotate // 90)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_chsnet.inference.device import resolve_device
     from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
+    from napari_chsnet.inference.slices import segment_cropped_slice
     from napari_chsnet.models.metrics import METRIC_NAMES, segmentation_metrics
 
     pairs = pair_images(args.images, args.masks)
@@ -134,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                     f"mask {mask_path} is {truth.shape[1]}x{truth.shape[0]} px but its image is "
                     f"{pixels.shape[1]}x{pixels.shape[0]} px; masks must match their images"
                 )
-            mask, probability = predict_slice(pixels, lung_stage, infection_stage, args.target)
+            mask, probability = segment_cropped_slice(pixels, lung_stage, infection_stage, args.target)
             predictions.append(mask)
             truths.append(truth)
             probabilities.append(probability)

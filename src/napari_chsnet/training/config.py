@@ -25,6 +25,7 @@ class DataConfig:
     semiseg: str | None = None  # COVID-SemiSeg root (train/ and unlabelled/)
     validation_slices: int = 10  # labelled slices held out (seeded choice)
     unlabelled: int = 0  # pseudo-labelled slices mixed in (0 = none)
+    pseudo_teacher: str | None = None  # checkpoint that labels them (None: Inf-Net's shipped labels)
     hu_volumes: tuple[str, ...] = ()  # HU volumes without lung masks (lung stage; labels from HU)
     volume_folders: tuple[str, ...] = ()  # Zenodo layout folders
     phantoms: int = 0  # synthetic phantoms added (lung stage)
@@ -55,6 +56,7 @@ class TrainConfig:
     batch_size: int = 8
     learning_rate: float = 1e-3
     lr_step_epochs: int | None = None
+    ema_decay: float | None = None  # moving average of the weights per step (training/loop.py)
     patience: int = 10
     max_minutes: float | None = None
     seed: int = 0
@@ -87,7 +89,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
 def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
     raw = dict(raw)
     data = dict(raw.pop("data", {}) or {})
-    for key in ("semiseg",):
+    for key in ("semiseg", "pseudo_teacher"):
         if data.get(key):
             data[key] = _expand(data[key])
     for key in ("hu_volumes", "volume_folders"):
@@ -118,6 +120,8 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
         )
     if config.loss not in LOSSES:
         raise ConfigError(f"{where}: loss must be one of {', '.join(LOSSES)}; got {config.loss!r}")
+    if config.ema_decay is not None and not 0.0 <= config.ema_decay < 1.0:
+        raise ConfigError(f"{where}: ema_decay must lie in [0, 1); got {config.ema_decay!r}")
     if config.input_size % 16:
         raise ConfigError(f"{where}: input_size must be a multiple of 16; got {config.input_size}")
     return config

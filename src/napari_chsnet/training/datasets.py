@@ -63,9 +63,11 @@ class LabelledSlice:
         return self.crop_box or lung_crop_box(self.lungs)
 
 
-def _read_gray(path: Path) -> np.ndarray:
+def read_gray_image(path: Path) -> np.ndarray:
+    """An image file as 8-bit grey values ``(y, x)``; InvalidVolumeError when it cannot be read."""
     try:
-        return np.asarray(Image.open(path).convert("L"))
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L"))
     except (OSError, ValueError) as exc:
         raise InvalidVolumeError(f"{path} is not a readable image ({exc})") from exc
 
@@ -77,16 +79,23 @@ def _semiseg_case_id(stem: str) -> str:
 
 
 def read_semiseg(
-    root: str | Path, split: str = "train", *, names: Iterable[str] | None = None, with_lungs: bool = True
+    root: str | Path,
+    split: str = "train",
+    *,
+    names: Iterable[str] | None = None,
+    with_lungs: bool = True,
+    mask_folder: Path | None = None,
 ) -> list[LabelledSlice]:
-    """COVID-SemiSeg slices of ``split`` ("train": expert masks; "unlabelled": Inf-Net pseudo labels).
+    """COVID-SemiSeg slices of ``split`` ("train": expert masks; "unlabelled": Inf-Net pseudo labels,
+    or a teacher's from ``mask_folder``, see training/pseudo_labels.py).
 
     Lung masks come from training/lung_labels.py (HU-based, with the infection mask added).
     """
     from napari_chsnet.training.lung_labels import lung_mask_of_cropped_slice
 
     root = Path(root) / split
-    mask_folder = root / ("infection_gt" if split == "train" else "infnet_pseudo_gt")
+    if mask_folder is None:
+        mask_folder = root / ("infection_gt" if split == "train" else "infnet_pseudo_gt")
     if not (root / "images").is_dir():
         raise InvalidVolumeError(f"{root} has no images/ folder (expected the COVID-SemiSeg layout)")
     paths = sorted((root / "images").glob("*.jpg"), key=lambda p: (len(p.stem), p.stem))
@@ -95,9 +104,11 @@ def read_semiseg(
         paths = [p for p in paths if p.stem in wanted]
     out = []
     for path in paths:
-        pixels = np.rot90(_read_gray(path), SEMISEG_ROTATION_K)
+        pixels = np.rot90(read_gray_image(path), SEMISEG_ROTATION_K)
         mask_path = mask_folder / f"{path.stem}.png"
-        infection = np.rot90(_read_gray(mask_path), SEMISEG_ROTATION_K) > 127 if mask_path.exists() else None
+        infection = (
+            np.rot90(read_gray_image(mask_path), SEMISEG_ROTATION_K) > 127 if mask_path.exists() else None
+        )
         lungs = None
         if with_lungs:
             lungs = lung_mask_of_cropped_slice(display8_to_hu(pixels), infection, SEMISEG_PIXEL_MM)

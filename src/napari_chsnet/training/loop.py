@@ -39,6 +39,9 @@ class FitSettings:
     max_minutes: float | None = None
     seed: int = 0
     augment: AugmentSettings = field(default_factory=AugmentSettings)
+    # Exponential moving average of the weights (decay per step; None = off). The averaged network is
+    # the one validated and returned: its validation Dice swings less between epochs than the raw one.
+    ema_decay: float | None = None
 
 
 @dataclass
@@ -118,7 +121,8 @@ def fit(
     on_step: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> FitResult:
-    """Train ``network`` in place and return the best validation state (not loaded into it).
+    """Train ``network`` in place and return the best validation state (not loaded into it; with
+    ``settings.ema_decay`` the best state of the weights' moving average).
 
     ``on_step(step, total_steps, loss)`` is called after every batch; ``should_stop()`` is
     polled there too and raises :class:`Cancelled`. Batches are moved to the network's device.
@@ -140,6 +144,16 @@ def fit(
     samples_per_epoch = group.shard_size(len(train)) if group else len(train)
     steps_per_epoch = max(1, int(np.ceil(samples_per_epoch / settings.batch_size)))
     total_steps = steps_per_epoch * settings.epochs
+    averaged = (
+        torch.optim.swa_utils.AveragedModel(
+            network,
+            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(settings.ema_decay),
+            use_buffers=True,
+        )
+        if settings.ema_decay is not None
+        else None
+    )
+    evaluated = averaged.module if averaged is not None else network
     best_dice, best_epoch, best_state = -1.0, 0, copy.deepcopy(network.state_dict())
     history: list[EpochRecord] = []
     started = time.monotonic()
@@ -172,6 +186,8 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if averaged is not None:
+                    averaged.update_parameters(network)
                 losses.append(loss.item())
                 if on_step is not None:
                     on_step((epoch - 1) * steps_per_epoch + step + 1, total_steps, losses[-1])
@@ -184,7 +200,7 @@ def fit(
                 group.sync_buffers(network)
                 epoch_loss = group.mean(epoch_loss)
             val_dice = (
-                evaluate_dice(network, validation, prepare, settings.batch_size)
+                evaluate_dice(evaluated, validation, prepare, settings.batch_size)
                 if len(validation)
                 else -epoch_loss
             )
@@ -204,7 +220,7 @@ def fit(
                 )
                 handle.flush()
             if val_dice > best_dice:
-                best_dice, best_epoch, best_state = val_dice, epoch, copy.deepcopy(network.state_dict())
+                best_dice, best_epoch, best_state = val_dice, epoch, copy.deepcopy(evaluated.state_dict())
             if epoch - best_epoch >= settings.patience:
                 stopped = "early_stopping"
             elif (

@@ -7,8 +7,9 @@
   random patches of others), focal loss α = 0.8 γ = 2, members trained on leave-one-group-out
   splits with different seeds and learning rates, each validated on its left-out group.
 
-Semi-supervision: ``data.unlabelled`` Inf-Net pseudo-labelled slices join the labelled ones with
-loss weight 0.5 (labels are noisy); validation uses expert masks only.
+Semi-supervision: ``data.unlabelled`` pseudo-labelled slices join the labelled ones with loss weight
+0.5 (labels are noisy): Inf-Net's shipped labels, or with ``data.pseudo_teacher`` the labels a trained
+model of ours gives them (self-training, training/pseudo_labels.py). Validation uses expert masks only.
 """
 
 from __future__ import annotations
@@ -31,8 +32,15 @@ from napari_chsnet.models.losses import BCEDiceLoss, DiceLoss, FocalLoss
 from napari_chsnet.training import distributed
 from napari_chsnet.training.checkpoints import load_checkpoint, save_checkpoint
 from napari_chsnet.training.config import TrainConfig
-from napari_chsnet.training.datasets import LabelledSlice, read_semiseg, read_volume_folder, slices_of_volume
+from napari_chsnet.training.datasets import (
+    SEMISEG_ROTATION_K,
+    LabelledSlice,
+    read_semiseg,
+    read_volume_folder,
+    slices_of_volume,
+)
 from napari_chsnet.training.loop import FitResult, FitSettings, fit
+from napari_chsnet.training.pseudo_labels import label_with_teacher
 from napari_chsnet.training.stage_data import (
     StageArrays,
     eamc_patches,
@@ -119,7 +127,9 @@ def _phantom_slices(
     return out
 
 
-def gather_slices(config: TrainConfig, cache_dir: Path) -> tuple[list[LabelledSlice], list[LabelledSlice]]:
+def gather_slices(
+    config: TrainConfig, cache_dir: Path, log: Callable[[str], None] = print
+) -> tuple[list[LabelledSlice], list[LabelledSlice]]:
     """(training, validation) slices for ``config``; validation = held-out expert-labelled slices."""
     data = config.data
     train: list[LabelledSlice] = []
@@ -135,7 +145,14 @@ def gather_slices(config: TrainConfig, cache_dir: Path) -> tuple[list[LabelledSl
             pick = np.random.default_rng(config.seed).choice(
                 len(stems), size=min(data.unlabelled, len(stems)), replace=False
             )
-            train += read_semiseg(root, "unlabelled", names=[stems[i] for i in pick])
+            names = [stems[i] for i in pick]
+            labels = None
+            if data.pseudo_teacher:
+                images = [root / "unlabelled" / "images" / f"{name}.jpg" for name in names]
+                labels = label_with_teacher(
+                    data.pseudo_teacher, images, cache_dir, SEMISEG_ROTATION_K, config.device, log
+                )
+            train += read_semiseg(root, "unlabelled", names=names, mask_folder=labels)
     for folder in data.volume_folders:
         train += read_volume_folder(folder)
     for path in data.hu_volumes:
@@ -167,6 +184,7 @@ def _fit_settings(config: TrainConfig, **overrides: Any) -> FitSettings:
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         lr_step_epochs=config.lr_step_epochs,
+        ema_decay=config.ema_decay,
         patience=config.patience,
         max_minutes=config.max_minutes,
         seed=config.seed,
@@ -218,7 +236,7 @@ def run_training(
     started = time.monotonic()
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
-    train_slices, val_slices = gather_slices(config, output.parent / "cache")
+    train_slices, val_slices = gather_slices(config, output.parent / "cache", log)
     train, validation = _arrays(config, train_slices), _arrays(config, val_slices)
     log(f"{config.model}/{config.stage}: {len(train)} training and {len(validation)} validation samples")
     metrics: dict[str, Any]

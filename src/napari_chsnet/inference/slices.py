@@ -1,0 +1,37 @@
+"""Segmenting single 8-bit slices that are already cropped to the lungs (COVID-SemiSeg style).
+
+Such slices carry no HU and no spacing: the 8-bit values already are the shared display window
+(inference/intensity.py) and the pixel is taken as COVID-SemiSeg's nominal 0.7 mm. The lung stage
+finds the lungs (post-processed as in a volume); the infection stage reads the whole image as its
+crop. Used by ``chsnet evaluate`` and by the self-training teacher (training/pseudo_labels.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_chsnet.inference.cascade import LUNG_THRESHOLD
+from napari_chsnet.inference.intensity import display8_to_hu, display8_to_unit
+from napari_chsnet.inference.postprocess import postprocess_lungs
+from napari_chsnet.inference.preprocessing import CropBox
+
+# Nominal pixel of lung-cropped 8-bit slices (they carry no spacing): COVID-SemiSeg's, as in training.
+SLICE_PIXEL_MM = 0.7
+
+
+def segment_cropped_slice(
+    pixels: np.ndarray, lung_stage, infection_stage, target: str = "infection"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, probability) of ``target`` ("infection" or "lungs") in one 8-bit ``(y, x)`` slice.
+
+    The infection mask is the infection network's own (threshold or EAMC vote), not restricted to
+    the lungs; the lung mask is post-processed, its probability the lung network's.
+    """
+    unit = display8_to_unit(pixels)[None]
+    lung_probability = lung_stage.predict(unit)
+    hu = display8_to_hu(pixels)[None]
+    lungs = postprocess_lungs(lung_probability >= LUNG_THRESHOLD, hu, (SLICE_PIXEL_MM, SLICE_PIXEL_MM)) > 0
+    if target == "lungs":
+        return lungs[0], lung_probability[0]
+    output = infection_stage.predict(unit, lungs, CropBox.full(*pixels.shape))
+    return output.mask[0], output.probability[0]

@@ -1,0 +1,95 @@
+"""Self-training: a trained model (the teacher) labels the unlabelled COVID-SemiSeg slices.
+
+The semi-supervised scheme of issue #7. Its first round used the Inf-Net pseudo labels that ship with
+COVID-SemiSeg (Inf-Net scores 0.68 Dice on the benchmark). Here a model of ours labels them instead,
+end to end as at inference (lung stage, then infection stage on the whole cropped slice), and
+its masks replace Inf-Net's in the next training round (``data.pseudo_teacher`` in a config).
+
+The teacher's probability is averaged over the slice and its left-right mirror, which makes the labels
+less noisy than one pass. The masks are written as 0/255 PNGs in the dataset's own orientation, the
+layout of ``infnet_pseudo_gt/``, into a cache folder named after the teacher's SHA-256, with a
+``teacher.json`` that says which file made them. Other rounds reuse the folder, and a person can
+look at the labels beside Inf-Net's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from napari_chsnet.training.checkpoints import load_checkpoint
+
+# The teacher's infection probability from which a pixel is labelled infected (as at inference).
+PSEUDO_THRESHOLD = 0.5
+
+
+def teacher_folder(teacher: str | Path, cache_dir: Path) -> Path:
+    """Where the masks of ``teacher`` are cached (one folder per checkpoint content)."""
+    checkpoint = load_checkpoint(teacher)
+    return Path(cache_dir) / f"pseudo_{checkpoint.model}_{checkpoint.sha256[:16]}"
+
+
+def mirror_averaged_probability(
+    pixels: np.ndarray, segment: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """Mean of ``segment(pixels)`` and the mirrored ``segment`` of the left-right mirrored slice."""
+    mirrored = segment(np.ascontiguousarray(pixels[:, ::-1]))[:, ::-1]
+    return (segment(pixels) + mirrored) / 2
+
+
+def label_with_teacher(
+    teacher: str | Path,
+    images: Sequence[Path],
+    cache_dir: Path,
+    rotation_k: int,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Label ``images`` (8-bit slices rotated by ``rotation_k`` quarter turns from anterior-up) with
+    the ``teacher`` checkpoint; returns the folder of ``<stem>.png`` masks (cached per teacher)."""
+    import torch
+
+    from napari_chsnet.inference.device import resolve_device
+    from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
+    from napari_chsnet.inference.slices import segment_cropped_slice
+    from napari_chsnet.training.datasets import read_gray_image
+
+    checkpoint = load_checkpoint(teacher)
+    folder = teacher_folder(teacher, cache_dir)
+    missing = [path for path in images if not (folder / f"{path.stem}.png").exists()]
+    if not missing:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "teacher.json").write_text(
+        json.dumps(
+            {
+                "teacher": str(teacher),
+                "model": checkpoint.model,
+                "sha256": checkpoint.sha256,
+                "threshold": PSEUDO_THRESHOLD,
+                "mirror_averaged": True,
+            },
+            indent=2,
+        )
+    )
+    settings = SegmentationSettings(model=checkpoint.model, weights=teacher)
+    lung_stage, infection_stage, _ = build_stages(settings, resolve_device(device))
+
+    def infection_probability(pixels: np.ndarray) -> np.ndarray:
+        return segment_cropped_slice(pixels, lung_stage, infection_stage)[1]
+
+    log(f"labelling {len(missing)} unlabelled slices with the teacher {teacher}")
+    with torch.inference_mode():
+        for path in missing:
+            pixels = np.ascontiguousarray(np.rot90(read_gray_image(path), rotation_k))
+            mask = mirror_averaged_probability(pixels, infection_probability) >= PSEUDO_THRESHOLD
+            stored = np.rot90(mask, -rotation_k).astype(np.uint8) * 255
+            partial = folder / f".{path.stem}.png.part"
+            Image.fromarray(np.ascontiguousarray(stored)).save(partial, format="PNG")
+            os.replace(partial, folder / f"{path.stem}.png")  # a killed run leaves no half-written mask
+    return folder

@@ -1,0 +1,108 @@
+"""Self-training pseudo labels: the bundled CHS-Net labels COVID-SemiSeg-like phantom slices."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_chsnet.io.phantom import make_phantom
+from napari_chsnet.resources_path import bundled_weights_dir
+from napari_chsnet.training.checkpoints import load_checkpoint
+from napari_chsnet.training.config import config_from_dict
+from napari_chsnet.training.datasets import SEMISEG_ROTATION_K, read_gray_image, read_semiseg
+from napari_chsnet.training.pseudo_labels import label_with_teacher, mirror_averaged_probability
+from napari_chsnet.training.recipes import gather_slices
+
+TEACHER = bundled_weights_dir() / "chsnet.safetensors"
+UNLABELLED_SLICES = (12, 16, 20)
+
+
+def test_mirror_averaging_averages_a_pass_over_the_slice_and_one_over_its_mirror():
+    pixels = np.zeros((3, 5), np.uint8)
+
+    def column_ramp(image: np.ndarray) -> np.ndarray:  # ignores the content: not mirror-symmetric
+        return np.tile(np.arange(image.shape[1], dtype=float), (image.shape[0], 1))
+
+    np.testing.assert_allclose(mirror_averaged_probability(pixels, column_ramp), np.full((3, 5), 2.0))
+    ramp_image = np.tile(np.arange(5, dtype=np.uint8), (3, 1))
+    np.testing.assert_allclose(mirror_averaged_probability(ramp_image, lambda x: x / 4.0), ramp_image / 4.0)
+
+
+@pytest.fixture(scope="module")
+def infected_phantom():
+    return make_phantom((32, 256, 256), seed=5, involvement_pct=(30.0, 20.0))
+
+
+@pytest.fixture
+def semiseg_root(tmp_path, infected_phantom, write_semiseg_slices):
+    """A COVID-SemiSeg layout: 2 expert-labelled slices, 3 unlabelled ones whose shipped
+    (Inf-Net) labels are empty, so the teacher's labels can be told apart."""
+    root = tmp_path / "covid-semiseg"
+    phantom = infected_phantom
+    write_semiseg_slices(phantom, root / "train", (10, 22), phantom.infection, "infection_gt")
+    no_infection = np.zeros_like(phantom.infection)
+    write_semiseg_slices(phantom, root / "unlabelled", UNLABELLED_SLICES, no_infection, "infnet_pseudo_gt")
+    return root
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * float((a & b).sum()) / max(1, int(a.sum() + b.sum()))
+
+
+def test_the_teacher_labels_the_slices_in_the_dataset_orientation_and_caches_them(
+    semiseg_root, infected_phantom, tmp_path
+):
+    images = sorted((semiseg_root / "unlabelled" / "images").glob("*.jpg"))
+    messages: list[str] = []
+    folder = label_with_teacher(
+        TEACHER, images, tmp_path / "cache", SEMISEG_ROTATION_K, "cpu", messages.append
+    )
+    assert messages == [f"labelling 3 unlabelled slices with the teacher {TEACHER}"]
+    about = json.loads((folder / "teacher.json").read_text())
+    assert about["sha256"] == load_checkpoint(TEACHER).sha256 and about["mirror_averaged"]
+
+    phantom = infected_phantom
+    from napari_chsnet.inference.preprocessing import lung_crop_box
+
+    box = lung_crop_box(phantom.lungs)
+    truth = phantom.infection[:, box.y0 : box.y1, box.x0 : box.x1] > 0
+    label_masks, truths = [], []
+    for z in UNLABELLED_SLICES:
+        stored = read_gray_image(folder / f"slice_{z}.png")
+        assert (
+            stored.shape == read_gray_image(semiseg_root / "unlabelled" / "images" / f"slice_{z}.jpg").shape
+        )
+        assert set(np.unique(stored)) <= {0, 255}
+        label_masks.append(np.rot90(stored, SEMISEG_ROTATION_K) > 127)  # back to anterior-up
+        truths.append(truth[z])
+    assert _dice(np.array(label_masks), np.array(truths)) > 0.6  # the phantom's infection, where it is
+
+    stamps = [p.stat().st_mtime_ns for p in sorted(folder.glob("*.png"))]
+    again = label_with_teacher(
+        TEACHER, images, tmp_path / "cache", SEMISEG_ROTATION_K, "cpu", messages.append
+    )
+    assert again == folder and len(messages) == 1  # cached: nothing relabelled
+    assert [p.stat().st_mtime_ns for p in sorted(folder.glob("*.png"))] == stamps
+    assert not list(folder.glob(".*.part"))
+
+
+def test_a_config_with_a_teacher_trains_on_its_labels_not_on_the_shipped_ones(semiseg_root, tmp_path):
+    def unlabelled_of(config_data: dict) -> list:
+        config = config_from_dict({"model": "chsnet", "data": config_data})
+        train, validation = gather_slices(config, tmp_path / "cache", log=lambda message: None)
+        assert len(validation) == 1 and len(train) == 1 + len(UNLABELLED_SLICES)
+        return sorted((s for s in train if s.infection_weight < 1), key=lambda s: s.source)
+
+    data = {"semiseg": str(semiseg_root), "validation_slices": 1, "unlabelled": len(UNLABELLED_SLICES)}
+    shipped = unlabelled_of(data)
+    taught = unlabelled_of({**data, "pseudo_teacher": str(TEACHER)})
+    assert not any(s.infection.any() for s in shipped)  # the empty "Inf-Net" labels
+    assert sum(int(s.infection.sum()) for s in taught) > 1000
+    folder = next((tmp_path / "cache").glob("pseudo_chsnet_*"))
+    expected = read_semiseg(semiseg_root, "unlabelled", mask_folder=folder)
+    for got, want in zip(taught, sorted(expected, key=lambda s: s.source), strict=True):
+        assert got.infection_weight == 0.5
+        np.testing.assert_array_equal(got.infection, want.infection)
+        assert (got.lungs | ~got.infection).all()  # the lung label holds the teacher's infection
