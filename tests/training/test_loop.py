@@ -197,6 +197,36 @@ def test_continuing_the_lung_stage_keeps_the_infection_stage_and_its_input_size(
     assert any(changed), "the lung stage trained"
 
 
+def test_a_fresh_stage_starts_from_a_seeded_new_network_and_keeps_the_other_stage(tmp_path, tiny_set):
+    from napari_chsnet.models.factory import build_model
+    from napari_chsnet.training.checkpoints import load_checkpoint
+    from napari_chsnet.training.recipes import run_training
+
+    start = load_checkpoint(tiny_set / "chsnet.safetensors", expected_model="chsnet")
+    config = dataclasses.replace(
+        load_config(TINY_CONFIG),
+        output=str(tmp_path / "run"),
+        init_from=str(tiny_set / "chsnet.safetensors"),
+        fresh_stage=True,
+        epochs=1,
+        learning_rate=1e-12,  # Adam moves each weight by about the learning rate: ~ the fresh network
+    )
+    trained = load_checkpoint(run_training(config, log=lambda message: None), expected_model="chsnet").build()
+    torch.manual_seed(config.seed)
+    fresh = build_model("chsnet", **start.config)
+    before = start.build()
+    for name, value in fresh.lung_net.state_dict().items():
+        if value.is_floating_point() and "running" not in name:
+            torch.testing.assert_close(trained.lung_net.state_dict()[name], value, atol=2e-3, rtol=2e-3)
+    assert any(
+        not torch.allclose(trained.lung_net.state_dict()[n], v, atol=1e-2)
+        for n, v in before.lung_net.state_dict().items()
+        if v.is_floating_point()
+    ), "the lung stage was not the checkpoint's"
+    for name, value in before.infection_net.state_dict().items():
+        torch.testing.assert_close(trained.infection_net.state_dict()[name], value)
+
+
 def test_continuing_an_ensemble_needs_the_same_member_count(tmp_path, tiny_set):
     from napari_chsnet.errors import ConfigError
     from napari_chsnet.training.recipes import run_training

@@ -97,12 +97,13 @@ def test_a_config_with_a_teacher_trains_on_its_labels_not_on_the_shipped_ones(se
 
     data = {"semiseg": str(semiseg_root), "validation_slices": 1, "unlabelled": len(UNLABELLED_SLICES)}
     shipped = unlabelled_of(data)
-    taught = unlabelled_of({**data, "pseudo_teacher": str(TEACHER)})
+    taught = unlabelled_of({**data, "pseudo_teacher": str(TEACHER), "pseudo_weight": 0.25})
     assert not any(s.infection.any() for s in shipped)  # the empty "Inf-Net" labels
+    assert {s.infection_weight for s in shipped} == {0.5}  # the default weight
     assert sum(int(s.infection.sum()) for s in taught) > 1000
     folder = next((tmp_path / "cache").glob("pseudo_chsnet_*"))
     expected = read_semiseg(semiseg_root, "unlabelled", mask_folder=folder)
     for got, want in zip(taught, sorted(expected, key=lambda s: s.source), strict=True):
-        assert got.infection_weight == 0.5
+        assert got.infection_weight == 0.25
         np.testing.assert_array_equal(got.infection, want.infection)
         assert (got.lungs | ~got.infection).all()  # the lung label holds the teacher's infection

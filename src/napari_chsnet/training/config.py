@@ -26,6 +26,7 @@ class DataConfig:
     validation_slices: int = 10  # labelled slices held out (seeded choice)
     unlabelled: int = 0  # pseudo-labelled slices mixed in (0 = none)
     pseudo_teacher: str | None = None  # checkpoint that labels them (None: Inf-Net's shipped labels)
+    pseudo_weight: float = 0.5  # their loss weight (expert masks: 1)
     hu_volumes: tuple[str, ...] = ()  # HU volumes without lung masks (lung stage; labels from HU)
     volume_folders: tuple[str, ...] = ()  # Zenodo layout folders
     phantoms: int = 0  # synthetic phantoms added (lung stage)
@@ -65,6 +66,8 @@ class TrainConfig:
     eamc: EAMCConfig = field(default_factory=EAMCConfig)
     # checkpoint to continue from (CHS-Net: it carries both stages; EAMC: same member count)
     init_from: str | None = None
+    # CHS-Net: train the stage from a fresh network, taking only the other stage from init_from
+    fresh_stage: bool = False
     output: str = "runs/train"
     half_precision: bool = True
     device: str = "auto"  # "auto": this rank's GPU under torchrun, else the first GPU, else the CPU
@@ -120,6 +123,12 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
         )
     if config.loss not in LOSSES:
         raise ConfigError(f"{where}: loss must be one of {', '.join(LOSSES)}; got {config.loss!r}")
+    if not 0.0 < config.data.pseudo_weight <= 1.0:
+        raise ConfigError(
+            f"{where} data: pseudo_weight must lie in (0, 1]; got {config.data.pseudo_weight!r}"
+        )
+    if config.fresh_stage and (config.model != "chsnet" or not config.init_from):
+        raise ConfigError(f"{where}: fresh_stage needs model chsnet and an init_from checkpoint")
     if config.ema_decay is not None and not 0.0 <= config.ema_decay < 1.0:
         raise ConfigError(f"{where}: ema_decay must lie in [0, 1); got {config.ema_decay!r}")
     if config.input_size % 16:

@@ -85,9 +85,11 @@ def read_semiseg(
     names: Iterable[str] | None = None,
     with_lungs: bool = True,
     mask_folder: Path | None = None,
+    pseudo_weight: float = 0.5,
 ) -> list[LabelledSlice]:
     """COVID-SemiSeg slices of ``split`` ("train": expert masks; "unlabelled": Inf-Net pseudo labels,
-    or a teacher's from ``mask_folder``, see training/pseudo_labels.py).
+    or a teacher's from ``mask_folder``, see training/pseudo_labels.py). Pseudo labels get the loss
+    weight ``pseudo_weight``, expert masks 1.
 
     Lung masks come from training/lung_labels.py (HU-based, with the infection mask added).
     """
@@ -118,7 +120,7 @@ def read_semiseg(
                 image=np.ascontiguousarray(display8_to_unit(pixels)),
                 lungs=None if lungs is None else np.ascontiguousarray(lungs),
                 infection=None if infection is None else np.ascontiguousarray(infection),
-                infection_weight=1.0 if split == "train" else 0.5,
+                infection_weight=1.0 if split == "train" else pseudo_weight,
                 cropped=True,
                 source=str(path),
             )

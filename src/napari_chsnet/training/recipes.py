@@ -152,7 +152,9 @@ def gather_slices(
                 labels = label_with_teacher(
                     data.pseudo_teacher, images, cache_dir, SEMISEG_ROTATION_K, config.device, log
                 )
-            train += read_semiseg(root, "unlabelled", names=names, mask_folder=labels)
+            train += read_semiseg(
+                root, "unlabelled", names=names, mask_folder=labels, pseudo_weight=data.pseudo_weight
+            )
     for folder in data.volume_folders:
         train += read_volume_folder(folder)
     for path in data.hu_volumes:
@@ -280,6 +282,11 @@ def _train_unet_stage(config, train, validation, output, on_step, should_stop, d
             checkpoint = load_checkpoint(config.init_from, expected_model="chsnet")
             network = checkpoint.build()
             inherited = checkpoint.metadata.get("preprocessing", {})
+            if config.fresh_stage:  # a new network for this stage; only the other one is inherited
+                torch.manual_seed(config.seed)
+                fresh = build_model("chsnet", **checkpoint.config)
+                stage_name = "lung_net" if config.stage == "lungs" else "infection_net"
+                setattr(network, stage_name, getattr(fresh, stage_name))
         else:
             network = build_model("chsnet", **config.network)
         trained = network.lung_net if config.stage == "lungs" else network.infection_net
