@@ -56,7 +56,7 @@ def test_should_stop_cancels_after_the_current_step(phantom):
     assert steps == [1, 2]
 
 
-def test_ema_returns_the_moving_average_of_the_weights_after_each_step(phantom):
+def test_ema_returns_the_warmed_up_moving_average_of_the_weights_after_each_step(phantom):
     torch.manual_seed(0)
     network = build_model("raiunet", base_channels=4)
     data = _lung_arrays(phantom)  # 8 slices: 2 steps of 4
@@ -76,8 +76,9 @@ def test_ema_returns_the_moving_average_of_the_weights_after_each_step(phantom):
         if not value.is_floating_point():
             continue
         expected = after_each_step[0][name]  # the average starts at the first step's weights
-        for state in after_each_step[1:]:
-            expected = decay * expected + (1 - decay) * state[name]
+        for updates, state in enumerate(after_each_step[1:], start=1):
+            weight = min(decay, (1 + updates) / (10 + updates))  # warm-up: 2/11 after one update
+            expected = weight * expected + (1 - weight) * state[name]
         torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6, msg=name)
     first = next(iter(result.best_state))
     assert not torch.equal(result.best_state[first], network.state_dict()[first])

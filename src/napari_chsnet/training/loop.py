@@ -41,6 +41,8 @@ class FitSettings:
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     # Exponential moving average of the weights (decay per step; None = off). The averaged network is
     # the one validated and returned: its validation Dice swings less between epochs than the raw one.
+    # The decay warms up as min(ema_decay, (1 + n) / (10 + n)) after n updates, so the average of a
+    # fresh network follows it early on instead of mixing in its first, useless weights.
     ema_decay: float | None = None
 
 
@@ -110,6 +112,14 @@ def evaluate_dice(
     return mean_dice(probabilities, data.masks[:, :1])  # channel 0 is every stage's target
 
 
+def _ema_with_warmup(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    def average(averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
+        weight = min(decay, (1 + int(updates)) / (10 + int(updates)))
+        return averaged + (current - averaged) * (1 - weight)
+
+    return average
+
+
 def fit(
     network: nn.Module,
     train: StageArrays,
@@ -146,9 +156,7 @@ def fit(
     total_steps = steps_per_epoch * settings.epochs
     averaged = (
         torch.optim.swa_utils.AveragedModel(
-            network,
-            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(settings.ema_decay),
-            use_buffers=True,
+            network, avg_fn=_ema_with_warmup(settings.ema_decay), use_buffers=True
         )
         if settings.ema_decay is not None
         else None

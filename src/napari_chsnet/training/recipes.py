@@ -8,7 +8,7 @@
   splits with different seeds and learning rates, each validated on its left-out group.
 
 Semi-supervision: ``data.unlabelled`` pseudo-labelled slices join the labelled ones with loss weight
-0.5 (labels are noisy): Inf-Net's shipped labels, or with ``data.pseudo_teacher`` the labels a trained
+``data.pseudo_weight`` (labels are noisy): Inf-Net's shipped labels, or with ``data.pseudo_teacher`` the labels a trained
 model of ours gives them (self-training, training/pseudo_labels.py). Validation uses expert masks only.
 """
 
