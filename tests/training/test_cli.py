@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+import pytest
 
 from napari_chsnet.cli import finetune as finetune_command
 from napari_chsnet.cli import train as train_command
@@ -89,3 +90,13 @@ def test_finetune_on_nifti_files_writes_a_usable_set(tmp_path, tiny_set, phantom
 def test_finetune_needs_matching_triples(tmp_path, capsys):
     assert chsnet(["finetune", "--image", "a.nii.gz", "--lungs", "b.nii.gz", "-o", str(tmp_path / "x")]) == 2
     assert "one --lungs and one --infection per --image" in capsys.readouterr().err
+
+
+
+@pytest.mark.parametrize("rate", ["nan", "inf", "0", "-1e-4"])
+def test_finetune_refuses_a_learning_rate_that_cannot_train(tmp_path, capsys, rate):
+    argv = ["finetune", "--image", "a.nii.gz", "--lungs", "b.nii.gz", "--infection", "c.nii.gz"]
+    assert chsnet([*argv, f"--learning-rate={rate}", "-o", str(tmp_path / "x")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # argparse prints its usage above
+    assert "argument --learning-rate: expected a finite number above 0" in error
+    assert not (tmp_path / "x").exists()

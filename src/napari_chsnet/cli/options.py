@@ -45,8 +45,10 @@ probability = _number(
 non_negative_float = _number(
     "non_negative_float", float, lambda v: 0.0 <= v < math.inf, "a number >= 0", "a finite number >= 0"
 )
-# ``not v <= 0`` keeps what it always accepted, NaN and inf included (``v > 0`` would refuse NaN)
-positive_float = _number("positive_float", float, lambda v: not v <= 0, "a number", "a number above 0")
+# a learning rate of NaN or inf would train a network into NaN weights: refused like 0
+positive_float = _number(
+    "positive_float", float, lambda v: 0.0 < v < math.inf, "a number", "a finite number above 0"
+)
 fraction = _number(  # a number in [0, 1)
     "fraction", float, lambda v: 0.0 <= v < 1.0, "a fraction such as 0.25", "a fraction in [0, 1)"
 )
