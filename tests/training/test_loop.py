@@ -171,8 +171,9 @@ def test_tiny_config_trains_and_writes_a_checkpoint(tmp_path):
     assert (tmp_path / "run" / "log.csv").read_text().count("\n") == 1 + config.epochs
 
 
-def test_continuing_the_lung_stage_keeps_the_infection_stage_and_its_input_size(tmp_path, tiny_set):
-    """A lung-only round started from a full cascade must not touch (or relabel) the infection stage."""
+def _lung_round_from_the_tiny_set(tmp_path, tiny_set, **changes):
+    """(checkpoint started from, config, checkpoint written) of the tiny lung config continued from
+    the tiny set's CHS-Net with ``changes``."""
     from napari_chsnet.training.checkpoints import load_checkpoint
     from napari_chsnet.training.recipes import run_training
 
@@ -181,9 +182,15 @@ def test_continuing_the_lung_stage_keeps_the_infection_stage_and_its_input_size(
         load_config(TINY_CONFIG),
         output=str(tmp_path / "run"),
         init_from=str(tiny_set / "chsnet.safetensors"),
-        input_size=48,
+        **changes,
     )
-    continued = load_checkpoint(run_training(config, log=lambda message: None), expected_model="chsnet")
+    written = load_checkpoint(run_training(config, log=lambda message: None), expected_model="chsnet")
+    return start, config, written
+
+
+def test_continuing_the_lung_stage_keeps_the_infection_stage_and_its_input_size(tmp_path, tiny_set):
+    """A lung-only round started from a full cascade must not touch (or relabel) the infection stage."""
+    start, _, continued = _lung_round_from_the_tiny_set(tmp_path, tiny_set, input_size=48)
     sizes = continued.metadata["preprocessing"]
     assert sizes["lung_input_size"] == 48, "the trained stage's size comes from the config"
     assert sizes["infection_input_size"] == start.metadata["preprocessing"]["infection_input_size"] == 64
@@ -200,19 +207,15 @@ def test_continuing_the_lung_stage_keeps_the_infection_stage_and_its_input_size(
 
 def test_a_fresh_stage_starts_from_a_seeded_new_network_and_keeps_the_other_stage(tmp_path, tiny_set):
     from napari_chsnet.models.factory import build_model
-    from napari_chsnet.training.checkpoints import load_checkpoint
-    from napari_chsnet.training.recipes import run_training
 
-    start = load_checkpoint(tiny_set / "chsnet.safetensors", expected_model="chsnet")
-    config = dataclasses.replace(
-        load_config(TINY_CONFIG),
-        output=str(tmp_path / "run"),
-        init_from=str(tiny_set / "chsnet.safetensors"),
+    start, config, written = _lung_round_from_the_tiny_set(
+        tmp_path,
+        tiny_set,
         fresh_stage=True,
         epochs=1,
         learning_rate=1e-12,  # Adam moves each weight by about the learning rate: ~ the fresh network
     )
-    trained = load_checkpoint(run_training(config, log=lambda message: None), expected_model="chsnet").build()
+    trained = written.build()
     torch.manual_seed(config.seed)
     fresh = build_model("chsnet", **start.config)
     before = start.build()
