@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
 import pytest
 
 from napari_chsnet.cli import finetune as finetune_command
@@ -90,7 +91,6 @@ def test_finetune_on_nifti_files_writes_a_usable_set(tmp_path, tiny_set, phantom
 def test_finetune_needs_matching_triples(tmp_path, capsys):
     assert chsnet(["finetune", "--image", "a.nii.gz", "--lungs", "b.nii.gz", "-o", str(tmp_path / "x")]) == 2
     assert "one --lungs and one --infection per --image" in capsys.readouterr().err
-
 
 
 @pytest.mark.parametrize("rate", ["nan", "inf", "0", "-1e-4"])
