@@ -107,3 +107,37 @@ def test_a_config_with_a_teacher_trains_on_its_labels_not_on_the_shipped_ones(se
         assert got.infection_weight == 0.25
         np.testing.assert_array_equal(got.infection, want.infection)
         assert (got.lungs | ~got.infection).all()  # the lung label holds the teacher's infection
+
+
+def test_a_union_config_trains_on_the_teacher_or_the_shipped_label(semiseg_root, tmp_path):
+    shipped_folder = semiseg_root / "unlabelled" / "infnet_pseudo_gt"
+    shipped = read_gray_image(shipped_folder / "slice_16.png").copy()
+    shipped[: shipped.shape[0] // 3, : shipped.shape[1] // 3] = 255  # a corner the teacher leaves out
+    from PIL import Image
+
+    Image.fromarray(shipped).save(shipped_folder / "slice_16.png")
+    data = {
+        "semiseg": str(semiseg_root),
+        "validation_slices": 1,
+        "unlabelled": len(UNLABELLED_SLICES),
+        "pseudo_teacher": str(TEACHER),
+        "pseudo_union_infnet": True,
+    }
+    config = config_from_dict({"model": "chsnet", "data": data})
+    train, _ = gather_slices(config, tmp_path / "cache", log=lambda message: None)
+    union = sorted((s for s in train if s.infection_weight < 1), key=lambda s: s.source)
+
+    teacher_folder = next((tmp_path / "cache").glob("pseudo_chsnet_*[0-9a-f]"))
+    teacher = read_semiseg(semiseg_root, "unlabelled", mask_folder=teacher_folder, with_lungs=False)
+    inf_net = read_semiseg(semiseg_root, "unlabelled", with_lungs=False)
+    for got, taught, listed in zip(union, teacher, inf_net, strict=True):
+        np.testing.assert_array_equal(got.infection, taught.infection | listed.infection)
+    assert union[1].infection.sum() > teacher[1].infection.sum()  # slice_16 gained the corner
+    assert (tmp_path / "cache" / f"{teacher_folder.name}_or_infnet" / "slice_16.png").exists()
+
+
+def test_a_union_needs_a_teacher():
+    from napari_chsnet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pseudo_union_infnet needs a pseudo_teacher"):
+        config_from_dict({"model": "chsnet", "data": {"pseudo_union_infnet": True}})

@@ -27,6 +27,7 @@ class DataConfig:
     unlabelled: int = 0  # pseudo-labelled slices mixed in (0 = none)
     pseudo_teacher: str | None = None  # checkpoint that labels them (None: Inf-Net's shipped labels)
     pseudo_weight: float = 0.5  # their loss weight (expert masks: 1)
+    pseudo_union_infnet: bool = False  # teacher's labels OR Inf-Net's (against the teacher's low recall)
     hu_volumes: tuple[str, ...] = ()  # HU volumes without lung masks (lung stage; labels from HU)
     volume_folders: tuple[str, ...] = ()  # Zenodo layout folders
     phantoms: int = 0  # synthetic phantoms added (lung stage)
@@ -127,6 +128,8 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
         raise ConfigError(
             f"{where} data: pseudo_weight must lie in (0, 1]; got {config.data.pseudo_weight!r}"
         )
+    if config.data.pseudo_union_infnet and not config.data.pseudo_teacher:
+        raise ConfigError(f"{where} data: pseudo_union_infnet needs a pseudo_teacher")
     if config.fresh_stage and (config.model != "chsnet" or not config.init_from):
         raise ConfigError(f"{where}: fresh_stage needs model chsnet and an init_from checkpoint")
     if config.ema_decay is not None and not 0.0 <= config.ema_decay < 1.0:

@@ -10,6 +10,10 @@ less noisy than one pass. The masks are written as 0/255 PNGs in the dataset's o
 layout of ``infnet_pseudo_gt/``, into a cache folder named after the teacher's SHA-256, with a
 ``teacher.json`` that says which file made them. Other rounds reuse the folder, and a person can
 look at the labels beside Inf-Net's.
+
+The teacher's labels are biased to low recall (it leaves out faint diffuse ground glass that
+Inf-Net's labels hold, issue #7 notes), so ``data.pseudo_union_infnet`` trains on their union with
+Inf-Net's shipped labels instead: a pixel is infected when either says so.
 """
 
 from __future__ import annotations
@@ -92,4 +96,25 @@ def label_with_teacher(
             partial = folder / f".{path.stem}.png.part"
             Image.fromarray(np.ascontiguousarray(stored)).save(partial, format="PNG")
             os.replace(partial, folder / f"{path.stem}.png")  # a killed run leaves no half-written mask
+    return folder
+
+
+def union_with_shipped_labels(teacher_labels: Path, shipped_labels: Path, stems: Sequence[str]) -> Path:
+    """A folder beside ``teacher_labels`` whose ``<stem>.png`` masks are the union of the teacher's
+    and the shipped (Inf-Net) mask of the same slice (the teacher's alone where none is shipped)."""
+    from napari_chsnet.training.datasets import read_gray_image
+
+    folder = teacher_labels.with_name(f"{teacher_labels.name}_or_infnet")
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem in stems:
+        target = folder / f"{stem}.png"
+        if target.exists():
+            continue
+        union = read_gray_image(teacher_labels / f"{stem}.png") > 127
+        shipped = shipped_labels / f"{stem}.png"
+        if shipped.exists():
+            union |= read_gray_image(shipped) > 127
+        partial = folder / f".{stem}.png.part"
+        Image.fromarray(union.astype(np.uint8) * 255).save(partial, format="PNG")
+        os.replace(partial, target)
     return folder

@@ -40,7 +40,7 @@ from napari_chsnet.training.datasets import (
     slices_of_volume,
 )
 from napari_chsnet.training.loop import FitResult, FitSettings, fit
-from napari_chsnet.training.pseudo_labels import label_with_teacher
+from napari_chsnet.training.pseudo_labels import label_with_teacher, union_with_shipped_labels
 from napari_chsnet.training.stage_data import (
     StageArrays,
     eamc_patches,
@@ -152,6 +152,9 @@ def gather_slices(
                 labels = label_with_teacher(
                     data.pseudo_teacher, images, cache_dir, SEMISEG_ROTATION_K, config.device, log
                 )
+                if data.pseudo_union_infnet:
+                    shipped = root / "unlabelled" / "infnet_pseudo_gt"
+                    labels = union_with_shipped_labels(labels, shipped, names)
             train += read_semiseg(
                 root, "unlabelled", names=names, mask_folder=labels, pseudo_weight=data.pseudo_weight
             )
