@@ -11,9 +11,10 @@ layout of ``infnet_pseudo_gt/``, into a cache folder named after the teacher's S
 ``teacher.json`` that says which file made them. Other rounds reuse the folder, and a person can
 look at the labels beside Inf-Net's.
 
-The teacher's labels are biased to low recall (it leaves out faint diffuse ground glass that
-Inf-Net's labels hold, issue #7 notes), so ``data.pseudo_union_infnet`` trains on their union with
-Inf-Net's shipped labels instead: a pixel is infected when either says so.
+Our teachers' labels are biased to low recall: they leave out faint diffuse ground glass that
+Inf-Net's labels hold. ``data.pseudo_union_infnet`` therefore trains on their union with Inf-Net's
+shipped labels: a pixel is infected when either says so. (For the bundled CHS-Net it did not raise
+the end-to-end recall; ``resources/weights/chsnet.md``.)
 """
 
 from __future__ import annotations
