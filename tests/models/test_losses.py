@@ -11,6 +11,7 @@ import torch
 
 from napari_chsnet.models.losses import (
     BCEDiceLoss,
+    BCETverskyLoss,
     CEDiceLoss,
     DiceLoss,
     FocalLoss,
@@ -31,6 +32,7 @@ CASES = [
     (TverskyLoss(), 1 - (0.5 + 1) / (0.5 + 0.7 * 0.5 + 0.3 * 1.5 + 1)),
     (FocalTverskyLoss(), math.sqrt(1 - (0.5 + 1) / (0.5 + 0.7 * 0.5 + 0.3 * 1.5 + 1))),
     (CEDiceLoss(), LN2 + 0.5),
+    (BCETverskyLoss(), 0.5 * LN2 + 0.5 * (1 - (0.5 + 1) / (0.5 + 0.7 * 0.5 + 0.3 * 1.5 + 1))),
 ]
 
 
@@ -40,7 +42,9 @@ def test_loss_matches_hand_value(loss, expected):
 
 
 @pytest.mark.parametrize(
-    "loss", [DiceLoss(), IoULoss(), TverskyLoss(), BCEDiceLoss()], ids=lambda loss: type(loss).__name__
+    "loss",
+    [DiceLoss(), IoULoss(), TverskyLoss(), BCEDiceLoss(), BCETverskyLoss()],
+    ids=lambda loss: type(loss).__name__,
 )
 def test_empty_target_and_empty_prediction_cost_nothing(loss):
     empty = torch.zeros(2, 1, 4, 4)
@@ -69,3 +73,17 @@ def test_region_losses_average_per_image():
 def test_shape_mismatch_is_reported():
     with pytest.raises(ValueError, match=r"logits \(1, 1, 2, 2\) and target \(1, 2, 2\)"):
         DiceLoss()(HALF, TARGET[0])
+
+
+def test_bce_tversky_charges_a_missed_pixel_more_than_a_false_alarm():
+    target = torch.zeros(1, 1, 4, 4)
+    target[..., :2, :2] = 1  # a 4-pixel lesion
+    confident = torch.where(target > 0, 30.0, -30.0)
+    missed, false_alarm = confident.clone(), confident.clone()
+    missed[..., 0, 0] = -30.0  # one lesion pixel left out
+    false_alarm[..., 3, 3] = 30.0  # one healthy pixel marked
+    loss = BCETverskyLoss()
+    assert loss(missed, target).item() > loss(false_alarm, target).item() > 0
+    assert BCEDiceLoss()(missed, target).item() == pytest.approx(
+        BCEDiceLoss()(false_alarm, target).item(), rel=0.2
+    )  # CHS-Net's loss charges the two about the same

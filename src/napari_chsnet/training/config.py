@@ -17,7 +17,7 @@ from napari_chsnet.errors import ConfigError
 from napari_chsnet.training.augment import AugmentSettings
 
 STAGES = {"chsnet": ("lungs", "infection"), "rdunet": ("infection",), "eamc": ("infection",)}
-LOSSES = ("bce_dice", "focal", "dice")
+LOSSES = ("bce_dice", "bce_tversky", "focal", "dice")
 
 
 @dataclass(frozen=True)
