@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from napari_chsnet.io.phantom import make_phantom
 from napari_chsnet.resources_path import bundled_weights_dir
@@ -113,8 +114,6 @@ def test_a_union_config_trains_on_the_teacher_or_the_shipped_label(semiseg_root,
     shipped_folder = semiseg_root / "unlabelled" / "infnet_pseudo_gt"
     shipped = read_gray_image(shipped_folder / "slice_16.png").copy()
     shipped[: shipped.shape[0] // 3, : shipped.shape[1] // 3] = 255  # a corner the teacher leaves out
-    from PIL import Image
-
     Image.fromarray(shipped).save(shipped_folder / "slice_16.png")
     data = {
         "semiseg": str(semiseg_root),

@@ -93,11 +93,16 @@ def label_with_teacher(
         for path in missing:
             pixels = np.ascontiguousarray(np.rot90(read_gray_image(path), rotation_k))
             mask = mirror_averaged_probability(pixels, infection_probability) >= PSEUDO_THRESHOLD
-            stored = np.rot90(mask, -rotation_k).astype(np.uint8) * 255
-            partial = folder / f".{path.stem}.png.part"
-            Image.fromarray(np.ascontiguousarray(stored)).save(partial, format="PNG")
-            os.replace(partial, folder / f"{path.stem}.png")  # a killed run leaves no half-written mask
+            _write_mask(np.rot90(mask, -rotation_k), folder, path.stem)
     return folder
+
+
+def _write_mask(mask: np.ndarray, folder: Path, stem: str) -> None:
+    """``folder/<stem>.png`` as a 0/255 PNG, written beside and renamed into place, so a killed run
+    leaves no half-written mask that a later round would take as cached."""
+    partial = folder / f".{stem}.png.part"
+    Image.fromarray(np.ascontiguousarray(mask.astype(np.uint8) * 255)).save(partial, format="PNG")
+    os.replace(partial, folder / f"{stem}.png")
 
 
 def union_with_shipped_labels(teacher_labels: Path, shipped_labels: Path, stems: Sequence[str]) -> Path:
@@ -108,14 +113,11 @@ def union_with_shipped_labels(teacher_labels: Path, shipped_labels: Path, stems:
     folder = teacher_labels.with_name(f"{teacher_labels.name}_or_infnet")
     folder.mkdir(parents=True, exist_ok=True)
     for stem in stems:
-        target = folder / f"{stem}.png"
-        if target.exists():
+        if (folder / f"{stem}.png").exists():
             continue
         union = read_gray_image(teacher_labels / f"{stem}.png") > 127
         shipped = shipped_labels / f"{stem}.png"
         if shipped.exists():
             union |= read_gray_image(shipped) > 127
-        partial = folder / f".{stem}.png.part"
-        Image.fromarray(union.astype(np.uint8) * 255).save(partial, format="PNG")
-        os.replace(partial, target)
+        _write_mask(union, folder, stem)
     return folder
