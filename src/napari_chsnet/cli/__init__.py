@@ -1,7 +1,8 @@
 """The ``chsnet`` command: ``segment``, ``evaluate``, ``info`` (and ``train``/``finetune`` when installed).
 
 ``main(argv)`` returns the exit code so tests call it in-process: 0 ok, 2 bad input or settings (one
-line on stderr: argparse's message or a ``CHSNetError``), 1 internal error (traceback on stderr).
+line on stderr: argparse's message or a ``CHSNetError``), 1 internal error (traceback on stderr),
+141 (as a shell reports SIGPIPE) when the reader of stdout went away, e.g. ``chsnet info | head``.
 Heavy modules (torch, the networks) are imported by the subcommands when they run.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import io
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 from napari_chsnet.errors import CHSNetError
 
 PROG = "chsnet"
+BROKEN_PIPE_EXIT = 141
 # Subcommands written elsewhere: registered when their module exists (each has add_parser and run).
 _OPTIONAL_SUBCOMMANDS = ("napari_chsnet.cli.train", "napari_chsnet.cli.finetune")
 
@@ -61,7 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "run", None) is None:
             parser.print_help(sys.stderr)
             return 2
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+        return code
     except SystemExit as stop:  # argparse: --help, --version, or a usage error (already printed)
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
     except CHSNetError as error:
@@ -70,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # not a bug: the pipe's reader closed early
+        _silence_stdout()
+        return BROKEN_PIPE_EXIT
     except Exception as error:  # a bug, not a user error: keep the traceback for the report
         traceback.print_exc()
         print(
@@ -77,6 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # stdout is not a file (tests capture it): nothing is left to flush
 
 
 def run() -> None:
