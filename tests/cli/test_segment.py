@@ -232,7 +232,11 @@ def test_info_names_the_weights_locations(monkeypatch, tmp_path, capsys):
 def test_a_closed_stdout_pipe_is_not_an_internal_error():
     # `chsnet info | head -1` with the reader gone before anything is written
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from napari_chsnet.cli import run; sys.argv[1:] = ['info']; run()"],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from napari_chsnet.cli import run; sys.argv[1:] = ['info']; run()",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
