@@ -164,9 +164,10 @@ class BCETverskyLoss(nn.Module):
 
     def __init__(self, alpha: float = 0.7, beta: float = 0.3, smooth: float = 1.0):
         super().__init__()
-        self.tversky = TverskyLoss(alpha, beta, smooth)
+        self.alpha, self.beta, self.smooth = alpha, beta, smooth
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         _check(logits, target, type(self).__name__)
         bce = F.binary_cross_entropy_with_logits(logits, target.float())
-        return 0.5 * bce + 0.5 * self.tversky(logits, target)
+        tversky = _tversky_loss(logits, target, self.alpha, self.beta, self.smooth).mean()
+        return 0.5 * bce + 0.5 * tversky

@@ -12,12 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from torch import nn
 
 from napari_chsnet.errors import ConfigError
+from napari_chsnet.models.losses import BCEDiceLoss, BCETverskyLoss, DiceLoss, FocalLoss
 from napari_chsnet.training.augment import AugmentSettings
 
 STAGES = {"chsnet": ("lungs", "infection"), "rdunet": ("infection",), "eamc": ("infection",)}
-LOSSES = ("bce_dice", "bce_tversky", "focal", "dice")
+# The names a config's ``loss:`` may take, and the loss each builds (training/recipes.py).
+LOSSES: dict[str, type[nn.Module]] = {
+    "bce_dice": BCEDiceLoss,
+    "bce_tversky": BCETverskyLoss,
+    "focal": FocalLoss,
+    "dice": DiceLoss,
+}
 
 
 @dataclass(frozen=True)

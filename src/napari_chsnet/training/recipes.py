@@ -28,10 +28,9 @@ from napari_chsnet.errors import ConfigError
 from napari_chsnet.inference.intensity import DISPLAY_WINDOW_HU
 from napari_chsnet.inference.preprocessing import EAMC_PATCH_SIZE, LUNG_INPUT_SIZE
 from napari_chsnet.models.factory import build_model
-from napari_chsnet.models.losses import BCEDiceLoss, BCETverskyLoss, DiceLoss, FocalLoss
 from napari_chsnet.training import distributed
 from napari_chsnet.training.checkpoints import load_checkpoint, save_checkpoint
-from napari_chsnet.training.config import TrainConfig
+from napari_chsnet.training.config import LOSSES, TrainConfig
 from napari_chsnet.training.datasets import (
     SEMISEG_ROTATION_K,
     LabelledSlice,
@@ -52,8 +51,7 @@ OnStep = Callable[[int, int, float], None]
 
 
 def _loss(name: str) -> torch.nn.Module:
-    losses = {"bce_dice": BCEDiceLoss, "bce_tversky": BCETverskyLoss, "focal": FocalLoss, "dice": DiceLoss}
-    return losses[name]()
+    return LOSSES[name]()
 
 
 def semiseg_validation_names(root: Path, count: int, seed: int) -> list[str]:
