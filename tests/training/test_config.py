@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from napari_chsnet.errors import ConfigError
+from napari_chsnet.training import recipes
 from napari_chsnet.training.config import config_from_dict, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
@@ -29,6 +31,9 @@ def test_paper_eamc_config_has_ten_members_on_512_slices():
         ({"model": "unet"}, "model must be one of"),
         ({"model": "rdunet", "stage": "lungs"}, "trains stage"),
         ({"model": "chsnet", "loss": "mse"}, "loss must be one of"),
+        ({"model": "rdunet", "loss": "dice", "loss_options": {"alpha": 0.3}}, "takes no option"),
+        ({"model": "rdunet", "loss": "tversky", "loss_options": {"beta": -1}}, "must be a number"),
+        ({"model": "rdunet", "loss": "tversky", "loss_options": [0.3, 0.7]}, "must be a mapping"),
         ({"model": "chsnet", "input_size": 100}, "multiple of 16"),
         ({"model": "chsnet", "epoch": 3}, "unknown setting"),
         ({"model": "chsnet", "data": {"phantom": 1}}, "data: unknown setting"),
@@ -51,3 +56,23 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad)
+
+
+def test_loss_options_reach_the_loss_a_recipe_trains_with():
+    """A precision-weighted Tversky loss (false positives 0.7) costs more for invented lesion than for missed."""
+    config = config_from_dict(
+        {"model": "rdunet", "loss": "tversky", "loss_options": {"alpha": 0.3, "beta": 0.7}}
+    )
+    loss = recipes._loss(config)
+    target = torch.zeros(1, 1, 8, 8)
+    target[..., 2:6, 2:6] = 1  # 16 lesion pixels
+    confident = 20.0
+    invented = torch.where(target > 0, confident, -confident)
+    invented[..., 0, :] = confident  # 8 false positives
+    missed = torch.where(target > 0, confident, -confident)
+    missed[..., 2, 2:6] = -confident
+    missed[..., 3, 2:6] = -confident  # 8 false negatives
+    assert (loss.alpha, loss.beta) == (0.3, 0.7)
+    assert loss(invented, target).item() > loss(missed, target).item()
+    recall_weighted = recipes._loss(config_from_dict({"model": "rdunet", "loss": "tversky"}))
+    assert recall_weighted(invented, target).item() < recall_weighted(missed, target).item()

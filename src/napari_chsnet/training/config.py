@@ -6,6 +6,7 @@ are otherwise relative to the working directory.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -15,7 +16,7 @@ import yaml
 from torch import nn
 
 from napari_chsnet.errors import ConfigError
-from napari_chsnet.models.losses import BCEDiceLoss, BCETverskyLoss, DiceLoss, FocalLoss
+from napari_chsnet.models.losses import BCEDiceLoss, BCETverskyLoss, DiceLoss, FocalLoss, TverskyLoss
 from napari_chsnet.training.augment import AugmentSettings
 
 STAGES = {"chsnet": ("lungs", "infection"), "rdunet": ("infection",), "eamc": ("infection",)}
@@ -25,6 +26,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "bce_tversky": BCETverskyLoss,
     "focal": FocalLoss,
     "dice": DiceLoss,
+    "tversky": TverskyLoss,
 }
 
 
@@ -62,6 +64,9 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     input_size: int = 256
     loss: str = "bce_dice"
+    # keyword arguments of the loss class, e.g. {alpha: 0.3, beta: 0.7} for a Tversky loss that
+    # weights false positives more than false negatives (models/losses.py)
+    loss_options: dict[str, float] = field(default_factory=dict)
     epochs: int = 50
     batch_size: int = 8
     learning_rate: float = 1e-3
@@ -132,6 +137,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
         )
     if config.loss not in LOSSES:
         raise ConfigError(f"{where}: loss must be one of {', '.join(LOSSES)}; got {config.loss!r}")
+    _check_loss_options(config, where)
     if not 0.0 < config.data.pseudo_weight <= 1.0:
         raise ConfigError(
             f"{where} data: pseudo_weight must lie in (0, 1]; got {config.data.pseudo_weight!r}"
@@ -145,6 +151,21 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
     if config.input_size % 16:
         raise ConfigError(f"{where}: input_size must be a multiple of 16; got {config.input_size}")
     return config
+
+
+def _check_loss_options(config: TrainConfig, where: str) -> None:
+    if not isinstance(config.loss_options, dict):
+        raise ConfigError(f"{where}: loss_options must be a mapping; got {config.loss_options!r}")
+    accepted = [name for name in inspect.signature(LOSSES[config.loss]).parameters]
+    unknown = sorted(set(config.loss_options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"{where}: loss {config.loss} takes no option(s) {', '.join(unknown)}; "
+            f"it takes {', '.join(accepted) or 'none'}"
+        )
+    for name, value in config.loss_options.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{where}: loss option {name} must be a number ≥ 0; got {value!r}")
 
 
 def load_config(path: str | Path) -> TrainConfig:

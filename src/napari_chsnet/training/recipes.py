@@ -50,8 +50,8 @@ from napari_chsnet.training.stage_data import (
 OnStep = Callable[[int, int, float], None]
 
 
-def _loss(name: str) -> torch.nn.Module:
-    return LOSSES[name]()
+def _loss(config: TrainConfig) -> torch.nn.Module:
+    return LOSSES[config.loss](**config.loss_options)
 
 
 def semiseg_validation_names(root: Path, count: int, seed: int) -> list[str]:
@@ -310,7 +310,7 @@ def _train_unet_stage(config, train, validation, output, on_step, should_stop, d
         trained,
         train,
         validation,
-        _loss(config.loss),
+        _loss(config),
         _fit_settings(config),
         prepare,
         output / "log.csv",
@@ -361,7 +361,7 @@ def _train_eamc(config, train, validation, output, on_step, should_stop, log, de
             member,
             member_train,
             member_val,
-            _loss(config.loss),
+            _loss(config),
             _fit_settings(config, seed=config.seed + k, learning_rate=lr),
             log_path=output / f"log_member{k}.csv",
             on_step=on_step,
