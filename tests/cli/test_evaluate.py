@@ -28,8 +28,11 @@ def test_json_output_has_the_paper_metrics_mean_and_pooled(semiseg_like, tiny_we
     assert main([*args, "--model", "eamc", "--rotate", "90", "--json", "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     scores = json.loads(captured.out)
-    assert set(scores) == {"n_images", "target", "mean", "pooled"} and scores["n_images"] == 3
+    assert set(scores) == {"n_images", "target", "mean", "pooled", "per_image"} and scores["n_images"] == 3
     assert scores["target"] == "infection"
+    per_image = scores["per_image"]
+    assert sorted(per_image) == sorted(p.stem for p in masks.iterdir())
+    assert np.mean([m["dice"] for m in per_image.values()]) == pytest.approx(scores["mean"]["dice"])
     for kind in ("mean", "pooled"):
         assert set(scores[kind]) == set(METRIC_NAMES)
         assert all(v is None or 0.0 <= v <= 1.0 for v in scores[kind].values())

@@ -122,6 +122,11 @@ def run(args: argparse.Namespace) -> int:
                     "target": args.target,
                     "mean": scores["mean"],
                     "pooled": scores["pooled"],
+                    # which slices fail, by file stem
+                    "per_image": {
+                        image_path.stem: metrics
+                        for (image_path, _), metrics in zip(pairs, scores["per_image"], strict=True)
+                    },
                 }
             )
         )

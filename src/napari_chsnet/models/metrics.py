@@ -133,8 +133,9 @@ def segmentation_metrics(
         probs: optional probabilities in [0, 1], same shapes, for the AUC.
 
     Returns:
-        ``{"mean": {name: value}, "pooled": {name: value}, "n_images": n}`` with the names of
-        ``METRIC_NAMES``; ``auc`` is ``None`` without probabilities or when undefined (see module docstring).
+        ``{"mean": {name: value}, "pooled": {name: value}, "per_image": [{name: value}, ...], "n_images": n}``
+        with the names of ``METRIC_NAMES`` (``per_image`` in the order given); ``auc`` is ``None``
+        without probabilities or when undefined (see module docstring).
     """
     if len(pred_masks) != len(true_masks) or (probs is not None and len(probs) != len(pred_masks)):
         raise ValueError(
@@ -164,4 +165,7 @@ def segmentation_metrics(
     mean["auc"] = float(np.mean(defined_auc)) if defined_auc else None
     pooled: dict[str, float | None] = dict(_from_counts(*(int(count) for count in totals)))
     pooled["auc"] = _auc_from_histograms(positives_total, negatives_total) if probs is not None else None
-    return {"mean": mean, "pooled": pooled, "n_images": n_images}
+    if probs is None:
+        per_image["auc"] = [None] * n_images
+    images = [{name: per_image[name][index] for name in METRIC_NAMES} for index in range(n_images)]
+    return {"mean": mean, "pooled": pooled, "per_image": images, "n_images": n_images}
