@@ -60,7 +60,9 @@ from napari_chsnet.training.stage_data import (
 )
 from napari_chsnet.training.versions import VERSION_FILE, user_weights_dir
 
-# The loss each model was trained with (training/recipes.py), kept when fine-tuning.
+# Each model's paper loss (training/recipes.py defaults) for fine-tuning. The bundled files' last rounds
+# used Tversky losses to shift their own precision/recall balance (their model cards); a user's
+# corrections of one scan are exact labels, so fine-tuning goes back to the unweighted losses.
 FINETUNE_LOSSES = {"chsnet": BCEDiceLoss, "rdunet": DiceLoss, "eamc": FocalLoss}
 # Milder than training: a few slices of one patient, where strong warps would teach shapes the
 # patient does not have.
@@ -140,7 +142,7 @@ def finetune(
         replay_from: correction folders and/or COVID-SemiSeg roots to replay; ``None`` = the user's saved
             corrections (other than ``cases``) and ``$CHSNET_SHARED_DATA/covid-semiseg`` when present.
         tune_lungs: CHS-Net only: tune the lung stage as well (when the lungs were corrected).
-        learning_rate, batch_size, augment, seed: fit settings (Adam; the model's training loss).
+        learning_rate, batch_size, augment, seed: fit settings (Adam; the model's paper loss, FINETUNE_LOSSES).
         output: where to write the set; ``None`` = a new version in the user's weights folder.
         overwrite: replace an existing ``output``.
         device: "auto" (GPU when available), "cpu", "cuda", ...
