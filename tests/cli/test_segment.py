@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 import subprocess
@@ -227,6 +228,9 @@ def test_info_names_the_weights_locations(monkeypatch, tmp_path, capsys):
     out = capsys.readouterr().out
     assert str(bundled_weights_dir()) in out and str(tmp_path / "home" / "weights") in out
     assert "cpu" in out and "torch" in out
+    for path in sorted(bundled_weights_dir().glob("*.safetensors")):  # each bundled file with its hash
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert f"{path.name}" in out and f"sha256 {digest}" in out
 
 
 def test_a_closed_stdout_pipe_is_not_an_internal_error():

@@ -14,11 +14,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _weights_files(folder) -> str:
+def _weights_files(folder) -> list:
     from napari_chsnet.registry import MODEL_KEYS
 
-    present = [f"{model}.safetensors" for model in MODEL_KEYS if (folder / f"{model}.safetensors").is_file()]
-    return ", ".join(present) if present else "none"
+    return [
+        folder / f"{model}.safetensors" for model in MODEL_KEYS if (folder / f"{model}.safetensors").is_file()
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_chsnet.registry import MODEL_KEYS
     from napari_chsnet.report.manifest import software_versions
     from napari_chsnet.resources_path import bundled_weights_dir
+    from napari_chsnet.training.checkpoints import file_sha256
     from napari_chsnet.training.versions import active_choice, list_versions, user_weights_dir
 
     for name, version in software_versions().items():
@@ -33,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
     devices = available_devices()
     print(f"{'devices':<14}{', '.join(devices)} (auto = {describe_device(resolve_device('auto'))})")
     bundled = bundled_weights_dir()
-    print(f"{'bundled':<14}{bundled}  [{_weights_files(bundled)}]")
+    files = _weights_files(bundled)
+    print(f"{'bundled':<14}{bundled}  [{', '.join(f.name for f in files) or 'none'}]")
+    for path in files:  # the hashes the model cards quote, to tell which weights a result came from
+        print(f"  {path.name:<20}sha256 {file_sha256(path)}")
     user = user_weights_dir()
     print(f"{'user weights':<14}{user}  (set CHSNET_HOME to move it; fine-tuned sets live here)")
     for model in MODEL_KEYS:
