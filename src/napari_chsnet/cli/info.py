@@ -15,11 +15,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _weights_files(folder) -> list:
+    from napari_chsnet.inference.weights import weights_file_name
     from napari_chsnet.registry import MODEL_KEYS
 
-    return [
-        folder / f"{model}.safetensors" for model in MODEL_KEYS if (folder / f"{model}.safetensors").is_file()
-    ]
+    paths = (folder / weights_file_name(model) for model in MODEL_KEYS)
+    return [path for path in paths if path.is_file()]
 
 
 def run(args: argparse.Namespace) -> int:

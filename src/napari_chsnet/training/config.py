@@ -156,7 +156,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
 def _check_loss_options(config: TrainConfig, where: str) -> None:
     if not isinstance(config.loss_options, dict):
         raise ConfigError(f"{where}: loss_options must be a mapping; got {config.loss_options!r}")
-    accepted = [name for name in inspect.signature(LOSSES[config.loss]).parameters]
+    accepted = list(inspect.signature(LOSSES[config.loss]).parameters)
     unknown = sorted(set(config.loss_options) - set(accepted))
     if unknown:
         raise ConfigError(
