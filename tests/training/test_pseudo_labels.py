@@ -110,6 +110,16 @@ def test_a_config_with_a_teacher_trains_on_its_labels_not_on_the_shipped_ones(se
         assert (got.lungs | ~got.infection).all()  # the lung label holds the teacher's infection
 
 
+def test_expert_repeat_repeats_the_expert_training_slices_only(semiseg_root, tmp_path):
+    data = {"semiseg": str(semiseg_root), "validation_slices": 1, "unlabelled": len(UNLABELLED_SLICES)}
+    config = config_from_dict({"model": "chsnet", "data": {**data, "expert_repeat": 3}})
+    train, validation = gather_slices(config, tmp_path / "cache", log=lambda message: None)
+    expert = [s for s in train if s.infection_weight == 1]
+    assert len(expert) == 3 and len({s.source for s in expert}) == 1  # one expert slice, 3 times
+    assert len(train) - len(expert) == len(UNLABELLED_SLICES)  # pseudo-labelled ones once each
+    assert len(validation) == 1 and validation[0].source != expert[0].source  # never repeated
+
+
 def test_a_union_config_trains_on_the_teacher_or_the_shipped_label(semiseg_root, tmp_path):
     shipped_folder = semiseg_root / "unlabelled" / "infnet_pseudo_gt"
     shipped = read_gray_image(shipped_folder / "slice_16.png").copy()

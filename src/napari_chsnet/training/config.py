@@ -38,6 +38,9 @@ class DataConfig:
     pseudo_teacher: str | None = None  # checkpoint that labels them (None: Inf-Net's shipped labels)
     pseudo_weight: float = 0.5  # their loss weight (expert masks: 1)
     pseudo_union_infnet: bool = False  # teacher's labels OR Inf-Net's (against the teacher's low recall)
+    # each expert-labelled training slice appears this many times per epoch, so that beside many
+    # pseudo-labelled slices the expert labels are not a small share of the samples
+    expert_repeat: int = 1
     hu_volumes: tuple[str, ...] = ()  # HU volumes without lung masks (lung stage; labels from HU)
     volume_folders: tuple[str, ...] = ()  # Zenodo layout folders
     phantoms: int = 0  # synthetic phantoms added (lung stage)
@@ -142,6 +145,9 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
         raise ConfigError(
             f"{where} data: pseudo_weight must lie in (0, 1]; got {config.data.pseudo_weight!r}"
         )
+    repeat = config.data.expert_repeat
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise ConfigError(f"{where} data: expert_repeat must be a whole number ≥ 1; got {repeat!r}")
     if config.data.pseudo_union_infnet and not config.data.pseudo_teacher:
         raise ConfigError(f"{where} data: pseudo_union_infnet needs a pseudo_teacher")
     if config.fresh_stage and (config.model != "chsnet" or not config.init_from):

@@ -137,7 +137,8 @@ def gather_slices(
         root = Path(data.semiseg)
         held_out = set(semiseg_validation_names(root, data.validation_slices, config.seed))
         labelled = read_semiseg(root, "train")
-        train += [s for s in labelled if s.source and Path(s.source).stem not in held_out]
+        expert = [s for s in labelled if s.source and Path(s.source).stem not in held_out]
+        train += expert * data.expert_repeat
         validation += [s for s in labelled if Path(s.source).stem in held_out]
         if data.unlabelled:
             stems = sorted(p.stem for p in (root / "unlabelled" / "images").glob("*.jpg"))
