@@ -42,6 +42,7 @@ def test_paper_eamc_config_has_ten_members_on_512_slices():
         ({"model": "chsnet", "data": {"pseudo_weight": 0}}, "pseudo_weight must lie in"),
         ({"model": "chsnet", "data": {"expert_repeat": 0}}, "expert_repeat must be a whole number"),
         ({"model": "chsnet", "data": {"expert_repeat": 2.5}}, "expert_repeat must be a whole number"),
+        ({"model": "eamc", "data": {"expert_repeat": 2}}, "expert_repeat is not for eamc"),
         ({"model": "rdunet", "init_from": "x.safetensors", "fresh_stage": True}, "fresh_stage needs"),
         ({"model": "chsnet", "fresh_stage": True}, "fresh_stage needs"),
     ],

@@ -148,6 +148,11 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
     repeat = config.data.expert_repeat
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         raise ConfigError(f"{where} data: expert_repeat must be a whole number ≥ 1; got {repeat!r}")
+    if repeat > 1 and config.model == "eamc":
+        # members validate on left-out groups of the training slices: copies would sit on both sides
+        raise ConfigError(
+            f"{where} data: expert_repeat is not for eamc (its members validate on training slices)"
+        )
     if config.data.pseudo_union_infnet and not config.data.pseudo_teacher:
         raise ConfigError(f"{where} data: pseudo_union_infnet needs a pseudo_teacher")
     if config.fresh_stage and (config.model != "chsnet" or not config.init_from):
