@@ -230,7 +230,7 @@ def test_info_names_the_weights_locations(monkeypatch, tmp_path, capsys):
     assert "cpu" in out and "torch" in out
     for path in sorted(bundled_weights_dir().glob("*.safetensors")):  # each bundled file with its hash
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        assert f"{path.name}" in out and f"sha256 {digest}" in out
+        assert path.name in out and f"sha256 {digest}" in out
 
 
 def test_a_closed_stdout_pipe_is_not_an_internal_error():

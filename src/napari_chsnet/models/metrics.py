@@ -155,17 +155,17 @@ def segmentation_metrics(
         totals += counts
         for name, value in _from_counts(*counts).items():
             per_image[name].append(value)
+        auc = None  # undefined without probabilities
         if probs is not None:
             positives, negatives = _auc_histograms(true_masks[index], probs[index])
             positives_total += positives
             negatives_total += negatives
-            per_image["auc"].append(_auc_from_histograms(positives, negatives))
+            auc = _auc_from_histograms(positives, negatives)
+        per_image["auc"].append(auc)
     mean = {name: float(np.mean(values)) for name, values in per_image.items() if name != "auc"}
     defined_auc = [value for value in per_image["auc"] if value is not None]
     mean["auc"] = float(np.mean(defined_auc)) if defined_auc else None
     pooled: dict[str, float | None] = dict(_from_counts(*(int(count) for count in totals)))
     pooled["auc"] = _auc_from_histograms(positives_total, negatives_total) if probs is not None else None
-    if probs is None:
-        per_image["auc"] = [None] * n_images
     images = [{name: per_image[name][index] for name in METRIC_NAMES} for index in range(n_images)]
     return {"mean": mean, "pooled": pooled, "per_image": images, "n_images": n_images}
