@@ -40,6 +40,8 @@ def test_paper_eamc_config_has_ten_members_on_512_slices():
         ({"model": "chsnet", "data": {"phantom_shape": [8, 64]}}, "phantom_shape"),
         ({"model": "chsnet", "ema_decay": 1.0}, "ema_decay must lie in"),
         ({"model": "chsnet", "data": {"pseudo_weight": 0}}, "pseudo_weight must lie in"),
+        ({"model": "chsnet", "data": {"validation_slices": -1}}, "validation_slices must be a whole"),
+        ({"model": "chsnet", "data": {"validation_slices": 2.0}}, "validation_slices must be a whole"),
         ({"model": "chsnet", "data": {"expert_repeat": 0}}, "expert_repeat must be a whole number"),
         ({"model": "chsnet", "data": {"expert_repeat": 2.5}}, "expert_repeat must be a whole number"),
         ({"model": "eamc", "data": {"expert_repeat": 2}}, "expert_repeat is not for eamc"),

@@ -19,7 +19,7 @@ from napari_chsnet.training.augment import AugmentSettings
 from napari_chsnet.training.config import DataConfig, EAMCConfig, load_config
 from napari_chsnet.training.datasets import slices_of_volume
 from napari_chsnet.training.loop import Cancelled, FitSettings, fit
-from napari_chsnet.training.stage_data import lung_stage_arrays
+from napari_chsnet.training.stage_data import StageArrays, lung_stage_arrays
 
 TINY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny_test.yaml"
 
@@ -38,6 +38,31 @@ def test_training_loss_decreases_on_the_phantom(phantom):
     result = fit(network, data, data, BCEDiceLoss(), settings)
     losses = [record.train_loss for record in result.history]
     assert losses[-1] < 0.8 * losses[0], f"loss per epoch {losses}"
+
+
+class _ScaledLoss(torch.nn.Module):
+    """BCE + Dice times 10: a training loss well above 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = BCEDiceLoss()
+
+    def forward(self, *args, **kwargs):
+        return 10 * self.inner(*args, **kwargs)
+
+
+def test_without_validation_the_epoch_with_the_lowest_training_loss_is_kept(phantom):
+    torch.manual_seed(0)
+    network = build_model("raiunet", base_channels=4)
+    initial = {k: v.clone() for k, v in network.state_dict().items()}
+    data = _lung_arrays(phantom)
+    settings = FitSettings(epochs=3, batch_size=4, learning_rate=1e-2, augment=AugmentSettings.none())
+    result = fit(network, data, StageArrays.empty(1, 64), _ScaledLoss(), settings)
+    losses = [record.train_loss for record in result.history]
+    assert min(losses) > 1  # the case a -1 start value would never beat
+    assert result.best_epoch == 1 + losses.index(min(losses))
+    assert result.best_val_dice == -min(losses)
+    assert any(not torch.equal(initial[k], v) for k, v in result.best_state.items())
 
 
 def test_should_stop_cancels_after_the_current_step(phantom):

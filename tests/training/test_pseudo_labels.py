@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,6 +119,15 @@ def test_expert_repeat_repeats_the_expert_training_slices_only(semiseg_root, tmp
     assert len(expert) == 3 and len({s.source for s in expert}) == 1  # one expert slice, 3 times
     assert len(train) - len(expert) == len(UNLABELLED_SLICES)  # pseudo-labelled ones once each
     assert len(validation) == 1 and validation[0].source != expert[0].source  # never repeated
+
+
+def test_no_validation_slices_trains_on_every_expert_slice(semiseg_root, tmp_path):
+    config = config_from_dict(
+        {"model": "chsnet", "data": {"semiseg": str(semiseg_root), "validation_slices": 0}}
+    )
+    train, validation = gather_slices(config, tmp_path / "cache", log=lambda message: None)
+    assert validation == []
+    assert sorted(Path(s.source).stem for s in train) == ["slice_10", "slice_22"]
 
 
 def test_a_union_config_trains_on_the_teacher_or_the_shipped_label(semiseg_root, tmp_path):

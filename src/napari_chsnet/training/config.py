@@ -33,7 +33,7 @@ LOSSES: dict[str, type[nn.Module]] = {
 @dataclass(frozen=True)
 class DataConfig:
     semiseg: str | None = None  # COVID-SemiSeg root (train/ and unlabelled/)
-    validation_slices: int = 10  # labelled slices held out (seeded choice)
+    validation_slices: int = 10  # labelled slices held out (seeded choice; 0: train on all)
     unlabelled: int = 0  # pseudo-labelled slices mixed in (0 = none)
     pseudo_teacher: str | None = None  # checkpoint that labels them (None: Inf-Net's shipped labels)
     pseudo_weight: float = 0.5  # their loss weight (expert masks: 1)
@@ -145,6 +145,9 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
         raise ConfigError(
             f"{where} data: pseudo_weight must lie in (0, 1]; got {config.data.pseudo_weight!r}"
         )
+    held_out = config.data.validation_slices
+    if isinstance(held_out, bool) or not isinstance(held_out, int) or held_out < 0:
+        raise ConfigError(f"{where} data: validation_slices must be a whole number ≥ 0; got {held_out!r}")
     repeat = config.data.expert_repeat
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         raise ConfigError(f"{where} data: expert_repeat must be a whole number ≥ 1; got {repeat!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -162,7 +163,7 @@ def fit(
         else None
     )
     evaluated = averaged.module if averaged is not None else network
-    best_dice, best_epoch, best_state = -1.0, 0, copy.deepcopy(network.state_dict())
+    best_dice, best_epoch, best_state = -math.inf, 0, copy.deepcopy(network.state_dict())
     history: list[EpochRecord] = []
     started = time.monotonic()
     stopped = "epochs"
@@ -207,6 +208,8 @@ def fit(
             if group:
                 group.sync_buffers(network)
                 epoch_loss = group.mean(epoch_loss)
+            # without validation samples the epoch with the lowest training loss is kept (a loss
+            # can exceed 1, hence best_dice starts at -inf)
             val_dice = (
                 evaluate_dice(evaluated, validation, prepare, settings.batch_size)
                 if len(validation)
