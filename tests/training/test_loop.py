@@ -193,7 +193,13 @@ def test_tiny_config_trains_and_writes_a_checkpoint(tmp_path):
         checkpoint.metadata["role"] == "lungs"
         and checkpoint.metadata["preprocessing"]["lung_input_size"] == 64
     )
-    assert (tmp_path / "run" / "log.csv").read_text().count("\n") == 1 + config.epochs
+    log_rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert len(log_rows) == 1 + config.epochs
+    # no validation data: no Dice is claimed; the epoch was chosen by its training loss
+    assert all(row.split(",")[2] == "" for row in log_rows[1:])
+    metrics = checkpoint.metadata["metrics"]
+    assert metrics["val_dice_mean"] is None and metrics["train_loss"] > 0
+    assert metrics["train_loss"] == min(float(row.split(",")[1]) for row in log_rows[1:])
 
 
 def _lung_round_from_the_tiny_set(tmp_path, tiny_set, **changes):

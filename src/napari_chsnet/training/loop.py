@@ -224,7 +224,7 @@ def fit(
                     [
                         record.epoch,
                         f"{record.train_loss:.5f}",
-                        f"{record.val_dice:.5f}",
+                        f"{record.val_dice:.5f}" if len(validation) else "",  # none measured
                         record.learning_rate,
                         f"{record.seconds:.1f}",
                     ]

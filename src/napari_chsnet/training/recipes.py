@@ -319,10 +319,18 @@ def _train_unet_stage(config, train, validation, output, on_step, should_stop, d
         should_stop,
     )
     trained.load_state_dict(result.best_state)
-    return network, _fit_metrics(result), inherited
+    return network, _fit_metrics(result, validated=len(validation) > 0), inherited
 
 
-def _fit_metrics(result: FitResult) -> dict[str, Any]:
+def _fit_metrics(result: FitResult, validated: bool = True) -> dict[str, Any]:
+    if not validated:  # the epoch was chosen by its training loss (training/loop.py)
+        return {
+            "val_dice_mean": None,
+            "train_loss": round(-result.best_val_dice, 5),
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "stopped": result.stopped,
+        }
     return {
         "val_dice_mean": round(result.best_val_dice, 4),
         "best_epoch": result.best_epoch,
