@@ -145,13 +145,9 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
         raise ConfigError(
             f"{where} data: pseudo_weight must lie in (0, 1]; got {config.data.pseudo_weight!r}"
         )
-    held_out = config.data.validation_slices
-    if isinstance(held_out, bool) or not isinstance(held_out, int) or held_out < 0:
-        raise ConfigError(f"{where} data: validation_slices must be a whole number ≥ 0; got {held_out!r}")
-    repeat = config.data.expert_repeat
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-        raise ConfigError(f"{where} data: expert_repeat must be a whole number ≥ 1; got {repeat!r}")
-    if repeat > 1 and config.model == "eamc":
+    _check_whole_number(config.data, "validation_slices", 0, where)
+    _check_whole_number(config.data, "expert_repeat", 1, where)
+    if config.data.expert_repeat > 1 and config.model == "eamc":
         # members validate on left-out groups of the training slices: copies would sit on both sides
         raise ConfigError(
             f"{where} data: expert_repeat is not for eamc (its members validate on training slices)"
@@ -165,6 +161,12 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
     if config.input_size % 16:
         raise ConfigError(f"{where}: input_size must be a multiple of 16; got {config.input_size}")
     return config
+
+
+def _check_whole_number(data: DataConfig, name: str, minimum: int, where: str) -> None:
+    value = getattr(data, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where} data: {name} must be a whole number ≥ {minimum}; got {value!r}")
 
 
 def _check_loss_options(config: TrainConfig, where: str) -> None:

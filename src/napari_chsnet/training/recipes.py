@@ -323,16 +323,14 @@ def _train_unet_stage(config, train, validation, output, on_step, should_stop, d
 
 
 def _fit_metrics(result: FitResult, validated: bool = True) -> dict[str, Any]:
-    if not validated:  # the epoch was chosen by its training loss (training/loop.py)
-        return {
-            "val_dice_mean": None,
-            "train_loss": round(-result.best_val_dice, 5),
-            "best_epoch": result.best_epoch,
-            "epochs_run": len(result.history),
-            "stopped": result.stopped,
-        }
+    # without validation the loop chose the epoch by its training loss (training/loop.py)
+    score = (
+        {"val_dice_mean": round(result.best_val_dice, 4)}
+        if validated
+        else {"val_dice_mean": None, "train_loss": round(-result.best_val_dice, 5)}
+    )
     return {
-        "val_dice_mean": round(result.best_val_dice, 4),
+        **score,
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "stopped": result.stopped,
