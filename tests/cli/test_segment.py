@@ -82,6 +82,23 @@ def test_a_nifti_case_gives_every_output_in_the_input_grid(tmp_path, ras_nifti, 
     assert report["lungs"]["right"]["grade"] in text and "Research tool" in text
 
 
+def test_the_report_says_how_the_infection_was_thresholded_and_averaged(tmp_path, ras_nifti, tiny_weights):
+    default, single = tmp_path / "default", tmp_path / "single"
+    assert segment(ras_nifti, "-o", default, "--model", "chsnet", weights=tiny_weights) == 0
+    assert segment(
+        ras_nifti, "-o", single, "--model", "chsnet", "--no-mirror-averaging", "--threshold", "0.3",
+        weights=tiny_weights,
+    ) == 0  # fmt: skip
+    options = {
+        name: json.loads((folder / "report.json").read_text())["inference_options"]
+        for name, folder in (("default", default), ("single", single))
+    }
+    assert options["default"]["mirror_averaging"] is True and options["default"]["threshold"] == 0.5
+    assert options["single"]["mirror_averaging"] is False and options["single"]["threshold"] == 0.3
+    probabilities = [read_ct(folder / "probability.nii.gz").hu for folder in (default, single)]
+    assert not np.array_equal(*probabilities)
+
+
 def test_a_dicom_folder_keeps_its_study_fields_unless_anonymized(tmp_path, dicom_folder, tiny_weights):
     plain, anonymous = tmp_path / "plain", tmp_path / "anonymous"
     assert segment(dicom_folder, "-o", plain, weights=tiny_weights) == 0

@@ -19,7 +19,7 @@ from napari_chsnet.registry import (
 from napari_chsnet.report import compute_severity
 from napari_chsnet.widgets.colormaps import JET_NAME
 from napari_chsnet.widgets.main import CHSNetWidget
-from napari_chsnet.widgets.results import layer_geometry
+from napari_chsnet.widgets.results import layer_geometry, run_info_of
 
 from .conftest import add_ct, show_known_result
 
@@ -112,6 +112,21 @@ def test_segment_adds_three_layers_aligned_with_the_ct(panel, qtbot, tiny_weight
     assert widget.severity.cell(1, 0) == f"{expected.left.volume_ml:.1f}"
     assert widget.severity.cell(2, 3) == expected.overall_grade
     assert widget.segment.status.value.startswith("Done (cpu, ")
+
+
+def test_the_mirror_averaging_box_reaches_the_engine_and_the_layers(
+    panel, qtbot, tiny_weights, small_phantom
+):
+    viewer, widget = panel
+    add_ct(viewer, small_phantom)
+    choose_weights(widget, widget.dialogs, tiny_weights)
+    assert widget.segment.mirror_averaging.value  # on by default, as in the CLI
+    widget.segment.mirror_averaging.value = False
+
+    run_segmentation(qtbot, widget)
+
+    options = run_info_of(viewer.layers[PROBABILITY_LAYER]).inference_options
+    assert options["mirror_averaging"] is False and options["threshold"] == widget.segment.threshold.value
 
 
 def test_cancel_mid_run_adds_no_layer(panel, qtbot, tiny_weights, small_phantom, notifications):

@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     from napari_chsnet.models.metrics import METRIC_NAMES, segmentation_metrics
 
     pairs = pair_images(args.images, args.masks)
-    settings = SegmentationSettings(model=args.model, device=args.device, weights=args.weights)
+    settings = SegmentationSettings(
+        model=args.model, device=args.device, weights=args.weights, mirror_averaging=args.mirror_averaging
+    )
     device = resolve_device(settings.device)
     lung_stage, infection_stage, _ = build_stages(settings, device)
     predictions, truths, probabilities = [], [], []

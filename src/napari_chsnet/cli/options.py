@@ -69,3 +69,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="weights-set folder or .safetensors file; without it, the bundled weights (files missing from a "
         "folder are taken from the bundled set too)",
     )
+    parser.add_argument(
+        "--no-mirror-averaging", dest="mirror_averaging", action="store_false",
+        help="read each slice once; by default the infection stage also reads it mirrored left-right and "
+        "averages the two (twice that stage's time)",
+    )  # fmt: skip

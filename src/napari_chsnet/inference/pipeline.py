@@ -61,6 +61,8 @@ class SegmentationSettings:
         batch_size: slices per network call (memory grows with it; 4 suits a 512 x 512 CT on the CPU).
         threshold: infection probability from which a voxel is infected (EAMC: each member's vote).
         min_lesion_ml: infection components smaller than this are dropped (``report.severity``).
+        mirror_averaging: the infection stage also reads every slice mirrored left-right and averages
+            (EAMC: every member votes twice); twice the infection stage's time (``cascade.py``).
     """
 
     model: str = DEFAULT_MODEL
@@ -69,6 +71,7 @@ class SegmentationSettings:
     batch_size: int = 4
     threshold: float = 0.5
     min_lesion_ml: float = DEFAULT_MIN_LESION_ML
+    mirror_averaging: bool = True
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_KEYS:
@@ -81,6 +84,16 @@ class SegmentationSettings:
             raise ConfigError(f"threshold must lie strictly between 0 and 1; got {self.threshold!r}")
         if not math.isfinite(self.min_lesion_ml) or self.min_lesion_ml < 0:
             raise ConfigError(f"min_lesion_ml must be a volume in mL >= 0; got {self.min_lesion_ml!r}")
+        if not isinstance(self.mirror_averaging, bool):
+            raise ConfigError(f"mirror_averaging must be true or false; got {self.mirror_averaging!r}")
+
+    def inference_options(self) -> dict[str, float | bool]:
+        """The settings that change a result beyond model and weights, for the report."""
+        return {
+            "threshold": float(self.threshold),
+            "min_lesion_ml": float(self.min_lesion_ml),
+            "mirror_averaging": self.mirror_averaging,
+        }
 
 
 @dataclass(frozen=True)
@@ -165,12 +178,14 @@ def build_stages(settings: SegmentationSettings, device) -> tuple[LungStage, obj
     network = network_for(checkpoint, device)
     if settings.model == "eamc":
         infection_stage = EAMCInfectionStage(
-            network, prep.infection_input_size, prep.patch_size, prep.window_hu, device, settings.threshold
-        )
+            network, prep.infection_input_size, prep.patch_size, prep.window_hu, device, settings.threshold,
+            settings.mirror_averaging,
+        )  # fmt: skip
     else:
         infection_stage = UNetInfectionStage(
-            network, prep.infection_input_size, prep.window_hu, device, settings.threshold
-        )
+            network, prep.infection_input_size, prep.window_hu, device, settings.threshold,
+            settings.mirror_averaging,
+        )  # fmt: skip
     return lung_stage, infection_stage, checkpoints
 
 
@@ -256,6 +271,7 @@ def iter_segmentation(
         input=volume.source,
         case=case_name(volume.source) if volume.source else "",
         stage_timings_s={stage: round(seconds, 4) for stage, seconds in clock.timings.items()},
+        inference_options=settings.inference_options(),
     )
     yield Progress(total, total, "report")
     return SegmentationResult(

@@ -111,6 +111,8 @@ class RunInfo:
         case: case identifier for the CSV; defaults to the input's name (``case_name``).
         timestamp: ISO-8601 time of the run (UTC).
         stage_timings_s: seconds per named pipeline stage (prepare, predict, ...).
+        inference_options: settings that change the result (threshold, min_lesion_ml,
+            mirror_averaging: ``SegmentationSettings.inference_options``); empty if unknown.
         software: versions from ``software_versions()``.
     """
 
@@ -122,6 +124,7 @@ class RunInfo:
     case: str = ""
     timestamp: str = field(default_factory=utc_timestamp)
     stage_timings_s: dict[str, float] = field(default_factory=dict)
+    inference_options: dict[str, Any] = field(default_factory=dict)
     software: dict[str, str] = field(default_factory=software_versions)
 
 
@@ -176,7 +179,7 @@ def build_report_json(
     Returns:
         ``severity.to_dict()`` (``lungs``, ``overall``, ``min_lesion_ml``) plus ``format``,
         ``format_version``, ``case``, ``input``, ``timestamp``, ``model``, ``device``, ``runtime_s``,
-        ``stage_timings_s``, ``weights_sha256``, ``software``, ``study``, ``anonymized``,
+        ``stage_timings_s``, ``inference_options``, ``weights_sha256``, ``software``, ``study``, ``anonymized``,
         ``small_lesions_removed``, ``warnings`` and ``disclaimer``. Plain JSON types only.
     """
     study = study_fields(metadata, anonymize)
@@ -194,6 +197,7 @@ def build_report_json(
             "device": run_info.device,
             "runtime_s": float(run_info.runtime_s),
             "stage_timings_s": {str(k): float(v) for k, v in run_info.stage_timings_s.items()},
+            "inference_options": dict(run_info.inference_options),
             "weights_sha256": run_info.weights_sha256,
             "software": dict(run_info.software),
             "study": study,

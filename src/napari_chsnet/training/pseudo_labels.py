@@ -82,7 +82,8 @@ def label_with_teacher(
             indent=2,
         )
     )
-    settings = SegmentationSettings(model=checkpoint.model, weights=teacher)
+    # The teacher mirrors whole slices (lung stage too) itself, as the cached labels were made.
+    settings = SegmentationSettings(model=checkpoint.model, weights=teacher, mirror_averaging=False)
     lung_stage, infection_stage, _ = build_stages(settings, resolve_device(device))
 
     def infection_probability(pixels: np.ndarray) -> np.ndarray:

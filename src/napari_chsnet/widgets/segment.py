@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, ProgressBar, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, ProgressBar, PushButton, SpinBox
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -86,6 +86,9 @@ class SegmentPanel(Container):
             step=0.1,
             tooltip=TOOLTIPS["min_lesion_ml"],
         )
+        self.mirror_averaging = CheckBox(
+            text="Average with the mirrored slice", value=True, tooltip=TOOLTIPS["mirror_averaging"]
+        )
         self.batch_size = SpinBox(label="Batch size", value=4, min=1, max=64, tooltip=TOOLTIPS["batch_size"])
         self.segment = PushButton(text="Segment", tooltip=TOOLTIPS["segment"])
         self.cancel = PushButton(text="Cancel", enabled=False, tooltip=TOOLTIPS["cancel"])
@@ -101,6 +104,7 @@ class SegmentPanel(Container):
                 row(self.weights_folder, self.weights_file),
                 self.threshold,
                 self.min_lesion_ml,
+                self.mirror_averaging,
                 self.batch_size,
                 row(self.segment, self.cancel),
                 self.progress,
@@ -177,6 +181,7 @@ class SegmentPanel(Container):
             batch_size=int(self.batch_size.value),
             threshold=float(self.threshold.value),
             min_lesion_ml=float(self.min_lesion_ml.value),
+            mirror_averaging=bool(self.mirror_averaging.value),
         )
 
     def run(self) -> None:
