@@ -11,8 +11,8 @@ resampled *before* any threshold. A stage never holds more than its batch: calle
 
 With ``mirror_averaging`` the infection stage also reads every slice mirrored left-right and averages
 the two probabilities (its mirror undone), a test-time augmentation the networks' training flips make
-sound: on the 10 held-out COVID-SemiSeg slices it raised CHS-Net round 2f from 0.765 to 0.768 mean
-Dice and RD-UNet from 0.664 to 0.666, for twice the infection stage's time (resources/weights/*.md).
+sound. It raised the held-out Dice of all three models a little (most for EAMC) for twice the
+infection stage's time; the figures are in the model cards (resources/weights/*.md).
 
 The lung map given to CHS-Net's infection stage is the *post-processed* lung mask (0/1), resized as in
 training (where the stage reads the ground-truth mask): the raw lung probability is low in dense
