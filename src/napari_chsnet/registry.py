@@ -26,10 +26,14 @@ INFECTION_COLORS = {0: (0.0, 0.0, 0.0, 0.0), INFECTION: (1.0, 0.15, 0.1, 1.0)}
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """``mirror_averaging``: the model's default for the infection stage's mirror averaging, on where
+    it passed its rule with the bundled weights (the model cards give the figures)."""
+
     key: str
     title: str
     paper: str
     description: str
+    mirror_averaging: bool
 
 
 MODELS: dict[str, ModelInfo] = {
@@ -38,18 +42,21 @@ MODELS: dict[str, ModelInfo] = {
         "CHS-Net",
         "Punn & Agarwal, CHS-Net (2021)",
         "Two cascaded RAIU-Nets: lungs, then infection on lung contour maps.",
+        mirror_averaging=True,
     ),
     "eamc": ModelInfo(
         "eamc",
         "EAMC",
         "Pal Das, Mitra & Uma Shankar, EAMC (2023)",
         "Ensemble of attention multi-scale AMC-Nets on 128x128 patches, majority voting.",
+        mirror_averaging=False,  # P001 slice sensitivity fell to 0.938 (resources/weights/eamc.md)
     ),
     "rdunet": ModelInfo(
         "rdunet",
         "Residual Dilated U-Net",
         "Amer, Ye & Janan, Residual Dilated U-Net (2021)",
         "Residual blocks with squeeze-excitation and dilated-convolution skip modules.",
+        mirror_averaging=True,
     ),
 }
 MODEL_KEYS = tuple(MODELS)

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, MODEL_KEYS
+from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, MODEL_KEYS, MODELS
 
 
 def _number(
@@ -70,7 +70,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "folder are taken from the bundled set too)",
     )
     parser.add_argument(
-        "--no-mirror-averaging", dest="mirror_averaging", action="store_false",
-        help="read each slice once; by default the infection stage also reads it mirrored left-right and "
-        "averages the two (twice that stage's time)",
+        "--mirror-averaging", action=argparse.BooleanOptionalAction, default=None,
+        help="the infection stage also reads each slice mirrored left-right and averages the two (twice that "
+        "stage's time); without either flag, the model's default: "
+        + ", ".join(f"{key} {'on' if info.mirror_averaging else 'off'}" for key, info in MODELS.items()),
     )  # fmt: skip

@@ -37,7 +37,7 @@ from napari_chsnet.inference.postprocess import postprocess_lungs, restrict_to_l
 from napari_chsnet.inference.preprocessing import lung_crop_box
 from napari_chsnet.inference.weights import LUNG_STAGE_MODEL, network_for, preprocessing_of, resolve_weights
 from napari_chsnet.io.volume import CTVolume
-from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, MODEL_KEYS
+from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, MODEL_KEYS, MODELS
 from napari_chsnet.report.manifest import RunInfo, case_name
 from napari_chsnet.report.severity import (
     DEFAULT_MIN_LESION_ML,
@@ -63,6 +63,7 @@ class SegmentationSettings:
         min_lesion_ml: infection components smaller than this are dropped (``report.severity``).
         mirror_averaging: the infection stage also reads every slice mirrored left-right and averages
             (EAMC: every member votes twice); twice the infection stage's time (``cascade.py``).
+            ``None`` = the model's default (``registry.ModelInfo.mirror_averaging``).
     """
 
     model: str = DEFAULT_MODEL
@@ -71,7 +72,7 @@ class SegmentationSettings:
     batch_size: int = 4
     threshold: float = 0.5
     min_lesion_ml: float = DEFAULT_MIN_LESION_ML
-    mirror_averaging: bool = True
+    mirror_averaging: bool | None = None
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_KEYS:
@@ -84,15 +85,22 @@ class SegmentationSettings:
             raise ConfigError(f"threshold must lie strictly between 0 and 1; got {self.threshold!r}")
         if not math.isfinite(self.min_lesion_ml) or self.min_lesion_ml < 0:
             raise ConfigError(f"min_lesion_ml must be a volume in mL >= 0; got {self.min_lesion_ml!r}")
-        if not isinstance(self.mirror_averaging, bool):
-            raise ConfigError(f"mirror_averaging must be true or false; got {self.mirror_averaging!r}")
+        if self.mirror_averaging is not None and not isinstance(self.mirror_averaging, bool):
+            raise ConfigError(f"mirror_averaging must be true, false or None; got {self.mirror_averaging!r}")
+
+    @property
+    def uses_mirror_averaging(self) -> bool:
+        """Whether the run averages over the mirror: the setting, else the model's default."""
+        if self.mirror_averaging is None:
+            return MODELS[self.model].mirror_averaging
+        return self.mirror_averaging
 
     def inference_options(self) -> dict[str, float | bool]:
         """The settings that change a result beyond model and weights, for the report."""
         return {
             "threshold": float(self.threshold),
             "min_lesion_ml": float(self.min_lesion_ml),
-            "mirror_averaging": self.mirror_averaging,
+            "mirror_averaging": self.uses_mirror_averaging,
         }
 
 
@@ -179,12 +187,12 @@ def build_stages(settings: SegmentationSettings, device) -> tuple[LungStage, obj
     if settings.model == "eamc":
         infection_stage = EAMCInfectionStage(
             network, prep.infection_input_size, prep.patch_size, prep.window_hu, device, settings.threshold,
-            settings.mirror_averaging,
+            settings.uses_mirror_averaging,
         )  # fmt: skip
     else:
         infection_stage = UNetInfectionStage(
             network, prep.infection_input_size, prep.window_hu, device, settings.threshold,
-            settings.mirror_averaging,
+            settings.uses_mirror_averaging,
         )  # fmt: skip
     return lung_stage, infection_stage, checkpoints
 

@@ -87,7 +87,9 @@ class SegmentPanel(Container):
             tooltip=TOOLTIPS["min_lesion_ml"],
         )
         self.mirror_averaging = CheckBox(
-            text="Average with the mirrored slice", value=True, tooltip=TOOLTIPS["mirror_averaging"]
+            text="Average with the mirrored slice",
+            value=MODELS[DEFAULT_MODEL].mirror_averaging,
+            tooltip=TOOLTIPS["mirror_averaging"],
         )
         self.batch_size = SpinBox(label="Batch size", value=4, min=1, max=64, tooltip=TOOLTIPS["batch_size"])
         self.segment = PushButton(text="Segment", tooltip=TOOLTIPS["segment"])
@@ -143,6 +145,7 @@ class SegmentPanel(Container):
             return BUNDLED
 
     def _on_model_changed(self) -> None:
+        self.mirror_averaging.value = MODELS[self.model.value].mirror_averaging
         self.weights.reset_choices()
         self.weights.value = self._default_weights()
 
