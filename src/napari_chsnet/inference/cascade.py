@@ -11,8 +11,9 @@ resampled *before* any threshold. A stage never holds more than its batch: calle
 
 With ``mirror_averaging`` the infection stage also reads every slice mirrored left-right and averages
 the two probabilities (its mirror undone), a test-time augmentation the networks' training flips make
-sound. It raised the held-out Dice of all three models a little (most for EAMC) for twice the
-infection stage's time; the figures are in the model cards (resources/weights/*.md).
+sound. It raised the held-out Dice of all three bundled models a little, for twice the infection
+stage's time; it is on by default where the volume checks held too (``registry.ModelInfo``; the
+figures are in the model cards, resources/weights/*.md).
 
 The lung map given to CHS-Net's infection stage is the *post-processed* lung mask (0/1), resized as in
 training (where the stage reads the ground-truth mask): the raw lung probability is low in dense
