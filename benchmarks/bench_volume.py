@@ -5,6 +5,7 @@ extra: ``pip install -e ".[benchmark]"``)::
 
     python benchmarks/bench_volume.py                      # 512 x 512 x 150 phantom, 2 threads, all models
     python benchmarks/bench_volume.py --slices 40 --models chsnet rdunet
+    python benchmarks/bench_volume.py --no-mirror-averaging  # one pass per slice (default: each model's)
 
 Our networks get random-initialised *paper-size* weights (the timing does not depend on the values) with
 the default preprocessing (lung stage 256, infection stage 256, EAMC 512 -> 16 patches of 128);
@@ -56,7 +57,9 @@ def _write_paper_weights(folder: Path) -> None:
                         metadata={"preprocessing": preprocessing}, overwrite=True)  # fmt: skip
 
 
-def _run_ours(model: str, ct_path: str, weights: str, threads: int, batch_size: int, queue) -> None:
+def _run_ours(
+    model: str, ct_path: str, weights: str, threads: int, batch_size: int, mirror: bool | None, queue
+) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -68,11 +71,15 @@ def _run_ours(model: str, ct_path: str, weights: str, threads: int, batch_size: 
     before = _current_mb()
     started = time.perf_counter()
     result = segment_volume(
-        volume, SegmentationSettings(model=model, device="cpu", weights=weights, batch_size=batch_size)
+        volume,
+        SegmentationSettings(
+            model=model, device="cpu", weights=weights, batch_size=batch_size, mirror_averaging=mirror
+        ),
     )
     seconds = time.perf_counter() - started
     queue.put({"seconds": seconds, "peak_mb": _peak_mb(), "added_mb": _peak_mb() - before,
-               "stages": result.timings_s, "lung_ml": result.severity.overall_volume_ml})  # fmt: skip
+               "stages": result.timings_s, "lung_ml": result.severity.overall_volume_ml,
+               "mirror": result.run_info.inference_options["mirror_averaging"]})  # fmt: skip
 
 
 def _run_lungmask(ct_path: str, state_path: str, threads: int, queue) -> None:
@@ -110,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--skip-lungmask", action="store_true")
+    parser.add_argument(
+        "--mirror-averaging", action=argparse.BooleanOptionalAction, default=None,
+        help="as chsnet segment (default: each model's own; it doubles the infection stage)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     from napari_chsnet.io.phantom import make_phantom
@@ -144,11 +155,20 @@ def main(argv: list[str] | None = None) -> int:
                       f"(+{theirs['added_mb']:.0f} MB)", flush=True)  # fmt: skip
 
         for model in args.models:
-            ours = _in_child(_run_ours, model, str(ct_path), str(folder), args.threads, args.batch_size)
+            ours = _in_child(
+                _run_ours,
+                model,
+                str(ct_path),
+                str(folder),
+                args.threads,
+                args.batch_size,
+                args.mirror_averaging,
+            )
             ratio = f"  ours/theirs {ours['seconds'] / theirs['seconds']:.2f}" if theirs else ""
             stages = ", ".join(f"{k} {v:.1f}" for k, v in ours["stages"].items())
             print(f"{model:<15} {ours['seconds']:7.1f} s  peak {ours['peak_mb']:6.0f} MB "
-                  f"(+{ours['added_mb']:.0f} MB){ratio}\n{'':<16}stages (s): {stages}", flush=True)  # fmt: skip
+                  f"(+{ours['added_mb']:.0f} MB){ratio}\n{'':<16}stages (s): {stages}; mirror averaging "
+                  f"{'on' if ours['mirror'] else 'off'}", flush=True)  # fmt: skip
     return 0
 
 
