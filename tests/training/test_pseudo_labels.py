@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from napari_chsnet.inference.cascade import mirror_averaged
 from napari_chsnet.io.phantom import make_phantom
 from napari_chsnet.resources_path import bundled_weights_dir
 from napari_chsnet.training.checkpoints import load_checkpoint
 from napari_chsnet.training.config import config_from_dict
 from napari_chsnet.training.datasets import SEMISEG_ROTATION_K, read_gray_image, read_semiseg
-from napari_chsnet.training.pseudo_labels import label_with_teacher, mirror_averaged_probability
+from napari_chsnet.training.pseudo_labels import label_with_teacher
 from napari_chsnet.training.recipes import gather_slices
 
 TEACHER = bundled_weights_dir() / "chsnet.safetensors"
@@ -27,9 +28,9 @@ def test_mirror_averaging_averages_a_pass_over_the_slice_and_one_over_its_mirror
     def column_ramp(image: np.ndarray) -> np.ndarray:  # ignores the content: not mirror-symmetric
         return np.tile(np.arange(image.shape[1], dtype=float), (image.shape[0], 1))
 
-    np.testing.assert_allclose(mirror_averaged_probability(pixels, column_ramp), np.full((3, 5), 2.0))
+    np.testing.assert_allclose(mirror_averaged(column_ramp, pixels), np.full((3, 5), 2.0))
     ramp_image = np.tile(np.arange(5, dtype=np.uint8), (3, 1))
-    np.testing.assert_allclose(mirror_averaged_probability(ramp_image, lambda x: x / 4.0), ramp_image / 4.0)
+    np.testing.assert_allclose(mirror_averaged(lambda x: x / 4.0, ramp_image), ramp_image / 4.0)
 
 
 @pytest.fixture(scope="module")

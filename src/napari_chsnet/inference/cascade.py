@@ -68,13 +68,19 @@ def predict_probabilities(
     return logits.float().sigmoid().cpu()
 
 
-def mirror_averaged(predict: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+def _mirrored(array: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """``array`` flipped left-right (its last axis); a numpy array comes back contiguous."""
+    return array.flip(-1) if isinstance(array, torch.Tensor) else np.ascontiguousarray(array[..., ::-1])
+
+
+def mirror_averaged(predict: Callable, inputs: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     """Mean of ``predict(inputs)`` and the prediction of the left-right mirrored inputs, mirrored back.
 
-    ``inputs`` are ``(N, C, H, W)`` with the patient's left-right on the last axis; ``predict`` must
-    give a map on the same grid (a probability, not logits, so that the mean stays one).
+    ``inputs`` have the patient's left-right on the last axis: the stages' ``(N, C, H, W)`` tensors,
+    or a ``(y, x)`` slice for the self-training teacher. ``predict`` must give a map on the same grid
+    (a probability, not logits, so that the mean stays one).
     """
-    return (predict(inputs) + predict(inputs.flip(-1)).flip(-1)) / 2
+    return (predict(inputs) + _mirrored(predict(_mirrored(inputs)))) / 2
 
 
 class LungStage:

@@ -39,14 +39,6 @@ def teacher_folder(teacher: str | Path, cache_dir: Path) -> Path:
     return Path(cache_dir) / f"pseudo_{checkpoint.model}_{checkpoint.sha256[:16]}"
 
 
-def mirror_averaged_probability(
-    pixels: np.ndarray, segment: Callable[[np.ndarray], np.ndarray]
-) -> np.ndarray:
-    """Mean of ``segment(pixels)`` and the mirrored ``segment`` of the left-right mirrored slice."""
-    mirrored = segment(np.ascontiguousarray(pixels[:, ::-1]))[:, ::-1]
-    return (segment(pixels) + mirrored) / 2
-
-
 def label_with_teacher(
     teacher: str | Path,
     images: Sequence[Path],
@@ -59,6 +51,7 @@ def label_with_teacher(
     the ``teacher`` checkpoint; returns the folder of ``<stem>.png`` masks (cached per teacher)."""
     import torch
 
+    from napari_chsnet.inference.cascade import mirror_averaged
     from napari_chsnet.inference.device import resolve_device
     from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
     from napari_chsnet.inference.slices import segment_cropped_slice
@@ -93,7 +86,7 @@ def label_with_teacher(
     with torch.inference_mode():
         for path in missing:
             pixels = np.ascontiguousarray(np.rot90(read_gray_image(path), rotation_k))
-            mask = mirror_averaged_probability(pixels, infection_probability) >= PSEUDO_THRESHOLD
+            mask = mirror_averaged(infection_probability, pixels) >= PSEUDO_THRESHOLD
             _write_mask(np.rot90(mask, -rotation_k), folder, path.stem)
     return folder
 
