@@ -53,13 +53,12 @@ class EAMCInfectionStage:
         self.mirror_averaging = mirror_averaging
 
     def _member_logits(self, crops: torch.Tensor) -> torch.Tensor:
-        """``(N, 1, S, S)`` crops → ``(K, N, 1, S, S)`` float32 logits of every member, on the CPU."""
+        """``(N, 1, S, S)`` crops → ``(K, N, 1, S, S)`` float32 logits of every member, on the stage's
+        device (the vote runs there; only its two maps are moved back)."""
         with torch.inference_mode(), autocast(self.device):
             logits = self.network(to_patches(crops, self.patch_size).to(self.device, non_blocking=True))
         n_slices = crops.shape[0]
-        return torch.stack(
-            [from_patches(member.float().cpu(), n_slices, self.slice_size) for member in logits]
-        )
+        return torch.stack([from_patches(member.float(), n_slices, self.slice_size) for member in logits])
 
     def predict(self, unit_slices: np.ndarray, lung_masks: np.ndarray | None, box: CropBox) -> StageOutput:
         """``(N, H, W)`` inputs in [0, 1] → mean probability and vote mask on the same grid.
@@ -74,6 +73,6 @@ class EAMCInfectionStage:
         with torch.inference_mode():
             mask, probability = EAMC.vote(member_logits, self.threshold)
         return StageOutput(
-            restore_probabilities(probability, box, height, width),
-            restore_probabilities(mask.float(), box, height, width) >= 0.5,
+            restore_probabilities(probability.cpu(), box, height, width),
+            restore_probabilities(mask.float().cpu(), box, height, width) >= 0.5,
         )
