@@ -271,3 +271,27 @@ def test_help_and_version_exit_0(capsys):
     assert main(["--version"]) == 0
     assert main(["segment", "--help"]) == 0
     assert main([]) == 2
+
+
+def test_a_scan_stored_as_8bit_values_is_converted_and_warned_about(tmp_path, phantom, tiny_weights, capsys):
+    """The phantom exported through a lung window to 0-255, as some public volumes are."""
+    low, high = -1250.0, 250.0
+    pixels = np.clip(np.round((phantom.ct.hu - low) / (high - low) * 255), 0, 255).astype(np.uint8)
+    image = sitk.GetImageFromArray(pixels)
+    image.SetSpacing(tuple(reversed(phantom.ct.geometry.spacing_zyx)))
+    path = tmp_path / "windowed.nii.gz"
+    sitk.WriteImage(image, str(path))
+
+    assert segment(path, "-o", tmp_path / "auto", weights=tiny_weights) == 0
+    err = capsys.readouterr().err
+    assert "chsnet: warning: windowed: the values are not Hounsfield units" in err
+    report = json.loads((tmp_path / "auto" / "report.json").read_text())
+    assert report["input_intensity"] == "display8"
+    assert any("8-bit display values" in w for w in report["warnings"])
+
+    assert segment(path, "-o", tmp_path / "as_hu", "--intensity", "hu", weights=tiny_weights) == 0
+    as_hu = json.loads((tmp_path / "as_hu" / "report.json").read_text())
+    assert as_hu["input_intensity"] == "hu"
+    assert not any("Hounsfield" in w for w in as_hu["warnings"])
+    assert main(["segment", str(path), "-o", str(tmp_path / "x"), "--intensity", "8bit"]) == 2
+    one_error_line(capsys, "argument --intensity: invalid choice: '8bit'")

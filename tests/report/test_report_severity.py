@@ -10,6 +10,7 @@ from napari_chsnet.io.volume import Geometry
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 from napari_chsnet.report.severity import (
     DEFAULT_MIN_LESION_ML,
+    MIN_PLAUSIBLE_LUNG_ML,
     compute_severity,
     grade_for_involvement,
     remove_small_lesions,
@@ -223,3 +224,19 @@ def test_synthetic_case_grades_right_lung_worse(synthetic_case):
     report = compute_severity(synthetic_case.lungs, synthetic_case.infection, synthetic_case.ct.geometry)
     assert report.right.infected_ml > report.left.infected_ml > 0
     assert report.overall_grade == report.right.grade != "CT-0"
+
+
+def test_a_lung_far_smaller_than_any_lung_is_warned_about():
+    """The same 1000-voxel lungs at two voxel sizes: 90 mL each is no whole lung, 160 mL may be
+    (a small child's); only the first gets the warning, the figures are computed either way."""
+    lungs, right, _ = two_lungs()
+    infection = infect(lungs.shape, right[:300])
+    small = compute_severity(lungs, infection, Geometry(spacing_mm=(4.5, 4.5, 4.444)), min_lesion_ml=0.0)
+    assert small.right.volume_ml == pytest.approx(90.0, rel=1e-3)
+    assert small.right.involvement_pct == pytest.approx(30.0)
+    flagged = [w for w in small.warnings if "far less than a lung" in w]
+    assert len(flagged) == 2 and "right lung mask holds only 90.0 mL" in flagged[0]
+    assert f"under {MIN_PLAUSIBLE_LUNG_ML:g} mL" in flagged[0]
+    plausible = compute_severity(lungs, infection, Geometry(spacing_mm=(5.0, 5.0, 6.4)), min_lesion_ml=0.0)
+    assert plausible.left.volume_ml == pytest.approx(160.0)
+    assert not any("far less than a lung" in w for w in plausible.warnings)

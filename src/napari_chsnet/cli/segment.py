@@ -15,6 +15,7 @@ from pathlib import Path
 
 from napari_chsnet.cli.options import add_model_options, non_negative_float, positive_int, probability
 from napari_chsnet.errors import CHSNetError, InvalidVolumeError, OutputExistsError
+from napari_chsnet.io.hounsfield import INTENSITY_CHOICES
 from napari_chsnet.report.severity import DEFAULT_MIN_LESION_ML
 
 VOLUME_OUTPUTS = ("lungs.nii.gz", "infection.nii.gz", "probability.nii.gz")
@@ -53,6 +54,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--min-lesion-ml", type=non_negative_float, default=DEFAULT_MIN_LESION_ML,
         help="infection components smaller than this (mL) are not counted; 0 counts every voxel",
+    )  # fmt: skip
+    parser.add_argument(
+        "--intensity", choices=INTENSITY_CHOICES, default="auto",
+        help="what the scan's values are: auto tells Hounsfield units, 8-bit display values (0-255, read "
+        "through the training slices' window) and HU + 1024 apart; or say which (docs/io.md)",
     )  # fmt: skip
     parser.add_argument(
         "--anonymize", action="store_true", help="leave patient name, ID, birth date out of the reports"
@@ -119,14 +125,14 @@ def check_outputs(cases: list[Case], output: Path, overwrite: bool) -> None:
             )
 
 
-def _read(case: Case):
+def _read(case: Case, intensity: str):
     if case.source is None:
         from napari_chsnet.io.phantom import sample_ct
 
         return sample_ct().ct
     from napari_chsnet.io.readers import read_ct
 
-    return read_ct(case.source)
+    return read_ct(case.source, intensity=intensity)
 
 
 def _segment_with_bar(volume, settings, name: str):
@@ -204,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for case in cases:
         try:
-            volume = _read(case)
+            volume = _read(case, args.intensity)
             result = _segment_with_bar(volume, settings, case.name)
             report = write_case(case, volume, result, csv_path, args.anonymize, args.overwrite)
         except CHSNetError as error:
@@ -214,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"chsnet: error: {case.name}: {error}", file=sys.stderr)
             continue
         print(_summary(case, report))
+        for warning in report["warnings"]:  # the report keeps them too; stderr so stdout stays one line
+            print(f"chsnet: warning: {case.name}: {warning}", file=sys.stderr)
     if failed:
         print(f"chsnet: {failed} of {len(cases)} cases failed; the others were written", file=sys.stderr)
         return 2

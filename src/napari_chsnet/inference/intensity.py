@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-DISPLAY_WINDOW_HU: tuple[float, float] = (-1110.0, 255.0)
+# The window and the 8-bit conversions live with the readers (an 8-bit volume is converted there);
+# they are re-exported here, where the network-input mapping is.
+from napari_chsnet.io.hounsfield import DISPLAY_WINDOW_HU, display8_to_hu, display8_to_unit
+
+__all__ = ["DISPLAY_WINDOW_HU", "display8_to_hu", "display8_to_unit", "hu_to_unit"]
 
 
 def hu_to_unit(hu: np.ndarray, window_hu: tuple[float, float] = DISPLAY_WINDOW_HU) -> np.ndarray:
@@ -22,14 +26,3 @@ def hu_to_unit(hu: np.ndarray, window_hu: tuple[float, float] = DISPLAY_WINDOW_H
     low, high = window_hu
     out = (np.asarray(hu, dtype=np.float32) - np.float32(low)) / np.float32(high - low)
     return np.clip(out, 0.0, 1.0, out=out)
-
-
-def display8_to_unit(values: np.ndarray) -> np.ndarray:
-    """Map an 8-bit display image (already in the shared window) to the [0, 1] network input."""
-    return np.asarray(values, dtype=np.float32) / np.float32(255.0)
-
-
-def display8_to_hu(values: np.ndarray, window_hu: tuple[float, float] = DISPLAY_WINDOW_HU) -> np.ndarray:
-    """Approximate HU of an 8-bit display image (saturated values stay at the window's ends)."""
-    low, high = window_hu
-    return np.float32(low) + display8_to_unit(values) * np.float32(high - low)

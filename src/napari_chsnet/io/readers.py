@@ -12,8 +12,15 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from napari_chsnet.errors import InvalidVolumeError
+from napari_chsnet.errors import ConfigError, InvalidVolumeError
 from napari_chsnet.io.dicom import looks_like_dicom, read_dicom
+from napari_chsnet.io.hounsfield import (
+    INTENSITY_CHOICES,
+    IntensityAssessment,
+    assess_intensity,
+    intensity_warning,
+    to_hounsfield,
+)
 from napari_chsnet.io.memory import check_fits_in_memory
 from napari_chsnet.io.orientation import geometry_of, to_display
 from napari_chsnet.io.volume import CTVolume
@@ -38,7 +45,10 @@ def is_supported_path(path: Path) -> bool:
 
 
 def read_ct(
-    path: str | PathLike[str] | list[str | PathLike[str]], *, fill_missing_slices: bool = False
+    path: str | PathLike[str] | list[str | PathLike[str]],
+    *,
+    fill_missing_slices: bool = False,
+    intensity: str = "auto",
 ) -> CTVolume:
     """Read a CT volume in HU, reoriented to the LPS display orientation.
 
@@ -48,6 +58,10 @@ def read_ct(
         fill_missing_slices: DICOM only. By default a series with a gap in its slice positions
             is refused; with True the missing slices are linearly interpolated and listed in
             ``metadata["interpolated_slices"]`` and ``metadata["warnings"]``.
+        intensity: what the stored values are (after any DICOM rescale): ``"auto"`` tells HU,
+            8-bit display values and HU + 1024 apart from their distribution
+            (``io.hounsfield.assess_intensity``); ``"hu"``, ``"display8"`` or ``"offset1024"`` say so.
+            Values not in HU are converted, recorded in ``metadata["intensity"]`` and warned about.
 
     Returns:
         The CTVolume; ``geometry.source_orientation`` records the file's own orientation.
@@ -55,6 +69,29 @@ def read_ct(
     Raises:
         InvalidVolumeError: the path is missing, not a CT volume, damaged or too large for memory.
     """
+    if intensity not in INTENSITY_CHOICES:
+        raise ConfigError(f"intensity must be one of {', '.join(INTENSITY_CHOICES)}; got {intensity!r}.")
+    return in_hounsfield_units(_read_stored_values(path, fill_missing_slices), intensity)
+
+
+def in_hounsfield_units(volume: CTVolume, intensity: str = "auto") -> CTVolume:
+    """``volume`` with its values converted to HU where they are stored otherwise (see ``read_ct``)."""
+    assessment = (
+        assess_intensity(volume.hu)
+        if intensity == "auto"
+        else IntensityAssessment(intensity, "given by the caller")
+    )
+    volume.metadata["intensity"] = assessment.kind
+    message = intensity_warning(assessment, intensity)
+    if message:
+        volume.metadata.setdefault("warnings", []).append(message)
+    volume.hu = to_hounsfield(volume.hu, assessment.kind)
+    return volume
+
+
+def _read_stored_values(
+    path: str | PathLike[str] | list[str | PathLike[str]], fill_missing_slices: bool
+) -> CTVolume:
     if isinstance(path, list):
         return read_dicom([Path(p) for p in path], fill_missing_slices=fill_missing_slices)
     path = Path(path)

@@ -179,7 +179,7 @@ def build_report_json(
     Returns:
         ``severity.to_dict()`` (``lungs``, ``overall``, ``min_lesion_ml``) plus ``format``,
         ``format_version``, ``case``, ``input``, ``timestamp``, ``model``, ``device``, ``runtime_s``,
-        ``stage_timings_s``, ``inference_options``, ``weights_sha256``, ``software``, ``study``,
+        ``stage_timings_s``, ``inference_options``, ``weights_sha256``, ``software``, ``input_intensity``, ``study``,
         ``anonymized``, ``small_lesions_removed``, ``warnings`` and ``disclaimer``. Plain JSON types only.
     """
     study = study_fields(metadata, anonymize)
@@ -200,6 +200,8 @@ def build_report_json(
             "inference_options": dict(run_info.inference_options),
             "weights_sha256": run_info.weights_sha256,
             "software": dict(run_info.software),
+            # how the scan's stored values were read (io.hounsfield): hu, display8, offset1024, unknown
+            "input_intensity": str((metadata or {}).get("intensity", "hu")),
             "study": study,
             "anonymized": bool(anonymize),
             "small_lesions_removed": {

@@ -57,6 +57,11 @@ LUNG_SIDES = {"right": RIGHT_LUNG, "left": LEFT_LUNG}
 # Relative slack when comparing a component's volume with min_lesion_ml, so that a component of
 # exactly the threshold (e.g. 100 voxels of 0.001 mL against 0.1 mL) is kept despite float error.
 _VOLUME_RTOL = 1e-9
+# A lung smaller than this is not a whole lung: an adult lung on CT holds 1-4 L, a small child's
+# about 0.3 L. Smaller masks come from a scan that is not in HU, covers a few slices only, or a
+# failed lung stage, and every percentage computed on them is meaningless (a normal scan stored
+# as 8-bit values read as HU came out with 1 mL lungs, 71 % involved).
+MIN_PLAUSIBLE_LUNG_ML = 100.0
 
 
 def _json_float(value: float) -> float:
@@ -248,7 +253,8 @@ def compute_severity(
     Returns:
         A ``SeverityReport``. Infection outside both lung masks is not counted (its volume is in
         ``outside_lungs_ml`` and a warning). A lesion crossing from one lung into the other is
-        sized as one component and each lung counts its own part.
+        sized as one component and each lung counts its own part. An empty lung mask, or one
+        under ``MIN_PLAUSIBLE_LUNG_ML``, is warned about.
 
     Example:
         >>> lungs = np.zeros((10, 10, 20), np.uint8); lungs[:, :, :10] = 1; lungs[:, :, 10:] = 2
@@ -285,6 +291,13 @@ def compute_severity(
         f"The {side} lung mask is empty: its figures are 0 and its grade CT-0 means 'not measured', not 'normal'."
         for side, lung in per_side.items()
         if lung.empty
+    ]
+    warnings += [
+        f"The {side} lung mask holds only {lung.volume_ml:.1f} mL, far less than a lung "
+        f"(under {MIN_PLAUSIBLE_LUNG_ML:g} mL): check that the scan covers the chest, is in Hounsfield "
+        "units and that the lungs layer is right before using its figures."
+        for side, lung in per_side.items()
+        if not lung.empty and lung.volume_ml < MIN_PLAUSIBLE_LUNG_ML
     ]
     if outside_voxels:
         warnings.append(

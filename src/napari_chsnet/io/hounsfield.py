@@ -1,0 +1,140 @@
+"""What a volume's stored values mean, and their conversion to Hounsfield units.
+
+Every chest CT holds air: outside the body and in the lungs, near -1000 HU. A file whose values never
+go below zero is therefore not in HU, and reading it as HU puts every voxel at soft-tissue density:
+the lung stage then finds no lungs and the infection stage reads the whole chest as consolidation
+(a normal scan came out CT-4). Two such files are common in practice:
+
+* **8-bit display values** (0-255): volumes exported through a display window, as the Radiopaedia
+  cases of the public COVID-19 CT segmentation set (Ma et al., Zenodo 3757476) and screenshots
+  stacked into a volume. They are read through the window the 8-bit training slices were matched
+  to (``DISPLAY_WINDOW_HU``, docs/intensity.md), so the networks see ``v / 255`` exactly as they do
+  for an 8-bit slice.
+* **HU + 1024** (unsigned storage without the rescale intercept): air near 0, soft tissue near 1064.
+
+``assess_intensity`` tells these apart from HU on the values alone; ``to_hounsfield`` converts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# The 8-bit training slices' display window in HU (scripts/estimate_intensity_window.py):
+# an 8-bit value v corresponds to -1110 + v / 255 * 1365 HU.
+DISPLAY_WINDOW_HU: tuple[float, float] = (-1110.0, 255.0)
+
+HU = "hu"
+DISPLAY8 = "display8"
+OFFSET1024 = "offset1024"
+UNKNOWN = "unknown"
+# What ``read_ct(intensity=...)`` accepts: "auto" assesses the values, the others are taken as said.
+INTENSITY_CHOICES = ("auto", HU, DISPLAY8, OFFSET1024)
+
+UNSIGNED_OFFSET = 1024.0
+# Air in HU lies near -1000; a chest CT in HU has well over 1 % of its voxels below this.
+_AIR_BELOW_HU = -500.0
+# In HU + 1024 storage: air below 200 (HU < -824) and soft tissue in 900-1200 (-124..176 HU).
+_OFFSET_AIR_BELOW, _OFFSET_TISSUE_RANGE = 200.0, (900.0, 1200.0)
+_MIN_SHARE = 0.02  # each of air and soft tissue fills far more of any chest CT than 2 %
+_MIN_DISPLAY_LEVELS = 32  # an 8-bit chest picture uses most of its 256 grey levels
+
+
+@dataclass(frozen=True)
+class IntensityAssessment:
+    """How the stored values are read: ``kind`` (HU, DISPLAY8, OFFSET1024 or UNKNOWN) and why."""
+
+    kind: str
+    reason: str
+
+
+def _sample(values: np.ndarray, max_voxels: int = 2_000_000) -> np.ndarray:
+    """A regular subsample (every n-th voxel) large enough for 1 % quantiles and shares."""
+    flat = np.asarray(values).reshape(-1)
+    step = max(1, flat.size // max_voxels)
+    return flat[::step].astype(np.float32, copy=False)
+
+
+def assess_intensity(values: np.ndarray) -> IntensityAssessment:
+    """Whether ``values`` look like HU, 8-bit display values or HU + 1024, from their distribution.
+
+    HU when at least 1 % of the voxels lie below -500 (air). Without negative values: 8-bit display
+    values when the maximum is at most 255 (with at least 32 grey levels), HU + 1024 when air (below 200) and soft tissue
+    (900-1200) each fill at least 2 % of the voxels. Anything else is UNKNOWN (read as HU, warned).
+    """
+    sample = _sample(values)
+    if sample.size == 0:
+        return IntensityAssessment(UNKNOWN, "the volume is empty")
+    low, high = float(sample.min()), float(sample.max())
+    air_share = float(np.mean(sample < _AIR_BELOW_HU))
+    if air_share >= 0.01:
+        return IntensityAssessment(HU, f"{100 * air_share:.0f} % of the voxels are air below -500 HU")
+    if low >= 0 and high <= 255:
+        if high <= 1.0:
+            return IntensityAssessment(
+                UNKNOWN, f"values lie in [{low:g}, {high:g}]: normalised, with no way to tell the HU"
+            )
+        levels = np.unique(sample).size
+        if levels < _MIN_DISPLAY_LEVELS:  # a label map (a mask file), not a picture of a chest
+            return IntensityAssessment(UNKNOWN, f"only {levels} distinct values: a label map, not a CT")
+        return IntensityAssessment(DISPLAY8, f"values {low:g} to {high:g}, none negative")
+    if low >= 0:
+        offset_air = float(np.mean(sample < _OFFSET_AIR_BELOW))
+        tissue_low, tissue_high = _OFFSET_TISSUE_RANGE
+        tissue = float(np.mean((sample >= tissue_low) & (sample <= tissue_high)))
+        if offset_air >= _MIN_SHARE and tissue >= _MIN_SHARE:
+            return IntensityAssessment(
+                OFFSET1024,
+                f"none negative, {100 * offset_air:.0f} % near 0 (air), {100 * tissue:.0f} % near 1024 "
+                "(soft tissue): HU stored + 1024 without the rescale intercept",
+            )
+    return IntensityAssessment(
+        UNKNOWN, f"values {low:g} to {high:g}, {100 * air_share:.1f} % below -500: not the air of a chest CT"
+    )
+
+
+def display8_to_unit(values: np.ndarray) -> np.ndarray:
+    """Map an 8-bit display image (already in the shared window) to the [0, 1] network input."""
+    return np.asarray(values, dtype=np.float32) / np.float32(255.0)
+
+
+def display8_to_hu(values: np.ndarray, window_hu: tuple[float, float] = DISPLAY_WINDOW_HU) -> np.ndarray:
+    """Approximate HU of an 8-bit display image (saturated values stay at the window's ends)."""
+    low, high = window_hu
+    return np.float32(low) + display8_to_unit(values) * np.float32(high - low)
+
+
+def to_hounsfield(values: np.ndarray, kind: str) -> np.ndarray:
+    """``values`` stored as ``kind`` converted to HU (HU and UNKNOWN come back unchanged)."""
+    if kind == DISPLAY8:
+        return display8_to_hu(values)
+    if kind == OFFSET1024:
+        shifted = np.asarray(values, dtype=np.float32) - np.float32(UNSIGNED_OFFSET)
+        as_int16 = shifted.astype(np.int16)
+        return as_int16 if np.array_equal(as_int16, shifted) else shifted
+    if kind in (HU, UNKNOWN):
+        return values
+    raise ValueError(f"unknown intensity kind {kind!r}; expected one of {INTENSITY_CHOICES[1:]}")
+
+
+def intensity_warning(assessment: IntensityAssessment, chosen_by: str) -> str | None:
+    """The reader warning for a volume not stored in HU (None for HU)."""
+    low, high = DISPLAY_WINDOW_HU
+    if assessment.kind == DISPLAY8:
+        what = (
+            f"read as 8-bit display values through the window [{low:g}, {high:g}] HU of the training "
+            "slices (docs/intensity.md); HU and densities are approximate"
+        )
+    elif assessment.kind == OFFSET1024:
+        what = "read as HU + 1024 (1024 subtracted)"
+    elif assessment.kind == UNKNOWN:
+        return (
+            f"the values do not look like Hounsfield units ({assessment.reason}); they are read as HU, "
+            "so the lungs and infection may be wrong: convert the scan to HU"
+        )
+    else:
+        return None
+    if chosen_by == "auto":
+        return f"the values are not Hounsfield units ({assessment.reason}); {what}"
+    return f"intensity given as {assessment.kind}: {what}"

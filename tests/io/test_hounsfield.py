@@ -1,0 +1,136 @@
+"""Volumes not stored in Hounsfield units are recognised, converted and warned about.
+
+The phantom stands in for a chest CT; it is stored the three ways real files come: HU, HU + 1024
+(unsigned, without the rescale intercept) and 8-bit display values through a lung window
+([-1250, 250] HU, as the Radiopaedia cases of the public COVID-19 CT segmentation set).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from napari_chsnet.errors import ConfigError
+from napari_chsnet.io.hounsfield import (
+    DISPLAY8,
+    DISPLAY_WINDOW_HU,
+    HU,
+    OFFSET1024,
+    UNKNOWN,
+    assess_intensity,
+    to_hounsfield,
+)
+from napari_chsnet.io.phantom import make_phantom
+from napari_chsnet.io.readers import read_ct
+
+
+@pytest.fixture(scope="module")
+def chest_hu() -> np.ndarray:
+    return make_phantom(shape=(12, 96, 96), spacing_mm=(2.5, 3.0, 3.0), seed=3).ct.hu
+
+
+def windowed_8bit(hu: np.ndarray, window=(-1250.0, 250.0)) -> np.ndarray:
+    low, high = window
+    return np.clip(np.round((hu.astype(np.float32) - low) / (high - low) * 255), 0, 255).astype(np.uint8)
+
+
+def write(path, values: np.ndarray, spacing=(3.0, 3.0, 2.5)):
+    image = sitk.GetImageFromArray(values)
+    image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def test_hu_offset_and_8bit_storage_are_told_apart(chest_hu):
+    assert assess_intensity(chest_hu).kind == HU
+    assert assess_intensity((chest_hu.astype(np.int32) + 1024).clip(0).astype(np.uint16)).kind == OFFSET1024
+    assert assess_intensity(windowed_8bit(chest_hu)).kind == DISPLAY8
+
+
+@pytest.mark.parametrize(
+    "values, why",
+    [
+        (np.linspace(0.0, 1.0, 1000, dtype=np.float32), "normalised"),
+        (
+            np.full((4, 8, 8), 40, np.int16) - np.arange(4 * 8 * 8, dtype=np.int16).reshape(4, 8, 8) % 90,
+            "no air",
+        ),
+        (np.arange(300, 3000, dtype=np.int16), "no air near 0 either"),
+    ],
+)
+def test_values_without_air_are_not_guessed(values, why):
+    assessment = assess_intensity(values)
+    assert assessment.kind == UNKNOWN, why
+    assert assessment.reason
+
+
+def test_offset_storage_converts_back_to_the_exact_hu(chest_hu):
+    stored = (chest_hu.astype(np.int32) + 1024).astype(np.uint16)
+    back = to_hounsfield(stored, OFFSET1024)
+    assert back.dtype == np.int16
+    np.testing.assert_array_equal(back, chest_hu)
+
+
+def test_8bit_values_land_on_the_training_slices_window(chest_hu):
+    """Stored through the shared window, the 8-bit values come back to within half a grey level."""
+    low, high = DISPLAY_WINDOW_HU
+    stored = windowed_8bit(chest_hu, DISPLAY_WINDOW_HU)
+    back = to_hounsfield(stored, DISPLAY8)
+    inside = (chest_hu > low) & (chest_hu < high)
+    half_level = (high - low) / 255 / 2
+    assert np.abs(back[inside] - chest_hu[inside]).max() <= half_level + 1e-3
+
+
+def test_reading_an_8bit_file_converts_it_and_says_so(tmp_path, chest_hu):
+    path = write(tmp_path / "windowed.nii.gz", windowed_8bit(chest_hu))
+    volume = read_ct(path)
+    assert volume.metadata["intensity"] == DISPLAY8
+    assert any("not Hounsfield units" in w and "display values" in w for w in volume.metadata["warnings"])
+    low, high = DISPLAY_WINDOW_HU
+    assert low <= volume.hu.min() and volume.hu.max() <= high
+    # the lungs' air is air again, not soft tissue
+    assert np.median(volume.hu[chest_hu < -700]) < -700
+
+
+def test_reading_an_offset_file_gives_the_hu(tmp_path, chest_hu):
+    path = write(tmp_path / "unsigned.mha", (chest_hu.astype(np.int32) + 1024).astype(np.uint16))
+    volume = read_ct(path)
+    assert volume.metadata["intensity"] == OFFSET1024
+    np.testing.assert_array_equal(volume.hu, chest_hu)
+    assert any("HU + 1024" in w for w in volume.metadata["warnings"])
+
+
+def test_a_hu_file_is_read_unchanged_without_a_warning(tmp_path, chest_hu):
+    volume = read_ct(write(tmp_path / "hu.nii.gz", chest_hu))
+    assert volume.metadata["intensity"] == HU and volume.metadata["warnings"] == []
+    np.testing.assert_array_equal(volume.hu, chest_hu)
+
+
+def test_the_caller_can_say_what_the_values_are(tmp_path, chest_hu):
+    path = write(tmp_path / "windowed.nii.gz", windowed_8bit(chest_hu))
+    as_hu = read_ct(path, intensity="hu")
+    assert as_hu.metadata["intensity"] == HU and as_hu.metadata["warnings"] == []
+    np.testing.assert_array_equal(as_hu.hu, windowed_8bit(chest_hu))
+    said = read_ct(path, intensity="display8")
+    assert any("intensity given as display8" in w for w in said.metadata["warnings"])
+    with pytest.raises(ConfigError, match="intensity must be one of"):
+        read_ct(path, intensity="8bit")
+
+
+def test_a_file_without_air_is_read_as_hu_with_a_warning(tmp_path):
+    tissue = np.full((4, 16, 16), 40, dtype=np.int16)
+    tissue[:, :8] = -60
+    volume = read_ct(write(tmp_path / "tissue.nrrd", tissue))
+    assert volume.metadata["intensity"] == UNKNOWN
+    np.testing.assert_array_equal(volume.hu, tissue)
+    assert any("do not look like Hounsfield units" in w for w in volume.metadata["warnings"])
+
+
+def test_a_mask_file_is_not_taken_for_an_8bit_ct(tmp_path):
+    """Label maps (0/1/2) also have no negative values and a maximum under 255."""
+    lungs = np.zeros((4, 16, 16), dtype=np.uint8)
+    lungs[:, 4:12, 2:7], lungs[:, 4:12, 9:14] = 1, 2
+    assessment = assess_intensity(lungs)
+    assert assessment.kind == UNKNOWN and "label map" in assessment.reason
+    np.testing.assert_array_equal(read_ct(write(tmp_path / "lungs.nii.gz", lungs)).hu, lungs)
