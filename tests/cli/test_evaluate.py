@@ -50,6 +50,15 @@ def test_the_table_lists_every_metric(semiseg_like, tiny_weights, capsys):
         assert name in out
 
 
+def test_rotated_looking_slices_read_upright_get_a_note(semiseg_like, tiny_weights, capsys):
+    """The phantom's lung crops are wider than tall; rotated like COVID-SemiSeg they are taller."""
+    images, masks = semiseg_like
+    args = ["evaluate", "--images", str(images), "--masks", str(masks), "--weights", str(tiny_weights)]
+    assert main([*args, "--json"]) == 0
+    assert "3 of 3 slices are taller than wide" in capsys.readouterr().err
+    assert main([*args, "--json", "--rotate", "90"]) == 0
+    assert "taller than wide" not in capsys.readouterr().err
+
 def test_rotate_90_turns_semiseg_slices_anterior_up(tmp_path):
     anterior_up = np.zeros((6, 4), np.uint8)
     anterior_up[0, :] = 255  # anterior row at the top
