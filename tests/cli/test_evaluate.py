@@ -59,6 +59,7 @@ def test_rotated_looking_slices_read_upright_get_a_note(semiseg_like, tiny_weigh
     assert main([*args, "--json", "--rotate", "90"]) == 0
     assert "taller than wide" not in capsys.readouterr().err
 
+
 def test_rotate_90_turns_semiseg_slices_anterior_up(tmp_path):
     anterior_up = np.zeros((6, 4), np.uint8)
     anterior_up[0, :] = 255  # anterior row at the top

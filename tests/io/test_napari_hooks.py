@@ -51,7 +51,6 @@ def test_reader_gives_an_image_layer_in_hu_with_geometry(ras_nifti):
     assert data.min() == -1000 and data.max() == -1000 + 119
 
 
-
 def test_reader_converts_an_8bit_scan_and_warns_in_napari(tmp_path):
     """napari shows a reader's warnings as notifications: the user learns the file was not in HU."""
     from napari_chsnet.io.phantom import make_phantom
@@ -64,6 +63,7 @@ def test_reader_converts_an_8bit_scan_and_warns_in_napari(tmp_path):
         [(data, kwargs, _)] = get_reader(str(path))(str(path))
     assert kwargs["metadata"]["intensity"] == "display8"
     assert data.min() < -900, "the air outside the chest is air again"
+
 
 def test_writers_put_layers_back_on_the_source_grid(ras_nifti, tmp_path):
     [(data, kwargs, _)] = get_reader(str(ras_nifti))(str(ras_nifti))

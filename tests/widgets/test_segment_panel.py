@@ -214,3 +214,45 @@ def test_no_ct_is_an_error_notification(panel, notifications):
     widget.segment.run()
     assert "No CT to segment" in str(notifications[-1].message)
     assert not widget.segment.running
+
+
+def test_an_8bit_layer_from_another_reader_is_converted_with_a_warning(
+    panel, qtbot, tiny_weights, small_phantom, notifications
+):
+    """A layer that did not come through this plugin's reader (here a bare array, as napari's own
+    readers give for a windowed 8-bit export) gets the reader's intensity check before the run."""
+    viewer, widget = panel
+    pixels = np.clip(np.round((small_phantom.ct.hu + 1250.0) / 1500.0 * 255), 0, 255).astype(np.uint8)
+    layer = viewer.add_image(pixels, name="windowed", scale=small_phantom.ct.geometry.spacing_zyx)
+    widget.segment.ct.value = layer
+    choose_weights(widget, widget.dialogs, tiny_weights)
+
+    run_segmentation(qtbot, widget)
+
+    warned = [n for n in notifications if "not Hounsfield units" in str(n.message)]
+    assert warned and "'windowed'" in str(warned[-1].message)
+    assert layer.data.dtype == np.uint8 and layer.metadata == {}, "the user's layer is left as it was"
+    assert run_info_of(viewer.layers[LUNGS_LAYER]) is not None
+    assert widget.segment.status.value.startswith("Done (cpu, ")
+
+
+def test_a_layer_from_this_plugin_is_not_checked_again(panel, small_phantom, notifications):
+    from napari_chsnet.widgets.results import ct_volume_from_layer
+
+    viewer, _ = panel
+    data, kwargs, _ = ct_layer_of_read_volume(small_phantom)
+    layer = viewer.add_image(data, **kwargs)
+    volume = ct_volume_from_layer(layer)
+    assert volume.hu is layer.data or np.shares_memory(volume.hu, layer.data)
+    assert volume.metadata["warnings"] == []
+
+
+def ct_layer_of_read_volume(phantom):
+    """The layer data the plugin's reader gives (metadata marks the values as checked HU)."""
+    import dataclasses
+
+    from napari_chsnet.io.readers import in_hounsfield_units
+    from napari_chsnet.napari_hooks import ct_layer
+
+    fresh = dataclasses.replace(phantom.ct, metadata={"warnings": []})  # the session's phantom stays as is
+    return ct_layer(in_hounsfield_units(fresh))

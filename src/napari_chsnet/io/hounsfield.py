@@ -25,6 +25,7 @@ import numpy as np
 # an 8-bit value v corresponds to -1110 + v / 255 * 1365 HU.
 DISPLAY_WINDOW_HU: tuple[float, float] = (-1110.0, 255.0)
 
+INTENSITY_KEY = "intensity"  # the CTVolume.metadata key that records how the values were read
 HU = "hu"
 DISPLAY8 = "display8"
 OFFSET1024 = "offset1024"

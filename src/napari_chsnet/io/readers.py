@@ -16,6 +16,7 @@ from napari_chsnet.errors import ConfigError, InvalidVolumeError
 from napari_chsnet.io.dicom import looks_like_dicom, read_dicom
 from napari_chsnet.io.hounsfield import (
     INTENSITY_CHOICES,
+    INTENSITY_KEY,
     IntensityAssessment,
     assess_intensity,
     intensity_warning,
@@ -81,7 +82,7 @@ def in_hounsfield_units(volume: CTVolume, intensity: str = "auto") -> CTVolume:
         if intensity == "auto"
         else IntensityAssessment(intensity, "given by the caller")
     )
-    volume.metadata["intensity"] = assessment.kind
+    volume.metadata[INTENSITY_KEY] = assessment.kind
     message = intensity_warning(assessment, intensity)
     if message:
         volume.metadata.setdefault("warnings", []).append(message)

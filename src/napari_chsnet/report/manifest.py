@@ -16,6 +16,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from napari_chsnet.io.hounsfield import HU, INTENSITY_KEY
 from napari_chsnet.report.severity import SeverityReport
 
 REPORT_FORMAT = "napari-chsnet severity report"
@@ -201,7 +202,7 @@ def build_report_json(
             "weights_sha256": run_info.weights_sha256,
             "software": dict(run_info.software),
             # how the scan's stored values were read (io.hounsfield): hu, display8, offset1024, unknown
-            "input_intensity": str((metadata or {}).get("intensity", "hu")),
+            "input_intensity": str((metadata or {}).get(INTENSITY_KEY, HU)),
             "study": study,
             "anonymized": bool(anonymize),
             "small_lesions_removed": {

@@ -23,6 +23,8 @@ from napari.layers import Image, Labels, Layer
 from qtpy.QtCore import QObject, Signal
 
 from napari_chsnet.errors import InvalidVolumeError
+from napari_chsnet.io.hounsfield import HU, INTENSITY_KEY
+from napari_chsnet.io.readers import in_hounsfield_units
 from napari_chsnet.io.volume import CTVolume, Geometry
 from napari_chsnet.napari_hooks import GEOMETRY_KEY, SOURCE_KEY, geometry_from_meta
 from napari_chsnet.registry import (
@@ -80,7 +82,20 @@ def ct_volume_from_layer(layer: Layer) -> CTVolume:
     )
     study = {k: v for k, v in layer.metadata.items() if k not in (GEOMETRY_KEY, SOURCE_KEY)}
     source = str(layer.metadata.get(SOURCE_KEY) or layer.name)
-    return CTVolume(hu=np.asarray(layer.data), geometry=geometry, source=source, metadata=study)
+    volume = CTVolume(hu=np.asarray(layer.data), geometry=geometry, source=source, metadata=study)
+    if INTENSITY_KEY in layer.metadata:  # opened by this plugin's reader: already checked and in HU
+        return volume
+    # Another reader's layer (or an array): its values were never checked. An 8-bit file read as
+    # HU graded a normal scan CT-3, so it gets the reader's check and conversion here.
+    study["warnings"] = list(study.get("warnings", []))  # the layer's own list stays as it is
+    return in_hounsfield_units(volume)
+
+
+def intensity_converted(layer: Layer, volume: CTVolume) -> str | None:
+    """The warning of a conversion ``ct_volume_from_layer`` made itself (None if it made none)."""
+    if INTENSITY_KEY in layer.metadata or volume.metadata.get(INTENSITY_KEY, HU) == HU:
+        return None
+    return volume.metadata["warnings"][-1]
 
 
 def ct_layer_choices(layers: Iterable[Layer]) -> list[tuple[str, Image]]:

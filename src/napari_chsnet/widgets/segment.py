@@ -24,7 +24,12 @@ from napari_chsnet.report import DEFAULT_MIN_LESION_ML
 from napari_chsnet.training.versions import BUNDLED, active_choice, list_versions, weights_set_dir
 from napari_chsnet.widgets.dialogs import Dialogs
 from napari_chsnet.widgets.layout import end_with_stretch, paragraph, row
-from napari_chsnet.widgets.results import ResultLayers, ct_layer_choices, ct_volume_from_layer
+from napari_chsnet.widgets.results import (
+    ResultLayers,
+    ct_layer_choices,
+    ct_volume_from_layer,
+    intensity_converted,
+)
 from napari_chsnet.widgets.tooltips import TOOLTIPS
 
 if TYPE_CHECKING:
@@ -204,6 +209,9 @@ class SegmentPanel(Container):
         except CHSNetError as exc:
             show_error(str(exc))
             return
+        converted = intensity_converted(ct_layer, volume)
+        if converted:
+            show_warning(f"'{ct_layer.name}': {converted}")
         if not self._confirm_replacing():
             return
         from napari_chsnet.inference.pipeline import iter_segmentation
