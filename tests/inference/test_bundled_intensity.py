@@ -45,8 +45,10 @@ def segment(volume):
 
 
 def test_a_phantom_exported_as_8bit_is_segmented_as_its_hu(tmp_path):
-    """Unseen phantom (seed 7; training phantoms are 1000+), 30 % / 10 % involved. Measured: lungs
-    agree to Dice 0.99 between the two files; involvement differs by under 2 points per lung."""
+    """Unseen phantom (seed 7; training phantoms are 1000+), 30 % / 10 % involved. Measured: the two
+    files' lungs agree to Dice 0.996 (each 0.978 against the phantom's); involvement right 23.1 % from
+    HU, 22.2 % from 8-bit, left 5.7 % and 3.5 % (the 8-bit export clips above 250 HU and quantises
+    ground glass to 6 HU steps)."""
     phantom = make_phantom(seed=7)
     from_hu = segment(phantom.ct)
     stored = read_ct(export_8bit(phantom.ct.hu, phantom.ct.geometry.spacing_zyx, tmp_path / "p.nii.gz"))
