@@ -3,7 +3,7 @@
 Every chest CT holds air: outside the body and in the lungs, near -1000 HU. A file whose values never
 go below zero is therefore not in HU, and reading it as HU puts every voxel at soft-tissue density:
 the lung stage then finds no lungs and the infection stage reads the whole chest as consolidation
-(a normal scan came out CT-4). Two such files are common in practice:
+(normal001 came out CT-3 from an 8-bit export, CT-4 from HU + 1024). Two such files are common:
 
 * **8-bit display values** (0-255): volumes exported through a display window, as the Radiopaedia
   cases of the public COVID-19 CT segmentation set (Ma et al., Zenodo 3757476) and screenshots
@@ -61,8 +61,9 @@ def assess_intensity(values: np.ndarray) -> IntensityAssessment:
     """Whether ``values`` look like HU, 8-bit display values or HU + 1024, from their distribution.
 
     HU when at least 1 % of the voxels lie below -500 (air). Without negative values: 8-bit display
-    values when the maximum is at most 255 (with at least 32 grey levels), HU + 1024 when air (below 200) and soft tissue
-    (900-1200) each fill at least 2 % of the voxels. Anything else is UNKNOWN (read as HU, warned).
+    values when the maximum is at most 255 (with at least 32 grey levels), HU + 1024 when air (below
+    200) and soft tissue (900-1200) each fill at least 2 % of the voxels. Anything else is UNKNOWN
+    (read as HU, warned).
     """
     sample = _sample(values)
     if sample.size == 0:

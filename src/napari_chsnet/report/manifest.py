@@ -180,8 +180,9 @@ def build_report_json(
     Returns:
         ``severity.to_dict()`` (``lungs``, ``overall``, ``min_lesion_ml``) plus ``format``,
         ``format_version``, ``case``, ``input``, ``timestamp``, ``model``, ``device``, ``runtime_s``,
-        ``stage_timings_s``, ``inference_options``, ``weights_sha256``, ``software``, ``input_intensity``, ``study``,
-        ``anonymized``, ``small_lesions_removed``, ``warnings`` and ``disclaimer``. Plain JSON types only.
+        ``stage_timings_s``, ``inference_options``, ``weights_sha256``, ``software``,
+        ``input_intensity``, ``study``, ``anonymized``, ``small_lesions_removed``, ``warnings`` and
+        ``disclaimer``. Plain JSON types only.
     """
     study = study_fields(metadata, anonymize)
     if "PatientName" in study and isinstance(study["PatientName"], str):
