@@ -133,7 +133,7 @@ def intensity_warning(assessment: IntensityAssessment, chosen_by: str) -> str | 
     elif assessment.kind == UNKNOWN:
         return (
             f"the values do not look like Hounsfield units ({assessment.reason}); they are read as HU, "
-            "so the lungs and infection may be wrong: convert the scan to HU"
+            "so lungs and infection found in them may be wrong"
         )
     else:
         return None
