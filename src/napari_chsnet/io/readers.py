@@ -76,7 +76,8 @@ def read_ct(
 
 
 def in_hounsfield_units(volume: CTVolume, intensity: str = "auto") -> CTVolume:
-    """``volume`` with its values converted to HU where they are stored otherwise (see ``read_ct``)."""
+    """Convert ``volume``'s values to HU in place where they are stored otherwise (see ``read_ct``);
+    its metadata gets ``"intensity"`` and, for a conversion or doubt, a warning. Returns ``volume``."""
     assessment = (
         assess_intensity(volume.hu)
         if intensity == "auto"
