@@ -93,3 +93,23 @@ def test_pictures_use_the_infection_as_counted(synthetic_case):
     )
     titles = [t.get_text() for t in figures[1].texts if t.get_text().startswith("Slice ")]
     assert len(titles) == 3 and all("0.0 mL infected" in t for t in titles)
+
+
+def test_a_one_slice_scan_renders_with_its_warnings_in_full_view(synthetic_case):
+    """A single DICOM slice (pydicom's CT_small.dcm) crashed the coronal view: its plane is one row.
+    Its lungs are under 100 mL, so the page also carries the long small-lung warnings."""
+    import dataclasses
+
+    from napari_chsnet.report.rendering import _shortened
+
+    middle = synthetic_case.lungs.shape[0] // 2
+    one = slice(middle, middle + 1)
+    ct = dataclasses.replace(synthetic_case.ct, hu=synthetic_case.ct.hu[one])
+    lungs, infection = synthetic_case.lungs[one], synthetic_case.infection[one]
+    severity = compute_severity(lungs, infection, ct.geometry)
+    assert sum("far less than a lung" in w for w in severity.warnings) == 2
+    report = build_report_json(severity, RunInfo("chsnet", "cpu", 1.0), ct.metadata, False)
+    figures = render_report_figures(report, ct, lungs, infection, synthetic_case.probability[one])
+    shown = [t.get_text() for t in figures[0].texts if t.get_text().startswith("Warnings: ")]
+    assert shown == [_shortened("Warnings: " + " ".join(report["warnings"]), 260)]
+    assert shown[0].endswith("…") and len(shown[0]) == 260

@@ -143,6 +143,8 @@ def _draw_ct(ax: Axes, hu_2d: np.ndarray, spacing_rc: tuple[float, float]) -> No
 
 
 def _draw_lung_contours(ax: Axes, lungs_2d: np.ndarray, spacing_rc: tuple[float, float]) -> None:
+    if min(lungs_2d.shape) < 2:  # the coronal plane of a one-slice scan: no outline to draw
+        return
     rows = (np.arange(lungs_2d.shape[0]) + 0.5) * spacing_rc[0]
     cols = (np.arange(lungs_2d.shape[1]) + 0.5) * spacing_rc[1]
     for label in (RIGHT_LUNG, LEFT_LUNG):
@@ -433,19 +435,25 @@ def render_summary_page(
         "Software: " + ", ".join(f"{k} {v}" for k, v in software.items()),
     ]
     for i, line in enumerate(details):
-        figure.text(0.06, 0.115 - i * 0.015, line, fontsize=7.5, color="#333333")
+        figure.text(0.06, 0.107 - i * 0.015, line, fontsize=7.5, color="#333333")
     warnings = report.get("warnings", [])
     if warnings:
-        figure.text(
+        figure.text(  # between the legend and the run details: room for two lines above the details
             0.06,
-            0.115 - len(details) * 0.015,
-            "Warnings: " + " ".join(warnings)[:300],
+            0.145,
+            _shortened("Warnings: " + " ".join(warnings), 260),
             fontsize=7.5,
             color="#b71c1c",
             wrap=True,
+            va="top",
         )
     _footer(figure, 1, n_pages, report)
     return figure
+
+
+def _shortened(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis (report.json has the whole text)."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _legend_and_colorbar(figure: Figure, mappable: Any, y: float) -> None:
