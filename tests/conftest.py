@@ -38,6 +38,24 @@ def shared_data() -> Path:
     return folder
 
 
+# The window the Radiopaedia cases of the public COVID-19 CT segmentation set were exported through.
+EXPORT_WINDOW_HU = (-1250.0, 250.0)
+
+
+def _windowed_8bit(hu, window=EXPORT_WINDOW_HU):
+    """``hu`` exported through ``window`` to 8-bit display values (0-255), as some public volumes are."""
+    import numpy as np
+
+    low, high = window
+    return np.clip(np.round((np.asarray(hu, np.float32) - low) / (high - low) * 255), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def windowed_8bit():
+    """``windowed_8bit(hu, window=(-1250, 250)) -> uint8 array``."""
+    return _windowed_8bit
+
+
 def _write_semiseg_like(
     phantom, folder: Path, slices, truth, mask_folder: str = "masks"
 ) -> tuple[Path, Path]:
@@ -53,10 +71,8 @@ def _write_semiseg_like(
     images.mkdir(parents=True)
     masks.mkdir()
     box = lung_crop_box(phantom.lungs)
-    low, high = DISPLAY_WINDOW_HU
     for z in slices:
-        hu = phantom.ct.hu[z, box.y0 : box.y1, box.x0 : box.x1].astype(np.float32)
-        pixels = np.clip(np.round((hu - low) / (high - low) * 255), 0, 255).astype(np.uint8)
+        pixels = _windowed_8bit(phantom.ct.hu[z, box.y0 : box.y1, box.x0 : box.x1], DISPLAY_WINDOW_HU)
         mask = (truth[z, box.y0 : box.y1, box.x0 : box.x1] > 0).astype(np.uint8) * 255
         Image.fromarray(np.rot90(pixels, 1)).save(images / f"slice_{z}.jpg")
         Image.fromarray(np.rot90(mask, 1)).save(masks / f"slice_{z}.png")

@@ -273,11 +273,11 @@ def test_help_and_version_exit_0(capsys):
     assert main([]) == 2
 
 
-def test_a_scan_stored_as_8bit_values_is_converted_and_warned_about(tmp_path, phantom, tiny_weights, capsys):
+def test_a_scan_stored_as_8bit_values_is_converted_and_warned_about(
+    tmp_path, phantom, tiny_weights, capsys, windowed_8bit
+):
     """The phantom exported through a lung window to 0-255, as some public volumes are."""
-    low, high = -1250.0, 250.0
-    pixels = np.clip(np.round((phantom.ct.hu - low) / (high - low) * 255), 0, 255).astype(np.uint8)
-    image = sitk.GetImageFromArray(pixels)
+    image = sitk.GetImageFromArray(windowed_8bit(phantom.ct.hu))
     image.SetSpacing(tuple(reversed(phantom.ct.geometry.spacing_zyx)))
     path = tmp_path / "windowed.nii.gz"
     sitk.WriteImage(image, str(path))

@@ -30,11 +30,6 @@ def chest_hu() -> np.ndarray:
     return make_phantom(shape=(12, 96, 96), spacing_mm=(2.5, 3.0, 3.0), seed=3).ct.hu
 
 
-def windowed_8bit(hu: np.ndarray, window=(-1250.0, 250.0)) -> np.ndarray:
-    low, high = window
-    return np.clip(np.round((hu.astype(np.float32) - low) / (high - low) * 255), 0, 255).astype(np.uint8)
-
-
 def write(path, values: np.ndarray, spacing=(3.0, 3.0, 2.5)):
     image = sitk.GetImageFromArray(values)
     image.SetSpacing(spacing)
@@ -42,7 +37,7 @@ def write(path, values: np.ndarray, spacing=(3.0, 3.0, 2.5)):
     return path
 
 
-def test_hu_offset_and_8bit_storage_are_told_apart(chest_hu):
+def test_hu_offset_and_8bit_storage_are_told_apart(chest_hu, windowed_8bit):
     assert assess_intensity(chest_hu).kind == HU
     assert assess_intensity((chest_hu.astype(np.int32) + 1024).clip(0).astype(np.uint16)).kind == OFFSET1024
     assert assess_intensity(windowed_8bit(chest_hu)).kind == DISPLAY8
@@ -72,7 +67,7 @@ def test_offset_storage_converts_back_to_the_exact_hu(chest_hu):
     np.testing.assert_array_equal(back, chest_hu)
 
 
-def test_8bit_values_land_on_the_training_slices_window(chest_hu):
+def test_8bit_values_land_on_the_training_slices_window(chest_hu, windowed_8bit):
     """Stored through the shared window, the 8-bit values come back to within half a grey level."""
     low, high = DISPLAY_WINDOW_HU
     stored = windowed_8bit(chest_hu, DISPLAY_WINDOW_HU)
@@ -82,7 +77,7 @@ def test_8bit_values_land_on_the_training_slices_window(chest_hu):
     assert np.abs(back[inside] - chest_hu[inside]).max() <= half_level + 1e-3
 
 
-def test_reading_an_8bit_file_converts_it_and_says_so(tmp_path, chest_hu):
+def test_reading_an_8bit_file_converts_it_and_says_so(tmp_path, chest_hu, windowed_8bit):
     path = write(tmp_path / "windowed.nii.gz", windowed_8bit(chest_hu))
     volume = read_ct(path)
     assert volume.metadata["intensity"] == DISPLAY8
@@ -107,7 +102,7 @@ def test_a_hu_file_is_read_unchanged_without_a_warning(tmp_path, chest_hu):
     np.testing.assert_array_equal(volume.hu, chest_hu)
 
 
-def test_the_caller_can_say_what_the_values_are(tmp_path, chest_hu):
+def test_the_caller_can_say_what_the_values_are(tmp_path, chest_hu, windowed_8bit):
     path = write(tmp_path / "windowed.nii.gz", windowed_8bit(chest_hu))
     as_hu = read_ct(path, intensity="hu")
     assert as_hu.metadata["intensity"] == HU and as_hu.metadata["warnings"] == []

@@ -51,12 +51,12 @@ def test_reader_gives_an_image_layer_in_hu_with_geometry(ras_nifti):
     assert data.min() == -1000 and data.max() == -1000 + 119
 
 
-def test_reader_converts_an_8bit_scan_and_warns_in_napari(tmp_path):
+def test_reader_converts_an_8bit_scan_and_warns_in_napari(tmp_path, windowed_8bit):
     """napari shows a reader's warnings as notifications: the user learns the file was not in HU."""
     from napari_chsnet.io.phantom import make_phantom
 
     hu = make_phantom(shape=(8, 64, 64), spacing_mm=(4.0, 4.0, 5.0), seed=2).ct.hu
-    pixels = np.clip(np.round((hu + 1250.0) / 1500.0 * 255), 0, 255).astype(np.uint8)
+    pixels = windowed_8bit(hu)
     path = tmp_path / "windowed.nii.gz"
     sitk.WriteImage(sitk.GetImageFromArray(pixels), str(path))
     with pytest.warns(UserWarning, match="not Hounsfield units"):

@@ -217,12 +217,12 @@ def test_no_ct_is_an_error_notification(panel, notifications):
 
 
 def test_an_8bit_layer_from_another_reader_is_converted_with_a_warning(
-    panel, qtbot, tiny_weights, small_phantom, notifications
+    panel, qtbot, tiny_weights, small_phantom, notifications, windowed_8bit
 ):
     """A layer that did not come through this plugin's reader (here a bare array, as napari's own
     readers give for a windowed 8-bit export) gets the reader's intensity check before the run."""
     viewer, widget = panel
-    pixels = np.clip(np.round((small_phantom.ct.hu + 1250.0) / 1500.0 * 255), 0, 255).astype(np.uint8)
+    pixels = windowed_8bit(small_phantom.ct.hu)
     layer = viewer.add_image(pixels, name="windowed", scale=small_phantom.ct.geometry.spacing_zyx)
     widget.segment.ct.value = layer
     choose_weights(widget, widget.dialogs, tiny_weights)
