@@ -28,7 +28,8 @@ def test_json_output_has_the_paper_metrics_mean_and_pooled(semiseg_like, tiny_we
     assert main([*args, "--model", "eamc", "--rotate", "90", "--json", "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     scores = json.loads(captured.out)
-    assert set(scores) == {"n_images", "target", "mean", "pooled", "per_image"} and scores["n_images"] == 3
+    keys = {"n_images", "target", "rotation", "rotation_estimate", "mean", "pooled", "per_image"}
+    assert set(scores) == keys and scores["n_images"] == 3 and scores["rotation"] == 90
     assert scores["target"] == "infection"
     per_image = scores["per_image"]
     assert sorted(per_image) == sorted(p.stem for p in masks.iterdir())
@@ -50,14 +51,16 @@ def test_the_table_lists_every_metric(semiseg_like, tiny_weights, capsys):
         assert name in out
 
 
-def test_rotated_looking_slices_read_upright_get_a_note(semiseg_like, tiny_weights, capsys):
-    """The phantom's lung crops are wider than tall; rotated like COVID-SemiSeg they are taller."""
+def test_an_explicit_rotation_is_used_and_reported(semiseg_like, tiny_weights, capsys):
     images, masks = semiseg_like
     args = ["evaluate", "--images", str(images), "--masks", str(masks), "--weights", str(tiny_weights)]
-    assert main([*args, "--json"]) == 0
-    assert "3 of 3 slices are taller than wide" in capsys.readouterr().err
-    assert main([*args, "--json", "--rotate", "90"]) == 0
-    assert "taller than wide" not in capsys.readouterr().err
+    assert main([*args, "--json", "--rotate", "270"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["rotation"] == 270 and result["rotation_estimate"] is None
+    assert "--rotate auto" not in captured.err
+    assert main([*args, "--rotate", "-90"]) == 2
+    assert "choose from auto, 0, 90, 180, 270" in capsys.readouterr().err
 
 
 def test_rotate_90_turns_semiseg_slices_anterior_up(tmp_path):
@@ -111,3 +114,23 @@ def test_target_lungs_scores_the_bundled_lung_stage_against_lung_masks(
     assert main(args) == 0
     infection = json.loads(capsys.readouterr().out)
     assert infection["mean"]["dice"] < 0.7, "lung masks are not infection: the default target must differ"
+
+
+@pytest.mark.slow
+def test_auto_rotation_turns_semiseg_like_slices_back_and_says_so(tmp_path, capsys, write_semiseg_slices):
+    """The default, --rotate auto, finds the 90° turn of phantom slices stored like COVID-SemiSeg's
+    with the bundled lung stage, and scores them as --rotate 90 does."""
+    if not (bundled_weights_dir() / "chsnet.safetensors").is_file():
+        pytest.skip(f"no bundled chsnet.safetensors in {bundled_weights_dir()}")
+    phantom = make_phantom(seed=2)
+    images, masks = write_semiseg_slices(phantom, tmp_path, (14, 20, 24, 30, 34), phantom.infection)
+    args = ["evaluate", "--images", str(images), "--masks", str(masks), "--json", "--device", "cpu"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    auto = json.loads(captured.out)
+    assert auto["rotation"] == 90 and auto["rotation_estimate"]["votes"]["90"] >= 4
+    assert "chsnet evaluate: --rotate auto: 90° (lung-stage certainty" in captured.err
+    assert "uncertain" not in captured.err
+    assert main([*args, "--rotate", "90"]) == 0
+    explicit = json.loads(capsys.readouterr().out)
+    assert auto["per_image"] == explicit["per_image"]

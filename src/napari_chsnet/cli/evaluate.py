@@ -7,7 +7,9 @@ the lungs). CHS-Net's lung contour map comes from the lung stage (post-processed
 The infection network's own mask is scored (threshold 0.5; EAMC: its vote), not restricted to the lungs
 and without small-component removal. ``--rotate`` undoes a rotation of the dataset: COVID-SemiSeg
 slices are rotated 90° (anterior on the image's left) and the models are trained on anterior-up slices,
-so ``--rotate 90`` applies ``np.rot90(image, k=-1)`` to images and masks.
+so ``--rotate 90`` applies ``np.rot90(image, k=-1)`` to images and masks. ``--rotate auto`` (the
+default) picks the folder's quarter turn from the lung stage's certainty (inference/orientation.py)
+and says which on stderr.
 
 ``--target lungs`` scores the lung stage instead (masks = both lungs as 255): the post-processed lung
 mask, and the lung network's probability for the AUC.
@@ -24,9 +26,12 @@ import numpy as np
 
 from napari_chsnet.cli.options import add_model_options
 from napari_chsnet.errors import InvalidVolumeError
+from napari_chsnet.inference.orientation import ROTATIONS, estimate_rotation, upright
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-ROTATIONS = (0, 90, 180, 270)
+AUTO = "auto"
+# Where anterior lies in the stored image for each turn (rotated counter-clockwise from anterior-up).
+_ANTERIOR_AFTER_TURN = {0: "at the top", 90: "on the left", 180: "at the bottom", 270: "on the right"}
 TARGETS = ("infection", "lungs")
 
 
@@ -44,8 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_model_options(parser)
     parser.add_argument(
-        "--rotate", type=int, choices=ROTATIONS, default=0,
-        help="degrees the slices are rotated counter-clockwise from anterior-up (COVID-SemiSeg: 90)",
+        "--rotate", type=_rotation, default=AUTO, metavar="{auto,0,90,180,270}",
+        help="degrees the slices are rotated counter-clockwise from anterior-up (COVID-SemiSeg: 90); auto: "
+        "the quarter turn under which the lung stage is surest, one for the folder",
     )  # fmt: skip
     parser.add_argument(
         "--target", choices=TARGETS, default="infection",
@@ -81,11 +87,47 @@ def pair_images(images: Path, masks: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def read_gray(path: Path, rotate: int) -> np.ndarray:
+def _rotation(value: str) -> str | int:
+    if value == AUTO:
+        return AUTO
+    if value.lstrip("-").isdigit() and int(value) in ROTATIONS:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from auto, 0, 90, 180, 270)")
+
+
+def read_gray(path: Path, rotate: int = 0) -> np.ndarray:
     """An 8-bit grey image, rotated back to anterior-up by ``rotate`` degrees clockwise."""
     from napari_chsnet.training.datasets import read_gray_image
 
-    return np.ascontiguousarray(np.rot90(read_gray_image(path), k=-(rotate // 90)))
+    return upright(read_gray_image(path), rotate)
+
+
+def _read_pairs(pairs: list[tuple[Path, Path]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(8-bit image, boolean mask) of each pair, as stored (not turned)."""
+    read = []
+    for image_path, mask_path in pairs:
+        pixels, truth = read_gray(image_path), read_gray(mask_path) > 127
+        if truth.shape != pixels.shape:
+            raise InvalidVolumeError(
+                f"mask {mask_path} is {truth.shape[1]}x{truth.shape[0]} px but its image is "
+                f"{pixels.shape[1]}x{pixels.shape[0]} px; masks must match their images"
+            )
+        read.append((pixels, truth))
+    return read
+
+
+def _auto_rotation(images: list[np.ndarray], lung_stage):
+    """The folder's turn from the lung stage, said on stderr (a warning when the slices disagree)."""
+    estimate = estimate_rotation(images, lung_stage)
+    print(f"chsnet evaluate: --rotate auto: {estimate.describe()}", file=sys.stderr)
+    if estimate.doubtful:
+        print(
+            f"chsnet evaluate: warning: the orientation is uncertain ({estimate.n_slices} slice(s), "
+            f"margin {estimate.margin:.3f}); look at a slice and pass --rotate if anterior is not "
+            f"{_ANTERIOR_AFTER_TURN[estimate.rotation]}",
+            file=sys.stderr,
+        )
+    return estimate
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,22 +143,21 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, device=args.device, weights=args.weights, mirror_averaging=args.mirror_averaging
     )
     device = resolve_device(settings.device)
+    slices = _read_pairs(pairs)
     lung_stage, infection_stage, _ = build_stages(settings, device)
     predictions, truths, probabilities = [], [], []
     with torch.inference_mode():
-        for image_path, mask_path in pairs:
-            pixels, truth = read_gray(image_path, args.rotate), read_gray(mask_path, args.rotate) > 127
-            if truth.shape != pixels.shape:
-                raise InvalidVolumeError(
-                    f"mask {mask_path} is {truth.shape[1]}x{truth.shape[0]} px but its image is "
-                    f"{pixels.shape[1]}x{pixels.shape[0]} px; masks must match their images"
-                )
-            mask, probability = segment_cropped_slice(pixels, lung_stage, infection_stage, args.target)
+        estimate = (
+            _auto_rotation([pixels for pixels, _ in slices], lung_stage) if args.rotate == AUTO else None
+        )
+        rotation = estimate.rotation if estimate else args.rotate
+        for pixels, truth in slices:
+            mask, probability = segment_cropped_slice(
+                upright(pixels, rotation), lung_stage, infection_stage, args.target
+            )
             predictions.append(mask)
-            truths.append(truth)
+            truths.append(upright(truth, rotation))
             probabilities.append(probability)
-    if args.rotate == 0:
-        _note_if_rotated_like_semiseg([truth.shape for truth in truths])
     scores = segmentation_metrics(predictions, truths, probabilities)
     if args.json:
         print(
@@ -124,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
                 {
                     "n_images": scores["n_images"],
                     "target": args.target,
+                    "rotation": rotation,
+                    # how --rotate auto chose (null when --rotate was given)
+                    "rotation_estimate": estimate.as_dict() if estimate else None,
                     "mean": scores["mean"],
                     "pooled": scores["pooled"],
                     # which slices fail, by file stem
@@ -135,30 +179,14 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    print(f"{args.model}, {args.target}, on {scores['n_images']} slices from {args.images}")
+    print(
+        f"{args.model}, {args.target}, on {scores['n_images']} slices from {args.images}, turned back {rotation}°"
+    )
     print(f"{'metric':<12}{'mean':>10}{'pooled':>10}")
     for name in METRIC_NAMES:
         mean, pooled = scores["mean"][name], scores["pooled"][name]
         print(f"{name:<12}{_fmt(mean):>10}{_fmt(pooled):>10}")
     return 0
-
-
-def _note_if_rotated_like_semiseg(shapes: list[tuple[int, int]]) -> None:
-    """A stderr note when most slices look like COVID-SemiSeg's rotated crops but are read upright.
-
-    Lungs side by side make an upright crop of the lungs' box wider than tall; COVID-SemiSeg's crops,
-    rotated 90°, are mostly taller than wide (42 of its 50 labelled slices, all 1600 unlabelled ones).
-    Read upright, they score far lower (CHS-Net round 2f on our 10 validation slices: mean Dice 0.666
-    instead of 0.768). Shape alone cannot tell 90° from 270° or a near-square crop, so this only warns.
-    """
-    tall = sum(rows > columns for rows, columns in shapes)
-    if tall >= 0.8 * len(shapes):
-        print(
-            f"chsnet evaluate: note: {tall} of {len(shapes)} slices are taller than wide, as rotated "
-            "COVID-SemiSeg crops are; they are read upright (--rotate 0): if anterior is on the image's "
-            "left, pass --rotate 90",
-            file=sys.stderr,
-        )
 
 
 def _fmt(value: float | None) -> str:
