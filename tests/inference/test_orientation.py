@@ -95,6 +95,8 @@ def test_the_folder_takes_the_turn_of_highest_mean_certainty_not_of_most_votes()
     estimate = choose_rotation(certainties)
     assert estimate.rotation == 90 and estimate.votes == {0: 0, 90: 2, 180: 0, 270: 1}
     assert estimate.certainty[90] == pytest.approx((0.94 + 0.93 + 0.97) / 3)
-    assert choose_rotation([[0.9, 0.8, 0.7, 0.6]] * 2 + [[0.5, 0.99, 0.5, 0.5]]).rotation == 0
+    # two slices mildly prefer 0°, one strongly prefers 90°: the mean certainty decides, not the votes
+    split = choose_rotation([[0.9, 0.8, 0.7, 0.6]] * 2 + [[0.5, 0.99, 0.5, 0.5]])
+    assert split.rotation == 90 and split.votes[0] == 2 and split.doubtful
     with pytest.raises(ValueError, match="at least one slice"):
         choose_rotation([])
