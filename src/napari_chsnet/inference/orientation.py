@@ -10,7 +10,7 @@ rotation for the folder, as a dataset is exported one way.
 
 Measured on every real slice we have (the 50 labelled and 1600 unlabelled COVID-SemiSeg slices from
 20 source volumes; 88 lung crops of covid-ct-md's two volumes, each in the four turns): a single slice
-is read right 86-95 % of the time, each of the 24 whole folders (a case in a turn) is read right, and
+is read right 86-95 % of the time, each of the 29 whole folders (a case in a turn) is read right, and
 random folders of 5 / 10 slices from one case are read right 99.0 / 99.8 % of the time. The choice is
 flagged as doubtful (:attr:`RotationEstimate.doubtful`) for one slice, when fewer than
 ``MIN_AGREEMENT`` of the slices would turn the same way on their own, or when the runner-up's certainty
