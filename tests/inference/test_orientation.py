@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_chsnet.inference.device import resolve_device
-from napari_chsnet.inference.intensity import hu_to_unit
+from napari_chsnet.inference.intensity import DISPLAY_WINDOW_HU
 from napari_chsnet.inference.orientation import (
     MIN_MARGIN,
     ROTATIONS,
@@ -58,18 +58,25 @@ def bundled_lung_stage():
     return lung_stage
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("rotation", ROTATIONS)
-def test_the_bundled_lung_stage_finds_the_turn_of_unseen_phantom_slices(bundled_lung_stage, rotation):
+@pytest.fixture(scope="module")
+def unseen_phantom_crops(windowed_8bit):
+    """Lung crops of the middle slices of an unseen phantom (seed 7), 8-bit in the shared window, upright."""
     phantom = make_phantom(seed=7)
     box = lung_crop_box(phantom.lungs)
     with_lungs = np.nonzero(phantom.lungs.any(axis=(1, 2)))[0]
     slices = with_lungs[len(with_lungs) // 5 : -len(with_lungs) // 5 : max(1, len(with_lungs) // 8)]
-    crops = [
-        np.round(hu_to_unit(phantom.ct.hu[z, box.y0 : box.y1, box.x0 : box.x1]) * 255).astype(np.uint8)
-        for z in slices
+    return [
+        windowed_8bit(phantom.ct.hu[z, box.y0 : box.y1, box.x0 : box.x1], DISPLAY_WINDOW_HU) for z in slices
     ]
-    estimate = estimate_rotation([np.rot90(crop, rotation // 90) for crop in crops], bundled_lung_stage)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rotation", ROTATIONS)
+def test_the_bundled_lung_stage_finds_the_turn_of_unseen_phantom_slices(
+    bundled_lung_stage, unseen_phantom_crops, rotation
+):
+    stored = [np.rot90(crop, rotation // 90) for crop in unseen_phantom_crops]
+    estimate = estimate_rotation(stored, bundled_lung_stage)
     assert estimate.rotation == rotation, estimate.describe()
     assert not estimate.doubtful, estimate.describe()
 
