@@ -9,10 +9,11 @@ import pytest
 from PIL import Image
 
 from napari_chsnet.cli import main
-from napari_chsnet.cli.evaluate import read_gray
+from napari_chsnet.inference.orientation import upright
 from napari_chsnet.io.phantom import make_phantom
 from napari_chsnet.models.metrics import METRIC_NAMES
 from napari_chsnet.resources_path import bundled_weights_dir
+from napari_chsnet.training.datasets import read_gray_image
 
 
 @pytest.fixture
@@ -68,8 +69,8 @@ def test_rotate_90_turns_semiseg_slices_anterior_up(tmp_path):
     anterior_up[0, :] = 255  # anterior row at the top
     path = tmp_path / "rotated.png"
     Image.fromarray(np.rot90(anterior_up, 1)).save(path)  # COVID-SemiSeg: anterior on the left
-    assert np.array_equal(read_gray(path, 90), anterior_up)
-    assert np.array_equal(read_gray(path, 0), np.rot90(anterior_up, 1))
+    assert np.array_equal(upright(read_gray_image(path), 90), anterior_up)
+    assert np.array_equal(upright(read_gray_image(path), 0), np.rot90(anterior_up, 1))
 
 
 def test_bad_evaluation_inputs_exit_2(tmp_path, semiseg_like, tiny_weights, capsys):

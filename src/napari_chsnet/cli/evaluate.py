@@ -95,18 +95,13 @@ def _rotation(value: str) -> str | int:
     raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from auto, 0, 90, 180, 270)")
 
 
-def read_gray(path: Path, rotate: int = 0) -> np.ndarray:
-    """An 8-bit grey image, rotated back to anterior-up by ``rotate`` degrees clockwise."""
+def _read_pairs(pairs: list[tuple[Path, Path]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(8-bit image, boolean mask) of each pair, as stored (``upright`` turns them afterwards)."""
     from napari_chsnet.training.datasets import read_gray_image
 
-    return upright(read_gray_image(path), rotate)
-
-
-def _read_pairs(pairs: list[tuple[Path, Path]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(8-bit image, boolean mask) of each pair, as stored (not turned)."""
     read = []
     for image_path, mask_path in pairs:
-        pixels, truth = read_gray(image_path), read_gray(mask_path) > 127
+        pixels, truth = read_gray_image(image_path), read_gray_image(mask_path) > 127
         if truth.shape != pixels.shape:
             raise InvalidVolumeError(
                 f"mask {mask_path} is {truth.shape[1]}x{truth.shape[0]} px but its image is "
