@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from napari_chsnet.cli import main
+from napari_chsnet.cli.evaluate import foreground_of_masks
 from napari_chsnet.inference.orientation import upright
 from napari_chsnet.io.phantom import make_phantom
 from napari_chsnet.models.metrics import METRIC_NAMES
@@ -71,6 +72,49 @@ def test_rotate_90_turns_semiseg_slices_anterior_up(tmp_path):
     Image.fromarray(np.rot90(anterior_up, 1)).save(path)  # COVID-SemiSeg: anterior on the left
     assert np.array_equal(upright(read_gray_image(path), 90), anterior_up)
     assert np.array_equal(upright(read_gray_image(path), 0), np.rot90(anterior_up, 1))
+
+
+def _label_copies(masks, tmp_path):
+    """The 0/255 masks rewritten as 0/1 grey PNGs and as palette PNGs whose foreground is split into
+    labels 1 and 2, with colours whose grey value (255 and 38) is not the label."""
+    binary, palette = tmp_path / "masks_01", tmp_path / "masks_palette"
+    binary.mkdir()
+    palette.mkdir()
+    for path in masks.iterdir():
+        foreground = read_gray_image(path) > 127
+        Image.fromarray(foreground.astype(np.uint8)).save(binary / path.name)
+        labels = foreground.astype(np.uint8)
+        labels[:, labels.shape[1] // 2 :] *= 2  # right half of the target: label 2
+        image = Image.fromarray(labels, mode="P")
+        image.putpalette([0, 0, 0, 255, 255, 255, 128, 0, 0] + [0] * 759)
+        image.save(palette / path.name)
+    return binary, palette
+
+
+def test_label_image_masks_score_as_the_same_0_255_masks(semiseg_like, tiny_weights, tmp_path, capsys):
+    """0/1 and palette label masks (COVID-SemiSeg's multiclass masks are palette PNGs 0/1/2) score
+    exactly as the 0/255 masks, and stderr says how they were read; read as 0/255 they scored nothing."""
+    images, masks = semiseg_like
+    args = ["evaluate", "--images", str(images), "--weights", str(tiny_weights), "--rotate", "90", "--json"]
+    assert main([*args, "--masks", str(masks)]) == 0
+    reference = json.loads(capsys.readouterr().out)
+    # the scores depend on the masks (read as empty, every accuracy of the tiny model's output would differ)
+    assert all(m["accuracy"] < 1 for m in reference["per_image"].values())
+    for folder in _label_copies(masks, tmp_path):
+        assert main([*args, "--masks", str(folder)]) == 0
+        captured = capsys.readouterr()
+        assert json.loads(captured.out)["per_image"] == reference["per_image"], folder.name
+        assert "read as label images, any non-zero value is the target" in captured.err
+    assert "values 1, 2)" in captured.err
+
+
+def test_0_255_masks_keep_jpeg_noise_as_background():
+    noisy_empty = np.array([[0, 3], [2, 0]], np.uint8)  # an empty slice's mask saved as JPEG
+    lesion = np.array([[250, 4], [0, 255]], np.uint8)
+    assert [m.tolist() for m in foreground_of_masks([noisy_empty, lesion])] == [
+        [[False, False], [False, False]],
+        [[True, False], [False, True]],
+    ]
 
 
 def test_bad_evaluation_inputs_exit_2(tmp_path, semiseg_like, tiny_weights, capsys):

@@ -7,7 +7,13 @@ import pytest
 
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.writers import write_volume
-from napari_chsnet.training.datasets import read_semiseg, read_volume_folder, split_by_case
+from napari_chsnet.training.datasets import (
+    read_gray_image,
+    read_label_image,
+    read_semiseg,
+    read_volume_folder,
+    split_by_case,
+)
 
 
 def test_zenodo_layout_gives_every_lung_slice_with_case_ids(tmp_path, phantom):
@@ -50,3 +56,21 @@ def test_real_covid_semiseg_slices(shared_data):
         # the rim that post-processing trims (0.2% on these slices)
         inside = (item.infection & item.lungs).sum() / item.infection.sum()
         assert inside > 0.99, f"{item.source}: only {inside:.3f} of the infection lies in the lung mask"
+
+
+@pytest.mark.realdata
+def test_real_multiclass_masks_are_read_as_labels_that_cover_the_infection_masks(shared_data):
+    """COVID-SemiSeg's multiclass masks are palette PNGs (1 ground-glass, 2 consolidation, coloured
+    dark red and green: grey 38 and 75); read as labels, their non-zero pixels are the infection masks."""
+    root = shared_data / "covid-semiseg" / "train"
+    if not (root / "multiclass_gt").is_dir():
+        pytest.skip(f"{root} holds no multiclass_gt")
+    paths = sorted((root / "multiclass_gt").glob("*.png"))
+    assert len(paths) == 50
+    classes = set()
+    for path in paths:
+        labels = read_label_image(path)
+        classes |= set(np.unique(labels).tolist())
+        infection = read_gray_image(root / "infection_gt" / path.name) > 127
+        assert np.array_equal(labels > 0, infection), path.name
+    assert classes == {0, 1, 2}

@@ -1,4 +1,4 @@
-"""``chsnet evaluate``: score a model on labelled 2-D slices (8-bit PNG/JPG images, 0/255 masks).
+"""``chsnet evaluate``: score a model on labelled 2-D slices (8-bit PNG/JPG images and their masks).
 
 The slices are scored as the papers score COVID-SemiSeg: each image goes through ``display8_to_unit``
 (the 8-bit values already are the shared window; no HU window is applied), the lung stage finds the
@@ -11,8 +11,11 @@ so ``--rotate 90`` applies ``np.rot90(image, k=-1)`` to images and masks. ``--ro
 default) picks the folder's quarter turn from the lung stage's certainty (inference/orientation.py)
 and says which on stderr.
 
-``--target lungs`` scores the lung stage instead (masks = both lungs as 255): the post-processed lung
-mask, and the lung network's probability for the AUC.
+Masks are 0/255 images or label images (0/1, 0/1/2, palette PNGs such as COVID-SemiSeg's multiclass
+masks); ``foreground_of_masks`` tells them apart for the whole folder and counts every non-zero label.
+
+``--target lungs`` scores the lung stage instead (masks = both lungs, e.g. 255, or 1 = right and
+2 = left): the post-processed lung mask, and the lung network's probability for the AUC.
 """
 
 from __future__ import annotations
@@ -38,15 +41,16 @@ TARGETS = ("infection", "lungs")
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "evaluate",
-        help="score a model on labelled 2-D slices (8-bit images, 0/255 infection masks)",
+        help="score a model on labelled 2-D slices (8-bit images, 0/255 or label-image masks)",
         description="Score the infection segmentation on 8-bit PNG/JPG slices against 0/255 masks matched by "
         "file stem; prints the paper metrics averaged over images (mean) and over all pixels (pooled).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of 8-bit slices")
     parser.add_argument(
-        "--masks", type=Path, required=True, metavar="DIR", help="folder of 0/255 infection masks"
-    )
+        "--masks", type=Path, required=True, metavar="DIR",
+        help="folder of masks: 0/255 images, or label images (0/1, 0/1/2, palette PNGs) whose non-zero values are the target",
+    )  # fmt: skip
     add_model_options(parser)
     parser.add_argument(
         "--rotate", type=_rotation, default=AUTO, metavar="{auto,0,90,180,270}",
@@ -97,18 +101,40 @@ def _rotation(value: str) -> str | int:
 
 def _read_pairs(pairs: list[tuple[Path, Path]]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(8-bit image, boolean mask) of each pair, as stored (``upright`` turns them afterwards)."""
-    from napari_chsnet.training.datasets import read_gray_image
+    from napari_chsnet.training.datasets import read_gray_image, read_label_image
 
-    read = []
+    images, values = [], []
     for image_path, mask_path in pairs:
-        pixels, truth = read_gray_image(image_path), read_gray_image(mask_path) > 127
-        if truth.shape != pixels.shape:
+        pixels, stored = read_gray_image(image_path), read_label_image(mask_path)
+        if stored.shape != pixels.shape:
             raise InvalidVolumeError(
-                f"mask {mask_path} is {truth.shape[1]}x{truth.shape[0]} px but its image is "
+                f"mask {mask_path} is {stored.shape[1]}x{stored.shape[0]} px but its image is "
                 f"{pixels.shape[1]}x{pixels.shape[0]} px; masks must match their images"
             )
-        read.append((pixels, truth))
-    return read
+        images.append(pixels)
+        values.append(stored)
+    return list(zip(images, foreground_of_masks(values), strict=True))
+
+
+def foreground_of_masks(values: list[np.ndarray]) -> list[np.ndarray]:
+    """The target pixels of a folder's masks, decided for the whole folder.
+
+    0/255 masks (some pixel above 127 somewhere in the folder): foreground is above 127, so that a JPEG
+    mask's compression noise stays background. Label images (no value above 127: 0/1, 0/1/2 for
+    ground-glass/consolidation or right/left lung, palette indices): any non-zero value, said on stderr,
+    because read as 0/255 they would score an empty target without a word.
+    """
+    if any(int(v.max(initial=0)) > 127 for v in values):
+        return [v > 127 for v in values]
+    labels = sorted(set().union(*(np.unique(v).tolist() for v in values)) - {0})
+    if labels:
+        shown = ", ".join(str(label) for label in labels[:8]) + (", ..." if len(labels) > 8 else "")
+        print(
+            f"chsnet evaluate: the masks hold no value above 127 (values {shown}): read as label images, "
+            "any non-zero value is the target",
+            file=sys.stderr,
+        )
+    return [v > 0 for v in values]
 
 
 def _auto_rotation(images: list[np.ndarray], lung_stage):

@@ -72,6 +72,19 @@ def read_gray_image(path: Path) -> np.ndarray:
         raise InvalidVolumeError(f"{path} is not a readable image ({exc})") from exc
 
 
+def read_label_image(path: Path) -> np.ndarray:
+    """A mask image's stored values ``(y, x)``: a palette image's indices (label PNGs such as
+    COVID-SemiSeg's multiclass masks, whose colours are not their labels), a 16-bit image's integers,
+    8-bit grey values otherwise; InvalidVolumeError when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            if image.mode == "P" or image.mode.startswith("I"):
+                return np.asarray(image)
+            return np.asarray(image.convert("L"))
+    except (OSError, ValueError) as exc:
+        raise InvalidVolumeError(f"{path} is not a readable image ({exc})") from exc
+
+
 def _semiseg_case_id(stem: str) -> str:
     # "Data-1_coronacases_org_001_10" -> "coronacases_org_001"
     match = re.match(r"(?:Data-\d+_)?(.+)_\d+$", stem)
