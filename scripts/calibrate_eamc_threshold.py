@@ -11,6 +11,9 @@ Why a threshold other than the papers' 0.5: the members learn with focal loss at
 the positive class four times the negative one, so their probabilities run high (precision 0.63 against
 recall 0.77 on the validation slices).
 
+Outcome for round 5 (resources/weights/eamc.md, "Vote threshold"): best 0.56 on the left-out groups,
+but the ensemble at 0.56 scored lower on the 10 validation slices (0.644 against 0.671), so 0.5 stays.
+
     python scripts/calibrate_eamc_threshold.py --semiseg ../shared/data/covid-semiseg [--weights W] [--json F]
 """
 
