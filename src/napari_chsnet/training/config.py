@@ -20,6 +20,7 @@ from napari_chsnet.models.losses import BCEDiceLoss, BCETverskyLoss, DiceLoss, F
 from napari_chsnet.training.augment import AugmentSettings
 
 STAGES = {"chsnet": ("lungs", "infection"), "rdunet": ("infection",), "eamc": ("infection",)}
+LUNG_MAPS = ("labels", "predicted")
 # The names a config's ``loss:`` may take, and the loss each builds (training/recipes.py).
 LOSSES: dict[str, type[nn.Module]] = {
     "bce_dice": BCEDiceLoss,
@@ -48,6 +49,9 @@ class DataConfig:
     phantom_anatomy_variation: float = 0.0  # ± fraction of chest/lung/dome/heart sizes (io.phantom)
     validation_phantoms: int = 0  # phantoms added to the validation (model selection) data
     slice_step: int = 1  # use every n-th slice of volumes
+    # the lung map CHS-Net's infection stage reads: "labels" (HU-based lungs + infection) or
+    # "predicted" (init_from's lung stage, as at inference; training/lung_maps.py)
+    lung_maps: str = "labels"
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,17 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
         raise ConfigError(f"{where} data: pseudo_union_infnet needs a pseudo_teacher")
     if config.fresh_stage and (config.model != "chsnet" or not config.init_from):
         raise ConfigError(f"{where}: fresh_stage needs model chsnet and an init_from checkpoint")
+    if config.data.lung_maps not in LUNG_MAPS:
+        raise ConfigError(
+            f"{where} data: lung_maps must be one of {', '.join(LUNG_MAPS)}; got {config.data.lung_maps!r}"
+        )
+    if config.data.lung_maps == "predicted" and not (
+        config.model == "chsnet" and config.stage == "infection" and config.init_from
+    ):
+        raise ConfigError(
+            f"{where} data: lung_maps: predicted is for CHS-Net's infection stage and needs an init_from "
+            "checkpoint, whose lung stage makes the maps"
+        )
     if config.ema_decay is not None and not 0.0 <= config.ema_decay < 1.0:
         raise ConfigError(f"{where}: ema_decay must lie in [0, 1); got {config.ema_decay!r}")
     if config.input_size % 16:

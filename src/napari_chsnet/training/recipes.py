@@ -39,6 +39,7 @@ from napari_chsnet.training.datasets import (
     slices_of_volume,
 )
 from napari_chsnet.training.loop import FitResult, FitSettings, fit
+from napari_chsnet.training.lung_maps import with_predicted_lung_maps
 from napari_chsnet.training.pseudo_labels import label_with_teacher, union_with_shipped_labels
 from napari_chsnet.training.stage_data import (
     StageArrays,
@@ -242,6 +243,9 @@ def run_training(
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     train_slices, val_slices = gather_slices(config, output.parent / "cache", log)
+    if config.data.lung_maps == "predicted":  # train (and choose the epoch) on the maps inference gives
+        train_slices = with_predicted_lung_maps(train_slices, config.init_from, config.device, log)
+        val_slices = with_predicted_lung_maps(val_slices, config.init_from, config.device, log)
     train, validation = _arrays(config, train_slices), _arrays(config, val_slices)
     log(f"{config.model}/{config.stage}: {len(train)} training and {len(validation)} validation samples")
     metrics: dict[str, Any]
