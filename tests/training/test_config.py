@@ -47,6 +47,21 @@ def test_paper_eamc_config_has_ten_members_on_512_slices():
         ({"model": "eamc", "data": {"expert_repeat": 2}}, "expert_repeat is not for eamc"),
         ({"model": "rdunet", "init_from": "x.safetensors", "fresh_stage": True}, "fresh_stage needs"),
         ({"model": "chsnet", "fresh_stage": True}, "fresh_stage needs"),
+        ({"model": "chsnet", "data": {"lung_maps": "expert"}}, "lung_maps must be one of labels, predicted"),
+        ({"model": "chsnet", "data": {"lung_maps": "predicted"}}, "needs an init_from"),
+        (
+            {"model": "rdunet", "init_from": "x.safetensors", "data": {"lung_maps": "predicted"}},
+            "is for CHS-Net",
+        ),
+        (
+            {
+                "model": "chsnet",
+                "stage": "lungs",
+                "init_from": "x.safetensors",
+                "data": {"lung_maps": "predicted"},
+            },
+            "infection stage",
+        ),
     ],
 )
 def test_invalid_settings_are_named(raw, message):
