@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser(
         "evaluate",
         help="score a model on labelled 2-D slices (8-bit images, 0/255 or label-image masks)",
-        description="Score the infection segmentation on 8-bit PNG/JPG slices against 0/255 masks matched by "
+        description="Score the infection (or lung) segmentation on 8-bit PNG/JPG slices against masks (0/255 or label images) matched by "
         "file stem; prints the paper metrics averaged over images (mean) and over all pixels (pooled).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
