@@ -5,7 +5,7 @@ and specificity against the radiologists' per-slice infection labels, P001's per
 distribution against the lobe labels, and normal001's involvement and grade. Saves axial and
 coronal overlay pictures for the model cards.
 
-    python scripts/check_covid_ct_md.py --model chsnet [--data ../shared/data] [--pictures docs/e2e]
+    python scripts/check_covid_ct_md.py --model chsnet [--data ../shared/data] [--pictures docs/e2e] [--[no-]mirror-averaging]
 """
 
 from __future__ import annotations
@@ -46,9 +46,15 @@ def main() -> None:
     parser.add_argument("--weights", default=None)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--pictures", type=Path, default=None)
+    parser.add_argument(
+        "--mirror-averaging", action=argparse.BooleanOptionalAction, default=None,
+        help="average each slice with its mirror (default: the model's own setting)",
+    )  # fmt: skip
     args = parser.parse_args()
     folder = args.data / "covid-ct-md"
-    settings = SegmentationSettings(model=args.model, weights=args.weights)
+    settings = SegmentationSettings(
+        model=args.model, weights=args.weights, mirror_averaging=args.mirror_averaging
+    )
     figures = {}
     for case in ("P001", "normal001"):
         volume = read_ct(folder / f"{case}_ct_hu.nii.gz")
