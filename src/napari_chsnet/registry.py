@@ -49,7 +49,8 @@ MODELS: dict[str, ModelInfo] = {
         "EAMC",
         "Pal Das, Mitra & Uma Shankar, EAMC (2023)",
         "Ensemble of attention multi-scale AMC-Nets on 128x128 patches, majority voting.",
-        mirror_averaging=False,  # P001 slice sensitivity fell to 0.938 (resources/weights/eamc.md)
+        # on since round 5 passed its rule; round 3's P001 sensitivity had fallen to 0.938 (eamc.md)
+        mirror_averaging=True,
     ),
     "rdunet": ModelInfo(
         "rdunet",

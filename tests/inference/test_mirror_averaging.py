@@ -129,9 +129,9 @@ def test_mirror_averaging_must_be_true_or_false():
 
 
 def test_without_a_choice_each_model_uses_its_default():
-    """On where it passed its rule with the bundled weights (CHS-Net, RD-UNet), off for EAMC."""
+    """On where it passed its rule with the bundled weights: all three since EAMC's round 5."""
     assert SegmentationSettings(model="chsnet").inference_options()["mirror_averaging"] is True
     assert SegmentationSettings(model="rdunet").uses_mirror_averaging
-    assert not SegmentationSettings(model="eamc").uses_mirror_averaging
-    assert SegmentationSettings(model="eamc", mirror_averaging=True).uses_mirror_averaging
+    assert SegmentationSettings(model="eamc").uses_mirror_averaging
+    assert not SegmentationSettings(model="eamc", mirror_averaging=False).uses_mirror_averaging
     assert not SegmentationSettings(model="chsnet", mirror_averaging=False).uses_mirror_averaging

@@ -121,8 +121,9 @@ def test_the_mirror_averaging_box_reaches_the_engine_and_the_layers(
     add_ct(viewer, small_phantom)
     choose_weights(widget, widget.dialogs, tiny_weights)
     assert widget.segment.mirror_averaging.value  # CHS-Net's default, as in the CLI
+    widget.segment.mirror_averaging.value = False
     widget.segment.model.value = "eamc"
-    assert not widget.segment.mirror_averaging.value  # EAMC's default
+    assert widget.segment.mirror_averaging.value  # a model choice brings back that model's default
     widget.segment.model.value = "chsnet"
     widget.segment.mirror_averaging.value = False
 
