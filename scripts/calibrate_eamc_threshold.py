@@ -2,8 +2,8 @@
 
 EAMC's members are trained leave-one-group-out (training/recipes.py: ``_train_eamc``): the training
 slices are split into K seeded groups and member k never sees group k. This script rebuilds that split
-exactly as the training configs do (``configs/eamc*.yaml``: 10 validation slices, 100 unlabelled, seed 0,
-3 members), runs each member alone as ``chsnet evaluate`` runs the ensemble (the whole slice as the crop, resized
+from the EAMC training config (its validation slices, unlabelled count, seed and members; every
+``configs/eamc*.yaml`` after round 1 shares them), runs each member alone as ``chsnet evaluate`` runs the ensemble (the whole slice as the crop, resized
 to 512, cut into 128² patches, the vote resampled back) on the *expert-labelled* slices of its own left-out group, and prints their mean
 and pooled Dice for each threshold. The 10 validation slices of the model cards are not read.
 
@@ -14,7 +14,8 @@ recall 0.77 on the validation slices).
 Outcome for round 5 (resources/weights/eamc.md, "Vote threshold"): best 0.56 on the left-out groups,
 but the ensemble at 0.56 scored lower on the 10 validation slices (0.644 against 0.671), so 0.5 stays.
 
-    python scripts/calibrate_eamc_threshold.py --semiseg ../shared/data/covid-semiseg [--weights W] [--json F]
+    CHSNET_SHARED_DATA=../shared/data python scripts/calibrate_eamc_threshold.py \
+        --config configs/eamc_round5_continue.yaml [--weights W] [--json F]
 """
 
 from __future__ import annotations
@@ -30,23 +31,24 @@ from napari_chsnet.inference.device import resolve_device
 from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
 from napari_chsnet.inference.preprocessing import CropBox, crop_and_resize, restore_probabilities
 from napari_chsnet.models.metrics import segmentation_metrics
+from napari_chsnet.training.config import TrainConfig, load_config
 from napari_chsnet.training.datasets import read_semiseg
-from napari_chsnet.training.recipes import semiseg_validation_names
+from napari_chsnet.training.recipes import eamc_member_groups, semiseg_validation_names
 
 THRESHOLDS = np.round(np.arange(0.30, 0.801, 0.01), 2)
 
 
-def left_out_groups(
-    root: Path, validation: int, unlabelled: int, members: int, seed: int
-) -> tuple[list, np.ndarray]:
+def left_out_groups(config: TrainConfig) -> tuple[list, np.ndarray]:
     """The expert-labelled training slices in training order and each one's group (its left-out member).
 
     ``gather_slices`` puts the expert slices first and the ``unlabelled`` pseudo-labelled ones after
     them; ``_train_eamc`` draws the groups over all of them, so the draw covers that many entries.
     """
-    held_out = set(semiseg_validation_names(root, validation, seed))
+    data = config.data
+    root = Path(data.semiseg)
+    held_out = set(semiseg_validation_names(root, data.validation_slices, config.seed))
     expert = [s for s in read_semiseg(root, "train") if Path(s.source).stem not in held_out]
-    groups = np.random.default_rng(seed).permutation(len(expert) + unlabelled) % members
+    groups = eamc_member_groups(len(expert) + data.unlabelled, config.eamc.members, config.seed)
     return expert, groups[: len(expert)]
 
 
@@ -69,15 +71,18 @@ def vote_on_slice_grid(probability: torch.Tensor, threshold: float, shape: tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--semiseg", type=Path, required=True, help="the covid-semiseg folder")
+    parser.add_argument("--config", type=Path, required=True, help="the EAMC training config of the weights")
     parser.add_argument("--weights", type=Path, default=None, help="an eamc.safetensors (default: bundled)")
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
     args = parser.parse_args()
     settings = SegmentationSettings(model="eamc", weights=args.weights, mirror_averaging=False)
     device = resolve_device(settings.device)
     _, eamc_stage, _ = build_stages(settings, device)
+    config = load_config(args.config)
     members = len(eamc_stage.network.members)
-    expert, groups = left_out_groups(args.semiseg, 10, 100, members, 0)
+    if config.model != "eamc" or config.eamc.members != members:
+        parser.error(f"{args.config} is not an EAMC config with the weights' {members} members")
+    expert, groups = left_out_groups(config)
     print(
         f"{len(expert)} expert slices; left out per member: {np.bincount(groups, minlength=members).tolist()}"
     )

@@ -341,6 +341,12 @@ def _fit_metrics(result: FitResult, validated: bool = True) -> dict[str, Any]:
     }
 
 
+def eamc_member_groups(n_samples: int, members: int, seed: int) -> np.ndarray:
+    """Each training sample's group: member k validates on group k and never trains on it
+    (leave-one-group-out; scripts/calibrate_eamc_threshold.py redraws the same groups)."""
+    return np.random.default_rng(seed).permutation(n_samples) % members
+
+
 def _train_eamc(config, train, validation, output, on_step, should_stop, log, device=None):
     settings = config.eamc
     if config.init_from:  # continue training an ensemble (same member count)
@@ -353,7 +359,7 @@ def _train_eamc(config, train, validation, output, on_step, should_stop, log, de
         network = build_model("eamc", n_members=settings.members, **config.network)
     if device is not None:
         network.to(device)
-    groups = np.random.default_rng(config.seed).permutation(len(train)) % settings.members
+    groups = eamc_member_groups(len(train), settings.members, config.seed)
     member_metrics = []
     for k, member in enumerate(network.members):
         generator = torch.Generator().manual_seed(config.seed + k)
