@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_chsnet.inference.device import resolve_device
-from napari_chsnet.inference.intensity import hu_to_unit
+from napari_chsnet.inference.intensity import hu_to_unit, unit_to_display8
 from napari_chsnet.inference.orientation import ROTATIONS, choose_rotation, rotation_certainties
 from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
 from napari_chsnet.inference.preprocessing import lung_crop_box
@@ -49,7 +49,7 @@ def volume_rows(data: Path, lung_stage):
             if air.sum() < 2000:  # slices with hardly any lung (apex, abdomen)
                 continue
             box = lung_crop_box(air[None])
-            crop = np.round(hu_to_unit(hu[z, box.y0 : box.y1, box.x0 : box.x1]) * 255).astype(np.uint8)
+            crop = unit_to_display8(hu_to_unit(hu[z, box.y0 : box.y1, box.x0 : box.x1]))
             upright_scores = rotation_certainties(crop, lung_stage)
             for turn in range(4):
                 yield (

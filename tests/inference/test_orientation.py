@@ -14,6 +14,7 @@ from napari_chsnet.inference.orientation import (
     choose_rotation,
     estimate_rotation,
     lung_certainty,
+    turned,
     upright,
 )
 from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
@@ -28,8 +29,10 @@ def test_upright_undoes_a_counter_clockwise_turn(rotation):
     anterior_up = np.arange(12, dtype=np.uint8).reshape(3, 4)
     stored = np.rot90(anterior_up, rotation // 90)
     assert np.array_equal(upright(stored, rotation), anterior_up)
-    with pytest.raises(ValueError, match="rotation must be one of"):
-        upright(stored, 45)
+    assert np.array_equal(turned(anterior_up, rotation), stored)
+    for turn in (upright, turned):
+        with pytest.raises(ValueError, match="rotation must be one of"):
+            turn(stored, 45)
 
 
 def test_certainty_is_one_when_sure_and_zero_at_one_half():

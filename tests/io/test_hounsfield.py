@@ -12,6 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from napari_chsnet.errors import ConfigError
+from napari_chsnet.inference.intensity import hu_to_unit
 from napari_chsnet.io.hounsfield import (
     DISPLAY8,
     DISPLAY_WINDOW_HU,
@@ -19,7 +20,9 @@ from napari_chsnet.io.hounsfield import (
     OFFSET1024,
     UNKNOWN,
     assess_intensity,
+    display8_to_unit,
     to_hounsfield,
+    unit_to_display8,
 )
 from napari_chsnet.io.phantom import make_phantom
 from napari_chsnet.io.readers import read_ct
@@ -75,6 +78,16 @@ def test_8bit_values_land_on_the_training_slices_window(chest_hu, windowed_8bit)
     inside = (chest_hu > low) & (chest_hu < high)
     half_level = (high - low) / 255 / 2
     assert np.abs(back[inside] - chest_hu[inside]).max() <= half_level + 1e-3
+
+
+def test_8bit_values_survive_the_network_input_and_back(chest_hu, windowed_8bit):
+    """Every grey level comes back from the [0, 1] input exactly; HU outside the window saturate."""
+    levels = np.arange(256, dtype=np.uint8)
+    np.testing.assert_array_equal(unit_to_display8(display8_to_unit(levels)), levels)
+    np.testing.assert_array_equal(unit_to_display8(np.array([-0.2, 1.7], np.float32)), [0, 255])
+    np.testing.assert_array_equal(
+        unit_to_display8(hu_to_unit(chest_hu)), windowed_8bit(chest_hu, DISPLAY_WINDOW_HU)
+    )
 
 
 def test_reading_an_8bit_file_converts_it_and_says_so(tmp_path, chest_hu, windowed_8bit):

@@ -70,17 +70,22 @@ class _Stop(Exception):
 def test_training_and_validation_slices_both_get_the_init_checkpoint_s_maps(
     semiseg_root, tmp_path, monkeypatch
 ):
-    """run_training replaces the maps of both lists, so the epoch is chosen on what inference reads."""
+    """run_training replaces the maps of both lists (one lung stage for both), so the epoch is chosen
+    on what inference reads."""
     import napari_chsnet.training.recipes as recipes
 
     calls: list[tuple[list[str], str]] = []
+    arrays_of: list[list[str]] = []
 
     def record(slices, checkpoint, device, log):
         calls.append((sorted(s.source for s in slices), checkpoint))
-        return slices
+        return [dataclasses.replace(s, source=f"mapped {s.source}") for s in slices]
 
     def stop(config, slices):
-        raise _Stop
+        arrays_of.append(sorted(s.source for s in slices))
+        if len(arrays_of) == 2:
+            raise _Stop
+        return []
 
     monkeypatch.setattr(recipes, "with_predicted_lung_maps", record)
     monkeypatch.setattr(recipes, "_arrays", stop)  # the maps are all this test is about
@@ -95,8 +100,9 @@ def test_training_and_validation_slices_both_get_the_init_checkpoint_s_maps(
     train, validation = gather_slices(config, tmp_path / "cache", log=lambda message: None)
     with pytest.raises(_Stop):
         recipes.run_training(config, log=lambda message: None)
-    assert calls == [
-        (sorted(s.source for s in train), str(BUNDLED)),
-        (sorted(s.source for s in validation), str(BUNDLED)),
+    assert calls == [(sorted(s.source for s in [*train, *validation]), str(BUNDLED))]
+    assert arrays_of == [
+        sorted(f"mapped {s.source}" for s in train),
+        sorted(f"mapped {s.source}" for s in validation),
     ]
     assert len(train) == 2 and len(validation) == 1

@@ -10,11 +10,12 @@ import pytest
 from PIL import Image
 
 from napari_chsnet.inference.cascade import mirror_averaged
+from napari_chsnet.inference.orientation import upright
 from napari_chsnet.io.phantom import make_phantom
 from napari_chsnet.resources_path import bundled_weights_dir
 from napari_chsnet.training.checkpoints import load_checkpoint
 from napari_chsnet.training.config import config_from_dict
-from napari_chsnet.training.datasets import SEMISEG_ROTATION_K, read_gray_image, read_semiseg
+from napari_chsnet.training.datasets import SEMISEG_ROTATION, read_gray_image, read_semiseg
 from napari_chsnet.training.pseudo_labels import label_with_teacher
 from napari_chsnet.training.recipes import gather_slices
 
@@ -59,9 +60,7 @@ def test_the_teacher_labels_the_slices_in_the_dataset_orientation_and_caches_the
 ):
     images = sorted((semiseg_root / "unlabelled" / "images").glob("*.jpg"))
     messages: list[str] = []
-    folder = label_with_teacher(
-        TEACHER, images, tmp_path / "cache", SEMISEG_ROTATION_K, "cpu", messages.append
-    )
+    folder = label_with_teacher(TEACHER, images, tmp_path / "cache", SEMISEG_ROTATION, "cpu", messages.append)
     assert messages == [f"labelling 3 unlabelled slices with the teacher {TEACHER}"]
     about = json.loads((folder / "teacher.json").read_text())
     assert about["sha256"] == load_checkpoint(TEACHER).sha256 and about["mirror_averaged"]
@@ -78,14 +77,12 @@ def test_the_teacher_labels_the_slices_in_the_dataset_orientation_and_caches_the
             stored.shape == read_gray_image(semiseg_root / "unlabelled" / "images" / f"slice_{z}.jpg").shape
         )
         assert set(np.unique(stored)) <= {0, 255}
-        label_masks.append(np.rot90(stored, SEMISEG_ROTATION_K) > 127)  # back to anterior-up
+        label_masks.append(upright(stored, SEMISEG_ROTATION) > 127)  # back to anterior-up
         truths.append(truth[z])
     assert _dice(np.array(label_masks), np.array(truths)) > 0.6  # the phantom's infection, where it is
 
     stamps = [p.stat().st_mtime_ns for p in sorted(folder.glob("*.png"))]
-    again = label_with_teacher(
-        TEACHER, images, tmp_path / "cache", SEMISEG_ROTATION_K, "cpu", messages.append
-    )
+    again = label_with_teacher(TEACHER, images, tmp_path / "cache", SEMISEG_ROTATION, "cpu", messages.append)
     assert again == folder and len(messages) == 1  # cached: nothing relabelled
     assert [p.stat().st_mtime_ns for p in sorted(folder.glob("*.png"))] == stamps
     assert not list(folder.glob(".*.part"))

@@ -16,9 +16,9 @@ import numpy as np
 
 # The window and the 8-bit conversions live with the readers (an 8-bit volume is converted there);
 # they are re-exported here, where the network-input mapping is.
-from napari_chsnet.io.hounsfield import DISPLAY_WINDOW_HU, display8_to_hu, display8_to_unit
+from napari_chsnet.io.hounsfield import DISPLAY_WINDOW_HU, display8_to_hu, display8_to_unit, unit_to_display8
 
-__all__ = ["DISPLAY_WINDOW_HU", "display8_to_hu", "display8_to_unit", "hu_to_unit"]
+__all__ = ["DISPLAY_WINDOW_HU", "display8_to_hu", "display8_to_unit", "hu_to_unit", "unit_to_display8"]
 
 
 def hu_to_unit(hu: np.ndarray, window_hu: tuple[float, float] = DISPLAY_WINDOW_HU) -> np.ndarray:

@@ -36,9 +36,18 @@ MIN_MARGIN = 0.005
 
 def upright(image: np.ndarray, rotation: int) -> np.ndarray:
     """``image`` turned back to anterior-up from ``rotation`` degrees counter-clockwise."""
+    return np.ascontiguousarray(np.rot90(image, k=-_quarter_turns(rotation)))
+
+
+def turned(image: np.ndarray, rotation: int) -> np.ndarray:
+    """An anterior-up ``image`` turned ``rotation`` degrees counter-clockwise (undoes :func:`upright`)."""
+    return np.ascontiguousarray(np.rot90(image, k=_quarter_turns(rotation)))
+
+
+def _quarter_turns(rotation: int) -> int:
     if rotation not in ROTATIONS:
         raise ValueError(f"rotation must be one of {ROTATIONS}, not {rotation}")
-    return np.ascontiguousarray(np.rot90(image, k=-(rotation // 90)))
+    return rotation // 90
 
 
 def lung_certainty(lung_probability: np.ndarray) -> float:

@@ -101,6 +101,11 @@ def display8_to_unit(values: np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=np.float32) / np.float32(255.0)
 
 
+def unit_to_display8(values: np.ndarray) -> np.ndarray:
+    """The 8-bit display image of a [0, 1] network input (inverse of :func:`display8_to_unit`)."""
+    return np.round(np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+
+
 def display8_to_hu(values: np.ndarray, window_hu: tuple[float, float] = DISPLAY_WINDOW_HU) -> np.ndarray:
     """Approximate HU of an 8-bit display image (saturated values stay at the window's ends)."""
     low, high = window_hu

@@ -28,11 +28,13 @@ from PIL import Image
 
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.inference.intensity import display8_to_hu, display8_to_unit, hu_to_unit
+from napari_chsnet.inference.orientation import upright
 from napari_chsnet.inference.preprocessing import CropBox, lung_crop_box
 from napari_chsnet.io.volume import CTVolume
 
-# COVID-SemiSeg slices show anterior on the image's left; np.rot90(k=-1) puts it on top.
-SEMISEG_ROTATION_K = -1
+# COVID-SemiSeg slices show anterior on the image's left: turned 90° counter-clockwise from
+# anterior-up (``chsnet evaluate --rotate 90``); orientation.upright turns them back.
+SEMISEG_ROTATION = 90
 # Nominal in-plane pixel of the cropped 8-bit slices (they carry no spacing), for the
 # area thresholds of the HU-based lung labels.
 SEMISEG_PIXEL_MM = 0.7
@@ -65,20 +67,20 @@ class LabelledSlice:
 
 def read_gray_image(path: Path) -> np.ndarray:
     """An image file as 8-bit grey values ``(y, x)``; InvalidVolumeError when it cannot be read."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L"))
-    except (OSError, ValueError) as exc:
-        raise InvalidVolumeError(f"{path} is not a readable image ({exc})") from exc
+    return _read_image(path, keep_label_values=False)
 
 
 def read_label_image(path: Path) -> np.ndarray:
     """A mask image's stored values ``(y, x)``: a palette image's indices (label PNGs such as
     COVID-SemiSeg's multiclass masks, whose colours are not their labels), a 16-bit image's integers,
     8-bit grey values otherwise; InvalidVolumeError when it cannot be read."""
+    return _read_image(path, keep_label_values=True)
+
+
+def _read_image(path: Path, keep_label_values: bool) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            if image.mode == "P" or image.mode.startswith("I"):
+            if keep_label_values and (image.mode == "P" or image.mode.startswith("I")):
                 return np.asarray(image)
             return np.asarray(image.convert("L"))
     except (OSError, ValueError) as exc:
@@ -119,10 +121,10 @@ def read_semiseg(
         paths = [p for p in paths if p.stem in wanted]
     out = []
     for path in paths:
-        pixels = np.rot90(read_gray_image(path), SEMISEG_ROTATION_K)
+        pixels = upright(read_gray_image(path), SEMISEG_ROTATION)
         mask_path = mask_folder / f"{path.stem}.png"
         infection = (
-            np.rot90(read_gray_image(mask_path), SEMISEG_ROTATION_K) > 127 if mask_path.exists() else None
+            upright(read_gray_image(mask_path), SEMISEG_ROTATION) > 127 if mask_path.exists() else None
         )
         lungs = None
         if with_lungs:

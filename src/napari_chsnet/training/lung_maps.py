@@ -38,6 +38,7 @@ def with_predicted_lung_maps(
     import torch
 
     from napari_chsnet.inference.device import resolve_device
+    from napari_chsnet.inference.intensity import unit_to_display8
     from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
     from napari_chsnet.inference.slices import segment_cropped_slice
 
@@ -55,8 +56,7 @@ def with_predicted_lung_maps(
     with torch.inference_mode():
         for item in slices:
             if id(item) not in found:
-                # the slices hold display8_to_unit(pixels) = pixels / 255 exactly
-                pixels = np.round(item.image * 255).astype(np.uint8)
+                pixels = unit_to_display8(item.image)  # the slices hold display8_to_unit(pixels)
                 found[id(item)] = segment_cropped_slice(pixels, lung_stage, infection_stage, "lungs")[0]
             out.append(dataclasses.replace(item, lungs=found[id(item)]))
     return out

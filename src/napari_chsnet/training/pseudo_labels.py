@@ -43,16 +43,17 @@ def label_with_teacher(
     teacher: str | Path,
     images: Sequence[Path],
     cache_dir: Path,
-    rotation_k: int,
+    rotation: int,
     device: str = "auto",
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Label ``images`` (8-bit slices rotated by ``rotation_k`` quarter turns from anterior-up) with
+    """Label ``images`` (8-bit slices turned ``rotation`` degrees counter-clockwise from anterior-up) with
     the ``teacher`` checkpoint; returns the folder of ``<stem>.png`` masks (cached per teacher)."""
     import torch
 
     from napari_chsnet.inference.cascade import mirror_averaged
     from napari_chsnet.inference.device import resolve_device
+    from napari_chsnet.inference.orientation import turned, upright
     from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
     from napari_chsnet.inference.slices import segment_cropped_slice
     from napari_chsnet.training.datasets import read_gray_image
@@ -85,9 +86,9 @@ def label_with_teacher(
     log(f"labelling {len(missing)} unlabelled slices with the teacher {teacher}")
     with torch.inference_mode():
         for path in missing:
-            pixels = np.ascontiguousarray(np.rot90(read_gray_image(path), rotation_k))
+            pixels = upright(read_gray_image(path), rotation)
             mask = mirror_averaged(infection_probability, pixels) >= PSEUDO_THRESHOLD
-            _write_mask(np.rot90(mask, -rotation_k), folder, path.stem)
+            _write_mask(turned(mask, rotation), folder, path.stem)
     return folder
 
 

@@ -32,7 +32,7 @@ from napari_chsnet.training import distributed
 from napari_chsnet.training.checkpoints import load_checkpoint, save_checkpoint
 from napari_chsnet.training.config import LOSSES, TrainConfig
 from napari_chsnet.training.datasets import (
-    SEMISEG_ROTATION_K,
+    SEMISEG_ROTATION,
     LabelledSlice,
     read_semiseg,
     read_volume_folder,
@@ -151,7 +151,7 @@ def gather_slices(
             if data.pseudo_teacher:
                 images = [root / "unlabelled" / "images" / f"{name}.jpg" for name in names]
                 labels = label_with_teacher(
-                    data.pseudo_teacher, images, cache_dir, SEMISEG_ROTATION_K, config.device, log
+                    data.pseudo_teacher, images, cache_dir, SEMISEG_ROTATION, config.device, log
                 )
                 if data.pseudo_union_infnet:
                     shipped = root / "unlabelled" / "infnet_pseudo_gt"
@@ -244,8 +244,8 @@ def run_training(
     output.mkdir(parents=True, exist_ok=True)
     train_slices, val_slices = gather_slices(config, output.parent / "cache", log)
     if config.data.lung_maps == "predicted":  # train (and choose the epoch) on the maps inference gives
-        train_slices = with_predicted_lung_maps(train_slices, config.init_from, config.device, log)
-        val_slices = with_predicted_lung_maps(val_slices, config.init_from, config.device, log)
+        mapped = with_predicted_lung_maps([*train_slices, *val_slices], config.init_from, config.device, log)
+        train_slices, val_slices = mapped[: len(train_slices)], mapped[len(train_slices) :]
     train, validation = _arrays(config, train_slices), _arrays(config, val_slices)
     log(f"{config.model}/{config.stage}: {len(train)} training and {len(validation)} validation samples")
     metrics: dict[str, Any]
