@@ -60,6 +60,20 @@ class Checkpoint:
             ) from exc
         return network
 
+    def save(self, path: str | os.PathLike, *, half_precision: bool = False, overwrite: bool = False) -> str:
+        """Write these weights and metadata as a new checkpoint (fresh ``created``); returns its sha256."""
+        metadata = {
+            k: v for k, v in self.metadata.items() if k not in ("format", "format_version", "created")
+        }
+        return save_checkpoint(
+            path,
+            self.build(),
+            self.model,
+            metadata=metadata,
+            half_precision=half_precision,
+            overwrite=overwrite,
+        )
+
 
 def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
@@ -155,3 +169,38 @@ def load_checkpoint(path: str | os.PathLike, expected_model: str | None = None) 
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
     meta = {k: v for k, v in document.items() if k not in ("model", "config")}
     return Checkpoint(document["model"], dict(document["config"]), state, meta, file_sha256(path), path)
+
+
+def average_checkpoints(paths: list[str | os.PathLike]) -> Checkpoint:
+    """The uniform average of checkpoints of one network (a "model soup", Wortsman et al. 2022).
+
+    Meant for checkpoints fine-tuned from one parent (e.g. two continuations of the same weights),
+    which share a loss basin; averaging unrelated trainings gives a useless network. Float tensors
+    (weights and batch-norm running statistics) are averaged in float64; of integer buffers
+    (batch-norm step counters, unused at inference) the largest is kept. The metadata are the first
+    checkpoint's, plus ``averaged_from`` (the paths and sha256 of the ingredients).
+    """
+    if len(paths) < 2:
+        raise WeightsError("averaging needs at least two checkpoints")
+    checkpoints = [load_checkpoint(path) for path in paths]
+    first = checkpoints[0]
+    for other in checkpoints[1:]:
+        if (other.model, other.config) != (first.model, first.config):
+            raise WeightsError(
+                f"{other.path} holds a '{other.model}' network built with {other.config}, "
+                f"{first.path} a '{first.model}' built with {first.config}: only the same network can be averaged"
+            )
+        if other.state_dict.keys() != first.state_dict.keys():
+            raise WeightsError(f"{other.path} and {first.path} hold different tensors")
+    averaged = {}
+    for key, value in first.state_dict.items():
+        values = [checkpoint.state_dict[key] for checkpoint in checkpoints]
+        if value.is_floating_point():
+            averaged[key] = (torch.stack([v.double() for v in values]).mean(dim=0)).to(value.dtype)
+        else:
+            averaged[key] = torch.stack(values).amax(dim=0)
+    metadata = dict(first.metadata)
+    metadata["averaged_from"] = [
+        {"path": str(checkpoint.path), "sha256": checkpoint.sha256} for checkpoint in checkpoints
+    ]
+    return Checkpoint(first.model, dict(first.config), averaged, metadata)
