@@ -93,7 +93,8 @@ def test_average_of_checkpoints_is_the_tensorwise_mean_and_records_its_ingredien
     paths = []
     for index, offset in enumerate((0.0, 0.3, -0.9)):
         paths.append(tmp_path / f"round{index}.safetensors")
-        save_checkpoint(paths[-1], _perturbed_copy(parent, offset), "rdunet", metadata={"role": "infection"})
+        metadata = {"role": "infection", "metrics": {"val_dice_mean": 0.5 + index / 10}}
+        save_checkpoint(paths[-1], _perturbed_copy(parent, offset), "rdunet", metadata=metadata)
     averaged = average_checkpoints(paths)
     for key, value in parent.state_dict().items():
         # mean of offsets 0, 0.3 and -0.9 is -0.2; integer counters are equal, so unchanged
@@ -101,6 +102,13 @@ def test_average_of_checkpoints_is_the_tensorwise_mean_and_records_its_ingredien
         torch.testing.assert_close(averaged.state_dict[key], expected, msg=key)
     assert averaged.metadata["role"] == "infection"
     assert [entry["path"] for entry in averaged.metadata["averaged_from"]] == [str(p) for p in paths]
+    # the ingredients' validation figures are theirs, not the average's
+    assert "metrics" not in averaged.metadata
+    assert [entry["metrics"]["val_dice_mean"] for entry in averaged.metadata["averaged_from"]] == [
+        0.5,
+        0.6,
+        0.7,
+    ]
 
     output = tmp_path / "soup.safetensors"
     sha = averaged.save(output)

@@ -177,8 +177,10 @@ def average_checkpoints(paths: list[str | os.PathLike]) -> Checkpoint:
     Meant for checkpoints fine-tuned from one parent (e.g. two continuations of the same weights),
     which share a loss basin; averaging unrelated trainings gives a useless network. Float tensors
     (weights and batch-norm running statistics) are averaged in float64; of integer buffers
-    (batch-norm step counters, unused at inference) the largest is kept. The metadata are the first
-    checkpoint's, plus ``averaged_from`` (the paths and sha256 of the ingredients).
+    (batch-norm step counters, unused at inference) the largest is kept. The metadata (role,
+    pipeline, preprocessing, training recipe) are the first checkpoint's, except the validation
+    ``metrics``, which describe each ingredient and not the average: they move to ``averaged_from``
+    with each ingredient's path and sha256.
     """
     if len(paths) < 2:
         raise WeightsError("averaging needs at least two checkpoints")
@@ -199,8 +201,13 @@ def average_checkpoints(paths: list[str | os.PathLike]) -> Checkpoint:
             averaged[key] = (torch.stack([v.double() for v in values]).mean(dim=0)).to(value.dtype)
         else:
             averaged[key] = torch.stack(values).amax(dim=0)
-    metadata = dict(first.metadata)
+    metadata = {k: v for k, v in first.metadata.items() if k != "metrics"}
     metadata["averaged_from"] = [
-        {"path": str(checkpoint.path), "sha256": checkpoint.sha256} for checkpoint in checkpoints
+        {
+            "path": str(checkpoint.path),
+            "sha256": checkpoint.sha256,
+            "metrics": checkpoint.metadata.get("metrics"),
+        }
+        for checkpoint in checkpoints
     ]
     return Checkpoint(first.model, dict(first.config), averaged, metadata)
