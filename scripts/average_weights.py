@@ -2,7 +2,8 @@
 
 For continuations of the same parent weights (e.g. EAMC rounds 10 and 11, which both continued
 round 9 member by member): see ``napari_chsnet.training.checkpoints.average_checkpoints``. The
-result keeps the first checkpoint's metadata and records its ingredients under ``averaged_from``.
+result keeps the first checkpoint's metadata (preprocessing, recipe) and records its ingredients
+(path, sha256, their own validation metrics) under ``averaged_from``.
 An existing output is never overwritten.
 
     python scripts/average_weights.py A.safetensors B.safetensors [C.safetensors ...] -o OUT.safetensors

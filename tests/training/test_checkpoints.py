@@ -148,7 +148,9 @@ def test_average_weights_script_writes_the_average_and_reports_bad_input_in_one_
         load_checkpoint(output).state_dict[first_key], (network.state_dict()[first_key] + 0.5).half().float()
     )
     capsys.readouterr()
-    assert module.main([str(a), str(b), "-o", str(output)]) == 2  # the output exists: kept, not overwritten
+    written = output.read_bytes()
+    assert module.main([str(a), str(b), "-o", str(output)]) == 2
+    assert output.read_bytes() == written  # the existing output is kept, not overwritten
     assert (
         module.main([str(a), str(tmp_path / "missing.safetensors"), "-o", str(tmp_path / "x.safetensors")])
         == 2
