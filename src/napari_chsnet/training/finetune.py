@@ -406,10 +406,11 @@ def _fit_keeping_better(
     on_step,
     should_stop,
 ):
-    """Fit ``stage``; load the best epoch's weights unless the starting weights score higher."""
+    """Fit ``stage``; load the best epoch's weights unless the starting weights score higher,
+    in which case the starting weights are put back (``fit`` trains ``stage`` in place)."""
+    start = {name: tensor.detach().clone() for name, tensor in stage.state_dict().items()}
     result = fit(stage, train, corrected, loss, settings, prepare, log_path, on_step, should_stop)
-    if result.best_val_dice >= before:
-        stage.load_state_dict(result.best_state)
+    stage.load_state_dict(result.best_state if result.best_val_dice >= before else start)
     return result
 
 
