@@ -61,6 +61,8 @@ def test_saved_correction_round_trips_with_its_edited_slices(tmp_path, phantom):
     # the training reader sees the same slices
     assert [s.source.split("#")[1] for s in read_corrections(folder)] == ["z=2", "z=5"]
     assert saved_corrections(tmp_path, exclude=["patient_7_ct"]) == []
+    # the case's own name (as the napari tab passes it) excludes its folder too: no self-replay
+    assert saved_corrections(tmp_path, exclude=["patient 7/ct"]) == []
 
 
 def test_masks_off_the_ct_grid_are_refused(phantom):

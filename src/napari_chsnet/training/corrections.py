@@ -151,7 +151,7 @@ def saved_corrections(root: Path | None = None, exclude: Sequence[str] = ()) -> 
     root = corrections_dir() if root is None else Path(root)
     if not root.is_dir():
         return []
-    skip = set(exclude)
+    skip = set(exclude) | {_safe_name(name) for name in exclude}  # folders are named by _safe_name
     return sorted(
         p
         for p in root.iterdir()
