@@ -165,3 +165,21 @@ def test_missing_weights_and_existing_output_are_refused(tmp_path, tiny_set, pha
     (tmp_path / "taken").mkdir()
     with pytest.raises(OutputExistsError, match="--overwrite"):
         finetune(tiny_set, "rdunet", case, output=tmp_path / "taken")
+
+
+def test_overwrite_never_deletes_the_base_set_or_a_folder_it_did_not_write(tmp_path, tiny_set, phantom):
+    case = [(phantom.ct, phantom.lungs, phantom.infection, [3])]
+    before = _hashes(tiny_set)
+    for output in (tiny_set, tiny_set / "inside", tiny_set.parent):
+        with pytest.raises(OutputExistsError, match="only reads"):
+            finetune(tiny_set, "rdunet", case, output=output, overwrite=True, epochs=1, replay=0.0)
+    thesis = tmp_path / "my_project"
+    thesis.mkdir()
+    (thesis / "thesis.tex").write_text("years of work")
+    with pytest.raises(OutputExistsError, match="not a fine-tuned weights set"):
+        finetune(tiny_set, "rdunet", case, output=thesis, overwrite=True, epochs=1, replay=0.0)
+    assert (thesis / "thesis.tex").read_text() == "years of work" and _hashes(tiny_set) == before
+    # a set an earlier fine-tune wrote is replaced on request
+    first = finetune(tiny_set, "rdunet", case, output=tmp_path / "tuned", epochs=1, replay=0.0)
+    again = finetune(tiny_set, "rdunet", case, output=first.weights_dir, overwrite=True, epochs=1, replay=0.0)
+    assert again.weights_dir == first.weights_dir and (again.weights_dir / "version.json").is_file()

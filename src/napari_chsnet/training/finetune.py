@@ -144,7 +144,8 @@ def finetune(
         tune_lungs: CHS-Net only: tune the lung stage as well (when the lungs were corrected).
         learning_rate, batch_size, augment, seed: fit settings (Adam; the model's paper loss, FINETUNE_LOSSES).
         output: where to write the set; ``None`` = a new version in the user's weights folder.
-        overwrite: replace an existing ``output``.
+        overwrite: replace an existing ``output`` — only a set an earlier fine-tune wrote (it has
+            ``version.json``); the base set and the bundled set are never written into or over.
         device: "auto" (GPU when available), "cpu", "cuda", ...
         on_step: ``on_step(step, total_steps, loss)`` after each batch.
         should_stop: polled after each batch; True cancels (raises ``Cancelled``, nothing is written).
@@ -156,7 +157,7 @@ def finetune(
     say = log or (lambda _message: None)
     _check_arguments(model, epochs, replay, tune_lungs, batch_size)
     base_file, lung_file = _resolve_base(base_weights, model)
-    target = _target_folder(model, output, overwrite)
+    target = _target_folder(model, output, overwrite, base_file)
     corrected = [_as_case(case, index) for index, case in enumerate(cases)]
     if not corrected:
         raise ConfigError("fine-tuning needs at least one corrected case")
@@ -284,11 +285,18 @@ def _resolve_base(base_weights: str | Path | None, model: str) -> tuple[Path, Pa
     return file, lung
 
 
-def _target_folder(model: str, output: str | Path | None, overwrite: bool) -> Path:
+def _target_folder(model: str, output: str | Path | None, overwrite: bool, base_file: Path) -> Path:
     if output is not None:
         target = Path(output)
+        _refuse_protected_target(target, [base_file.parent, bundled_weights_dir()])
         if target.exists() and not overwrite:
             raise OutputExistsError(f"{target} exists; choose another output folder or pass --overwrite")
+        if target.exists() and not (target / VERSION_FILE).is_file():
+            # --overwrite replaces the whole folder: only ever a weights set an earlier fine-tune wrote
+            raise OutputExistsError(
+                f"{target} exists and is not a fine-tuned weights set (no {VERSION_FILE}), so --overwrite "
+                "will not delete it; choose a new output folder"
+            )
         return target
     versions = user_weights_dir() / model
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -296,6 +304,18 @@ def _target_folder(model: str, output: str | Path | None, overwrite: bool) -> Pa
     while target.exists():  # two fine-tunes within one second
         target, suffix = versions / f"{stamp}-{suffix}", suffix + 1
     return target
+
+
+def _refuse_protected_target(target: Path, protected: list[Path]) -> None:
+    """The base weights and the bundled set are only read: never write into, over or around them."""
+    resolved = target.resolve()
+    for folder in protected:
+        folder = folder.resolve()
+        if resolved == folder or folder in resolved.parents or resolved in folder.parents:
+            raise OutputExistsError(
+                f"{target} would write over the weights set {folder}, which fine-tuning only reads; "
+                "choose an output folder outside it"
+            )
 
 
 def _as_case(case: CaseLike, index: int) -> CorrectedCase:
