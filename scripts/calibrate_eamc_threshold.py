@@ -32,8 +32,8 @@ from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
 from napari_chsnet.inference.preprocessing import CropBox, crop_and_resize, restore_probabilities
 from napari_chsnet.models.metrics import segmentation_metrics
 from napari_chsnet.training.config import TrainConfig, load_config
-from napari_chsnet.training.datasets import read_semiseg
-from napari_chsnet.training.recipes import eamc_member_groups, semiseg_validation_names
+from napari_chsnet.training.datasets import read_semiseg, semiseg_validation_names
+from napari_chsnet.training.recipes import eamc_member_groups
 
 THRESHOLDS = np.round(np.arange(0.30, 0.801, 0.01), 2)
 
@@ -46,7 +46,7 @@ def left_out_groups(config: TrainConfig) -> tuple[list, np.ndarray]:
     """
     data = config.data
     root = Path(data.semiseg)
-    held_out = set(semiseg_validation_names(root, data.validation_slices, config.seed))
+    held_out = set(semiseg_validation_names(root, data.validation_slices))
     expert = [s for s in read_semiseg(root, "train") if Path(s.source).stem not in held_out]
     groups = eamc_member_groups(len(expert) + data.unlabelled, config.eamc.members, config.seed)
     return expert, groups[: len(expert)]

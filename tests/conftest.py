@@ -83,3 +83,20 @@ def _write_semiseg_like(
 def write_semiseg_slices():
     """``write(phantom, folder, slices, truth, mask_folder="masks") -> (images, masks)``."""
     return _write_semiseg_like
+
+
+# The 50 labelled COVID-SemiSeg training slices' names (the data set's own numbering).
+SEMISEG_TRAIN_NAMES = (
+    "0 1 2 3 4 5 10 11 12 13 14 15 16 17 19 20 23 24 25 26 27 28 29 30 31 32 33 34 35 37 39 40 41 42 43 44 45 46 "
+    "47 49 50 51 52 53 54 55 56 57 58 67"
+).split()
+
+
+@pytest.fixture
+def semiseg_names_root(tmp_path) -> Path:
+    """A COVID-SemiSeg root whose train/images holds empty files with the real slices' names."""
+    images = tmp_path / "covid-semiseg" / "train" / "images"
+    images.mkdir(parents=True)
+    for name in SEMISEG_TRAIN_NAMES:
+        (images / f"{name}.jpg").touch()
+    return images.parents[1]

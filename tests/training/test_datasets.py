@@ -12,6 +12,7 @@ from napari_chsnet.training.datasets import (
     read_label_image,
     read_semiseg,
     read_volume_folder,
+    semiseg_validation_names,
     split_by_case,
 )
 
@@ -74,3 +75,11 @@ def test_real_multiclass_masks_are_read_as_labels_that_cover_the_infection_masks
         infection = read_gray_image(root / "infection_gt" / path.name) > 127
         assert np.array_equal(labels > 0, infection), path.name
     assert classes == {0, 1, 2}
+
+
+def test_held_out_slices_are_a_fixed_prefix_whatever_the_training_seed(semiseg_names_root):
+    ten = semiseg_validation_names(semiseg_names_root)
+    assert ten == ["10", "11", "12", "28", "3", "32", "33", "35", "44", "46"]  # the model cards' list
+    # fewer held out: a subset of the same order, so every run's validation slices come from the 10
+    assert set(semiseg_validation_names(semiseg_names_root, 5)) <= set(ten)
+    assert semiseg_validation_names(semiseg_names_root, 0) == []

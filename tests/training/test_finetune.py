@@ -12,6 +12,8 @@ from napari_chsnet.errors import ConfigError, OutputExistsError, WeightsError
 from napari_chsnet.training.augment import AugmentSettings
 from napari_chsnet.training.checkpoints import file_sha256, load_checkpoint
 from napari_chsnet.training.corrections import CorrectedCase, save_correction
+from napari_chsnet.training import finetune as finetune_module
+from napari_chsnet.training.datasets import semiseg_validation_names
 from napari_chsnet.training.finetune import finetune
 from napari_chsnet.training.loop import Cancelled
 from napari_chsnet.training.versions import list_versions, user_weights_dir
@@ -183,3 +185,11 @@ def test_overwrite_never_deletes_the_base_set_or_a_folder_it_did_not_write(tmp_p
     first = finetune(tiny_set, "rdunet", case, output=tmp_path / "tuned", epochs=1, replay=0.0)
     again = finetune(tiny_set, "rdunet", case, output=first.weights_dir, overwrite=True, epochs=1, replay=0.0)
     assert again.weights_dir == first.weights_dir and (again.weights_dir / "version.json").is_file()
+
+
+def test_replay_never_draws_the_held_out_validation_slices(semiseg_names_root, monkeypatch):
+    monkeypatch.setattr(finetune_module, "read_semiseg", lambda root, split, names: list(names))
+    picked = finetune_module._replay_slices(0.9, 100, [semiseg_names_root], [], 0, lambda _message: None)
+    held_out = set(semiseg_validation_names(semiseg_names_root))
+    assert held_out == {"3", "10", "11", "12", "28", "32", "33", "35", "44", "46"}  # the model cards' 10
+    assert len(picked) == 40 and not held_out & set(picked)

@@ -34,7 +34,7 @@ LOSSES: dict[str, type[nn.Module]] = {
 @dataclass(frozen=True)
 class DataConfig:
     semiseg: str | None = None  # COVID-SemiSeg root (train/ and unlabelled/)
-    validation_slices: int = 10  # labelled slices held out (seeded choice; 0: train on all)
+    validation_slices: int = 10  # labelled slices held out (a prefix of one fixed order; 0: train on all)
     unlabelled: int = 0  # pseudo-labelled slices mixed in (0 = none)
     pseudo_teacher: str | None = None  # checkpoint that labels them (None: Inf-Net's shipped labels)
     pseudo_weight: float = 0.5  # their loss weight (expert masks: 1)

@@ -38,6 +38,18 @@ SEMISEG_ROTATION = 90
 # Nominal in-plane pixel of the cropped 8-bit slices (they carry no spacing), for the
 # area thresholds of the HU-based lung labels.
 SEMISEG_PIXEL_MM = 0.7
+# The held-out labelled slices are a prefix of one fixed order of the 50, whatever a config's
+# training seed: the model cards' 10 (3, 10, 11, 12, 28, 32, 33, 35, 44, 46) are its first 10, so a
+# run with another seed, or a fine-tune's replay, can never train on them unnoticed.
+SEMISEG_SPLIT_SEED = 0
+SEMISEG_HELD_OUT = 10
+
+
+def semiseg_validation_names(root: str | Path, count: int = SEMISEG_HELD_OUT) -> list[str]:
+    """The first ``count`` labelled COVID-SemiSeg training slices in the fixed held-out order."""
+    stems = sorted(p.stem for p in (Path(root) / "train" / "images").glob("*.jpg"))
+    order = np.random.default_rng(SEMISEG_SPLIT_SEED).permutation(len(stems))
+    return sorted(stems[i] for i in order[:count])
 
 
 @dataclass

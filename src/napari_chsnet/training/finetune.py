@@ -49,7 +49,7 @@ from napari_chsnet.resources_path import bundled_weights_dir
 from napari_chsnet.training.augment import AugmentSettings
 from napari_chsnet.training.checkpoints import Checkpoint, file_sha256, load_checkpoint, save_checkpoint
 from napari_chsnet.training.corrections import CorrectedCase, saved_corrections
-from napari_chsnet.training.datasets import LabelledSlice, read_semiseg
+from napari_chsnet.training.datasets import LabelledSlice, read_semiseg, semiseg_validation_names
 from napari_chsnet.training.distributed import training_device
 from napari_chsnet.training.loop import EpochRecord, FitSettings, evaluate_dice, fit
 from napari_chsnet.training.stage_data import (
@@ -376,8 +376,10 @@ def _replay_slices(
         sources = [Path(p) for p in replay_from]
     pool: list[LabelledSlice | tuple[Path, str]] = []
     for source in sources:
-        if (source / "train" / "images").is_dir():
-            pool += [(source, p.stem) for p in sorted((source / "train" / "images").glob("*.jpg"))]
+        if (source / "train" / "images").is_dir():  # never the slices the model cards validate on
+            held_out = set(semiseg_validation_names(source))
+            images = sorted((source / "train" / "images").glob("*.jpg"))
+            pool += [(source, p.stem) for p in images if p.stem not in held_out]
         else:
             pool += CorrectedCase.from_folder(source).labelled_slices(only_edited=True)
     if not pool:

@@ -36,6 +36,7 @@ from napari_chsnet.training.datasets import (
     LabelledSlice,
     read_semiseg,
     read_volume_folder,
+    semiseg_validation_names,
     slices_of_volume,
 )
 from napari_chsnet.training.loop import FitResult, FitSettings, fit
@@ -53,13 +54,6 @@ OnStep = Callable[[int, int, float], None]
 
 def _loss(config: TrainConfig) -> torch.nn.Module:
     return LOSSES[config.loss](**config.loss_options)
-
-
-def semiseg_validation_names(root: Path, count: int, seed: int) -> list[str]:
-    """The seeded choice of held-out labelled COVID-SemiSeg slices (stated in the model cards)."""
-    stems = sorted(p.stem for p in (root / "train" / "images").glob("*.jpg"))
-    order = np.random.default_rng(seed).permutation(len(stems))
-    return sorted(stems[i] for i in order[:count])
 
 
 def _cached_volume_slices(path: str, step: int, cache_dir: Path) -> list[LabelledSlice]:
@@ -136,7 +130,7 @@ def gather_slices(
     validation: list[LabelledSlice] = []
     if data.semiseg:
         root = Path(data.semiseg)
-        held_out = set(semiseg_validation_names(root, data.validation_slices, config.seed))
+        held_out = set(semiseg_validation_names(root, data.validation_slices))
         labelled = read_semiseg(root, "train")
         expert = [s for s in labelled if s.source and Path(s.source).stem not in held_out]
         train += expert * data.expert_repeat
