@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from napari_chsnet.errors import ConfigError, OutputExistsError, WeightsError
+from napari_chsnet.training import finetune as finetune_module
 from napari_chsnet.training.augment import AugmentSettings
 from napari_chsnet.training.checkpoints import file_sha256, load_checkpoint
 from napari_chsnet.training.corrections import CorrectedCase, save_correction
-from napari_chsnet.training import finetune as finetune_module
 from napari_chsnet.training.datasets import semiseg_validation_names
 from napari_chsnet.training.finetune import finetune
 from napari_chsnet.training.loop import Cancelled
@@ -51,7 +51,9 @@ def test_finetune_corrects_a_systematic_error(tiny_set, phantom, tmp_path):
 @pytest.mark.slow
 def test_a_fine_tune_that_only_gets_worse_keeps_the_starting_weights(tiny_set, phantom, tmp_path):
     case = [(phantom.ct, phantom.lungs, phantom.infection)]
-    good = finetune(tiny_set, "chsnet", case, output=tmp_path / "good", augment=AugmentSettings.none(), **FAST)
+    good = finetune(
+        tiny_set, "chsnet", case, output=tmp_path / "good", augment=AugmentSettings.none(), **FAST
+    )
     # An absurd learning rate wrecks every epoch (measured: 0.92 at the start, 0.11 after each epoch).
     worse = finetune(
         good.weights_dir,
