@@ -202,6 +202,26 @@ def test_tiny_config_trains_and_writes_a_checkpoint(tmp_path):
     assert metrics["train_loss"] == min(float(row.split(",")[1]) for row in log_rows[1:])
 
 
+def test_the_same_config_starts_from_the_same_initial_weights(tmp_path):
+    import torch
+
+    from napari_chsnet.training.checkpoints import load_checkpoint
+    from napari_chsnet.training.recipes import run_training
+
+    written = []
+    for run, unrelated_seed in enumerate((123, 456)):  # whatever drew from torch's generator before
+        torch.manual_seed(unrelated_seed)
+        config = dataclasses.replace(
+            load_config(TINY_CONFIG),
+            output=str(tmp_path / f"run{run}"),
+            epochs=1,
+            learning_rate=0.0,  # what is written is the initial network
+            half_precision=False,
+        )
+        written.append(load_checkpoint(run_training(config, log=lambda message: None)).state_dict)
+    assert all(torch.equal(written[0][name], written[1][name]) for name in written[0])
+
+
 def _lung_round_from_the_tiny_set(tmp_path, tiny_set, **changes):
     """(checkpoint started from, config, checkpoint written) of the tiny lung config continued from
     the tiny set's CHS-Net with ``changes``."""

@@ -277,6 +277,7 @@ def run_training(
 
 
 def _train_unet_stage(config, train, validation, output, on_step, should_stop, device=None):
+    torch.manual_seed(config.seed)  # the fresh networks' initial weights: same config, same weights
     inherited: dict[str, Any] = {}
     if config.model == "chsnet":
         if config.init_from:
@@ -342,6 +343,7 @@ def eamc_member_groups(n_samples: int, members: int, seed: int) -> np.ndarray:
 
 
 def _train_eamc(config, train, validation, output, on_step, should_stop, log, device=None):
+    torch.manual_seed(config.seed)  # the fresh members' initial weights: same config, same weights
     settings = config.eamc
     if config.init_from:  # continue training an ensemble (same member count)
         network = load_checkpoint(config.init_from, expected_model="eamc").build()
