@@ -62,6 +62,18 @@ def test_paper_eamc_config_has_ten_members_on_512_slices():
             },
             "infection stage",
         ),
+        ({"model": "chsnet", "epochs": "2"}, "epochs must be a whole number; got '2'"),
+        ({"model": "chsnet", "batch_size": 0}, "batch_size must be ≥ 1"),
+        ({"model": "chsnet", "learning_rate": 0}, "learning_rate must be > 0"),
+        ({"model": "chsnet", "learning_rate": "fast"}, "learning_rate must be a number"),
+        ({"model": "chsnet", "half_precision": "no"}, "half_precision must be true or false"),
+        ({"model": "chsnet", "device": "gpu0"}, "device must be auto, cpu, cuda"),
+        ({"model": "chsnet", "augment": {"rotation_deg": "big"}}, "augment: rotation_deg must be a number"),
+        ({"model": "chsnet", "data": {"hu_volumes": "ct.nii.gz"}}, "hu_volumes must be a list"),
+        ({"model": "eamc", "eamc": {"members": 0}}, "members must be ≥ 1"),
+        ({"model": "eamc", "eamc": {"learning_rates": []}}, "learning_rates must be numbers > 0"),
+        ({"model": "chsnet", "loss_options": {"bce_weight": 2}}, "bce_weight is a share"),
+        ({"model": "eamc", "loss": "focal", "loss_options": {"alpha": 1.5}}, "alpha is a share"),
     ],
 )
 def test_invalid_settings_are_named(raw, message):
@@ -96,3 +108,30 @@ def test_loss_options_reach_the_loss_a_recipe_trains_with():
     assert loss(invented, target).item() > loss(missed, target).item()
     recall_weighted = recipes._loss(config_from_dict({"model": "rdunet", "loss": "tversky"}))
     assert recall_weighted(invented, target).item() < recall_weighted(missed, target).item()
+
+
+def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
+    path = tmp_path / "lr.yaml"
+    path.write_text("model: rdunet\nlearning_rate: 1e-3\neamc:\n  learning_rates: [1e-4, 2e-4]\n")
+    config = load_config(path)  # PyYAML reads 1e-3 as text
+    assert config.learning_rate == 0.001 and config.eamc.learning_rates == (1e-4, 2e-4)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"model": "chsnet"}, "names no training data"),
+        ({"model": "chsnet", "data": {"semiseg": "/nowhere/covid-semiseg"}}, "holds no train/images"),
+        (
+            {"model": "chsnet", "init_from": "/nowhere/chsnet.safetensors", "data": {"phantoms": 1}},
+            "init_from",
+        ),
+        ({"model": "chsnet", "data": {"hu_volumes": ["/nowhere/ct.nii.gz"]}}, "hu_volumes: /nowhere"),
+        ({"model": "chsnet", "data": {"volume_folders": ["/nowhere"]}}, "is not a folder"),
+    ],
+)
+def test_missing_inputs_are_named_before_any_data_is_read(tmp_path, raw, message):
+    config = config_from_dict({**raw, "output": str(tmp_path / "run")})
+    with pytest.raises(ConfigError, match=message):
+        recipes.run_training(config, log=lambda _message: None)
+    assert not (tmp_path / "run").exists()

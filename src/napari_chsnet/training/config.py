@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import inspect
 import os
-from dataclasses import dataclass, field, fields
+import re
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +110,78 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         raise ConfigError(
             f"{where}: unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
         )
-    return cls(**values)
+    hints = typing.get_type_hints(cls)
+    return cls(**{name: _typed(value, hints[name], f"{where}: {name}") for name, value in values.items()})
+
+
+def _typed(value: Any, hint: Any, label: str) -> Any:
+    """``value`` checked against the field's annotation (numbers for floats made float), or a ConfigError."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]  # every optional field has one other type
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or (isinstance(hint, type) and is_dataclass(hint) and isinstance(value, hint)):
+        return value
+    if hint is float and isinstance(value, str):
+        try:  # PyYAML reads 1e-3 (no dot) as text
+            return float(value)
+        except ValueError:
+            pass
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, bool, str) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    if origin is tuple and isinstance(value, (list, tuple)):
+        return tuple(_typed(item, args[0], f"{label}[{i}]") for i, item in enumerate(value))
+    if origin is dict and isinstance(value, dict):
+        return value
+    raise ConfigError(f"{label} must be {_describe(hint)}; got {value!r}")
+
+
+def _describe(hint: Any) -> str:
+    names = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+    if hint in names:
+        return names[hint]
+    origin = typing.get_origin(hint)
+    return {tuple: "a list", dict: "a mapping"}.get(origin, str(hint))
+
+
+# (field, smallest allowed value, strict) for the numbers where a wrong value only fails deep in training
+_LOWER_BOUNDS = {
+    TrainConfig: [
+        ("epochs", 1, False),
+        ("batch_size", 1, False),
+        ("patience", 1, False),
+        ("threads", 1, False),
+        ("input_size", 16, False),
+        ("learning_rate", 0, True),
+        ("lr_step_epochs", 1, False),
+        ("max_minutes", 0, True),
+    ],
+    DataConfig: [
+        ("unlabelled", 0, False),
+        ("phantoms", 0, False),
+        ("validation_phantoms", 0, False),
+        ("slice_step", 1, False),
+        ("phantom_anatomy_variation", 0, False),
+    ],
+    EAMCConfig: [("members", 1, False), ("lesion_boxes", 0, False), ("random_patches", 0, False)],
+    AugmentSettings: [
+        (name, 0, False)
+        for name in ("rotation_deg", "shift_fraction", "zoom_fraction", "contrast", "brightness", "gamma")
+    ],
+}
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _check_ranges(section: Any, where: str) -> None:
+    for name, lowest, strict in _LOWER_BOUNDS[type(section)]:
+        value = getattr(section, name)
+        if value is not None and (value <= lowest if strict else value < lowest):
+            bound = f"> {lowest}" if strict else f"≥ {lowest}"
+            raise ConfigError(f"{where}: {name} must be {bound}; got {value!r}")
 
 
 def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
@@ -117,15 +191,16 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
         if data.get(key):
             data[key] = _expand(data[key])
     for key in ("hu_volumes", "volume_folders"):
-        data[key] = tuple(_expand(p) for p in data.get(key, ()) or ())
+        paths = data.get(key, ()) or ()
+        if not isinstance(paths, (list, tuple)):
+            raise ConfigError(f"{where} data: {key} must be a list of paths; got {paths!r}")
+        data[key] = tuple(_expand(str(p)) for p in paths)
     if "phantom_shape" in data:
         shape = data["phantom_shape"]
         if not isinstance(shape, (list, tuple)) or len(shape) != 3:
             raise ConfigError(f"{where} data: phantom_shape must be [z, y, x]; got {shape!r}")
-        data["phantom_shape"] = tuple(int(v) for v in shape)
+        data["phantom_shape"] = tuple(shape)
     eamc = dict(raw.pop("eamc", {}) or {})
-    if "learning_rates" in eamc:
-        eamc["learning_rates"] = tuple(float(v) for v in eamc["learning_rates"])
     config = _build(
         TrainConfig,
         {
@@ -136,6 +211,16 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
         },
         where,
     )
+    _check_ranges(config, where)
+    _check_ranges(config.data, f"{where} data")
+    _check_ranges(config.eamc, f"{where} eamc")
+    _check_ranges(config.augment, f"{where} augment")
+    if not config.eamc.learning_rates or min(config.eamc.learning_rates) <= 0:
+        raise ConfigError(
+            f"{where} eamc: learning_rates must be numbers > 0; got {config.eamc.learning_rates!r}"
+        )
+    if not DEVICE_PATTERN.fullmatch(config.device):
+        raise ConfigError(f"{where}: device must be auto, cpu, cuda, cuda:N or mps; got {config.device!r}")
     if config.model not in STAGES:
         raise ConfigError(f"{where}: model must be one of {', '.join(STAGES)}; got {config.model!r}")
     if config.stage not in STAGES[config.model]:
@@ -184,6 +269,10 @@ def _check_whole_number(data: DataConfig, name: str, minimum: int, where: str) -
         raise ConfigError(f"{where} data: {name} must be a whole number ≥ {minimum}; got {value!r}")
 
 
+# Loss options that split a weight of 1 between two terms.
+_SHARES = {"bce_dice": ("bce_weight",), "focal": ("alpha",)}
+
+
 def _check_loss_options(config: TrainConfig, where: str) -> None:
     if not isinstance(config.loss_options, dict):
         raise ConfigError(f"{where}: loss_options must be a mapping; got {config.loss_options!r}")
@@ -197,6 +286,29 @@ def _check_loss_options(config: TrainConfig, where: str) -> None:
     for name, value in config.loss_options.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"{where}: loss option {name} must be a number ≥ 0; got {value!r}")
+        if name in _SHARES.get(config.loss, ()) and value > 1:  # the rest (1 - value) weighs the other term
+            raise ConfigError(f"{where}: loss option {name} is a share and must lie in [0, 1]; got {value!r}")
+
+
+def check_inputs(config: TrainConfig) -> None:
+    """Before any data is read: the config names training data, and every path it names exists."""
+    data = config.data
+    if not (data.semiseg or data.hu_volumes or data.volume_folders or data.phantoms):
+        raise ConfigError(
+            "the config names no training data: set data.semiseg, hu_volumes, volume_folders or phantoms"
+        )
+    if data.semiseg and not (Path(data.semiseg) / "train" / "images").is_dir():
+        raise ConfigError(
+            f"data.semiseg {data.semiseg} holds no train/images (a COVID-SemiSeg root was expected)"
+        )
+    files = [("init_from", config.init_from), ("data.pseudo_teacher", data.pseudo_teacher)]
+    files += [("data.hu_volumes", path) for path in data.hu_volumes]
+    for name, path in files:
+        if path and not Path(path).exists():
+            raise ConfigError(f"{name}: {path} does not exist")
+    for folder in data.volume_folders:
+        if not Path(folder).is_dir():
+            raise ConfigError(f"data.volume_folders: {folder} is not a folder")
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -30,7 +30,7 @@ from napari_chsnet.inference.preprocessing import EAMC_PATCH_SIZE, LUNG_INPUT_SI
 from napari_chsnet.models.factory import build_model
 from napari_chsnet.training import distributed
 from napari_chsnet.training.checkpoints import load_checkpoint, save_checkpoint
-from napari_chsnet.training.config import LOSSES, TrainConfig
+from napari_chsnet.training.config import LOSSES, TrainConfig, check_inputs
 from napari_chsnet.training.datasets import (
     SEMISEG_ROTATION,
     LabelledSlice,
@@ -230,6 +230,7 @@ def run_training(
 
     Under ``torchrun`` every rank trains its share (training/distributed.py) and rank 0 writes.
     """
+    check_inputs(config)
     torch.set_num_threads(max(1, config.threads))
     group = distributed.init_from_env()
     device = distributed.training_device(config.device)
