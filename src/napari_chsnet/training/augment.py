@@ -50,9 +50,12 @@ def augment_batch(
         [torch.stack([cos * flip, -sin, shift_x], 1), torch.stack([sin * flip, cos, shift_y], 1)], 1
     )
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    # Image and masks are padded alike (edge pixels repeated): a lesion or lung that touches the
+    # border of a lung-cropped slice continues into the padded strip in both, never as lesion-like
+    # pixels labelled background.
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
     masks = (
-        F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False) >= 0.5
+        F.grid_sample(masks, grid, mode="bilinear", padding_mode="border", align_corners=False) >= 0.5
     ).float()
     contrast = (1.0 + _uniform(n, settings.contrast, generator)).view(n, 1, 1, 1)
     brightness = _uniform(n, settings.brightness, generator).view(n, 1, 1, 1)
