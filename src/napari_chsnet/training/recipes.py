@@ -9,7 +9,9 @@
 
 Semi-supervision: ``data.unlabelled`` pseudo-labelled slices join the labelled ones with loss weight
 ``data.pseudo_weight`` (labels are noisy): Inf-Net's shipped labels, or with ``data.pseudo_teacher`` the labels a trained
-model of ours gives them (self-training, training/pseudo_labels.py). Validation uses expert masks only.
+model of ours gives them (self-training, training/pseudo_labels.py). The held-out validation slices
+carry expert masks only; EAMC members choose their epoch on their left-out group of the training
+samples instead, pseudo-labelled ones included (its model card).
 """
 
 from __future__ import annotations
