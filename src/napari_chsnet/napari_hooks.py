@@ -56,8 +56,13 @@ def _folder_has_dicom(folder: Path) -> bool:
 
 
 def read_ct_layers(path: PathOrPaths) -> list[LayerData]:
-    """Read a CT and return it as one napari image layer in HU with its physical geometry."""
-    volume = read_ct(path if isinstance(path, str) else [str(p) for p in path])
+    """Read a CT and return it as one napari image layer in HU with its physical geometry.
+
+    napari's "Open as stack" passes even a single file or folder as a list: it is unwrapped.
+    Several paths are read as the DICOM files of one series (``read_ct`` refuses anything else).
+    """
+    paths = [path] if isinstance(path, str) else [str(p) for p in path]
+    volume = read_ct(paths[0] if len(paths) == 1 else paths)
     for message in volume.metadata.get("warnings", []):
         warnings.warn(f"{volume.source}: {message}", stacklevel=2)
     return [ct_layer(volume)]

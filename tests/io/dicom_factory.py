@@ -9,7 +9,14 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGLosslessSV1, generate_uid
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import (
+    CTImageStorage,
+    EnhancedCTImageStorage,
+    ExplicitVRLittleEndian,
+    JPEGLosslessSV1,
+    generate_uid,
+)
 
 INTERCEPT = -1024.0
 
@@ -101,6 +108,49 @@ def write_series(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def write_enhanced(
+    path: Path, hu: np.ndarray, *, series_uid: str | None = None, first_z_mm: float = 30.0
+) -> Path:
+    """Write ``hu`` as one enhanced (multi-frame) CT file: frame k at z = first_z_mm + 2 k mm,
+    0.7 x 0.8 mm pixels, unsigned storage with RescaleIntercept -1024."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = EnhancedCTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientName, ds.PatientID = "CT", "Test^Enhanced", "T002"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    ds.NumberOfFrames, ds.Rows, ds.Columns = hu.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation = 15, 0
+    measures, orientation, rescale = pydicom.Dataset(), pydicom.Dataset(), pydicom.Dataset()
+    measures.PixelSpacing, measures.SliceThickness, measures.SpacingBetweenSlices = [0.7, 0.8], 2.0, 2.0
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    rescale.RescaleIntercept, rescale.RescaleSlope, rescale.RescaleType = INTERCEPT, 1, "HU"
+    shared = pydicom.Dataset()
+    shared.PixelMeasuresSequence = DicomSequence([measures])
+    shared.PlaneOrientationSequence = DicomSequence([orientation])
+    shared.PixelValueTransformationSequence = DicomSequence([rescale])
+    ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
+    frames = []
+    for k in range(hu.shape[0]):
+        position, frame = pydicom.Dataset(), pydicom.Dataset()
+        position.ImagePositionPatient = [-10.0, -20.0, first_z_mm + 2.0 * k]
+        frame.PlanePositionSequence = DicomSequence([position])
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = DicomSequence(frames)
+    ds.PixelData = (hu.astype(np.int32) - int(INTERCEPT)).astype(np.uint16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 def jpeg_lossless_copy(path: Path, tmp_dir: Path) -> None:

@@ -73,6 +73,37 @@ def test_truncated_dicom(tmp_path):
         read_ct(tmp_path / "s")
 
 
+@pytest.mark.parametrize(
+    "cut",
+    # inside the value of the file meta group length (pydicom: BytesLengthException) and inside the
+    # 4-byte length of FileMetaInformationVersion (a bare struct.error); both sit at fixed offsets
+    [141, 153],
+)
+def test_dicom_cut_off_in_its_header_is_skipped_by_name(tmp_path, cut):
+    hu = series_hu(3)
+    paths = write_series(tmp_path / "s", hu)
+    damaged = tmp_path / "s" / "zz_cut.dcm"
+    damaged.write_bytes(paths[0].read_bytes()[:cut])
+    volume = read_ct(tmp_path / "s")
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert any("skipped 1 damaged" in w and "zz_cut.dcm" in w for w in volume.metadata["warnings"])
+    with pytest.raises(InvalidVolumeError, match="zz_cut.dcm is not a readable DICOM file"):
+        read_ct(damaged)
+    for path in paths:
+        path.unlink()
+    with pytest.raises(InvalidVolumeError, match=r"no image could be read.*\(zz_cut\.dcm\)"):
+        read_ct(tmp_path / "s")
+
+
+def test_uncompressed_nifti_named_nii_gz_is_read(tmp_path):
+    values = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) - 1000
+    plain = tmp_path / "plain.nii"
+    sitk.WriteImage(sitk.GetImageFromArray(values), str(plain))
+    misnamed = tmp_path / "misnamed.nii.gz"
+    misnamed.write_bytes(plain.read_bytes())  # ITK reads it: gzip is told by content, not name
+    np.testing.assert_array_equal(read_ct(misnamed).hu, values)
+
+
 def test_truncated_nifti(tmp_path):
     path = tmp_path / "ct.nii.gz"
     sitk.WriteImage(

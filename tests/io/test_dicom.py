@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-from dicom_factory import INTERCEPT, jpeg_lossless_copy, physical_point, series_hu, write_series
+from dicom_factory import (
+    INTERCEPT,
+    jpeg_lossless_copy,
+    physical_point,
+    series_hu,
+    write_enhanced,
+    write_series,
+)
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from napari_chsnet.errors import InvalidVolumeError
@@ -164,3 +171,70 @@ def test_rescale_slope_gives_float_hu(tmp_path):
     volume = read_ct(tmp_path / "s")
     assert volume.hu.dtype == np.float32
     assert volume.hu[0, 0, 0] == pytest.approx((-1000 - INTERCEPT) * 0.5 + INTERCEPT)
+
+
+def test_multiframe_series_is_ranked_by_its_frames_not_its_files(tmp_path):
+    enhanced = series_hu(5, 12, 10)
+    write_enhanced(tmp_path / "enhanced.dcm", enhanced)
+    write_series(tmp_path / "thick", series_hu(3, 12, 10), spacing_z_mm=5.0)  # 3 files beat 1 file
+    volume = read_ct(tmp_path)
+    np.testing.assert_array_equal(volume.hu, enhanced)
+    assert volume.geometry.spacing_mm == pytest.approx((0.8, 0.7, 2.0))
+    assert any("opened the 5-slice series" in w for w in volume.metadata["warnings"])
+
+
+def test_multiframe_series_split_over_files_is_refused_by_name(tmp_path):
+    uid = pydicom.uid.generate_uid()
+    write_enhanced(tmp_path / "part1.dcm", series_hu(5, 12, 10), series_uid=uid)
+    write_enhanced(tmp_path / "part2.dcm", series_hu(5, 12, 10), series_uid=uid, first_z_mm=40.0)
+    with pytest.raises(InvalidVolumeError, match=r"2 files.*part1\.dcm, part2\.dcm: 10 slices"):
+        read_ct(tmp_path)  # reading part1.dcm alone would silently lose half the lung
+    assert read_ct(tmp_path / "part2.dcm").shape == (5, 12, 10), "one file on its own still opens"
+
+
+@pytest.mark.parametrize(
+    ("spacing_between_slices", "expected_mm"),
+    [("-2.5", 2.5), ("0", 2.0), (None, 2.0)],  # 2.0 = the factory's SliceThickness
+)
+def test_single_slice_spacing_is_the_size_of_spacing_between_slices(
+    tmp_path, spacing_between_slices, expected_mm
+):
+    path = write_series(tmp_path / "s", series_hu(1))[0]
+    ds = pydicom.dcmread(path)
+    if spacing_between_slices is not None:
+        ds.SpacingBetweenSlices = (
+            spacing_between_slices  # negative: the stacking direction (SimpleITK refuses it)
+        )
+    ds.save_as(path, enforce_file_format=True)
+    assert read_ct(path).geometry.spacing_mm[2] == pytest.approx(expected_mm)
+
+
+@pytest.mark.parametrize(
+    ("representation", "vr", "padding", "range_limit", "stored"),
+    [
+        (0, "US", 63536, None, [63536]),  # GE: unsigned padding would read +62512 HU
+        (0, "US", 63536, 65535, [63536, 64000, 65535]),  # a range of padding values
+        (1, "SS", -2000, None, [-2000]),  # signed storage, intercept 0
+        (1, "US", 63536, None, [-2000]),  # signed pixels, padding written as US: the same bits
+    ],
+)
+def test_pixel_padding_reads_as_air(tmp_path, representation, vr, padding, range_limit, stored):
+    hu = series_hu(2)
+    for path in write_series(tmp_path / "s", hu):
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array.astype(np.int32)
+        if representation == 1:
+            pixels += int(INTERCEPT)  # store the HU themselves
+            ds.PixelRepresentation, ds.RescaleIntercept = 1, "0"
+        pixels[:, : len(stored)] = stored  # one padded column per padding value
+        ds.PixelData = pixels.astype(np.int16 if representation else np.uint16).tobytes()
+        ds.PixelPaddingValue = padding
+        ds["PixelPaddingValue"].VR = vr
+        if range_limit is not None:
+            ds.PixelPaddingRangeLimit = range_limit
+            ds["PixelPaddingRangeLimit"].VR = vr
+        ds.save_as(path, enforce_file_format=True)
+    volume = read_ct(tmp_path / "s")
+    assert volume.hu.dtype == np.int16, "padding no longer pushes the values out of int16"
+    assert np.all(volume.hu[:, :, : len(stored)] == -1024)
+    np.testing.assert_array_equal(volume.hu[:, :, len(stored) :], hu[:, :, len(stored) :])

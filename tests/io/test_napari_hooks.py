@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.readers import read_ct
 from napari_chsnet.napari_hooks import (
     GEOMETRY_KEY,
     LUNG_WINDOW_HU,
     get_reader,
+    read_ct_layers,
     sample_synthetic_ct,
     write_image,
     write_labels,
@@ -63,6 +65,19 @@ def test_reader_converts_an_8bit_scan_and_warns_in_napari(tmp_path, windowed_8bi
         [(data, kwargs, _)] = get_reader(str(path))(str(path))
     assert kwargs["metadata"]["intensity"] == "display8"
     assert data.min() < -900, "the air outside the chest is air again"
+
+
+def test_open_as_stack_of_one_path_reads_that_path(ras_nifti, axial_series):
+    """napari's "Open as stack" passes a one-item list, even for a NIfTI file or a DICOM folder."""
+    folder, hu = axial_series
+    for path, expected in ((str(ras_nifti), read_ct(ras_nifti).hu), (str(folder), hu)):
+        [(data, kwargs, _)] = get_reader([path])([path])
+        np.testing.assert_array_equal(data, expected)
+    dicom_files = [str(p) for p in sorted(folder.iterdir())]
+    [(data, _, _)] = get_reader(dicom_files)(dicom_files)
+    np.testing.assert_array_equal(data, hu)
+    with pytest.raises(InvalidVolumeError, match=r"2 paths .* not DICOM files \(ct\.nii\.gz, series\)"):
+        read_ct_layers([str(ras_nifti), str(folder)])
 
 
 def test_writers_put_layers_back_on_the_source_grid(ras_nifti, tmp_path):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -137,3 +140,32 @@ def test_mask_on_another_grid_is_refused(tmp_path):
     sitk.WriteImage(sitk.Cast(other > 0, sitk.sitkUInt8), str(tmp_path / "mask.nii.gz"))
     with pytest.raises(InvalidVolumeError, match="does not lie on the CT's voxel grid.*spacing"):
         read_mask(tmp_path / "mask.nii.gz", volume.geometry)
+
+
+# NIfTI-1 header offsets: qform_code and sform_code, qoffset_x, srow_x[3] (the sform's x offset).
+_CODES, _QOFFSET_X, _SFORM_X = 252, 268, 292
+
+
+@pytest.mark.parametrize(
+    ("name", "codes", "moved", "used"),
+    [
+        ("qs.nii", (1, 2), _SFORM_X, "qform"),  # sform only "aligned": ITK keeps the qform
+        ("sq.nii.gz", (1, 1), _QOFFSET_X, "sform"),  # both scanner-based: ITK takes the sform
+    ],
+)
+def test_disagreeing_qform_and_sform_are_reported(tmp_path, name, codes, moved, used):
+    base = tmp_path / "base.nii"
+    sitk.WriteImage(_source_image(ORIENTATIONS["oblique"]), str(base))
+    expected = read_ct(base, intensity="hu")  # values are not a chest's: no intensity note
+    assert expected.metadata["warnings"] == [], "ITK's own qform and sform agree to float32 rounding"
+    raw = bytearray(base.read_bytes())
+    struct.pack_into("<2h", raw, _CODES, *codes)
+    struct.pack_into("<f", raw, moved, struct.unpack_from("<f", raw, moved)[0] + 50.0)  # 50 mm along x
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(bytes(raw)) if name.endswith(".gz") else bytes(raw))
+    volume = read_ct(path, intensity="hu")
+    [warning] = volume.metadata["warnings"]
+    assert f"the {used} was used" in warning and "up to 50.0 mm apart" in warning
+    if used == "qform":  # the reading itself is unchanged (to the float32 rounding of the quaternion)
+        np.testing.assert_allclose(volume.geometry.origin_mm, expected.geometry.origin_mm, atol=1e-4)
+        np.testing.assert_allclose(volume.geometry.direction, expected.geometry.direction, atol=1e-6)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import SimpleITK as sitk
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.memory import check_fits_in_memory
@@ -45,6 +46,15 @@ _UNEVEN_TOLERANCE = 0.01
 _AXIAL = np.array([0.0, 0.0, 1.0])
 # CT Image Storage and Enhanced CT Image Storage: a CT even when the Modality tag is missing.
 _CT_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1")
+# What pydicom raises on a damaged or cut-off file: a truncated element surfaces as a bare
+# struct.error or BytesLengthException, not as InvalidDicomError.
+_UNREADABLE = (
+    InvalidDicomError, BytesLengthException, struct.error, EOFError, OSError, ValueError, KeyError, IndexError
+)  # fmt: skip
+# HU given to voxels marked by PixelPaddingValue (outside the reconstructed field of view): air.
+_PADDING_HU = -1024.0
+# Damaged files named in a warning or error before the rest are counted.
+_NAMES_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -89,10 +99,10 @@ def looks_like_dicom(path: Path) -> bool:
 
 
 def read_header(path: Path) -> pydicom.Dataset | None:
-    """The header of a DICOM file without its pixels, or None if the file is not DICOM."""
+    """The header of a DICOM file without its pixels, or None if the file is not DICOM or is damaged."""
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError):
+    except _UNREADABLE:
         return None
 
 
@@ -119,30 +129,73 @@ def slice_header(path: Path, ds: pydicom.Dataset) -> SliceHeader | None:
     )
 
 
-def scan_folder(folder: Path) -> tuple[list[SliceHeader], int]:
-    """Headers of the image files under ``folder`` (recursively) and the count of DICOM files seen."""
+@dataclass(frozen=True)
+class HeaderScan:
+    """Image headers of some files, the count of DICOM files among them and the damaged ones."""
+
+    headers: list[SliceHeader]
+    n_dicom: int
+    damaged: list[Path]
+
+
+def read_headers(paths: list[Path]) -> HeaderScan:
+    """Headers of the image files in ``paths``; files that look like DICOM but cannot be parsed
+    (cut off, damaged) are set aside so that one bad file does not stop the rest."""
     headers: list[SliceHeader] = []
+    damaged: list[Path] = []
     n_dicom = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in sorted(files):
-            if name.upper() == "DICOMDIR":
-                continue
-            path = Path(root) / name
-            ds = read_header(path)
-            if ds is None:
-                continue
-            n_dicom += 1
+    for path in paths:
+        ds = read_header(path)
+        if ds is None:
+            if looks_like_dicom(path):
+                damaged.append(path)
+            continue
+        n_dicom += 1
+        try:
             header = slice_header(path, ds)
-            if header is not None:
-                headers.append(header)
-    return headers, n_dicom
+        except (*_UNREADABLE, TypeError):  # a value cut off midway: Rows read as '', one byte of a US
+            damaged.append(path)
+            continue
+        if header is not None:
+            headers.append(header)
+    return HeaderScan(headers, n_dicom, damaged)
+
+
+def scan_folder(folder: Path) -> HeaderScan:
+    """Headers of the image files under ``folder`` (recursively); see ``read_headers``."""
+    paths = [
+        Path(root) / name
+        for root, _dirs, files in os.walk(folder)
+        for name in sorted(files)
+        if name.upper() != "DICOMDIR"
+    ]
+    return read_headers(paths)
+
+
+def _names(paths: list[Path]) -> str:
+    shown = ", ".join(p.name for p in paths[:_NAMES_SHOWN])
+    return shown + (f" and {len(paths) - _NAMES_SHOWN} more" if len(paths) > _NAMES_SHOWN else "")
+
+
+def _damaged_warnings(damaged: list[Path]) -> list[str]:
+    if not damaged:
+        return []
+    return [
+        f"skipped {len(damaged)} damaged or truncated DICOM file(s) that cannot be read ({_names(damaged)}); "
+        "if they belong to the opened series, export it again"
+    ]
+
+
+def n_slices(series: list[SliceHeader]) -> int:
+    """Slices of a series: frames, so that one enhanced (multi-frame) file counts as its slices."""
+    return sum(h.n_frames for h in series)
 
 
 def _rank(series: list[SliceHeader]) -> tuple[bool, bool, bool, int]:
     first = series[0]
     is_original_primary = first.image_type[:2] == ("ORIGINAL", "PRIMARY")
     is_axial = abs(float(first.normal @ _AXIAL)) >= max(abs(first.normal))
-    return (first.modality == "CT", is_original_primary, is_axial, len(series))
+    return (first.modality == "CT", is_original_primary, is_axial, n_slices(series))
 
 
 def choose_series(headers: list[SliceHeader], source: str) -> tuple[list[SliceHeader], list[str]]:
@@ -168,7 +221,7 @@ def choose_series(headers: list[SliceHeader], source: str) -> tuple[list[SliceHe
     chosen = ranked[0]
     if len(ranked) > 1:
         warnings.append(
-            f"the folder holds {len(ranked)} image series; opened the {len(chosen)}-slice series {chosen[0].series_uid}"
+            f"the folder holds {len(ranked)} image series; opened the {n_slices(chosen)}-slice series {chosen[0].series_uid}"
         )
     modality, primary, axial, _n = _rank(chosen)
     if not modality:
@@ -233,11 +286,21 @@ def order_slices(series: list[SliceHeader], source: str, default_spacing_mm: flo
     return SliceLayout(ordered, offsets, spacing, missing_after, warnings)
 
 
-def _decode(path: Path, source: str) -> tuple[np.ndarray, float, float]:
-    """Stored pixels of one slice, with its rescale slope and intercept."""
+@dataclass(frozen=True)
+class DecodedSlice:
+    """Stored pixels of one slice, its rescale and the voxels its padding value marks (or None)."""
+
+    pixels: np.ndarray
+    slope: float
+    intercept: float
+    padding: np.ndarray | None
+
+
+def _decode(path: Path, source: str) -> DecodedSlice:
+    """Stored pixels of one slice, with its rescale slope and intercept and its padded voxels."""
     try:
         ds = pydicom.dcmread(path)
-    except (InvalidDicomError, EOFError, OSError, ValueError) as exc:
+    except _UNREADABLE as exc:
         raise InvalidVolumeError(
             f"{path} cannot be read as DICOM ({exc}); the file is damaged, export the series again."
         ) from exc
@@ -247,7 +310,7 @@ def _decode(path: Path, source: str) -> tuple[np.ndarray, float, float]:
         )
     try:
         pixels = ds.pixel_array
-    except (ValueError, RuntimeError, NotImplementedError, EOFError, AttributeError) as exc:
+    except (*_UNREADABLE, RuntimeError, NotImplementedError, AttributeError) as exc:
         raise InvalidVolumeError(
             f"{path}: pixel data ({ds.file_meta.get('TransferSyntaxUID', 'unknown transfer syntax')}) cannot be decoded "
             f"({exc}); the file is truncated or needs a decoder (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle)."
@@ -256,7 +319,40 @@ def _decode(path: Path, source: str) -> tuple[np.ndarray, float, float]:
         raise InvalidVolumeError(
             f"{path} holds a {pixels.shape} colour or multi-frame image, not a greyscale CT slice; choose the CT series."
         )
-    return pixels, float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    return DecodedSlice(
+        pixels,
+        float(ds.get("RescaleSlope", 1) or 1),
+        float(ds.get("RescaleIntercept", 0) or 0),
+        _padding_mask(ds, pixels),
+    )
+
+
+def _padding_mask(ds: pydicom.Dataset, pixels: np.ndarray) -> np.ndarray | None:
+    """Voxels whose stored value is PixelPaddingValue (or lies between it and PixelPaddingRangeLimit).
+
+    Scanners pad outside the reconstructed circle with a value no measurement takes (GE: 63536
+    unsigned); rescaled like a measurement it would read as metal (+62512 HU) or below air.
+    """
+    if ds.get("PixelPaddingValue") is None:
+        return None
+    bits = int(ds.get("BitsStored") or pixels.dtype.itemsize * 8)
+    try:
+        value = _as_stored(int(ds.PixelPaddingValue), pixels.dtype, bits)
+        limit = _as_stored(int(ds.get("PixelPaddingRangeLimit", value)), pixels.dtype, bits)
+    except (TypeError, ValueError):
+        return None  # malformed tag (e.g. multi-valued): the pixels are used as stored
+    low, high = min(value, limit), max(value, limit)
+    mask = (pixels >= low) & (pixels <= high)
+    return mask if mask.any() else None
+
+
+def _as_stored(value: int, dtype: np.dtype, bits: int) -> int:
+    """A padding value in the pixels' signedness: files write it as US or SS regardless of it."""
+    if dtype.kind == "i" and value >= 2 ** (bits - 1):
+        return value - 2**bits
+    if dtype.kind == "u" and value < 0:
+        return value + 2**bits
+    return value
 
 
 def _fill_gaps(hu: np.ndarray, known_index: np.ndarray) -> np.ndarray:
@@ -289,9 +385,16 @@ def _hu_volume(layout: SliceLayout, source: str, fill_missing_slices: bool) -> t
     hu = np.empty((n_total, first.rows, first.columns), dtype=np.float32)
     integral = True
     for header, index in zip(layout.slices, known_index, strict=True):
-        pixels, slope, intercept = _decode(header.path, source)
-        hu[index] = pixels * np.float32(slope) + np.float32(intercept)
-        integral = integral and slope.is_integer() and intercept.is_integer() and pixels.dtype.kind in "iu"
+        decoded = _decode(header.path, source)
+        hu[index] = decoded.pixels * np.float32(decoded.slope) + np.float32(decoded.intercept)
+        if decoded.padding is not None:
+            hu[index][decoded.padding] = _PADDING_HU
+        integral = (
+            integral
+            and decoded.slope.is_integer()
+            and decoded.intercept.is_integer()
+            and decoded.pixels.dtype.kind in "iu"
+        )
     filled = [int(i) for i in np.setdiff1d(np.arange(n_total), known_index)]
     if filled:
         hu = _fill_gaps(hu, known_index)
@@ -306,14 +409,43 @@ def _report_fields(path: Path) -> dict[str, Any]:
     return {tag: str(ds.get(tag)) for tag in REPORT_TAGS if ds.get(tag) not in (None, "")}
 
 
-def read_series(headers: list[SliceHeader], source: str, *, fill_missing_slices: bool = False) -> CTVolume:
-    """Choose, order, decode and orient a series out of ``headers`` (files of one or more series)."""
-    series, warnings = choose_series(headers, source)
-    if series[0].n_frames > 1:
-        return _read_multiframe(series[0].path, warnings)
+def _number(value: Any) -> float:
+    """A header number, or 0.0 when it is missing or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def nominal_spacing(ds: pydicom.Dataset) -> float:
+    """The slice spacing a header states, for a single slice or slices without positions.
+
+    SpacingBetweenSlices is written negative by some scanners (the stacking direction), which
+    SimpleITK refuses as a spacing; its size is the spacing. When it is 0 or missing, the slice
+    thickness stands in, and 1 mm when that is missing too.
+    """
+    spacing = abs(_number(ds.get("SpacingBetweenSlices")))
+    if spacing > 0:
+        return spacing
+    thickness = _number(ds.get("SliceThickness"))
+    return thickness if thickness > 0 else 1.0
+
+
+def read_series(
+    headers: list[SliceHeader],
+    source: str,
+    *,
+    fill_missing_slices: bool = False,
+    warnings: list[str] | None = None,
+) -> CTVolume:
+    """Choose, order, decode and orient a series out of ``headers`` (files of one or more series);
+    ``warnings`` are notes from before the choice (e.g. skipped damaged files)."""
+    series, choice_warnings = choose_series(headers, source)
+    warnings = [*(warnings or []), *choice_warnings]
+    if any(h.n_frames > 1 for h in series):
+        return _read_multiframe(series, source, warnings)
     first = pydicom.dcmread(series[0].path, stop_before_pixels=True)
-    thickness = float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
-    layout = order_slices(series, source, thickness)
+    layout = order_slices(series, source, nominal_spacing(first))
     warnings += layout.warnings
     if layout.missing_after and not fill_missing_slices:
         gaps = ", ".join(
@@ -339,8 +471,20 @@ def read_series(headers: list[SliceHeader], source: str, *, fill_missing_slices:
     return _volume(image, source, layout.slices[0].path, warnings, filled)
 
 
-def _read_multiframe(path: Path, warnings: list[str]) -> CTVolume:
-    """An enhanced (multi-frame) DICOM file, read by SimpleITK/GDCM with its rescale applied."""
+def _read_multiframe(series: list[SliceHeader], source: str, warnings: list[str]) -> CTVolume:
+    """An enhanced (multi-frame) DICOM file, read by SimpleITK/GDCM with its rescale applied.
+
+    A series split over several files is refused: GDCM reads one file, and opening it alone
+    would silently drop the slices of the others.
+    """
+    if len(series) > 1:
+        raise InvalidVolumeError(
+            f"{source}: series {series[0].series_uid} is stored in {len(series)} files, at least one of them "
+            f"multi-frame ({_names([h.path for h in series])}: {n_slices(series)} slices in all); a multi-frame "
+            "series can be read only from a single file, and one part alone would lack the others' slices. "
+            "Convert the series to one NIfTI file (e.g. with dcm2niix) or export it as one file per slice."
+        )
+    path = series[0].path
     try:
         image = sitk.ReadImage(str(path), sitk.sitkFloat32)
     except RuntimeError as exc:
@@ -366,32 +510,42 @@ def _volume(
 
 
 def read_dicom(path: Path | list[Path], *, fill_missing_slices: bool = False) -> CTVolume:
-    """Read a DICOM series folder, a single DICOM file, or a list of DICOM files as one CT volume."""
+    """Read a DICOM series folder, a single DICOM file, or a list of DICOM files as one CT volume.
+
+    Damaged files among several are skipped with a warning naming them; a damaged single file,
+    or a folder of nothing but damaged files, is refused.
+    """
     if isinstance(path, list):
         source = f"{len(path)} DICOM files in {path[0].parent}" if path else "an empty list of files"
-        headers = [
-            h for p in path if (ds := read_header(p)) is not None and (h := slice_header(p, ds)) is not None
-        ]
-        n_dicom = len(headers)
+        scan = read_headers(path)
     elif path.is_dir():
         source = str(path)
-        headers, n_dicom = scan_folder(path)
-        if n_dicom == 0:
+        scan = scan_folder(path)
+        if scan.n_dicom == 0 and not scan.damaged:
             raise InvalidVolumeError(
                 f"{path} contains no DICOM files; choose the folder that holds the CT series' .dcm files."
             )
     else:
         source = str(path)
-        ds = read_header(path)
-        if ds is None:
+        scan = read_headers([path])
+        if scan.n_dicom == 0:
             raise InvalidVolumeError(
-                f"{path} is not a readable DICOM file; check that it is a complete .dcm file."
+                f"{path} is not a readable DICOM file (it is truncated, damaged or not DICOM); "
+                "export it again or open the folder of the whole series."
             )
-        header = slice_header(path, ds)
-        headers = [header] if header is not None else []
-        n_dicom = 1
-    if not headers:
+    if not scan.headers:
+        if scan.damaged:
+            raise InvalidVolumeError(
+                f"{source}: no image could be read; {len(scan.damaged)} DICOM file(s) are damaged or truncated "
+                f"({_names(scan.damaged)}); export the series again."
+            )
         raise InvalidVolumeError(
-            f"{source}: its {n_dicom} DICOM file(s) hold no image (no pixel data); choose the CT image series."
+            f"{source}: its {scan.n_dicom} DICOM file(s) hold no image (no image size or pixel data: reports, or "
+            "files cut off in their header); choose the CT image series or export it again."
         )
-    return read_series(headers, source, fill_missing_slices=fill_missing_slices)
+    return read_series(
+        scan.headers,
+        source,
+        fill_missing_slices=fill_missing_slices,
+        warnings=_damaged_warnings(scan.damaged),
+    )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import struct
 import zlib
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,19 @@ IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
 DICOM_SUFFIXES = (".dcm", ".ima")
 SUPPORTED = "a DICOM series folder, a .dcm file, .nii/.nii.gz, .mha/.mhd or .nrrd"
 _PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+_GZIP_MAGIC = b"\x1f\x8b"
+# NIfTI-1 and NIfTI-2 header fields: byte offset and struct format (without byte order).
+_NIFTI_LAYOUTS = {
+    348: {"dim": (40, "8h"), "pixdim": (76, "8f"), "vox_offset": (108, "f"), "codes": (252, "2h"),
+          "quatern": (256, "6f"), "srow": (280, "12f")},
+    540: {"dim": (16, "8q"), "pixdim": (104, "8d"), "vox_offset": (168, "q"), "codes": (344, "2i"),
+          "quatern": (352, "6d"), "srow": (400, "12d")},
+}  # fmt: skip
+# qform and sform placing a corner voxel further apart than this disagree; the float32 rounding
+# of a quaternion written from the same matrix stays far below it.
+_QSFORM_TOLERANCE_MM = 0.1
+# NIfTI stores patient coordinates in RAS, ITK in LPS.
+_RAS_TO_LPS = np.array([-1.0, -1.0, 1.0])
 
 
 def suffix_of(path: Path) -> str:
@@ -94,8 +109,12 @@ def in_hounsfield_units(volume: CTVolume, intensity: str = "auto") -> CTVolume:
 def _read_stored_values(
     path: str | PathLike[str] | list[str | PathLike[str]], fill_missing_slices: bool
 ) -> CTVolume:
+    if isinstance(path, list) and len(path) == 1:
+        path = path[0]  # napari's "Open as stack" passes a single file or folder as a list
     if isinstance(path, list):
-        return read_dicom([Path(p) for p in path], fill_missing_slices=fill_missing_slices)
+        paths = [Path(p) for p in path]
+        _check_dicom_files(paths)
+        return read_dicom(paths, fill_missing_slices=fill_missing_slices)
     path = Path(path)
     if not path.exists():
         raise InvalidVolumeError(f"{path} does not exist; check the path.")
@@ -111,6 +130,17 @@ def _read_stored_values(
             f"{path} is a 2-D picture ({suffix}) without Hounsfield units or geometry, not a CT; open the DICOM series or a NIfTI volume."
         )
     raise InvalidVolumeError(f"{path} is not a supported CT file; open {SUPPORTED}.")
+
+
+def _check_dicom_files(paths: list[Path]) -> None:
+    """Several paths are read as the DICOM files of one series; anything else is refused by name."""
+    others = [p for p in paths if p.is_dir() or not (suffix_of(p) in DICOM_SUFFIXES or looks_like_dicom(p))]
+    if others:
+        shown = ", ".join(p.name for p in others[:3]) + (" …" if len(others) > 3 else "")
+        raise InvalidVolumeError(
+            f"{len(paths)} paths were given together, which is only possible for the DICOM files of one series, "
+            f"but {len(others)} of them are not DICOM files ({shown}); open one CT file or folder at a time."
+        )
 
 
 def _header(path: Path) -> sitk.ImageFileReader:
@@ -145,18 +175,21 @@ def read_image_file(path: Path) -> CTVolume:
         )
     n_voxels = int(np.prod(size, dtype=np.int64))
     check_fits_in_memory(str(path), n_voxels, max(4, _bytes_per_voxel(reader)))
-    if suffix_of(path) == ".nii.gz":
-        _check_gzip_complete(path, n_voxels * _bytes_per_voxel(reader))
+    is_nifti = suffix_of(path) in (".nii", ".nii.gz")
+    nifti = read_nifti_header(path) if is_nifti else None
+    if is_nifti and _is_gzip(path):
+        _check_gzip_complete(path, nifti, n_voxels * _bytes_per_voxel(reader))
     try:
         image = reader.Execute()
     except RuntimeError as exc:
         raise InvalidVolumeError(
             f"{path} cannot be read ({_itk_reason(exc)}); the file is truncated or damaged, export it again."
         ) from exc
+    warning = qform_sform_warning(nifti, image) if nifti is not None else None
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
     display, source_orientation = to_display(image)
-    metadata: dict[str, Any] = {"warnings": [], "format": suffix_of(path)}
+    metadata: dict[str, Any] = {"warnings": [warning] if warning else [], "format": suffix_of(path)}
     return CTVolume(
         hu_array(sitk.GetArrayFromImage(display)),
         geometry_of(display, source_orientation),
@@ -184,24 +217,123 @@ def _bytes_per_voxel(reader: sitk.ImageFileReader) -> int:
     return int(np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1], reader.GetPixelID())).dtype).itemsize)
 
 
-def _check_gzip_complete(path: Path, data_bytes: int) -> None:
+def _is_gzip(path: Path) -> bool:
+    """Whether the file starts with the gzip magic bytes: a .nii.gz may in fact be uncompressed."""
+    with open(path, "rb") as handle:
+        return handle.read(2) == _GZIP_MAGIC
+
+
+@dataclass(frozen=True)
+class NiftiHeader:
+    """What the I/O checks need from a NIfTI-1/2 header: the data offset and both transforms (RAS)."""
+
+    shape_ijk: tuple[int, int, int]
+    vox_offset: int
+    qform_code: int
+    sform_code: int
+    qform: np.ndarray
+    sform: np.ndarray
+
+
+def read_nifti_header(path: Path) -> NiftiHeader | None:
+    """The NIfTI header of ``path`` (gzip or not), or None when it is not a NIfTI-1/2 header."""
+    try:
+        with (gzip.open if _is_gzip(path) else open)(path, "rb") as stream:
+            raw = stream.read(540)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise InvalidVolumeError(
+            f"{path} cannot be read ({exc}); the file is truncated or damaged, export it again."
+        ) from exc
+    for order in "<>":  # sizeof_hdr tells the byte order as well as the version
+        size = struct.unpack(order + "i", raw[:4])[0] if len(raw) >= 4 else 0
+        if size in _NIFTI_LAYOUTS and len(raw) >= size:
+            return _parse_nifti(raw, order, _NIFTI_LAYOUTS[size])
+    return None
+
+
+def _parse_nifti(raw: bytes, order: str, layout: dict[str, tuple[int, str]]) -> NiftiHeader:
+    field = {name: struct.unpack_from(order + fmt, raw, offset) for name, (offset, fmt) in layout.items()}
+    dim, pixdim = field["dim"], field["pixdim"]
+    sform = np.eye(4)
+    sform[:3] = np.reshape(field["srow"], (3, 4))
+    return NiftiHeader(
+        shape_ijk=tuple(max(int(n), 1) for n in dim[1:4]),  # type: ignore[arg-type]
+        vox_offset=int(field["vox_offset"][0]),
+        qform_code=int(field["codes"][0]),
+        sform_code=int(field["codes"][1]),
+        qform=_quaternion_affine(field["quatern"], pixdim),
+        sform=sform,
+    )
+
+
+def _quaternion_affine(quatern: tuple[float, ...], pixdim: tuple[float, ...]) -> np.ndarray:
+    """The qform as a 4x4 matrix, as nifti1_io's ``nifti_quatern_to_mat44`` computes it."""
+    b, c, d = quatern[:3]
+    a_squared = 1.0 - (b * b + c * c + d * d)
+    if a_squared < 1e-7:  # a 180-degree rotation: renormalise (b, c, d), a = 0
+        norm = np.sqrt(b * b + c * c + d * d)
+        a, b, c, d = 0.0, b / norm, c / norm, d / norm
+    else:
+        a = np.sqrt(a_squared)
+    rotation = np.array([
+        [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+        [2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)],
+        [2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b],
+    ])  # fmt: skip
+    spacing = np.array([v if v > 0 else 1.0 for v in pixdim[1:4]])
+    spacing[2] *= -1.0 if pixdim[0] < 0 else 1.0  # qfac
+    affine = np.eye(4)
+    affine[:3, :3] = rotation * spacing
+    affine[:3, 3] = quatern[3:6]
+    return affine
+
+
+def qform_sform_warning(header: NiftiHeader, image: sitk.Image) -> str | None:
+    """A warning when the header's qform and sform place the voxels differently.
+
+    ITK silently picks one of the two, so which one it used is told by comparing both with the
+    image ITK returned; a file whose producer meant the other would have its positions shifted.
+    """
+    if header.qform_code <= 0 or header.sform_code <= 0:
+        return None  # only one transform is declared valid: nothing to choose between
+    corners = np.array(list(itertools.product(*[(0, n - 1) for n in header.shape_ijk])), dtype=float)
+    qform, sform = (_corner_points(affine, corners) for affine in (header.qform, header.sform))
+    apart_mm = float(np.linalg.norm(qform - sform, axis=1).max())
+    if apart_mm <= _QSFORM_TOLERANCE_MM:
+        return None
+    itk = _itk_corner_points(image, corners)
+    n = image.GetDimension()
+    q_off, s_off = (float(np.abs(points[:, :n] - itk).max()) for points in (qform, sform))
+    used, ignored = ("qform", "sform") if q_off <= s_off else ("sform", "qform")
+    return (
+        f"the NIfTI header's qform (code {header.qform_code}) and sform (code {header.sform_code}) should "
+        f"place the voxels alike but lie up to {apart_mm:.1f} mm apart; the {used} was used and the {ignored} "
+        f"ignored (masks are written with the {used}); if the {ignored} is the intended position, fix the header"
+    )
+
+
+def _corner_points(affine: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """LPS positions of voxel indices (i, j, k) under a RAS NIfTI affine."""
+    return (corners @ affine[:3, :3].T + affine[:3, 3]) * _RAS_TO_LPS
+
+
+def _itk_corner_points(image: sitk.Image, corners: np.ndarray) -> np.ndarray:
+    """LPS positions of the same voxel indices in ITK's image (2-D images: in-plane only)."""
+    n = image.GetDimension()
+    direction = np.reshape(image.GetDirection(), (n, n))
+    return np.asarray(image.GetOrigin()) + (corners[:, :n] * image.GetSpacing()) @ direction.T
+
+
+def _check_gzip_complete(path: Path, header: NiftiHeader | None, data_bytes: int) -> None:
     """Refuse a truncated .nii.gz, which ITK would read silently with its tail missing.
 
     The gzip trailer holds the uncompressed size; when it matches the NIfTI header's promise the
     file is whole, otherwise the stream is decompressed once (without keeping it) to make sure.
     """
-    with gzip.open(path, "rb") as stream:
-        header = stream.read(540)
-    header_size = struct.unpack("<i", header[:4])[0]
-    vox_offset = (
-        struct.unpack("<f", header[108:112])[0]
-        if header_size == 348
-        else struct.unpack("<q", header[168:176])[0]
-    )
     with open(path, "rb") as raw:
         raw.seek(-4, 2)
         stored_size = struct.unpack("<I", raw.read(4))[0]
-    if stored_size == (int(vox_offset) + data_bytes) % 2**32:
+    if header is not None and stored_size == (header.vox_offset + data_bytes) % 2**32:
         return
     try:
         with gzip.open(path, "rb") as stream:
