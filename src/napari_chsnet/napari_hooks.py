@@ -100,6 +100,36 @@ def geometry_from_meta(meta: dict[str, Any]) -> Geometry:
     return Geometry(spacing_mm=scale[::-1], origin_mm=translate[::-1])  # type: ignore[arg-type]
 
 
+def _writing_geometry(meta: dict[str, Any], shape: tuple[int, ...]) -> Geometry:
+    """The grid a layer is written on: its own ``chsnet_geometry``, else that of an open layer on the
+    same grid (napari's "New labels layer" copies a CT's scale and translate but not its metadata,
+    which hold an oblique scan's rotation), else its scale and translate."""
+    if (meta.get("metadata") or {}).get(GEOMETRY_KEY) is None:
+        twin = _open_layer_on_the_same_grid(meta, shape)
+        if twin is not None:
+            return Geometry.from_metadata(twin.metadata[GEOMETRY_KEY])
+    return geometry_from_meta(meta)
+
+
+def _open_layer_on_the_same_grid(meta: dict[str, Any], shape: tuple[int, ...]) -> Any:
+    from napari import current_viewer
+
+    viewer = current_viewer()
+    if viewer is None:
+        return None
+    scale, translate = (np.asarray(meta.get(key, default), float)[-3:] for key, default in
+                        (("scale", (1.0,) * 3), ("translate", (0.0,) * 3)))  # fmt: skip
+    for layer in viewer.layers:
+        if (
+            GEOMETRY_KEY in layer.metadata
+            and tuple(layer.data.shape[-3:]) == tuple(shape[-3:])
+            and np.allclose(np.asarray(layer.scale)[-3:], scale)
+            and np.allclose(np.asarray(layer.translate)[-3:], translate)
+        ):
+            return layer
+    return None
+
+
 def _output_path(path: str) -> Path:
     """Append .nii.gz to a path given without a suffix (napari may pass a bare name)."""
     output = Path(path)
@@ -117,17 +147,17 @@ def _volume_data(data: Any, path: str) -> np.ndarray:
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write a Labels layer as uint8 on the source grid; napari has already confirmed any overwrite."""
+    array = _volume_data(data, path)
     written = write_volume(
-        _output_path(path), _volume_data(data, path), geometry_from_meta(meta), overwrite=True, is_label=True
+        _output_path(path), array, _writing_geometry(meta, array.shape), overwrite=True, is_label=True
     )
     return [str(written)]
 
 
 def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write an Image layer (e.g. HU or a probability map) on the source grid."""
-    written = write_volume(
-        _output_path(path), _volume_data(data, path), geometry_from_meta(meta), overwrite=True
-    )
+    array = _volume_data(data, path)
+    written = write_volume(_output_path(path), array, _writing_geometry(meta, array.shape), overwrite=True)
     return [str(written)]
 
 

@@ -101,6 +101,26 @@ def test_writer_without_chsnet_metadata_uses_scale_and_translate(tmp_path):
     assert image.GetOrigin() == pytest.approx((7.0, 6.0, 5.0))
 
 
+def test_a_new_labels_layer_on_an_oblique_ct_is_written_on_the_ct_s_grid(make_napari_viewer, tmp_path):
+    values = np.full((4, 5, 6), -800, dtype=np.int16)
+    image = sitk.GetImageFromArray(values)
+    image.SetSpacing((0.7, 0.8, 2.0))
+    angle = np.deg2rad(20)  # an axial series rotated 20° in-plane
+    image.SetDirection((np.cos(angle), -np.sin(angle), 0, np.sin(angle), np.cos(angle), 0, 0, 0, 1))
+    sitk.WriteImage(image, str(tmp_path / "oblique.nii.gz"))
+    viewer = make_napari_viewer()
+    [ct] = viewer.open(str(tmp_path / "oblique.nii.gz"), plugin="napari-chsnet")
+    # what napari's "New labels layer" button makes: the CT's shape, scale and translate, no metadata
+    drawn = viewer.add_labels(np.zeros(ct.data.shape, dtype=np.uint8), scale=ct.scale, translate=ct.translate)
+    drawn.data[1, 2, 3] = 1
+    [path] = write_labels(
+        str(tmp_path / "drawn.nii.gz"), drawn.data, {"scale": drawn.scale, "translate": drawn.translate}
+    )
+    written = sitk.ReadImage(path)
+    np.testing.assert_allclose(written.GetDirection(), image.GetDirection(), atol=1e-5)
+    np.testing.assert_allclose(written.GetOrigin(), image.GetOrigin(), atol=1e-3)
+
+
 def test_sample_has_ct_and_ground_truth_layers():
     layers = sample_synthetic_ct()
     assert [layer_type for _, _, layer_type in layers] == ["image", "labels", "labels"]
