@@ -90,3 +90,27 @@ def test_finetune_panel_cancels_then_writes_a_version(make_napari_viewer, qtbot,
     panel.revert_to_bundled()
     assert active_choice("chsnet") == BUNDLED and result.weights_dir.exists()
     assert _resource_hashes() == bundled
+
+
+def test_a_second_ct_of_the_same_name_is_saved_beside_the_first(make_napari_viewer, phantom, monkeypatch):
+    """Two patients' scans both opened from a ct.nii.gz: the second correction gets its own folder,
+    and the fine-tune is told that folder (so replay skips this case, not the other patient's)."""
+    import dataclasses
+
+    import napari_chsnet.training.finetune as training
+    from napari_chsnet.training.corrections import CorrectedCase
+    from napari_chsnet.widgets.finetune import FinetunePanel
+    from napari_chsnet.widgets.results import ResultLayers
+
+    tuned = []
+    monkeypatch.setattr(
+        training, "finetune", lambda base, model, cases, **options: tuned.append(cases[0].name)
+    )
+    viewer = make_napari_viewer()
+    panel = FinetunePanel(viewer, ResultLayers(viewer))
+    other_ct = dataclasses.replace(phantom.ct, hu=phantom.ct.hu + 7)
+    for ct in (phantom.ct, other_ct, phantom.ct):
+        panel._work(CorrectedCase(ct, phantom.lungs, phantom.infection, "ct"), None, "rdunet", {})
+
+    assert tuned == ["ct", "ct-2", "ct"]
+    assert sorted(p.name for p in corrections_dir().iterdir()) == ["ct", "ct-2"]

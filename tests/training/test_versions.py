@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -70,3 +71,37 @@ def test_masks_off_the_ct_grid_are_refused(phantom):
         CorrectedCase(phantom.ct, phantom.lungs[:-1], phantom.infection, "bad")
     with pytest.raises(InvalidVolumeError, match="outside"):
         CorrectedCase(phantom.ct, phantom.lungs, phantom.infection, "bad", (99,))
+
+
+def _other_ct(phantom):
+    """Another patient's scan on the same grid (its file has the same name, say ct.nii.gz)."""
+    return dataclasses.replace(phantom.ct, hu=phantom.ct.hu + 7)
+
+
+def test_a_different_ct_of_the_same_name_never_replaces_a_saved_correction(tmp_path, phantom):
+    first = CorrectedCase(phantom.ct, phantom.lungs, phantom.infection, "ct", (2,))
+    second = CorrectedCase(_other_ct(phantom), phantom.lungs, np.zeros_like(phantom.infection), "ct", (3,))
+    assert save_correction(first, tmp_path).name == "ct"
+    assert save_correction(second, tmp_path).name == "ct-2"
+
+    # saving the same CT again updates its own folder
+    first.edited_slices = (4,)
+    assert save_correction(first, tmp_path).name == "ct"
+    assert save_correction(second, tmp_path).name == "ct-2"
+    assert saved_corrections(tmp_path) == [tmp_path / "ct", tmp_path / "ct-2"]
+    assert CorrectedCase.from_folder(tmp_path / "ct").edited_slices == (4,)
+    kept = CorrectedCase.from_folder(tmp_path / "ct-2")
+    assert np.array_equal(kept.ct.hu, second.ct.hu) and kept.edited_slices == (3,)
+    with pytest.raises(InvalidVolumeError, match="exists"):
+        save_correction(first, tmp_path, overwrite=False)
+
+
+def test_a_correction_saved_before_fingerprints_is_kept_and_readable(tmp_path, phantom):
+    case = CorrectedCase(phantom.ct, phantom.lungs, phantom.infection, "ct", (2,))
+    old = save_correction(case, tmp_path)
+    (old / "edited_slices.json").write_text(json.dumps({"slices": [2], "lungs_edited": False}))
+
+    # unknown CT: it may be another patient's, so it is left alone
+    assert save_correction(case, tmp_path).name == "ct-2"
+    assert CorrectedCase.from_folder(old).edited_slices == (2,)
+    assert [s.source.split("#")[1] for s in read_corrections(old)] == ["z=2"]

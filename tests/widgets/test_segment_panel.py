@@ -152,6 +152,25 @@ def test_cancel_mid_run_adds_no_layer(panel, qtbot, tiny_weights, small_phantom,
     assert any("cancelled" in str(n.message) for n in notifications)
 
 
+def test_the_inputs_a_run_read_are_locked_and_the_table_uses_the_min_lesion_shown(
+    panel, qtbot, tiny_weights, small_phantom
+):
+    viewer, widget = panel
+    add_ct(viewer, small_phantom)
+    choose_weights(widget, widget.dialogs, tiny_weights)
+    panel_ = widget.segment
+    inputs = (panel_.threshold, panel_.min_lesion_ml, panel_.mirror_averaging, panel_.batch_size)
+
+    panel_.segment.native.click()
+    assert panel_.running and not any(box.enabled for box in inputs)
+    panel_.min_lesion_ml.value = 5.0  # a script still can: the finished run must not undo it
+    qtbot.waitUntil(lambda: not panel_.running, timeout=RUN_TIMEOUT_MS)
+
+    assert all(box.enabled for box in inputs)
+    assert widget.results.min_lesion_ml == panel_.min_lesion_ml.value == 5.0
+    assert widget.report.build_report()["min_lesion_ml"] == 5.0
+
+
 def test_rerun_asks_before_replacing_edited_layers(panel, qtbot, tiny_weights, small_phantom, user):
     viewer, widget = panel
     ct = add_ct(viewer, small_phantom)

@@ -12,7 +12,7 @@ from pathlib import Path
 from napari_chsnet.cli._common import run_reporting_errors
 from napari_chsnet.cli.options import fraction, positive_float, positive_int
 from napari_chsnet.errors import ConfigError
-from napari_chsnet.registry import DEFAULT_MODEL, MODEL_KEYS
+from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, MODEL_KEYS
 
 HELP = "fine-tune a model on corrected lung and infection masks"
 
@@ -69,7 +69,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--learning-rate", type=positive_float, default=1e-4, help="Adam learning rate")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="slices per step")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda, cuda:N (one GPU of several) or mps"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder of the new weights set")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.set_defaults(run=run)
@@ -94,10 +96,33 @@ def _cases(args: argparse.Namespace) -> list:
     return cases
 
 
+def _checked_device(name: str) -> str:
+    """``name`` normalised, or a ConfigError (exit 2, one line) when this machine lacks it, as
+    ``chsnet segment`` refuses it; ``cuda:N`` must name a GPU that is present."""
+    from napari_chsnet.inference.device import resolve_device
+
+    key = name.strip().lower()
+    kind, colon, index = key.partition(":")
+    if kind not in DEVICE_CHOICES or (colon and (kind != "cuda" or not index.isdigit())):
+        raise ConfigError(f"unknown device {name!r}; choose auto, cpu, cuda, cuda:N or mps")
+    resolve_device(kind)  # refuses a kind this machine does not have
+    if colon:
+        import torch
+
+        count = torch.cuda.device_count()
+        if int(index) >= count:
+            raise ConfigError(
+                f"device {key!r} is not available on this machine: it has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+    return key
+
+
 def _finetune(args: argparse.Namespace) -> int:
     from napari_chsnet.cli.train import _progress
     from napari_chsnet.training.finetune import finetune
 
+    device = _checked_device(args.device)  # before any data is read
     result = finetune(
         args.weights,
         args.model,
@@ -110,7 +135,7 @@ def _finetune(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         output=args.output,
         overwrite=args.overwrite,
-        device=args.device,
+        device=device,
         on_step=_progress(),
         log=lambda message: print(message, flush=True),
     )

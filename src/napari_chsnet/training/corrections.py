@@ -4,11 +4,14 @@ A :class:`CorrectedCase` is a CT with the radiologist's lung labels and infectio
 when known, the axial slices that were edited. The fine-tune panel saves each case into the
 user's corrections folder (``<case>/ct.nii.gz``, ``lungs.nii.gz``, ``infection.nii.gz``,
 ``edited_slices.json``: the layout :func:`~napari_chsnet.training.datasets.read_corrections`
-reads) so that later fine-tunes can mix it in as replay.
+reads) so that later fine-tunes can mix it in as replay. ``edited_slices.json`` also records the
+CT's fingerprint, so a second scan of the same name never replaces the first one's correction.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
 import re
@@ -113,15 +116,52 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "case"
 
 
+def ct_sha256(hu: np.ndarray) -> str:
+    """A fingerprint of a CT's voxels (shape, dtype and bytes): two scans that share a file name
+    (every patient's ``ct.nii.gz``) are told apart by it."""
+    array = np.ascontiguousarray(hu)
+    digest = hashlib.sha256(f"{array.shape}{array.dtype.str}".encode())
+    digest.update(array)
+    return digest.hexdigest()
+
+
+def _saved_ct_sha256(folder: Path) -> str | None:
+    """The CT fingerprint a saved correction records (None for folders saved before it was)."""
+    try:
+        return json.loads((folder / EDITED_SLICES_FILE).read_text()).get("ct_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _folder_for(root: Path, name: str, fingerprint: str) -> Path:
+    """The folder of this CT's correction: the one among ``name``, ``name-2``, … that holds the
+    same CT, else the first free one. A folder holding another CT (or one saved without a
+    fingerprint, so unknown) is never chosen: a correction is never replaced by another scan's."""
+    numbered = re.compile(rf"{re.escape(name)}-\d+")
+    candidates = [root / name, *sorted(p for p in root.glob(f"{name}-*") if numbered.fullmatch(p.name))]
+    same = next((p for p in candidates if p.is_dir() and _saved_ct_sha256(p) == fingerprint), None)
+    if same is not None:
+        return same
+    return next(
+        folder
+        for folder in (root / (name if n == 1 else f"{name}-{n}") for n in itertools.count(1))
+        if not folder.exists()
+    )
+
+
 def save_correction(case: CorrectedCase, root: Path | None = None, *, overwrite: bool = True) -> Path:
     """Write ``case`` into ``root`` (default: the user's corrections folder) as ``<name>/``.
 
-    Written to a temporary folder and renamed, so a half-written case is never replayed.
+    Saving the same CT again updates its folder (``overwrite=False`` refuses instead); another CT
+    of the same name goes to ``<name>-2`` (``-3``, …), decided by the CT's fingerprint written
+    in ``edited_slices.json``. Written to a temporary folder and renamed, so a half-written case
+    is never replayed.
     """
     from napari_chsnet.io.writers import write_volume
 
     root = corrections_dir() if root is None else Path(root)
-    target = root / _safe_name(case.name)
+    fingerprint = ct_sha256(case.ct.hu)
+    target = _folder_for(root, _safe_name(case.name), fingerprint)
     if target.exists() and not overwrite:
         raise InvalidVolumeError(f"{target} exists; choose another case name")
     root.mkdir(parents=True, exist_ok=True)
@@ -135,7 +175,11 @@ def save_correction(case: CorrectedCase, root: Path | None = None, *, overwrite:
             case.ct.geometry,
             is_label=True,
         )
-        edited = {"slices": list(case.edited_slices or ()), "lungs_edited": case.lungs_edited}
+        edited = {
+            "slices": list(case.edited_slices or ()),
+            "lungs_edited": case.lungs_edited,
+            "ct_sha256": fingerprint,
+        }
         (staging / EDITED_SLICES_FILE).write_text(json.dumps(edited))
         if target.exists():
             shutil.rmtree(target)

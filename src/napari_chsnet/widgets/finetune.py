@@ -11,8 +11,10 @@ the Segment tab, "Revert to bundled weights" chooses the shipped set again (noth
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,12 +28,12 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Layer
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
 
-from napari_chsnet.errors import CHSNetError
+from napari_chsnet.errors import CHSNetError, WeightsError
 from napari_chsnet.registry import DEFAULT_MODEL, INFECTION_LAYER, LUNGS_LAYER, MODELS
 from napari_chsnet.training.versions import BUNDLED, active_choice, list_versions, set_active, weights_set_dir
 from napari_chsnet.widgets.results import ResultLayers, ct_layer_choices, ct_volume_from_layer
@@ -77,6 +79,14 @@ def edited_slices_of(atoms: Iterable[Any], n_slices: int) -> set[int]:
     return {z for z in touched if 0 <= z < n_slices}
 
 
+def _choice_with_id(picker: ComboBox, unique_id: Hashable | None) -> Layer | None:
+    """The picker's choice that is the layer ``unique_id`` (napari hands plugins proxies of its
+    layers, so a layer is recognised by its id, not by identity)."""
+    if unique_id is None:
+        return None
+    return next((layer for layer in picker.choices if getattr(layer, "unique_id", None) == unique_id), None)
+
+
 class _Progress(QObject):
     """Carries fit's ``on_step`` from the worker thread to the GUI thread (queued connection)."""
 
@@ -105,6 +115,8 @@ class FinetunePanel(Container):
         self._bridge = _Progress()
         self._bridge.step.connect(self._on_step)
         self.last_result: FinetuneResult | None = None
+        self._chosen: dict[str, Hashable | None] = {}  # picker -> unique_id of the layer the user chose
+        self._filling = False
 
         self.ct = ComboBox(
             label="CT", choices=self._image_choices, tooltip="The CT the masks were corrected on"
@@ -161,7 +173,9 @@ class FinetunePanel(Container):
                 Container(widgets=[self.use_version, self.revert], layout="horizontal", labels=False),
             ]
         )
-        self._select_defaults()
+        self.reset_choices()
+        for key, picker in self._pickers().items():
+            picker.changed.connect(partial(self._on_pick, key))
         self.model.changed.connect(self._on_model_changed)
         self.start.changed.connect(self.run)
         self.cancel.changed.connect(self.stop)
@@ -192,17 +206,40 @@ class FinetunePanel(Container):
         model = self.model.value if hasattr(self, "model") else DEFAULT_MODEL
         return [(v.label(), v.name) for v in list_versions(model)]
 
+    def _pickers(self) -> dict[str, ComboBox]:
+        return {"ct": self.ct, "lungs": self.lungs, "infection": self.infection}
+
+    def _defaults(self) -> dict[str, Layer | None]:
+        """The layers a picker offers first: the run's masks and the CT they were computed on."""
+        return {
+            "ct": self._results.ct_layer(),
+            "lungs": self._results.layer(LUNGS_LAYER),
+            "infection": self._results.layer(INFECTION_LAYER),
+        }
+
+    def _on_pick(self, key: str, layer: Layer | None) -> None:
+        if not self._filling:  # the user's own choice, not a default or a refresh
+            self._chosen[key] = None if layer is None else layer.unique_id
+
     def _select_defaults(self) -> None:
-        for picker, name in ((self.lungs, LUNGS_LAYER), (self.infection, INFECTION_LAYER)):
-            if name in self._viewer.layers and isinstance(self._viewer.layers[name], Labels):
-                picker.value = self._viewer.layers[name]
-        ct_layer = self._results.ct_layer
-        if ct_layer is not None and ct_layer in [choice[1] for choice in self._image_choices()]:
-            self.ct.value = ct_layer
+        """Fill each picker the user has not set (or whose chosen layer is gone) with its default;
+        a layer added or removed elsewhere must not undo the user's choice."""
+        defaults = self._defaults()
+        for key, picker in self._pickers().items():
+            chosen = _choice_with_id(picker, self._chosen.get(key))
+            if chosen is None:
+                self._chosen.pop(key, None)
+                chosen = _choice_with_id(picker, getattr(defaults[key], "unique_id", None))
+            if chosen is not None:
+                picker.value = chosen
 
     def reset_choices(self, *_args: Any) -> None:
-        super().reset_choices()
-        self._select_defaults()
+        self._filling = True
+        try:
+            super().reset_choices()
+            self._select_defaults()
+        finally:
+            self._filling = False
 
     def _on_model_changed(self, *_args: Any) -> None:
         model = self.model.value
@@ -229,6 +266,14 @@ class FinetunePanel(Container):
             event.value.events.paint.disconnect(self._on_paint)
             self._edits.pop(id(event.value), None)
         self.reset_choices()
+
+    def disconnect_viewer(self) -> None:
+        """Stop listening to the viewer (the panel is being closed)."""
+        self._viewer.layers.events.inserted.disconnect(self._on_inserted)
+        self._viewer.layers.events.removed.disconnect(self._on_removed)
+        for layer in self._viewer.layers:
+            if isinstance(layer, Labels):
+                layer.events.paint.disconnect(self._on_paint)
 
     def _on_paint(self, event: Any) -> None:
         layer = event.source
@@ -268,13 +313,14 @@ class FinetunePanel(Container):
         """Save the corrected case and start fine-tuning it in a worker (no-op while one runs)."""
         if self.running:
             return
+        model = self.model.value
         try:
             case = self.corrected_case()
+            # a version folder deleted by hand since the list was filled: WeightsError
+            base = None if self.base.value == BUNDLED else weights_set_dir(model, self.base.value)
         except (CHSNetError, ValueError) as exc:
             show_error(f"Fine-tune: {exc}")
             return
-        model = self.model.value
-        base = None if self.base.value == BUNDLED else weights_set_dir(model, self.base.value)
         options = dict(
             epochs=int(self.epochs.value),
             only_edited_slices=bool(self.only_edited.value),
@@ -298,7 +344,10 @@ class FinetunePanel(Container):
         from napari_chsnet.training.finetune import finetune
         from napari_chsnet.training.loop import Cancelled
 
-        save_correction(case)
+        folder = save_correction(case)
+        # Another CT of the same name is saved beside it ("<name>-2"): replay skips this case by
+        # its folder, and version.json names the folder the correction is in.
+        case = dataclasses.replace(case, name=folder.name)
         try:
             return finetune(
                 base,
@@ -383,7 +432,13 @@ class FinetunePanel(Container):
             show_error("Fine-tune: no fine-tuned version to use yet; run a fine-tune first")
             return
         model = self.model.value
-        folder = set_active(model, name)
+        try:
+            folder = set_active(model, name)
+        except WeightsError as exc:  # its folder was deleted by hand since the list was filled
+            show_error(f"Fine-tune: {exc}")
+            self.versions.reset_choices()
+            self.base.reset_choices()
+            return
         self.status.value = f"{MODELS[model].title} now uses {name}"
         if self._segment is not None:
             self._segment.model.value = model

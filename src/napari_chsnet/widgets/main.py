@@ -16,7 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_warning
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtGui import QCloseEvent
 from qtpy.QtWidgets import QFrame, QGroupBox, QLabel, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
@@ -46,6 +46,8 @@ class CHSNetWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, dialogs: Dialogs | None = None) -> None:
         super().__init__()
+        self._docked = False  # set when napari puts the panel in a dock (see ``event``)
+        self._released = False
         self.viewer = napari_viewer
         self.dialogs = dialogs or Dialogs(self)
         self.results = ResultLayers(napari_viewer, parent=self)
@@ -144,14 +146,36 @@ class CHSNetWidget(QWidget):
             if reset is not None:
                 reset()
 
+    def event(self, event: QEvent) -> bool:
+        # The dock's title-bar ✕ (napari's remove_dock_widget) only takes the panel out of its dock
+        # (setParent(None)); no closeEvent comes, so losing the dock is the moment to let go.
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                self.release()
+        return super().event(event)
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt's name)
+        self.release()
+        super().closeEvent(event)
+
+    def release(self) -> None:
+        """Let go of the viewer (the panel was closed): cancel running work, unbind the shortcuts
+        (a re-opened panel binds them again) and stop listening to layer events. Idempotent."""
+        if self._released:
+            return
+        self._released = True
         self.segment.stop()
         self.finetune.stop()
         for key in self.shortcuts:
             self.viewer.bind_key(key, None)
         self.shortcuts = {}
         self.results.disconnect_viewer()
-        super().closeEvent(event)
+        self.finetune.disconnect_viewer()
+        # napari connected these when docking and never disconnects them
+        for name in ("inserted", "removed", "reordered", "renamed"):
+            getattr(self.viewer.layers.events, name).disconnect(self.reset_choices)
 
 
 def _ignore_viewer(action: Callable[[], None]) -> Callable[[Any], None]:

@@ -253,7 +253,8 @@ class ResultLayers(QObject):
             for layer in (probability, lungs, infection):
                 self._replace(layer)
         self._edited.clear()
-        self.min_lesion_ml = float(getattr(result.severity, "min_lesion_ml", self.min_lesion_ml))
+        # min_lesion_ml stays the Segment panel's setting (it keeps it in sync): the table and the
+        # exports use the value the panel shows, not a copy taken when the run started.
         self.changed.emit()
 
     def _replace(self, new: Layer) -> None:

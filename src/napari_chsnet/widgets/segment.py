@@ -256,6 +256,8 @@ class SegmentPanel(Container):
     def _set_running(self, running: bool, status: str) -> None:
         self.segment.enabled = not running
         self.cancel.enabled = running
+        # Every input the run has read is locked until it ends: a value changed meanwhile would be
+        # shown but not used (the result would silently undo it).
         for widget in (
             self.ct,
             self.model,
@@ -263,6 +265,10 @@ class SegmentPanel(Container):
             self.weights,
             self.weights_folder,
             self.weights_file,
+            self.threshold,
+            self.min_lesion_ml,
+            self.mirror_averaging,
+            self.batch_size,
         ):
             widget.enabled = not running
         self.progress.visible = running
