@@ -7,8 +7,11 @@ import math
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
+import napari_chsnet.inference.pipeline as pipeline_module
 from napari_chsnet.errors import ConfigError, InvalidVolumeError
+from napari_chsnet.inference.cascade import StageOutput
 from napari_chsnet.inference.ensemble import EAMCInfectionStage
 from napari_chsnet.inference.pipeline import (
     STAGES,
@@ -19,7 +22,7 @@ from napari_chsnet.inference.pipeline import (
 from napari_chsnet.inference.preprocessing import CropBox
 from napari_chsnet.inference.weights import network_for, resolve_weights
 from napari_chsnet.io.volume import CTVolume
-from napari_chsnet.report import compute_severity
+from napari_chsnet.report import RunInfo, build_report_json, compute_severity
 from napari_chsnet.resources_path import bundled_weights_dir
 
 MODELS = ("chsnet", "eamc", "rdunet")
@@ -49,13 +52,66 @@ def test_every_model_returns_masks_on_the_ct_grid(phantom, tiny_weights, model):
         result.lungs, result.infection, phantom.ct.geometry, result.severity.min_lesion_ml
     )
     assert again.to_dict() == result.severity.to_dict()
-    assert result.severity.removed_components == 0
     # run manifest
     checkpoint = resolve_weights(model, tiny_weights)[model]
     assert result.run_info.model == model and result.run_info.weights_sha256 == checkpoint.sha256
     assert result.device == result.run_info.device == "cpu"
     assert tuple(result.timings_s) == STAGES and all(t >= 0 for t in result.timings_s.values())
     assert result.run_info.runtime_s == pytest.approx(sum(result.timings_s.values()))
+
+
+class ScriptedInfectionStage:
+    """An infection stage whose mask is known: on the k-th slice with lung it marks one voxel
+    outside the lungs, one lung voxel on k = 1 and k = 5 (two one-voxel islands) and the largest
+    2-D lung component on k = 3 (the one lesion kept)."""
+
+    window_hu = (-1000.0, 400.0)
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.lesion_voxels = 0
+
+    def predict(self, unit, lung_masks, box) -> StageOutput:
+        mask = np.zeros(lung_masks.shape, bool)
+        for i, lungs in enumerate(lung_masks):
+            k = self.seen + i
+            mask[i][tuple(np.argwhere(~lungs)[0])] = True
+            if k in (1, 5):
+                mask[i][tuple(np.argwhere(lungs)[0])] = True
+            elif k == 3:
+                parts, _ = ndimage.label(lungs)
+                mask[i] |= parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1
+                self.lesion_voxels = int((mask[i] & lungs).sum())
+        self.seen += len(lung_masks)
+        return StageOutput(np.zeros(mask.shape, np.float32), mask)
+
+
+def test_report_counts_the_islands_and_outside_infection_the_pipeline_removed(
+    phantom, tiny_weights, monkeypatch
+):
+    stage = ScriptedInfectionStage()
+    real_build = pipeline_module.build_stages
+    monkeypatch.setattr(
+        pipeline_module,
+        "build_stages",
+        lambda *args: (lambda built: (built[0], stage, built[2]))(real_build(*args)),
+    )
+    result = segment_volume(phantom.ct, _settings(tiny_weights, model="rdunet", batch_size=2))
+    voxel_ml = phantom.ct.geometry.voxel_volume_ml  # 0.03125 mL: one voxel is below 0.1 mL
+    lung_slices = int(result.lungs.any(axis=(1, 2)).sum())
+    assert stage.seen == lung_slices >= 6 and stage.lesion_voxels * voxel_ml >= 0.1
+
+    severity = result.severity
+    assert (severity.removed_components, severity.removed_ml) == (2, pytest.approx(2 * voxel_ml))
+    assert severity.outside_lungs_ml == pytest.approx(lung_slices * voxel_ml)
+    assert severity.overall_infected_ml == pytest.approx(stage.lesion_voxels * voxel_ml)
+    assert int(result.infection.sum()) == stage.lesion_voxels  # the mask returned is the mask counted
+    # a rim this small beside the lesion is a figure, not a warning (OUTSIDE_WARNING_SHARE)
+    assert not any("outside both lung masks" in w for w in severity.warnings)
+    assert result.run_info.uncounted_infection == severity.uncounted.to_dict()
+    report = build_report_json(severity, RunInfo(model="rdunet", device="cpu", runtime_s=1.0))
+    assert report["small_lesions_removed"] == {"components": 2, "volume_ml": pytest.approx(2 * voxel_ml)}
+    assert report["infection_outside_lungs_ml"] == pytest.approx(lung_slices * voxel_ml)
 
 
 def test_progress_counts_every_batch_and_ends_at_its_total(phantom, tiny_weights):

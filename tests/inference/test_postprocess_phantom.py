@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from napari_chsnet.inference.postprocess import fill_holes_per_slice, largest_components, postprocess_lungs
+from napari_chsnet.inference.postprocess import (
+    MIN_SECOND_LUNG_FRACTION,
+    MIN_SPLIT_SIDE_SHARE,
+    body_midline_x,
+    fill_holes_per_slice,
+    label_left_right,
+    largest_components,
+    postprocess_lungs,
+)
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
+from napari_chsnet.report import compute_severity
 
 from .factory import small_phantom
 
@@ -82,3 +92,72 @@ def test_trachea_and_its_wall_leave_the_lung_mask_but_dark_lung_stays():
     assert (labels[:, bulla] > 0).all() and (labels[:, bronchogram] > 0).all()
     lost = ((labels == 0) & (right | left)[None]).sum() / (2 * (right | left).sum())
     assert lost < 0.002, f"{lost:.2%} of the true lung was removed with the airway"
+
+
+def test_body_midline_is_the_centre_of_the_filled_silhouette():
+    """A 40-column body (x 10..49, centre 29.5) holding an aerated and a consolidated lung: the
+    silhouette is filled row by row, so neither lung pulls the midline to its side."""
+    hu = np.full((2, 30, 70), -1000.0, np.float32)
+    hu[:, 5:25, 10:50] = 40.0
+    hu[:, 8:22, 13:27] = -850.0  # aerated right lung
+    hu[:, 8:22, 33:47] = 0.0  # consolidated left lung
+    assert body_midline_x(hu) == 29.5
+    assert body_midline_x(np.full((1, 8, 8), -1000.0)) is None
+
+
+@pytest.mark.parametrize("side", [RIGHT_LUNG, LEFT_LUNG])
+def test_a_single_lung_keeps_its_side_and_the_other_is_reported_empty(phantom, side):
+    """One lung (pneumonectomy, a scan of one side, a lung the stage missed) is not split in two:
+    it keeps its own label, the other stays empty and the report says 'not measured'."""
+    only = phantom.lungs == side
+    assert np.array_equal(label_left_right(only), only * np.uint8(side))
+    labels = postprocess_lungs(only, phantom.ct.hu, phantom.ct.geometry.spacing_mm[:2])
+    other = LEFT_LUNG if side == RIGHT_LUNG else RIGHT_LUNG
+    assert not (labels == other).any() and (labels[only] == side).all()
+    report = compute_severity(labels, np.zeros_like(labels), phantom.ct.geometry)
+    missing = "left" if side == RIGHT_LUNG else "right"
+    assert any(f"The {missing} lung mask is empty" in w for w in report.warnings)
+
+
+def test_a_small_piece_of_the_other_lung_is_kept_as_that_lung(phantom):
+    """The left lung and the top slices of the right one (under 10 % of the left): the piece is
+    the right lung, not debris, and the left lung is not split."""
+    left = phantom.lungs == LEFT_LUNG
+    right = phantom.lungs == RIGHT_LUNG
+    top = np.flatnonzero(right.any(axis=(1, 2)))[-2:]
+    piece = np.zeros_like(right)
+    piece[top] = right[top]
+    assert 0 < piece.sum() < MIN_SECOND_LUNG_FRACTION * left.sum()
+    labels = label_left_right(left | piece)
+    assert np.array_equal(labels, left * np.uint8(LEFT_LUNG) + piece * np.uint8(RIGHT_LUNG))
+
+
+def test_debris_straddling_the_midline_is_not_the_other_lung(phantom):
+    """With one lung, a small component across the midline (a trachea remnant) is dropped."""
+    left = phantom.lungs == LEFT_LUNG
+    debris = np.zeros_like(left)
+    centre = phantom.ct.shape[2] // 2
+    debris[2:6, 20:26, centre - 3 : centre + 3] = True
+    assert not (debris & left).any()
+    labels = label_left_right(left | debris)
+    assert np.array_equal(labels, left * np.uint8(LEFT_LUNG))
+
+
+def test_sides_follow_the_body_midline_not_the_image_centre(phantom):
+    """The patient off-centre: columns of air beyond the patient's left (large x) put the image's
+    centre in the middle of the left lung. Told apart at the body's midline, the lone left lung
+    stays whole and two lungs keep their labels."""
+    mean_x = np.nonzero(phantom.lungs == LEFT_LUNG)[2].mean()
+    pad = ((0, 0), (0, 0), (0, round(2 * mean_x + 1 - phantom.ct.shape[2])))
+    hu = np.pad(phantom.ct.hu, pad, constant_values=-1000.0)
+    truth = np.pad(phantom.lungs, pad)
+    left = truth == LEFT_LUNG
+    image_centre = (truth.shape[2] - 1) / 2
+    columns = left.sum(axis=(0, 1))
+    share_right_of_centre = columns[: int(np.ceil(image_centre))].sum() / columns.sum()
+    assert MIN_SPLIT_SIDE_SHARE <= share_right_of_centre <= 1 - MIN_SPLIT_SIDE_SHARE  # a meaningful test
+    spacing = phantom.ct.geometry.spacing_mm[:2]
+    labels = postprocess_lungs(left, hu, spacing)
+    assert not (labels == RIGHT_LUNG).any() and (labels[left] == LEFT_LUNG).all()
+    both = postprocess_lungs(truth > 0, hu, spacing)
+    assert np.array_equal(both[truth > 0], truth[truth > 0])

@@ -161,6 +161,35 @@ def test_csv_with_other_header_is_refused_untouched(synthetic_case, tmp_path):
     assert target.read_text(encoding="utf-8") == "patient,volume\np1,3\n"
 
 
+def test_removed_islands_and_outside_infection_reach_json_csv_and_pdf(synthetic_case, tmp_path):
+    """Known answer on the 4 x 4 x 6 mm synthetic case (0.096 mL voxels): two one-voxel islands
+    in the lungs (below 0.1 mL, removed: 0.192 mL) and three voxels of infection outside them."""
+    infection = synthetic_case.infection.copy()
+    lungs = synthetic_case.lungs
+    right, left = np.argwhere(lungs == 1)[0], np.argwhere(lungs == 2)[-1]  # lung edges, far from the lesions
+    assert infection[tuple(right)] == 0 and infection[tuple(left)] == 0
+    infection[tuple(right)] = infection[tuple(left)] = 1
+    infection[20, 32, 38:41] = 1  # in the mediastinum, between the lungs
+    assert not (lungs[20, 32, 38:41]).any()
+    severity = compute_severity(lungs, infection, synthetic_case.ct.geometry)
+    report = build_report_json(
+        severity, RunInfo(model="chsnet", device="cpu", runtime_s=1.0, input="x.nii.gz")
+    )
+    assert report["small_lesions_removed"] == {"components": 2, "volume_ml": 0.192}
+    assert report["infection_outside_lungs_ml"] == 0.288
+    assert not any("outside both lung masks" in w for w in report["warnings"])  # under 5 % of the infection
+
+    # the CSV keeps its columns (batches append to files earlier versions wrote)
+    row = next(csv.DictReader(append_report_csv(tmp_path / "r.csv", report).open()))
+    assert (
+        tuple(row) == CSV_COLUMNS and row["overall_infected_ml"] == f"{report['overall']['infected_ml']:.3f}"
+    )
+
+    pdf = write_report_pdf(tmp_path / "r.pdf", report, synthetic_case.ct, lungs, infection)
+    text = " ".join(page.extract_text() for page in pypdf.PdfReader(pdf).pages)
+    assert "Not counted: 2 infection islands < 0.1 mL (0.19 mL) and 0.29 mL of infection outside" in text
+
+
 def test_csv_on_empty_file_writes_header(synthetic_case, tmp_path):
     target = tmp_path / "report.csv"
     target.touch()

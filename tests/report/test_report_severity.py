@@ -11,9 +11,12 @@ from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 from napari_chsnet.report.severity import (
     DEFAULT_MIN_LESION_ML,
     MIN_PLAUSIBLE_LUNG_ML,
+    UncountedInfection,
+    clean_infection,
     compute_severity,
     grade_for_involvement,
     remove_small_lesions,
+    severity_from_cleaned,
     worse_grade,
 )
 
@@ -170,6 +173,52 @@ def test_infection_outside_lungs_is_not_counted_and_warned():
     assert report.overall_infected_ml == 0.0
     assert report.outside_lungs_ml == pytest.approx(0.4)
     assert any("outside both lung masks" in w for w in report.warnings)
+
+
+def islands_and_outside_blob() -> tuple[np.ndarray, np.ndarray]:
+    """Two lungs with a 200-voxel lesion (kept), two tiny islands (1 voxel in the right lung,
+    a 2x2x2 cube in the left: 9 voxels = 0.009 mL, removed) and a 2x2x4 blob in the gap between
+    the lungs (16 voxels = 0.016 mL outside both)."""
+    lungs, _, _ = two_lungs()
+    infection = np.zeros_like(lungs)
+    infection[0:2, 0:10, 0:10] = 1  # 200 voxels = 0.2 mL in the right lung
+    infection[6, 6, 6] = 1
+    infection[6:8, 6:8, 18:20] = 1
+    infection[4:6, 4:6, 10:14] = 1
+    return lungs, infection
+
+
+def test_removed_islands_and_infection_outside_the_lungs_are_reported():
+    lungs, infection = islands_and_outside_blob()
+    report = compute_severity(lungs, infection, ONE_MM)
+    assert report.right.infected_voxels == 200 and report.left.infected_voxels == 0
+    assert report.removed_components == 2
+    assert report.removed_ml == pytest.approx(0.009, rel=1e-12)
+    assert report.outside_lungs_ml == pytest.approx(0.016, rel=1e-12)
+    assert report.uncounted == UncountedInfection(2, report.removed_ml, report.outside_lungs_ml)
+    assert "0.02 mL of infection (7 % of what was found) lies outside both lung masks" in " ".join(
+        report.warnings
+    )
+
+
+def test_cleaning_once_gives_the_mask_counted_and_the_same_report():
+    """The pipeline cleans once, keeps the mask and reports the cleaning's counts."""
+    lungs, infection = islands_and_outside_blob()
+    cleaned = clean_infection(lungs, infection, ONE_MM)
+    expected = np.zeros(lungs.shape, bool)
+    expected[0:2, 0:10, 0:10] = True
+    assert np.array_equal(cleaned.mask, expected)
+    assert cleaned.uncounted.removed_components == 2 and cleaned.min_lesion_ml == DEFAULT_MIN_LESION_ML
+    assert severity_from_cleaned(lungs, cleaned, ONE_MM) == compute_severity(lungs, infection, ONE_MM)
+    # counting the cleaned mask again finds nothing more to remove: the counts must come along
+    assert compute_severity(lungs, cleaned.mask, ONE_MM).uncounted == UncountedInfection()
+
+
+def test_uncounted_infection_adds_up_and_round_trips_through_a_dict():
+    run = UncountedInfection(3, 0.25, 1.5)
+    assert run + UncountedInfection(1, 0.03125, 0.0) == UncountedInfection(4, 0.28125, 1.5)
+    assert UncountedInfection.from_dict(run.to_dict()) == run
+    assert UncountedInfection.from_dict({}) == UncountedInfection.from_dict(None) == UncountedInfection()
 
 
 def test_empty_lung_reports_zero_with_flag_and_warning():

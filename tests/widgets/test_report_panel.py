@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
 from napari_chsnet.io.readers import read_ct
 from napari_chsnet.io.writers import read_mask, write_volume
@@ -158,3 +159,39 @@ def test_masks_are_exported_in_the_ct_files_geometry(ct_from_ras_file, qtbot, us
     assert not widget.report.busy
     assert (out / "case_7_lungs.nii.gz").stat().st_mtime_ns == stamp
     assert "case_7_lungs.nii.gz" in user.questions[-1]
+
+
+def test_report_of_unedited_layers_carries_what_the_run_removed_and_edited_ones_count_the_layers(
+    panel, qtbot, small_phantom
+):
+    """A run's infection layer holds only the cleaned mask: until it is edited, the table and the
+    report add what the run removed; once painted, they count what is in the layers."""
+    from napari_chsnet.inference.pipeline import SegmentationResult
+    from napari_chsnet.report import RunInfo, UncountedInfection, compute_severity
+
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    lungs, infection = small_phantom.lungs.copy(), small_phantom.infection.copy()
+    removed = UncountedInfection(removed_components=3, removed_ml=0.25, outside_lungs_ml=1.5)
+    run = RunInfo(model="chsnet", device="cpu", runtime_s=1.0, uncounted_infection=removed.to_dict())
+    severity = compute_severity(lungs, infection, small_phantom.ct.geometry)
+    result = SegmentationResult(lungs, infection, np.zeros(lungs.shape, np.float32), severity, run, "cpu")
+    widget.results.show(result, ct)
+    qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=TABLE_TIMEOUT_MS)
+    assert widget.severity.severity.uncounted == removed
+    assert "1.50 mL of infection (" in widget.severity.note.value
+    report = widget.report.build_report()
+    assert report["small_lesions_removed"] == {"components": 3, "volume_ml": 0.25}
+    assert report["infection_outside_lungs_ml"] == 1.5
+
+    # Paint one voxel (below 0.1 mL) in the left lung, away from any lesion: the figures now
+    # describe the layers, where that voxel is the only island and nothing lies outside.
+    layer = viewer.layers[INFECTION_LAYER]
+    free = np.argwhere((lungs == LEFT_LUNG) & (ndimage.binary_dilation(infection > 0, iterations=2) == 0))[0]
+    layer.data_setitem(tuple(free[:, None]), 1)
+    qtbot.waitUntil(lambda: widget.severity.severity.removed_components == 1, timeout=TABLE_TIMEOUT_MS)
+    voxel_ml = layer_geometry(layer).voxel_volume_ml
+    assert widget.severity.severity.uncounted == UncountedInfection(1, voxel_ml, 0.0)
+    report = widget.report.build_report()
+    assert report["small_lesions_removed"]["components"] == 1 and report["infection_outside_lungs_ml"] == 0.0
+    assert EDITED_WARNING in report["warnings"]

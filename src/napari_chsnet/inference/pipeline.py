@@ -5,13 +5,16 @@ Stages (``SegmentationResult.timings_s`` has one entry each):
 1. ``prepare``: pick the device, resolve the weights set, build (or reuse) the networks.
 2. ``lungs``: CHS-Net's lung stage on whole slices in batches; probabilities resampled to the CT grid,
    then thresholded (``cascade.LUNG_THRESHOLD``).
-3. ``postprocess_lungs``: two lungs kept, holes filled, touching lungs split, right = 1 / left = 2,
-   dense subpleural consolidation put back (``postprocess.postprocess_lungs``).
+3. ``postprocess_lungs``: two lungs kept, holes filled, lungs touching across the body's midline
+   split, right = 1 / left = 2 (a single lung keeps its side), dense subpleural consolidation put
+   back (``postprocess.postprocess_lungs``).
 4. ``infection``: the chosen model on the lung crop box (one box per volume) of every slice that holds
    lung, in batches; slices without lung keep probability 0.
-5. ``postprocess_infection``: infection restricted to the lungs; components smaller than
-   ``min_lesion_ml`` removed (the rule the report counts by, so the mask shows what is counted).
-6. ``report``: per-lung severity and the run manifest.
+5. ``postprocess_infection``: the report's cleaning (``report.severity.clean_infection``):
+   infection restricted to the lungs, components smaller than ``min_lesion_ml`` removed, both
+   measured. The mask shows what is counted.
+6. ``report``: per-lung severity of that mask, carrying what the cleaning took out, and the run
+   manifest.
 
 Outputs are preallocated at full size; only one batch of network inputs exists at a time. Nothing
 outside the generator is changed until it returns, so stopping it early (napari's ``worker.quit()``)
@@ -33,7 +36,7 @@ from napari_chsnet.inference.cascade import LUNG_THRESHOLD, LungStage, UNetInfec
 from napari_chsnet.inference.device import describe_device, resolve_device
 from napari_chsnet.inference.ensemble import EAMCInfectionStage
 from napari_chsnet.inference.intensity import hu_to_unit
-from napari_chsnet.inference.postprocess import postprocess_lungs, restrict_to_lungs
+from napari_chsnet.inference.postprocess import postprocess_lungs
 from napari_chsnet.inference.preprocessing import lung_crop_box
 from napari_chsnet.inference.weights import LUNG_STAGE_MODEL, network_for, preprocessing_of, resolve_weights
 from napari_chsnet.io.volume import CTVolume
@@ -42,8 +45,8 @@ from napari_chsnet.report.manifest import RunInfo, case_name
 from napari_chsnet.report.severity import (
     DEFAULT_MIN_LESION_ML,
     SeverityReport,
-    compute_severity,
-    remove_small_lesions,
+    clean_infection,
+    severity_from_cleaned,
 )
 
 STAGES = ("prepare", "lungs", "postprocess_lungs", "infection", "postprocess_infection", "report")
@@ -122,7 +125,8 @@ class SegmentationResult:
         infection: uint8 0/1, inside the lungs, small components removed.
         probability: float32 infection probability in [0, 1] (0 outside the lung crop box and on
             slices without lung).
-        severity: per-lung figures (``report.compute_severity``).
+        severity: per-lung figures of ``infection`` (``report.severity_from_cleaned``), with the
+            islands and the infection outside the lungs the cleaning removed.
         run_info: the report manifest of the run (model, device, weights checksum, timings).
         device: the device used, as reported.
         timings_s: seconds per stage (``STAGES``).
@@ -257,18 +261,16 @@ def iter_segmentation(
         yield Progress(done, total, "infection")
         clock.resume()
 
-    voxel_ml = volume.geometry.voxel_volume_ml
-    infection, _, _ = remove_small_lesions(
-        restrict_to_lungs(infection_raw, lungs), voxel_ml, settings.min_lesion_ml
-    )
-    infection = infection.astype(np.uint8)
+    # One cleaning, whose counts the report carries: the mask returned is the mask counted.
+    cleaned = clean_infection(lungs, infection_raw, volume.geometry, settings.min_lesion_ml)
+    infection = cleaned.mask.view(np.uint8)  # 0/1 without a copy
     del infection_raw
     done += 1
     clock.lap("postprocess_infection")
     yield Progress(done, total, "postprocess_infection")
     clock.resume()
 
-    severity = compute_severity(lungs, infection, volume.geometry, settings.min_lesion_ml)
+    severity = severity_from_cleaned(lungs, cleaned, volume.geometry)
     clock.lap("report")
     reported_device = describe_device(device)
     run_info = RunInfo(
@@ -280,6 +282,7 @@ def iter_segmentation(
         case=case_name(volume.source) if volume.source else "",
         stage_timings_s={stage: round(seconds, 4) for stage, seconds in clock.timings.items()},
         inference_options=settings.inference_options(),
+        uncounted_infection=cleaned.uncounted.to_dict(),
     )
     yield Progress(total, total, "report")
     return SegmentationResult(

@@ -1,7 +1,7 @@
 """Post-processing of the lung and infection stages (numpy/scipy, no torch).
 
 Arrays are ``(z, y, x)`` in LPS display orientation (x grows toward the patient's left), so the
-patient's right lung is the component with the smaller mean x.
+patient's right lung lies at smaller x than the body's midline.
 """
 
 from __future__ import annotations
@@ -13,8 +13,18 @@ from skimage.segmentation import watershed
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 
 # A second component smaller than this fraction of the largest is debris (bowel gas, a
-# trachea remnant), not a lung.
+# trachea remnant), not a lung, unless it lies wholly across the midline (see OTHER_SIDE_SHARE).
 MIN_SECOND_LUNG_FRACTION = 0.1
+# One component holds both (touching) lungs only when each side of the body's midline holds at
+# least this share of it: touching lungs hold 40-60 % on each side, while a single lung reaches
+# across only a little (an over-inflated lung after pneumonectomy herniates anteriorly) or not at all.
+MIN_SPLIT_SIDE_SHARE = 0.2
+# A small second component is the other lung (a piece the lung stage kept, e.g. an apex) when at
+# least this share of it lies across the midline from the first; debris straddling the midline (a
+# trachea remnant) is dropped.
+OTHER_SIDE_SHARE = 0.9
+# Body: voxels denser than this (soft tissue, bone, the couch), as opposed to air around the patient.
+BODY_HU = -500.0
 # Radius of the per-slice rolling-ball closing that puts subpleural consolidation back into
 # the lung (see recover_dense_border); bites wider than about 2x this are only partly closed.
 BORDER_CLOSING_RADIUS_MM = 15.0
@@ -102,25 +112,89 @@ def _split_at_midline(component: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, component & ~first
 
 
-def label_left_right(lung_mask: np.ndarray) -> np.ndarray:
+def body_midline_x(hu: np.ndarray, slices: np.ndarray | None = None) -> float | None:
+    """x (in voxels) of the body's midline: the centroid of its silhouette (HU > ``BODY_HU``).
+
+    The silhouette is filled row by row, so both lungs, aerated or consolidated, weigh as body and
+    a dense lung does not pull the midline to its side. Only ``slices`` (z indices; default all) are
+    read, one at a time, so no volume-sized mask is made. None when no voxel is body.
+    """
+    weighted, total = 0.0, 0
+    for z in range(hu.shape[0]) if slices is None else slices:
+        body = hu[z] > BODY_HU
+        rows = body.any(axis=1)
+        first = np.argmax(body[rows], axis=1)
+        last = body.shape[1] - 1 - np.argmax(body[rows, ::-1], axis=1)
+        width = last - first + 1
+        weighted += float(((first + last) / 2 * width).sum())
+        total += int(width.sum())
+    return weighted / total if total else None
+
+
+def _right_share(component: np.ndarray, midline_x: float) -> float:
+    """Share of the component's voxels on the patient's right of the midline (smaller x)."""
+    columns = component.sum(axis=(0, 1))
+    n_right_columns = int(np.clip(np.ceil(midline_x), 0, columns.size))  # the columns x < midline_x
+    return float(columns[:n_right_columns].sum() / max(columns.sum(), 1))
+
+
+def _by_mean_x(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(right, left): the right lung is the one at smaller x."""
+    mean_x_first = np.nonzero(first)[2].mean() if first.any() else np.inf
+    mean_x_second = np.nonzero(second)[2].mean() if second.any() else np.inf
+    return (first, second) if mean_x_first <= mean_x_second else (second, first)
+
+
+def _is_other_lung(first: np.ndarray, second: np.ndarray, midline_x: float) -> bool:
+    """Whether the small component ``second`` lies across the midline from ``first`` (a piece of the
+    other lung, not debris straddling the midline)."""
+    first_right = _right_share(first, midline_x) >= 0.5
+    second_right = _right_share(second, midline_x)
+    return (1.0 - second_right if first_right else second_right) >= OTHER_SIDE_SHARE
+
+
+def _assign_sides(parts: list[np.ndarray], midline_x: float) -> tuple[np.ndarray, np.ndarray]:
+    """(right, left) masks from the largest components, largest first."""
+    first = parts[0]
+    second = parts[1] if len(parts) > 1 else None
+    sizeable = second is not None and second.sum() >= MIN_SECOND_LUNG_FRACTION * first.sum()
+    if sizeable:
+        # two lungs apart, the usual case: both are kept whatever the midline says, since a
+        # midline misplaced by the couch or an arm must never cost a whole lung
+        return _by_mean_x(first, second)
+    share = _right_share(first, midline_x)
+    if min(share, 1.0 - share) >= MIN_SPLIT_SIDE_SHARE:
+        # both lungs in one component (touching at the junction lines): cut it
+        split = _split_touching_lungs(first)
+        return _by_mean_x(*(split if split is not None else _split_at_midline(first)))
+    # a single lung: it keeps its own side, the other label stays empty unless a piece of the
+    # other lung lies across the midline (an empty lung is reported as "not measured")
+    other = (
+        second if second is not None and _is_other_lung(first, second, midline_x) else np.zeros_like(first)
+    )
+    return (first, other) if share >= 0.5 else (other, first)
+
+
+def label_left_right(lung_mask: np.ndarray, midline_x: float | None = None) -> np.ndarray:
     """Turn a binary lung mask into labels 1 = right lung, 2 = left lung.
 
-    Keeps the two largest 3-D components; if the lungs touch (one component), splits it.
-    Right/left follow the LPS display convention: the right lung has the smaller mean x.
+    Keeps the two largest 3-D components. Two sizeable ones are the two lungs (the right one at
+    smaller x), whatever the midline. One component is split only when it crosses the midline (touching lungs, see
+    ``MIN_SPLIT_SIDE_SHARE``); a single lung (after pneumonectomy, a scan of one side, a lung the
+    stage missed) gets its side's label and the other label stays empty, or holds a small piece
+    lying across the midline (``OTHER_SIDE_SHARE``).
+
+    Args:
+        lung_mask: binary ``(z, y, x)`` mask in LPS display orientation (patient's right at small x).
+        midline_x: x (voxels) of the body's midline (``body_midline_x``); None takes the
+            image's centre, right for scans centred on the patient.
     """
     mask = np.asarray(lung_mask, dtype=bool)
     labels = np.zeros(mask.shape, dtype=np.uint8)
     parts = largest_components(mask, keep=2)
     if not parts:
         return labels
-    if len(parts) == 2 and parts[1].sum() >= MIN_SECOND_LUNG_FRACTION * parts[0].sum():
-        first, second = parts
-    else:
-        split = _split_touching_lungs(parts[0])
-        first, second = split if split is not None else _split_at_midline(parts[0])
-    mean_x_first = np.nonzero(first)[2].mean() if first.any() else np.inf
-    mean_x_second = np.nonzero(second)[2].mean() if second.any() else np.inf
-    right, left = (first, second) if mean_x_first <= mean_x_second else (second, first)
+    right, left = _assign_sides(parts, (mask.shape[2] - 1) / 2 if midline_x is None else midline_x)
     labels[right] = RIGHT_LUNG
     labels[left] = LEFT_LUNG
     return labels
@@ -221,10 +295,15 @@ def postprocess_lungs(
 
     Holes closed in 3-D are filled whatever their size; per-slice holes only up to
     ``MAX_SLICE_HOLE_MM2`` (vessels, bronchi, small lesions), not an organ dome ringed by lung.
+    With ``hu`` the sides are told apart at the body's midline (``body_midline_x``), else at the
+    image's centre.
     """
     mask = ndi.binary_fill_holes(np.asarray(lung_mask, dtype=bool))
     max_hole = int(MAX_SLICE_HOLE_MM2 / (spacing_xy_mm[0] * spacing_xy_mm[1]))
-    labels = label_left_right(fill_holes_per_slice(mask, max_hole))
+    # The body's midline, not the image's centre, tells the sides apart: a patient need not lie
+    # in the middle of the field of view. Read on the slices with lung only.
+    midline = None if hu is None else body_midline_x(hu, np.flatnonzero(mask.any(axis=(1, 2))))
+    labels = label_left_right(fill_holes_per_slice(mask, max_hole), midline)
     if hu is not None:
         labels = remove_central_airways(recover_dense_border(labels, hu, spacing_xy_mm), hu, spacing_xy_mm)
     return labels

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_chsnet.io.hounsfield import HU, INTENSITY_KEY
-from napari_chsnet.report.severity import SeverityReport
+from napari_chsnet.report.severity import SeverityReport, json_float
 
 REPORT_FORMAT = "napari-chsnet severity report"
 REPORT_FORMAT_VERSION = 1
@@ -115,6 +115,9 @@ class RunInfo:
         inference_options: settings that change the result (threshold, min_lesion_ml,
             mirror_averaging: ``SegmentationSettings.inference_options``); empty if unknown.
         software: versions from ``software_versions()``.
+        uncounted_infection: what the run's post-processing took out of the infection mask it
+            returned (``UncountedInfection.to_dict()``). It travels with the napari layers, which
+            hold only the cleaned mask, so that a report of unedited layers still says it.
     """
 
     model: str
@@ -127,6 +130,7 @@ class RunInfo:
     stage_timings_s: dict[str, float] = field(default_factory=dict)
     inference_options: dict[str, Any] = field(default_factory=dict)
     software: dict[str, str] = field(default_factory=software_versions)
+    uncounted_infection: dict[str, Any] = field(default_factory=dict)
 
 
 def _study_value(value: Any) -> Any:
@@ -181,8 +185,8 @@ def build_report_json(
         ``severity.to_dict()`` (``lungs``, ``overall``, ``min_lesion_ml``) plus ``format``,
         ``format_version``, ``case``, ``input``, ``timestamp``, ``model``, ``device``, ``runtime_s``,
         ``stage_timings_s``, ``inference_options``, ``weights_sha256``, ``software``,
-        ``input_intensity``, ``study``, ``anonymized``, ``small_lesions_removed``, ``warnings`` and
-        ``disclaimer``. Plain JSON types only.
+        ``input_intensity``, ``study``, ``anonymized``, ``small_lesions_removed``,
+        ``infection_outside_lungs_ml``, ``warnings`` and ``disclaimer``. Plain JSON types only.
     """
     study = study_fields(metadata, anonymize)
     if "PatientName" in study and isinstance(study["PatientName"], str):
@@ -208,8 +212,9 @@ def build_report_json(
             "anonymized": bool(anonymize),
             "small_lesions_removed": {
                 "components": severity.removed_components,
-                "volume_ml": severity.removed_ml,
+                "volume_ml": json_float(severity.removed_ml),
             },
+            "infection_outside_lungs_ml": json_float(severity.outside_lungs_ml),
             "warnings": list(severity.warnings) + reader_warnings,
             "disclaimer": DISCLAIMER,
         }

@@ -25,7 +25,7 @@ from matplotlib.patches import Rectangle
 from napari_chsnet.io.volume import CTVolume
 from napari_chsnet.registry import INFECTION_COLORS, LEFT_LUNG, LUNG_COLORS, MODELS, RIGHT_LUNG
 from napari_chsnet.report.manifest import DISCLAIMER, STUDY_FIELDS
-from napari_chsnet.report.severity import GRADE_DESCRIPTIONS, remove_small_lesions
+from napari_chsnet.report.severity import GRADE_DESCRIPTIONS, clean_infection
 
 A4_PORTRAIT_IN = (8.27, 11.69)
 LUNG_WINDOW_HU = (-1350.0, 150.0)  # level -600, width 1500
@@ -317,6 +317,19 @@ def _severity_table(ax: Axes, report: dict[str, Any]) -> None:
             cell.set_facecolor("#f4f4f4")
 
 
+def _uncounted_note(report: dict[str, Any]) -> str:
+    """What the figures leave out, in numbers: removed islands and infection outside the lungs."""
+    removed = report.get("small_lesions_removed", {})
+    note = (
+        f"Not counted: {removed.get('components', 0)} infection islands < {report['min_lesion_ml']:g} mL "
+        f"({removed.get('volume_ml', 0.0):.2f} mL)"
+    )
+    outside_ml = report.get("infection_outside_lungs_ml", 0.0)
+    if outside_ml:  # one line of the page: short words
+        note += f" and {outside_ml:.2f} mL of infection outside the lungs"
+    return note + ". Involvement = infected / lung volume."
+
+
 def render_summary_page(
     report: dict[str, Any],
     ct: CTVolume,
@@ -387,15 +400,7 @@ def render_summary_page(
     figure.text(
         0.06, table_top - 0.175, f"Grades per lung — {legend}.", fontsize=7, color="#444444", wrap=True
     )
-    figure.text(
-        0.06,
-        table_top - 0.19,
-        f"Infection islands smaller than {report['min_lesion_ml']:g} mL are not counted "
-        f"({report.get('small_lesions_removed', {}).get('components', 0)} removed). "
-        "Involvement = infected volume / lung volume.",
-        fontsize=7,
-        color="#444444",
-    )
+    figure.text(0.06, table_top - 0.19, _uncounted_note(report), fontsize=7, color="#444444")
 
     # Coronal overview.
     y_plane = select_coronal_plane(lungs, infection)
@@ -545,11 +550,8 @@ def render_report_figures(
     with the table; the JET panels show the model's raw probability.
     """
     lungs = np.asarray(lungs)
-    infection, _, _ = remove_small_lesions(
-        np.asarray(infection).astype(bool) & (lungs > 0),
-        ct.geometry.voxel_volume_ml,
-        float(report.get("min_lesion_ml", 0.0)),
-    )
+    min_lesion_ml = float(report.get("min_lesion_ml", 0.0))
+    infection = clean_infection(lungs, np.asarray(infection).astype(bool), ct.geometry, min_lesion_ml).mask
     return [
         render_summary_page(report, ct, lungs, infection, probability),
         render_key_slices_page(report, ct, lungs, infection, probability),

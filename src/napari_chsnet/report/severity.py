@@ -62,9 +62,11 @@ _VOLUME_RTOL = 1e-9
 # failed lung stage, and every percentage computed on them is meaningless (a normal scan stored
 # as 8-bit values read as HU came out with 1 mL lungs, 71 % involved).
 MIN_PLAUSIBLE_LUNG_ML = 100.0
+# Infection outside both lung masks is warned about from this share of all infection found on.
+OUTSIDE_WARNING_SHARE = 0.05
 
 
-def _json_float(value: float) -> float:
+def json_float(value: float) -> float:
     """Round to 1e-6 (mL or percent): removes float noise such as 6.5280000000000005 from
     count x voxel volume, far below one voxel and below any grade-boundary distance a lung of
     fewer than 10^8 voxels can produce, so the JSON never disagrees with its grade."""
@@ -125,9 +127,9 @@ class LungSeverity:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "volume_ml": _json_float(self.volume_ml),
-            "infected_ml": _json_float(self.infected_ml),
-            "involvement_pct": _json_float(self.involvement_pct),
+            "volume_ml": json_float(self.volume_ml),
+            "infected_ml": json_float(self.infected_ml),
+            "involvement_pct": json_float(self.involvement_pct),
             "grade": self.grade,
         }
 
@@ -138,6 +140,8 @@ class SeverityReport:
 
     ``overall_grade`` is the worse lung's grade (MosMed), not the grade of
     ``overall_involvement_pct`` (total infected / total lung volume), which is given for reference.
+    ``removed_components``/``removed_ml`` (islands below ``min_lesion_ml``) and ``outside_lungs_ml``
+    are the infection the figures leave out (``UncountedInfection``).
     """
 
     right: LungSeverity
@@ -156,18 +160,76 @@ class SeverityReport:
     def lungs(self) -> dict[str, LungSeverity]:
         return {"right": self.right, "left": self.left}
 
+    @property
+    def uncounted(self) -> UncountedInfection:
+        return UncountedInfection(self.removed_components, self.removed_ml, self.outside_lungs_ml)
+
     def to_dict(self) -> dict[str, Any]:
         """The stable machine-readable shape (documented in docs/report.md; other tools parse it)."""
         return {
             "lungs": {"right": self.right.to_dict(), "left": self.left.to_dict()},
             "overall": {
-                "involvement_pct": _json_float(self.overall_involvement_pct),
+                "involvement_pct": json_float(self.overall_involvement_pct),
                 "grade": self.overall_grade,
-                "volume_ml": _json_float(self.overall_volume_ml),
-                "infected_ml": _json_float(self.overall_infected_ml),
+                "volume_ml": json_float(self.overall_volume_ml),
+                "infected_ml": json_float(self.overall_infected_ml),
             },
             "min_lesion_ml": self.min_lesion_ml,
         }
+
+
+@dataclass(frozen=True)
+class UncountedInfection:
+    """Infection the figures leave out, reported so that nothing disappears silently.
+
+    Attributes:
+        removed_components: islands (3-D, 26-connected, inside the lungs) below ``min_lesion_ml``.
+        removed_ml: their volume.
+        outside_lungs_ml: infection outside both lung masks.
+    """
+
+    removed_components: int = 0
+    removed_ml: float = 0.0
+    outside_lungs_ml: float = 0.0
+
+    def __add__(self, other: UncountedInfection) -> UncountedInfection:
+        return UncountedInfection(
+            self.removed_components + other.removed_components,
+            self.removed_ml + other.removed_ml,
+            self.outside_lungs_ml + other.outside_lungs_ml,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "removed_components": self.removed_components,
+            "removed_ml": json_float(self.removed_ml),
+            "outside_lungs_ml": json_float(self.outside_lungs_ml),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> UncountedInfection:
+        data = data or {}
+        return cls(
+            int(data.get("removed_components", 0)),
+            float(data.get("removed_ml", 0.0)),
+            float(data.get("outside_lungs_ml", 0.0)),
+        )
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: an array field has no plain truth value
+class CleanedInfection:
+    """An infection mask after the report's one cleaning rule (``clean_infection``).
+
+    Attributes:
+        mask: bool ``(z, y, x)``: the infection the figures count (inside the lungs, no island
+            below ``min_lesion_ml``); the pipeline returns and writes exactly this mask.
+        min_lesion_ml: the island threshold it was cleaned with.
+        uncounted: what the cleaning took out.
+    """
+
+    mask: np.ndarray
+    min_lesion_ml: float
+    uncounted: UncountedInfection
 
 
 def _check_masks(lungs: np.ndarray, infection: np.ndarray) -> None:
@@ -235,6 +297,100 @@ def _lung_severity(side: str, lung_voxels: int, infected_voxels: int, voxel_volu
     )
 
 
+def _check_min_lesion(min_lesion_ml: float) -> None:
+    if not np.isfinite(min_lesion_ml) or min_lesion_ml < 0:
+        raise ConfigError(
+            f"min_lesion_ml must be a volume in mL >= 0 (0 counts every voxel); got {min_lesion_ml!r}."
+        )
+
+
+def clean_infection(
+    lungs: np.ndarray,
+    infection: np.ndarray,
+    geometry: Geometry,
+    min_lesion_ml: float = DEFAULT_MIN_LESION_ML,
+) -> CleanedInfection:
+    """The infection the figures count, and what was left out.
+
+    Infection outside both lung masks is dropped; then islands (3-D, 26-connected, inside the
+    lungs, a lesion crossing from one lung to the other sized as one) smaller than
+    ``min_lesion_ml`` are dropped (``remove_small_lesions``). Both are measured, so the pipeline
+    that shows the cleaned mask and the report that counts it share one rule and one set of counts.
+    """
+    _check_min_lesion(min_lesion_ml)
+    lungs = np.asarray(lungs)
+    infection = np.asarray(infection)
+    _check_masks(lungs, infection)
+    voxel_ml = geometry.voxel_volume_ml
+    infection = infection.astype(bool, copy=False)
+    in_lungs = lungs > 0
+    outside_voxels = int(np.count_nonzero(infection & ~in_lungs))
+    counted, n_removed, removed_voxels = remove_small_lesions(infection & in_lungs, voxel_ml, min_lesion_ml)
+    uncounted = UncountedInfection(n_removed, removed_voxels * voxel_ml, outside_voxels * voxel_ml)
+    return CleanedInfection(counted, float(min_lesion_ml), uncounted)
+
+
+def _warnings(
+    per_side: dict[str, LungSeverity], uncounted: UncountedInfection, counted_ml: float
+) -> list[str]:
+    warnings = [
+        f"The {side} lung mask is empty: its figures are 0 and its grade CT-0 means 'not measured', not 'normal'."
+        for side, lung in per_side.items()
+        if lung.empty
+    ]
+    warnings += [
+        f"The {side} lung mask holds only {lung.volume_ml:.1f} mL, far less than a lung "
+        f"(under {MIN_PLAUSIBLE_LUNG_ML:g} mL): check that the scan covers the chest, is in Hounsfield "
+        "units and that the lungs layer is right before using its figures."
+        for side, lung in per_side.items()
+        if not lung.empty and lung.volume_ml < MIN_PLAUSIBLE_LUNG_ML
+    ]
+    outside = uncounted.outside_lungs_ml
+    # The infection stage reads the lungs' box, so a rim of its output always falls outside the
+    # masks (0.5 mL on the sample): that stays a figure. A large share means a lung mask that missed
+    # diseased lung (dense consolidation taken for chest wall), which must not pass unnoticed.
+    if outside > 0 and outside >= OUTSIDE_WARNING_SHARE * (outside + counted_ml):
+        warnings.append(
+            f"{outside:.2f} mL of infection ({100 * outside / (outside + counted_ml):.0f} % of what was found) lies "
+            "outside both lung masks and is not counted: check that the lungs layer covers the diseased lung."
+        )
+    return warnings
+
+
+def severity_from_cleaned(lungs: np.ndarray, cleaned: CleanedInfection, geometry: Geometry) -> SeverityReport:
+    """The figures of an already cleaned infection (``clean_infection``) in these lungs.
+
+    The report carries ``cleaned.uncounted``: the pipeline cleans once, returns ``cleaned.mask``
+    and reports what the cleaning took out.
+    """
+    lungs = np.asarray(lungs)
+    _check_masks(lungs, cleaned.mask)
+    voxel_ml = geometry.voxel_volume_ml
+    per_side = {}
+    for side, label in LUNG_SIDES.items():
+        lung = lungs == label
+        per_side[side] = _lung_severity(
+            side, int(np.count_nonzero(lung)), int(np.count_nonzero(cleaned.mask & lung)), voxel_ml
+        )
+    right, left = per_side["right"], per_side["left"]
+    total_lung = right.lung_voxels + left.lung_voxels
+    total_infected = right.infected_voxels + left.infected_voxels
+    uncounted = cleaned.uncounted
+    return SeverityReport(
+        right=right,
+        left=left,
+        overall_volume_ml=total_lung * voxel_ml,
+        overall_infected_ml=total_infected * voxel_ml,
+        overall_involvement_pct=100.0 * total_infected / total_lung if total_lung else 0.0,
+        overall_grade=worse_grade(right.grade, left.grade),
+        min_lesion_ml=cleaned.min_lesion_ml,
+        removed_components=uncounted.removed_components,
+        removed_ml=uncounted.removed_ml,
+        outside_lungs_ml=uncounted.outside_lungs_ml,
+        warnings=tuple(_warnings(per_side, uncounted, total_infected * voxel_ml)),
+    )
+
+
 def compute_severity(
     lungs: np.ndarray,
     infection: np.ndarray,
@@ -251,8 +407,9 @@ def compute_severity(
             smaller than this are ignored; 0 counts everything. See ``DEFAULT_MIN_LESION_ML``.
 
     Returns:
-        A ``SeverityReport``. Infection outside both lung masks is not counted (its volume is in
-        ``outside_lungs_ml`` and a warning). A lesion crossing from one lung into the other is
+        A ``SeverityReport`` of ``clean_infection``'s mask. Infection outside both lung masks is
+        not counted (its volume is in ``outside_lungs_ml`` and a warning); removed islands are in
+        ``removed_components`` and ``removed_ml``. A lesion crossing from one lung into the other is
         sized as one component and each lung counts its own part. An empty lung mask, or one
         under ``MIN_PLAUSIBLE_LUNG_ML``, is warned about.
 
@@ -263,56 +420,4 @@ def compute_severity(
         >>> report.right.volume_ml, report.right.involvement_pct, report.right.grade, report.overall_grade
         (1.0, 30.0, 'CT-2', 'CT-2')
     """
-    if not np.isfinite(min_lesion_ml) or min_lesion_ml < 0:
-        raise ConfigError(
-            f"min_lesion_ml must be a volume in mL >= 0 (0 counts every voxel); got {min_lesion_ml!r}."
-        )
-    lungs = np.asarray(lungs)
-    infection = np.asarray(infection)
-    _check_masks(lungs, infection)
-    voxel_ml = geometry.voxel_volume_ml
-
-    infection = infection.astype(bool, copy=False)
-    in_lungs = lungs > 0
-    outside_voxels = int(np.count_nonzero(infection & ~in_lungs))
-    counted, n_removed, removed_voxels = remove_small_lesions(infection & in_lungs, voxel_ml, min_lesion_ml)
-
-    per_side = {}
-    for side, label in LUNG_SIDES.items():
-        lung = lungs == label
-        per_side[side] = _lung_severity(
-            side, int(np.count_nonzero(lung)), int(np.count_nonzero(counted & lung)), voxel_ml
-        )
-    right, left = per_side["right"], per_side["left"]
-
-    total_lung = right.lung_voxels + left.lung_voxels
-    total_infected = right.infected_voxels + left.infected_voxels
-    warnings = [
-        f"The {side} lung mask is empty: its figures are 0 and its grade CT-0 means 'not measured', not 'normal'."
-        for side, lung in per_side.items()
-        if lung.empty
-    ]
-    warnings += [
-        f"The {side} lung mask holds only {lung.volume_ml:.1f} mL, far less than a lung "
-        f"(under {MIN_PLAUSIBLE_LUNG_ML:g} mL): check that the scan covers the chest, is in Hounsfield "
-        "units and that the lungs layer is right before using its figures."
-        for side, lung in per_side.items()
-        if not lung.empty and lung.volume_ml < MIN_PLAUSIBLE_LUNG_ML
-    ]
-    if outside_voxels:
-        warnings.append(
-            f"{outside_voxels * voxel_ml:.2f} mL of infection lies outside both lung masks and is not counted."
-        )
-    return SeverityReport(
-        right=right,
-        left=left,
-        overall_volume_ml=total_lung * voxel_ml,
-        overall_infected_ml=total_infected * voxel_ml,
-        overall_involvement_pct=100.0 * total_infected / total_lung if total_lung else 0.0,
-        overall_grade=worse_grade(right.grade, left.grade),
-        min_lesion_ml=float(min_lesion_ml),
-        removed_components=n_removed,
-        removed_ml=removed_voxels * voxel_ml,
-        outside_lungs_ml=outside_voxels * voxel_ml,
-        warnings=tuple(warnings),
-    )
+    return severity_from_cleaned(lungs, clean_infection(lungs, infection, geometry, min_lesion_ml), geometry)

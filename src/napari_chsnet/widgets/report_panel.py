@@ -2,13 +2,16 @@
 
 The table is recomputed from the CURRENT ``lungs`` and ``infection`` layers (so it always
 matches the screen): ``ResultLayers.changed`` restarts a 300 ms single-shot timer, and the
-figures are computed by ``report.compute_severity`` in a worker thread. Exports build the same
-report as the command line (``report.build_report_json`` and its writers) from the same layers,
-and write masks back in the CT's original geometry (``io.writers.write_volume``).
+figures are computed by ``severity_of_layers`` in a worker thread. A run's infection layer holds
+only the cleaned mask; until that layer is edited by hand, the figures also carry what the run's
+cleaning took out (small islands, infection outside the lungs: ``RunInfo.uncounted_infection``).
+Exports build the same report as the command line (``report.build_report_json`` and its writers)
+from the same layers, and write masks back in the CT's original geometry (``io.writers.write_volume``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -36,9 +39,11 @@ from napari_chsnet.registry import INFECTION_LAYER, LUNGS_LAYER
 from napari_chsnet.report import (
     RunInfo,
     SeverityReport,
+    UncountedInfection,
     append_report_csv,
     build_report_json,
-    compute_severity,
+    clean_infection,
+    severity_from_cleaned,
     write_report_json,
     write_report_pdf,
 )
@@ -75,6 +80,29 @@ def current_masks(results: ResultLayers) -> tuple[np.ndarray, np.ndarray, Any]:
             "the same grid; segment again to get matching layers."
         )
     return np.asarray(lungs.data), np.asarray(infection.data), layer_geometry(lungs)
+
+
+def removed_by_run(results: ResultLayers) -> UncountedInfection:
+    """What the run that wrote the infection layer took out of it; nothing once the user edited
+    it (the report then counts what is in the layers) or for a layer no run wrote."""
+    layer = results.infection
+    run = run_info_of(layer) if layer is not None else None
+    if run is None or results.is_edited(INFECTION_LAYER):
+        return UncountedInfection()
+    return UncountedInfection.from_dict(run.uncounted_infection)
+
+
+def severity_of_layers(
+    lungs: np.ndarray,
+    infection: np.ndarray,
+    geometry: Any,
+    min_lesion_ml: float,
+    removed_before: UncountedInfection,
+) -> SeverityReport:
+    """The figures of the layers as they are, plus what was taken out before they were shown."""
+    cleaned = clean_infection(lungs, infection, geometry, min_lesion_ml)
+    cleaned = dataclasses.replace(cleaned, uncounted=cleaned.uncounted + removed_before)
+    return severity_from_cleaned(lungs, cleaned, geometry)
 
 
 def _row_values(volume_ml: float, infected_ml: float, involvement_pct: float, grade: str) -> tuple[str, ...]:
@@ -135,11 +163,12 @@ class SeverityTable(QWidget):
             return
         # Snapshots: the user may paint while the worker counts.
         worker = create_worker(
-            compute_severity,
+            severity_of_layers,
             np.array(lungs, copy=True),
             np.array(infection, copy=True),
             geometry,
             self._results.min_lesion_ml,
+            removed_by_run(self._results),
             _ignore_errors=True,
         )
         worker.returned.connect(self._on_computed)
@@ -245,7 +274,9 @@ class ReportPanel(Container):
     def build_report(self) -> dict[str, Any]:
         """The report dict of the layers on screen (raises CHSNetError with the reason)."""
         lungs, infection, geometry = current_masks(self._results)
-        severity = compute_severity(lungs, infection, geometry, self._results.min_lesion_ml)
+        severity = severity_of_layers(
+            lungs, infection, geometry, self._results.min_lesion_ml, removed_by_run(self._results)
+        )
         ct = self._ct_volume(required=False)
         lungs_layer = self._results.lungs
         run = run_info_of(lungs_layer) if lungs_layer is not None else None
