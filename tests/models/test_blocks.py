@@ -79,6 +79,22 @@ def test_spectral_pool_gradcheck():
     assert torch.autograd.gradcheck(SpectralLowPass2d(2), (image,))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_spectral_pooling_of_half_precision_maps_runs_in_float32(dtype):
+    """Under fp16 autocast on a GPU the maps arrive in half precision: cuFFT would take only
+    power-of-two sizes and overflow on real slices' spectra (CPU FFTs refuse half outright)."""
+    x = torch.rand(1, 2, 28, 14) * 300  # a 224-pixel input pooled three times; spectrum ~ 10^5
+    pooled = spectral_pool(x.to(dtype), (14, 7))
+    assert pooled.dtype == dtype
+    torch.testing.assert_close(
+        pooled.float(), spectral_pool(x.to(dtype).float(), (14, 7)), rtol=1e-2, atol=1.0
+    )
+    low = SpectralLowPass2d(2)
+    filtered = low(x.to(dtype))
+    assert filtered.dtype == dtype and torch.isfinite(filtered.float()).all()
+    torch.testing.assert_close(filtered.float(), low(x.to(dtype).float()), rtol=1e-2, atol=1.0)
+
+
 def test_global_spectral_pool_is_spectral_pool_to_one_pixel():
     image = torch.randn(2, 3, 8, 6, dtype=torch.float64)
     torch.testing.assert_close(GlobalSpectralPool2d()(image), spectral_pool(image, (1, 1)))

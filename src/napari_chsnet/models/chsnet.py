@@ -23,7 +23,7 @@ class CHSNet(nn.Module):
     Args:
         in_channels: channels of the CT slice (1).
         out_channels: logit channels of the infection stage (the lung stage always has one).
-        base_channels: width of both RAIU-Nets (20: 2 x 3.94M parameters, paper 8.4M).
+        base_channels: width of both RAIU-Nets (20: 2 x 3.98M parameters, paper 8.4M).
         use_rib, use_hybrid_pooling, use_ssd: ablation flags of CHS-Net Table 5, applied to both stages.
         stack_lung_prob: the infection stage reads ``[image * lung_prob, lung_prob]`` (``in_channels + 1``
             channels, see :meth:`infection_input`); ``False`` gives it only the masked image.

@@ -26,7 +26,7 @@ class RAIUNet(nn.Module):
     Args:
         in_channels: channels of the input slice (1 for CT).
         out_channels: logit channels of the output.
-        base_channels: width ``c`` of the first stage, doubled at each of the four stages; 20 gives 3.94M
+        base_channels: width ``c`` of the first stage, doubled at each of the four stages; 20 gives 3.98M
             parameters against the paper's 4.2M (see docs/models/chsnet.md).
         use_rib: residual inception blocks instead of double convolutions.
         use_hybrid_pooling: hybrid pooling instead of max pooling.

@@ -2,12 +2,22 @@
 
 All three work on the real FFT (``torch.fft.rfft2``/``irfft2``), so a pooled map costs one forward and one
 inverse FFT over the input, and the cropped block is read directly from the half spectrum.
+
+The FFTs run in float32 (float64 stays) and the result returns in the input's dtype: under fp16 autocast on a GPU the
+feature maps arrive in half precision, where cuFFT takes only power-of-two sizes (the bundled CHS-Net's
+224-pixel input pools to 112, 56, 28, 14) and an unnormalised spectrum of a real slice reaches ~10^5, past
+fp16's 65504.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    """Half-precision maps in float32 for the FFT (see the module's docstring); float64 stays."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _average_nyquist(spectrum: Tensor, keep: int, dim: int) -> Tensor:
@@ -52,7 +62,7 @@ def spectral_pool(x: Tensor, output_size: tuple[int, int]) -> Tensor:
             f"spectral_pool: output size {output_size} must lie within the input size {(height, width)}"
         )
     # norm="forward" divides by H*W on the way in and not on the way out: constants are preserved.
-    spectrum = torch.fft.rfft2(x, norm="forward")
+    spectrum = torch.fft.rfft2(_at_least_float32(x), norm="forward")
     # Columns: the half spectrum holds frequencies 0..W/2; the output keeps 0..out_w/2.
     columns = spectrum[..., : out_w // 2 + 1]
     if out_w % 2 == 0 and out_w < width:
@@ -62,7 +72,7 @@ def spectral_pool(x: Tensor, output_size: tuple[int, int]) -> Tensor:
         minus = plus.index_select(-1, row_index).conj()
         columns = torch.cat([columns[..., :-1], (0.5 * (plus + minus)).unsqueeze(-1)], dim=-1)
     rows = _average_nyquist(columns, out_h, dim=-2) if out_h < height else columns
-    return torch.fft.irfft2(rows, s=(out_h, out_w), norm="forward")
+    return torch.fft.irfft2(rows, s=(out_h, out_w), norm="forward").to(x.dtype)
 
 
 class SpectralPool2d(nn.Module):
@@ -109,9 +119,9 @@ class SpectralLowPass2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]
-        spectrum = torch.fft.rfft2(x)
-        mask = self._mask(height, width, x.device, x.dtype)
-        return torch.fft.irfft2(spectrum * mask, s=(height, width))
+        spectrum = torch.fft.rfft2(_at_least_float32(x))
+        mask = self._mask(height, width, x.device, spectrum.real.dtype)
+        return torch.fft.irfft2(spectrum * mask, s=(height, width)).to(x.dtype)
 
 
 class GlobalSpectralPool2d(nn.Module):
