@@ -53,8 +53,11 @@ def test_every_model_returns_masks_on_the_ct_grid(phantom, tiny_weights, model):
     )
     assert again.to_dict() == result.severity.to_dict()
     # run manifest
-    checkpoint = resolve_weights(model, tiny_weights)[model]
-    assert result.run_info.model == model and result.run_info.weights_sha256 == checkpoint.sha256
+    checkpoints = resolve_weights(model, tiny_weights)
+    assert result.run_info.model == model and result.run_info.weights_sha256 == checkpoints[model].sha256
+    # the lungs decide every volume: the report names the file the lung stage came from too
+    assert result.run_info.lung_weights_sha256 == checkpoints["chsnet"].sha256
+    assert (result.run_info.lung_weights_sha256 == result.run_info.weights_sha256) == (model == "chsnet")
     assert result.device == result.run_info.device == "cpu"
     assert tuple(result.timings_s) == STAGES and all(t >= 0 for t in result.timings_s.values())
     assert result.run_info.runtime_s == pytest.approx(sum(result.timings_s.values()))

@@ -52,6 +52,7 @@ def test_report_json_has_the_stable_keys(synthetic_case):
         "device",
         "runtime_s",
         "weights_sha256",
+        "lung_weights_sha256",
         "software",
         "input",
         "study",

@@ -278,6 +278,7 @@ def iter_segmentation(
         device=reported_device,
         runtime_s=sum(clock.timings.values()),
         weights_sha256=checkpoints[settings.model].sha256 or None,
+        lung_weights_sha256=checkpoints[LUNG_STAGE_MODEL].sha256 or None,
         input=volume.source,
         case=case_name(volume.source) if volume.source else "",
         stage_timings_s={stage: round(seconds, 4) for stage, seconds in clock.timings.items()},

@@ -108,6 +108,8 @@ class RunInfo:
         device: the device actually used (``"cpu"``, ``"cuda:0"``, ...), not the one asked for.
         runtime_s: wall time of the whole run.
         weights_sha256: hex SHA-256 of the weights file (``file_sha256``), or None if unknown.
+        lung_weights_sha256: the same of the file the lung stage came from (CHS-Net's; for
+            ``chsnet`` the same file), since the lungs decide every volume; None if unknown.
         input: the input path (file or DICOM folder) or a description such as "synthetic phantom".
         case: case identifier for the CSV; defaults to the input's name (``case_name``).
         timestamp: ISO-8601 time of the run (UTC).
@@ -124,6 +126,7 @@ class RunInfo:
     device: str
     runtime_s: float
     weights_sha256: str | None = None
+    lung_weights_sha256: str | None = None
     input: str = ""
     case: str = ""
     timestamp: str = field(default_factory=utc_timestamp)
@@ -205,6 +208,7 @@ def build_report_json(
             "stage_timings_s": {str(k): float(v) for k, v in run_info.stage_timings_s.items()},
             "inference_options": dict(run_info.inference_options),
             "weights_sha256": run_info.weights_sha256,
+            "lung_weights_sha256": run_info.lung_weights_sha256,
             "software": dict(run_info.software),
             # how the scan's stored values were read (io.hounsfield): hu, display8, offset1024, unknown
             "input_intensity": str((metadata or {}).get(INTENSITY_KEY, HU)),
