@@ -42,6 +42,14 @@ def test_files_missing_from_a_folder_come_from_the_bundled_set(tmp_path, tiny_we
     assert found["rdunet"].path == partial / "rdunet.safetensors"
 
 
+def test_a_folder_without_any_of_the_model_s_files_is_refused(tmp_path, tiny_weights, bundled):
+    shutil.copy(tiny_weights / "chsnet.safetensors", bundled)
+    shutil.copy(tiny_weights / "rdunet.safetensors", bundled)
+    (tmp_path / "typo").mkdir()  # would otherwise run the bundled weights without a word
+    with pytest.raises(WeightsError, match="holds none of chsnet.safetensors or rdunet.safetensors"):
+        resolve_weights("rdunet", tmp_path / "typo")
+
+
 def test_missing_bundled_weights_say_how_to_get_some(bundled):
     with pytest.raises(WeightsError, match=r"no bundled weights for chsnet .*chsnet train.*--weights"):
         resolve_weights("chsnet", None)

@@ -101,7 +101,7 @@ def resolve_weights(model: str, weights: str | Path | None = None) -> dict[str, 
     Args:
         model: ``"chsnet"``, ``"eamc"`` or ``"rdunet"``.
         weights: ``None`` = the bundled set; a folder = its files, each missing one taken from the
-            bundled set; a ``.safetensors`` file = the ``model`` network (a CHS-Net file is also the
+            bundled set (a folder with neither file is refused); a ``.safetensors`` file = the ``model`` network (a CHS-Net file is also the
             lung stage; otherwise the lung stage is the file's sibling ``chsnet.safetensors`` when there
             is one, as in a fine-tuned set, else the bundled one).
 
@@ -121,6 +121,13 @@ def resolve_weights(model: str, weights: str | Path | None = None) -> dict[str, 
             f"weights path {path} does not exist; pass a weights folder or a .safetensors file"
         )
     if path.is_dir():
+        wanted = sorted({weights_file_name(LUNG_STAGE_MODEL), weights_file_name(model)})
+        if not any((path / name).is_file() for name in wanted):
+            # an empty or mistyped folder would otherwise run the bundled weights without a word
+            raise WeightsError(
+                f"weights folder {path} holds none of {' or '.join(wanted)}; pass a weights set (a folder "
+                "with those files) or a .safetensors file"
+            )
         found = {LUNG_STAGE_MODEL: _from_folder(path, LUNG_STAGE_MODEL, lung_role)}
         found[model] = found.get(model) or _from_folder(path, model, f"the {model} infection stage")
         return found
