@@ -30,6 +30,19 @@ def series_hu(n_slices: int, rows: int = 24, columns: int = 20) -> np.ndarray:
     return hu
 
 
+def _new_dataset(sop_class: str) -> pydicom.Dataset:
+    """An empty dataset of ``sop_class`` with its file meta (explicit VR little endian) and a new UID."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    return ds
+
+
 def ct_dataset(
     hu_slice: np.ndarray,
     position_mm: Sequence[float],
@@ -42,14 +55,7 @@ def ct_dataset(
     image_type: Sequence[str] = ("ORIGINAL", "PRIMARY", "AXIAL"),
 ) -> pydicom.Dataset:
     """A CT image dataset storing ``hu_slice`` as unsigned pixels with RescaleIntercept -1024."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = _new_dataset(CTImageStorage)
     ds.PatientName = "Test^Series"
     ds.PatientID = "T001"
     ds.StudyDate = "20240102"
@@ -115,14 +121,7 @@ def write_enhanced(
 ) -> Path:
     """Write ``hu`` as one enhanced (multi-frame) CT file: frame k at z = first_z_mm + 2 k mm,
     0.7 x 0.8 mm pixels, unsigned storage with RescaleIntercept -1024."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = EnhancedCTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = _new_dataset(EnhancedCTImageStorage)
     ds.Modality, ds.PatientName, ds.PatientID = "CT", "Test^Enhanced", "T002"
     ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
     ds.SeriesInstanceUID = series_uid or generate_uid()
