@@ -113,7 +113,7 @@ class RunInfo:
         input: the input path (file or DICOM folder) or a description such as "synthetic phantom".
         case: case identifier for the CSV; defaults to the input's name (``case_name``).
         timestamp: ISO-8601 time of the run (UTC).
-        stage_timings_s: seconds per named pipeline stage (prepare, predict, ...).
+        stage_timings_s: seconds per pipeline stage (``inference.pipeline.STAGES``: prepare, lungs, ...).
         inference_options: settings that change the result (threshold, min_lesion_ml,
             mirror_averaging: ``SegmentationSettings.inference_options``); empty if unknown.
         software: versions from ``software_versions()``.
