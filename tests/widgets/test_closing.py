@@ -52,3 +52,16 @@ def test_a_panel_closed_twice_releases_once(panel):
     widget.close()  # closeEvent
     widget.setParent(None)  # then taken out of the dock as well
     assert widget.shortcuts == {} and _bound_shift_keys(viewer) == set()
+
+
+def test_a_closed_panel_no_longer_follows_renames(panel, small_phantom):
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    emitted = []
+    widget.results.changed.connect(lambda: emitted.append(1))
+    ct.name = "renamed"
+    assert emitted  # a rename can change which layer is 'lungs' or 'infection'
+    widget.close()
+    emitted.clear()
+    ct.name = "renamed again"
+    assert not emitted

@@ -10,6 +10,7 @@ from napari.utils.key_bindings import coerce_keybinding
 from napari_chsnet.registry import INFECTION_LAYER, LEFT_LUNG, LUNGS_LAYER, RIGHT_LUNG
 from napari_chsnet.widgets.correct import (
     apply_as_one_step,
+    first_label_along,
     min_voxels_for,
     relabelled_component,
     restricted_infection,
@@ -76,6 +77,23 @@ def test_apply_as_one_step_is_undone_by_one_undo():
     layer.undo()
     assert not layer.data.any()
     assert apply_as_one_step(layer, layer.data.copy(), layer.data.copy()) == 0
+
+
+def test_apply_as_one_step_leaves_voxels_the_user_changed_since_the_snapshot():
+    layer = Labels(np.zeros((1, 2, 4), np.uint8))
+    snapshot = layer.data.copy()
+    after = np.ones_like(snapshot)
+    layer.data_setitem((np.array([0, 0]), np.array([0, 1]), np.array([0, 3])), 2)  # painted meanwhile
+    assert apply_as_one_step(layer, snapshot, after) == 6
+    assert layer.data[0, 0, 0] == 2 and layer.data[0, 1, 3] == 2
+    assert (layer.data == 1).sum() == 6
+
+
+def test_first_label_along_finds_the_first_non_zero_voxel_from_the_start():
+    data = np.zeros((5, 3, 3), np.uint8)
+    data[3, 1, 1], data[1, 1, 1] = 2, 1
+    assert first_label_along(data, np.array([4.4, 1.0, 1.0]), np.array([-0.5, 1.0, 1.0])) == (3, 1, 1)
+    assert first_label_along(data, np.array([0.0, 0.0, 0.0]), np.array([4.0, 0.0, 0.0])) is None
 
 
 # ---------------------------------------------------------------- in the viewer
@@ -164,3 +182,78 @@ def test_relabel_with_the_cursor_off_the_lungs_only_warns(known_result, notifica
     assert not widget.correct.busy
     assert "mouse cursor on a lung" in str(notifications[-1].message)
     np.testing.assert_array_equal(lungs.data, before)
+
+
+@pytest.mark.gui
+def test_an_erase_made_while_a_helper_runs_is_kept(known_result, qtbot):
+    viewer, widget = known_result
+    lungs = viewer.layers[LUNGS_LAYER]
+    left = np.argwhere(lungs.data == LEFT_LUNG)
+    viewer.cursor.position = tuple(lungs.data_to_world(left[len(left) // 2]))
+    widget.correct.relabel_right.native.click()  # the worker starts from a snapshot
+    erased = tuple(left[:30].T)
+    lungs.data_setitem(erased, 0)  # the user erases meanwhile (the result cannot arrive before)
+
+    wait_for_helper(qtbot, widget)
+
+    assert not lungs.data[erased].any()
+    assert (lungs.data[tuple(left[30:].T)] == RIGHT_LUNG).all()
+
+
+@pytest.mark.gui
+def test_a_helper_finishing_during_a_brush_stroke_waits_for_it_and_is_its_own_undo_step(known_result, qtbot):
+    viewer, widget = known_result
+    infection, lungs = viewer.layers[INFECTION_LAYER], viewer.layers[LUNGS_LAYER]
+    outside = tuple(np.argwhere(lungs.data == 0)[:50].T)
+    infection.data_setitem(outside, 1)
+    before = infection.data.copy()
+    stroke = np.argwhere((lungs.data > 0) & (infection.data == 0))[:20]
+
+    widget.correct.restrict.native.click()
+    # napari's brush keeps block_history() open from mouse press to release, handling Qt events
+    # between mouse moves: the helper's result arrives in the middle of the stroke.
+    with infection.block_history():
+        infection.data_setitem(tuple(stroke[:10].T), 1)
+        qtbot.waitUntil(lambda: widget.correct.waiting_for_stroke, timeout=HELPER_TIMEOUT_MS)
+        assert widget.correct.busy and infection.data[outside].all()  # not written yet
+        infection.data_setitem(tuple(stroke[10:].T), 1)
+    wait_for_helper(qtbot, widget)
+    assert not infection.data[outside].any() and infection.data[tuple(stroke.T)].all()
+
+    infection.undo()  # the helper alone
+    assert infection.data[outside].all() and infection.data[tuple(stroke.T)].all()
+    infection.undo()  # the whole stroke
+    np.testing.assert_array_equal(infection.data, before)
+
+
+def _column_off_the_middle_slice(lungs: np.ndarray, label: int) -> tuple[int, int, int]:
+    """(middle slice, y, x) of a column through ``label`` voxels only, none at the middle slice."""
+    middle = lungs.shape[0] // 2
+    column = (lungs == label).any(0) & ~((lungs > 0) & (lungs != label)).any(0) & (lungs[middle] == 0)
+    y, x = np.argwhere(column)[0]
+    return middle, int(y), int(x)
+
+
+@pytest.mark.gui
+@pytest.mark.parametrize("after_a_mouse_move", [False, True])
+def test_shift_l_in_3d_relabels_the_lung_seen_along_the_view_ray(known_result, qtbot, after_a_mouse_move):
+    viewer, widget = known_result
+    lungs = viewer.layers[LUNGS_LAYER]
+    original = lungs.data.copy()
+    viewer.dims.ndisplay = 3
+    getattr(viewer, "scene", viewer).camera.set_view_direction(
+        (1, 0, 0)
+    )  # looking along z: a column of voxels per pixel
+    middle, y, x = _column_off_the_middle_slice(original, RIGHT_LUNG)
+    # In 3-D the cursor lies on the camera-centre plane, here the middle slice (no lung there).
+    viewer.cursor.position = tuple(lungs.data_to_world((middle, y, x)))
+    if after_a_mouse_move:  # what napari's canvas sets on each mouse move (the ray's direction)
+        viewer.cursor._view_direction = np.array([1.0, 0.0, 0.0])
+
+    viewer.keymap[coerce_keybinding("Shift-L")](viewer)
+    wait_for_helper(qtbot, widget)
+
+    assert (lungs.data[:, y, x][original[:, y, x] > 0] == LEFT_LUNG).all()
+    assert (lungs.data[original == LEFT_LUNG] == LEFT_LUNG).all()
+    lungs.undo()
+    np.testing.assert_array_equal(lungs.data, original)

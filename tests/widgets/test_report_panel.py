@@ -195,3 +195,101 @@ def test_report_of_unedited_layers_carries_what_the_run_removed_and_edited_ones_
     report = widget.report.build_report()
     assert report["small_lesions_removed"]["components"] == 1 and report["infection_outside_lungs_ml"] == 0.0
     assert EDITED_WARNING in report["warnings"]
+
+
+def test_an_edit_made_while_the_mask_was_renamed_still_counts(panel, small_phantom):
+    viewer, widget = panel
+    show_known_result(widget, add_ct(viewer, small_phantom), small_phantom)
+    infection = viewer.layers[INFECTION_LAYER]
+    infection.name = "infection (tmp)"
+    infection.data_setitem(tuple(np.argwhere(infection.data > 0)[:100].T), 0)
+    infection.name = INFECTION_LAYER
+
+    assert widget.results.would_lose_work() == [INFECTION_LAYER]  # a new run asks first
+    assert EDITED_WARNING in widget.report.build_report()["warnings"]
+
+
+def test_a_corrected_mask_kept_by_renaming_stays_corrected_after_a_new_run(panel, small_phantom):
+    """The docs' advice: rename a corrected layer, segment again, then use the corrected one."""
+    from napari_chsnet.inference.pipeline import SegmentationResult
+    from napari_chsnet.report import RunInfo, UncountedInfection, compute_severity
+
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    removed = UncountedInfection(removed_components=3, removed_ml=0.25, outside_lungs_ml=1.5)
+    run = RunInfo(model="chsnet", device="cpu", runtime_s=1.0, uncounted_infection=removed.to_dict())
+
+    def segment() -> None:
+        lungs, infection = small_phantom.lungs.copy(), small_phantom.infection.copy()
+        severity = compute_severity(lungs, infection, small_phantom.ct.geometry)
+        probability = np.zeros(lungs.shape, np.float32)
+        widget.results.show(SegmentationResult(lungs, infection, probability, severity, run, "cpu"), ct)
+
+    segment()
+    corrected = viewer.layers[INFECTION_LAYER]
+    corrected.data_setitem(tuple(np.argwhere(corrected.data > 0)[:100].T), 0)
+    corrected.name = "infection corrected"
+    segment()
+    viewer.layers.remove(INFECTION_LAYER)
+    corrected.name = INFECTION_LAYER
+
+    report = widget.report.build_report()
+    assert EDITED_WARNING in report["warnings"]
+    assert report["infection_outside_lungs_ml"] == 0.0  # the new run's cleaning is not added to it
+
+
+def add_ct_of_patient(viewer, phantom, name: str, patient: str, source: str):
+    data, kwargs, _ = ct_layer(phantom.ct, name=name)
+    kwargs["metadata"] = {**kwargs["metadata"], "PatientID": patient, "chsnet_source": source}
+    return viewer.add_image(data, **kwargs)
+
+
+def test_the_report_finds_the_masks_ct_after_the_ct_is_renamed(panel, small_phantom):
+    viewer, widget = panel
+    ct = add_ct_of_patient(viewer, small_phantom, "ct", "P42", "/data/P42/ct.nii.gz")
+    show_known_result(widget, ct, small_phantom)
+    ct.name = "ct - patient 42"
+    assert widget.report.build_report()["study"]["PatientID"] == "P42"
+
+
+def test_a_same_named_ct_of_another_scan_is_not_taken_for_the_masks_ct(
+    panel, qtbot, small_phantom, user, tmp_path, notifications
+):
+    from napari_chsnet.io.phantom import make_phantom
+
+    viewer, widget = panel
+    ct_a = add_ct_of_patient(viewer, small_phantom, "ct", "PATIENT-A", "/data/A/ct.nii.gz")
+    show_known_result(widget, ct_a, small_phantom)
+    viewer.layers.remove(ct_a)
+    other_scan = make_phantom(shape=small_phantom.ct.hu.shape, seed=7)
+    ct_b = add_ct_of_patient(viewer, other_scan, "ct", "PATIENT-B", "/data/B/ct.nii.gz")  # same shape
+
+    user.save_paths.append(tmp_path / "r.json")
+    widget.report.export_json.native.click()
+    qtbot.waitUntil(lambda: not widget.report.busy, timeout=EXPORT_TIMEOUT_MS)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["study"] == {}
+    assert any("is not open" in warning for warning in report["warnings"])
+    assert any(n.severity == "warning" and "is not open" in str(n.message) for n in notifications)
+
+    # Patient A's CT opened again (same file, same name): it is the masks' CT again.
+    viewer.layers.remove(ct_b)
+    add_ct_of_patient(viewer, small_phantom, "ct", "PATIENT-A", "/data/A/ct.nii.gz")
+    assert widget.report.build_report()["study"]["PatientID"] == "PATIENT-A"
+
+
+def test_the_table_follows_a_rename_that_changes_which_layer_is_infection(panel, qtbot, small_phantom):
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=TABLE_TIMEOUT_MS)
+    assert widget.severity.severity.overall_infected_ml > 0
+    mine = viewer.add_labels(
+        np.zeros_like(small_phantom.infection), name="my infection", scale=ct.scale, translate=ct.translate
+    )
+
+    viewer.layers[INFECTION_LAYER].name = "infection (model)"
+    mine.name = INFECTION_LAYER
+
+    qtbot.waitUntil(lambda: widget.severity.severity.overall_infected_ml == 0, timeout=TABLE_TIMEOUT_MS)
+    assert widget.severity.cell(2, 3) == "CT-0"

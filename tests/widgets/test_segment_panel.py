@@ -276,3 +276,21 @@ def ct_layer_of_read_volume(phantom):
 
     fresh = dataclasses.replace(phantom.ct, metadata={"warnings": []})  # the session's phantom stays as is
     return ct_layer(in_hounsfield_units(fresh))
+
+
+def test_a_result_named_layer_added_during_the_run_is_not_replaced_without_asking(
+    panel, qtbot, tiny_weights, small_phantom, user
+):
+    viewer, widget = panel
+    add_ct(viewer, small_phantom)
+    choose_weights(widget, user, tiny_weights)
+    widget.segment.segment.native.click()  # no result layers yet: no question
+    assert widget.segment.running and not user.confirm_answers
+    mine = viewer.add_labels(small_phantom.infection.copy(), name=INFECTION_LAYER)  # opened meanwhile
+    user.confirm_answers.append(False)
+
+    qtbot.waitUntil(lambda: not widget.segment.running, timeout=RUN_TIMEOUT_MS)
+
+    assert "'infection'" in user.questions[-1]
+    assert viewer.layers[INFECTION_LAYER] is mine
+    assert widget.segment.status.value.startswith("Result discarded")

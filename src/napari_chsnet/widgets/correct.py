@@ -1,9 +1,11 @@
 """Correct panel: one-click fixes of the lungs and infection masks, each ONE undo step.
 
 Each helper computes the corrected mask off the GUI thread from a snapshot, then writes only the
-voxels it changed through ``Labels.data_setitem`` inside ``Labels.block_history()``: Ctrl+Z in
-napari reverts the whole helper at once, and paint strokes made meanwhile are kept. Painting,
-filling and erasing by hand are napari's own Labels tools.
+voxels it changed, and only where the layer still holds the snapshot's value, through
+``Labels.data_setitem`` inside ``Labels.block_history()``: Ctrl+Z in napari reverts the whole
+helper at once, and paint strokes made meanwhile are kept. A result that arrives during a brush
+stroke waits for the stroke to end, so that it stays its own undo step. Painting, filling and
+erasing by hand are napari's own Labels tools.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton
 from napari.layers import Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
 from scipy import ndimage as ndi
 
 from napari_chsnet.inference.postprocess import (
@@ -39,6 +42,8 @@ HOW_TO_PAINT = (
     "Lungs: label 1 = right, 2 = left.\n"
     "Ctrl+Z undoes, Ctrl+Shift+Z redoes."
 )
+CURSOR_HINT = "Put the mouse cursor on a lung in the canvas, then press Shift+R (right) or Shift+L (left)."
+STROKE_RETRY_MS = 50  # how often a finished helper checks whether the brush stroke has ended
 
 
 # ---------------------------------------------------------------- the corrections (numpy only)
@@ -85,13 +90,34 @@ def min_voxels_for(volume_ml: float, voxel_volume_ml: float) -> int:
     return max(1, math.ceil(round(volume_ml / voxel_volume_ml, 6)))
 
 
+def first_label_along(data: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[int, ...] | None:
+    """The first non-zero voxel on the segment from ``start`` to ``end`` (data coordinates), or None:
+    in 3-D, the voxel the user sees under the cursor (as napari's own hover and paint find it)."""
+    steps = int(np.ceil(np.linalg.norm(np.asarray(end) - np.asarray(start)))) + 1
+    points = np.linspace(start, end, steps * 2)  # half-voxel steps: no voxel on the ray is skipped
+    voxels = np.clip(np.round(points), 0, np.array(data.shape) - 1).astype(int)
+    hits = np.flatnonzero(data[tuple(voxels.T)])
+    return tuple(int(v) for v in voxels[hits[0]]) if hits.size else None
+
+
+def in_stroke(layer: Labels) -> bool:
+    """Whether a brush stroke (or another grouped edit) is open on ``layer``.
+
+    napari's paint/erase/fill keep ``block_history()`` open from mouse press to release and have
+    no public flag for it; writing meanwhile would merge the helper into the stroke's undo step.
+    The flag is read on the layer itself: through napari's plugin proxy it would warn.
+    """
+    return bool(getattr(getattr(layer, "__wrapped__", layer), "_block_history", False))
+
+
 def apply_as_one_step(layer: Labels, before: np.ndarray, after: np.ndarray) -> int:
-    """Write the voxels where ``after`` differs from ``before`` into ``layer`` as one undo step.
+    """Write the voxels where ``after`` differs from ``before`` into ``layer`` as one undo step,
+    except those the user changed since ``before`` was taken (their edit wins).
 
     Returns:
         The number of voxels written.
     """
-    changed = np.nonzero(before != after)
+    changed = np.nonzero((before != after) & (np.asarray(layer.data) == before))
     if changed[0].size == 0:
         return 0
     with layer.block_history():
@@ -107,6 +133,7 @@ class CorrectPanel(Container):
         self._viewer = viewer
         self._results = results
         self._busy = False
+        self._deferred: Callable[[], None] | None = None  # a result waiting for a stroke to end
 
         self.restrict = PushButton(text="Restrict infection to lungs", tooltip=TOOLTIPS["restrict"])
         self.target = ComboBox(
@@ -151,10 +178,20 @@ class CorrectPanel(Container):
         self.fill_holes.changed.connect(self.fill_mask_holes)
         self.relabel_right.changed.connect(partial(self.relabel_under_cursor, RIGHT_LUNG))
         self.relabel_left.changed.connect(partial(self.relabel_under_cursor, LEFT_LUNG))
+        # A child of the panel: a closed and deleted panel gets no more retries.
+        self._stroke_wait = QTimer(self.native)
+        self._stroke_wait.setSingleShot(True)
+        self._stroke_wait.setInterval(STROKE_RETRY_MS)
+        self._stroke_wait.timeout.connect(self._retry_deferred)
 
     @property
     def busy(self) -> bool:
         return self._busy
+
+    @property
+    def waiting_for_stroke(self) -> bool:
+        """A helper's result is ready and waits for the brush stroke on its layer to end."""
+        return self._deferred is not None
 
     # ------------------------------------------------------------------ helpers
     def _mask_layer(self, name: str) -> Labels | None:
@@ -203,19 +240,41 @@ class CorrectPanel(Container):
         lungs = self._mask_layer(LUNGS_LAYER)
         if lungs is None:
             return
-        position = lungs.world_to_data(self._viewer.cursor.position)
-        voxel = tuple(int(round(float(v))) for v in position[-3:])
-        inside = len(voxel) == 3 and all(0 <= v < n for v, n in zip(voxel, lungs.data.shape, strict=True))
-        if not inside or lungs.data[voxel] == 0:
-            show_warning(
-                "Put the mouse cursor on a lung in the canvas, then press Shift+R (right) or Shift+L (left)."
-            )
+        voxel = self._lung_voxel_under_cursor(lungs)
+        if voxel is None:
+            show_warning(CURSOR_HINT)
             return
         self._run(
             f"Component relabelled as {LUNG_LABEL_NAMES[new_label]}",
             lungs,
             partial(relabelled_component, voxel=voxel, new_label=new_label),  # type: ignore[arg-type]
         )
+
+    def _lung_voxel_under_cursor(self, lungs: Labels) -> tuple[int, ...] | None:
+        """The lung voxel the user points at: in 2-D the one at the cursor; in 3-D the first lung
+        voxel along the view ray (the cursor's depth is only the camera-centre plane)."""
+        position = self._viewer.cursor.position
+        if self._viewer.dims.ndisplay == 3:
+            start, end = lungs.get_ray_intersections(
+                position, self._view_direction(), list(self._viewer.dims.displayed), world=True
+            )
+            if start is None or end is None:
+                return None
+            return first_label_along(np.asarray(lungs.data), start[-3:], end[-3:])
+        voxel = tuple(int(round(float(v))) for v in lungs.world_to_data(position)[-3:])
+        inside = len(voxel) == 3 and all(0 <= v < n for v, n in zip(voxel, lungs.data.shape, strict=True))
+        return voxel if inside and lungs.data[voxel] != 0 else None
+
+    def _view_direction(self) -> np.ndarray:
+        """The ray through the cursor: the one napari's hover uses (set on each mouse move; right
+        for a perspective camera too), else the camera's (the same for every pixel when orthographic)."""
+        cursor = getattr(self._viewer.cursor, "__wrapped__", self._viewer.cursor)  # no proxy warning
+        direction = getattr(cursor, "_view_direction", None)
+        if direction is None:
+            dims = self._viewer.dims
+            camera = getattr(self._viewer, "scene", self._viewer).camera  # viewer.scene since napari 0.9
+            direction = camera.calculate_nd_view_direction(dims.ndim, dims.displayed)
+        return np.asarray(direction)
 
     # ------------------------------------------------------------------ worker plumbing
     def _run(self, description: str, layer: Labels, correction: Callable[[np.ndarray], np.ndarray]) -> None:
@@ -226,11 +285,31 @@ class CorrectPanel(Container):
         worker = create_worker(correction, snapshot, _ignore_errors=True)
         worker.returned.connect(partial(self._apply, layer, snapshot, description))
         worker.errored.connect(lambda exc: show_error(f"{description} failed: {exc}"))
-        worker.finished.connect(partial(self._set_busy, False))
+        worker.finished.connect(self._on_worker_finished)
         self._set_busy(True)
         worker.start()
 
+    def _on_worker_finished(self) -> None:
+        # A result waiting for a brush stroke to end keeps the panel busy until it is written: a
+        # second helper would start from a snapshot without it.
+        if self._deferred is None:
+            self._set_busy(False)
+
     def _apply(self, layer: Labels, snapshot: np.ndarray, description: str, corrected: np.ndarray) -> None:
+        if self._results.contains(layer) and in_stroke(layer):
+            self._deferred = partial(self._apply, layer, snapshot, description, corrected)
+            self._stroke_wait.start()
+            return
+        was_deferred, self._deferred = self._deferred is not None, None
+        self._write(layer, snapshot, description, corrected)
+        if was_deferred:  # the worker has finished meanwhile: nothing else ends the busy state
+            self._set_busy(False)
+
+    def _retry_deferred(self) -> None:
+        if self._deferred is not None:
+            self._deferred()
+
+    def _write(self, layer: Labels, snapshot: np.ndarray, description: str, corrected: np.ndarray) -> None:
         if not self._results.contains(layer):
             show_warning(f"'{layer.name}' was closed before the correction finished; nothing was changed.")
             return

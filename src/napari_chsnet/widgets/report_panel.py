@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QFont
 from qtpy.QtWidgets import (
@@ -263,13 +263,22 @@ class ReportPanel(Container):
         layer = self._results.ct_layer()
         if layer is None:
             if required:
-                lungs = self._results.lungs
-                name = lungs.metadata.get("chsnet_ct_layer", "the CT") if lungs is not None else "the CT"
+                name = self._results.recorded_ct_name() or "the CT"
                 raise InvalidVolumeError(
-                    f"The CT the masks belong to ('{name}') is not open; open it again under that name or segment again."
+                    f"The CT the masks belong to ('{name}') is not open; open that CT's file again or segment again."
                 )
             return None
         return ct_volume_from_layer(layer)
+
+    def _missing_ct_note(self) -> str | None:
+        """Why the report has no study fields, when the CT the masks record cannot be found."""
+        name = self._results.recorded_ct_name()
+        if name is None or self._results.ct_layer() is not None:
+            return None
+        return (
+            f"The CT the masks were computed on ('{name}') is not open, so the report has no study "
+            "fields (patient, series); open that CT again or segment again to include them."
+        )
 
     def build_report(self) -> dict[str, Any]:
         """The report dict of the layers on screen (raises CHSNetError with the reason)."""
@@ -287,6 +296,9 @@ class ReportPanel(Container):
         )
         if any(self._results.is_edited(name) for name in (LUNGS_LAYER, INFECTION_LAYER)):
             report["warnings"].append(EDITED_WARNING)
+        missing_ct = self._missing_ct_note()
+        if missing_ct:
+            report["warnings"].append(missing_ct)
         return report
 
     def _suggested(self, report: dict[str, Any], filename: str) -> Path:
@@ -303,6 +315,9 @@ class ReportPanel(Container):
         except CHSNetError as exc:
             show_error(str(exc))
             return
+        missing_ct = self._missing_ct_note()
+        if missing_ct:  # said in the file too, but the user should not find out only there
+            show_warning(missing_ct)
         path = self.dialogs.save_file(
             f"Save the severity report ({kind.upper()})",
             self._suggested(report, f"{report['case'] or 'case'}_report.{kind}"),

@@ -8,7 +8,12 @@ Re-running replaces these layers (same place in the layer list, same opacity and
 fresh ones, so the new layers start with an empty undo history. Before that, the Segment panel
 asks for confirmation when a layer it would replace was edited since the run that wrote it (any
 paint, fill, erase or correction helper), or was not written by this panel at all (a file opened
-under that name): a correction is never lost silently.
+under that name): a correction is never lost silently. An edit marks the layer itself
+(``metadata["chsnet_edited"]``), so the mark follows it through renames (the docs advise renaming
+a corrected layer to keep it).
+
+The masks remember the CT they were computed on by its ``unique_id`` (a renamed CT is still found)
+and its source file (a same-named CT of another scan is not taken for it).
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ if TYPE_CHECKING:
 
 RUN_KEY = "chsnet_run"  # layer metadata: the RunInfo (as a dict) of the run that wrote the layer
 CT_LAYER_KEY = "chsnet_ct_layer"  # layer metadata: name of the CT layer the masks belong to
+CT_ID_KEY = "chsnet_ct_id"  # layer metadata: str(unique_id) of that CT layer
+CT_SOURCE_KEY = "chsnet_ct_source"  # layer metadata: that CT's source file ("" if unknown)
+EDITED_KEY = "chsnet_edited"  # layer metadata: True once the user edited the Labels layer
 MASK_LAYERS = (LUNGS_LAYER, INFECTION_LAYER)
 RESULT_LAYERS = (LUNGS_LAYER, INFECTION_LAYER, PROBABILITY_LAYER)
 _LAYER_TYPES: dict[str, type[Layer]] = {
@@ -121,6 +129,10 @@ def run_info_of(layer: Layer) -> RunInfo | None:
     return RunInfo(**stored) if isinstance(stored, dict) else None
 
 
+def _source_of(layer: Layer) -> str:
+    return str(layer.metadata.get(SOURCE_KEY) or "")
+
+
 class ResultLayers(QObject):
     """Finds the result layers in a viewer, writes new ones, and tracks user edits.
 
@@ -138,7 +150,6 @@ class ResultLayers(QObject):
         # unique_id of the layer each name was last written with (napari hands plugins proxies of
         # the viewer and its layers, so identity tests would fail).
         self._written: dict[str, Hashable] = {}
-        self._edited: set[str] = set()
         self._quiet_depth = 0
         self.edit_count = 0  # grows with every user edit of lungs/infection
         self.min_lesion_ml = DEFAULT_MIN_LESION_ML
@@ -146,11 +157,14 @@ class ResultLayers(QObject):
             self._watch(layer)
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self._on_removed)
+        # A rename can change which layer is 'lungs' or 'infection' (the event has no names).
+        viewer.layers.events.renamed.connect(self._emit)
 
     def disconnect_viewer(self) -> None:
         """Stop listening to the viewer (the panel is being closed)."""
         self._viewer.layers.events.inserted.disconnect(self._on_inserted)
         self._viewer.layers.events.removed.disconnect(self._on_removed)
+        self._viewer.layers.events.renamed.disconnect(self._emit)
         for layer in self._viewer.layers:
             self._unwatch(layer)
 
@@ -176,21 +190,38 @@ class ResultLayers(QObject):
         return self.layer(PROBABILITY_LAYER)  # type: ignore[return-value]
 
     def ct_layer(self) -> Image | None:
-        """The CT image layer the current masks were computed on, if it is still open."""
+        """The CT image layer the current masks were computed on, if it is still open: that very
+        layer (even renamed), else a layer of its name opened again from the same source file
+        on the same grid (never a same-named CT of another scan)."""
         lungs = self.lungs
-        name = lungs.metadata.get(CT_LAYER_KEY) if lungs is not None else None
-        if name and name in self._viewer.layers and isinstance(self._viewer.layers[name], Image):
-            return self._viewer.layers[name]  # type: ignore[return-value]
-        return None
+        if lungs is None:
+            return None
+        meta = lungs.metadata
+        images = [layer for layer in self._viewer.layers if isinstance(layer, Image)]
+        same = [layer for layer in images if str(layer.unique_id) == meta.get(CT_ID_KEY)]
+        if not same:
+            same = [
+                layer
+                for layer in images
+                if layer.name == meta.get(CT_LAYER_KEY)
+                and _source_of(layer) == meta.get(CT_SOURCE_KEY)
+                and layer.data.shape == lungs.data.shape
+            ]
+        return same[0] if same else None  # type: ignore[return-value]
+
+    def recorded_ct_name(self) -> str | None:
+        """Name of the CT the masks were computed on when the masks record one (a run's masks)."""
+        lungs = self.lungs
+        return lungs.metadata.get(CT_LAYER_KEY) if lungs is not None else None
 
     def would_lose_work(self) -> list[str]:
         """Names of layers a new run would replace that hold work of the user's: edited since the
         run that wrote them, or not written by this panel."""
-        names = [layer.name for layer in self._viewer.layers if layer.name in RESULT_LAYERS]
         return [
-            name
-            for name in names
-            if name in self._edited or self._written.get(name) != self._viewer.layers[name].unique_id
+            layer.name
+            for layer in self._viewer.layers
+            if layer.name in RESULT_LAYERS
+            and (layer.metadata.get(EDITED_KEY) or self._written.get(layer.name) != layer.unique_id)
         ]
 
     def contains(self, layer: Layer) -> bool:
@@ -198,7 +229,8 @@ class ResultLayers(QObject):
         return any(other.unique_id == layer.unique_id for other in self._viewer.layers)
 
     def is_edited(self, name: str) -> bool:
-        return name in self._edited
+        """Whether the layer now called ``name`` was edited by the user (under any name)."""
+        return any(layer.name == name and layer.metadata.get(EDITED_KEY) for layer in self._viewer.layers)
 
     # ------------------------------------------------------------------ writing a result
     def show(self, result: SegmentationResult, ct_layer: Image) -> None:
@@ -213,7 +245,13 @@ class ResultLayers(QObject):
         }
 
         def metadata() -> dict[str, Any]:
-            return {GEOMETRY_KEY: dict(geometry), RUN_KEY: dict(run), CT_LAYER_KEY: ct_layer.name}
+            return {
+                GEOMETRY_KEY: dict(geometry),
+                RUN_KEY: dict(run),
+                CT_LAYER_KEY: ct_layer.name,
+                CT_ID_KEY: str(ct_layer.unique_id),
+                CT_SOURCE_KEY: _source_of(ct_layer),
+            }
 
         lungs = Labels(
             np.asarray(result.lungs, dtype=np.uint8),
@@ -252,7 +290,6 @@ class ResultLayers(QObject):
         with self._quiet():
             for layer in (probability, lungs, infection):
                 self._replace(layer)
-        self._edited.clear()
         # min_lesion_ml stays the Segment panel's setting (it keeps it in sync): the table and the
         # exports use the value the panel shows, not a copy taken when the run started.
         self.changed.emit()
@@ -306,9 +343,10 @@ class ResultLayers(QObject):
             self._emit()
 
     def _on_edit(self, event: Any) -> None:
-        name = event.source.name
-        if name in MASK_LAYERS:
-            self._edited.add(name)
+        layer = event.source
+        # Marked whatever its name now: a mask edited while renamed is still a corrected mask.
+        layer.metadata[EDITED_KEY] = True
+        if layer.name in MASK_LAYERS:
             self.edit_count += 1
             self._emit()
 

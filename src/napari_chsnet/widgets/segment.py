@@ -67,6 +67,7 @@ class SegmentPanel(Container):
         self._weight_paths: list[str] = []
         self._worker: GeneratorWorker | None = None
         self._confirmed_edits = 0
+        self._confirmed_names: set[str] = set()
         self._done_status = ""
 
         self.ct = ComboBox(label="CT", choices=self._ct_choices, tooltip=TOOLTIPS["ct"])
@@ -240,9 +241,17 @@ class SegmentPanel(Container):
             self.cancel.enabled = False
             self._worker.quit()
 
+    def _work_at_risk_since_start(self) -> bool:
+        """Whether the result would now replace work the user did not agree to lose when pressing
+        Segment: a layer of a result name added or renamed, or a mask edited, while the network ran."""
+        at_risk = set(self._results.would_lose_work())
+        edited = self._results.edit_count != self._confirmed_edits
+        return bool(at_risk - self._confirmed_names) or (edited and bool(at_risk))
+
     def _confirm_replacing(self) -> bool:
         at_risk = self._results.would_lose_work()
         self._confirmed_edits = self._results.edit_count
+        self._confirmed_names = set(at_risk)
         if not at_risk:
             return True
         names = ", ".join(f"'{name}'" for name in at_risk)
@@ -294,11 +303,7 @@ class SegmentPanel(Container):
                 f"The CT layer '{ct_layer.name}' was closed during the run; the result was not shown."
             )
             return
-        # Edited while the network ran: ask again rather than replace silently.
-        edited_meanwhile = (
-            self._results.edit_count != self._confirmed_edits and self._results.would_lose_work()
-        )
-        if edited_meanwhile and not self._confirm_replacing():
+        if self._work_at_risk_since_start() and not self._confirm_replacing():
             self._done_status = "Result discarded: layers kept."
             return
         self._results.show(result, ct_layer)
