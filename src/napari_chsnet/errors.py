@@ -23,3 +23,7 @@ class ConfigError(CHSNetError, ValueError):
 
 class OutputExistsError(CHSNetError, FileExistsError):
     """An output file exists and overwriting was not asked for."""
+
+
+class OutputError(CHSNetError, OSError):
+    """An output could not be written (disk full, no permission, a file where a folder should be)."""

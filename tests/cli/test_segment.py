@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import SimpleITK as sitk
 from pypdf import PdfReader
 
 from napari_chsnet.cli import main
+from napari_chsnet.cli.segment import plan_cases
 from napari_chsnet.inference.device import available_devices
 from napari_chsnet.io.readers import read_ct
 from napari_chsnet.resources_path import bundled_weights_dir
@@ -295,3 +297,46 @@ def test_a_scan_stored_as_8bit_values_is_converted_and_warned_about(
     assert not any("Hounsfield" in w for w in as_hu["warnings"])
     assert main(["segment", str(path), "-o", str(tmp_path / "x"), "--intensity", "8bit"]) == 2
     one_error_line(capsys, "argument --intensity: invalid choice: '8bit'")
+
+
+def test_an_unusable_output_folder_is_refused_before_any_scan(tmp_path, ras_nifti, tiny_weights, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert segment(ras_nifti, "-o", tmp_path / "afile" / "out", weights=tiny_weights) == 2
+    one_error_line(capsys, "cannot create output folder", "afile")
+
+
+def test_case_names_never_leave_outdir_or_hit_the_csv(tmp_path, monkeypatch):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "report.csv").mkdir()
+    monkeypatch.chdir(tmp_path / "a" / "b")
+    cases = plan_cases([Path("."), Path(".."), tmp_path / "report.csv"], False, tmp_path / "out")
+    assert [case.name for case in cases] == ["b", "a", "report.csv_case"]
+    assert all(case.folder.parent == tmp_path / "out" for case in cases)
+
+
+def test_a_failed_overwrite_keeps_the_old_set_and_the_batch_goes_on(
+    tmp_path, ras_nifti, dicom_folder, tiny_weights, monkeypatch, capsys
+):
+    import napari_chsnet.report as report_module
+
+    out = tmp_path / "out"
+    assert segment(ras_nifti, dicom_folder, "-o", out, "--model", "rdunet", weights=tiny_weights) == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.*") if p.parent != out}
+    real_pdf, calls = report_module.write_report_pdf, []
+
+    def disk_full_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device", str(args[0]))
+        return real_pdf(*args, **kwargs)
+
+    monkeypatch.setattr(report_module, "write_report_pdf", disk_full_once)
+    args = (ras_nifti, dicom_folder, "-o", out, "--model", "rdunet", "--overwrite")
+    assert segment(*args, weights=tiny_weights) == 2
+    err = capsys.readouterr().err
+    assert "case_ras:" in err and "No space left on device" in err
+    assert "1 of 2 cases failed" in err
+    first = {p: t for p, t in before.items() if p.parent.name == "case_ras"}
+    assert {p: p.stat().st_mtime_ns for p in first} == first  # the old set is whole
+    assert all(p.stat().st_mtime_ns != t for p, t in before.items() if p.parent.name == "series_a")
+    assert sorted(p.name for p in out.iterdir()) == ["case_ras", "report.csv", "series_a"]  # no staging left

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 
 import numpy as np
@@ -10,8 +11,9 @@ import pytest
 import SimpleITK as sitk
 from dicom_factory import physical_point
 
-from napari_chsnet.errors import InvalidVolumeError, OutputExistsError
+from napari_chsnet.errors import InvalidVolumeError, OutputError, OutputExistsError
 from napari_chsnet.io.readers import read_ct
+from napari_chsnet.io.volume import Geometry
 from napari_chsnet.io.writers import read_mask, write_volume
 
 
@@ -109,6 +111,36 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path):
     with pytest.raises(OutputExistsError, match="already exists"):
         write_volume(target, volume.hu, volume.geometry)
     write_volume(target, volume.hu, volume.geometry, overwrite=True)
+
+
+def test_truncated_write_is_an_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    # ITK ignores a full disk: the file ends early and WriteImage returns as if it had worked.
+    from napari_chsnet.io import writers
+
+    target = tmp_path / "out.nii.gz"
+    write_volume(target, np.zeros((4, 5, 6), np.float32), Geometry((1.0, 1.0, 1.0)))
+    old = target.read_bytes()
+    real_write = sitk.WriteImage
+
+    def write_half(image, name, **kwargs):
+        real_write(image, name, **kwargs)
+        with open(name, "r+b") as handle:
+            handle.truncate(os.path.getsize(name) // 2)
+
+    monkeypatch.setattr(writers.sitk, "WriteImage", write_half)
+    values = np.random.default_rng(0).random((4, 5, 6), dtype=np.float32)
+    with pytest.raises(OutputError, match="could not write"):
+        write_volume(target, values, Geometry((1.0, 1.0, 1.0)), overwrite=True)
+    assert target.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nii.gz"]  # no temporary left
+
+
+def test_unwritable_folder_is_an_output_error(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match="could not write"):
+        write_volume(
+            tmp_path / "afile" / "out.nii.gz", np.zeros((2, 2, 2), np.float32), Geometry((1.0, 1.0, 1.0))
+        )
 
 
 def _written(tmp_path, orientation: str = "RAS"):

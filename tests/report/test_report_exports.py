@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +155,30 @@ def test_csv_appends_across_runs_with_one_header(synthetic_case, tmp_path):
     assert float(rows[0]["right_volume_ml"]) == pytest.approx(first["lungs"]["right"]["volume_ml"], abs=1e-3)
     assert rows[1]["overall_grade"] == second["overall"]["grade"]
     assert rows[0]["model"] == "chsnet" and rows[0]["timestamp"] == "2024-01-02T03:04:05+00:00"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no file lock on Windows")
+def test_concurrent_csv_appends_keep_every_row(synthetic_case, tmp_path, monkeypatch):
+    # Two runs appending into one folder: without a lock each rewrites the file it read, dropping rows.
+    target, report = tmp_path / "report.csv", make_report(synthetic_case, input_path="/scans/a.nii.gz")
+    real_write = exports_module._write_text
+
+    def slow_write(path, text):
+        time.sleep(0.002)  # widen the read-to-write window so an unlocked race shows every time
+        real_write(path, text)
+
+    monkeypatch.setattr(exports_module, "_write_text", slow_write)
+
+    def append_many(tag):
+        for i in range(10):
+            append_report_csv(target, dict(report, case=f"{tag}{i}"))
+
+    threads = [threading.Thread(target=append_many, args=(tag,)) for tag in "AB"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(list(csv.DictReader(target.open(encoding="utf-8")))) == 20
 
 
 def test_csv_with_other_header_is_refused_untouched(synthetic_case, tmp_path):

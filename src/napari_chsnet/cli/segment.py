@@ -9,12 +9,15 @@ case, across runs), never refused or replaced.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from napari_chsnet.cli.options import add_model_options, non_negative_float, positive_int, probability
-from napari_chsnet.errors import CHSNetError, InvalidVolumeError, OutputExistsError
+from napari_chsnet.errors import CHSNetError, InvalidVolumeError, OutputError, OutputExistsError
 from napari_chsnet.io.hounsfield import INTENSITY_CHOICES
 from napari_chsnet.report.severity import DEFAULT_MIN_LESION_ML
 
@@ -81,13 +84,33 @@ def plan_cases(inputs: list[Path], sample: bool, output: Path) -> list[Case]:
         return [Case(case_name(str(inputs[0])), inputs[0], output)]
     cases, used = [], set()
     for path in inputs:
-        name = base = case_name(str(path)) or "case"
+        name = base = _folder_name(case_name(str(path)))
         suffix = 2
         while name in used:
             name, suffix = f"{base}_{suffix}", suffix + 1
         used.add(name)
         cases.append(Case(name, path, output / name))
     return cases
+
+
+def _folder_name(name: str) -> str:
+    """A case subfolder name that cannot be the batch CSV (a folder input named ``report.csv``)."""
+    return f"{name}_case" if name.lower() == CSV_NAME else name
+
+
+def make_output_folders(cases: list[Case], output: Path) -> None:
+    """Create OUTDIR and the case folders now, so an unusable ``-o`` stops the run before any scan."""
+    for folder in [output, *(case.folder for case in cases)]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(
+                f"cannot create output folder {folder} ({error.strerror or error}); choose another -o"
+            ) from error
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(
+                f"output folder {folder} is not writable; choose another -o or fix its permissions"
+            )
 
 
 def check_inputs(cases: list[Case]) -> None:
@@ -151,19 +174,55 @@ def _segment_with_bar(volume, settings, name: str):
 
 
 def write_case(case: Case, volume, result, csv_path: Path, anonymize: bool, overwrite: bool) -> dict:
-    """Write the three volumes and the reports of one case; returns the report dictionary."""
-    from napari_chsnet.io.writers import write_volume
-    from napari_chsnet.report import append_report_csv, build_report_json, write_report_json, write_report_pdf
+    """Write the three volumes and the reports of one case; returns the report dictionary.
 
-    folder, geometry = case.folder, volume.geometry
-    write_volume(folder / "lungs.nii.gz", result.lungs, geometry, overwrite=overwrite, is_label=True)
-    write_volume(folder / "infection.nii.gz", result.infection, geometry, overwrite=overwrite, is_label=True)
-    write_volume(folder / "probability.nii.gz", result.probability, geometry, overwrite=overwrite)
+    The files are written into a hidden staging folder in OUTDIR and moved into the case folder
+    only when all five are complete, so an interruption or a failure leaves the previous run's
+    set whole (never new masks beside an old PDF). The CSV row is appended last.
+    """
+    from napari_chsnet.report import append_report_csv
+
+    staging = csv_path.parent / f".chsnet-staging-{uuid.uuid4().hex[:12]}"
+    try:
+        staging.mkdir()
+        report = _write_files(case, staging, volume, result, anonymize)
+        _move_into_place(staging, case, overwrite)
+        append_report_csv(csv_path, report)
+    except OSError as error:
+        if isinstance(error, CHSNetError):
+            raise
+        raise OutputError(
+            f"could not write {error.filename or case.folder} ({error.strerror or error}); "
+            "check free disk space and permissions"
+        ) from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def _move_into_place(staging: Path, case: Case, overwrite: bool) -> None:
+    targets = case.outputs()
+    existing = [str(path) for path in targets if path.exists()]
+    if existing and not overwrite:  # appeared since the check at the start (another run)
+        raise OutputExistsError(f"outputs appeared while segmenting: {', '.join(existing)}; pass --overwrite")
+    case.folder.mkdir(parents=True, exist_ok=True)
+    for target in targets:
+        os.replace(staging / target.name, target)
+
+
+def _write_files(case: Case, folder: Path, volume, result, anonymize: bool) -> dict:
+    from napari_chsnet.io.writers import write_volume
+    from napari_chsnet.report import build_report_json, write_report_json, write_report_pdf
+
+    geometry = volume.geometry
+    write_volume(folder / "lungs.nii.gz", result.lungs, geometry, is_label=True)
+    write_volume(folder / "infection.nii.gz", result.infection, geometry, is_label=True)
+    write_volume(folder / "probability.nii.gz", result.probability, geometry)
     run_info = replace(
         result.run_info, case=case.name, input=str(case.source) if case.source else volume.source
     )
     report = build_report_json(result.severity, run_info, volume.metadata, anonymize=anonymize)
-    write_report_json(folder / "report.json", report, overwrite=overwrite)
+    write_report_json(folder / "report.json", report)
     write_report_pdf(
         folder / "report.pdf",
         report,
@@ -171,9 +230,7 @@ def write_case(case: Case, volume, result, csv_path: Path, anonymize: bool, over
         result.lungs,
         result.infection,
         result.probability,
-        overwrite=overwrite,
     )
-    append_report_csv(csv_path, report)
     return report
 
 
@@ -205,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     resolve_device(settings.device)
     resolve_weights(settings.model, settings.weights)
+    make_output_folders(cases, args.output)
 
     csv_path = args.output / CSV_NAME
     failed = 0

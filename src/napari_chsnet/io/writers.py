@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import os
+import uuid
+import zlib
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from napari_chsnet.errors import InvalidVolumeError, OutputExistsError
+from napari_chsnet.errors import InvalidVolumeError, OutputError, OutputExistsError
 from napari_chsnet.io.orientation import image_from_display, to_source
 from napari_chsnet.io.readers import read_image_file, suffix_of
 from napari_chsnet.io.volume import Geometry
@@ -43,6 +48,8 @@ def write_volume(
     Raises:
         OutputExistsError: the file exists and ``overwrite`` is False.
         InvalidVolumeError: unsupported suffix, or labels outside 0..255.
+        OutputError: the file could not be written whole (disk full, no permission); an existing
+            file at ``path`` is then left as it was.
     """
     path = Path(path)
     if suffix_of(path) not in WRITE_SUFFIXES:
@@ -62,9 +69,56 @@ def write_volume(
     elif array_zyx.dtype == np.bool_:
         array_zyx = array_zyx.astype(np.uint8)
     image = to_source(image_from_display(array_zyx, geometry), geometry.source_orientation)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(path), useCompression=True)
+    _write_image_atomically(image, path)
     return path
+
+
+def _write_image_atomically(image: sitk.Image, path: Path) -> None:
+    """Write to a hidden temporary file beside ``path``, check it, then rename it into place.
+
+    ITK can ignore failed writes (a full disk leaves a truncated file and no error), so the
+    final name only ever holds a file that was read back whole; an old file survives a failure.
+    """
+    suffix = suffix_of(path)  # kept last so ITK picks the format from the temporary name
+    temporary = path.parent / f".{path.name[: -len(suffix)]}.{uuid.uuid4().hex[:12]}.part{suffix}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(image, str(temporary), useCompression=True)
+        _check_written(temporary, image)
+        os.replace(temporary, path)
+    except (OSError, RuntimeError, EOFError, zlib.error) as error:  # EOFError: truncated gzip
+        _remove_quietly(temporary)
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise OutputError(
+            f"could not write {path} ({reason}); check free disk space and write permission"
+        ) from error
+    except BaseException:
+        _remove_quietly(temporary)
+        raise
+
+
+def _remove_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):  # e.g. its folder is a file: there is nothing to remove
+        path.unlink(missing_ok=True)
+
+
+def _check_written(temporary: Path, image: sitk.Image) -> None:
+    """Raise OSError unless ``temporary`` holds a complete image of ``image``'s size."""
+    expected = tuple(image.GetSize())
+    if suffix_of(temporary) == ".nii.gz":
+        # The header sits at the start, so a truncated file still reads its header: read the
+        # whole gzip stream (cheap next to the write) to find a missing end.
+        with gzip.open(temporary, "rb") as handle:
+            while handle.read(1 << 22):
+                pass
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(temporary))
+        reader.ReadImageInformation()
+        found = tuple(reader.GetSize())
+    else:
+        found = tuple(sitk.ReadImage(str(temporary)).GetSize())
+    if found != expected:
+        raise OSError(f"the written file holds size {found}, expected {expected}")
 
 
 def _as_labels(array: np.ndarray, source: str) -> np.ndarray:

@@ -7,12 +7,13 @@ that is renamed over the target only when complete, so a crash never leaves half
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,32 @@ def append_report_csv(path: str | Path, report_dict: dict[str, Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with _csv_lock(path):  # two runs into one folder would otherwise each drop the other's rows
+        _append_row(path, report_dict)
+    return path
+
+
+@contextlib.contextmanager
+def _csv_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the CSV's folder (POSIX; no lock where fcntl is absent).
+
+    The folder, not the CSV, is locked because the CSV is replaced by a rename on every append,
+    and not a lock file so the output folder holds only the outputs.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: appends from concurrent runs are not serialised
+        yield
+        return
+    descriptor = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
+def _append_row(path: Path, report_dict: dict[str, Any]) -> None:
     existing = path.read_text(encoding="utf-8") if path.exists() else ""
     if existing.strip():
         header = next(csv.reader(io.StringIO(existing)))
@@ -150,7 +177,6 @@ def append_report_csv(path: str | Path, report_dict: dict[str, Any]) -> Path:
         writer.writeheader()
     writer.writerow(report_csv_row(report_dict))
     _write_text(path, existing + buffer.getvalue())
-    return path
 
 
 def write_report_pdf(

@@ -8,6 +8,7 @@ matplotlib: versions come from ``importlib.metadata``.
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import re
 from dataclasses import dataclass, field
@@ -91,12 +92,15 @@ def utc_timestamp() -> str:
 
 def case_name(input_path: str) -> str:
     """A short case identifier from an input path: the file or folder name without image suffixes."""
-    name = Path(str(input_path).rstrip("/\\")).name or str(input_path)
+    # abspath turns "." and ".." into the folder they stand for (without following links, so a
+    # linked scan keeps the name it was given); a case is never ".", ".." or empty.
+    name = Path(os.path.abspath(str(input_path))).name
     lower = name.lower()
     for suffix in _MASK_SUFFIXES:
         if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+            name = name[: -len(suffix)]
+            break
+    return name if name not in ("", ".", "..") else "case"
 
 
 @dataclass(frozen=True)
