@@ -113,3 +113,20 @@ def test_a_one_slice_scan_renders_with_its_warnings_in_full_view(synthetic_case)
     shown = [t.get_text() for t in figures[0].texts if t.get_text().startswith("Warnings: ")]
     assert shown == [_shortened("Warnings: " + " ".join(report["warnings"]), 260)]
     assert shown[0].endswith("…") and len(shown[0]) == 260
+
+
+def test_page_one_warnings_overprint_neither_the_colour_bar_nor_the_run_details(synthetic_case):
+    lungs = synthetic_case.lungs.copy()
+    lungs[lungs == LEFT_LUNG] = 0  # an empty lung: a long warning
+    infection = synthetic_case.infection * (lungs > 0)
+    severity = compute_severity(lungs, infection, synthetic_case.ct.geometry)
+    report = build_report_json(severity, RunInfo("chsnet", "cpu", 1.0), synthetic_case.ct.metadata, False)
+    assert report["warnings"]
+    page = render_report_figures(report, synthetic_case.ct, lungs, infection, synthetic_case.probability)[0]
+    renderer = page.canvas.get_renderer()
+    page.draw(renderer)
+    warning = next(t for t in page.texts if t.get_text().startswith("Warnings:")).get_window_extent(renderer)
+    colour_bar = page.axes[-1]
+    others = [colour_bar.xaxis.label, *[t for t in colour_bar.get_xticklabels() if t.get_text()]]
+    others += [t for t in page.texts if t.get_text().startswith(("Model:", "Device:", "Software:"))]
+    assert [o.get_text() for o in others if o.get_window_extent(renderer).overlaps(warning)] == []

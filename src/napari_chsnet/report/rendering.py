@@ -440,12 +440,12 @@ def render_summary_page(
         "Software: " + ", ".join(f"{k} {v}" for k, v in software.items()),
     ]
     for i, line in enumerate(details):
-        figure.text(0.06, 0.107 - i * 0.015, line, fontsize=7.5, color="#333333")
+        figure.text(0.06, 0.088 - i * 0.013, line, fontsize=7.5, color="#333333")
     warnings = report.get("warnings", [])
     if warnings:
-        figure.text(  # between the legend and the run details: room for two lines above the details
+        figure.text(  # below the colour bar's label, two lines above the run details
             0.06,
-            0.145,
+            0.121,
             _shortened("Warnings: " + " ".join(warnings), 260),
             fontsize=7.5,
             color="#b71c1c",
