@@ -130,3 +130,9 @@ def test_page_one_warnings_overprint_neither_the_colour_bar_nor_the_run_details(
     others = [colour_bar.xaxis.label, *[t for t in colour_bar.get_xticklabels() if t.get_text()]]
     others += [t for t in page.texts if t.get_text().startswith(("Model:", "Device:", "Software:"))]
     assert [o.get_text() for o in others if o.get_window_extent(renderer).overlaps(warning)] == []
+
+    # the empty lung's CT-0 is not shown in a healthy lung's green
+    cells = [
+        cell.get_text() for ax in page.axes for table in ax.tables for cell in table.get_celld().values()
+    ]
+    assert any(text.get_text() == "CT-0 not measured" and text.get_color() == "#777777" for text in cells)

@@ -279,8 +279,16 @@ def _severity_table(ax: Axes, report: dict[str, Any]) -> None:
         ("Right lung", lungs["right"]),
         ("Left lung", lungs["left"]),
     ]
+    # An empty lung mask's CT-0 means "not measured" (the severity's warning), not a normal lung:
+    # the table must not show it in the green of a healthy one.
     cells = [
-        [name, _fmt(v["volume_ml"]), _fmt(v["infected_ml"]), _fmt(v["involvement_pct"]), v["grade"]]
+        [
+            name,
+            _fmt(v["volume_ml"]),
+            _fmt(v["infected_ml"]),
+            _fmt(v["involvement_pct"]),
+            v["grade"] if v["volume_ml"] > 0 else f"{v['grade']} not measured",
+        ]
         for name, v in rows
     ]
     cells.append(
@@ -311,8 +319,9 @@ def _severity_table(ax: Axes, report: dict[str, Any]) -> None:
         if col == 0 and row > 0:
             cell.set_text_props(fontweight="bold", ha="left")
         if col == 4 and row > 0:
-            grade = cells[row - 1][4].split()[0]
-            cell.set_text_props(color=GRADE_COLORS.get(grade, "black"), fontweight="bold")
+            text = cells[row - 1][4]
+            color = "#777777" if "not measured" in text else GRADE_COLORS.get(text.split()[0], "black")
+            cell.set_text_props(color=color, fontweight="bold")
         if row == len(cells):
             cell.set_facecolor("#f4f4f4")
 
