@@ -131,7 +131,7 @@ def test_crash_during_write_keeps_the_old_file(tmp_path, monkeypatch):
             Path(temporary).write_text(text[: len(text) // 2])
             raise RuntimeError("disk full")
 
-        exports_module._atomic_write(path, write)
+        exports_module.atomic_write(path, write)
 
     monkeypatch.setattr(exports_module, "_write_text", crash)
     with pytest.raises(RuntimeError, match="disk full"):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import os
-import uuid
 import zlib
 from os import PathLike
 from pathlib import Path
@@ -14,6 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from napari_chsnet.errors import InvalidVolumeError, OutputError, OutputExistsError
+from napari_chsnet.io.atomic import atomic_write
 from napari_chsnet.io.orientation import image_from_display, to_source
 from napari_chsnet.io.readers import read_image_file, suffix_of
 from napari_chsnet.io.volume import Geometry
@@ -74,32 +72,24 @@ def write_volume(
 
 
 def _write_image_atomically(image: sitk.Image, path: Path) -> None:
-    """Write to a hidden temporary file beside ``path``, check it, then rename it into place.
+    """Write ``image`` through a checked temporary file (``io.atomic``).
 
     ITK can ignore failed writes (a full disk leaves a truncated file and no error), so the
     final name only ever holds a file that was read back whole; an old file survives a failure.
     """
-    suffix = suffix_of(path)  # kept last so ITK picks the format from the temporary name
-    temporary = path.parent / f".{path.name[: -len(suffix)]}.{uuid.uuid4().hex[:12]}.part{suffix}"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write_checked(temporary: Path) -> None:
         sitk.WriteImage(image, str(temporary), useCompression=True)
         _check_written(temporary, image)
-        os.replace(temporary, path)
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, write_checked)
     except (OSError, RuntimeError, EOFError, zlib.error) as error:  # EOFError: truncated gzip
-        _remove_quietly(temporary)
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise OutputError(
             f"could not write {path} ({reason}); check free disk space and write permission"
         ) from error
-    except BaseException:
-        _remove_quietly(temporary)
-        raise
-
-
-def _remove_quietly(path: Path) -> None:
-    with contextlib.suppress(OSError):  # e.g. its folder is a file: there is nothing to remove
-        path.unlink(missing_ok=True)
 
 
 def _check_written(temporary: Path, image: sitk.Image) -> None:

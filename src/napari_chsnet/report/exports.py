@@ -12,14 +12,14 @@ import csv
 import io
 import json
 import os
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from napari_chsnet.errors import CHSNetError, InvalidVolumeError, OutputExistsError
+from napari_chsnet.io.atomic import atomic_write
 from napari_chsnet.io.volume import CTVolume
 
 CSV_COLUMNS = (
@@ -62,21 +62,6 @@ def _check_target(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(temporary_path)`` and rename the result to ``path`` only if it succeeded."""
-    # Created with open(..., "x") rather than mkstemp so the file gets the usual umask
-    # permissions (mkstemp's are 0600, which would make reports unreadable to colleagues).
-    temporary_path = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.part"
-    with open(temporary_path, "xb"):
-        pass
-    try:
-        write(temporary_path)
-        os.replace(temporary_path, path)
-    except BaseException:
-        temporary_path.unlink(missing_ok=True)
-        raise
-
-
 def _write_text(path: Path, text: str) -> None:
     def write(temporary: Path) -> None:
         with open(temporary, "w", encoding="utf-8", newline="") as handle:
@@ -84,7 +69,7 @@ def _write_text(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def write_report_json(path: str | Path, report_dict: dict[str, Any], overwrite: bool = False) -> Path:
@@ -226,5 +211,5 @@ def write_report_pdf(
             for figure in figures:
                 pdf.savefig(figure)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
