@@ -132,6 +132,15 @@ def test_bad_evaluation_inputs_exit_2(tmp_path, semiseg_like, tiny_weights, caps
     assert main(["evaluate", "--images", str(images), "--masks", str(masks), "--rotate", "45"]) == 2
 
 
+def test_two_images_sharing_a_name_are_refused_not_one_silently_kept(semiseg_like, tiny_weights, capsys):
+    images, masks = semiseg_like
+    Image.open(images / "slice_4.jpg").save(images / "slice_4.png")  # e.g. a re-export beside the original
+    args = ["evaluate", "--images", str(images), "--masks", str(masks), "--weights", str(tiny_weights)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "slice_4.jpg" in err and "slice_4.png" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_target_lungs_scores_the_bundled_lung_stage_against_lung_masks(
     tmp_path, capsys, write_semiseg_slices

@@ -69,9 +69,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def _images_in(folder: Path, what: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise InvalidVolumeError(f"{what} folder {folder} does not exist or is not a folder")
-    found = {
-        p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    }
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in found:  # a.png beside a.jpg: which one is the slice is not ours to guess
+            raise InvalidVolumeError(
+                f"{what} folder {folder} holds both {found[path.stem].name} and {path.name}; "
+                "images and masks are matched by name, so keep one file per name"
+            )
+        found[path.stem] = path
     if not found:
         raise InvalidVolumeError(f"{what} folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} files")
     return found
