@@ -314,6 +314,13 @@ def test_case_names_never_leave_outdir_or_hit_the_csv(tmp_path, monkeypatch):
     assert all(case.folder.parent == tmp_path / "out" for case in cases)
 
 
+def test_case_names_differing_only_in_case_get_their_own_folders(tmp_path):
+    # On case-insensitive file systems (macOS, Windows) CT and ct would be one folder.
+    cases = plan_cases([tmp_path / "a" / "CT.nii.gz", tmp_path / "b" / "ct.nii.gz"], False, tmp_path / "out")
+    assert [case.name for case in cases] == ["CT", "ct_2"]
+    assert len({str(case.folder).casefold() for case in cases}) == 2
+
+
 def test_a_failed_overwrite_keeps_the_old_set_and_the_batch_goes_on(
     tmp_path, ras_nifti, dicom_folder, tiny_weights, monkeypatch, capsys
 ):

@@ -82,13 +82,15 @@ def plan_cases(inputs: list[Path], sample: bool, output: Path) -> list[Case]:
         return [Case(SAMPLE_CASE, None, output)]
     if len(inputs) == 1:
         return [Case(case_name(str(inputs[0])), inputs[0], output)]
+    # Names are compared case-folded: on macOS and Windows file systems CT.nii.gz and ct.nii.gz would
+    # otherwise share one case folder, the second case's files replacing the first's.
     cases, used = [], set()
     for path in inputs:
         name = base = _folder_name(case_name(str(path)))
         suffix = 2
-        while name in used:
+        while name.casefold() in used:
             name, suffix = f"{base}_{suffix}", suffix + 1
-        used.add(name)
+        used.add(name.casefold())
         cases.append(Case(name, path, output / name))
     return cases
 
