@@ -24,6 +24,7 @@ from matplotlib.patches import Rectangle
 
 from napari_chsnet.io.volume import CTVolume
 from napari_chsnet.registry import INFECTION_COLORS, LEFT_LUNG, LUNG_COLORS, MODELS, RIGHT_LUNG
+from napari_chsnet.report.fonts import cover_missing_glyphs, is_printable
 from napari_chsnet.report.manifest import DISCLAIMER, STUDY_FIELDS
 from napari_chsnet.report.severity import GRADE_DESCRIPTIONS, clean_infection
 
@@ -258,11 +259,22 @@ def _study_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(("Patient", "anonymised"))
     for key in STUDY_FIELDS:
         if key in study and key in _STUDY_LABELS:
-            lines.append((_STUDY_LABELS[key], str(study[key])))
+            value = str(study[key])
+            if key == "PatientName":
+                value = _printable_name(value)
+            lines.append((_STUDY_LABELS[key], value))
     if not lines:
         lines.append(("Patient", "no DICOM patient/study fields in the input"))
     lines.append(("Input", str(report.get("input", ""))))
     return lines
+
+
+def _printable_name(name: str) -> str:
+    """A DICOM name's alphabetic group ("Yamada Tarou=山田 太郎=やまだ たろう" → "Yamada Tarou")
+    when no installed font draws the whole name; the whole name otherwise."""
+    if "=" not in name or is_printable(name):
+        return name
+    return next((group for group in name.split("=") if group.strip() and is_printable(group)), name)
 
 
 def _fmt(value: float, digits: int = 1) -> str:
@@ -561,7 +573,10 @@ def render_report_figures(
     lungs = np.asarray(lungs)
     min_lesion_ml = float(report.get("min_lesion_ml", 0.0))
     infection = clean_infection(lungs, np.asarray(infection).astype(bool), ct.geometry, min_lesion_ml).mask
-    return [
+    figures = [
         render_summary_page(report, ct, lungs, infection, probability),
         render_key_slices_page(report, ct, lungs, infection, probability),
     ]
+    for figure in figures:  # names and paths in any script, not just DejaVu Sans's
+        cover_missing_glyphs(figure)
+    return figures
