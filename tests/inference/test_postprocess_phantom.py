@@ -8,10 +8,12 @@ import pytest
 from napari_chsnet.inference.postprocess import (
     MIN_SECOND_LUNG_FRACTION,
     MIN_SPLIT_SIDE_SHARE,
+    body_cut_sides,
     body_midline_x,
     fill_holes_per_slice,
     label_left_right,
     largest_components,
+    one_cut_side,
     postprocess_lungs,
 )
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
@@ -161,3 +163,43 @@ def test_sides_follow_the_body_midline_not_the_image_centre(phantom):
     assert not (labels == RIGHT_LUNG).any() and (labels[left] == LEFT_LUNG).all()
     both = postprocess_lungs(truth > 0, hu, spacing)
     assert np.array_equal(both[truth > 0], truth[truth > 0])
+
+
+@pytest.mark.parametrize("kept", ["left half", "right half"])
+def test_a_scan_of_one_half_of_the_chest_keeps_its_lung_whole_on_its_own_side(phantom, kept):
+    """A field of view holding one side of the chest only, cut near the midline: the body's
+    centroid then lies in the middle of the lone lung, which must not be split into a fake right
+    and left lung; the cut edge says which side the scan shows."""
+    midline = round(body_midline_x(phantom.ct.hu))
+    columns = slice(midline, None) if kept == "left half" else slice(None, midline)
+    side = LEFT_LUNG if kept == "left half" else RIGHT_LUNG
+    hu, truth = phantom.ct.hu[:, :, columns], phantom.lungs[:, :, columns]
+    lung_slices = np.flatnonzero(truth.any(axis=(1, 2)))
+    assert one_cut_side(hu, lung_slices) == (RIGHT_LUNG if side == LEFT_LUNG else LEFT_LUNG)
+    lone = truth == side
+    shares = lone.sum(axis=(0, 1)).cumsum() / lone.sum()
+    assert MIN_SPLIT_SIDE_SHARE <= shares[round(body_midline_x(hu, lung_slices))] <= 1 - MIN_SPLIT_SIDE_SHARE
+    labels = postprocess_lungs(truth > 0, hu, phantom.ct.geometry.spacing_mm[:2])
+    assert (labels[lone] == side).all() and not (labels == 3 - side).any()
+
+
+def test_touching_lungs_are_still_split_when_the_body_is_cut_at_one_side():
+    """The cut only decides for a lone lung: touching lungs, whose slices hold two lungs side by
+    side once the junction is eroded, are split as before."""
+    touching = small_phantom(seed=3, shape=(16, 96, 96), lungs_touch_anteriorly=True)
+    truth = touching.lungs
+    for cut_side in (RIGHT_LUNG, LEFT_LUNG):
+        labels = label_left_right(truth > 0, cut_side=cut_side)
+        assert (labels[truth > 0] == truth[truth > 0]).mean() > 0.99
+
+
+def test_arms_and_couch_at_the_edges_of_a_narrow_field_of_view_are_no_cut():
+    """Arms or the couch reaching the image's edge fill a third of its rows at most (P001); a cut
+    near the midline fills most of them."""
+    hu = np.full((4, 100, 100), -1000.0, np.float32)
+    hu[:, 20:80, 5:95] = 40.0  # the trunk
+    hu[:, 40:60, :5] = 40.0  # an arm reaching the patient's right edge (a third of the body rows)
+    hu[:, 85:90, :] = 100.0  # the couch, edge to edge
+    slices = np.arange(4)
+    assert body_cut_sides(hu, slices) == (False, False)
+    assert body_cut_sides(hu[:, :, 50:], slices) == (True, False)  # the patient's left half only

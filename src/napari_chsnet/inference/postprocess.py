@@ -25,6 +25,17 @@ MIN_SPLIT_SIDE_SHARE = 0.2
 OTHER_SIDE_SHARE = 0.9
 # Body: voxels denser than this (soft tissue, bone, the couch), as opposed to air around the patient.
 BODY_HU = -500.0
+# The field of view cuts the body at an image edge on a slice when body fills that edge column over at
+# least this share of the slice's body rows: a cut near the midline (a scan of one half of the chest)
+# gives 80-100 %, arms, chest wall and couch at the edge of a narrow field of view about a third (P001).
+# The body is cut at that edge of the scan when half of the lung slices are.
+CUT_EDGE_ROW_SHARE = 0.6
+# With the body cut at one edge, its silhouette's centroid is off the midline, toward the kept side. A
+# component straddling it is two lungs only when at least this share of its axial slices hold two
+# blobs side by side, after at most MAX_JUNCTION_EROSIONS in-plane erosions (P001's touching lungs part
+# after 0-11 on each slice); a lone lung's slices keep one blob, or front and back pieces of a crescent.
+SIDE_BY_SIDE_SLICE_SHARE = 0.5
+MAX_JUNCTION_EROSIONS = 12
 # Radius of the per-slice rolling-ball closing that puts subpleural consolidation back into
 # the lung (see recover_dense_border); bites wider than about 2x this are only partly closed.
 BORDER_CLOSING_RADIUS_MM = 15.0
@@ -76,7 +87,7 @@ def largest_components(mask: np.ndarray, keep: int) -> list[np.ndarray]:
 
 
 def _split_touching_lungs(
-    component: np.ndarray, max_erosions: int = 12
+    component: np.ndarray, max_erosions: int = MAX_JUNCTION_EROSIONS
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Split one component holding both lungs at its thinnest junction.
 
@@ -131,6 +142,53 @@ def body_midline_x(hu: np.ndarray, slices: np.ndarray | None = None) -> float | 
     return weighted / total if total else None
 
 
+def body_cut_sides(hu: np.ndarray, slices: np.ndarray) -> tuple[bool, bool]:
+    """Whether the field of view cuts the body at the patient's right (x = 0 edge) and at the
+    patient's left (last column) on at least half of ``slices`` (see ``CUT_EDGE_ROW_SHARE``)."""
+    cut = np.zeros(2, dtype=int)
+    for z in slices:
+        body = hu[z] > BODY_HU
+        rows = int(body.any(axis=1).sum())
+        if rows:
+            cut += [
+                body[:, 0].sum() >= CUT_EDGE_ROW_SHARE * rows,
+                body[:, -1].sum() >= CUT_EDGE_ROW_SHARE * rows,
+            ]
+    n = max(len(slices), 1)
+    return bool(cut[0] >= n / 2), bool(cut[1] >= n / 2)
+
+
+def _side_by_side(first: np.ndarray, second: np.ndarray) -> bool:
+    """Two 2-D blobs lie side by side: their x ranges overlap by under half the narrower one's width."""
+    x_first, x_second = np.flatnonzero(first.any(axis=0)), np.flatnonzero(second.any(axis=0))
+    overlap = min(x_first[-1], x_second[-1]) - max(x_first[0], x_second[0]) + 1
+    return overlap < 0.5 * min(x_first.size, x_second.size)
+
+
+def _holds_two_lungs_side_by_side(component: np.ndarray) -> bool:
+    """Whether most axial slices of ``component`` hold two sizeable blobs side by side."""
+    slices = np.flatnonzero(component.any(axis=(1, 2)))
+    two = 0
+    for z in slices:
+        section = component[z]
+        for _ in range(MAX_JUNCTION_EROSIONS + 1):
+            blobs = largest_components(section, keep=2)
+            if len(blobs) == 2 and blobs[1].sum() >= MIN_SECOND_LUNG_FRACTION * blobs[0].sum():
+                two += _side_by_side(*blobs)
+                break
+            section = ndi.binary_erosion(section)
+    return two >= SIDE_BY_SIDE_SLICE_SHARE * len(slices)
+
+
+def one_cut_side(hu: np.ndarray, slices: np.ndarray) -> int | None:
+    """``RIGHT_LUNG``/``LEFT_LUNG`` when the field of view cuts the body on that side of the patient
+    only, else None (cut on both sides, a small field of view, leaves the centroid near the midline)."""
+    right_cut, left_cut = body_cut_sides(hu, slices)
+    if right_cut != left_cut:
+        return RIGHT_LUNG if right_cut else LEFT_LUNG
+    return None
+
+
 def _right_share(component: np.ndarray, midline_x: float) -> float:
     """Share of the component's voxels on the patient's right of the midline (smaller x)."""
     columns = component.sum(axis=(0, 1))
@@ -153,7 +211,9 @@ def _is_other_lung(first: np.ndarray, second: np.ndarray, midline_x: float) -> b
     return (1.0 - second_right if first_right else second_right) >= OTHER_SIDE_SHARE
 
 
-def _assign_sides(parts: list[np.ndarray], midline_x: float) -> tuple[np.ndarray, np.ndarray]:
+def _assign_sides(
+    parts: list[np.ndarray], midline_x: float, cut_side: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(right, left) masks from the largest components, largest first."""
     first = parts[0]
     second = parts[1] if len(parts) > 1 else None
@@ -163,7 +223,13 @@ def _assign_sides(parts: list[np.ndarray], midline_x: float) -> tuple[np.ndarray
         # midline misplaced by the couch or an arm must never cost a whole lung
         return _by_mean_x(first, second)
     share = _right_share(first, midline_x)
-    if min(share, 1.0 - share) >= MIN_SPLIT_SIDE_SHARE:
+    straddles = min(share, 1.0 - share) >= MIN_SPLIT_SIDE_SHARE
+    if straddles and cut_side is not None and not _holds_two_lungs_side_by_side(first):
+        # the body is cut at one edge, so the midline is off toward the kept side: a lone lung
+        # straddling it lies on the side the field of view keeps (a scan of the left half: left lung)
+        empty = np.zeros_like(first)
+        return (empty, first) if cut_side == RIGHT_LUNG else (first, empty)
+    if straddles:
         # both lungs in one component (touching at the junction lines): cut it
         split = _split_touching_lungs(first)
         return _by_mean_x(*(split if split is not None else _split_at_midline(first)))
@@ -175,7 +241,9 @@ def _assign_sides(parts: list[np.ndarray], midline_x: float) -> tuple[np.ndarray
     return (first, other) if share >= 0.5 else (other, first)
 
 
-def label_left_right(lung_mask: np.ndarray, midline_x: float | None = None) -> np.ndarray:
+def label_left_right(
+    lung_mask: np.ndarray, midline_x: float | None = None, cut_side: int | None = None
+) -> np.ndarray:
     """Turn a binary lung mask into labels 1 = right lung, 2 = left lung.
 
     Keeps the two largest 3-D components. Two sizeable ones are the two lungs (the right one at
@@ -188,13 +256,16 @@ def label_left_right(lung_mask: np.ndarray, midline_x: float | None = None) -> n
         lung_mask: binary ``(z, y, x)`` mask in LPS display orientation (patient's right at small x).
         midline_x: x (voxels) of the body's midline (``body_midline_x``); None takes the
             image's centre, right for scans centred on the patient.
+        cut_side: ``RIGHT_LUNG`` or ``LEFT_LUNG`` when the field of view cuts the body on that side
+            of the patient only (``body_cut_sides``): a lone lung straddling the midline then lies on
+            the other side, unless its slices show two lungs side by side.
     """
     mask = np.asarray(lung_mask, dtype=bool)
     labels = np.zeros(mask.shape, dtype=np.uint8)
     parts = largest_components(mask, keep=2)
     if not parts:
         return labels
-    right, left = _assign_sides(parts, (mask.shape[2] - 1) / 2 if midline_x is None else midline_x)
+    right, left = _assign_sides(parts, (mask.shape[2] - 1) / 2 if midline_x is None else midline_x, cut_side)
     labels[right] = RIGHT_LUNG
     labels[left] = LEFT_LUNG
     return labels
@@ -302,8 +373,11 @@ def postprocess_lungs(
     max_hole = int(MAX_SLICE_HOLE_MM2 / (spacing_xy_mm[0] * spacing_xy_mm[1]))
     # The body's midline, not the image's centre, tells the sides apart: a patient need not lie
     # in the middle of the field of view. Read on the slices with lung only.
-    midline = None if hu is None else body_midline_x(hu, np.flatnonzero(mask.any(axis=(1, 2))))
-    labels = label_left_right(fill_holes_per_slice(mask, max_hole), midline)
+    lung_slices = np.flatnonzero(mask.any(axis=(1, 2)))
+    midline = None if hu is None else body_midline_x(hu, lung_slices)
+    labels = label_left_right(
+        fill_holes_per_slice(mask, max_hole), midline, None if hu is None else one_cut_side(hu, lung_slices)
+    )
     if hu is not None:
         labels = remove_central_airways(recover_dense_border(labels, hu, spacing_xy_mm), hu, spacing_xy_mm)
     return labels
