@@ -7,8 +7,11 @@ anything drawn on them is written back onto the source file's voxels.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Callable
+from functools import cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,9 @@ import numpy as np
 
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.dicom import looks_like_dicom
+from napari_chsnet.io.hounsfield import is_label_map
 from napari_chsnet.io.phantom import sample_ct
-from napari_chsnet.io.readers import is_supported_path, read_ct, suffix_of
+from napari_chsnet.io.readers import in_hounsfield_units, is_supported_path, read_stored_values, suffix_of
 from napari_chsnet.io.volume import CTVolume, Geometry
 from napari_chsnet.io.writers import WRITE_SUFFIXES, write_volume
 from napari_chsnet.registry import INFECTION_COLORS, LUNG_COLORS
@@ -28,6 +32,10 @@ PathOrPaths = str | list[str]
 GEOMETRY_KEY = "chsnet_geometry"
 SOURCE_KEY = "chsnet_source"
 LUNG_WINDOW_HU = (-1350.0, 150.0)  # lung window: level -600, width 1500
+# Layer axes of the LPS display array (z, y, x), named by the way their index runs: inferior to
+# superior, anterior to posterior, patient's right to left.
+AXIS_LABELS = ("I-S", "A-P", "R-L")
+UNITS = ("mm", "mm", "mm")
 _DICOM_PROBE_LIMIT = 500  # files looked at before deciding a folder holds no DICOM
 
 
@@ -56,32 +64,102 @@ def _folder_has_dicom(folder: Path) -> bool:
 
 
 def read_ct_layers(path: PathOrPaths) -> list[LayerData]:
-    """Read a CT and return it as one napari image layer in HU with its physical geometry.
+    """Read a CT and return it as one napari image layer in HU with its physical geometry; a mask file
+    (e.g. the lungs.nii.gz ``chsnet segment`` writes) comes back as a labels layer instead.
 
     napari's "Open as stack" passes even a single file or folder as a list: it is unwrapped.
     Several paths are read as the DICOM files of one series (``read_ct`` refuses anything else).
     """
     paths = [path] if isinstance(path, str) else [str(p) for p in path]
-    volume = read_ct(paths[0] if len(paths) == 1 else paths)
+    volume = read_stored_values(paths[0] if len(paths) == 1 else paths)
+    # A mask read as a CT would be a grey image in the lung window (labels 0/1/2 alike), offered
+    # for segmentation, with a warning that it is not in HU.
+    layer = labels_layer(volume) if _is_label_volume(volume.hu) else ct_layer(in_hounsfield_units(volume))
     for message in volume.metadata.get("warnings", []):
         warnings.warn(f"{volume.source}: {message}", stacklevel=2)
-    return [ct_layer(volume)]
+    return [layer]
+
+
+def _is_label_volume(values: np.ndarray) -> bool:
+    """Whole numbers 0-255 with few distinct values (``is_label_map`` looks at a subsample; the whole
+    range is checked here so that the uint8 labels hold every value)."""
+    return (
+        values.dtype.kind in "iub"
+        and values.size > 0
+        and is_label_map(values)
+        and int(values.min()) >= 0
+        and int(values.max()) <= 255
+    )
 
 
 def ct_layer(volume: CTVolume, name: str | None = None) -> LayerData:
-    """The image LayerData of a CTVolume, shown in the lung window."""
+    """The image LayerData of a CTVolume, shown in the lung window (see ``widen_contrast_range``)."""
+    kwargs = {
+        **_placement(volume, name),
+        "colormap": "gray",
+        "contrast_limits": LUNG_WINDOW_HU,
+    }
+    return (volume.hu, kwargs, "image")
+
+
+def labels_layer(volume: CTVolume, name: str | None = None) -> LayerData:
+    """The labels LayerData of a mask file read as a CTVolume, in the plugin's lung or infection colours
+    where its values fit them (a file named infection*: 0/1; otherwise 0/1/2 as the lungs)."""
+    data = volume.hu.astype(np.uint8)
+    kwargs = _placement(volume, name)
+    colors = _label_colors(kwargs["name"], int(data.max()))
+    if colors is not None:
+        kwargs["colormap"] = {**colors, None: (0.0, 0.0, 0.0, 0.0)}
+    return (data, kwargs, "labels")
+
+
+def _label_colors(name: str, highest: int) -> dict[int, tuple[float, ...]] | None:
+    if "infection" in name.lower() and highest <= 1:
+        return INFECTION_COLORS
+    return LUNG_COLORS if highest <= 2 else None  # None: napari's own label colours
+
+
+def _placement(volume: CTVolume, name: str | None) -> dict[str, Any]:
+    """Name, physical placement and metadata (the grid the writers need) shared by image and labels."""
     metadata = {key: value for key, value in volume.metadata.items()}
     metadata[GEOMETRY_KEY] = volume.geometry.to_metadata()
     metadata[SOURCE_KEY] = volume.source
-    kwargs = {
+    return {
         "name": name or _layer_name(volume.source),
         "scale": volume.geometry.napari_scale(),
         "translate": volume.geometry.napari_translate(),
-        "colormap": "gray",
-        "contrast_limits": LUNG_WINDOW_HU,
         "metadata": metadata,
+        **physical_axes(),
     }
-    return (volume.hu, kwargs, "image")
+
+
+def physical_axes() -> dict[str, Any]:
+    """``units`` (mm) and ``axis_labels`` layer arguments where napari takes them (0.5.1 on: 0.5.0
+    mistook them for channel lists in ``add_image``); nothing on older versions."""
+    return {"units": UNITS, "axis_labels": AXIS_LABELS} if _napari_version() >= (0, 5, 1) else {}
+
+
+@cache
+def _napari_version() -> tuple[int, ...]:
+    numbers = re.findall(r"\d+", version("napari"))[:3]
+    return tuple(int(n) for n in numbers)
+
+
+def widen_contrast_range(layer: Any) -> None:
+    """Let the contrast slider of a CT layer reach every value of its data, keeping its contrast limits.
+
+    napari sets the slider's range to the ``contrast_limits`` a layer is created with (napari#570),
+    and LayerData cannot set the range, so a CT opened in the lung window cannot be moved to a
+    soft-tissue or bone window. The reader cannot reach the layer napari makes from its LayerData:
+    whoever holds it (e.g. a handler of ``viewer.layers.events.inserted``) calls this.
+    """
+    limits = tuple(layer.contrast_limits)
+    data = np.asarray(layer.data)
+    if data.size == 0:
+        return
+    low, high = float(np.min(data)), float(np.max(data))
+    layer.contrast_limits_range = (min(low, limits[0]), max(high, limits[1]))
+    layer.contrast_limits = limits
 
 
 def _layer_name(source: str) -> str:
@@ -165,7 +243,7 @@ def sample_synthetic_ct() -> list[LayerData]:
     """The synthetic chest CT with its ground-truth lung and infection labels."""
     phantom = sample_ct()
     image = ct_layer(phantom.ct, name="synthetic chest CT")
-    shared = {key: image[1][key] for key in ("scale", "translate")}
+    shared = {key: image[1][key] for key in ("scale", "translate", *physical_axes())}
     geometry = {GEOMETRY_KEY: phantom.ct.geometry.to_metadata()}
     truth = {
         "involvement_pct": {str(k): v for k, v in phantom.involvement_pct.items()},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import warnings
 
 import numpy as np
 import pydicom
@@ -143,3 +144,48 @@ def test_volume_too_large_for_memory_is_refused_from_its_header(tmp_path):
     )
     with pytest.raises(InvalidVolumeError, match="GiB of memory is available"):
         read_ct(tmp_path / "huge.mhd")
+
+
+def _ct_with_non_finite_ring(dtype=np.float32) -> np.ndarray:
+    """Float HU with NaN outside a circle (how some converters mark the field of view) and one Inf."""
+    values = np.full((3, 16, 16), -800.0, dtype=dtype)
+    yy, xx = np.mgrid[0:16, 0:16]
+    values[:, (yy - 7.5) ** 2 + (xx - 7.5) ** 2 > 7.5**2] = np.nan
+    values[1, 8, 8] = np.inf
+    return values
+
+
+@pytest.mark.parametrize(
+    "name, dtype",
+    [("ct.nii.gz", np.float32), ("ct.nii", np.float32), ("ct.nii.gz", np.float64), ("ct.mha", np.float32)],
+)
+def test_nan_or_inf_voxels_are_refused(tmp_path, name, dtype):
+    """ITK reads a NIfTI's NaN and Inf as 0 HU (water), so they are checked among the stored voxels."""
+    values = _ct_with_non_finite_ring(dtype)
+    path = tmp_path / name
+    sitk.WriteImage(sitk.GetImageFromArray(values), str(path))
+    n_bad = int(np.count_nonzero(~np.isfinite(values)))
+    with pytest.raises(
+        InvalidVolumeError, match=rf"{name} holds NaN or infinite values \({n_bad} of 768 voxels\)"
+    ):
+        read_ct(path)
+
+
+def test_nan_refusal_comes_without_a_numpy_warning(tmp_path):
+    """A NaN cast to int16 printed numpy's 'invalid value encountered in cast' before the error."""
+    path = tmp_path / "ct.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(_ct_with_non_finite_ring()), str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidVolumeError, match="NaN"):
+            read_ct(path)
+
+
+def test_finite_float_nifti_is_read_and_a_truncated_one_refused(tmp_path):
+    values = np.full((3, 16, 16), -800.25, dtype=np.float32)
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(values), str(path))
+    np.testing.assert_array_equal(read_ct(path).hu, values)
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(InvalidVolumeError, match="ct.nii.gz cannot be read"):
+        read_ct(path)

@@ -133,6 +133,7 @@ def test_oblique_series_keeps_its_rotation(tmp_path):
     direction = np.asarray(volume.geometry.direction).reshape(3, 3)
     np.testing.assert_allclose(direction[:, 0], orientation[:3], atol=1e-5)
     np.testing.assert_allclose(physical_point(volume.geometry, (0, 0, 0)), (-10.0, -20.0, 30.0), atol=1e-4)
+    assert any("turned 12° from the patient's axes" in w for w in volume.metadata["warnings"])
 
 
 @pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless, "jpeg-lossless"])
@@ -159,6 +160,17 @@ def test_non_ct_modality_warns_but_opens(tmp_path):
     write_series(tmp_path / "s", series_hu(2), modality="MR")
     volume = read_ct(tmp_path / "s")
     assert volume.shape[0] == 2
+    assert any("not CT" in w for w in volume.metadata["warnings"])
+
+
+def test_non_ct_series_without_hu_values_is_refused_unless_the_caller_says_what_they_are(tmp_path):
+    """An MR series read as HU got a full CT-3 report; its values (300-1500, no air) are not HU."""
+    mr = np.random.default_rng(0).integers(300, 1500, (3, 24, 20)).astype(np.int16)
+    write_series(tmp_path / "s", mr, modality="MR")
+    with pytest.raises(InvalidVolumeError, match=r"modality is MR, not CT.*--intensity hu"):
+        read_ct(tmp_path / "s")
+    volume = read_ct(tmp_path / "s", intensity="hu")
+    np.testing.assert_array_equal(volume.hu, mr)
     assert any("not CT" in w for w in volume.metadata["warnings"])
 
 

@@ -21,6 +21,7 @@ from napari_chsnet.io.hounsfield import (
     UNKNOWN,
     assess_intensity,
     display8_to_unit,
+    is_label_map,
     to_hounsfield,
     unit_to_display8,
 )
@@ -142,3 +143,14 @@ def test_a_mask_file_is_not_taken_for_an_8bit_ct(tmp_path):
     assessment = assess_intensity(lungs)
     assert assessment.kind == UNKNOWN and "label map" in assessment.reason
     np.testing.assert_array_equal(read_ct(write(tmp_path / "lungs.nii.gz", lungs)).hu, lungs)
+
+
+def test_a_binary_mask_is_a_label_map_not_normalised_values(chest_hu, windowed_8bit):
+    """An infection mask holds 0/1 only (an empty one 0 only): a label map, as the lungs' 0/1/2."""
+    infection = np.zeros((4, 16, 16), dtype=np.uint8)
+    infection[:, 4:8, 4:8] = 1
+    for mask in (infection, np.zeros_like(infection), infection.astype(np.float32)):
+        assert is_label_map(mask)
+        assert "label map" in assess_intensity(mask).reason
+    for picture in (chest_hu, windowed_8bit(chest_hu), np.linspace(0.0, 1.0, 1000, dtype=np.float32)):
+        assert not is_label_map(picture)

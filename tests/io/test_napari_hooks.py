@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.readers import read_ct
+from napari_chsnet.io.writers import write_volume
 from napari_chsnet.napari_hooks import (
+    AXIS_LABELS,
     GEOMETRY_KEY,
     LUNG_WINDOW_HU,
     get_reader,
     read_ct_layers,
     sample_synthetic_ct,
+    widen_contrast_range,
     write_image,
     write_labels,
 )
+from napari_chsnet.registry import INFECTION_COLORS, LUNG_COLORS
 
 
 @pytest.fixture
@@ -51,6 +57,68 @@ def test_reader_gives_an_image_layer_in_hu_with_geometry(ras_nifti):
     assert kwargs["contrast_limits"] == LUNG_WINDOW_HU
     assert kwargs["metadata"][GEOMETRY_KEY]["source_orientation"] == "RAS"
     assert data.min() == -1000 and data.max() == -1000 + 119
+
+
+def test_layers_are_in_mm_with_named_axes(ras_nifti):
+    """napari (0.5.1 on) takes units and axis labels: the scale bar and the cursor read mm."""
+    from napari.components import ViewerModel
+
+    [(data, kwargs, layer_type)] = read_ct_layers(str(ras_nifti))
+    assert kwargs["units"] == ("mm", "mm", "mm") and kwargs["axis_labels"] == AXIS_LABELS == (
+        "I-S",
+        "A-P",
+        "R-L",
+    )
+    [layer] = ViewerModel()._add_layer_from_data(data, kwargs, layer_type)
+    assert [str(unit) for unit in layer.units] == ["millimeter"] * 3
+    assert tuple(layer.axis_labels) == AXIS_LABELS
+
+
+def test_contrast_slider_reaches_the_whole_data_range(ras_nifti):
+    """napari makes a layer's slider range its initial contrast limits: the lung window and no more."""
+    from napari.components import ViewerModel
+
+    [layer] = ViewerModel()._add_layer_from_data(*read_ct_layers(str(ras_nifti))[0])
+    assert tuple(layer.contrast_limits_range) == pytest.approx(LUNG_WINDOW_HU), "napari's own behaviour"
+    layer.data[0, 0, 0] = 2000  # bone
+    widen_contrast_range(layer)
+    assert tuple(layer.contrast_limits_range) == pytest.approx((-1350.0, 2000.0))
+    assert tuple(layer.contrast_limits) == pytest.approx(LUNG_WINDOW_HU), "still opened in the lung window"
+
+
+@pytest.mark.parametrize(
+    "name, values, colors",
+    [("lungs.nii.gz", (0, 1, 2), LUNG_COLORS), ("infection.nii.gz", (0, 1), INFECTION_COLORS)],
+)
+def test_a_mask_written_by_chsnet_opens_as_labels_on_the_ct_grid(ras_nifti, tmp_path, name, values, colors):
+    """A mask read as a CT was a grey image in the lung window (0/1/2 alike) warned as 'not HU'."""
+    ct = read_ct(ras_nifti)
+    mask = np.zeros(ct.shape, dtype=np.uint8)
+    for k, value in enumerate(values):
+        mask[:, :, 2 * k : 2 * k + 2] = value
+    write_volume(tmp_path / name, mask, ct.geometry, is_label=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 'not Hounsfield units' warning
+        [(data, kwargs, layer_type)] = get_reader(str(tmp_path / name))(str(tmp_path / name))
+    assert layer_type == "labels" and data.dtype == np.uint8
+    np.testing.assert_array_equal(data, mask)
+    assert kwargs["name"] == name.split(".")[0]
+    assert "intensity" not in kwargs["metadata"], "not a CT checked for HU"
+    assert {k: v for k, v in kwargs["colormap"].items() if k is not None} == colors
+    [(_, ct_kwargs, _)] = read_ct_layers(str(ras_nifti))
+    assert kwargs["units"] == ct_kwargs["units"] and kwargs["axis_labels"] == ct_kwargs["axis_labels"]
+    assert kwargs["scale"] == pytest.approx(ct_kwargs["scale"])
+    assert kwargs["translate"] == pytest.approx(ct_kwargs["translate"], abs=1e-4)
+    from napari.components import ViewerModel
+    from napari.layers import Image, Labels
+
+    [layer] = ViewerModel()._add_layer_from_data(data, kwargs, layer_type)
+    assert isinstance(layer, Labels) and not isinstance(layer, Image), "so the Segment tab never offers it"
+    [again] = write_labels(str(tmp_path / "again.nii"), data, kwargs)  # through its chsnet_geometry
+    written, source = sitk.ReadImage(again), sitk.ReadImage(str(ras_nifti))
+    np.testing.assert_allclose(written.GetDirection(), source.GetDirection(), atol=1e-5)
+    np.testing.assert_allclose(written.GetOrigin(), source.GetOrigin(), atol=1e-3)
+    np.testing.assert_array_equal(written.GetSize(), source.GetSize())
 
 
 def test_reader_converts_an_8bit_scan_and_warns_in_napari(tmp_path, windowed_8bit):

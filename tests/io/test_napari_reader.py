@@ -28,3 +28,22 @@ def test_viewer_opens_nifti_through_the_plugin(make_napari_viewer, tmp_path):
     assert layer.data.min() == -850 and layer.data.max() == 40
     assert tuple(layer.contrast_limits) == pytest.approx((-1350.0, 150.0))
     assert "chsnet_geometry" in layer.metadata
+
+
+def test_viewer_opens_a_written_mask_as_labels_in_mm(make_napari_viewer, tmp_path):
+    """A lungs.nii.gz from `chsnet segment` reopens as labels, not as a grey 'CT' in the lung window."""
+    if not resources.files("napari_chsnet").joinpath("napari.yaml").is_file():
+        pytest.skip("napari.yaml is not written yet, so napari cannot find the plugin's reader")
+    from napari.layers import Labels
+
+    lungs = np.zeros((4, 16, 12), dtype=np.uint8)
+    lungs[:, 4:12, 1:5], lungs[:, 4:12, 7:11] = 1, 2
+    image = sitk.GetImageFromArray(lungs)
+    image.SetSpacing((0.7, 0.8, 2.5))
+    sitk.WriteImage(image, str(tmp_path / "lungs.nii.gz"))
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(tmp_path / "lungs.nii.gz"), plugin="napari-chsnet")
+    assert isinstance(layer, Labels) and layer.name == "lungs"
+    np.testing.assert_array_equal(layer.data, lungs)
+    assert layer.scale == pytest.approx((2.5, 0.8, 0.7))
+    assert [str(unit) for unit in layer.units] == ["millimeter"] * 3

@@ -95,6 +95,23 @@ def test_real_covid_volume(shared_data):
     assert 0.1 < np.mean((middle > -950) & (middle < -700)) < 0.5
 
 
+@pytest.mark.parametrize(
+    "z_deg, x_deg, orientation, warned",
+    [(30, 0, "LPS", True), (-35, 0, "RAS", True), (0, 25, "prone-flipped", True), (8, 0, "RAS", False)],
+)
+def test_a_grid_turned_far_from_the_axes_is_warned_about(tmp_path, z_deg, x_deg, orientation, warned):
+    """napari shows the stored grid unrotated and right/left follow it: a 30° turn misplaces both."""
+    direction = _rotation(z_deg, x_deg) @ ORIENTATIONS[orientation]
+    sitk.WriteImage(_source_image(direction), str(tmp_path / "ct.nii.gz"))
+    notes = [w for w in read_ct(tmp_path / "ct.nii.gz").metadata["warnings"] if "turned" in w]
+    if warned:
+        [note] = notes
+        assert f"turned {abs(z_deg) + abs(x_deg):.0f}° from the patient's axes" in note
+        assert "right/left lung labels follow the stored grid" in note
+    else:
+        assert notes == [], "a small obliquity (under 10°) is common and harmless"
+
+
 def test_float_values_are_kept_as_float32(tmp_path):
     image = sitk.GetImageFromArray(np.full((2, 3, 4), -850.5, dtype=np.float32))
     sitk.WriteImage(image, str(tmp_path / "f.mha"))
@@ -178,6 +195,10 @@ def test_mask_on_another_grid_is_refused(tmp_path):
 _CODES, _QOFFSET_X, _SFORM_X = 252, 268, 292
 
 
+def _qsform_notes(volume) -> list[str]:
+    return [w for w in volume.metadata["warnings"] if "qform" in w]
+
+
 @pytest.mark.parametrize(
     ("name", "codes", "moved", "used"),
     [
@@ -189,14 +210,14 @@ def test_disagreeing_qform_and_sform_are_reported(tmp_path, name, codes, moved, 
     base = tmp_path / "base.nii"
     sitk.WriteImage(_source_image(ORIENTATIONS["oblique"]), str(base))
     expected = read_ct(base, intensity="hu")  # values are not a chest's: no intensity note
-    assert expected.metadata["warnings"] == [], "ITK's own qform and sform agree to float32 rounding"
+    assert _qsform_notes(expected) == [], "ITK's own qform and sform agree to float32 rounding"
     raw = bytearray(base.read_bytes())
     struct.pack_into("<2h", raw, _CODES, *codes)
     struct.pack_into("<f", raw, moved, struct.unpack_from("<f", raw, moved)[0] + 50.0)  # 50 mm along x
     path = tmp_path / name
     path.write_bytes(gzip.compress(bytes(raw)) if name.endswith(".gz") else bytes(raw))
     volume = read_ct(path, intensity="hu")
-    [warning] = volume.metadata["warnings"]
+    [warning] = _qsform_notes(volume)  # beside the note that the 16° oblique grid is shown unrotated
     assert f"the {used} was used" in warning and "up to 50.0 mm apart" in warning
     if used == "qform":  # the reading itself is unchanged (to the float32 rounding of the quaternion)
         np.testing.assert_allclose(volume.geometry.origin_mm, expected.geometry.origin_mm, atol=1e-4)

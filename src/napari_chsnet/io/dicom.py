@@ -25,7 +25,7 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.memory import check_fits_in_memory
-from napari_chsnet.io.orientation import geometry_of, to_display
+from napari_chsnet.io.orientation import geometry_of, oblique_warning, to_display
 from napari_chsnet.io.volume import CTVolume
 
 logger = logging.getLogger(__name__)
@@ -498,6 +498,9 @@ def _volume(
     image: sitk.Image, source: str, first_path: Path, warnings: list[str], filled: list[int]
 ) -> CTVolume:
     display, source_orientation = to_display(image)
+    oblique = oblique_warning(display)
+    if oblique:
+        warnings = [*warnings, oblique]
     metadata: dict[str, Any] = _report_fields(first_path)
     metadata["warnings"] = warnings
     if filled:

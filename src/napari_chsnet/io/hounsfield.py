@@ -60,10 +60,10 @@ def _sample(values: np.ndarray, max_voxels: int = 2_000_000) -> np.ndarray:
 def assess_intensity(values: np.ndarray) -> IntensityAssessment:
     """Whether ``values`` look like HU, 8-bit display values or HU + 1024, from their distribution.
 
-    HU when at least 1 % of the voxels lie below -500 (air). Without negative values: 8-bit display
-    values when the maximum is at most 255 (with at least 32 grey levels), HU + 1024 when air (below
-    200) and soft tissue (900-1200) each fill at least 2 % of the voxels. Anything else is UNKNOWN
-    (read as HU, warned).
+    HU when at least 1 % of the voxels lie below -500 (air). Without negative values: a label map
+    (UNKNOWN) when they are whole numbers 0-255 with fewer than 32 distinct values, 8-bit display
+    values when the maximum is at most 255, HU + 1024 when air (below 200) and soft tissue
+    (900-1200) each fill at least 2 % of the voxels. Anything else is UNKNOWN (read as HU, warned).
     """
     sample = _sample(values)
     if sample.size == 0:
@@ -72,14 +72,14 @@ def assess_intensity(values: np.ndarray) -> IntensityAssessment:
     air_share = float(np.mean(sample < _AIR_BELOW_HU))
     if air_share >= 0.01:
         return IntensityAssessment(HU, f"{100 * air_share:.0f} % of the voxels are air below -500 HU")
+    if _is_label_sample(sample):  # a mask file, not a picture of a chest
+        levels = np.unique(sample).size
+        return IntensityAssessment(UNKNOWN, f"only {levels} distinct values: a label map, not a CT")
     if low >= 0 and high <= 255:
         if high <= 1.0:
             return IntensityAssessment(
                 UNKNOWN, f"values lie in [{low:g}, {high:g}]: normalised, with no way to tell the HU"
             )
-        levels = np.unique(sample).size
-        if levels < _MIN_DISPLAY_LEVELS:  # a label map (a mask file), not a picture of a chest
-            return IntensityAssessment(UNKNOWN, f"only {levels} distinct values: a label map, not a CT")
         return IntensityAssessment(DISPLAY8, f"values {low:g} to {high:g}, none negative")
     if low >= 0:
         offset_air = float(np.mean(sample < _OFFSET_AIR_BELOW))
@@ -94,6 +94,20 @@ def assess_intensity(values: np.ndarray) -> IntensityAssessment:
     return IntensityAssessment(
         UNKNOWN, f"values {low:g} to {high:g}, {100 * air_share:.1f} % below -500: not the air of a chest CT"
     )
+
+
+def is_label_map(values: np.ndarray) -> bool:
+    """Whether ``values`` look like a mask file (e.g. the lungs.nii.gz ``chsnet segment`` writes) rather
+    than a CT: whole numbers 0-255 with fewer distinct values than an 8-bit picture of a chest uses."""
+    sample = _sample(values)
+    return sample.size > 0 and _is_label_sample(sample)
+
+
+def _is_label_sample(sample: np.ndarray) -> bool:
+    # A binary mask (0/1) counts too: it would otherwise pass for values normalised to [0, 1].
+    if sample.min() < 0 or sample.max() > 255 or not np.array_equal(sample, np.round(sample)):
+        return False
+    return np.unique(sample).size < _MIN_DISPLAY_LEVELS
 
 
 def display8_to_unit(values: np.ndarray) -> np.ndarray:

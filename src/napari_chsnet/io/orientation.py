@@ -8,12 +8,18 @@ its residual rotation in ``Geometry.direction``.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+
 import numpy as np
 import SimpleITK as sitk
 
 from napari_chsnet.io.volume import Geometry
 
 DISPLAY_ORIENTATION = "LPS"
+# Grids turned further than this from the patient's axes are warned about: napari shows them, and the
+# lung stage splits right from left, on the stored grid without the rotation.
+OBLIQUE_WARNING_DEG = 10.0
 
 
 def orientation_code(image: sitk.Image) -> str:
@@ -53,3 +59,33 @@ def to_source(image: sitk.Image, source_orientation: str) -> sitk.Image:
     if orientation_code(image) == source_orientation:
         return image
     return sitk.DICOMOrient(image, source_orientation)
+
+
+def angle_from_axes_deg(direction: Sequence[float]) -> float:
+    """The rotation angle (degrees) between a 3x3 direction matrix and its nearest signed permutation
+    of the same handedness (0 for a grid on the patient's axes, 30 for an axial grid turned 30°)."""
+    matrix = np.reshape(np.asarray(direction, dtype=float), (3, 3))
+    handedness = 1.0 if np.linalg.det(matrix) >= 0 else -1.0
+    best_trace = -np.inf
+    for order in itertools.permutations(range(3)):
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            axes = np.zeros((3, 3))
+            axes[list(order), range(3)] = signs
+            if np.linalg.det(axes) * handedness > 0:
+                best_trace = max(best_trace, float(np.trace(axes.T @ matrix)))
+    # trace(R) = 1 + 2 cos(angle) for the rotation R that takes the axes to the direction
+    return float(np.degrees(np.arccos(np.clip((best_trace - 1.0) / 2.0, -1.0, 1.0))))
+
+
+def oblique_warning(image: sitk.Image) -> str | None:
+    """A reader warning when the image's grid is turned more than OBLIQUE_WARNING_DEG from the axes."""
+    if image.GetDimension() != 3:
+        return None
+    angle = angle_from_axes_deg(image.GetDirection())
+    if angle <= OBLIQUE_WARNING_DEG:
+        return None
+    return (
+        f"the voxel grid is turned {angle:.0f}° from the patient's axes (oblique scan); it is shown and "
+        "segmented on the stored grid without that rotation, so the displayed orientation and the right/left "
+        "lung labels follow the stored grid, not the patient"
+    )

@@ -19,13 +19,14 @@ from napari_chsnet.io.dicom import looks_like_dicom, read_dicom
 from napari_chsnet.io.hounsfield import (
     INTENSITY_CHOICES,
     INTENSITY_KEY,
+    UNKNOWN,
     IntensityAssessment,
     assess_intensity,
     intensity_warning,
     to_hounsfield,
 )
 from napari_chsnet.io.memory import check_fits_in_memory
-from napari_chsnet.io.orientation import geometry_of, to_display
+from napari_chsnet.io.orientation import geometry_of, oblique_warning, to_display
 from napari_chsnet.io.volume import CTVolume
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
@@ -35,11 +36,15 @@ _PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 _GZIP_MAGIC = b"\x1f\x8b"
 # NIfTI-1 and NIfTI-2 header fields: byte offset and struct format (without byte order).
 _NIFTI_LAYOUTS = {
-    348: {"dim": (40, "8h"), "pixdim": (76, "8f"), "vox_offset": (108, "f"), "codes": (252, "2h"),
-          "quatern": (256, "6f"), "srow": (280, "12f")},
-    540: {"dim": (16, "8q"), "pixdim": (104, "8d"), "vox_offset": (168, "q"), "codes": (344, "2i"),
-          "quatern": (352, "6d"), "srow": (400, "12d")},
+    348: {"datatype": (70, "h"), "dim": (40, "8h"), "pixdim": (76, "8f"), "vox_offset": (108, "f"),
+          "codes": (252, "2h"), "quatern": (256, "6f"), "srow": (280, "12f")},
+    540: {"datatype": (12, "h"), "dim": (16, "8q"), "pixdim": (104, "8d"), "vox_offset": (168, "q"),
+          "codes": (344, "2i"), "quatern": (352, "6d"), "srow": (400, "12d")},
 }  # fmt: skip
+# NIfTI datatype codes of float voxels (FLOAT32, FLOAT64): ITK reads their NaN and Inf as 0, so the
+# stored voxels are checked before ITK sees them.
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+_CHUNK_BYTES = 1 << 24  # stored voxels checked 16 MiB at a time
 # qform and sform placing a corner voxel further apart than this disagree; the float32 rounding
 # of a quaternion written from the same matrix stays far below it.
 _QSFORM_TOLERANCE_MM = 0.1
@@ -87,17 +92,23 @@ def read_ct(
     """
     if intensity not in INTENSITY_CHOICES:
         raise ConfigError(f"intensity must be one of {', '.join(INTENSITY_CHOICES)}; got {intensity!r}.")
-    return in_hounsfield_units(_read_stored_values(path, fill_missing_slices), intensity)
+    return in_hounsfield_units(read_stored_values(path, fill_missing_slices=fill_missing_slices), intensity)
 
 
 def in_hounsfield_units(volume: CTVolume, intensity: str = "auto") -> CTVolume:
     """Convert ``volume``'s values to HU in place where they are stored otherwise (see ``read_ct``);
-    its metadata gets ``"intensity"`` and, for a conversion or doubt, a warning. Returns ``volume``."""
+    its metadata gets ``"intensity"`` and, for a conversion or doubt, a warning. Returns ``volume``.
+
+    Raises:
+        InvalidVolumeError: a DICOM series of another modality (MR, PET…) whose values do not look
+            like HU, with ``intensity="auto"``: graded as CT it would get a severity report of noise.
+    """
     assessment = (
         assess_intensity(volume.hu)
         if intensity == "auto"
         else IntensityAssessment(intensity, "given by the caller")
     )
+    _check_modality(volume, assessment)
     volume.metadata[INTENSITY_KEY] = assessment.kind
     message = intensity_warning(assessment, intensity)
     if message:
@@ -106,9 +117,24 @@ def in_hounsfield_units(volume: CTVolume, intensity: str = "auto") -> CTVolume:
     return volume
 
 
-def _read_stored_values(
-    path: str | PathLike[str] | list[str | PathLike[str]], fill_missing_slices: bool
+def _check_modality(volume: CTVolume, assessment: IntensityAssessment) -> None:
+    """Refuse a non-CT series whose values are not recognised as HU (an MR series read as HU got a full
+    CT-3 report); a non-CT series with HU-like values opens with the DICOM reader's warning."""
+    modality = str(volume.metadata.get("Modality") or "").upper()
+    if assessment.kind != UNKNOWN or modality in ("", "CT"):
+        return
+    raise InvalidVolumeError(
+        f"{volume.source}: the series' modality is {modality}, not CT, and its values are not Hounsfield units "
+        f"({assessment.reason}); open a CT series, or if the values are HU (or 8-bit display / HU + 1024 "
+        "values) say so with chsnet segment --intensity hu|display8|offset1024."
+    )
+
+
+def read_stored_values(
+    path: str | PathLike[str] | list[str | PathLike[str]], *, fill_missing_slices: bool = False
 ) -> CTVolume:
+    """Read ``path`` as ``read_ct`` does but keep the values as stored (after any DICOM rescale), without
+    the intensity check and conversion (``in_hounsfield_units``): for files that may be masks."""
     if isinstance(path, list) and len(path) == 1:
         path = path[0]  # napari's "Open as stack" passes a single file or folder as a list
     if isinstance(path, list):
@@ -177,29 +203,44 @@ def read_image_file(path: Path) -> CTVolume:
     check_fits_in_memory(str(path), n_voxels, max(4, _bytes_per_voxel(reader)))
     is_nifti = suffix_of(path) in (".nii", ".nii.gz")
     nifti = read_nifti_header(path) if is_nifti else None
-    if is_nifti and _is_gzip(path):
-        _check_gzip_complete(path, nifti, n_voxels * _bytes_per_voxel(reader))
+    if is_nifti:
+        _check_nifti_voxels(path, nifti, n_voxels, n_voxels * _bytes_per_voxel(reader))
     try:
         image = reader.Execute()
     except RuntimeError as exc:
         raise InvalidVolumeError(
             f"{path} cannot be read ({_itk_reason(exc)}); the file is truncated or damaged, export it again."
         ) from exc
-    warning = qform_sform_warning(nifti, image) if nifti is not None else None
+    warnings = [qform_sform_warning(nifti, image) if nifti is not None else None]
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
     display, source_orientation = to_display(image)
-    metadata: dict[str, Any] = {"warnings": [warning] if warning else [], "format": suffix_of(path)}
-    return CTVolume(
-        hu_array(sitk.GetArrayFromImage(display)),
-        geometry_of(display, source_orientation),
-        str(path),
-        metadata,
-    )
+    warnings.append(oblique_warning(display))
+    values = sitk.GetArrayFromImage(display)
+    _refuse_non_finite(path, _count_non_finite(values), values.size)
+    metadata: dict[str, Any] = {"warnings": [w for w in warnings if w], "format": suffix_of(path)}
+    return CTVolume(hu_array(values), geometry_of(display, source_orientation), str(path), metadata)
+
+
+def _count_non_finite(values: np.ndarray) -> int:
+    """NaN and Inf voxels, counted a slice at a time (no volume-sized mask)."""
+    if values.dtype.kind != "f":
+        return 0
+    return sum(int(plane.size - np.count_nonzero(np.isfinite(plane))) for plane in values)
+
+
+def _refuse_non_finite(path: Path, count: int, n_voxels: int) -> None:
+    """NaN or Inf is no density: refused as the segmentation refuses it, before any cast to int16."""
+    if count:
+        raise InvalidVolumeError(
+            f"{path} holds NaN or infinite values ({count} of {n_voxels} voxels); fix or re-export the scan "
+            "with a number in every voxel (e.g. -1024 HU outside the field of view)."
+        )
 
 
 def hu_array(values: np.ndarray) -> np.ndarray:
-    """HU as int16 when every value is an integer in int16 range, else float32."""
+    """HU as int16 when every value is an integer in int16 range, else float32 (``values`` are finite:
+    NaN cast to int16 warns and gives garbage)."""
     if values.dtype == np.int16:
         return values
     int16 = np.iinfo(np.int16)
@@ -229,6 +270,8 @@ class NiftiHeader:
 
     shape_ijk: tuple[int, int, int]
     vox_offset: int
+    datatype: int
+    byte_order: str  # "<" or ">", as struct and numpy write it
     qform_code: int
     sform_code: int
     qform: np.ndarray
@@ -259,6 +302,8 @@ def _parse_nifti(raw: bytes, order: str, layout: dict[str, tuple[int, str]]) -> 
     return NiftiHeader(
         shape_ijk=tuple(max(int(n), 1) for n in dim[1:4]),  # type: ignore[arg-type]
         vox_offset=int(field["vox_offset"][0]),
+        datatype=int(field["datatype"][0]),
+        byte_order=order,
         qform_code=int(field["codes"][0]),
         sform_code=int(field["codes"][1]),
         qform=_quaternion_affine(field["quatern"], pixdim),
@@ -322,6 +367,42 @@ def _itk_corner_points(image: sitk.Image, corners: np.ndarray) -> np.ndarray:
     n = image.GetDimension()
     direction = np.reshape(image.GetDirection(), (n, n))
     return np.asarray(image.GetOrigin()) + (corners[:, :n] * image.GetSpacing()) @ direction.T
+
+
+def _check_nifti_voxels(path: Path, header: NiftiHeader | None, n_voxels: int, data_bytes: int) -> None:
+    """Refuse a truncated .nii.gz (ITK reads it silently with its tail missing) and float voxels that
+    are NaN or Inf (ITK reads them as 0 HU: a NaN field-of-view ring would pass for water)."""
+    float_type = _NIFTI_FLOAT_TYPES.get(header.datatype) if header is not None else None
+    if float_type is not None:
+        dtype = np.dtype(float_type).newbyteorder(header.byte_order)  # type: ignore[union-attr]
+        count = _count_stored_non_finite(path, header.vox_offset, n_voxels, dtype)  # type: ignore[union-attr]
+        _refuse_non_finite(path, count, n_voxels)
+    elif _is_gzip(path):
+        _check_gzip_complete(path, header, data_bytes)
+
+
+def _count_stored_non_finite(path: Path, vox_offset: int, n_voxels: int, dtype: np.dtype) -> int:
+    """NaN and Inf among the stored voxels, read in chunks; reading a gzip stream to its end also
+    verifies it is whole (what ``_check_gzip_complete`` does for other files)."""
+    remaining, count = n_voxels * dtype.itemsize, 0
+    try:
+        with (gzip.open if _is_gzip(path) else open)(path, "rb") as stream:
+            stream.seek(vox_offset)
+            while block := stream.read(_CHUNK_BYTES):  # to the end: a gzip stream checks its trailer there
+                data = block[: min(len(block), remaining) // dtype.itemsize * dtype.itemsize]
+                values = np.frombuffer(data, dtype=dtype)
+                count += int(values.size - np.count_nonzero(np.isfinite(values)))
+                remaining -= len(data)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise InvalidVolumeError(
+            f"{path} cannot be read ({exc}); the file is truncated or damaged, export it again."
+        ) from exc
+    if remaining > 0:
+        raise InvalidVolumeError(
+            f"{path} cannot be read (its voxel data ends {remaining} bytes early); the file is truncated or "
+            "damaged, export it again."
+        )
+    return count
 
 
 def _check_gzip_complete(path: Path, header: NiftiHeader | None, data_bytes: int) -> None:
