@@ -117,6 +117,23 @@ def test_a_dicom_folder_keeps_its_study_fields_unless_anonymized(tmp_path, dicom
     np.testing.assert_allclose(written.geometry.origin_mm, source.geometry.origin_mm, atol=1e-3)
 
 
+def test_a_dicom_reader_warning_is_printed_once(tmp_path, dicom_folder, tiny_weights):
+    import pydicom
+
+    series = shutil.copytree(dicom_folder, tmp_path / "mr_labelled")
+    for path in series.iterdir():  # HU values under another modality: opened, with a warning
+        dataset = pydicom.dcmread(path)
+        dataset.Modality = "MR"
+        dataset.save_as(path)
+    # A process of its own: pytest's log capture would hide a second copy printed through logging.
+    args = ["segment", str(series), "-o", str(tmp_path / "out"), "--model", "rdunet"]
+    args += ["--device", "cpu", "--weights", str(tiny_weights)]
+    code = f"import sys; from napari_chsnet.cli import run; sys.argv[1:] = {args!r}; run()"
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stderr.count("not CT") == 1, finished.stderr
+
+
 def test_several_inputs_give_one_folder_per_case_and_one_csv(tmp_path, ras_nifti, dicom_folder, tiny_weights):
     other = tmp_path / "copy" / ras_nifti.name  # same case name twice: made unique
     other.parent.mkdir()

@@ -10,7 +10,6 @@ it by interpolation, so that no distance or volume is silently distorted (see do
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
 from collections import Counter
@@ -27,8 +26,6 @@ from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.memory import check_fits_in_memory
 from napari_chsnet.io.orientation import geometry_of, oblique_warning, to_display
 from napari_chsnet.io.volume import CTVolume
-
-logger = logging.getLogger(__name__)
 
 # Study/series fields copied into CTVolume.metadata for reports.
 REPORT_TAGS = (
@@ -505,8 +502,6 @@ def _volume(
     metadata["warnings"] = warnings
     if filled:
         metadata["interpolated_slices"] = filled
-    for warning in warnings:
-        logger.warning("%s: %s", source, warning)
     return CTVolume(
         sitk.GetArrayFromImage(display), geometry_of(display, source_orientation), source, metadata
     )
