@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from napari_chsnet.training.versions import BUNDLED, active_choice, user_weights_dir
@@ -23,7 +24,22 @@ def test_the_ct_picker_defaults_to_the_ct_the_masks_belong_to(panel, small_phant
     assert widget.finetune.ct.value.name == "segmented CT"
 
 
-def test_the_users_choice_of_layers_survives_other_layer_changes(panel, small_phantom):
+def test_renamed_corrected_layers_stay_in_their_own_pickers(panel, small_phantom):
+    """docs/workflow.md: rename the corrected layers to keep them. Renaming `lungs` then `infection`
+    had put "lungs corrected" under Infection too (Start trained the infection stage on the lungs)."""
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    tab = widget.finetune
+    viewer.layers["lungs"].name = "lungs corrected"
+    viewer.layers["infection"].name = "infection corrected"
+    assert (tab.lungs.value.name, tab.infection.value.name) == ("lungs corrected", "infection corrected")
+    case = tab.corrected_case()
+    np.testing.assert_array_equal(case.infection, viewer.layers["infection corrected"].data)
+    np.testing.assert_array_equal(case.lungs, viewer.layers["lungs corrected"].data)
+
+
+def test_the_pickers_keep_their_layers_through_renames_runs_and_other_layers(panel, small_phantom):
     viewer, widget = panel
     ct = add_ct(viewer, small_phantom)
     show_known_result(widget, ct, small_phantom)
@@ -31,16 +47,69 @@ def test_the_users_choice_of_layers_survives_other_layer_changes(panel, small_ph
     viewer.layers["infection"].name = "infection fixed"
     show_known_result(widget, ct, small_phantom)  # a new run: fresh lungs and infection
     tab = widget.finetune
-    assert (tab.lungs.value.name, tab.infection.value.name) == ("lungs", "infection")  # the defaults
+    # the corrected layers stay chosen, not the new run's uncorrected output
+    assert (tab.lungs.value.name, tab.infection.value.name) == ("lungs fixed", "infection fixed")
+    assert tab.ct.value.name == ct.name
 
-    tab.lungs.value = viewer.layers["lungs fixed"]
-    tab.infection.value = viewer.layers["infection fixed"]
+    tab.lungs.value = viewer.layers["lungs"]  # the user's own choice
+    tab.infection.value = viewer.layers["infection"]
     viewer.add_points(name="a note")
     viewer.layers.remove("a note")
-    assert (tab.lungs.value.name, tab.infection.value.name) == ("lungs fixed", "infection fixed")
+    viewer.layers["infection"].name = "infection 2"
+    assert (tab.lungs.value.name, tab.infection.value.name) == ("lungs", "infection 2")
 
-    viewer.layers.remove("lungs fixed")  # a chosen layer that is gone: back to the default
-    assert tab.lungs.value.name == "lungs" and tab.infection.value.name == "infection fixed"
+    viewer.layers.remove("lungs")  # a chosen layer that is gone: a layer that looks like lungs
+    assert tab.lungs.value.name == "lungs fixed" and tab.infection.value.name == "infection 2"
+
+
+def test_masks_opened_from_files_are_never_put_in_both_pickers(panel, small_phantom):
+    viewer, widget = panel
+    add_ct(viewer, small_phantom)
+    tab = widget.finetune
+    viewer.add_labels(small_phantom.lungs.copy(), name="P001_lungs")
+    assert tab.lungs.value.name == "P001_lungs" and tab.infection.value is None
+    viewer.add_labels(small_phantom.infection.copy(), name="P001_inf")
+    assert (tab.lungs.value.name, tab.infection.value.name) == ("P001_lungs", "P001_inf")
+
+    viewer.layers.remove("P001_lungs")
+    viewer.layers.remove("P001_inf")
+    viewer.add_labels(small_phantom.lungs.copy(), name="mask A")  # names that say nothing
+    viewer.add_labels(small_phantom.infection.copy(), name="mask B")
+    assert tab.lungs.value is None and tab.infection.value is None
+
+
+def test_a_run_layer_is_known_by_its_metadata_under_any_name(panel, small_phantom):
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    viewer.layers["lungs"].name = "A"
+    viewer.layers["infection"].name = "B"
+    from napari_chsnet.widgets.finetune import mask_kind
+
+    assert (mask_kind(viewer.layers["A"]), mask_kind(viewer.layers["B"])) == ("lungs", "infection")
+    # a fresh panel (reopened) finds them by kind, each in its own picker
+    from napari_chsnet.widgets.finetune import FinetunePanel
+
+    fresh = FinetunePanel(viewer, widget.results)
+    assert (fresh.lungs.value.name, fresh.infection.value.name, fresh.ct.value.name) == ("A", "B", ct.name)
+    fresh.disconnect_viewer()
+
+
+def test_start_refuses_the_same_layer_in_both_pickers(
+    panel, small_phantom, monkeypatch, tmp_path, notifications
+):
+    monkeypatch.setenv("CHSNET_HOME", str(tmp_path))
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    tab = widget.finetune
+    tab.infection.value = viewer.layers["lungs"]
+
+    tab.start.clicked.emit()
+
+    errors = [str(n.message) for n in notifications if n.severity == "error"]
+    assert errors and "both 'lungs'" in errors[-1] and "Infection" in errors[-1]
+    assert not tab.running and not (tmp_path / "corrections").exists()
 
 
 def test_a_version_deleted_by_hand_is_a_notification_not_a_traceback(

@@ -30,6 +30,7 @@ from napari_chsnet.training.versions import corrections_dir
 
 CORRECTION_FILES = ("ct.nii.gz", "lungs.nii.gz", "infection.nii.gz")
 EDITED_SLICES_FILE = "edited_slices.json"
+MIN_LUNG_FRACTION = 0.002  # a slice whose lungs cover less of it is not trained on
 
 
 @dataclass
@@ -100,7 +101,16 @@ class CorrectedCase:
     def labelled_slices(self, only_edited: bool) -> list[LabelledSlice]:
         """Slices with lung of this case (only the edited ones when asked and known)."""
         indices = self.edited_slices if only_edited and self.edited_slices else None
-        return slices_of_volume(self.ct, self.lungs, self.infection, self.name, indices)
+        return slices_of_volume(self.ct, self.lungs, self.infection, self.name, indices, MIN_LUNG_FRACTION)
+
+    def training_slice_indices(self, only_edited: bool) -> list[int]:
+        """The axial indices :meth:`labelled_slices` would give, without building the slices (to
+        check a case before saving or training it)."""
+        n_slices = self.lungs.shape[0]
+        indices = self.edited_slices if only_edited and self.edited_slices else range(n_slices)
+        lung_voxels = np.count_nonzero(self.lungs.reshape(n_slices, -1), axis=1)
+        per_slice = max(1, self.lungs[0].size)
+        return [z for z in indices if lung_voxels[z] / per_slice >= MIN_LUNG_FRACTION]
 
 
 def case_name_of(path: str | Path) -> str:

@@ -51,7 +51,7 @@ from napari_chsnet.training.checkpoints import Checkpoint, file_sha256, load_che
 from napari_chsnet.training.corrections import CorrectedCase, saved_corrections
 from napari_chsnet.training.datasets import LabelledSlice, read_semiseg, semiseg_validation_names
 from napari_chsnet.training.distributed import training_device
-from napari_chsnet.training.loop import EpochRecord, FitSettings, evaluate_dice, fit
+from napari_chsnet.training.loop import Cancelled, EpochRecord, FitSettings, evaluate_dice, fit
 from napari_chsnet.training.stage_data import (
     StageArrays,
     eamc_patches,
@@ -148,7 +148,8 @@ def finetune(
             ``version.json``); the base set and the bundled set are never written into or over.
         device: "auto" (GPU when available), "cpu", "cuda", ...
         on_step: ``on_step(step, total_steps, loss)`` after each batch.
-        should_stop: polled after each batch; True cancels (raises ``Cancelled``, nothing is written).
+        should_stop: polled after each batch and again just before the new set is put in place; True
+            cancels (raises ``Cancelled``, nothing is written).
         log: receives one-line progress messages.
 
     Raises:
@@ -201,6 +202,7 @@ def finetune(
             should_stop,
         )
         network.cpu()
+        _stop_if_asked(should_stop)  # Cancel pressed during the last step or the final evaluation
         metadata = _checkpoint_metadata(checkpoint, tuned, corrected, len(new_slices), len(replay_slices))
         checkpoint_path = staging / f"{model}.safetensors"
         save_checkpoint(
@@ -223,6 +225,7 @@ def finetune(
             staging,
         )
         (staging / VERSION_FILE).write_text(json.dumps(info, indent=2))
+        _stop_if_asked(should_stop)  # the last moment a Cancel can still leave nothing behind
         if target.exists():  # only reached with overwrite=True
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -245,6 +248,11 @@ def finetune(
         tuned["history"],
         info,
     )
+
+
+def _stop_if_asked(should_stop: Callable[[], bool] | None) -> None:
+    if should_stop is not None and should_stop():
+        raise Cancelled("fine-tuning cancelled")
 
 
 def _check_arguments(model: str, epochs: int, replay: float, tune_lungs: bool, batch_size: int) -> None:

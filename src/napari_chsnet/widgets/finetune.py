@@ -2,19 +2,29 @@
 
 The panel gathers the CT, the corrected masks and the slices the user edited (read from the
 Labels layers' ``paint`` events, which both brush strokes and ``data_setitem`` corrections emit),
-saves the case into the user's corrections folder (later fine-tunes replay it), and runs
+checks the case (``corrected_case``: two different masks on the CT's grid, lungs, a slice to train
+on), saves it into the user's corrections folder (later fine-tunes replay it), and runs
 ``training.finetune.finetune`` in a napari worker: progress and loss on a bar, Cancel through
 ``should_stop`` (nothing is written), Dice before/after when done. New versions land in the
-user's weights folder and are listed here; "Re-segment with this version" hands the version to
-the Segment tab, "Revert to bundled weights" chooses the shipped set again (nothing deleted).
+user's weights folder and are listed here and in the Segment tab's Weights; "Re-segment with this
+version" hands the version to the Segment tab, "Revert to bundled weights" chooses the shipped set
+again (nothing deleted).
+
+The pickers hold layers by ``unique_id``: a layer stays chosen through renames (the docs advise
+renaming corrected masks to keep them), new layers and new runs until it is closed. Defaults: a
+layer that looks like the mask (``mask_kind``: a run's layers by their metadata, others by name),
+never the other mask picker's; none when no layer fits; the CT the chosen lungs were computed on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import shutil
 import threading
 from collections.abc import Hashable, Iterable
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,8 +45,23 @@ from qtpy.QtCore import QObject, Signal
 
 from napari_chsnet.errors import CHSNetError, WeightsError
 from napari_chsnet.registry import DEFAULT_MODEL, INFECTION_LAYER, LUNGS_LAYER, MODELS
-from napari_chsnet.training.versions import BUNDLED, active_choice, list_versions, set_active, weights_set_dir
-from napari_chsnet.widgets.results import ResultLayers, ct_layer_choices, ct_volume_from_layer
+from napari_chsnet.training.versions import (
+    BUNDLED,
+    VERSION_FILE,
+    active_choice,
+    list_versions,
+    set_active,
+    user_weights_dir,
+    weights_set_dir,
+)
+from napari_chsnet.widgets.results import (
+    CT_ID_KEY,
+    EDITED_KEY,
+    RUN_KEY,
+    ResultLayers,
+    ct_layer_choices,
+    ct_volume_from_layer,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -79,12 +104,39 @@ def edited_slices_of(atoms: Iterable[Any], n_slices: int) -> set[int]:
     return {z for z in touched if 0 <= z < n_slices}
 
 
+# A mask's name says what it holds: "infection corrected", "P1_inf", "lesions"; "lungs fixed".
+_INFECTION_NAME = re.compile(r"infect|lesion|(?<![a-z])inf(?![a-z])", re.IGNORECASE)
+_LUNGS_NAME = re.compile(r"lung", re.IGNORECASE)
+_LUNG_LABEL_NAMES_KEY = "label_names"  # a run's lungs layer carries its labels' names (results.py)
+
+
+def mask_kind(layer: Layer) -> str | None:
+    """``"lungs"``, ``"infection"`` or None: what a Labels layer looks like it holds. A run's own
+    layers are known by their metadata under any name (only the lungs carry label names), others
+    by their name (infection first: "lung lesions" is an infection mask)."""
+    if RUN_KEY in layer.metadata:
+        return LUNGS_LAYER if _LUNG_LABEL_NAMES_KEY in layer.metadata else INFECTION_LAYER
+    if _INFECTION_NAME.search(layer.name):
+        return INFECTION_LAYER
+    if _LUNGS_NAME.search(layer.name):
+        return LUNGS_LAYER
+    return None
+
+
 def _choice_with_id(picker: ComboBox, unique_id: Hashable | None) -> Layer | None:
     """The picker's choice that is the layer ``unique_id`` (napari hands plugins proxies of its
     layers, so a layer is recognised by its id, not by identity)."""
     if unique_id is None:
         return None
     return next((layer for layer in picker.choices if getattr(layer, "unique_id", None) == unique_id), None)
+
+
+def _discard_version(folder: Path) -> None:
+    """Delete a version a cancelled fine-tune wrote anyway (only a fine-tune's own folder in the
+    user's weights folder)."""
+    weights = user_weights_dir().resolve()
+    if folder.resolve().parent.parent == weights and (folder / VERSION_FILE).is_file():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class _Progress(QObject):
@@ -116,16 +168,20 @@ class FinetunePanel(Container):
         self._bridge.step.connect(self._on_step)
         self.last_result: FinetuneResult | None = None
         self._chosen: dict[str, Hashable | None] = {}  # picker -> unique_id of the layer the user chose
+        self._held: dict[str, Hashable | None] = {}  # picker -> unique_id of the layer it was given
         self._filling = False
 
         self.ct = ComboBox(
             label="CT", choices=self._image_choices, tooltip="The CT the masks were corrected on"
         )
         self.lungs = ComboBox(
-            label="Lungs", choices=self._labels_choices, tooltip="Corrected lung labels (1 right, 2 left)"
+            label="Lungs",
+            choices=self._labels_choices,
+            nullable=True,
+            tooltip="Corrected lung labels (1 right, 2 left)",
         )
         self.infection = ComboBox(
-            label="Infection", choices=self._labels_choices, tooltip="Corrected infection mask"
+            label="Infection", choices=self._labels_choices, nullable=True, tooltip="Corrected infection mask"
         )
         self.model = ComboBox(
             label="Model", choices=[(info.title, key) for key, info in MODELS.items()], value=DEFAULT_MODEL
@@ -209,29 +265,79 @@ class FinetunePanel(Container):
     def _pickers(self) -> dict[str, ComboBox]:
         return {"ct": self.ct, "lungs": self.lungs, "infection": self.infection}
 
-    def _defaults(self) -> dict[str, Layer | None]:
-        """The layers a picker offers first: the run's masks and the CT they were computed on."""
-        return {
-            "ct": self._results.ct_layer(),
-            "lungs": self._results.layer(LUNGS_LAYER),
-            "infection": self._results.layer(INFECTION_LAYER),
-        }
-
     def _on_pick(self, key: str, layer: Layer | None) -> None:
-        if not self._filling:  # the user's own choice, not a default or a refresh
-            self._chosen[key] = None if layer is None else layer.unique_id
+        if self._filling:  # a default or a refresh, not the user's own choice
+            return
+        if layer is None:
+            self._chosen.pop(key, None)
+            self._held.pop(key, None)
+        else:
+            self._chosen[key] = layer.unique_id
+        # the CT follows newly chosen lungs (unless the user chose the CT too)
+        self._filling = True
+        try:
+            self._select_defaults()
+        finally:
+            self._filling = False
+
+    def _present(self, picker: ComboBox, ids: dict[str, Hashable | None], key: str) -> Layer | None:
+        """The layer ``ids[key]`` if the picker still offers it (it may have been renamed); forgets a
+        layer that is gone."""
+        layer = _choice_with_id(picker, ids.get(key))
+        if layer is None:
+            ids.pop(key, None)
+        return layer
+
+    def _put(self, key: str, picker: ComboBox, layer: Layer | None) -> None:
+        """Show ``layer`` in the picker and remember it by id, so renames and other layers coming and
+        going keep it; ``None`` empties a mask picker (the CT picker keeps whatever Qt shows)."""
+        if layer is None:
+            self._held.pop(key, None)
+            if key != "ct":
+                picker.value = None
+            return
+        self._held[key] = layer.unique_id
+        picker.value = layer
+
+    def _mask_default(self, kind: str, exclude: set[Hashable]) -> Layer | None:
+        """The first layer that looks like ``kind``'s mask (edited ones first, then the one named
+        ``kind``), never one in ``exclude``."""
+        candidates = [
+            layer
+            for layer in self.lungs.choices
+            if layer is not None and layer.unique_id not in exclude and mask_kind(layer) == kind
+        ]
+        candidates.sort(key=lambda layer: (not layer.metadata.get(EDITED_KEY), layer.name != kind))
+        return candidates[0] if candidates else None
+
+    def _fill_mask(self, key: str, other: str) -> None:
+        picker = self._pickers()[key]
+        layer = self._present(picker, self._chosen, key)
+        if layer is None:
+            layer = self._present(picker, self._held, key)
+        if layer is None:  # a default is never the other mask picker's layer (Start refuses that)
+            layer = self._mask_default(key, {self._chosen.get(other), self._held.get(other)} - {None})
+        self._put(key, picker, layer)
+
+    def _fill_ct(self) -> None:
+        layer = self._present(self.ct, self._chosen, "ct")
+        if layer is None:  # the CT the chosen lungs were computed on (a run's masks record it)
+            lungs = self.lungs.value
+            ct_id = lungs.metadata.get(CT_ID_KEY) if lungs is not None else None
+            layer = next((c for c in self.ct.choices if ct_id and str(c.unique_id) == ct_id), None)
+        if layer is None:
+            layer = self._present(self.ct, self._held, "ct")
+        if layer is None:
+            layer = _choice_with_id(self.ct, getattr(self._results.ct_layer(), "unique_id", None))
+        self._put("ct", self.ct, layer)
 
     def _select_defaults(self) -> None:
-        """Fill each picker the user has not set (or whose chosen layer is gone) with its default;
-        a layer added or removed elsewhere must not undo the user's choice."""
-        defaults = self._defaults()
-        for key, picker in self._pickers().items():
-            chosen = _choice_with_id(picker, self._chosen.get(key))
-            if chosen is None:
-                self._chosen.pop(key, None)
-                chosen = _choice_with_id(picker, getattr(defaults[key], "unique_id", None))
-            if chosen is not None:
-                picker.value = chosen
+        """Keep each picker's layer (the user's choice, else the default it was given) while it is
+        open, under whatever name; fill the others with their defaults: a layer that looks like
+        the mask (``mask_kind``) and is not in the other mask picker, and the CT the lungs belong to."""
+        self._fill_mask(LUNGS_LAYER, INFECTION_LAYER)
+        self._fill_mask(INFECTION_LAYER, LUNGS_LAYER)
+        self._fill_ct()
 
     def reset_choices(self, *_args: Any) -> None:
         self._filling = True
@@ -293,24 +399,62 @@ class FinetunePanel(Container):
         return self._worker is not None
 
     def corrected_case(self):
-        """The CorrectedCase of the chosen layers (edited slices included)."""
-        from napari_chsnet.training.corrections import CorrectedCase
+        """The CorrectedCase of the chosen layers (edited slices included), checked before anything
+        is saved or trained: both masks chosen and different, on the CT's grid, lungs that are not
+        empty, and a slice to train on.
 
-        if self.ct.value is None or self.lungs.value is None or self.infection.value is None:
-            raise CHSNetError("choose the CT and the corrected lungs and infection layers first")
-        volume = ct_volume_from_layer(self.ct.value)
+        Raises:
+            CHSNetError: what is wrong, in the tab's words.
+        """
+        from napari_chsnet.training.corrections import MIN_LUNG_FRACTION, CorrectedCase
+
+        ct, lungs, infection = self.ct.value, self.lungs.value, self.infection.value
+        if ct is None or lungs is None or infection is None:
+            raise CHSNetError("choose the CT and the corrected Lungs and Infection layers first")
+        if lungs.unique_id == infection.unique_id:
+            raise CHSNetError(
+                f"Lungs and Infection are both '{lungs.name}'; choose the corrected infection mask under "
+                "Infection and the lung labels under Lungs"
+            )
+        volume = ct_volume_from_layer(ct)
+        for label, layer in (("Lungs", lungs), ("Infection", infection)):
+            if tuple(layer.data.shape) != tuple(volume.shape):
+                raise CHSNetError(
+                    f"the chosen {label} layer '{layer.name}' has {tuple(layer.data.shape)} voxels but the CT "
+                    f"'{ct.name}' has {tuple(volume.shape)}; choose masks drawn on this CT"
+                )
+        lung_labels = np.asarray(lungs.data)
+        if not lung_labels.any():
+            raise CHSNetError(
+                f"the chosen Lungs layer '{lungs.name}' is empty; choose the layer with the lung labels "
+                "(or draw the lungs in it)"
+            )
         edited = self.edited_slices()
-        return CorrectedCase(
+        case = CorrectedCase(
             volume,
-            np.asarray(self.lungs.value.data),
-            np.asarray(self.infection.value.data),
-            self.ct.value.name,
+            lung_labels,
+            np.asarray(infection.data),
+            ct.name,
             edited or None,
-            lungs_edited=bool(self._edits.get(id(self.lungs.value))),
+            lungs_edited=bool(self._edits.get(id(lungs))),
         )
+        only_edited = bool(self.only_edited.value)
+        if not case.training_slice_indices(only_edited):
+            if only_edited and edited:
+                shown = ", ".join(str(z) for z in edited[:8]) + (", …" if len(edited) > 8 else "")
+                raise CHSNetError(
+                    f"none of the slices you edited ({shown}) has lung in the Lungs layer '{lungs.name}'; "
+                    "untick 'Only edited slices' to train on every slice with lung, or correct the lungs there"
+                )
+            raise CHSNetError(
+                f"no slice of the Lungs layer '{lungs.name}' has enough lung to train on (at least "
+                f"{MIN_LUNG_FRACTION:.1%} of the slice); choose the layer with the lung labels"
+            )
+        return case
 
     def run(self, *_args: Any) -> None:
-        """Save the corrected case and start fine-tuning it in a worker (no-op while one runs)."""
+        """Check the chosen layers, then save the corrected case and fine-tune on it in a worker
+        (no-op while one runs; a case that cannot be trained on is a notification, nothing saved)."""
         if self.running:
             return
         model = self.model.value
@@ -394,12 +538,16 @@ class FinetunePanel(Container):
         self.status.value = f"step {step}/{total} — loss {loss:.4f}"
 
     def _on_result(self, result: FinetuneResult | None) -> None:
+        if result is not None and self._cancel.is_set():
+            # Cancel pressed after the last check in finetune(): the version it just wrote goes too
+            _discard_version(result.weights_dir)
+            result = None
         if result is None:
             self.status.value = "cancelled; the weights are unchanged"
+            self._refresh_weights_lists()
             return
         self.last_result = result
-        self.versions.reset_choices()
-        self.base.reset_choices()
+        self._refresh_weights_lists()
         if result.weights_dir.name in [c[1] for c in self._version_choices()]:
             self.versions.value = result.weights_dir.name
         message = f"Dice on the corrected slices {result.dice_before:.3f} → {result.dice_after:.3f}"
@@ -425,6 +573,14 @@ class FinetunePanel(Container):
         self._set_running(False, status)
 
     # ------------------------------------------------------------------ versions
+    def _refresh_weights_lists(self) -> None:
+        """This tab's "Start from" and Versions lists and the Segment tab's Weights list (each
+        keeps its choice while that is still listed)."""
+        self.versions.reset_choices()
+        self.base.reset_choices()
+        if self._segment is not None:
+            self._segment.weights.reset_choices()
+
     def resegment_with_version(self, *_args: Any) -> None:
         """Make the chosen version the model's weights and re-segment with it (Segment tab)."""
         name = self.versions.value
@@ -452,6 +608,6 @@ class FinetunePanel(Container):
         set_active(model, BUNDLED)
         self.base.value = BUNDLED
         self.status.value = f"{MODELS[model].title} uses the bundled weights again"
+        self._refresh_weights_lists()
         if self._segment is not None and self._segment.model.value == model:
-            self._segment.weights.reset_choices()
             self._segment.weights.value = BUNDLED
