@@ -76,13 +76,72 @@ def test_report_json_has_the_stable_keys(synthetic_case):
     assert report["software"]["numpy"] == np.__version__
 
 
+# A DICOM series' study fields, as the reader gives them, under a folder named after the patient.
+DICOM_STUDY = {
+    "PatientName": "DOE^JANE",
+    "PatientID": "PID-0042",
+    "PatientBirthDate": "19610203",
+    "PatientSex": "F",
+    "PatientAge": "059Y",
+    "StudyDate": "20200415",
+    "StudyTime": "101500",
+    "StudyDescription": "CT CHEST DOE FOLLOW-UP",
+    "AccessionNumber": "ACC-77",
+    "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.1111",
+    "SeriesDescription": "LUNG 1.0",
+    "SeriesInstanceUID": "1.2.826.0.1.3680043.8.498.2222",
+    "Modality": "CT",
+    "Manufacturer": "SIEMENS",
+    "ManufacturerModelName": "SOMATOM",
+    "InstitutionName": "St Elsewhere Hospital",
+    "SliceThickness": 1.0,
+    "KVP": 120,
+    "ConvolutionKernel": "B70f",
+    "warnings": [],
+}
+PATIENT_FOLDER = "/data/DOE_JANE_1961/CT_chest_20200415"
+
+
+def make_dicom_report(case, anonymize):
+    severity = compute_severity(case.lungs, case.infection, case.ct.geometry)
+    run = RunInfo(model="chsnet", device="cpu", runtime_s=1.0, input=PATIENT_FOLDER)
+    return build_report_json(severity, run, DICOM_STUDY, anonymize=anonymize)
+
+
 def test_anonymize_removes_identifying_fields_and_keeps_study(synthetic_case):
     report = make_report(synthetic_case, anonymize=True)
-    for key in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber"):
+    for key in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "StudyDate"):
         assert key not in report["study"]
-    assert report["study"]["StudyDate"] == "20200415" and report["study"]["PatientSex"] == "F"
+    assert report["study"] == {"PatientSex": "F", "Modality": "CT"}
     assert report["anonymized"] is True
     assert "DOE" not in json.dumps(report)
+
+
+def test_anonymize_drops_uids_dates_descriptions_institution_and_the_input_path(synthetic_case, tmp_path):
+    """DICOM PS3.15 Basic Profile: the UIDs, dates, free-text descriptions and institution go too;
+    the input path (folder names often hold the patient's name) becomes the case name."""
+    plain = make_dicom_report(synthetic_case, anonymize=False)
+    assert plain["study"]["StudyInstanceUID"] and plain["input"] == PATIENT_FOLDER  # there to remove
+
+    report = make_dicom_report(synthetic_case, anonymize=True)
+    assert report["study"] == {
+        "PatientSex": "F",
+        "PatientAge": "059Y",
+        "Modality": "CT",
+        "Manufacturer": "SIEMENS",
+        "ManufacturerModelName": "SOMATOM",
+        "SliceThickness": 1.0,
+        "KVP": 120,
+        "ConvolutionKernel": "B70f",
+    }
+    assert report["case"] == report["input"] == "CT_chest_20200415"
+    row = next(csv.DictReader(append_report_csv(tmp_path / "r.csv", report).open(encoding="utf-8")))
+    assert tuple(row) == CSV_COLUMNS and row["input"] == "CT_chest_20200415"
+    pdf = pdf_text(write_report_pdf(tmp_path / "r.pdf", report, synthetic_case.ct, synthetic_case.lungs,
+                                    synthetic_case.infection, None))  # fmt: skip
+    for text in (json.dumps(report), (tmp_path / "r.csv").read_text(encoding="utf-8"), pdf):
+        for identifying in ("DOE", "PID-0042", "19610203", "3680043", "Elsewhere", "/data/"):
+            assert identifying not in text, identifying
 
 
 def test_software_versions_does_not_import_heavy_packages():

@@ -253,8 +253,8 @@ def test_to_dict_has_exactly_the_documented_shape():
     ("lungs_factory", "infection_factory", "match"),
     [
         (lambda: np.zeros((4, 4, 4), np.uint8), lambda: np.zeros((4, 4, 5), np.uint8), "same shape"),
-        (lambda: np.full((4, 4, 4), 3, np.uint8), lambda: np.zeros((4, 4, 4), np.uint8), "label map"),
-        (lambda: np.ones((4, 4, 4), np.uint8), lambda: np.full((4, 4, 4), 0.7, np.float32), "Threshold"),
+        (lambda: np.full((4, 4, 4), 3, np.uint8), lambda: np.zeros((4, 4, 4), np.uint8), "holds label 3"),
+        (lambda: np.ones((4, 4, 4), np.uint8), lambda: np.full((4, 4, 4), 0.7, np.float32), "threshold"),
         (lambda: np.ones((4, 4), np.uint8), lambda: np.ones((4, 4), np.uint8), "3-D"),
     ],
 )
@@ -289,3 +289,52 @@ def test_a_lung_far_smaller_than_any_lung_is_warned_about():
     plausible = compute_severity(lungs, infection, Geometry(spacing_mm=(5.0, 5.0, 6.4)), min_lesion_ml=0.0)
     assert plausible.left.volume_ml == pytest.approx(160.0)
     assert not any("far less than a lung" in w for w in plausible.warnings)
+
+
+def _lungs_with(*values: int, dtype=np.uint8) -> np.ndarray:
+    lungs = np.zeros((4, 4, 8), dtype)
+    lungs[:, :, :4], lungs[:, :, 4:] = RIGHT_LUNG, LEFT_LUNG
+    for i, value in enumerate(values):
+        lungs[0, 0, i] = value
+    return lungs
+
+
+@pytest.mark.parametrize(
+    ("lungs", "message"),
+    [
+        (
+            _lungs_with(3),
+            "The lungs mask holds label 3; paint lungs with 1 (right) or 2 (left) and erase with 0.",
+        ),
+        (
+            _lungs_with(7, 3, 7),
+            "The lungs mask holds labels 3 and 7; paint lungs with 1 (right) or 2 (left) and erase with 0.",
+        ),
+        (
+            _lungs_with(-1, 9, 3, 4, 5, 6, dtype=np.int16),
+            "The lungs mask holds labels -1, 3, 4, 5, 6 and 1 more; paint lungs with 1 (right) or 2 (left) "
+            "and erase with 0.",
+        ),
+        (
+            _lungs_with(dtype=np.float32),
+            "The lungs mask holds float32 values, not integer labels; paint lungs with 1 (right) or 2 (left) "
+            "and erase with 0.",
+        ),
+    ],
+)
+def test_a_lungs_label_outside_0_1_2_is_named_in_plain_words(lungs, message):
+    """Painted with napari's "new label" (3), the lungs mask is refused in one plain line: integers,
+    not numpy reprs, and no "valid" 0 listed as a wrong value."""
+    with pytest.raises(InvalidVolumeError) as raised:
+        compute_severity(lungs, np.zeros(lungs.shape, np.uint8), ONE_MM)
+    assert str(raised.value) == message
+
+
+def test_any_infection_label_above_0_is_infection():
+    lungs = _lungs_with()
+    ones, twos = np.zeros_like(lungs), np.zeros_like(lungs)
+    ones[:2, :, :4] = 1
+    twos[:2, :, :4] = 2  # napari's "new label" on a 0/1 infection mask
+    assert compute_severity(lungs, twos, ONE_MM, 0.0) == compute_severity(lungs, ones, ONE_MM, 0.0)
+    with pytest.raises(InvalidVolumeError, match="holds label -1; paint infection with 1 and erase with 0"):
+        compute_severity(lungs, np.full(lungs.shape, -1, np.int8), ONE_MM)

@@ -293,3 +293,51 @@ def test_the_table_follows_a_rename_that_changes_which_layer_is_infection(panel,
 
     qtbot.waitUntil(lambda: widget.severity.severity.overall_infected_ml == 0, timeout=TABLE_TIMEOUT_MS)
     assert widget.severity.cell(2, 3) == "CT-0"
+
+
+def test_a_label_outside_the_expected_set_is_magenta_and_the_table_says_why(
+    panel, qtbot, small_phantom, notifications
+):
+    """napari's "new label" button gives 3 on 'lungs' and 2 on 'infection': neither is drawn
+    invisibly; a lungs label 3 is explained in plain words, an infection label 2 counts."""
+    from napari_chsnet.errors import InvalidVolumeError
+    from napari_chsnet.widgets.colormaps import UNEXPECTED_LABEL_COLOR
+    from napari_chsnet.widgets.report_panel import OTHER_INFECTION_LABELS
+
+    viewer, widget = panel
+    show_known_result(widget, add_ct(viewer, small_phantom), small_phantom)
+    qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=TABLE_TIMEOUT_MS)
+    lungs, infection = viewer.layers[LUNGS_LAYER], viewer.layers[INFECTION_LAYER]
+    for layer, value in ((lungs, 3), (infection, 2)):
+        np.testing.assert_allclose(layer.colormap.map(np.array([value], np.uint8))[0], UNEXPECTED_LABEL_COLOR)
+    assert lungs.colormap.map(np.array([0], np.uint8))[0][3] == 0  # background stays transparent
+
+    # Lungs: label 3 painted over part of the right lung.
+    before = widget.severity.severity
+    lungs.data_setitem(tuple(np.argwhere(lungs.data == RIGHT_LUNG)[:50].T), 3)
+    message = "The lungs mask holds label 3; paint lungs with 1 (right) or 2 (left) and erase with 0."
+    qtbot.waitUntil(lambda: widget.severity.note.value == message, timeout=TABLE_TIMEOUT_MS)
+    assert widget.severity.cell(0, 0) == "—" and widget.severity.severity is None
+    with pytest.raises(InvalidVolumeError) as raised:
+        widget.report.build_report()
+    assert str(raised.value) == message
+    widget.report.export_report("json")  # refused before any file dialog, with the same words
+    assert str(notifications[-1].message) == message
+    lungs.undo()
+    qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=TABLE_TIMEOUT_MS)
+
+    # Infection: label 2 painted in the left lung away from any lesion counts as infection.
+    free = (lungs.data == LEFT_LUNG) & ~ndimage.binary_dilation(infection.data > 0, iterations=2)
+    painted = np.argwhere(free)[:200]
+    infection.data_setitem(tuple(painted.T), 2)
+    qtbot.waitUntil(
+        lambda: (
+            widget.severity.severity is not None
+            and widget.severity.severity.left.infected_voxels > before.left.infected_voxels
+        ),
+        timeout=TABLE_TIMEOUT_MS,
+    )
+    assert OTHER_INFECTION_LABELS in widget.severity.note.value
+    report = widget.report.build_report()
+    assert OTHER_INFECTION_LABELS in report["warnings"]
+    assert report["lungs"]["left"]["infected_ml"] > before.left.infected_ml

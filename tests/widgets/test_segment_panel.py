@@ -294,3 +294,55 @@ def test_a_result_named_layer_added_during_the_run_is_not_replaced_without_askin
     assert "'infection'" in user.questions[-1]
     assert viewer.layers[INFECTION_LAYER] is mine
     assert widget.segment.status.value.startswith("Result discarded")
+
+
+def test_a_ct_without_voxel_size_is_measured_in_1_mm_voxels_with_a_warning_everywhere(
+    panel, qtbot, tiny_weights, small_phantom, notifications
+):
+    """A bare array (a .npy, another reader's layer, the console) has no chsnet geometry and scale
+    1: Segment warns, and the table's note and the report say the volumes assume 1 mm voxels."""
+    from napari_chsnet.widgets.results import UNIT_SPACING_WARNING
+
+    viewer, widget = panel
+    layer = viewer.add_image(np.array(small_phantom.ct.hu), name="bare array")
+    widget.segment.ct.value = layer
+    choose_weights(widget, widget.dialogs, tiny_weights)
+
+    run_segmentation(qtbot, widget)
+
+    warned = [str(n.message) for n in notifications if "1 mm voxels" in str(n.message)]
+    assert warned == [f"'bare array': {UNIT_SPACING_WARNING}"]
+    qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=5000)
+    assert UNIT_SPACING_WARNING in widget.severity.note.value
+    lungs = viewer.layers[LUNGS_LAYER]
+    assert widget.severity.severity.right.volume_ml == pytest.approx(
+        np.count_nonzero(lungs.data == RIGHT_LUNG) / 1000
+    )
+    report = widget.report.build_report()
+    assert report["warnings"].count(UNIT_SPACING_WARNING) == 1  # the CT's and its masks' warning, once
+
+
+def test_a_ct_with_a_scale_but_no_chsnet_geometry_is_measured_with_its_scale_and_says_so(
+    panel, qtbot, small_phantom, notifications
+):
+    viewer, widget = panel
+    scale = small_phantom.ct.geometry.spacing_zyx
+    ct = viewer.add_image(np.array(small_phantom.ct.hu), name="tif with a scale", scale=scale)
+    show_known_result(widget, ct, small_phantom)
+
+    qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=5000)
+    assert widget.severity.severity.right.volume_ml == pytest.approx(small_phantom.lung_volume_ml[RIGHT_LUNG])
+    note = "Voxel size taken from the layer's scale ({:g} × {:g} × {:g} mm".format(*scale)
+    assert note in widget.severity.note.value
+    assert sum(note in warning for warning in widget.report.build_report()["warnings"]) == 1
+
+
+def test_masks_drawn_on_the_grid_of_a_ct_the_plugin_read_are_not_warned_about(panel, qtbot, small_phantom):
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    for name, data in ((LUNGS_LAYER, small_phantom.lungs), (INFECTION_LAYER, small_phantom.infection)):
+        # napari's New Labels layer: the CT's scale and translate, none of its metadata
+        viewer.add_labels(data.copy(), name=name, scale=ct.scale, translate=ct.translate)
+
+    assert widget.results.spacing_warning() is None
+    assert not any("voxel size" in w.lower() for w in widget.report.build_report()["warnings"])

@@ -58,9 +58,27 @@ STUDY_FIELDS = (
     "KVP",
     "ConvolutionKernel",
 )
-# Removed by anonymize: fields that identify the person (or link straight to them).
+# Removed by anonymize: the study fields that DICOM PS3.15's Basic Application Level
+# Confidentiality Profile removes or blanks (Annex E) and that identify the person or link straight
+# back to them or to their record: names and IDs, the UIDs (a PACS query away from the patient),
+# dates and times (with the institution, the scan), free-text descriptions (may hold names).
+# Patient sex and age stay, as the profile's Retain Patient Characteristics Option keeps them: lung
+# volumes are read against them. Acquisition fields (modality, scanner model, kernel...) stay.
 IDENTIFYING_FIELDS = frozenset(
-    {"PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "AccessionNumber"}
+    {
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "OtherPatientIDs",
+        "AccessionNumber",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "StudyDescription",
+        "SeriesDescription",
+        "InstitutionName",
+    }
 )
 
 _MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm", ".npy", ".npz")
@@ -186,7 +204,9 @@ def build_report_json(
         run_info: model, device, timings and versions of the run.
         metadata: ``CTVolume.metadata`` (DICOM keywords such as ``PatientName``, ``StudyDate``;
             reader warnings under ``"warnings"``).
-        anonymize: drop patient name, ID, birth date, other IDs and accession number.
+        anonymize: drop the identifying study fields (``IDENTIFYING_FIELDS``: names, IDs, UIDs,
+            dates, descriptions, institution) and give the case name as ``input`` instead of the
+            input's path (folder names often hold the patient's name).
 
     Returns:
         ``severity.to_dict()`` (``lungs``, ``overall``, ``min_lesion_ml``) plus ``format``,
@@ -199,12 +219,13 @@ def build_report_json(
     if "PatientName" in study and isinstance(study["PatientName"], str):
         study["PatientName"] = _normalise_patient_name(study["PatientName"])
     reader_warnings = [str(w) for w in (metadata or {}).get("warnings", []) or []]
+    case = run_info.case or case_name(run_info.input)
     report = {"format": REPORT_FORMAT, "format_version": REPORT_FORMAT_VERSION}
     report.update(severity.to_dict())
     report.update(
         {
-            "case": run_info.case or case_name(run_info.input),
-            "input": run_info.input,
+            "case": case,
+            "input": case if anonymize else run_info.input,
             "timestamp": run_info.timestamp,
             "model": run_info.model,
             "device": run_info.device,

@@ -238,17 +238,36 @@ def _check_masks(lungs: np.ndarray, infection: np.ndarray) -> None:
             f"lungs and infection must be 3-D (z, y, x) masks of the same shape; got lungs {lungs.shape} "
             f"and infection {infection.shape}. Pass both masks on the CT's grid."
         )
-    if lungs.dtype.kind not in "biu" or (lungs.size and (lungs.min() < 0 or lungs.max() > LEFT_LUNG)):
+    how_to_paint = f"paint lungs with {RIGHT_LUNG} (right) or {LEFT_LUNG} (left) and erase with 0"
+    if lungs.dtype.kind not in "biu":
         raise InvalidVolumeError(
-            f"lungs must be an integer label map with 0 = background, {RIGHT_LUNG} = right lung, "
-            f"{LEFT_LUNG} = left lung; got dtype {lungs.dtype} with values "
-            f"{(lungs.min(), lungs.max()) if lungs.size else ()}."
+            f"The lungs mask holds {lungs.dtype} values, not integer labels; {how_to_paint}."
         )
-    if infection.dtype.kind not in "biu" or (infection.size and (infection.min() < 0 or infection.max() > 1)):
+    if lungs.size and (lungs.min() < 0 or lungs.max() > LEFT_LUNG):
+        unexpected = np.unique(lungs[(lungs < 0) | (lungs > LEFT_LUNG)])
+        raise InvalidVolumeError(f"The lungs mask holds {_labels_in_words(unexpected)}; {how_to_paint}.")
+    # Any label above 0 is infection (clean_infection counts ``astype(bool)``): napari's "new label"
+    # button gives 2 on a 0/1 mask, and that paint is infection all the same.
+    if infection.dtype.kind not in "biu":
         raise InvalidVolumeError(
-            f"infection must be a 0/1 (or bool) mask; got dtype {infection.dtype}. "
-            "Threshold the probability map first (the report counts voxels, not probabilities)."
+            f"The infection mask holds {infection.dtype} values, not labels: threshold the probability "
+            "map first (the report counts voxels, not probabilities)."
         )
+    if infection.size and infection.min() < 0:
+        raise InvalidVolumeError(
+            f"The infection mask holds {_labels_in_words(np.unique(infection[infection < 0]))}; "
+            "paint infection with 1 and erase with 0."
+        )
+
+
+def _labels_in_words(values: np.ndarray, shown: int = 5) -> str:
+    """``label 3`` / ``labels 3 and 7`` / ``labels 3, 4, 5, 6, 7 and 2 more``, in plain integers."""
+    numbers = [str(int(v)) for v in values]
+    if len(numbers) == 1:
+        return f"label {numbers[0]}"
+    if len(numbers) > shown:
+        return f"labels {', '.join(numbers[:shown])} and {len(numbers) - shown} more"
+    return f"labels {', '.join(numbers[:-1])} and {numbers[-1]}"
 
 
 def remove_small_lesions(
@@ -401,7 +420,7 @@ def compute_severity(
 
     Args:
         lungs: ``(z, y, x)`` label map, 0 = background, 1 = right lung, 2 = left lung.
-        infection: ``(z, y, x)`` 0/1 or bool mask on the same grid.
+        infection: ``(z, y, x)`` integer or bool mask on the same grid; any label above 0 is infection.
         geometry: the grid's geometry; volumes use ``geometry.voxel_volume_ml``.
         min_lesion_ml: infection components (3-D, 26-connected, counted inside the lungs)
             smaller than this are ignored; 0 counts everything. See ``DEFAULT_MIN_LESION_ML``.

@@ -42,9 +42,15 @@ def _jet_colormap() -> Colormap:
 CHSNET_JET = _jet_colormap()
 
 
+# Any label value outside a layer's expected set (napari's "new label" button gives max + 1, e.g. 3
+# on ``lungs``): drawn in a colour no expected label uses, so an unexpected label is seen at once
+# rather than painted invisibly (the severity table then says what is wrong with it).
+UNEXPECTED_LABEL_COLOR = (1.0, 0.0, 1.0, 1.0)  # magenta
+
+
 def label_colormap(colors: dict[int, tuple[float, float, float, float]]) -> DirectLabelColormap:
-    """A napari label colormap showing exactly ``colors`` (other values transparent)."""
-    return DirectLabelColormap(color_dict={**colors, None: (0.0, 0.0, 0.0, 0.0)})
+    """A napari label colormap showing ``colors``, and every other value in ``UNEXPECTED_LABEL_COLOR``."""
+    return DirectLabelColormap(color_dict={**colors, None: UNEXPECTED_LABEL_COLOR})
 
 
 def lung_colormap() -> DirectLabelColormap:

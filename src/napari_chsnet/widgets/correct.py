@@ -36,12 +36,15 @@ from napari_chsnet.widgets.tooltips import TOOLTIPS
 if TYPE_CHECKING:
     import napari
 
+# Lines kept short: the panel is as wide as its widest line (no word wrap, see layout.paragraph).
 HOW_TO_PAINT = (
-    "By hand: select the 'lungs' or 'infection' layer;\n"
-    "P paint, E erase, F fill, [ ] brush size.\n"
-    "Lungs: label 1 = right, 2 = left.\n"
+    "By hand: select the 'lungs' or 'infection'\n"
+    "layer; P paint, E erase, F fill, [ ] brush size.\n"
+    "Lungs: label 1 = right, 2 = left; infection: 1.\n"
+    "Any other label shows magenta.\n"
     "Ctrl+Z undoes, Ctrl+Shift+Z redoes."
 )
+RELABEL_HINT = "Relabel the lung part under the cursor:"
 CURSOR_HINT = "Put the mouse cursor on a lung in the canvas, then press Shift+R (right) or Shift+L (left)."
 STROKE_RETRY_MS = 50  # how often a finished helper checks whether the brush stroke has ended
 
@@ -161,7 +164,7 @@ class CorrectPanel(Container):
                 self.target,
                 self.islands_ml,
                 row(self.remove_islands, self.fill_holes),
-                paragraph("Relabel the lung part under the mouse cursor:")[0],
+                paragraph(RELABEL_HINT)[0],
                 row(self.relabel_right, self.relabel_left),
             ]
         )

@@ -16,9 +16,18 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_warning
-from qtpy.QtCore import QEvent, Qt
+from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtGui import QCloseEvent
-from qtpy.QtWidgets import QFrame, QGroupBox, QLabel, QScrollArea, QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFrame,
+    QGroupBox,
+    QLabel,
+    QScrollArea,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 from napari_chsnet.widgets.correct import CorrectPanel
@@ -31,7 +40,9 @@ from napari_chsnet.widgets.segment import SegmentPanel
 if TYPE_CHECKING:
     import napari
 
-PANEL_MIN_WIDTH_PX = 340
+PANEL_MIN_WIDTH_PX = 340  # the least the panel gets; wider when a page needs it (``_fit_width``)
+PANEL_MAX_MIN_WIDTH_PX = 600  # ... but never forced wider than this: the content scrolls sideways
+COMBO_MIN_CHARS = 12  # layer and weights pickers: this many characters wide at least, longer names elide
 SHORT_DISCLAIMER = "Research tool — not for clinical diagnosis."
 
 
@@ -75,18 +86,45 @@ class CHSNetWidget(QWidget):
         layout.addWidget(severity_box)
         layout.addWidget(disclaimer)
         layout.addStretch(1)
-        scroll = QScrollArea()
+        for combo in content.findChildren(QComboBox):
+            # A long layer name or weights label would otherwise set the panel's width.
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(COMBO_MIN_CHARS)
+        self._scroll = scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
-        # Narrow docks squeeze the panel rather than scroll sideways (labels wrap).
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # The panel is never narrower than its widest page (``_fit_width``), so nothing is clipped
+        # on the right; a sideways scrollbar is left for a window too narrow to grant that width.
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         scroll.setWidget(content)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
-        self.setMinimumWidth(PANEL_MIN_WIDTH_PX)
+        content.installEventFilter(self)  # its LayoutRequest: a page's minimum width may have changed
+        self.tabs.currentChanged.connect(self._fit_width)
+        self._fit_width()
 
         self.shortcuts = self._bind_keys()
+
+    def _fit_width(self, *_args: Any) -> None:
+        """Keep the panel at least as wide as its content's minimum (every page, the table) plus a
+        vertical scrollbar, so a narrow dock never cuts off the right-hand controls. Past
+        ``PANEL_MAX_MIN_WIDTH_PX`` (a long unwrapped line) the content scrolls sideways instead of
+        taking the canvas's room."""
+        scroll = self._scroll
+        needed = (
+            scroll.widget().minimumSizeHint().width()
+            + scroll.verticalScrollBar().sizeHint().width()
+            + 2 * scroll.frameWidth()
+        )
+        width = min(max(PANEL_MIN_WIDTH_PX, needed), PANEL_MAX_MIN_WIDTH_PX)
+        if width != self.minimumWidth():
+            self.setMinimumWidth(width)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.LayoutRequest and watched is self._scroll.widget():
+            self._fit_width()
+        return super().eventFilter(watched, event)
 
     def _tabs(self) -> list[tuple[str, Any]]:
         """The tabs, in order: (title, panel). A new tab is one more line here."""

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QAbstractItemView,
     QAbstractScrollArea,
     QHeaderView,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -35,6 +36,7 @@ from qtpy.QtWidgets import (
 
 from napari_chsnet.errors import CHSNetError, InvalidVolumeError
 from napari_chsnet.io.writers import WRITE_SUFFIXES, write_volume
+from napari_chsnet.napari_hooks import SOURCE_KEY
 from napari_chsnet.registry import INFECTION_LAYER, LUNGS_LAYER
 from napari_chsnet.report import (
     RunInfo,
@@ -59,10 +61,13 @@ if TYPE_CHECKING:
     from napari_chsnet.io.volume import CTVolume
 
 DEBOUNCE_MS = 300
-TABLE_COLUMNS = ("Lung mL", "Infected mL", "Involved %", "Grade")
+TABLE_COLUMNS = ("Lung\nmL", "Infected\nmL", "Involved\n%", "Grade")  # two lines: a narrower table
 TABLE_ROWS = ("Right lung", "Left lung", "Overall")
 EDITED_WARNING = "The masks were corrected by hand after the model run."
 NO_MASKS = f"No '{LUNGS_LAYER}' and '{INFECTION_LAYER}' layers yet: press Segment."
+OTHER_INFECTION_LABELS = (
+    f"The '{INFECTION_LAYER}' layer holds labels above 1 (drawn magenta); they count as infection."
+)
 
 
 def current_masks(results: ResultLayers) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -98,11 +103,26 @@ def severity_of_layers(
     geometry: Any,
     min_lesion_ml: float,
     removed_before: UncountedInfection,
+    more_warnings: tuple[str, ...] = (),
 ) -> SeverityReport:
-    """The figures of the layers as they are, plus what was taken out before they were shown."""
+    """The figures of the layers as they are, plus what was taken out before they were shown.
+
+    ``more_warnings`` (e.g. ``ResultLayers.spacing_warning()``) join the severity's own warnings,
+    so the table's note and the report say the same.
+    """
     cleaned = clean_infection(lungs, infection, geometry, min_lesion_ml)
     cleaned = dataclasses.replace(cleaned, uncounted=cleaned.uncounted + removed_before)
-    return severity_from_cleaned(lungs, cleaned, geometry)
+    severity = severity_from_cleaned(lungs, cleaned, geometry)
+    extra = list(more_warnings)
+    if infection.size and infection.max() > 1:
+        extra.append(OTHER_INFECTION_LABELS)
+    return dataclasses.replace(severity, warnings=(*severity.warnings, *extra)) if extra else severity
+
+
+def _more_warnings(results: ResultLayers) -> tuple[str, ...]:
+    """Warnings about the layers that their arrays cannot tell (read on the GUI thread)."""
+    spacing = results.spacing_warning()
+    return (spacing,) if spacing else ()
 
 
 def _row_values(volume_ml: float, infected_ml: float, involvement_pct: float, grade: str) -> tuple[str, ...]:
@@ -132,6 +152,11 @@ class SeverityTable(QWidget):
         self.table.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
         self.note = Label(value=NO_MASKS)
         self.note.native.setWordWrap(True)
+        # Wrapped to the panel's width: Qt's minimum for a wrapped label grows with its text, and
+        # several warnings would otherwise widen the whole panel.
+        policy = self.note.native.sizePolicy()
+        policy.setHorizontalPolicy(QSizePolicy.Policy.Ignored)
+        self.note.native.setSizePolicy(policy)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.table)
@@ -169,6 +194,7 @@ class SeverityTable(QWidget):
             geometry,
             self._results.min_lesion_ml,
             removed_by_run(self._results),
+            _more_warnings(self._results),
             _ignore_errors=True,
         )
         worker.returned.connect(self._on_computed)
@@ -216,6 +242,18 @@ class SeverityTable(QWidget):
                     item.setFont(bold)
                 self.table.setItem(r, c, item)
         self.note.value = note
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        """Make the table at least as wide as its headers and figures: the columns share the
+        panel's width equally (stretch) but never below the widest one's need, so no figure or
+        header is cut off (the panel keeps itself as wide as the table needs)."""
+        header = self.table.horizontalHeader()
+        count = self.table.columnCount()
+        widest = max(max(header.sectionSizeHint(c), self.table.sizeHintForColumn(c)) for c in range(count))
+        width = self.table.verticalHeader().sizeHint().width() + count * widest + 2 * self.table.frameWidth()
+        if width != self.table.minimumWidth():
+            self.table.setMinimumWidth(width)
 
 
 class ReportPanel(Container):
@@ -228,7 +266,7 @@ class ReportPanel(Container):
         self._busy = False
 
         self.anonymize = CheckBox(
-            text="Anonymise (no patient name/ID)", value=False, tooltip=TOOLTIPS["anonymize"]
+            text="Anonymise (no names, IDs, dates, paths)", value=False, tooltip=TOOLTIPS["anonymize"]
         )
         self.export_pdf = PushButton(text="PDF…", tooltip=TOOLTIPS["export_pdf"])
         self.export_csv = PushButton(text="CSV…", tooltip=TOOLTIPS["export_csv"])
@@ -284,7 +322,12 @@ class ReportPanel(Container):
         """The report dict of the layers on screen (raises CHSNetError with the reason)."""
         lungs, infection, geometry = current_masks(self._results)
         severity = severity_of_layers(
-            lungs, infection, geometry, self._results.min_lesion_ml, removed_by_run(self._results)
+            lungs,
+            infection,
+            geometry,
+            self._results.min_lesion_ml,
+            removed_by_run(self._results),
+            _more_warnings(self._results),
         )
         ct = self._ct_volume(required=False)
         lungs_layer = self._results.lungs
@@ -299,12 +342,22 @@ class ReportPanel(Container):
         missing_ct = self._missing_ct_note()
         if missing_ct:
             report["warnings"].append(missing_ct)
+        # The CT's own spacing warning (its metadata) and its masks' are one text: say it once.
+        report["warnings"] = list(dict.fromkeys(report["warnings"]))
         return report
 
-    def _suggested(self, report: dict[str, Any], filename: str) -> Path:
-        source = Path(str(report.get("input", "")))
-        folder = source.parent if report.get("input") and source.parent.is_dir() else Path.home()
-        return folder / filename
+    def _suggested(self, filename: str) -> Path:
+        """``filename`` in the scan's folder (taken from the layers: an anonymised report's input is
+        only the case name), else in the home folder."""
+        lungs, ct = self._results.lungs, self._results.ct_layer()
+        run = run_info_of(lungs) if lungs is not None else None
+        for given in (
+            run.input if run else "",
+            str(ct.metadata.get(SOURCE_KEY) or "") if ct is not None else "",
+        ):
+            if given and Path(given).parent.is_dir():
+                return Path(given).parent / filename
+        return Path.home() / filename
 
     # ------------------------------------------------------------------ exports
     def export_report(self, kind: str, *_args: Any) -> None:
@@ -320,7 +373,7 @@ class ReportPanel(Container):
             show_warning(missing_ct)
         path = self.dialogs.save_file(
             f"Save the severity report ({kind.upper()})",
-            self._suggested(report, f"{report['case'] or 'case'}_report.{kind}"),
+            self._suggested(f"{report['case'] or 'case'}_report.{kind}"),
             f"{kind.upper()} (*.{kind})",
         )
         if path is None:
@@ -372,7 +425,7 @@ class ReportPanel(Container):
         if folder is None:
             return
         ct = self._results.ct_layer()
-        case = case_name(str(ct.metadata.get("chsnet_source") or ct.name)) if ct is not None else "case"
+        case = case_name(str(ct.metadata.get(SOURCE_KEY) or ct.name)) if ct is not None else "case"
         suffix = self.mask_format.value
         arrays: list[tuple[Path, np.ndarray, bool]] = [
             (folder / f"{case}_lungs{suffix}", np.array(lungs), True),

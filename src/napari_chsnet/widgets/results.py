@@ -14,6 +14,10 @@ a corrected layer to keep it).
 
 The masks remember the CT they were computed on by its ``unique_id`` (a renamed CT is still found)
 and its source file (a same-named CT of another scan is not taken for it).
+
+Volumes use the grid in ``chsnet_geometry`` (this plugin's reader), else the layer's scale; a CT
+layer without the former (another reader's, an array) gets ``spacing_warning``, which its masks
+carry (``SPACING_KEY``) into the table's note and the report.
 """
 
 from __future__ import annotations
@@ -53,6 +57,16 @@ CT_LAYER_KEY = "chsnet_ct_layer"  # layer metadata: name of the CT layer the mas
 CT_ID_KEY = "chsnet_ct_id"  # layer metadata: str(unique_id) of that CT layer
 CT_SOURCE_KEY = "chsnet_ct_source"  # layer metadata: that CT's source file ("" if unknown)
 EDITED_KEY = "chsnet_edited"  # layer metadata: True once the user edited the Labels layer
+SPACING_KEY = "chsnet_spacing_warning"  # result-layer metadata: their CT's spacing_warning, if any
+UNIT_SPACING_WARNING = (
+    "No physical voxel size: the layer was not opened with napari-chsnet's reader and its scale is "
+    "1 × 1 × 1, so volumes assume 1 mm voxels and are wrong unless the scan's are. Open the scan with "
+    "File → Open, or set the layer's scale to its voxel size in mm (z, y, x)."
+)
+LAYER_SCALE_WARNING = (
+    "Voxel size taken from the layer's scale ({z:g} × {y:g} × {x:g} mm, z × y × x): the layer was not "
+    "opened with napari-chsnet's reader, so check that this is the scan's voxel size."
+)
 MASK_LAYERS = (LUNGS_LAYER, INFECTION_LAYER)
 RESULT_LAYERS = (LUNGS_LAYER, INFECTION_LAYER, PROBABILITY_LAYER)
 _LAYER_TYPES: dict[str, type[Layer]] = {
@@ -85,17 +99,18 @@ def ct_volume_from_layer(layer: Layer) -> CTVolume:
             f"Layer '{layer.name}' has shape {tuple(layer.data.shape)}; the networks need a 3-D (z, y, x) "
             "CT volume. Open the whole series (a DICOM folder or one NIfTI/MHA/NRRD file)."
         )
-    geometry = geometry_from_meta(
-        {"metadata": layer.metadata, "scale": tuple(layer.scale), "translate": tuple(layer.translate)}
-    )
+    geometry = layer_geometry(layer)
     study = {k: v for k, v in layer.metadata.items() if k not in (GEOMETRY_KEY, SOURCE_KEY)}
+    study["warnings"] = list(study.get("warnings", []))  # the layer's own list stays as it is
+    spacing = spacing_warning(layer)
+    if spacing is not None:  # before the intensity check: intensity_converted reads the last warning
+        study["warnings"].append(spacing)
     source = str(layer.metadata.get(SOURCE_KEY) or layer.name)
     volume = CTVolume(hu=np.asarray(layer.data), geometry=geometry, source=source, metadata=study)
     if INTENSITY_KEY in layer.metadata:  # opened by this plugin's reader: already checked and in HU
         return volume
     # Another reader's layer (or an array): its values were never checked. An 8-bit file read as
     # HU graded a normal scan CT-3, so it gets the reader's check and conversion here.
-    study["warnings"] = list(study.get("warnings", []))  # the layer's own list stays as it is
     return in_hounsfield_units(volume)
 
 
@@ -117,10 +132,30 @@ def ct_layer_choices(layers: Iterable[Layer]) -> list[tuple[str, Image]]:
 
 
 def layer_geometry(layer: Layer) -> Geometry:
-    """The voxel grid of a layer: its ``chsnet_geometry`` metadata, else its scale and translate."""
+    """The voxel grid of a layer: its ``chsnet_geometry`` metadata, else its scale and translate
+    (``spacing_warning`` says when the latter is all there is)."""
     return geometry_from_meta(
         {"metadata": layer.metadata, "scale": tuple(layer.scale), "translate": tuple(layer.translate)}
     )
+
+
+def spacing_warning(layer: Layer) -> str | None:
+    """Why the voxel size ``layer_geometry`` gives a layer may not be the scan's, or None when it is
+    the scan's own: a layer opened by this plugin's reader carries its file's geometry, and a run's
+    masks carry their CT's (and its warning, ``SPACING_KEY``). Any other layer (another reader's, a
+    .npy or .tif, an array added from the console) only has napari's scale, which is 1 unless set.
+
+    The text names no layer, so the CT's warning and its masks' are one warning in a report.
+    """
+    if SPACING_KEY in layer.metadata:
+        return str(layer.metadata[SPACING_KEY])
+    if GEOMETRY_KEY in layer.metadata:
+        return None
+    scale = tuple(float(v) for v in layer.scale[-3:])
+    if np.allclose(scale, 1.0):
+        return UNIT_SPACING_WARNING
+    z, y, x = scale
+    return LAYER_SCALE_WARNING.format(z=z, y=y, x=x)
 
 
 def run_info_of(layer: Layer) -> RunInfo | None:
@@ -209,6 +244,26 @@ class ResultLayers(QObject):
             ]
         return same[0] if same else None  # type: ignore[return-value]
 
+    def spacing_warning(self) -> str | None:
+        """Why the volumes of the masks on screen may not use the scan's voxel size (see the function
+        ``spacing_warning``); None for a mask drawn on the grid of a CT this plugin's reader opened
+        (napari's New Labels layer copies that CT's scale, not its metadata)."""
+        lungs = self.lungs
+        if lungs is None:
+            return None
+        warning = spacing_warning(lungs)
+        if warning is None or SPACING_KEY in lungs.metadata:
+            return warning
+        shape, scale = lungs.data.shape[-3:], np.asarray(lungs.scale)[-3:]
+        on_a_read_grid = any(
+            isinstance(layer, Image)
+            and GEOMETRY_KEY in layer.metadata
+            and tuple(layer.data.shape[-3:]) == tuple(shape)
+            and np.allclose(np.asarray(layer.scale)[-3:], scale)
+            for layer in self._viewer.layers
+        )
+        return None if on_a_read_grid else warning
+
     def recorded_ct_name(self) -> str | None:
         """Name of the CT the masks were computed on when the masks record one (a run's masks)."""
         lungs = self.lungs
@@ -237,6 +292,7 @@ class ResultLayers(QObject):
         """Put a run's lungs, infection and probability on top of ``ct_layer``, replacing any
         previous result layers (the caller has asked the user if they held edits)."""
         geometry = ct_layer.metadata.get(GEOMETRY_KEY) or layer_geometry(ct_layer).to_metadata()
+        spacing = spacing_warning(ct_layer)  # the masks' stored geometry no longer tells
         run = dataclasses.asdict(result.run_info)
         common: dict[str, Any] = {
             "scale": tuple(ct_layer.scale),
@@ -251,6 +307,7 @@ class ResultLayers(QObject):
                 CT_LAYER_KEY: ct_layer.name,
                 CT_ID_KEY: str(ct_layer.unique_id),
                 CT_SOURCE_KEY: _source_of(ct_layer),
+                **({SPACING_KEY: spacing} if spacing else {}),
             }
 
         lungs = Labels(

@@ -29,6 +29,7 @@ from napari_chsnet.widgets.results import (
     ct_layer_choices,
     ct_volume_from_layer,
     intensity_converted,
+    spacing_warning,
 )
 from napari_chsnet.widgets.tooltips import TOOLTIPS
 
@@ -213,6 +214,9 @@ class SegmentPanel(Container):
         converted = intensity_converted(ct_layer, volume)
         if converted:
             show_warning(f"'{ct_layer.name}': {converted}")
+        spacing = spacing_warning(ct_layer)
+        if spacing:  # the table and the report say it again
+            show_warning(f"'{ct_layer.name}': {spacing}")
         if not self._confirm_replacing():
             return
         from napari_chsnet.inference.pipeline import iter_segmentation
