@@ -24,7 +24,7 @@ from napari_chsnet.io.phantom import sample_ct
 from napari_chsnet.io.readers import in_hounsfield_units, is_supported_path, read_stored_values, suffix_of
 from napari_chsnet.io.volume import CTVolume, Geometry
 from napari_chsnet.io.writers import WRITE_SUFFIXES, write_volume
-from napari_chsnet.registry import INFECTION_COLORS, LUNG_COLORS
+from napari_chsnet.registry import INFECTION_COLORS, LUNG_COLORS, UNEXPECTED_LABEL_COLOR
 
 LayerData = tuple[Any, dict[str, Any], str]
 PathOrPaths = str | list[str]
@@ -109,7 +109,7 @@ def labels_layer(volume: CTVolume, name: str | None = None) -> LayerData:
     kwargs = _placement(volume, name)
     colors = _label_colors(kwargs["name"], int(data.max()))
     if colors is not None:
-        kwargs["colormap"] = {**colors, None: (0.0, 0.0, 0.0, 0.0)}
+        kwargs["colormap"] = {**colors, None: UNEXPECTED_LABEL_COLOR}
     return (data, kwargs, "labels")
 
 
@@ -255,13 +255,13 @@ def sample_synthetic_ct() -> list[LayerData]:
         "name": "lungs (ground truth)",
         "opacity": 0.4,
         "metadata": {**geometry, **truth},
-        "colormap": {**LUNG_COLORS, None: (0.0, 0.0, 0.0, 0.0)},
+        "colormap": {**LUNG_COLORS, None: UNEXPECTED_LABEL_COLOR},
     }
     infection = {
         **shared,
         "name": "infection (ground truth)",
         "opacity": 0.6,
         "metadata": dict(geometry),
-        "colormap": {**INFECTION_COLORS, None: (0.0, 0.0, 0.0, 0.0)},
+        "colormap": {**INFECTION_COLORS, None: UNEXPECTED_LABEL_COLOR},
     }
     return [image, (phantom.lungs, lungs, "labels"), (phantom.infection, infection, "labels")]

@@ -22,6 +22,10 @@ PROBABILITY_LAYER = "infection probability"
 # Label colours (RGBA): right lung blue, left lung green, infection red.
 LUNG_COLORS = {0: (0.0, 0.0, 0.0, 0.0), RIGHT_LUNG: (0.2, 0.5, 1.0, 1.0), LEFT_LUNG: (0.2, 0.85, 0.3, 1.0)}
 INFECTION_COLORS = {0: (0.0, 0.0, 0.0, 0.0), INFECTION: (1.0, 0.15, 0.1, 1.0)}
+# Any label value outside a layer's expected set (napari's "new label" button gives max + 1, e.g. 3
+# on ``lungs``): drawn in a colour no expected label uses, so it is seen at once rather than painted
+# invisibly (the severity table then says what is wrong with it).
+UNEXPECTED_LABEL_COLOR = (1.0, 0.0, 1.0, 1.0)  # magenta
 
 
 @dataclass(frozen=True)

@@ -346,3 +346,18 @@ def test_masks_drawn_on_the_grid_of_a_ct_the_plugin_read_are_not_warned_about(pa
 
     assert widget.results.spacing_warning() is None
     assert not any("voxel size" in w.lower() for w in widget.report.build_report()["warnings"])
+
+
+def test_the_cts_contrast_slider_reaches_bone_and_the_masks_share_its_units(panel, small_phantom):
+    """The CT opens in the lung window, but its slider must reach soft-tissue and bone windows
+    (napari caps it at the limits a layer is made with); the masks read in the CT's mm and axes."""
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    assert tuple(ct.contrast_limits) == (-1350.0, 150.0)
+    low, high = ct.contrast_limits_range
+    assert low <= float(small_phantom.ct.hu.min()) and high >= float(small_phantom.ct.hu.max()) > 150.0
+    show_known_result(widget, ct, small_phantom)
+    for name in ("lungs", "infection", "infection probability"):
+        layer = viewer.layers[name]
+        assert tuple(str(u) for u in layer.units) == tuple(str(u) for u in ct.units)
+        assert tuple(layer.axis_labels) == tuple(ct.axis_labels) == ("I-S", "A-P", "R-L")

@@ -64,7 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "through the training slices' window) and HU + 1024 apart; or say which (docs/io.md)",
     )  # fmt: skip
     parser.add_argument(
-        "--anonymize", action="store_true", help="leave patient name, ID, birth date out of the reports"
+        "--anonymize",
+        action="store_true",
+        help="leave names, IDs, UIDs, dates, descriptions, institution and the input path out of the reports",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from napari.utils.colormaps import Colormap, DirectLabelColormap
 
-from napari_chsnet.registry import INFECTION_COLORS, LUNG_COLORS
+from napari_chsnet.registry import INFECTION_COLORS, LUNG_COLORS, UNEXPECTED_LABEL_COLOR
 
 JET_NAME = "chsnet_jet"
 # Same floor as the PDF report (report/rendering.py PROBABILITY_FLOOR), not imported from there
@@ -40,12 +40,6 @@ def _jet_colormap() -> Colormap:
 
 
 CHSNET_JET = _jet_colormap()
-
-
-# Any label value outside a layer's expected set (napari's "new label" button gives max + 1, e.g. 3
-# on ``lungs``): drawn in a colour no expected label uses, so an unexpected label is seen at once
-# rather than painted invisibly (the severity table then says what is wrong with it).
-UNEXPECTED_LABEL_COLOR = (1.0, 0.0, 1.0, 1.0)  # magenta
 
 
 def label_colormap(colors: dict[int, tuple[float, float, float, float]]) -> DirectLabelColormap:

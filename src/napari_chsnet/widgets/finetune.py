@@ -6,8 +6,8 @@ checks the case (``corrected_case``: two different masks on the CT's grid, lungs
 on), saves it into the user's corrections folder (later fine-tunes replay it), and runs
 ``training.finetune.finetune`` in a napari worker: progress and loss on a bar, Cancel through
 ``should_stop`` (nothing is written), Dice before/after when done. New versions land in the
-user's weights folder and are listed here and in the Segment tab's Weights; "Re-segment with this
-version" hands the version to the Segment tab, "Revert to bundled weights" chooses the shipped set
+user's weights folder and are listed here and in the Segment tab's Weights; "Re-segment with it"
+hands the version to the Segment tab, "Revert to bundled" chooses the shipped set
 again (nothing deleted).
 
 The pickers hold layers by ``unique_id``: a layer stays chosen through renames (the docs advise
@@ -151,7 +151,7 @@ class FinetunePanel(Container):
     Args:
         viewer: the napari viewer.
         results: the shared result layers (to find the CT behind the masks).
-        segment: the Segment tab, when present: "Re-segment with this version" sets its model and
+        segment: the Segment tab, when present: "Re-segment with it" sets its model and
             weights and starts it.
     """
 
@@ -209,8 +209,15 @@ class FinetunePanel(Container):
         self.progress = ProgressBar(value=0, min=0, max=1, visible=False)
         self.status = Label(value="")
         self.versions = ComboBox(label="Versions", choices=self._version_choices, nullable=True)
-        self.use_version = PushButton(text="Re-segment with this version")
-        self.revert = PushButton(text="Revert to bundled weights")
+        # Short labels: this row sets the panel's minimum width (tests/widgets/test_panel_layout.py).
+        self.use_version = PushButton(
+            text="Re-segment with it",
+            tooltip="Make the chosen version this model's weights and segment the CT again (Segment tab)",
+        )
+        self.revert = PushButton(
+            text="Revert to bundled",
+            tooltip="Use the weights shipped with the plugin again (no version is deleted)",
+        )
         super().__init__(
             widgets=[
                 self.ct,

@@ -251,7 +251,12 @@ class SeverityTable(QWidget):
         header = self.table.horizontalHeader()
         count = self.table.columnCount()
         widest = max(max(header.sectionSizeHint(c), self.table.sizeHintForColumn(c)) for c in range(count))
-        width = self.table.verticalHeader().sizeHint().width() + count * widest + 2 * self.table.frameWidth()
+        # + count: stretched sections share the viewport in whole pixels, one of them may lose one
+        width = (
+            self.table.verticalHeader().sizeHint().width()
+            + count * (widest + 1)
+            + 2 * self.table.frameWidth()
+        )
         if width != self.table.minimumWidth():
             self.table.setMinimumWidth(width)
 

@@ -35,7 +35,13 @@ from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.hounsfield import HU, INTENSITY_KEY
 from napari_chsnet.io.readers import in_hounsfield_units
 from napari_chsnet.io.volume import CTVolume, Geometry
-from napari_chsnet.napari_hooks import GEOMETRY_KEY, SOURCE_KEY, geometry_from_meta
+from napari_chsnet.napari_hooks import (
+    GEOMETRY_KEY,
+    SOURCE_KEY,
+    geometry_from_meta,
+    physical_axes,
+    widen_contrast_range,
+)
 from napari_chsnet.registry import (
     INFECTION_LAYER,
     LEFT_LUNG,
@@ -164,6 +170,13 @@ def run_info_of(layer: Layer) -> RunInfo | None:
     return RunInfo(**stored) if isinstance(stored, dict) else None
 
 
+def _widen_ct_contrast(layer: Layer) -> None:
+    """A CT this plugin read opens in the lung window; its contrast slider must still reach soft
+    tissue and bone (napari caps the slider at the limits a layer is made with)."""
+    if isinstance(layer, Image) and SOURCE_KEY in layer.metadata and not layer.rgb:
+        widen_contrast_range(layer)
+
+
 def _source_of(layer: Layer) -> str:
     return str(layer.metadata.get(SOURCE_KEY) or "")
 
@@ -190,6 +203,7 @@ class ResultLayers(QObject):
         self.min_lesion_ml = DEFAULT_MIN_LESION_ML
         for layer in viewer.layers:
             self._watch(layer)
+            _widen_ct_contrast(layer)
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self._on_removed)
         # A rename can change which layer is 'lungs' or 'infection' (the event has no names).
@@ -299,6 +313,8 @@ class ResultLayers(QObject):
             "translate": tuple(ct_layer.translate),
             "affine": ct_layer.affine,
         }
+        if physical_axes():  # napari with layer units: the masks read in the CT's units and axes
+            common.update(units=tuple(ct_layer.units), axis_labels=tuple(ct_layer.axis_labels))
 
         def metadata() -> dict[str, Any]:
             return {
@@ -391,6 +407,7 @@ class ResultLayers(QObject):
 
     def _on_inserted(self, event: Any) -> None:
         self._watch(event.value)
+        _widen_ct_contrast(event.value)
         if event.value.name in RESULT_LAYERS:
             self._emit()
 
