@@ -203,3 +203,19 @@ def test_arms_and_couch_at_the_edges_of_a_narrow_field_of_view_are_no_cut():
     slices = np.arange(4)
     assert body_cut_sides(hu, slices) == (False, False)
     assert body_cut_sides(hu[:, :, 50:], slices) == (True, False)  # the patient's left half only
+
+
+def test_a_scan_of_one_half_of_the_chest_is_warned_about_in_the_report(phantom):
+    from napari_chsnet.inference.pipeline import field_of_view_warnings
+    from napari_chsnet.report import RunInfo, build_report_json
+
+    assert field_of_view_warnings(phantom.ct.hu, phantom.lungs) == ()
+    midline = round(body_midline_x(phantom.ct.hu))
+    hu, lungs = phantom.ct.hu[:, :, midline:], phantom.lungs[:, :, midline:]
+    (warning,) = field_of_view_warnings(hu, lungs)
+    assert "cuts the body near the midline on the patient's right" in warning
+    severity = compute_severity(lungs, np.zeros_like(lungs), phantom.ct.geometry)
+    run = RunInfo(model="chsnet", device="cpu", runtime_s=1.0, warnings=(warning,))
+    report = build_report_json(severity, run)
+    assert report["warnings"].count(warning) == 1
+    assert any("The right lung mask is empty" in w for w in report["warnings"])

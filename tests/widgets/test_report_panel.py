@@ -197,6 +197,31 @@ def test_report_of_unedited_layers_carries_what_the_run_removed_and_edited_ones_
     assert EDITED_WARNING in report["warnings"]
 
 
+def test_a_runs_warning_about_the_scan_stays_under_the_table_and_in_the_report(panel, qtbot, small_phantom):
+    """What a run noticed about the scan (a field of view cutting the body) travels with its layers:
+    the table's note and the exported report keep it, after edits too."""
+    from napari_chsnet.inference.pipeline import SegmentationResult
+    from napari_chsnet.report import RunInfo, compute_severity
+
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    lungs, infection = small_phantom.lungs.copy(), small_phantom.infection.copy()
+    warning = "The field of view cuts the body near the midline on the patient's right: check it."
+    run = RunInfo(model="chsnet", device="cpu", runtime_s=1.0, warnings=(warning,))
+    severity = compute_severity(lungs, infection, small_phantom.ct.geometry)
+    widget.results.show(
+        SegmentationResult(lungs, infection, np.zeros(lungs.shape, np.float32), severity, run, "cpu"), ct
+    )
+    qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=TABLE_TIMEOUT_MS)
+    assert warning in widget.severity.note.value
+    assert widget.report.build_report()["warnings"].count(warning) == 1
+    viewer.layers[INFECTION_LAYER].data_setitem((np.array([0]), np.array([0]), np.array([0])), 1)
+    qtbot.waitUntil(
+        lambda: EDITED_WARNING in widget.report.build_report()["warnings"], timeout=TABLE_TIMEOUT_MS
+    )
+    assert widget.report.build_report()["warnings"].count(warning) == 1
+
+
 def test_an_edit_made_while_the_mask_was_renamed_still_counts(panel, small_phantom):
     viewer, widget = panel
     show_known_result(widget, add_ct(viewer, small_phantom), small_phantom)

@@ -36,11 +36,11 @@ from napari_chsnet.inference.cascade import LUNG_THRESHOLD, LungStage, UNetInfec
 from napari_chsnet.inference.device import describe_device, resolve_device
 from napari_chsnet.inference.ensemble import EAMCInfectionStage
 from napari_chsnet.inference.intensity import hu_to_unit
-from napari_chsnet.inference.postprocess import postprocess_lungs
+from napari_chsnet.inference.postprocess import one_cut_side, postprocess_lungs
 from napari_chsnet.inference.preprocessing import lung_crop_box
 from napari_chsnet.inference.weights import LUNG_STAGE_MODEL, network_for, preprocessing_of, resolve_weights
 from napari_chsnet.io.volume import CTVolume
-from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, MODEL_KEYS, MODELS
+from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, MODEL_KEYS, MODELS, RIGHT_LUNG
 from napari_chsnet.report.manifest import RunInfo, case_name
 from napari_chsnet.report.severity import (
     DEFAULT_MIN_LESION_ML,
@@ -241,6 +241,7 @@ def iter_segmentation(
     spacing_xy = (volume.geometry.spacing_mm[0], volume.geometry.spacing_mm[1])
     lungs = postprocess_lungs(lung_binary, hu, spacing_xy)
     del lung_binary
+    run_warnings = field_of_view_warnings(hu, lungs)
     box = lung_crop_box(lungs)
     infection_batches = _batches(np.flatnonzero(lungs.any(axis=(1, 2))), settings.batch_size)
     done, total = done + 1, done + 1 + len(infection_batches) + 2
@@ -284,10 +285,25 @@ def iter_segmentation(
         stage_timings_s={stage: round(seconds, 4) for stage, seconds in clock.timings.items()},
         inference_options=settings.inference_options(),
         uncounted_infection=cleaned.uncounted.to_dict(),
+        warnings=run_warnings,
     )
     yield Progress(total, total, "report")
     return SegmentationResult(
         lungs, infection, probability, severity, run_info, reported_device, dict(clock.timings)
+    )
+
+
+def field_of_view_warnings(hu: np.ndarray, lungs: np.ndarray) -> tuple[str, ...]:
+    """A warning when the field of view cuts the body near the midline on one side (a scan of one
+    half of the chest): that side's lung is missing or cut, and the sides were told from the cut."""
+    cut = one_cut_side(hu, np.flatnonzero(lungs.any(axis=(1, 2))))
+    if cut is None:
+        return ()
+    side = "right" if cut == RIGHT_LUNG else "left"
+    return (
+        f"The field of view cuts the body near the midline on the patient's {side}: the {side} lung is "
+        "missing or cut short, so its figures and the overall grade are incomplete; the lung shown was "
+        "labelled from the side the scan keeps, check it.",
     )
 
 

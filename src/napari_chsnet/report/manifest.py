@@ -142,6 +142,8 @@ class RunInfo:
         uncounted_infection: what the run's post-processing took out of the infection mask it
             returned (``UncountedInfection.to_dict()``). It travels with the napari layers, which
             hold only the cleaned mask, so that a report of unedited layers still says it.
+        warnings: what the run noticed about the scan that its masks cannot tell (a field of
+            view cutting the body near the midline); they travel with the layers too.
     """
 
     model: str
@@ -156,6 +158,7 @@ class RunInfo:
     inference_options: dict[str, Any] = field(default_factory=dict)
     software: dict[str, str] = field(default_factory=software_versions)
     uncounted_infection: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
 
 def _study_value(value: Any) -> Any:
@@ -244,7 +247,7 @@ def build_report_json(
                 "volume_ml": json_float(severity.removed_ml),
             },
             "infection_outside_lungs_ml": json_float(severity.outside_lungs_ml),
-            "warnings": list(severity.warnings) + reader_warnings,
+            "warnings": list(dict.fromkeys([*severity.warnings, *run_info.warnings, *reader_warnings])),
             "disclaimer": DISCLAIMER,
         }
     )

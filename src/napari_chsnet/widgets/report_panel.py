@@ -120,9 +120,12 @@ def severity_of_layers(
 
 
 def _more_warnings(results: ResultLayers) -> tuple[str, ...]:
-    """Warnings about the layers that their arrays cannot tell (read on the GUI thread)."""
+    """Warnings about the layers that their arrays cannot tell (read on the GUI thread): the voxel
+    size, and what the run noticed about the scan (``RunInfo.warnings``)."""
     spacing = results.spacing_warning()
-    return (spacing,) if spacing else ()
+    lungs = results.lungs
+    run = run_info_of(lungs) if lungs is not None else None
+    return (*((spacing,) if spacing else ()), *(run.warnings if run is not None else ()))
 
 
 def _row_values(volume_ml: float, infected_ml: float, involvement_pct: float, grade: str) -> tuple[str, ...]:
