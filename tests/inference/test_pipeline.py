@@ -194,6 +194,22 @@ def test_a_volume_with_nan_is_refused_before_any_network_runs(phantom, tiny_weig
         segment_volume(CTVolume(hu, phantom.ct.geometry, "broken"), _settings(tiny_weights))
 
 
+def test_a_volume_too_big_for_the_memory_is_refused_before_any_network_runs(
+    phantom, tiny_weights, monkeypatch
+):
+    import napari_chsnet.io.memory as memory
+
+    steps = []
+    monkeypatch.setattr(
+        memory, "available_memory_bytes", lambda: phantom.ct.hu.size * 10
+    )  # half of what it needs
+    with pytest.raises(InvalidVolumeError, match="needs about .* GiB of memory"):
+        segment_volume(phantom.ct, _settings(tiny_weights), on_progress=steps.append)
+    assert steps == []
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: phantom.ct.hu.size * 30)
+    assert segment_volume(phantom.ct, _settings(tiny_weights)).lungs.shape == phantom.ct.shape
+
+
 @pytest.mark.slow
 def test_bundled_weights_find_both_lungs_on_the_phantom(phantom):
     if not (bundled_weights_dir() / "chsnet.safetensors").is_file():

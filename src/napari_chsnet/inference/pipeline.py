@@ -39,6 +39,7 @@ from napari_chsnet.inference.intensity import hu_to_unit
 from napari_chsnet.inference.postprocess import one_cut_side, postprocess_lungs
 from napari_chsnet.inference.preprocessing import lung_crop_box
 from napari_chsnet.inference.weights import LUNG_STAGE_MODEL, network_for, preprocessing_of, resolve_weights
+from napari_chsnet.io.memory import check_segmentation_fits
 from napari_chsnet.io.volume import CTVolume
 from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, MODEL_KEYS, MODELS, RIGHT_LUNG
 from napari_chsnet.report.manifest import RunInfo, case_name
@@ -159,6 +160,7 @@ def _check_volume(volume: CTVolume) -> None:
         raise InvalidVolumeError(
             f"{volume.source or 'the CT'} holds NaN or infinite values; fix or re-export the scan"
         )
+    check_segmentation_fits(volume.source or "the CT", hu.size)
 
 
 class _StageClock:

@@ -8,6 +8,10 @@ from napari_chsnet.errors import InvalidVolumeError
 
 # Reading holds the file's pixels, the display-oriented copy and the HU array at once.
 _COPIES_WHILE_READING = 3
+# Segmenting holds, beside the CT, the lung mask, the probability map, the masks and the lung
+# post-processing's transients (labels, watershed markers and distances): its peak was 19 bytes a
+# voxel over the CT on P001 repeated to 592 slices (inference/postprocess.py, 2026-12-05).
+SEGMENTATION_BYTES_PER_VOXEL = 20
 
 
 def available_memory_bytes() -> int | None:
@@ -33,4 +37,18 @@ def check_fits_in_memory(source: str, n_voxels: int, bytes_per_voxel: int) -> No
         raise InvalidVolumeError(
             f"{source}: the volume holds {n_voxels:,} voxels and needs about {needed / 2**30:.1f} GiB to "
             f"load, but only {available / 2**30:.1f} GiB of memory is available; crop or downsample it first."
+        )
+
+
+def check_segmentation_fits(source: str, n_voxels: int) -> None:
+    """Raise InvalidVolumeError if segmenting ``n_voxels`` would exhaust the available memory: found
+    before the networks run, not as the process being killed minutes later (in napari, the viewer
+    with the user's unsaved work)."""
+    needed = n_voxels * SEGMENTATION_BYTES_PER_VOXEL
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise InvalidVolumeError(
+            f"{source}: segmenting its {n_voxels:,} voxels needs about {needed / 2**30:.1f} GiB of memory, but "
+            f"only {available / 2**30:.1f} GiB is available; close other programs, or crop or downsample the "
+            "scan (e.g. to thicker slices) first."
         )
