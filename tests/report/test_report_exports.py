@@ -349,3 +349,16 @@ def test_pdf_rejects_masks_off_the_ct_grid(synthetic_case, tmp_path):
             None,
         )
     assert not (tmp_path / "r.pdf").exists()
+
+
+def test_pdf_of_an_already_clean_infection_skips_the_second_cleaning(synthetic_case, tmp_path, monkeypatch):
+    """The CLI passes the pipeline's cleaned mask with infection_is_clean=True: no second pass."""
+    from napari_chsnet.report import clean_infection, rendering
+
+    case = synthetic_case
+    cleaned = clean_infection(case.lungs, case.infection, case.ct.geometry).mask.view(np.uint8)
+    monkeypatch.setattr(rendering, "clean_infection", lambda *a, **k: pytest.fail("cleaned twice"))
+    path = write_report_pdf(
+        tmp_path / "r.pdf", make_report(case), case.ct, case.lungs, cleaned, None, infection_is_clean=True
+    )
+    assert "Axial key slices" in pdf_text(path)

@@ -136,3 +136,56 @@ def test_page_one_warnings_overprint_neither_the_colour_bar_nor_the_run_details(
         cell.get_text() for ax in page.axes for table in ax.tables for cell in table.get_celld().values()
     ]
     assert any(text.get_text() == "CT-0 not measured" and text.get_color() == "#777777" for text in cells)
+
+
+def test_slice_choice_counted_in_slabs_equals_the_whole_volume_count():
+    rng = np.random.default_rng(3)
+    lungs = rng.integers(0, 3, (37, 9, 11)).astype(np.uint8)  # 37 slices: three slabs, the last short
+    lungs[:5] = 0
+    infection = rng.random(lungs.shape) < 0.3
+    per_slice = np.count_nonzero(infection & (lungs > 0), axis=(1, 2))
+    best = np.argsort(-per_slice, kind="stable")
+    assert select_key_slices(lungs, infection, 1) == [int(best[0])]
+    assert select_coronal_plane(lungs, infection) == int(
+        np.argmax(np.count_nonzero(infection & (lungs > 0), axis=(0, 2)))
+    )
+    assert select_coronal_plane(lungs, np.zeros_like(infection)) == int(
+        np.argmax(np.count_nonzero(lungs > 0, axis=(0, 2)))
+    )
+    assert select_key_slices(lungs, infection.astype(np.uint8), 3) == select_key_slices(lungs, infection, 3)
+
+
+def _drawn(figures) -> list:
+    """What the pages show: every image's pixels and every text."""
+    shown = []
+    for figure in figures:
+        shown += [t.get_text() for t in figure.texts]
+        for ax in figure.axes:
+            shown += [np.ma.getdata(image.get_array()).tobytes() for image in ax.images]
+            shown += [t.get_text() for t in ax.texts]
+    return shown
+
+
+def test_an_already_clean_infection_is_drawn_without_cleaning_it_again(synthetic_case, monkeypatch):
+    """The pipeline's infection is clean_infection's mask: infection_is_clean skips the second pass
+    (a bool copy and a labelling of the whole volume) and the pages are the same."""
+    from napari_chsnet.report import clean_infection, rendering, severity_from_cleaned
+
+    case = synthetic_case
+    raw = case.infection.copy()
+    raw[0, 0, 0] = 1  # a speck outside the lungs, cleaned away
+    cleaned = clean_infection(case.lungs, raw, case.ct.geometry)
+    report = build_report_json(
+        severity_from_cleaned(case.lungs, cleaned, case.ct.geometry), RunInfo("eamc", "cpu", 1.0), {}, False
+    )
+    pipeline_infection = cleaned.mask.view(np.uint8)  # what the pipeline returns
+    expected = _drawn(render_report_figures(report, case.ct, case.lungs, raw, case.probability))
+
+    def no_second_cleaning(*args, **kwargs):
+        raise AssertionError("an already clean infection was cleaned again")
+
+    monkeypatch.setattr(rendering, "clean_infection", no_second_cleaning)
+    figures = render_report_figures(
+        report, case.ct, case.lungs, pipeline_infection, case.probability, infection_is_clean=True
+    )
+    assert _drawn(figures) == expected

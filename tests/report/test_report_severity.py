@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_chsnet import slabs
 from napari_chsnet.errors import ConfigError, InvalidVolumeError
 from napari_chsnet.io.volume import Geometry
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
@@ -338,3 +339,123 @@ def test_any_infection_label_above_0_is_infection():
     assert compute_severity(lungs, twos, ONE_MM, 0.0) == compute_severity(lungs, ones, ONE_MM, 0.0)
     with pytest.raises(InvalidVolumeError, match="holds label -1; paint infection with 1 and erase with 0"):
         compute_severity(lungs, np.full(lungs.shape, -1, np.int8), ONE_MM)
+
+
+# ---------------------------------------------------------------- lean cleaning = the plain rule
+
+
+def _reference_clean(lungs, infection, voxel_ml, min_lesion_ml):
+    """The cleaning rule written the straightforward way (full-volume temporaries, one bincount):
+    the lean ``clean_infection`` must give exactly this mask and these counts."""
+    from scipy import ndimage
+
+    infection = infection.astype(bool)
+    in_lungs = lungs > 0
+    outside = int(np.count_nonzero(infection & ~in_lungs))
+    inside = infection & in_lungs
+    labels, n = ndimage.label(inside, structure=np.ones((3, 3, 3), bool))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = sizes * voxel_ml >= min_lesion_ml * (1.0 - 1e-9) if min_lesion_ml > 0 else sizes > 0
+    keep[0] = False
+    kept = keep[labels]
+    removed = n - int(np.count_nonzero(keep))
+    per_lung = {
+        label: (int(np.count_nonzero(lungs == label)), int(np.count_nonzero(kept & (lungs == label))))
+        for label in (RIGHT_LUNG, LEFT_LUNG)
+    }
+    return kept, removed, int(np.count_nonzero(inside) - np.count_nonzero(kept)), outside, per_lung
+
+
+def _phantom_like(seed: int, shape=(37, 48, 56)) -> tuple[np.ndarray, np.ndarray]:
+    """Two ellipsoid lungs and a thresholded smooth random field: lesions of every size from single
+    voxels to large confluent ones, inside, across and outside the lungs."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(shape)
+    nz, ny, nx = shape
+    lungs = np.zeros(shape, np.uint8)
+    for label, cx in ((RIGHT_LUNG, 0.3 * nx), (LEFT_LUNG, 0.7 * nx)):
+        inside = (
+            ((z - nz / 2) / (0.45 * nz)) ** 2
+            + ((y - ny / 2) / (0.4 * ny)) ** 2
+            + ((x - cx) / (0.2 * nx)) ** 2
+        )
+        lungs[inside <= 1] = label
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), 1.5)
+    infection = (field > np.quantile(field, 0.8)).astype(np.uint8)
+    infection[rng.random(shape) < 0.002] = 1  # specks
+    infection[(infection == 1) & (rng.random(shape) < 0.1)] = 2  # napari's "new label" paint
+    return lungs, infection
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("min_lesion_ml", [0.0, 0.005, 0.03, 0.1])
+@pytest.mark.parametrize("slab_voxels", [1, 48 * 56 * 5, 1 << 22])  # one slice, 5 slices, the default
+def test_lean_cleaning_equals_the_straightforward_rule(monkeypatch, seed, min_lesion_ml, slab_voxels):
+
+    monkeypatch.setattr(slabs, "SLAB_VOXELS", slab_voxels)
+    lungs, infection = _phantom_like(seed)
+    kept, removed, removed_voxels, outside, per_lung = _reference_clean(
+        lungs, infection, 0.001, min_lesion_ml
+    )
+    assert outside > 0 and (min_lesion_ml == 0 or removed > 0)  # the phantom exercises every branch
+    for lungs_in, infection_in in (
+        (lungs, infection),
+        (lungs.astype(np.int32), infection.astype(bool)),
+        (lungs.astype(np.int16), infection.astype(np.int64)),
+    ):
+        cleaned = clean_infection(lungs_in, infection_in, ONE_MM, min_lesion_ml)
+        assert cleaned.mask.dtype == bool and np.array_equal(cleaned.mask, kept)
+        assert cleaned.uncounted.removed_components == removed
+        assert cleaned.uncounted.removed_ml == removed_voxels * 0.001
+        assert cleaned.uncounted.outside_lungs_ml == outside * 0.001
+        report = severity_from_cleaned(lungs_in, cleaned, ONE_MM)
+        assert (report.right.lung_voxels, report.right.infected_voxels) == per_lung[RIGHT_LUNG]
+        assert (report.left.lung_voxels, report.left.infected_voxels) == per_lung[LEFT_LUNG]
+    mask, n_removed, n_voxels = remove_small_lesions((infection > 0) & (lungs > 0), 0.001, min_lesion_ml)
+    assert np.array_equal(mask, kept) and (n_removed, n_voxels) == (removed, removed_voxels)
+
+
+def test_more_than_65535_islands_fall_back_to_int32_labels():
+    """uint16 labels halve the label array; a mask of more islands than that still counts right."""
+    lungs = np.ones((1, 520, 520), np.uint8)
+    infection = np.zeros_like(lungs)
+    infection[0, ::2, ::2] = 1  # 260 x 260 = 67600 single-voxel islands (none touch)
+    infection[0, :5, :5] = 1  # and one 25-voxel lesion, kept
+    cleaned = clean_infection(lungs, infection, ONE_MM, 0.002)
+    kept, removed, removed_voxels, outside, _ = _reference_clean(lungs, infection, 0.001, 0.002)
+    assert removed == 67600 - 9 and np.array_equal(cleaned.mask, kept)
+    assert cleaned.uncounted == UncountedInfection(removed, removed_voxels * 0.001, 0.0)
+
+
+def test_cleaning_and_counting_make_no_full_volume_temporary(monkeypatch):
+    """clean_infection allocates its result (one bool mask) and, besides, at most the box's uint16
+    labels; severity_from_cleaned only slab-sized arrays. Sized so a full-volume temporary shows."""
+    import tracemalloc
+
+    monkeypatch.setattr(slabs, "SLAB_VOXELS", 1 << 16)  # 4 slices here: a volume of 16 slabs
+
+    shape = (64, 128, 128)  # 1 Mi voxels: a bool mask is 1 MiB, int64 labels 8 MiB
+    lungs = np.zeros(shape, np.uint8)
+    lungs[:, :, :60], lungs[:, :, 68:] = RIGHT_LUNG, LEFT_LUNG
+    infection = np.zeros(shape, np.uint8)
+    infection[:, 10:110, 5:120] = 1  # a box of 64 x 100 x 115 voxels, across both lungs and the gap
+    infection[::4, ::4, 63] = 1  # specks in the gap: outside
+    infection[::8, 120, ::8] = 1  # specks in the lungs: removed
+    mask_bytes, box_voxels = infection.size, 64 * 121 * 125
+    tracemalloc.start()
+    try:
+        cleaned = clean_infection(lungs, infection, ONE_MM, 0.1)
+        _, peak = tracemalloc.get_traced_memory()
+        # the result + uint16 box labels + slab temporaries: less than one more bool mask
+        assert peak < mask_bytes + 2 * box_voxels + mask_bytes
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        report = severity_from_cleaned(lungs, cleaned, ONE_MM)
+        _, peak = tracemalloc.get_traced_memory()
+        assert peak - base < mask_bytes // 4
+    finally:
+        tracemalloc.stop()
+    assert cleaned.uncounted.removed_components > 0 and cleaned.uncounted.outside_lungs_ml > 0
+    assert report.right.infected_voxels == 64 * 100 * 55 and report.left.infected_voxels == 64 * 100 * 52

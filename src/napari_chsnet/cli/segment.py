@@ -234,6 +234,7 @@ def _write_files(case: Case, folder: Path, volume, result, anonymize: bool) -> d
         result.lungs,
         result.infection,
         result.probability,
+        infection_is_clean=True,  # the pipeline's mask is the one it counted
     )
     return report
 

@@ -11,6 +11,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
+from napari_chsnet.slabs import label_sizes
 
 # A second component smaller than this fraction of the largest is debris (bowel gas, a
 # trachea remnant), not a lung, unless it lies wholly across the midline (see OTHER_SIDE_SHARE).
@@ -74,15 +75,6 @@ def fill_holes_per_slice(mask: np.ndarray, max_hole_pixels: int | None = None) -
                 filled[too_big[holes]] = False
         out[z] = filled
     return out
-
-
-def label_sizes(labels: np.ndarray, count: int, slab: int = 32) -> np.ndarray:
-    """Voxels of each label 0..count, counted over slabs of the first axis: ``np.bincount`` of a whole
-    int32 label volume makes an int64 copy of it (8 bytes a voxel, 1.2 GB for 600 thin slices)."""
-    sizes = np.zeros(count + 1, dtype=np.int64)
-    for start in range(0, labels.shape[0], slab):
-        sizes += np.bincount(labels[start : start + slab].ravel(), minlength=count + 1)
-    return sizes
 
 
 def largest_components(mask: np.ndarray, keep: int) -> list[np.ndarray]:

@@ -172,6 +172,8 @@ def write_report_pdf(
     infection: np.ndarray,
     probability: np.ndarray | None = None,
     overwrite: bool = False,
+    *,
+    infection_is_clean: bool = False,
 ) -> Path:
     """Write the clinician-readable A4 PDF (summary page with the coronal view, axial key slices).
 
@@ -180,6 +182,8 @@ def write_report_pdf(
         ct: the CT the masks belong to.
         lungs, infection, probability: ``(z, y, x)`` arrays on ``ct``'s grid (probability 0…1,
             optional).
+        infection_is_clean: ``infection`` is the pipeline's already cleaned mask
+            (``render_report_figures``): the drawing skips cleaning it again.
     """
     for name, array in (("lungs", lungs), ("infection", infection), ("probability", probability)):
         if array is not None and np.shape(array) != ct.shape:
@@ -193,7 +197,9 @@ def write_report_pdf(
 
     from napari_chsnet.report.rendering import render_report_figures
 
-    figures = render_report_figures(report_dict, ct, lungs, infection, probability)
+    figures = render_report_figures(
+        report_dict, ct, lungs, infection, probability, infection_is_clean=infection_is_clean
+    )
 
     def write(temporary: Path) -> None:
         # TrueType fonts keep the text selectable and searchable (Type 3 is matplotlib's default).

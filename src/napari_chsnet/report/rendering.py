@@ -73,6 +73,25 @@ def coronal_image(volume: np.ndarray, y: int) -> np.ndarray:
     return volume[::-1, y, :]
 
 
+# Slices per step when counting over the volume: temporaries of a few slices, never of the volume.
+_SLAB_SLICES = 16
+
+
+def _count_per_plane(lungs: np.ndarray, infection: np.ndarray | None, axis: int) -> np.ndarray:
+    """Voxels of the lungs (``infection`` None) or of infection inside the lungs, per plane along
+    ``axis`` (0: axial slices, 1: coronal planes), counted a few axial slices at a time."""
+    sums = tuple(a for a in range(3) if a != axis)
+    counts = []
+    for start in range(0, lungs.shape[0], _SLAB_SLICES):
+        inside = np.greater(lungs[start : start + _SLAB_SLICES], 0)
+        if infection is not None:
+            np.logical_and(inside, infection[start : start + _SLAB_SLICES], out=inside)
+        counts.append(np.count_nonzero(inside, axis=sums))
+    if not counts:
+        return np.zeros(lungs.shape[axis], np.intp)
+    return np.concatenate(counts) if axis == 0 else np.sum(counts, axis=0)
+
+
 def select_key_slices(lungs: np.ndarray, infection: np.ndarray, n: int = 3) -> list[int]:
     """Axial slices to show: the ``n`` with the most infection, at least a few slices apart.
 
@@ -80,10 +99,10 @@ def select_key_slices(lungs: np.ndarray, infection: np.ndarray, n: int = 3) -> l
     Returned superior first (reading order of a radiologist scrolling down).
     """
     depth = lungs.shape[0]
-    lung_z = np.flatnonzero((lungs > 0).any(axis=(1, 2)))
+    lung_z = np.flatnonzero(_count_per_plane(lungs, None, axis=0))
     if lung_z.size == 0:
         lung_z = np.arange(depth)
-    per_slice = np.count_nonzero(infection & (lungs > 0), axis=(1, 2))
+    per_slice = _count_per_plane(lungs, infection, axis=0)
     chosen: list[int] = []
     if per_slice.any():
         # Neighbouring slices look alike; keep picks apart so the page shows different levels.
@@ -105,10 +124,10 @@ def select_key_slices(lungs: np.ndarray, infection: np.ndarray, n: int = 3) -> l
 
 def select_coronal_plane(lungs: np.ndarray, infection: np.ndarray) -> int:
     """Coronal plane (y index) with the most infection, or the most lung if there is none."""
-    per_plane = np.count_nonzero(infection & (lungs > 0), axis=(0, 2))
+    per_plane = _count_per_plane(lungs, infection, axis=1)
     if per_plane.any():
         return int(np.argmax(per_plane))
-    return int(np.argmax(np.count_nonzero(lungs > 0, axis=(0, 2))))
+    return int(np.argmax(_count_per_plane(lungs, None, axis=1)))
 
 
 def _crop_box(mask_2d: np.ndarray, spacing_rc: tuple[float, float]) -> tuple[slice, slice]:
@@ -563,16 +582,27 @@ def render_report_figures(
     lungs: np.ndarray,
     infection: np.ndarray,
     probability: np.ndarray | None = None,
+    *,
+    infection_is_clean: bool = False,
 ) -> list[Figure]:
     """All pages of the PDF report, in order.
 
     The red overlay and the choice of key slices use the infection as counted in the figures
     (inside the lungs, islands below ``report["min_lesion_ml"]`` removed), so the pictures agree
     with the table; the JET panels show the model's raw probability.
+
+    Args:
+        infection_is_clean: ``infection`` is already ``clean_infection``'s mask for these lungs and
+            ``report["min_lesion_ml"]`` (the pipeline's ``result.infection``), so it is drawn as it
+            is. The cleaning is idempotent, so this changes no picture, it only skips a second pass
+            over the volume (0.5 s and +200 MB at 592 x 512 x 512). Layers a user may have
+            painted must be cleaned: leave it False.
     """
     lungs = np.asarray(lungs)
-    min_lesion_ml = float(report.get("min_lesion_ml", 0.0))
-    infection = clean_infection(lungs, np.asarray(infection).astype(bool), ct.geometry, min_lesion_ml).mask
+    infection = np.asarray(infection)
+    if not infection_is_clean:
+        min_lesion_ml = float(report.get("min_lesion_ml", 0.0))
+        infection = clean_infection(lungs, infection, ct.geometry, min_lesion_ml).mask
     figures = [
         render_summary_page(report, ct, lungs, infection, probability),
         render_key_slices_page(report, ct, lungs, infection, probability),

@@ -30,6 +30,7 @@ from scipy import ndimage
 from napari_chsnet.errors import ConfigError, InvalidVolumeError
 from napari_chsnet.io.volume import Geometry
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
+from napari_chsnet.slabs import label_sizes, slab_step
 
 DEFAULT_MIN_LESION_ML = 0.1
 """Infection components smaller than this (mL, 3-D, 26-connected) are not counted.
@@ -277,27 +278,49 @@ def remove_small_lesions(
 
     Returns:
         (kept mask as bool, number of removed components, number of removed voxels).
-        A component of exactly ``min_lesion_ml`` is kept.
+        A component of exactly ``min_lesion_ml`` is kept. ``infection`` is not changed.
     """
-    mask = infection.astype(bool, copy=False)
+    kept = infection.astype(bool, copy=True)
+    n_removed, removed_voxels = _remove_small_lesions_in_place(kept, voxel_volume_ml, min_lesion_ml)
+    return kept, n_removed, removed_voxels
+
+
+def _remove_small_lesions_in_place(
+    mask: np.ndarray, voxel_volume_ml: float, min_lesion_ml: float
+) -> tuple[int, int]:
+    """``remove_small_lesions`` on a bool ``mask`` that is changed in place; returns the two counts.
+
+    Memory: one label array of the infection's bounding box (uint16 unless the box holds more than
+    65535 components) and slab-sized temporaries, no full-volume copy.
+    """
     if min_lesion_ml <= 0 or not mask.any():
-        return mask.copy(), 0, 0
+        return 0, 0
     # Label only the bounding box of the infection: on a 512x512x300 scan with a few lesions
-    # this keeps the int32 label array small.
+    # this keeps the label array small.
     box = tuple(
         slice(int(idx[0]), int(idx[-1]) + 1)
         for idx in (np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3))
     )
-    labels, n_components = ndimage.label(mask[box], structure=np.ones((3, 3, 3), dtype=bool))
-    sizes = np.bincount(labels.ravel())
+    inside = mask[box]  # a view: the removal below writes through to ``mask``
+    structure = np.ones((3, 3, 3), dtype=bool)
+    try:
+        labels = np.empty(inside.shape, np.uint16)
+        n_components = ndimage.label(inside, structure=structure, output=labels)
+    except RuntimeError:  # more than 65535 components: "insufficient bit-depth"
+        labels, n_components = ndimage.label(inside, structure=structure)
+    step = slab_step(labels.shape)
+    sizes = label_sizes(labels, n_components)
     sizes[0] = 0
     keep = sizes * voxel_volume_ml >= min_lesion_ml * (1.0 - _VOLUME_RTOL)
     keep[0] = False
-    kept = np.zeros_like(mask)
-    kept[box] = keep[labels]
-    n_removed = int(n_components - np.count_nonzero(keep))
-    removed_voxels = int(np.count_nonzero(mask) - np.count_nonzero(kept))
-    return kept, n_removed, removed_voxels
+    removed = ~keep
+    removed[0] = False
+    n_removed = int(np.count_nonzero(removed))
+    if n_removed:
+        for start in range(0, labels.shape[0], step):
+            # label 0 (background in the box) maps to False, so the box's empty voxels stay empty
+            inside[start : start + step] = keep[labels[start : start + step]]
+    return n_removed, int(sizes[removed].sum())
 
 
 def _lung_severity(side: str, lung_voxels: int, infected_voxels: int, voxel_volume_ml: float) -> LungSeverity:
@@ -341,10 +364,12 @@ def clean_infection(
     infection = np.asarray(infection)
     _check_masks(lungs, infection)
     voxel_ml = geometry.voxel_volume_ml
-    infection = infection.astype(bool, copy=False)
-    in_lungs = lungs > 0
-    outside_voxels = int(np.count_nonzero(infection & ~in_lungs))
-    counted, n_removed, removed_voxels = remove_small_lesions(infection & in_lungs, voxel_ml, min_lesion_ml)
+    # One new bool array, the result; no other full-volume temporary (a 592-slice scan's mask is
+    # 155 MB). Labels are >= 0 (``_check_masks``), so "lungs > 0" is "lungs != 0", and logical_and
+    # reads both arrays as truth values in small buffered chunks.
+    counted = np.logical_and(infection, lungs, out=np.empty(infection.shape, bool))
+    outside_voxels = int(np.count_nonzero(infection)) - int(np.count_nonzero(counted))
+    n_removed, removed_voxels = _remove_small_lesions_in_place(counted, voxel_ml, min_lesion_ml)
     uncounted = UncountedInfection(n_removed, removed_voxels * voxel_ml, outside_voxels * voxel_ml)
     return CleanedInfection(counted, float(min_lesion_ml), uncounted)
 
@@ -376,6 +401,21 @@ def _warnings(
     return warnings
 
 
+def _count_per_lung(lungs: np.ndarray, mask: np.ndarray) -> tuple[dict[str, int], dict[str, int]]:
+    """Voxels of each lung and of ``mask`` inside each lung, counted slab by slab (temporaries of
+    one slab, not of the volume)."""
+    lung_voxels = dict.fromkeys(LUNG_SIDES, 0)
+    infected_voxels = dict.fromkeys(LUNG_SIDES, 0)
+    step = slab_step(lungs.shape)
+    for start in range(0, lungs.shape[0], step):
+        lungs_slab, mask_slab = lungs[start : start + step], mask[start : start + step]
+        for side, label in LUNG_SIDES.items():
+            lung = lungs_slab == label
+            lung_voxels[side] += int(np.count_nonzero(lung))
+            infected_voxels[side] += int(np.count_nonzero(np.logical_and(lung, mask_slab, out=lung)))
+    return lung_voxels, infected_voxels
+
+
 def severity_from_cleaned(lungs: np.ndarray, cleaned: CleanedInfection, geometry: Geometry) -> SeverityReport:
     """The figures of an already cleaned infection (``clean_infection``) in these lungs.
 
@@ -385,12 +425,10 @@ def severity_from_cleaned(lungs: np.ndarray, cleaned: CleanedInfection, geometry
     lungs = np.asarray(lungs)
     _check_masks(lungs, cleaned.mask)
     voxel_ml = geometry.voxel_volume_ml
-    per_side = {}
-    for side, label in LUNG_SIDES.items():
-        lung = lungs == label
-        per_side[side] = _lung_severity(
-            side, int(np.count_nonzero(lung)), int(np.count_nonzero(cleaned.mask & lung)), voxel_ml
-        )
+    lung_voxels, infected_voxels = _count_per_lung(lungs, cleaned.mask)
+    per_side = {
+        side: _lung_severity(side, lung_voxels[side], infected_voxels[side], voxel_ml) for side in LUNG_SIDES
+    }
     right, left = per_side["right"], per_side["left"]
     total_lung = right.lung_voxels + left.lung_voxels
     total_infected = right.infected_voxels + left.infected_voxels
