@@ -11,9 +11,9 @@ from napari_chsnet.inference.postprocess import (
     body_cut_sides,
     body_midline_x,
     fill_holes_per_slice,
+    half_chest_side,
     label_left_right,
     largest_components,
-    one_cut_side,
     postprocess_lungs,
 )
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
@@ -175,7 +175,8 @@ def test_a_scan_of_one_half_of_the_chest_keeps_its_lung_whole_on_its_own_side(ph
     side = LEFT_LUNG if kept == "left half" else RIGHT_LUNG
     hu, truth = phantom.ct.hu[:, :, columns], phantom.lungs[:, :, columns]
     lung_slices = np.flatnonzero(truth.any(axis=(1, 2)))
-    assert one_cut_side(hu, lung_slices) == (RIGHT_LUNG if side == LEFT_LUNG else LEFT_LUNG)
+    spacing = phantom.ct.geometry.spacing_mm[:2]
+    assert half_chest_side(hu, lung_slices, spacing) == (RIGHT_LUNG if side == LEFT_LUNG else LEFT_LUNG)
     lone = truth == side
     shares = lone.sum(axis=(0, 1)).cumsum() / lone.sum()
     assert MIN_SPLIT_SIDE_SHARE <= shares[round(body_midline_x(hu, lung_slices))] <= 1 - MIN_SPLIT_SIDE_SHARE
@@ -209,13 +210,47 @@ def test_a_scan_of_one_half_of_the_chest_is_warned_about_in_the_report(phantom):
     from napari_chsnet.inference.pipeline import field_of_view_warnings
     from napari_chsnet.report import RunInfo, build_report_json
 
-    assert field_of_view_warnings(phantom.ct.hu, phantom.lungs) == ()
+    spacing = phantom.ct.geometry.spacing_mm[:2]
+    assert field_of_view_warnings(phantom.ct.hu, phantom.lungs, spacing) == ()
     midline = round(body_midline_x(phantom.ct.hu))
     hu, lungs = phantom.ct.hu[:, :, midline:], phantom.lungs[:, :, midline:]
-    (warning,) = field_of_view_warnings(hu, lungs)
+    (warning,) = field_of_view_warnings(hu, lungs, spacing)
     assert "cuts the body near the midline on the patient's right" in warning
     severity = compute_severity(lungs, np.zeros_like(lungs), phantom.ct.geometry)
     run = RunInfo(model="chsnet", device="cpu", runtime_s=1.0, warnings=(warning,))
     report = build_report_json(severity, run)
     assert report["warnings"].count(warning) == 1
     assert any("The right lung mask is empty" in w for w in report["warnings"])
+
+
+def _off_centre_chest(bridge_half_height: int) -> tuple[np.ndarray, np.ndarray]:
+    """A patient lying off-centre: the body (wider than deep) cut at the image's x = 0 edge, both
+    lungs whole, joined by a bridge of the given half height (0: apart)."""
+    yy, xx = np.mgrid[:200, :200]
+    body = ((yy - 100) / 80.0) ** 2 + ((xx - 80) / 110.0) ** 2 <= 1  # 190 mm of it kept, 160 mm deep
+    right = ((yy - 100) / 50.0) ** 2 + ((xx - 45) / 25.0) ** 2 <= 1
+    left = ((yy - 100) / 50.0) ** 2 + ((xx - 120) / 28.0) ** 2 <= 1
+    bridge = (np.abs(yy - 100) < bridge_half_height) & (xx >= 60) & (xx <= 105)
+    hu = np.full((20, 200, 200), -1000, np.int16)
+    hu[:, body] = 40
+    hu[:, right | left | bridge] = -850
+    truth = np.zeros(hu.shape, np.uint8)
+    truth[:, right] = RIGHT_LUNG
+    truth[:, left] = LEFT_LUNG
+    return hu, truth | np.where(bridge[None] & ~(right | left)[None], np.uint8(9), np.uint8(0))
+
+
+@pytest.mark.parametrize("bridge_half_height", [0, 16])
+def test_a_patient_off_centre_keeps_both_lungs_and_gets_no_half_chest_warning(bridge_half_height):
+    """The body cut at one edge by an off-centre position is no half chest (wider than deep): two
+    lungs, apart or joined by a broad bridge no erosion parts, keep their own sides."""
+    from napari_chsnet.inference.pipeline import field_of_view_warnings
+
+    hu, truth = _off_centre_chest(bridge_half_height)
+    slices = np.arange(hu.shape[0])
+    assert body_cut_sides(hu, slices) == (True, False)  # a meaningful case: cut at the patient's right
+    assert half_chest_side(hu, slices, (1.0, 1.0)) is None
+    labels = postprocess_lungs(truth > 0, hu, (1.0, 1.0))
+    for side in (RIGHT_LUNG, LEFT_LUNG):
+        assert (labels[truth == side] == side).mean() > 0.95
+    assert field_of_view_warnings(hu, labels, (1.0, 1.0)) == ()

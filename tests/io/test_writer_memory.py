@@ -128,3 +128,13 @@ def test_a_size_nifti1_cannot_hold_is_left_to_itk(tmp_path):
     with pytest.raises(OutputError, match="greater than maximum possible dimension 32767"):
         write_volume(tmp_path / "long.nii.gz", values, Geometry((1.0, 1.0, 1.0)))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".mha"])
+@pytest.mark.parametrize("dtype", [">f4", ">i2", "<f2", ">f8"])
+def test_big_endian_and_float16_arrays_are_written_as_native_values(tmp_path, suffix, dtype):
+    """ITK takes neither another byte order nor float16 (a bare TypeError before): converted first."""
+    values = (np.arange(24, dtype=np.float64).reshape(2, 3, 4) - 5).astype(dtype)
+    path = write_volume(tmp_path / f"v{suffix}", values, Geometry((0.5, 0.5, 2.0)))
+    back = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    assert back.dtype.isnative and np.array_equal(back, values.astype(np.float64))

@@ -66,7 +66,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--anonymize",
         action="store_true",
-        help="leave names, IDs, UIDs, dates, descriptions, institution and the input path out of the reports",
+        help="leave names, IDs, UIDs, dates, descriptions, institution and the input path out of the reports "
+        "(the case name, the input's file or folder name, stays: name inputs accordingly)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument(

@@ -36,12 +36,12 @@ from napari_chsnet.inference.cascade import LUNG_THRESHOLD, LungStage, UNetInfec
 from napari_chsnet.inference.device import describe_device, resolve_device
 from napari_chsnet.inference.ensemble import EAMCInfectionStage
 from napari_chsnet.inference.intensity import hu_to_unit
-from napari_chsnet.inference.postprocess import one_cut_side, postprocess_lungs
+from napari_chsnet.inference.postprocess import half_chest_side, postprocess_lungs
 from napari_chsnet.inference.preprocessing import lung_crop_box
 from napari_chsnet.inference.weights import LUNG_STAGE_MODEL, network_for, preprocessing_of, resolve_weights
 from napari_chsnet.io.memory import check_segmentation_fits
 from napari_chsnet.io.volume import CTVolume
-from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, MODEL_KEYS, MODELS, RIGHT_LUNG
+from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, LEFT_LUNG, MODEL_KEYS, MODELS, RIGHT_LUNG
 from napari_chsnet.report.manifest import RunInfo, case_name
 from napari_chsnet.report.severity import (
     DEFAULT_MIN_LESION_ML,
@@ -243,7 +243,7 @@ def iter_segmentation(
     spacing_xy = (volume.geometry.spacing_mm[0], volume.geometry.spacing_mm[1])
     lungs = postprocess_lungs(lung_binary, hu, spacing_xy)
     del lung_binary
-    run_warnings = field_of_view_warnings(hu, lungs)
+    run_warnings = field_of_view_warnings(hu, lungs, spacing_xy)
     box = lung_crop_box(lungs)
     infection_batches = _batches(np.flatnonzero(lungs.any(axis=(1, 2))), settings.batch_size)
     done, total = done + 1, done + 1 + len(infection_batches) + 2
@@ -295,17 +295,23 @@ def iter_segmentation(
     )
 
 
-def field_of_view_warnings(hu: np.ndarray, lungs: np.ndarray) -> tuple[str, ...]:
-    """A warning when the field of view cuts the body near the midline on one side (a scan of one
-    half of the chest): that side's lung is missing or cut, and the sides were told from the cut."""
-    cut = one_cut_side(hu, np.flatnonzero(lungs.any(axis=(1, 2))))
+def field_of_view_warnings(
+    hu: np.ndarray, lungs: np.ndarray, spacing_xy_mm: tuple[float, float]
+) -> tuple[str, ...]:
+    """A warning when the scan shows one half of the chest (``half_chest_side``) and the lung of the
+    side it leaves out is empty or under half the other: that lung is missing or cut short, and the
+    sides were told from the cut."""
+    cut = half_chest_side(hu, np.flatnonzero(lungs.any(axis=(1, 2))), spacing_xy_mm)
     if cut is None:
+        return ()
+    kept = LEFT_LUNG if cut == RIGHT_LUNG else RIGHT_LUNG
+    if np.count_nonzero(lungs == cut) >= 0.5 * np.count_nonzero(lungs == kept):
         return ()
     side = "right" if cut == RIGHT_LUNG else "left"
     return (
-        f"The field of view cuts the body near the midline on the patient's {side}: the {side} lung is "
-        "missing or cut short, so its figures and the overall grade are incomplete; the lung shown was "
-        "labelled from the side the scan keeps, check it.",
+        f"The field of view shows one half of the chest and cuts the body near the midline on the patient's "
+        f"{side}: the {side} lung is missing or cut short, so its figures and the overall grade are "
+        "incomplete; the lung shown was labelled from the side the scan keeps, check it.",
     )
 
 

@@ -37,6 +37,12 @@ CUT_EDGE_ROW_SHARE = 0.6
 # after 0-11 on each slice); a lone lung's slices keep one blob, or front and back pieces of a crescent.
 SIDE_BY_SIDE_SLICE_SHARE = 0.5
 MAX_JUNCTION_EROSIONS = 12
+# A cut body is one half of a chest when what the scan keeps is narrower than deep: a whole chest is
+# wider than deep (P001, its edges cut by a narrow field of view: 1.49; with 67 mm more cut off one
+# side: 1.23), one half of it narrower (P001's left and right halves: 0.75, 0.77). Measured on the
+# patient's largest body component (not the couch), on up to SHAPE_SAMPLE_SLICES lung slices.
+HALF_CHEST_MAX_WIDTH_TO_DEPTH = 1.0
+SHAPE_SAMPLE_SLICES = 20
 # Radius of the per-slice rolling-ball closing that puts subpleural consolidation back into
 # the lung (see recover_dense_border); bites wider than about 2x this are only partly closed.
 BORDER_CLOSING_RADIUS_MM = 15.0
@@ -197,10 +203,11 @@ def _side_by_side(first: np.ndarray, second: np.ndarray) -> bool:
 
 def _holds_two_lungs_side_by_side(component: np.ndarray) -> bool:
     """Whether most axial slices of ``component`` hold two sizeable blobs side by side."""
-    slices = np.flatnonzero(component.any(axis=(1, 2)))
+    inside = component[bounding_box(component)]  # slices of the lungs' box, not of the whole image
+    slices = np.flatnonzero(inside.any(axis=(1, 2)))
     two = 0
     for z in slices:
-        section = component[z]
+        section = inside[z]
         for _ in range(MAX_JUNCTION_EROSIONS + 1):
             blobs = largest_components(section, keep=2)
             if len(blobs) == 2 and blobs[1].sum() >= MIN_SECOND_LUNG_FRACTION * blobs[0].sum():
@@ -210,13 +217,31 @@ def _holds_two_lungs_side_by_side(component: np.ndarray) -> bool:
     return two >= SIDE_BY_SIDE_SLICE_SHARE * len(slices)
 
 
-def one_cut_side(hu: np.ndarray, slices: np.ndarray) -> int | None:
-    """``RIGHT_LUNG``/``LEFT_LUNG`` when the field of view cuts the body on that side of the patient
-    only, else None (cut on both sides, a small field of view, leaves the centroid near the midline)."""
+def body_width_to_depth(hu: np.ndarray, slices: np.ndarray, spacing_xy_mm: tuple[float, float]) -> float:
+    """Median, over up to ``SHAPE_SAMPLE_SLICES`` of ``slices``, of the width over the depth (mm) of the
+    slice's largest body component (the patient, not the couch). Inf when no slice has body."""
+    ratios = []
+    for z in slices[:: max(1, len(slices) // SHAPE_SAMPLE_SLICES)]:
+        patient = largest_components(hu[z] > BODY_HU, keep=1)
+        if patient:
+            rows, columns = np.flatnonzero(patient[0].any(axis=1)), np.flatnonzero(patient[0].any(axis=0))
+            depth_mm = (rows[-1] - rows[0] + 1) * spacing_xy_mm[1]
+            ratios.append((columns[-1] - columns[0] + 1) * spacing_xy_mm[0] / depth_mm)
+    return float(np.median(ratios)) if ratios else float("inf")
+
+
+def half_chest_side(hu: np.ndarray, slices: np.ndarray, spacing_xy_mm: tuple[float, float]) -> int | None:
+    """``RIGHT_LUNG``/``LEFT_LUNG``: the side of the patient a scan of one half of the chest leaves out,
+    when the field of view cuts the body on that side only and what it keeps is narrower than deep
+    (``HALF_CHEST_MAX_WIDTH_TO_DEPTH``); else None. A patient lying off-centre, the body cut at one
+    edge but the chest kept nearly whole, is no half chest: its midline is near enough."""
     right_cut, left_cut = body_cut_sides(hu, slices)
-    if right_cut != left_cut:
-        return RIGHT_LUNG if right_cut else LEFT_LUNG
-    return None
+    if (
+        right_cut == left_cut
+        or body_width_to_depth(hu, slices, spacing_xy_mm) >= HALF_CHEST_MAX_WIDTH_TO_DEPTH
+    ):
+        return None
+    return RIGHT_LUNG if right_cut else LEFT_LUNG
 
 
 def _right_share(component: np.ndarray, midline_x: float) -> float:
@@ -286,9 +311,9 @@ def label_left_right(
         lung_mask: binary ``(z, y, x)`` mask in LPS display orientation (patient's right at small x).
         midline_x: x (voxels) of the body's midline (``body_midline_x``); None takes the
             image's centre, right for scans centred on the patient.
-        cut_side: ``RIGHT_LUNG`` or ``LEFT_LUNG`` when the field of view cuts the body on that side
-            of the patient only (``body_cut_sides``): a lone lung straddling the midline then lies on
-            the other side, unless its slices show two lungs side by side.
+        cut_side: ``RIGHT_LUNG`` or ``LEFT_LUNG`` when the scan shows one half of the chest and leaves
+            out that side (``half_chest_side``): a lone lung straddling the midline then lies on the
+            other side, unless its slices show two lungs side by side.
     """
     mask = np.asarray(lung_mask, dtype=bool)
     labels = np.zeros(mask.shape, dtype=np.uint8)
@@ -406,9 +431,8 @@ def postprocess_lungs(
     # in the middle of the field of view. Read on the slices with lung only.
     lung_slices = np.flatnonzero(mask.any(axis=(1, 2)))
     midline = None if hu is None else body_midline_x(hu, lung_slices)
-    labels = label_left_right(
-        fill_holes_per_slice(mask, max_hole), midline, None if hu is None else one_cut_side(hu, lung_slices)
-    )
+    half_chest = None if hu is None else half_chest_side(hu, lung_slices, spacing_xy_mm)
+    labels = label_left_right(fill_holes_per_slice(mask, max_hole), midline, half_chest)
     if hu is not None:
         labels = remove_central_airways(recover_dense_border(labels, hu, spacing_xy_mm), hu, spacing_xy_mm)
     return labels

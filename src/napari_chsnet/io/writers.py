@@ -76,13 +76,15 @@ def write_volume(
         raise InvalidVolumeError(
             f"{path}: expected a 3-D (z, y, x) array to write, got shape {array_zyx.shape}."
         )
+    if not array_zyx.dtype.isnative:  # ITK takes native byte order only
+        array_zyx = array_zyx.astype(array_zyx.dtype.newbyteorder("="))
     if is_label:
         array_zyx = _as_labels(array_zyx, str(path))
-    elif array_zyx.dtype == np.float64:
+    elif array_zyx.dtype in (np.float64, np.float16):  # float16: no ITK pixel type
         array_zyx = array_zyx.astype(np.float32)
     elif array_zyx.dtype == np.bool_:
         array_zyx = array_zyx.astype(np.uint8)
-    if suffix_of(path) in _NIFTI_SUFFIXES and array_zyx.dtype.isnative:
+    if suffix_of(path) in _NIFTI_SUFFIXES:
         _write_atomically(path, lambda temporary: _write_nifti(temporary, array_zyx, geometry))
     else:
         # The one reference, popped by the writer so the image is freed before the read-back.
