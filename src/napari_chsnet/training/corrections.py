@@ -25,7 +25,7 @@ import numpy as np
 
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.volume import CTVolume
-from napari_chsnet.training.datasets import LabelledSlice, slices_of_volume
+from napari_chsnet.training.datasets import LabelledSlice, slices_of_volume, slices_with_lung
 from napari_chsnet.training.versions import corrections_dir
 
 CORRECTION_FILES = ("ct.nii.gz", "lungs.nii.gz", "infection.nii.gz")
@@ -106,11 +106,8 @@ class CorrectedCase:
     def training_slice_indices(self, only_edited: bool) -> list[int]:
         """The axial indices :meth:`labelled_slices` would give, without building the slices (to
         check a case before saving or training it)."""
-        n_slices = self.lungs.shape[0]
-        indices = self.edited_slices if only_edited and self.edited_slices else range(n_slices)
-        lung_voxels = np.count_nonzero(self.lungs.reshape(n_slices, -1), axis=1)
-        per_slice = max(1, self.lungs[0].size)
-        return [z for z in indices if lung_voxels[z] / per_slice >= MIN_LUNG_FRACTION]
+        indices = self.edited_slices if only_edited and self.edited_slices else None
+        return slices_with_lung(self.lungs, indices, MIN_LUNG_FRACTION)
 
 
 def case_name_of(path: str | Path) -> str:

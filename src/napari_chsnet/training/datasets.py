@@ -155,6 +155,15 @@ def read_semiseg(
     return out
 
 
+def slices_with_lung(
+    lungs: np.ndarray, slice_indices: Sequence[int] | None = None, min_lung_fraction: float = 0.002
+) -> list[int]:
+    """The axial indices (of ``slice_indices``, default all) whose lungs (labels > 0) cover at least
+    ``min_lung_fraction`` of the slice: the slices training uses."""
+    indices = range(lungs.shape[0]) if slice_indices is None else slice_indices
+    return [z for z in indices if np.count_nonzero(lungs[z] > 0) >= min_lung_fraction * lungs[z].size]
+
+
 def slices_of_volume(
     volume: CTVolume,
     lungs: np.ndarray,
@@ -166,12 +175,9 @@ def slices_of_volume(
     """Axial slices of a HU volume with its labels; slices without lung are skipped."""
     unit = hu_to_unit(volume.hu)
     box = lung_crop_box(lungs)  # one box per volume, as the inference pipeline crops
-    indices = range(unit.shape[0]) if slice_indices is None else slice_indices
     out = []
-    for z in indices:
+    for z in slices_with_lung(lungs, slice_indices, min_lung_fraction):
         lung = lungs[z] > 0
-        if lung.mean() < min_lung_fraction:
-            continue
         out.append(
             LabelledSlice(
                 case_id,
