@@ -57,6 +57,16 @@ def test_streamed_nifti_is_byte_for_byte_what_itk_writes(tmp_path, suffix, orien
         np.testing.assert_array_equal(back.hu, values)
 
 
+def _write_traced(path, values, geometry):
+    """``write_volume``'s path and the peak of the numpy/Python memory it allocated."""
+    tracemalloc.start()
+    try:
+        written = write_volume(path, values, geometry)
+        return written, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_an_lps_write_makes_no_copy_of_the_volume(tmp_path, monkeypatch):
     """No SimpleITK image of the volume (only a one-voxel one for the header) and no numpy copy:
     the LPS array is compressed from its own memory, a slab at a time."""
@@ -71,12 +81,7 @@ def test_an_lps_write_makes_no_copy_of_the_volume(tmp_path, monkeypatch):
     monkeypatch.setattr(writers, "_SLAB_BYTES", 1 << 18)  # 256 KiB slabs of an 8 MiB volume
     probability = np.random.default_rng(1).random((32, 256, 256), dtype=np.float32)
     geometry = Geometry((0.75, 0.75, 2.0), origin_mm=(-190.0, -180.0, -300.0))
-    tracemalloc.start()
-    try:
-        path = write_volume(tmp_path / "probability.nii.gz", probability, geometry)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    path, peak = _write_traced(tmp_path / "probability.nii.gz", probability, geometry)
     assert built and max(built) == 1
     assert peak < probability.nbytes // 3  # slabs, gzip buffers and the read-back's 1 MiB chunks
     monkeypatch.setattr(sitk, "GetImageFromArray", real)
@@ -90,12 +95,7 @@ def test_another_orientation_copies_slabs_only(tmp_path, monkeypatch, source_ori
     geometry = Geometry(
         (0.75, 0.8, 2.0), origin_mm=(-190.0, -180.0, -300.0), source_orientation=source_orientation
     )
-    tracemalloc.start()
-    try:
-        path = write_volume(tmp_path / "reoriented.nii.gz", values, geometry)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    path, peak = _write_traced(tmp_path / "reoriented.nii.gz", values, geometry)
     assert peak < values.nbytes // 3
     _itk_reference(tmp_path / "itk.nii.gz", values, geometry)
     assert _voxels_and_header(path) == _voxels_and_header(tmp_path / "itk.nii.gz")
