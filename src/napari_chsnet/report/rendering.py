@@ -27,6 +27,7 @@ from napari_chsnet.registry import INFECTION_COLORS, LEFT_LUNG, LUNG_COLORS, MOD
 from napari_chsnet.report.fonts import cover_missing_glyphs, is_printable
 from napari_chsnet.report.manifest import DISCLAIMER, STUDY_FIELDS
 from napari_chsnet.report.severity import GRADE_DESCRIPTIONS, clean_infection
+from napari_chsnet.slabs import slab_step
 
 A4_PORTRAIT_IN = (8.27, 11.69)
 LUNG_WINDOW_HU = (-1350.0, 150.0)  # level -600, width 1500
@@ -73,19 +74,15 @@ def coronal_image(volume: np.ndarray, y: int) -> np.ndarray:
     return volume[::-1, y, :]
 
 
-# Slices per step when counting over the volume: temporaries of a few slices, never of the volume.
-_SLAB_SLICES = 16
-
-
 def _count_per_plane(lungs: np.ndarray, infection: np.ndarray | None, axis: int) -> np.ndarray:
     """Voxels of the lungs (``infection`` None) or of infection inside the lungs, per plane along
     ``axis`` (0: axial slices, 1: coronal planes), counted a few axial slices at a time."""
     sums = tuple(a for a in range(3) if a != axis)
-    counts = []
-    for start in range(0, lungs.shape[0], _SLAB_SLICES):
-        inside = np.greater(lungs[start : start + _SLAB_SLICES], 0)
+    counts, step = [], slab_step(lungs.shape)
+    for start in range(0, lungs.shape[0], step):
+        inside = np.greater(lungs[start : start + step], 0)
         if infection is not None:
-            np.logical_and(inside, infection[start : start + _SLAB_SLICES], out=inside)
+            np.logical_and(inside, infection[start : start + step], out=inside)
         counts.append(np.count_nonzero(inside, axis=sums))
     if not counts:
         return np.zeros(lungs.shape[axis], np.intp)
