@@ -90,3 +90,28 @@ def test_pdf_prints_a_chinese_name_with_an_installed_cjk_font(synthetic_case, tm
             tmp_path / "r.pdf", report, synthetic_case.ct, synthetic_case.lungs, synthetic_case.infection
         )
     assert "Patient: Wang Xiaoming=王 小明" in pdf_text(path)  # embedded, searchable text
+
+
+def test_the_fallback_font_keeps_the_texts_weight(monkeypatch):
+    """Among fonts that draw the text, regular text gets the plainest file, bold text a bold one
+    (Noto CJK installs Regular, Bold, Black, Light... and Serif files of the same characters)."""
+    regular = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    bold = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
+    serif = "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf"
+    missing = [
+        c
+        for c in (fonts._characters(regular) & fonts._characters(bold) & fonts._characters(serif))
+        - fonts._characters(DEFAULT_FONT)
+        if chr(c).isalpha()
+    ]
+    if not missing:
+        pytest.skip("the system's DejaVu fonts (fonts-dejavu-core) have no letter matplotlib's lacks")
+    monkeypatch.setattr(fonts, "_installed_fonts", lambda: (bold, serif, regular))  # bold listed first
+    letter = chr(missing[0])
+    assert fonts.covering_font(letter, DEFAULT_FONT) == regular
+    assert fonts.covering_font(letter, DEFAULT_FONT, bold=True) == bold
+    figure = Figure()
+    FigureCanvasAgg(figure)
+    title = figure.text(0.1, 0.5, f"Patient {letter}", fontweight="bold")
+    fonts.cover_missing_glyphs(figure)
+    assert title.get_fontproperties().get_file() == bold

@@ -43,13 +43,26 @@ def _needed(text: str) -> set[int]:
     return {ord(c) for c in text if c.isprintable() and not c.isspace()}
 
 
-def covering_font(text: str, default: str) -> str | None:
-    """``default`` when it draws every character of ``text``, else the first installed font file that
-    does, else None."""
+# Words in font file names that mark a style other than the report's regular sans-serif text.
+_STYLE_WORDS = ("bold", "black", "heavy", "light", "thin", "medium", "italic", "oblique", "mono", "serif")
+
+
+def _style_rank(path: str, bold: bool) -> tuple[int, int]:
+    """Sort key: for bold text a file named bold first, for other text the plainest name first
+    (NotoSansCJK-Regular before NotoSansCJK-Bold and NotoSerifCJK-Regular)."""
+    name = Path(path).stem.lower()
+    marks = sum(word in name for word in _STYLE_WORDS)
+    return (0 if "bold" in name else 1, marks) if bold else (marks, 0)
+
+
+def covering_font(text: str, default: str, bold: bool = False) -> str | None:
+    """``default`` when it draws every character of ``text``, else the installed font file of the
+    plainest style (bold ones first for ``bold`` text) that does, else None."""
     needed = _needed(text)
     if needed <= _characters(default):
         return default
-    return next((path for path in _installed_fonts() if needed <= _characters(path)), None)
+    candidates = sorted(_installed_fonts(), key=lambda path: _style_rank(path, bold))
+    return next((path for path in candidates if needed <= _characters(path)), None)
 
 
 def is_printable(text: str) -> bool:
@@ -66,7 +79,11 @@ def cover_missing_glyphs(figure: Figure) -> None:
             continue
         properties = text.get_fontproperties()
         default = font_manager.findfont(properties)
-        path = covering_font(content, default)
+        weight = properties.get_weight()
+        bold = weight in ("bold", "heavy", "black", "semibold", "demibold", "extra bold") or (
+            isinstance(weight, int | float) and weight >= 600
+        )
+        path = covering_font(content, default, bold)
         if path == default:
             continue
         if path is not None:
