@@ -62,6 +62,20 @@ def test_the_pickers_keep_their_layers_through_renames_runs_and_other_layers(pan
     assert tab.lungs.value.name == "lungs fixed" and tab.infection.value.name == "infection 2"
 
 
+def test_a_mask_picker_the_user_empties_stays_empty_until_they_choose(panel, small_phantom):
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    tab = widget.finetune
+    assert tab.infection.value.name == "infection"
+    tab.infection.value = None  # e.g. to pick the corrected mask once it is opened
+    viewer.add_points(name="a note")  # any change of the layer list refills the pickers
+    show_known_result(widget, ct, small_phantom)
+    assert tab.infection.value is None and tab.lungs.value.name == "lungs"
+    tab.infection.value = viewer.layers["infection"]
+    assert tab.infection.value.name == "infection"
+
+
 def test_masks_opened_from_files_are_never_put_in_both_pickers(panel, small_phantom):
     viewer, widget = panel
     add_ct(viewer, small_phantom)

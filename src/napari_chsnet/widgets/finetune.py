@@ -169,6 +169,7 @@ class FinetunePanel(Container):
         self.last_result: FinetuneResult | None = None
         self._chosen: dict[str, Hashable | None] = {}  # picker -> unique_id of the layer the user chose
         self._held: dict[str, Hashable | None] = {}  # picker -> unique_id of the layer it was given
+        self._cleared: set[str] = set()  # mask pickers the user emptied (kept empty, no default)
         self._filling = False
 
         self.ct = ComboBox(
@@ -278,8 +279,11 @@ class FinetunePanel(Container):
         if layer is None:
             self._chosen.pop(key, None)
             self._held.pop(key, None)
+            if key != "ct":  # emptied by the user: no default comes back until they choose a layer
+                self._cleared.add(key)
         else:
             self._chosen[key] = layer.unique_id
+            self._cleared.discard(key)
         # the CT follows newly chosen lungs (unless the user chose the CT too)
         self._filling = True
         try:
@@ -319,6 +323,9 @@ class FinetunePanel(Container):
 
     def _fill_mask(self, key: str, other: str) -> None:
         picker = self._pickers()[key]
+        if key in self._cleared:
+            self._put(key, picker, None)
+            return
         layer = self._present(picker, self._chosen, key)
         if layer is None:
             layer = self._present(picker, self._held, key)
