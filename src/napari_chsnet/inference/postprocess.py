@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
-from napari_chsnet.slabs import label_sizes
+from napari_chsnet.slabs import bounding_box, label_sizes
 
 # A second component smaller than this fraction of the largest is debris (bowel gas, a
 # trachea remnant), not a lung, unless it lies wholly across the midline (see OTHER_SIDE_SHARE).
@@ -93,15 +93,6 @@ def largest_components(mask: np.ndarray, keep: int) -> list[np.ndarray]:
     return [labels == (index + 1) for index in order]
 
 
-def bounding_box(mask: np.ndarray, pad: int = 1) -> tuple[slice, ...]:
-    """The smallest box holding ``mask``'s voxels, grown by ``pad`` within the array (mask not empty)."""
-    box = []
-    for axis in range(mask.ndim):
-        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(max(0, present[0] - pad), min(mask.shape[axis], present[-1] + 1 + pad)))
-    return tuple(box)
-
-
 def _in_plane_distance(mask: np.ndarray) -> np.ndarray:
     """Distance to the background within each axial slice, float32: the lungs touch side by side,
     and a 3-D transform costs 20 bytes a voxel (float64 plus its int32 feature transform)."""
@@ -122,7 +113,7 @@ def _split_touching_lungs(
     narrow anterior/posterior junction line rather than a straight midline.
     """
     # All of it on the component's box: the whole volume took 9.8 GB for 592 thin slices of P001.
-    box = bounding_box(component)
+    box = bounding_box(component, pad=1)
     inside = component[box]
     eroded = inside.copy()
     structure = ndi.generate_binary_structure(3, 1)
@@ -203,7 +194,7 @@ def _side_by_side(first: np.ndarray, second: np.ndarray) -> bool:
 
 def _holds_two_lungs_side_by_side(component: np.ndarray) -> bool:
     """Whether most axial slices of ``component`` hold two sizeable blobs side by side."""
-    inside = component[bounding_box(component)]  # slices of the lungs' box, not of the whole image
+    inside = component[bounding_box(component, pad=1)]  # slices of the lungs' box, not of the whole image
     slices = np.flatnonzero(inside.any(axis=(1, 2)))
     two = 0
     for z in slices:
@@ -224,9 +215,9 @@ def body_width_to_depth(hu: np.ndarray, slices: np.ndarray, spacing_xy_mm: tuple
     for z in slices[:: max(1, len(slices) // SHAPE_SAMPLE_SLICES)]:
         patient = largest_components(hu[z] > BODY_HU, keep=1)
         if patient:
-            rows, columns = np.flatnonzero(patient[0].any(axis=1)), np.flatnonzero(patient[0].any(axis=0))
-            depth_mm = (rows[-1] - rows[0] + 1) * spacing_xy_mm[1]
-            ratios.append((columns[-1] - columns[0] + 1) * spacing_xy_mm[0] / depth_mm)
+            rows, columns = bounding_box(patient[0])
+            depth_mm = (rows.stop - rows.start) * spacing_xy_mm[1]
+            ratios.append((columns.stop - columns.start) * spacing_xy_mm[0] / depth_mm)
     return float(np.median(ratios)) if ratios else float("inf")
 
 

@@ -30,7 +30,7 @@ from scipy import ndimage
 from napari_chsnet.errors import ConfigError, InvalidVolumeError
 from napari_chsnet.io.volume import Geometry
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
-from napari_chsnet.slabs import label_sizes, slab_step
+from napari_chsnet.slabs import bounding_box, label_sizes, slab_step
 
 DEFAULT_MIN_LESION_ML = 0.1
 """Infection components smaller than this (mL, 3-D, 26-connected) are not counted.
@@ -297,11 +297,7 @@ def _remove_small_lesions_in_place(
         return 0, 0
     # Label only the bounding box of the infection: on a 512x512x300 scan with a few lesions
     # this keeps the label array small.
-    box = tuple(
-        slice(int(idx[0]), int(idx[-1]) + 1)
-        for idx in (np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3))
-    )
-    inside = mask[box]  # a view: the removal below writes through to ``mask``
+    inside = mask[bounding_box(mask)]  # a view: the removal below writes through to ``mask``
     structure = np.ones((3, 3, 3), dtype=bool)
     try:
         labels = np.empty(inside.shape, np.uint16)
