@@ -40,6 +40,7 @@ from napari_chsnet.inference.postprocess import half_chest_side, postprocess_lun
 from napari_chsnet.inference.preprocessing import lung_crop_box
 from napari_chsnet.inference.weights import LUNG_STAGE_MODEL, network_for, preprocessing_of, resolve_weights
 from napari_chsnet.io.memory import check_segmentation_fits
+from napari_chsnet.io.readers import count_non_finite
 from napari_chsnet.io.volume import CTVolume
 from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, LEFT_LUNG, MODEL_KEYS, MODELS, RIGHT_LUNG
 from napari_chsnet.report.manifest import RunInfo, case_name
@@ -156,7 +157,7 @@ def _check_volume(volume: CTVolume) -> None:
         raise InvalidVolumeError(
             f"{volume.source or 'the CT'}: HU values must be real numbers, got dtype {hu.dtype}"
         )
-    if np.issubdtype(hu.dtype, np.floating) and not np.isfinite(hu).all():
+    if count_non_finite(hu):  # a slice at a time: no volume-sized mask
         raise InvalidVolumeError(
             f"{volume.source or 'the CT'} holds NaN or infinite values; fix or re-export the scan"
         )

@@ -217,12 +217,13 @@ def read_image_file(path: Path) -> CTVolume:
     display, source_orientation = to_display(image)
     warnings.append(oblique_warning(display))
     values = sitk.GetArrayFromImage(display)
-    _refuse_non_finite(path, _count_non_finite(values), values.size)
+    if not is_nifti:  # a NIfTI's stored voxels were checked above (ITK has made its NaN 0 by now)
+        _refuse_non_finite(path, count_non_finite(values), values.size)
     metadata: dict[str, Any] = {"warnings": [w for w in warnings if w], "format": suffix_of(path)}
     return CTVolume(hu_array(values), geometry_of(display, source_orientation), str(path), metadata)
 
 
-def _count_non_finite(values: np.ndarray) -> int:
+def count_non_finite(values: np.ndarray) -> int:
     """NaN and Inf voxels, counted a slice at a time (no volume-sized mask)."""
     if values.dtype.kind != "f":
         return 0
