@@ -247,6 +247,7 @@ def build_report_json(
                 "volume_ml": json_float(severity.removed_ml),
             },
             "infection_outside_lungs_ml": json_float(severity.outside_lungs_ml),
+            # each once: a CT layer's spacing warning reaches both its metadata and the severity
             "warnings": list(dict.fromkeys([*severity.warnings, *run_info.warnings, *reader_warnings])),
             "disclaimer": DISCLAIMER,
         }

@@ -350,8 +350,6 @@ class ReportPanel(Container):
         missing_ct = self._missing_ct_note()
         if missing_ct:
             report["warnings"].append(missing_ct)
-        # The CT's own spacing warning (its metadata) and its masks' are one text: say it once.
-        report["warnings"] = list(dict.fromkeys(report["warnings"]))
         return report
 
     def _suggested(self, filename: str) -> Path:
