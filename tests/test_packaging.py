@@ -48,6 +48,8 @@ def test_wheel_contains_manifest_resources_and_every_subpackage(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    # setuptools warns (on every install) about a resources folder it would ship only by accident.
+    assert "absent from the `packages` configuration" not in result.stdout + result.stderr
     wheel = next(tmp_path.glob("napari_chsnet-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "napari_chsnet/napari.yaml" in names
