@@ -223,6 +223,28 @@ def test_a_scan_of_one_half_of_the_chest_is_warned_about_in_the_report(phantom):
     assert any("The right lung mask is empty" in w for w in report["warnings"])
 
 
+def test_a_scan_stopped_inside_the_lungs_is_warned_about():
+    """The sample CT's whole lungs lie inside its 64 slices (index 0: the most inferior); cropped, the
+    scan's end slices cut through them."""
+    from napari_chsnet.inference.pipeline import axial_coverage_warnings
+    from napari_chsnet.io.phantom import sample_ct
+
+    lungs = sample_ct().lungs
+    assert axial_coverage_warnings(lungs) == ()
+    (bases_cut,) = axial_coverage_warnings(lungs[25:])
+    assert "lung bases are not fully scanned" in bases_cut and "apices" not in bases_cut
+    (apices_cut,) = axial_coverage_warnings(lungs[:40])
+    assert "lung apices are not fully scanned" in apices_cut and "bases" not in apices_cut
+    (both,) = axial_coverage_warnings(lungs[30:33])
+    assert "bases and apices are not fully scanned" in both
+    assert axial_coverage_warnings(np.zeros_like(lungs)) == ()
+    first = int(np.flatnonzero(lungs.any(axis=(1, 2)))[0])
+    grazed = lungs[first:].copy()  # an edge slice holding a sliver of lung (under 5 % of the largest)
+    grazed[0] = 0
+    grazed[0, 100:104, 100:104] = RIGHT_LUNG
+    assert axial_coverage_warnings(grazed) == ()
+
+
 def _off_centre_chest(bridge_half_height: int) -> tuple[np.ndarray, np.ndarray]:
     """A patient lying off-centre: the body (wider than deep) cut at the image's x = 0 edge, both
     lungs whole, joined by a bridge of the given half height (0: apart)."""

@@ -51,6 +51,10 @@ from napari_chsnet.report.severity import (
     severity_from_cleaned,
 )
 
+# Lung area in the scan's first or last slice, as a fraction of the largest slice's, above which the
+# lungs count as cut off there. A complete scan's edge slice grazes at most the costophrenic recesses
+# or an apex (P001's first slice: 8 of 380 cm², 2 %); a scan stopped mid-chest cuts through far more.
+CUT_LUNG_FRACTION = 0.05
 STAGES = ("prepare", "lungs", "postprocess_lungs", "infection", "postprocess_infection", "report")
 
 
@@ -244,7 +248,7 @@ def iter_segmentation(
     spacing_xy = (volume.geometry.spacing_mm[0], volume.geometry.spacing_mm[1])
     lungs = postprocess_lungs(lung_binary, hu, spacing_xy)
     del lung_binary
-    run_warnings = field_of_view_warnings(hu, lungs, spacing_xy)
+    run_warnings = field_of_view_warnings(hu, lungs, spacing_xy) + axial_coverage_warnings(lungs)
     box = lung_crop_box(lungs)
     infection_batches = _batches(np.flatnonzero(lungs.any(axis=(1, 2))), settings.batch_size)
     done, total = done + 1, done + 1 + len(infection_batches) + 2
@@ -313,6 +317,29 @@ def field_of_view_warnings(
         f"The field of view shows one half of the chest and cuts the body near the midline on the patient's "
         f"{side}: the {side} lung is missing or cut short, so its figures and the overall grade are "
         "incomplete; the lung shown was labelled from the side the scan keeps, check it.",
+    )
+
+
+def axial_coverage_warnings(lungs: np.ndarray) -> tuple[str, ...]:
+    """A warning when the scan's first slice (the lung bases, in the display's LPS order) or its last
+    (the apices) still holds more than ``CUT_LUNG_FRACTION`` of the largest lung cross-section: the
+    scan stops inside the lungs, so their volumes and involvement count only what was scanned."""
+    areas = np.count_nonzero(lungs, axis=(1, 2))
+    if areas.size == 0 or not areas.any():
+        return ()
+    largest = int(areas.max())
+    cut = [
+        (part, areas[index])
+        for index, part in ((0, "bases"), (-1, "apices"))
+        if areas[index] > CUT_LUNG_FRACTION * largest
+    ]
+    if not cut:
+        return ()
+    shares = " and ".join(f"{100 * area / largest:.0f} % at the {part}" for part, area in cut)
+    parts = " and ".join(part for part, _area in cut)
+    return (
+        f"The scan stops inside the lungs (its end slices hold {shares} of the largest lung cross-section): "
+        f"the lung {parts} are not fully scanned, so volumes, involvement and grades count only the scanned part.",
     )
 
 
