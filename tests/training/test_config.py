@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,13 @@ def test_missing_inputs_are_named_before_any_data_is_read(tmp_path, raw, message
     with pytest.raises(ConfigError, match=message):
         recipes.run_training(config, log=lambda _message: None)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_torchrun_entry_point_has_help_and_refuses_a_missing_config_in_one_line(tmp_path):
+    module = [sys.executable, "-m", "napari_chsnet.training.recipes"]
+    shown = subprocess.run([*module, "--help"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "config" in shown.stdout
+    missing = tmp_path / "absent.yaml"
+    refused = subprocess.run([*module, str(missing)], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().count("\n") == 0 and "absent.yaml" in refused.stderr, refused.stderr

@@ -392,14 +392,23 @@ def _train_eamc(config, train, validation, output, on_step, should_stop, log, de
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m napari_chsnet.training.recipes CONFIG`` (what `chsnet train --config` runs)."""
-    import sys
+    """``python -m napari_chsnet.training.recipes CONFIG`` (what `chsnet train --config` runs), the entry
+    point for ``torchrun``; a bad config ends it with exit code 2 and one line on stderr."""
+    import argparse
 
+    from napari_chsnet.errors import CHSNetError
     from napari_chsnet.training.config import load_config
 
-    args = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="python -m napari_chsnet.training.recipes",
+        description="Train a model from a YAML config (chsnet train --config without the CLI; torchrun runs this).",
+    )
+    parser.add_argument("config", help="a training config, e.g. configs/rdunet.yaml")
+    args = parser.parse_args(argv)
     try:
-        run_training(load_config(args[0]), log=lambda m: print(m, flush=True))
+        run_training(load_config(args.config), log=lambda m: print(m, flush=True))
+    except CHSNetError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     finally:
         distributed.shutdown()
 
