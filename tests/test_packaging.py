@@ -67,3 +67,10 @@ def test_wheel_contains_manifest_resources_and_every_subpackage(tmp_path):
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "napari.manifest" in text and "napari_chsnet:napari.yaml" in text
     assert "chsnet = napari_chsnet.cli:run" in text
+
+
+def test_the_bundled_weights_stay_under_100_mb_together():
+    """The install ships every model's weights (issue 7: at most 100 MB for all of them)."""
+    files = list((REPO / "resources" / "weights").glob("*.safetensors"))
+    assert {f.stem for f in files} == {"chsnet", "eamc", "rdunet"}
+    assert sum(f.stat().st_size for f in files) <= 100 * 1000**2
