@@ -19,6 +19,7 @@ from pydicom.uid import (
 )
 
 INTERCEPT = -1024.0
+STUDY_UID = "1.2.826.0.1.3680043.8.498.1"
 
 
 def series_hu(n_slices: int, rows: int = 24, columns: int = 20) -> np.ndarray:
@@ -53,24 +54,33 @@ def ct_dataset(
     pixel_spacing: tuple[float, float] = (0.7, 0.8),
     modality: str = "CT",
     image_type: Sequence[str] = ("ORIGINAL", "PRIMARY", "AXIAL"),
+    patient: tuple[str, str] = ("T001", "Test^Series"),
+    study: tuple[str, str] = (STUDY_UID, "20240102"),
+    series_number: int | None = None,
+    description: str | None = None,
+    thickness_mm: float = 2.0,
+    acquisition: int | None = None,
 ) -> pydicom.Dataset:
-    """A CT image dataset storing ``hu_slice`` as unsigned pixels with RescaleIntercept -1024."""
+    """A CT image dataset storing ``hu_slice`` as unsigned pixels with RescaleIntercept -1024;
+    ``patient`` is (PatientID, PatientName), ``study`` (StudyInstanceUID, StudyDate)."""
     ds = _new_dataset(CTImageStorage)
-    ds.PatientName = "Test^Series"
-    ds.PatientID = "T001"
-    ds.StudyDate = "20240102"
+    ds.PatientID, ds.PatientName = patient
+    ds.StudyInstanceUID, ds.StudyDate = study
     ds.StudyDescription = "CHEST"
-    ds.SeriesDescription = f"series {series_uid[-4:]}"
+    ds.SeriesDescription = description if description is not None else f"series {series_uid[-4:]}"
     ds.Modality = modality
     ds.Manufacturer = "pytest"
-    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
     ds.SeriesInstanceUID = series_uid
+    if series_number is not None:
+        ds.SeriesNumber = series_number
+    if acquisition is not None:
+        ds.AcquisitionNumber = acquisition
     ds.InstanceNumber = instance
     ds.ImageType = list(image_type)
     ds.ImagePositionPatient = [f"{v:.4f}" for v in position_mm]
     ds.ImageOrientationPatient = [f"{v:.6f}" for v in orientation]
     ds.PixelSpacing = [str(v) for v in pixel_spacing]
-    ds.SliceThickness = "2.0"
+    ds.SliceThickness = f"{thickness_mm:g}"
     ds.Rows, ds.Columns = hu_slice.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -117,39 +127,66 @@ def write_series(
 
 
 def write_enhanced(
-    path: Path, hu: np.ndarray, *, series_uid: str | None = None, first_z_mm: float = 30.0
+    path: Path,
+    hu: np.ndarray,
+    *,
+    series_uid: str | None = None,
+    first_z_mm: float = 30.0,
+    positions_z_mm: Sequence[float] | None = None,
+    intercepts: Sequence[float] | None = None,
 ) -> Path:
-    """Write ``hu`` as one enhanced (multi-frame) CT file: frame k at z = first_z_mm + 2 k mm,
-    0.7 x 0.8 mm pixels, unsigned storage with RescaleIntercept -1024."""
+    """Write ``hu`` as one enhanced (multi-frame) CT file of the factory's patient T001: frame k at
+    z = first_z_mm + 2 k mm (or ``positions_z_mm[k]``), 0.7 x 0.8 mm pixels, unsigned storage with a
+    shared RescaleIntercept -1024, or frame k's own ``intercepts[k]`` (per-frame functional groups)."""
     ds = _new_dataset(EnhancedCTImageStorage)
-    ds.Modality, ds.PatientName, ds.PatientID = "CT", "Test^Enhanced", "T002"
-    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.Modality, ds.PatientName, ds.PatientID = "CT", "Test^Series", "T001"
+    ds.StudyInstanceUID, ds.StudyDate = STUDY_UID, "20240102"
     ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.SeriesNumber, ds.SeriesDescription = 7, "enhanced"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
     ds.NumberOfFrames, ds.Rows, ds.Columns = hu.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated = ds.BitsStored = 16
     ds.HighBit, ds.PixelRepresentation = 15, 0
-    measures, orientation, rescale = pydicom.Dataset(), pydicom.Dataset(), pydicom.Dataset()
+    measures, orientation = pydicom.Dataset(), pydicom.Dataset()
     measures.PixelSpacing, measures.SliceThickness, measures.SpacingBetweenSlices = [0.7, 0.8], 2.0, 2.0
     orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    rescale.RescaleIntercept, rescale.RescaleSlope, rescale.RescaleType = INTERCEPT, 1, "HU"
     shared = pydicom.Dataset()
     shared.PixelMeasuresSequence = DicomSequence([measures])
     shared.PlaneOrientationSequence = DicomSequence([orientation])
-    shared.PixelValueTransformationSequence = DicomSequence([rescale])
+    if intercepts is None:
+        shared.PixelValueTransformationSequence = DicomSequence([_rescale(INTERCEPT)])
     ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
+    z_mm = positions_z_mm if positions_z_mm is not None else [first_z_mm + 2.0 * k for k in range(len(hu))]
+    stored = hu.astype(np.int32) - int(INTERCEPT)
     frames = []
-    for k in range(hu.shape[0]):
+    for k, z in enumerate(z_mm):
         position, frame = pydicom.Dataset(), pydicom.Dataset()
-        position.ImagePositionPatient = [-10.0, -20.0, first_z_mm + 2.0 * k]
+        position.ImagePositionPatient = [-10.0, -20.0, z]
         frame.PlanePositionSequence = DicomSequence([position])
+        if intercepts is not None:
+            frame.PixelValueTransformationSequence = DicomSequence([_rescale(intercepts[k])])
+            stored[k] = hu[k].astype(np.int32) - int(intercepts[k])
         frames.append(frame)
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(frames)
-    ds.PixelData = (hu.astype(np.int32) - int(INTERCEPT)).astype(np.uint16).tobytes()
+    ds.PixelData = stored.astype(np.uint16).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def _rescale(intercept: float) -> pydicom.Dataset:
+    item = pydicom.Dataset()
+    item.RescaleIntercept, item.RescaleSlope, item.RescaleType = intercept, 1, "HU"
+    return item
+
+
+def save_without_preamble(path: Path) -> None:
+    """Rewrite a DICOM file as a bare dataset: file meta kept, no 128-byte preamble or 'DICM' marker."""
+    ds = pydicom.dcmread(path)
+    ds.preamble = None
+    ds.save_as(path, enforce_file_format=False)
+    assert path.read_bytes()[128:132] != b"DICM"
 
 
 def jpeg_lossless_copy(path: Path, tmp_dir: Path) -> None:

@@ -1,17 +1,19 @@
-"""Reading DICOM: choosing the CT series in a folder, ordering its slices, decoding its pixels.
+"""Reading DICOM: ordering the chosen series' slices, checking their spacing, decoding their pixels.
 
-pydicom reads the headers (without pixels) to group files by SeriesInstanceUID and choose the
-series; it then decodes the chosen slices, including the compressed transfer syntaxes real
-scanners write (JPEG Lossless Process 14, JPEG 2000, RLE) through the pylibjpeg plugins.
-Slices are ordered by the projection of ImagePositionPatient on the slice normal, never by
-file name. A gap in the positions (a missing slice) is refused unless the caller asks to fill
-it by interpolation, so that no distance or volume is silently distorted (see docs/io.md).
+pydicom reads the headers (without pixels) of every file, a multi-frame (enhanced) file giving
+one slice per frame (io/dicom_headers.py); the series is chosen among them (io/dicom_series.py).
+Its slices, from single-frame files, multi-frame files or both, are ordered by the projection of
+their ImagePositionPatient on the slice normal, never by file name. A gap in the positions (a
+missing slice) is refused unless the caller asks to fill it by interpolation, and slices too far
+from a regular grid are resampled onto one at their measured positions, so that no distance or
+volume is silently distorted (see docs/io.md). Pixels are decoded by pydicom, including the
+compressed transfer syntaxes real scanners write (JPEG Lossless Process 14, JPEG 2000, RLE)
+through the pylibjpeg plugins, each file once however many frames it holds.
 """
 
 from __future__ import annotations
 
-import os
-import struct
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +22,26 @@ from typing import Any
 import numpy as np
 import pydicom
 import SimpleITK as sitk
-from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.errors import InvalidDicomError
 
 from napari_chsnet.errors import InvalidVolumeError
+from napari_chsnet.io.dicom_headers import (
+    UNREADABLE,
+    HeaderScan,
+    SliceHeader,
+    is_appledouble,
+    looks_like_dicom,
+    read_dataset,
+    read_headers,
+    scan_folder,
+    slices_beside,
+)
+from napari_chsnet.io.dicom_series import choose_series
 from napari_chsnet.io.memory import check_fits_in_memory
 from napari_chsnet.io.orientation import geometry_of, oblique_warning, to_display
 from napari_chsnet.io.volume import CTVolume
+
+__all__ = ["REPORT_TAGS", "looks_like_dicom", "order_slices", "read_dicom", "read_series"]
 
 # Study/series fields copied into CTVolume.metadata for reports.
 REPORT_TAGS = (
@@ -38,135 +54,19 @@ REPORT_TAGS = (
 
 # A gap larger than this many median spacings counts as missing slices.
 _GAP_FACTOR = 1.5
-# Spacings differing from the median by more than this fraction are reported as uneven.
+# Slices further than this fraction of the spacing from their place on the regular grid are
+# reported (uneven spacing); further than the second, the slices are resampled onto a regular grid.
 _UNEVEN_TOLERANCE = 0.01
-_AXIAL = np.array([0.0, 0.0, 1.0])
-# CT Image Storage and Enhanced CT Image Storage: a CT even when the Modality tag is missing.
-_CT_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1")
-# What pydicom raises on a damaged or cut-off file: a truncated element surfaces as a bare
-# struct.error or BytesLengthException, not as InvalidDicomError.
-_UNREADABLE = (
-    InvalidDicomError, BytesLengthException, struct.error, EOFError, OSError, ValueError, KeyError, IndexError
-)  # fmt: skip
+_RESAMPLE_TOLERANCE = 0.1
+# Positions written to 0.01-0.1 mm (DICOM decimal strings) are off their grid by up to this much with no
+# uneven spacing at all: not worth a warning.
+_POSITION_ROUNDING_MM = 0.05
+# Slices closer than this along the normal repeat a position.
+_SAME_POSITION_MM = 1e-3
 # HU given to voxels marked by PixelPaddingValue (outside the reconstructed field of view): air.
 _PADDING_HU = -1024.0
 # Damaged files named in a warning or error before the rest are counted.
 _NAMES_SHOWN = 5
-
-
-@dataclass(frozen=True)
-class SliceHeader:
-    """What the series choice needs from one file's header."""
-
-    path: Path
-    series_uid: str
-    modality: str
-    image_type: tuple[str, ...]
-    row_cosines: tuple[float, float, float]
-    column_cosines: tuple[float, float, float]
-    position_mm: tuple[float, float, float] | None
-    rows: int
-    columns: int
-    instance_number: int
-    n_frames: int
-
-    @property
-    def normal(self) -> np.ndarray:
-        return np.cross(self.row_cosines, self.column_cosines)
-
-    @property
-    def orientation_key(self) -> tuple[float, ...]:
-        return tuple(np.round(np.r_[self.row_cosines, self.column_cosines], 3))
-
-    @property
-    def is_localizer(self) -> bool:
-        return "LOCALIZER" in self.image_type
-
-
-def looks_like_dicom(path: Path) -> bool:
-    """True if the file carries the DICOM preamble marker (or a .dcm suffix)."""
-    if path.suffix.lower() == ".dcm":
-        return True
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
-def read_header(path: Path) -> pydicom.Dataset | None:
-    """The header of a DICOM file without its pixels, or None if the file is not DICOM or is damaged."""
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except _UNREADABLE:
-        return None
-
-
-def slice_header(path: Path, ds: pydicom.Dataset) -> SliceHeader | None:
-    """A SliceHeader for an image dataset, or None for non-image DICOM (reports, presentation states)."""
-    if "Rows" not in ds or "Columns" not in ds:
-        return None
-    orientation = [float(v) for v in ds.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0])]
-    position = ds.get("ImagePositionPatient")
-    return SliceHeader(
-        path=path,
-        series_uid=str(ds.get("SeriesInstanceUID", "unknown series")),
-        modality=str(
-            ds.get("Modality") or ("CT" if str(ds.get("SOPClassUID", "")) in _CT_SOP_CLASSES else "")
-        ).upper(),
-        image_type=tuple(str(v).upper() for v in (ds.get("ImageType") or ())),
-        row_cosines=tuple(orientation[:3]),  # type: ignore[arg-type]
-        column_cosines=tuple(orientation[3:6]),  # type: ignore[arg-type]
-        position_mm=tuple(float(v) for v in position) if position is not None else None,  # type: ignore[arg-type]
-        rows=int(ds.Rows),
-        columns=int(ds.Columns),
-        instance_number=int(ds.get("InstanceNumber") or 0),
-        n_frames=int(ds.get("NumberOfFrames") or 1),
-    )
-
-
-@dataclass(frozen=True)
-class HeaderScan:
-    """Image headers of some files, the count of DICOM files among them and the damaged ones."""
-
-    headers: list[SliceHeader]
-    n_dicom: int
-    damaged: list[Path]
-
-
-def read_headers(paths: list[Path]) -> HeaderScan:
-    """Headers of the image files in ``paths``; files that look like DICOM but cannot be parsed
-    (cut off, damaged) are set aside so that one bad file does not stop the rest."""
-    headers: list[SliceHeader] = []
-    damaged: list[Path] = []
-    n_dicom = 0
-    for path in paths:
-        ds = read_header(path)
-        if ds is None:
-            if looks_like_dicom(path):
-                damaged.append(path)
-            continue
-        n_dicom += 1
-        try:
-            header = slice_header(path, ds)
-        except (*_UNREADABLE, TypeError):  # a value cut off midway: Rows read as '', one byte of a US
-            damaged.append(path)
-            continue
-        if header is not None:
-            headers.append(header)
-    return HeaderScan(headers, n_dicom, damaged)
-
-
-def scan_folder(folder: Path) -> HeaderScan:
-    """Headers of the image files under ``folder`` (recursively); see ``read_headers``."""
-    paths = [
-        Path(root) / name
-        for root, _dirs, files in os.walk(folder)
-        for name in sorted(files)
-        if name.upper() != "DICOMDIR"
-    ]
-    return read_headers(paths)
 
 
 def _names(paths: list[Path]) -> str:
@@ -183,145 +83,189 @@ def _damaged_warnings(damaged: list[Path]) -> list[str]:
     ]
 
 
-def n_slices(series: list[SliceHeader]) -> int:
-    """Slices of a series: frames, so that one enhanced (multi-frame) file counts as its slices."""
-    return sum(h.n_frames for h in series)
-
-
-def _rank(series: list[SliceHeader]) -> tuple[bool, bool, bool, int]:
-    first = series[0]
-    is_original_primary = first.image_type[:2] == ("ORIGINAL", "PRIMARY")
-    is_axial = abs(float(first.normal @ _AXIAL)) >= max(abs(first.normal))
-    return (first.modality == "CT", is_original_primary, is_axial, n_slices(series))
-
-
-def choose_series(headers: list[SliceHeader], source: str) -> tuple[list[SliceHeader], list[str]]:
-    """The largest axial ORIGINAL/PRIMARY CT series, cleaned of localizers and odd orientations."""
-    warnings: list[str] = []
-    by_series: dict[str, list[SliceHeader]] = {}
-    for header in headers:
-        if not header.is_localizer:
-            by_series.setdefault(header.series_uid, []).append(header)
-    if not by_series:
-        raise InvalidVolumeError(
-            f"{source} holds only localizer/scout images, no CT series; select the folder of the axial CT series."
-        )
-    for uid, series in by_series.items():
-        majority, _count = Counter(h.orientation_key for h in series).most_common(1)[0]
-        kept = [h for h in series if h.orientation_key == majority]
-        if len(kept) < len(series):
-            warnings.append(
-                f"dropped {len(series) - len(kept)} slice(s) of series {uid} whose orientation differs from the rest (localizer-like)"
-            )
-        by_series[uid] = kept
-    ranked = sorted(by_series.values(), key=_rank, reverse=True)
-    chosen = ranked[0]
-    if len(ranked) > 1:
-        warnings.append(
-            f"the folder holds {len(ranked)} image series; opened the {n_slices(chosen)}-slice series {chosen[0].series_uid}"
-        )
-    modality, primary, axial, _n = _rank(chosen)
-    if not modality:
-        warnings.append(
-            f"modality is {chosen[0].modality or 'missing'}, not CT: values may not be Hounsfield units"
-        )
-    if not primary:
-        image_type = "\\".join(chosen[0].image_type) or "missing"
-        warnings.append(f"series is not ORIGINAL/PRIMARY (ImageType {image_type})")
-    if not axial:
-        warnings.append("series is not axial; it is shown reoriented to axial slices")
-    return chosen, warnings
-
-
 @dataclass(frozen=True)
 class SliceLayout:
-    """Ordered slices, their positions along the normal and the grid's slice spacing."""
+    """Ordered slices, their measured positions along the normal and the grid they are placed on.
+
+    Without resampling, slice i lies at grid index ``known_index[i]`` (indices skipped are missing
+    slices); with resampling, the grid runs from the first to the last measured position at
+    ``spacing_mm`` and every grid slice is interpolated from the measured slices around it.
+    """
 
     slices: list[SliceHeader]
     offsets_mm: np.ndarray
     spacing_mm: float
     missing_after: dict[int, int]
+    resampled: bool
     warnings: list[str]
 
+    @property
+    def known_index(self) -> np.ndarray:
+        return _known_index(len(self.slices), self.missing_after)
 
-def order_slices(series: list[SliceHeader], source: str, default_spacing_mm: float) -> SliceLayout:
-    """Sort slices by position on the normal; find duplicates, gaps and uneven spacing."""
-    warnings: list[str] = []
-    normal = series[0].normal
+    @property
+    def n_grid(self) -> int:
+        if self.resampled:
+            return int(round((self.offsets_mm[-1] - self.offsets_mm[0]) / self.spacing_mm)) + 1
+        return int(self.known_index[-1]) + 1
+
+    @property
+    def grid_offsets_mm(self) -> np.ndarray:
+        return self.offsets_mm[0] + np.arange(self.n_grid) * self.spacing_mm
+
+
+def _known_index(n_slices: int, missing_after: dict[int, int]) -> np.ndarray:
+    """Grid index of each measured slice: its rank, shifted past the missing slices before it."""
+    shift = np.zeros(n_slices, dtype=int)
+    for after, count in missing_after.items():
+        shift[after + 1 :] += count
+    return np.arange(n_slices) + shift
+
+
+def _offset(header: SliceHeader, normal: np.ndarray) -> float:
+    return float(np.dot(header.position_mm, normal))  # type: ignore[arg-type]
+
+
+def order_slices(series: list[SliceHeader], default_spacing_mm: float) -> SliceLayout:
+    """Sort slices by position on the normal; find repeated acquisitions, duplicates, gaps and
+    uneven spacing."""
     if any(h.position_mm is None for h in series):
-        warnings.append(
-            "slices carry no ImagePositionPatient; ordered by InstanceNumber with the slice thickness as spacing"
-        )
-        ordered = sorted(series, key=lambda h: h.instance_number)
-        return SliceLayout(
-            ordered, np.arange(len(ordered)) * default_spacing_mm, default_spacing_mm, {}, warnings
-        )
-    ordered = sorted(series, key=lambda h: (float(np.dot(h.position_mm, normal)), h.instance_number))
-    offsets = np.array([float(np.dot(h.position_mm, normal)) for h in ordered])
-    keep = np.r_[True, np.diff(offsets) > 1e-3]
+        ordered = sorted(series, key=lambda h: h.stack_order)
+        warning = "slices carry no ImagePositionPatient; ordered by InstanceNumber with the slice thickness as spacing"
+        offsets = np.arange(len(ordered)) * default_spacing_mm
+        return SliceLayout(ordered, offsets, default_spacing_mm, {}, False, [warning])
+    normal = series[0].normal
+    ordered = sorted(series, key=lambda h: (_offset(h, normal), *h.stack_order))
+    warnings: list[str] = []
+    ordered, note = _one_acquisition(ordered, normal)
+    warnings += [note] if note else []
+    offsets = np.array([_offset(h, normal) for h in ordered])
+    keep = np.r_[True, np.diff(offsets) > _SAME_POSITION_MM]
     if not keep.all():
         warnings.append(f"dropped {int((~keep).sum())} slice(s) repeating a position already present")
         ordered = [h for h, k in zip(ordered, keep, strict=True) if k]
         offsets = offsets[keep]
     if len(ordered) == 1:
-        return SliceLayout(ordered, offsets, default_spacing_mm, {}, warnings)
-    steps = np.diff(offsets)
-    spacing = float(np.median(steps))
-    is_gap = steps > _GAP_FACTOR * spacing
-    missing_after = {int(i): int(round(steps[i] / spacing)) - 1 for i in np.flatnonzero(is_gap)}
-    regular = steps[~is_gap]
-    if regular.size and np.abs(regular - spacing).max() > _UNEVEN_TOLERANCE * spacing:
-        warnings.append(
-            f"uneven slice spacing from {regular.min():.3f} to {regular.max():.3f} mm; "
-            f"shown on a regular {spacing:.3f} mm grid, so positions along z may be off by up to {np.abs(regular - spacing).max():.3f} mm"
-        )
+        return SliceLayout(ordered, offsets, default_spacing_mm, {}, False, warnings)
+    layout = _grid(ordered, offsets, warnings)
     in_plane = np.array([h.position_mm for h in ordered]) - np.outer(offsets - offsets[0], normal)
-    if np.abs(in_plane - in_plane[0]).max() > 0.01 * spacing + 1e-3:
-        warnings.append(
+    if np.abs(in_plane - in_plane[0]).max() > 0.01 * layout.spacing_mm + 1e-3:
+        layout.warnings.append(
             "slice positions drift within the slice plane (gantry tilt); shown without shear correction"
         )
-    return SliceLayout(ordered, offsets, spacing, missing_after, warnings)
+    return layout
 
 
-@dataclass(frozen=True)
-class DecodedSlice:
-    """Stored pixels of one slice, its rescale and the voxels its padding value marks (or None)."""
+def _one_acquisition(ordered: list[SliceHeader], normal: np.ndarray) -> tuple[list[SliceHeader], str | None]:
+    """When an acquisition repeats the positions of another (a scan repeated inside one series), the
+    acquisition with the most slices (tie: the lowest number), whole: spliced slice by slice, the
+    two would make a volume that is neither."""
+    if not _is_repeated_scan(ordered, normal):
+        return ordered, None
+    counts = Counter(h.acquisition_number for h in ordered)
+    kept = min(counts, key=lambda n: (-counts[n], _by_number(n)))
+    dropped = ", ".join(
+        f"{_acquisition(n)} ({counts[n]} slices)" for n in sorted(counts, key=_by_number) if n != kept
+    )
+    note = (
+        f"the series holds {len(counts)} acquisitions at the same positions; kept {_acquisition(kept)} "
+        f"({counts[kept]} slices) and dropped {dropped}"
+    )
+    return [h for h in ordered if h.acquisition_number == kept], note
 
-    pixels: np.ndarray
-    slope: float
-    intercept: float
-    padding: np.ndarray | None
+
+def _is_repeated_scan(ordered: list[SliceHeader], normal: np.ndarray) -> bool:
+    """Whether at least half the slices of some acquisition lie at positions another acquisition also
+    has. A step-and-shoot scan numbers each table position as an acquisition, and its neighbours may
+    share a slice or two at their border: those are duplicates, not a repeated scan."""
+    offsets = np.array([_offset(h, normal) for h in ordered])
+    position = np.r_[0, np.cumsum(np.diff(offsets) > _SAME_POSITION_MM)]  # one id per distinct position
+    acquisitions_at: dict[int, set[int | None]] = {}
+    for header, where in zip(ordered, position, strict=True):
+        acquisitions_at.setdefault(int(where), set()).add(header.acquisition_number)
+    shared, total = Counter[int | None](), Counter[int | None]()
+    for header, where in zip(ordered, position, strict=True):
+        total[header.acquisition_number] += 1
+        shared[header.acquisition_number] += len(acquisitions_at[int(where)]) > 1
+    return any(shared[number] >= 0.5 * total[number] for number in total if shared[number])
 
 
-def _decode(path: Path, source: str) -> DecodedSlice:
-    """Stored pixels of one slice, with its rescale slope and intercept and its padded voxels."""
+def _by_number(number: int | None) -> float:
+    return number if number is not None else math.inf
+
+
+def _acquisition(number: int | None) -> str:
+    return f"acquisition {number}" if number is not None else "the slices without AcquisitionNumber"
+
+
+def _grid(ordered: list[SliceHeader], offsets: np.ndarray, warnings: list[str]) -> SliceLayout:
+    """Place the ordered slices on a regular grid: steps over 1.5 median steps are missing slices;
+    the grid spacing runs from the first to the last slice, and slices further than 10 % of it from
+    their grid place (accumulated, not step by step) are resampled onto a grid of the median step."""
+    steps = np.diff(offsets)
+    median = float(np.median(steps))
+    is_gap = steps > _GAP_FACTOR * median
+    missing_after = {int(i): int(round(steps[i] / median)) - 1 for i in np.flatnonzero(is_gap)}
+    regular = steps[~is_gap]  # never empty: the smallest step is at most the median
+    known_index = _known_index(len(ordered), missing_after)
+    extent = float(offsets[-1] - offsets[0])
+    spacing = extent / int(known_index[-1])
+    off_grid = float(np.abs(offsets - offsets[0] - known_index * spacing).max())
+    if off_grid > _RESAMPLE_TOLERANCE * spacing:
+        grid_spacing = extent / max(1, round(extent / median))
+        resampled = SliceLayout(ordered, offsets, grid_spacing, missing_after, True, warnings)
+        warnings.append(
+            f"uneven slice spacing from {regular.min():.3f} to {regular.max():.3f} mm, which on a regular grid "
+            f"would place slices up to {off_grid:.2f} mm from their measured positions; the {len(ordered)} "
+            f"measured slices are resampled by linear interpolation onto a regular {grid_spacing:.3f} mm grid "
+            f"of {resampled.n_grid} slices, so that every voxel lies at its true position"
+        )
+        return resampled
+    if off_grid > max(_UNEVEN_TOLERANCE * spacing, _POSITION_ROUNDING_MM):
+        warnings.append(
+            f"uneven slice spacing from {regular.min():.3f} to {regular.max():.3f} mm; shown on a regular "
+            f"{spacing:.3f} mm grid, so slices lie up to {off_grid:.3f} mm from their measured positions"
+        )
+    return SliceLayout(ordered, offsets, spacing, missing_after, False, warnings)
+
+
+def _dataset(path: Path) -> pydicom.Dataset:
+    """A file's whole dataset, a bare one without the preamble included."""
     try:
         ds = pydicom.dcmread(path)
-    except _UNREADABLE as exc:
+    except InvalidDicomError:
+        ds = read_dataset(path)
+    except UNREADABLE as exc:
         raise InvalidVolumeError(
             f"{path} cannot be read as DICOM ({exc}); the file is damaged, export the series again."
         ) from exc
+    if ds is None:
+        raise InvalidVolumeError(
+            f"{path} cannot be read as DICOM; the file is damaged, export the series again."
+        )
+    return ds
+
+
+def _stored_frames(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
+    """A file's dataset and its stored pixels as (frames, rows, columns), decoded once."""
+    ds = _dataset(path)
     if "PixelData" not in ds:
         raise InvalidVolumeError(
             f"{path} is a DICOM file without pixel data; choose the image files of a CT series."
         )
     try:
         pixels = ds.pixel_array
-    except (*_UNREADABLE, RuntimeError, NotImplementedError, AttributeError) as exc:
+    except (*UNREADABLE, RuntimeError, NotImplementedError, AttributeError) as exc:
         raise InvalidVolumeError(
             f"{path}: pixel data ({ds.file_meta.get('TransferSyntaxUID', 'unknown transfer syntax')}) cannot be decoded "
             f"({exc}); the file is truncated or needs a decoder (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle)."
         ) from exc
-    if pixels.ndim != 2:
+    n_frames = int(ds.get("NumberOfFrames") or 1)
+    if int(ds.get("SamplesPerPixel") or 1) != 1 or pixels.shape[-2:] != (ds.Rows, ds.Columns):
         raise InvalidVolumeError(
-            f"{path} holds a {pixels.shape} colour or multi-frame image, not a greyscale CT slice; choose the CT series."
+            f"{path} holds a {pixels.shape} colour image, not a greyscale CT; choose the CT series."
         )
-    return DecodedSlice(
-        pixels,
-        float(ds.get("RescaleSlope", 1) or 1),
-        float(ds.get("RescaleIntercept", 0) or 0),
-        _padding_mask(ds, pixels),
-    )
+    return ds, pixels.reshape(n_frames, ds.Rows, ds.Columns)
 
 
 def _padding_mask(ds: pydicom.Dataset, pixels: np.ndarray) -> np.ndarray | None:
@@ -352,6 +296,26 @@ def _as_stored(value: int, dtype: np.dtype, bits: int) -> int:
     return value
 
 
+def _decode_into(slices: list[SliceHeader], out: np.ndarray, indices: np.ndarray) -> bool:
+    """Decode ``slices`` into ``out[indices]`` as HU (each file once, however many of its frames are
+    used); True when every value is an integer (integer pixels, integer rescale)."""
+    by_file: dict[Path, list[tuple[SliceHeader, int]]] = {}
+    for header, index in zip(slices, indices, strict=True):
+        by_file.setdefault(header.path, []).append((header, int(index)))
+    integral = True
+    for path, members in by_file.items():
+        ds, frames = _stored_frames(path)
+        for header, index in members:
+            pixels = frames[header.frame or 0]
+            out[index] = pixels * np.float32(header.slope) + np.float32(header.intercept)
+            padding = _padding_mask(ds, pixels)
+            if padding is not None:
+                out[index][padding] = _PADDING_HU
+            integral = integral and float(header.slope).is_integer() and float(header.intercept).is_integer()
+        integral = integral and frames.dtype.kind in "iu"
+    return integral
+
+
 def _fill_gaps(hu: np.ndarray, known_index: np.ndarray) -> np.ndarray:
     """Linear interpolation along z for the slices not in ``known_index``."""
     filled = hu.astype(np.float32, copy=False)
@@ -364,68 +328,84 @@ def _fill_gaps(hu: np.ndarray, known_index: np.ndarray) -> np.ndarray:
     return filled
 
 
-def _hu_volume(layout: SliceLayout, source: str, fill_missing_slices: bool) -> tuple[np.ndarray, list[int]]:
-    """Decode the ordered slices into a (z, rows, columns) HU array, with missing slices filled."""
-    first = layout.slices[0]
-    for header in layout.slices:
+def _resample(measured: np.ndarray, at_mm: np.ndarray, grid_mm: np.ndarray) -> np.ndarray:
+    """Slices at ``grid_mm`` linearly interpolated between the measured slices at ``at_mm``."""
+    upper = np.clip(np.searchsorted(at_mm, grid_mm), 1, len(at_mm) - 1)
+    lower = upper - 1
+    weights = np.clip((grid_mm - at_mm[lower]) / (at_mm[upper] - at_mm[lower]), 0.0, 1.0)
+    out = np.empty((len(grid_mm), *measured.shape[1:]), dtype=np.float32)
+    for j, (below, above, weight) in enumerate(zip(lower, upper, weights, strict=True)):
+        out[j] = np.float32(1 - weight) * measured[below] + np.float32(weight) * measured[above]
+    return out
+
+
+def _in_gaps(layout: SliceLayout) -> list[int]:
+    """Grid slices lying inside a gap of missing slices (filled by interpolation, not measured)."""
+    if not layout.resampled:
+        return [int(i) for i in np.setdiff1d(np.arange(layout.n_grid), layout.known_index)]
+    grid, offsets = layout.grid_offsets_mm, layout.offsets_mm
+    inside = np.zeros(len(grid), dtype=bool)
+    for after in layout.missing_after:
+        inside |= (grid > offsets[after] + 0.5 * layout.spacing_mm) & (
+            grid < offsets[after + 1] - 0.5 * layout.spacing_mm
+        )
+    return [int(i) for i in np.flatnonzero(inside)]
+
+
+def _check_one_size(slices: list[SliceHeader], source: str) -> None:
+    first = slices[0]
+    for header in slices:
         if (header.rows, header.columns) != (first.rows, first.columns):
             raise InvalidVolumeError(
                 f"{source}: slices of one series differ in size ({first.rows}x{first.columns} vs "
-                f"{header.rows}x{header.columns} in {header.path.name}); export the series again."
+                f"{header.rows}x{header.columns} in {header.name}); export the series again."
             )
-    shift = np.zeros(len(layout.slices), dtype=int)
-    for after, count in layout.missing_after.items():
-        shift[after + 1 :] += count
-    known_index = np.arange(len(layout.slices)) + shift
-    n_total = int(known_index[-1]) + 1
-    check_fits_in_memory(source, n_total * first.rows * first.columns, 4)
-    hu = np.empty((n_total, first.rows, first.columns), dtype=np.float32)
-    integral = True
-    for header, index in zip(layout.slices, known_index, strict=True):
-        decoded = _decode(header.path, source)
-        hu[index] = decoded.pixels * np.float32(decoded.slope) + np.float32(decoded.intercept)
-        if decoded.padding is not None:
-            hu[index][decoded.padding] = _PADDING_HU
-        integral = (
-            integral
-            and decoded.slope.is_integer()
-            and decoded.intercept.is_integer()
-            and decoded.pixels.dtype.kind in "iu"
-        )
-    filled = [int(i) for i in np.setdiff1d(np.arange(n_total), known_index)]
+
+
+def _hu_volume(layout: SliceLayout, source: str) -> tuple[np.ndarray, list[int]]:
+    """Decode the ordered slices into a (z, rows, columns) HU array on the layout's grid, missing
+    slices filled; int16 when every value is an integer in its range, else float32."""
+    _check_one_size(layout.slices, source)
+    rows, columns = layout.slices[0].rows, layout.slices[0].columns
+    n_measured = len(layout.slices)
+    if layout.resampled:
+        check_fits_in_memory(source, (n_measured + layout.n_grid) * rows * columns, 4)
+        measured = np.empty((n_measured, rows, columns), dtype=np.float32)
+        _decode_into(layout.slices, measured, np.arange(n_measured))
+        hu = _resample(measured, layout.offsets_mm, layout.grid_offsets_mm)
+        return hu, _in_gaps(layout)  # interpolated: float32
+    check_fits_in_memory(source, layout.n_grid * rows * columns, 4)
+    hu = np.empty((layout.n_grid, rows, columns), dtype=np.float32)
+    integral = _decode_into(layout.slices, hu, layout.known_index)
+    filled = _in_gaps(layout)
     if filled:
-        hu = _fill_gaps(hu, known_index)
-        integral = False
+        return _fill_gaps(hu, layout.known_index), filled
     if integral and hu.min() >= np.iinfo(np.int16).min and hu.max() <= np.iinfo(np.int16).max:
         hu = hu.astype(np.int16)
     return hu, filled
 
 
-def _report_fields(path: Path) -> dict[str, Any]:
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    return {tag: str(ds.get(tag)) for tag in REPORT_TAGS if ds.get(tag) not in (None, "")}
+def _report_fields(first: SliceHeader) -> dict[str, Any]:
+    ds = read_dataset(first.path, stop_before_pixels=True)
+    fields = {
+        tag: str(ds.get(tag)) for tag in REPORT_TAGS if ds is not None and ds.get(tag) not in (None, "")
+    }
+    if "SliceThickness" not in fields and first.thickness_mm:
+        fields["SliceThickness"] = f"{first.thickness_mm:g}"  # a multi-frame file states it per frame
+    return fields
 
 
-def _number(value: Any) -> float:
-    """A header number, or 0.0 when it is missing or not a number."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def nominal_spacing(ds: pydicom.Dataset) -> float:
-    """The slice spacing a header states, for a single slice or slices without positions.
-
-    SpacingBetweenSlices is written negative by some scanners (the stacking direction), which
-    SimpleITK refuses as a spacing; its size is the spacing. When it is 0 or missing, the slice
-    thickness stands in, and 1 mm when that is missing too.
-    """
-    spacing = abs(_number(ds.get("SpacingBetweenSlices")))
-    if spacing > 0:
-        return spacing
-    thickness = _number(ds.get("SliceThickness"))
-    return thickness if thickness > 0 else 1.0
+def _missing_slices_error(layout: SliceLayout, source: str) -> InvalidVolumeError:
+    gaps = ", ".join(
+        f"{count} after slice {after + 1} of {len(layout.slices)}"
+        for after, count in layout.missing_after.items()
+    )
+    median = float(np.median(np.diff(layout.offsets_mm)))
+    return InvalidVolumeError(
+        f"{source}: the series misses slices ({gaps}, {median:.3f} mm spacing); export the complete series, "
+        "or let the reader interpolate the gap (`chsnet segment --fill-missing-slices`, or "
+        "`read_ct(path, fill_missing_slices=True)` in Python)."
+    )
 
 
 def read_series(
@@ -435,76 +415,73 @@ def read_series(
     fill_missing_slices: bool = False,
     warnings: list[str] | None = None,
 ) -> CTVolume:
-    """Choose, order, decode and orient a series out of ``headers`` (files of one or more series);
+    """Choose, order, decode and orient a series out of ``headers`` (slices of one or more series);
     ``warnings`` are notes from before the choice (e.g. skipped damaged files)."""
     series, choice_warnings = choose_series(headers, source)
     warnings = [*(warnings or []), *choice_warnings]
-    if any(h.n_frames > 1 for h in series):
-        return _read_multiframe(series, source, warnings)
-    first = pydicom.dcmread(series[0].path, stop_before_pixels=True)
-    layout = order_slices(series, source, nominal_spacing(first))
+    first = series[0]
+    layout = order_slices(series, first.nominal_spacing_mm)
     warnings += layout.warnings
     if layout.missing_after and not fill_missing_slices:
-        gaps = ", ".join(
-            f"{count} after slice {after + 1} of {len(layout.slices)}"
-            for after, count in layout.missing_after.items()
-        )
-        raise InvalidVolumeError(
-            f"{source}: the series misses slices ({gaps}, {layout.spacing_mm:.3f} mm spacing); export the complete series, "
-            "or read it with read_ct(path, fill_missing_slices=True) to interpolate the gap (recorded in the metadata)."
-        )
-    hu, filled = _hu_volume(layout, source, fill_missing_slices)
+        raise _missing_slices_error(layout, source)
+    hu, filled = _hu_volume(layout, source)
     if filled:
         warnings.append(
             f"slices {filled} (0 = most inferior in the file's order) were missing and are interpolated, not measured"
         )
-    row_spacing, column_spacing = (float(v) for v in first.get("PixelSpacing", [1.0, 1.0]))
+    row_spacing, column_spacing = layout.slices[0].pixel_spacing_mm
     image = sitk.GetImageFromArray(hu)
     image.SetSpacing((column_spacing, row_spacing, layout.spacing_mm))
     image.SetOrigin(layout.slices[0].position_mm or (0.0, 0.0, 0.0))
     image.SetDirection(
-        tuple(np.column_stack([series[0].row_cosines, series[0].column_cosines, series[0].normal]).ravel())
+        tuple(np.column_stack([first.row_cosines, first.column_cosines, first.normal]).ravel())
     )
-    return _volume(image, source, layout.slices[0].path, warnings, filled)
-
-
-def _read_multiframe(series: list[SliceHeader], source: str, warnings: list[str]) -> CTVolume:
-    """An enhanced (multi-frame) DICOM file, read by SimpleITK/GDCM with its rescale applied.
-
-    A series split over several files is refused: GDCM reads one file, and opening it alone
-    would silently drop the slices of the others.
-    """
-    if len(series) > 1:
-        raise InvalidVolumeError(
-            f"{source}: series {series[0].series_uid} is stored in {len(series)} files, at least one of them "
-            f"multi-frame ({_names([h.path for h in series])}: {n_slices(series)} slices in all); a multi-frame "
-            "series can be read only from a single file, and one part alone would lack the others' slices. "
-            "Convert the series to one NIfTI file (e.g. with dcm2niix) or export it as one file per slice."
-        )
-    path = series[0].path
-    try:
-        image = sitk.ReadImage(str(path), sitk.sitkFloat32)
-    except RuntimeError as exc:
-        raise InvalidVolumeError(
-            f"{path}: the multi-frame DICOM cannot be read ({str(exc).strip().splitlines()[-1]}); export it as one file per slice."
-        ) from exc
-    return _volume(image, str(path), path, warnings, [])
-
-
-def _volume(
-    image: sitk.Image, source: str, first_path: Path, warnings: list[str], filled: list[int]
-) -> CTVolume:
-    display, source_orientation = to_display(image)
-    oblique = oblique_warning(display)
-    if oblique:
-        warnings = [*warnings, oblique]
-    metadata: dict[str, Any] = _report_fields(first_path)
-    metadata["warnings"] = warnings
+    metadata = _report_fields(layout.slices[0])
     if filled:
         metadata["interpolated_slices"] = filled
+    if layout.resampled:
+        steps = np.diff(layout.offsets_mm)
+        metadata["resampled_slices"] = {
+            "measured": len(layout.slices),
+            "measured_steps_mm": [round(float(steps.min()), 4), round(float(steps.max()), 4)],
+            "spacing_mm": round(layout.spacing_mm, 4),
+        }
+    return _volume(image, source, warnings, metadata)
+
+
+def _volume(image: sitk.Image, source: str, warnings: list[str], metadata: dict[str, Any]) -> CTVolume:
+    display, source_orientation = to_display(image)
+    oblique = oblique_warning(display)
+    metadata["warnings"] = [*warnings, oblique] if oblique else warnings
     return CTVolume(
         sitk.GetArrayFromImage(display), geometry_of(display, source_orientation), source, metadata
     )
+
+
+def _scan_one_file(path: Path) -> HeaderScan:
+    if is_appledouble(path):
+        raise InvalidVolumeError(
+            f"{path} is a macOS '._' companion file (resource fork), not DICOM; open the file without '._' or its folder."
+        )
+    scan = read_headers([path])
+    if scan.n_dicom == 0:
+        raise InvalidVolumeError(
+            f"{path} is not a readable DICOM file (it is truncated, damaged or not DICOM); "
+            "export it again or open the folder of the whole series."
+        )
+    return scan
+
+
+def _whole_series_warning(path: Path, headers: list[SliceHeader]) -> list[str]:
+    """A single file opened while its folder holds the rest of its series: one slice of a scan."""
+    if not headers:
+        return []
+    n_more = slices_beside(path, headers[0].series_uid)
+    if not n_more:
+        return []
+    return [
+        f"opened 1 file; its folder holds {n_more} more slices of the same series: open the folder to read the whole scan"
+    ]
 
 
 def read_dicom(path: Path | list[Path], *, fill_missing_slices: bool = False) -> CTVolume:
@@ -513,6 +490,7 @@ def read_dicom(path: Path | list[Path], *, fill_missing_slices: bool = False) ->
     Damaged files among several are skipped with a warning naming them; a damaged single file,
     or a folder of nothing but damaged files, is refused.
     """
+    notes: list[str] = []
     if isinstance(path, list):
         source = f"{len(path)} DICOM files in {path[0].parent}" if path else "an empty list of files"
         scan = read_headers(path)
@@ -525,12 +503,8 @@ def read_dicom(path: Path | list[Path], *, fill_missing_slices: bool = False) ->
             )
     else:
         source = str(path)
-        scan = read_headers([path])
-        if scan.n_dicom == 0:
-            raise InvalidVolumeError(
-                f"{path} is not a readable DICOM file (it is truncated, damaged or not DICOM); "
-                "export it again or open the folder of the whole series."
-            )
+        scan = _scan_one_file(path)
+        notes = _whole_series_warning(path, scan.headers)
     if not scan.headers:
         if scan.damaged:
             raise InvalidVolumeError(
@@ -545,5 +519,5 @@ def read_dicom(path: Path | list[Path], *, fill_missing_slices: bool = False) ->
         scan.headers,
         source,
         fill_missing_slices=fill_missing_slices,
-        warnings=_damaged_warnings(scan.damaged),
+        warnings=[*notes, *_damaged_warnings(scan.damaged)],
     )
