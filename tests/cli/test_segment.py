@@ -134,6 +134,23 @@ def test_a_dicom_reader_warning_is_printed_once(tmp_path, dicom_folder, tiny_wei
     assert finished.stderr.count("not CT") == 1, finished.stderr
 
 
+def test_a_series_missing_a_slice_is_refused_unless_the_gap_may_be_filled(
+    tmp_path, dicom_folder, tiny_weights, capsys
+):
+    series = shutil.copytree(dicom_folder, tmp_path / "gap")
+    middle = sorted(series.iterdir())[len(list(series.iterdir())) // 2]
+    middle.unlink()
+    assert segment(series, "-o", tmp_path / "refused", "--model", "rdunet", weights=tiny_weights) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "misses slices" in error and "--fill-missing-slices" in error
+    out = tmp_path / "filled"
+    args = (series, "-o", out, "--model", "rdunet", "--fill-missing-slices")
+    assert segment(*args, weights=tiny_weights) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert any("interpolated" in warning for warning in report["warnings"]), report["warnings"]
+    assert read_ct(out / "lungs.nii.gz").shape == read_ct(dicom_folder).shape
+
+
 def test_several_inputs_give_one_folder_per_case_and_one_csv(tmp_path, ras_nifti, dicom_folder, tiny_weights):
     other = tmp_path / "copy" / ras_nifti.name  # same case name twice: made unique
     other.parent.mkdir()

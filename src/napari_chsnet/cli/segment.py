@@ -64,6 +64,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "through the training slices' window) and HU + 1024 apart; or say which (docs/io.md)",
     )  # fmt: skip
     parser.add_argument(
+        "--fill-missing-slices", action="store_true",
+        help="DICOM: interpolate the slices a series lacks (a gap in its positions) instead of refusing it; "
+        "the report lists the interpolated slices",
+    )  # fmt: skip
+    parser.add_argument(
         "--anonymize",
         action="store_true",
         help="leave names, IDs, UIDs, dates, descriptions, institution and the input path out of the reports "
@@ -153,14 +158,14 @@ def check_outputs(cases: list[Case], output: Path, overwrite: bool) -> None:
             )
 
 
-def _read(case: Case, intensity: str):
+def _read(case: Case, intensity: str, fill_missing_slices: bool):
     if case.source is None:
         from napari_chsnet.io.phantom import sample_ct
 
         return sample_ct().ct
     from napari_chsnet.io.readers import read_ct
 
-    return read_ct(case.source, intensity=intensity)
+    return read_ct(case.source, intensity=intensity, fill_missing_slices=fill_missing_slices)
 
 
 def _segment_with_bar(volume, settings, name: str):
@@ -274,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for case in cases:
         try:
-            volume = _read(case, args.intensity)
+            volume = _read(case, args.intensity, args.fill_missing_slices)
             result = _segment_with_bar(volume, settings, case.name)
             report = write_case(case, volume, result, csv_path, args.anonymize, args.overwrite)
         except CHSNetError as error:
