@@ -194,6 +194,17 @@ def test_a_volume_with_nan_is_refused_before_any_network_runs(phantom, tiny_weig
         segment_volume(CTVolume(hu, phantom.ct.geometry, "broken"), _settings(tiny_weights))
 
 
+def test_a_label_map_given_as_the_ct_is_refused_before_any_network_runs(phantom, tiny_weights):
+    """lungs.nii.gz segmented as a CT read as a normal chest (CT-0), exit 0."""
+    masks = CTVolume(phantom.lungs.astype(np.uint8), phantom.ct.geometry, "lungs.nii.gz")
+    steps = []
+    with pytest.raises(
+        InvalidVolumeError, match=r"lungs.nii.gz holds a label map \(values 0, 1, 2\), not a CT"
+    ):
+        segment_volume(masks, _settings(tiny_weights), on_progress=steps.append)
+    assert steps == []
+
+
 def test_a_volume_too_big_for_the_memory_is_refused_before_any_network_runs(
     phantom, tiny_weights, monkeypatch
 ):

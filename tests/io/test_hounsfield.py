@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from napari_chsnet.errors import ConfigError
+from napari_chsnet.errors import ConfigError, InvalidVolumeError
 from napari_chsnet.inference.intensity import hu_to_unit
 from napari_chsnet.io.hounsfield import (
     DISPLAY8,
@@ -118,13 +118,29 @@ def test_a_hu_file_is_read_unchanged_without_a_warning(tmp_path, chest_hu):
 
 def test_the_caller_can_say_what_the_values_are(tmp_path, chest_hu, windowed_8bit):
     path = write(tmp_path / "windowed.nii.gz", windowed_8bit(chest_hu))
-    as_hu = read_ct(path, intensity="hu")
-    assert as_hu.metadata["intensity"] == HU and as_hu.metadata["warnings"] == []
+    as_hu = read_ct(path, intensity="hu")  # the caller's call, but said
+    assert as_hu.metadata["intensity"] == HU
+    (warning,) = as_hu.metadata["warnings"]
+    assert "intensity given as hu although the values look like display8" in warning
     np.testing.assert_array_equal(as_hu.hu, windowed_8bit(chest_hu))
     said = read_ct(path, intensity="display8")
     assert any("intensity given as display8" in w for w in said.metadata["warnings"])
     with pytest.raises(ConfigError, match="intensity must be one of"):
         read_ct(path, intensity="8bit")
+
+
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        ("display8", "8-bit display values lie in 0-255"),
+        ("offset1024", r"which HU \+ 1024 storage never holds"),
+    ],
+)
+def test_an_intensity_the_values_rule_out_is_refused(tmp_path, chest_hu, given, why):
+    """A HU scan read as HU + 1024 got three times its lung volume and a report, exit 0."""
+    path = write(tmp_path / "hu.nii.gz", chest_hu)
+    with pytest.raises(InvalidVolumeError, match=f"the intensity given, {given}, cannot be right: .*{why}"):
+        read_ct(path, intensity=given)
 
 
 def test_a_file_without_air_is_read_as_hu_with_a_warning(tmp_path):

@@ -39,6 +39,7 @@ from napari_chsnet.inference.intensity import hu_to_unit
 from napari_chsnet.inference.postprocess import half_chest_side, postprocess_lungs
 from napari_chsnet.inference.preprocessing import lung_crop_box
 from napari_chsnet.inference.weights import LUNG_STAGE_MODEL, network_for, preprocessing_of, resolve_weights
+from napari_chsnet.io.hounsfield import is_label_map
 from napari_chsnet.io.memory import check_segmentation_fits
 from napari_chsnet.io.readers import count_non_finite
 from napari_chsnet.io.volume import CTVolume
@@ -164,6 +165,13 @@ def _check_volume(volume: CTVolume) -> None:
     if count_non_finite(hu):  # a slice at a time: no volume-sized mask
         raise InvalidVolumeError(
             f"{volume.source or 'the CT'} holds NaN or infinite values; fix or re-export the scan"
+        )
+    if is_label_map(hu):  # lungs.nii.gz given as the CT: a "CT-0" report of a mask, exit 0
+        levels = np.unique(hu[:: max(1, hu.shape[0] // 8)]).astype(int).tolist()
+        shown = ", ".join(map(str, levels[:6])) + (", …" if len(levels) > 6 else "")
+        raise InvalidVolumeError(
+            f"{volume.source or 'the CT'} holds a label map (values {shown}), not a CT; "
+            "segment the CT scan itself"
         )
     check_segmentation_fits(volume.source or "the CT", hu.size)
 

@@ -96,6 +96,24 @@ def assess_intensity(values: np.ndarray) -> IntensityAssessment:
     )
 
 
+def given_intensity_conflict(values: np.ndarray, kind: str) -> str | None:
+    """Why ``values`` cannot be stored as ``kind`` (None when they can): 8-bit display values lie in
+    0-255, and HU + 1024 storage keeps air near 0, never far below it."""
+    sample = _sample(values)
+    if sample.size == 0:
+        return None
+    low, high = float(sample.min()), float(sample.max())
+    if kind == DISPLAY8 and (low < 0 or high > 255):
+        return f"its values run from {low:g} to {high:g}, and 8-bit display values lie in 0-255"
+    below_air = float(np.mean(sample < _AIR_BELOW_HU))
+    if kind == OFFSET1024 and below_air >= 0.01:
+        return (
+            f"{100 * below_air:.0f} % of its values lie below -500, which HU + 1024 storage never holds "
+            "(its air is near 0)"
+        )
+    return None
+
+
 def is_label_map(values: np.ndarray) -> bool:
     """Whether ``values`` look like a mask file (e.g. the lungs.nii.gz ``chsnet segment`` writes) rather
     than a CT: whole numbers 0-255 with fewer distinct values than an 8-bit picture of a chest uses."""

@@ -17,11 +17,15 @@ import SimpleITK as sitk
 from napari_chsnet.errors import ConfigError, InvalidVolumeError
 from napari_chsnet.io.dicom import looks_like_dicom, read_dicom
 from napari_chsnet.io.hounsfield import (
+    DISPLAY8,
+    HU,
     INTENSITY_CHOICES,
     INTENSITY_KEY,
+    OFFSET1024,
     UNKNOWN,
     IntensityAssessment,
     assess_intensity,
+    given_intensity_conflict,
     intensity_warning,
     to_hounsfield,
 )
@@ -103,11 +107,11 @@ def in_hounsfield_units(volume: CTVolume, intensity: str = "auto") -> CTVolume:
         InvalidVolumeError: a DICOM series of another modality (MR, PET…) whose values do not look
             like HU, with ``intensity="auto"``: graded as CT it would get a severity report of noise.
     """
-    assessment = (
-        assess_intensity(volume.hu)
-        if intensity == "auto"
-        else IntensityAssessment(intensity, "given by the caller")
-    )
+    if intensity == "auto":
+        assessment = assess_intensity(volume.hu)
+    else:
+        _check_given_intensity(volume, intensity)
+        assessment = IntensityAssessment(intensity, "given by the caller")
     _check_modality(volume, assessment)
     volume.metadata[INTENSITY_KEY] = assessment.kind
     message = intensity_warning(assessment, intensity)
@@ -115,6 +119,23 @@ def in_hounsfield_units(volume: CTVolume, intensity: str = "auto") -> CTVolume:
         volume.metadata.setdefault("warnings", []).append(message)
     volume.hu = to_hounsfield(volume.hu, assessment.kind)
     return volume
+
+
+def _check_given_intensity(volume: CTVolume, intensity: str) -> None:
+    """Refuse an intensity the values rule out (HU read as HU + 1024 gave P001 three times its lung
+    volume, exit 0); HU given for values that look stored otherwise is the caller's call, warned."""
+    conflict = given_intensity_conflict(volume.hu, intensity)
+    if conflict:
+        raise InvalidVolumeError(
+            f"{volume.source}: the intensity given, {intensity}, cannot be right: {conflict}; "
+            "leave it to auto or give the kind that fits (docs/io.md)."
+        )
+    if intensity == HU:
+        looks = assess_intensity(volume.hu)
+        if looks.kind in (DISPLAY8, OFFSET1024):
+            volume.metadata.setdefault("warnings", []).append(
+                f"intensity given as hu although the values look like {looks.kind} ({looks.reason}); read as HU as asked"
+            )
 
 
 def _check_modality(volume: CTVolume, assessment: IntensityAssessment) -> None:
