@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_chsnet.errors import ConfigError, OutputExistsError, WeightsError
+from napari_chsnet.errors import ConfigError, InvalidVolumeError, OutputExistsError, WeightsError
 from napari_chsnet.training import finetune as finetune_module
 from napari_chsnet.training.augment import AugmentSettings
 from napari_chsnet.training.checkpoints import file_sha256, load_checkpoint
@@ -93,6 +93,7 @@ def test_new_version_is_a_complete_set_and_the_base_is_untouched(tiny_set, phant
     assert file_sha256(result.weights_dir / "chsnet.safetensors") == before["chsnet.safetensors"]
     assert result.corrected_slices == 2 and steps[-1] == (1, 1)  # only the two edited slices, batch 4
     assert [v.path for v in list_versions("rdunet")] == [result.weights_dir]
+    assert result.weights_dir.stat().st_mode & 0o777 == 0o755  # shared like its files, not owner-only
 
 
 def test_cancel_leaves_nothing_written(tiny_set, phantom):
@@ -160,6 +161,20 @@ def test_chsnet_lung_stage_is_tuned_on_request(tiny_set, phantom):
 def test_bad_arguments_are_refused_before_training(tiny_set, phantom, kwargs, error, message):
     with pytest.raises(error, match=message):
         finetune(tiny_set, cases=[(phantom.ct, phantom.lungs, phantom.infection)], **kwargs)
+
+
+def test_masks_that_cannot_be_what_they_claim_are_refused_before_training(tiny_set, phantom):
+    """Swapped masks trained and wrote a weights set (Dice 0.08 -> 0.09), exit 0."""
+    swapped = [(phantom.ct, phantom.infection, phantom.lungs)]
+    with pytest.raises(
+        InvalidVolumeError, match="of the infection mask lies outside the lungs; are the lungs"
+    ):
+        finetune(tiny_set, "rdunet", swapped, epochs=1)
+    relabelled = phantom.lungs.copy()
+    relabelled[relabelled == 2] = 4
+    with pytest.raises(InvalidVolumeError, match=r"the lungs mask holds label\(s\) 4; lungs are 1 \(right\)"):
+        finetune(tiny_set, "rdunet", [(phantom.ct, relabelled, phantom.infection)], epochs=1)
+    assert list_versions("rdunet") == []
 
 
 def test_missing_weights_and_existing_output_are_refused(tmp_path, tiny_set, phantom):

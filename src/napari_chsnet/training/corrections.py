@@ -25,6 +25,7 @@ import numpy as np
 
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.volume import CTVolume
+from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 from napari_chsnet.training.datasets import LabelledSlice, slices_of_volume, slices_with_lung
 from napari_chsnet.training.versions import corrections_dir
 
@@ -60,6 +61,7 @@ class CorrectedCase:
                     f"case {self.name}: the {label} mask has shape {tuple(mask.shape)} but the CT has {self.ct.shape}; "
                     "masks must lie on the CT's voxel grid"
                 )
+        self._check_mask_values()
         if self.edited_slices is not None:
             bad = [z for z in self.edited_slices if not 0 <= z < self.ct.shape[0]]
             if bad:
@@ -67,6 +69,25 @@ class CorrectedCase:
                     f"case {self.name}: edited slices {bad} lie outside 0..{self.ct.shape[0] - 1}"
                 )
             self.edited_slices = tuple(sorted({int(z) for z in self.edited_slices}))
+
+    def _check_mask_values(self) -> None:
+        """Refuse masks that cannot be what they claim: lung labels other than 1 (right) and 2 (left),
+        or an infection mask lying mostly outside the lungs (the two masks swapped, or one drawn on
+        another scan), which fine-tuning would learn as truth."""
+        if self.lungs.size and (self.lungs.min() < 0 or self.lungs.max() > LEFT_LUNG):
+            labels = [int(v) for v in np.unique(self.lungs) if v < 0 or v > LEFT_LUNG]
+            raise InvalidVolumeError(
+                f"case {self.name}: the lungs mask holds label(s) {', '.join(map(str, labels[:5]))}; lungs are "
+                f"{RIGHT_LUNG} (right) and {LEFT_LUNG} (left), 0 elsewhere: is it the lung mask?"
+            )
+        infected = np.count_nonzero(self.infection)
+        if infected:
+            outside = infected - np.count_nonzero(self.infection[self.lungs > 0])
+            if outside > 0.5 * infected:
+                raise InvalidVolumeError(
+                    f"case {self.name}: {100 * outside / infected:.0f} % of the infection mask lies outside the lungs; "
+                    "are the lungs and infection masks swapped, or drawn on another scan?"
+                )
 
     @classmethod
     def from_files(

@@ -188,6 +188,7 @@ def finetune(
     root = target.parent
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}.", suffix=".tmp"))
+    staging.chmod(0o755)  # mkdtemp makes it owner-only; a weights set is meant to be shared, as its files
     try:
         tuned = _tune(
             model,
