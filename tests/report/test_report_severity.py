@@ -158,6 +158,23 @@ def test_a_lone_speck_does_not_turn_a_normal_lung_into_ct1():
     assert compute_severity(lungs, infection, ONE_MM, min_lesion_ml=0).right.grade == "CT-1"
 
 
+@pytest.mark.parametrize(("infected_voxels", "warned"), [(0, False), (19, True), (20, False), (200, False)])
+def test_involvement_under_one_percent_is_graded_ct1_with_a_warning_that_it_may_be_nothing(
+    infected_voxels, warned
+):
+    """normal001 read 0.2 % (6.9 mL at the diaphragm domes and pericardial fat) as CT-1 with no word."""
+    lungs, right, _ = two_lungs()  # 2000 voxels: 20 voxels are 1 %
+    report = compute_severity(lungs, infect(lungs.shape, right[:infected_voxels]), ONE_MM, min_lesion_ml=0)
+    assert report.right.grade == ("CT-1" if infected_voxels else "CT-0")
+    minimal = [w for w in report.warnings if w.startswith("Involvement is under 1 %")]
+    assert bool(minimal) == warned
+    if warned:
+        assert (
+            f"({infected_voxels / 1000:.1f} mL)" in minimal[0]
+            and "before reading the CT-1 grade" in minimal[0]
+        )
+
+
 def test_diagonal_voxels_form_one_26_connected_component():
     mask = np.zeros((4, 4, 4), dtype=bool)
     for i in range(4):

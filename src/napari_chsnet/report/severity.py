@@ -65,6 +65,10 @@ _VOLUME_RTOL = 1e-9
 MIN_PLAUSIBLE_LUNG_ML = 100.0
 # Infection outside both lung masks is warned about from this share of all infection found on.
 OUTSIDE_WARNING_SHARE = 0.05
+# Overall involvement under this is within what the bundled models mark on a normal scan (normal001:
+# CHS-Net 0.2 %, EAMC 0.6 %, RD-UNet 0.9 %, at the diaphragm domes and pericardial fat): the grade stays
+# CT-1 (a small real lesion looks the same), and a warning says it may be nothing.
+MINIMAL_INVOLVEMENT_PCT = 1.0
 
 
 def json_float(value: float) -> float:
@@ -373,7 +377,9 @@ def clean_infection(
 def _warnings(
     per_side: dict[str, LungSeverity], uncounted: UncountedInfection, counted_ml: float
 ) -> list[str]:
-    warnings = [
+    lung_ml = sum(lung.volume_ml for lung in per_side.values())
+    warnings = _minimal_involvement_warning(counted_ml, lung_ml)
+    warnings += [
         f"The {side} lung mask is empty: its figures are 0 and its grade CT-0 means 'not measured', not 'normal'."
         for side, lung in per_side.items()
         if lung.empty
@@ -395,6 +401,16 @@ def _warnings(
             "outside both lung masks and is not counted: check that the lungs layer covers the diseased lung."
         )
     return warnings
+
+
+def _minimal_involvement_warning(infected_ml: float, lung_ml: float) -> list[str]:
+    if not infected_ml or not lung_ml or 100 * infected_ml / lung_ml >= MINIMAL_INVOLVEMENT_PCT:
+        return []
+    return [
+        f"Involvement is under {MINIMAL_INVOLVEMENT_PCT:g} % ({infected_ml:.1f} mL): within what the bundled models mark "
+        "on a normal scan (partial volume over the diaphragm domes, pericardial fat, dependent density). Look at the "
+        "marked regions before reading the CT-1 grade as disease."
+    ]
 
 
 def _count_per_lung(lungs: np.ndarray, mask: np.ndarray) -> tuple[dict[str, int], dict[str, int]]:
