@@ -188,3 +188,31 @@ def test_auto_rotation_turns_semiseg_like_slices_back_and_says_so(tmp_path, caps
     assert main([*args, "--rotate", "90"]) == 0
     explicit = json.loads(capsys.readouterr().out)
     assert auto["per_image"] == explicit["per_image"]
+
+
+def test_16_bit_images_are_refused_and_16_bit_masks_are_kept(semiseg_like, tiny_weights, tmp_path, capsys):
+    """A 16-bit slice (an HU + 1024 export) was squeezed into 8 bits and scored Dice 0 with exit 0."""
+    images, masks = semiseg_like
+    wide = tmp_path / "images_16bit"
+    wide.mkdir()
+    for path in sorted(images.glob("slice_*")):
+        pixels = np.asarray(Image.open(path).convert("L")).astype(np.uint16) * 16
+        Image.fromarray(pixels).save(wide / f"{path.stem}.png")
+    assert Image.open(wide / "slice_4.png").mode.startswith("I;16")
+    args = ["evaluate", "--masks", str(masks), "--weights", str(tiny_weights), "--rotate", "90", "--json"]
+    assert main([*args, "--images", str(wide)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and captured.out == "", captured
+    assert "images_16bit" in lines[0] and "16-bit" in lines[0] and "I;16" in lines[0] and "8-bit" in lines[0]
+
+    assert main([*args, "--images", str(images)]) == 0
+    reference = json.loads(capsys.readouterr().out)["per_image"]
+    for scale in (1, 65535):  # 16-bit masks of 0/1 and of 0/65535 score as the 0/255 ones
+        folder = tmp_path / f"masks_16bit_{scale}"
+        folder.mkdir()
+        for path in sorted(masks.iterdir()):
+            target = np.asarray(Image.open(path).convert("L")) > 127
+            Image.fromarray((target * scale).astype(np.uint16)).save(folder / path.name)
+        assert main([*args, "--images", str(images), "--masks", str(folder)]) == 0
+        assert json.loads(capsys.readouterr().out)["per_image"] == reference, scale

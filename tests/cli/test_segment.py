@@ -381,3 +381,165 @@ def test_a_failed_overwrite_keeps_the_old_set_and_the_batch_goes_on(
     assert {p: p.stat().st_mtime_ns for p in first} == first  # the old set is whole
     assert all(p.stat().st_mtime_ns != t for p, t in before.items() if p.parent.name == "series_a")
     assert sorted(p.name for p in out.iterdir()) == ["case_ras", "report.csv", "series_a"]  # no staging left
+
+
+def _never_read(monkeypatch):
+    """Fail the test if a scan is read: the refusal must come first."""
+    import napari_chsnet.cli.segment as segment_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a scan was read before the refusal")
+
+    monkeypatch.setattr(segment_module, "_read", refuse)
+
+
+def test_a_csv_path_that_is_a_folder_is_refused_before_any_scan(
+    tmp_path, ras_nifti, dicom_folder, tiny_weights, monkeypatch, capsys
+):
+    """It was found only after every case was segmented ('2 of 2 cases failed; the others were written')."""
+    out = tmp_path / "out"
+    (out / "report.csv").mkdir(parents=True)
+    _never_read(monkeypatch)
+    assert segment(ras_nifti, dicom_folder, "-o", out, "--model", "rdunet", weights=tiny_weights) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "report.csv" in err[0] and "folder" in err[0], err
+    assert sorted(p.name for p in out.iterdir()) == ["report.csv"]
+
+
+def test_overwrite_replaces_the_case_row_of_the_csv(tmp_path, ras_nifti, dicom_folder, tiny_weights):
+    out = tmp_path / "out"
+    args = (ras_nifti, dicom_folder, "-o", out, "--model", "rdunet")
+    assert segment(*args, weights=tiny_weights) == 0
+    first = list(csv.DictReader((out / "report.csv").open()))
+    assert segment(*args, "--overwrite", weights=tiny_weights) == 0
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert [row["case"] for row in rows] == ["case_ras", "series_a"]  # replaced, not appended
+    for row, old, case in zip(rows, first, ("case_ras", "series_a"), strict=True):
+        assert row["timestamp"] == json.loads((out / case / "report.json").read_text())["timestamp"]
+        assert row["timestamp"] >= old["timestamp"]
+    refused = segment(ras_nifti, "-o", out / "case_ras", "--model", "rdunet", weights=tiny_weights)
+    assert refused == 2  # without --overwrite nothing changes: existing outputs are refused
+
+
+def test_a_batch_rerun_without_overwrite_still_appends(tmp_path, ras_nifti, dicom_folder, tiny_weights):
+    out = tmp_path / "out"
+    assert segment(ras_nifti, "-o", out / "one", "--model", "rdunet", weights=tiny_weights) == 0
+    shutil.copy(out / "one" / "report.csv", out / "report.csv")  # a row of case_ras from elsewhere
+    assert segment(ras_nifti, dicom_folder, "-o", out, "--model", "rdunet", weights=tiny_weights) == 0
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert [row["case"] for row in rows] == ["case_ras", "case_ras", "series_a"]
+
+
+def test_the_same_input_twice_is_refused_before_any_work(
+    tmp_path, ras_nifti, tiny_weights, monkeypatch, capsys
+):
+    _never_read(monkeypatch)
+    out = tmp_path / "out"
+    assert segment(ras_nifti, ras_nifti, "-o", out, weights=tiny_weights) == 2
+    one_error_line(capsys, str(ras_nifti), "given twice")
+    link = tmp_path / "link.nii.gz"
+    link.symlink_to(ras_nifti)
+    other_spelling = ras_nifti.parent / ".." / ras_nifti.parent.name / ras_nifti.name
+    for again in (link, other_spelling):
+        assert segment(ras_nifti, again, "-o", out, weights=tiny_weights) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_failed_case_leaves_no_empty_folder_but_keeps_the_users(tmp_path, ras_nifti, tiny_weights, capsys):
+    broken = _write(tmp_path / "broken.nii.gz", b"not gzip at all")
+    damaged = _write(tmp_path / "damaged.nii.gz", b"not gzip either")
+    out = tmp_path / "out"
+    (out / "damaged").mkdir(parents=True)  # the user's (empty) folder: not this run's to remove
+    assert segment(ras_nifti, broken, damaged, "-o", out, "--model", "rdunet", weights=tiny_weights) == 2
+    assert "2 of 3 cases failed" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["case_ras", "damaged", "report.csv"]
+    assert segment(broken, damaged, "-o", tmp_path / "none", weights=tiny_weights) == 2
+    assert "all 2 cases failed" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
+def test_an_unreadable_input_says_so(tmp_path, ras_nifti, tiny_weights, monkeypatch, capsys):
+    """It was reported as 'does not exist … damaged' by the reader."""
+    import os
+
+    locked = tmp_path / "locked.nii.gz"
+    shutil.copy(ras_nifti, locked)
+    locked.chmod(0)
+    if os.geteuid() == 0:  # root reads anything: let os.access answer as it does for other users
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    _never_read(monkeypatch)
+    try:
+        assert segment(locked, "-o", tmp_path / "out", weights=tiny_weights) == 2
+        line = one_error_line(capsys, "cannot read", str(locked), "permission denied")
+        assert "does not exist" not in line and "damaged" not in line
+    finally:
+        locked.chmod(0o644)
+
+
+def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(tmp_path, ras_nifti, tiny_weights):
+    """`timeout` and SLURM send SIGTERM: it left OUTDIR/.chsnet-staging-*/ with partial files."""
+    import signal
+    import time
+
+    out, started = tmp_path / "out", tmp_path / "writing_pdf"
+    args = ["segment", str(ras_nifti), "-o", str(out), "--model", "rdunet"]
+    args += ["--device", "cpu", "--weights", str(tiny_weights)]
+    code = (
+        "import sys, time, pathlib\n"
+        "import napari_chsnet.report as report\n"
+        "def stuck(*args, **kwargs):\n"
+        f"    pathlib.Path({str(started)!r}).touch()\n"
+        "    time.sleep(120)\n"
+        "report.write_report_pdf = stuck\n"
+        "from napari_chsnet.cli import run\n"
+        f"sys.argv[1:] = {args!r}\n"
+        "run()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not started.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), child.communicate(timeout=60)
+        assert list(out.glob(".chsnet-staging-*/lungs.nii.gz"))  # the partial set is there now
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 143, err
+    assert "terminated" in err and "Traceback" not in err, err
+    assert not out.exists() or list(out.iterdir()) == [], list(out.iterdir())
+
+
+def test_info_says_that_segment_needs_weights_for_the_active_version(monkeypatch, tmp_path, capsys):
+    home = tmp_path / "home"
+    version = home / "weights" / "chsnet" / "20261205-090045"
+    version.mkdir(parents=True)
+    (version / "version.json").write_text(json.dumps({"model": "chsnet", "cases": ["p001"]}))
+    (home / "weights" / "active.json").write_text(json.dumps({"chsnet": "20261205-090045"}))
+    monkeypatch.setenv("CHSNET_HOME", str(home))
+    assert main(["info"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "chsnet: 1 fine-tuned" in line)
+    assert "active in napari: 20261205-090045" in line
+    assert f"chsnet segment uses it only with --weights {version}" in line and "bundled" in line
+    (home / "weights" / "active.json").write_text(json.dumps({"chsnet": "bundled"}))
+    assert main(["info"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "chsnet: 1 fine-tuned" in line)
+    assert "none active" in line and "--weights" not in line
+
+
+@pytest.mark.parametrize("command", ["segment", "evaluate", "train", "finetune"])
+def test_help_shows_no_empty_defaults(command, capsys):
+    assert main([command, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for noise in ("(default: None)", "(default: [])", "(default: False)"):
+        assert noise not in text, (noise, text)
+    if command == "finetune":
+        assert text.count("(default: bundled)") == 1 and "(default: 5)" in text
+    if command == "segment":
+        assert "(default: 0.5)" in text and "report.csv rows of a case" in text

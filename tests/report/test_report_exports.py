@@ -216,6 +216,49 @@ def test_csv_appends_across_runs_with_one_header(synthetic_case, tmp_path):
     assert rows[0]["model"] == "chsnet" and rows[0]["timestamp"] == "2024-01-02T03:04:05+00:00"
 
 
+def test_a_case_written_again_replaces_its_rows_in_place(synthetic_case, tmp_path, monkeypatch):
+    """``chsnet segment --overwrite``: the earlier rows describe files that no longer exist."""
+    target = tmp_path / "report.csv"
+    base = make_report(synthetic_case, input_path="/scans/a.nii.gz")
+    for case, stamp in (("a", "1"), ("b, with comma", "1"), ("a", "2"), ("c", "1")):
+        append_report_csv(target, dict(base, case=case, timestamp=stamp))
+    before = list(csv.DictReader(target.open(encoding="utf-8")))
+    assert [(r["case"], r["timestamp"]) for r in before] == [
+        ("a", "1"),
+        ("b, with comma", "1"),
+        ("a", "2"),
+        ("c", "1"),
+    ]
+    written = []
+    real_write = exports_module._write_text
+    monkeypatch.setattr(
+        exports_module, "_write_text", lambda path, text: written.append(path) or real_write(path, text)
+    )
+
+    append_report_csv(target, dict(base, case="a", timestamp="3", model="rdunet"), replace_case=True)
+    rows = list(csv.DictReader(target.open(encoding="utf-8")))
+    assert [(r["case"], r["timestamp"]) for r in rows] == [("a", "3"), ("b, with comma", "1"), ("c", "1")]
+    assert rows[0]["model"] == "rdunet" and rows[1:] == [before[1], before[3]]
+    assert written == [target]  # whole, through the atomic writer
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.csv"]
+
+    append_report_csv(target, dict(base, case="d", timestamp="1"), replace_case=True)  # a new case: appended
+    append_report_csv(target, dict(base, case="c", timestamp="2"))  # without replace_case: appended as before
+    rows = list(csv.DictReader(target.open(encoding="utf-8")))
+    assert [(r["case"], r["timestamp"]) for r in rows] == [
+        ("a", "3"), ("b, with comma", "1"), ("c", "1"), ("d", "1"), ("c", "2"),
+    ]  # fmt: skip
+    assert target.read_text(encoding="utf-8").splitlines()[0] == ",".join(CSV_COLUMNS)
+
+
+def test_replacing_a_case_row_keeps_a_csv_with_other_columns_untouched(synthetic_case, tmp_path):
+    target = tmp_path / "results.csv"
+    target.write_text("patient,volume\np1,3\n", encoding="utf-8")
+    with pytest.raises(ReportFormatError, match="new CSV"):
+        append_report_csv(target, make_report(synthetic_case), replace_case=True)
+    assert target.read_text(encoding="utf-8") == "patient,volume\np1,3\n"
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="no file lock on Windows")
 def test_concurrent_csv_appends_keep_every_row(synthetic_case, tmp_path, monkeypatch):
     # Two runs appending into one folder: without a lock each rewrites the file it read, dropping rows.

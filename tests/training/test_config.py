@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,57 @@ def test_the_torchrun_entry_point_has_help_and_refuses_a_missing_config_in_one_l
     refused = subprocess.run([*module, str(missing)], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2
     assert refused.stderr.strip().count("\n") == 0 and "absent.yaml" in refused.stderr, refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"learning_rate": float("inf")}, "learning_rate"),
+        ({"learning_rate": "nan"}, "learning_rate"),
+        ({"learning_rate": "1e999"}, "learning_rate"),
+        ({"max_minutes": float("inf")}, "max_minutes"),
+        ({"ema_decay": float("nan")}, "ema_decay"),
+        ({"data": {"pseudo_weight": float("nan")}}, "data: pseudo_weight"),
+        ({"data": {"phantom_anatomy_variation": float("inf")}}, "data: phantom_anatomy_variation"),
+        ({"augment": {"rotation_deg": float("nan")}}, "augment: rotation_deg"),
+        ({"augment": {"gamma": float("inf")}}, "augment: gamma"),
+        ({"eamc": {"learning_rates": [1e-3, float("nan")]}}, "eamc: learning_rates[1]"),
+        ({"loss": "tversky", "loss_options": {"alpha": float("nan")}}, "loss_options.alpha"),
+        ({"loss": "tversky", "loss_options": {"beta": float("inf")}}, "loss_options.beta"),
+        ({"network": {"base_channels": 4, "dropout": float("nan")}}, "network.dropout"),
+    ],
+)
+def test_every_float_setting_must_be_finite(raw, key):
+    """NaN or infinity crashed training (exit 1) or trained to a NaN loss and wrote Infinity to metrics.json."""
+    with pytest.raises(ConfigError, match=rf"test.yaml:? {re.escape(key)} must be a finite number"):
+        config_from_dict({"model": "eamc" if "eamc" in raw else "rdunet", **raw}, "test.yaml")
+
+
+def test_yaml_nan_and_inf_are_refused_by_name(tmp_path):
+    path = tmp_path / "lr.yaml"
+    for text in (".nan", ".inf", "-.inf", ".NaN"):
+        path.write_text(f"model: rdunet\nlearning_rate: {text}\n")
+        with pytest.raises(ConfigError, match="learning_rate must be a finite number") as error:
+            load_config(path)
+        assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("model: chsnet\nstage: [lungs\n", ("line 3, column 1", "expected ','", "flow sequence at line 2")),
+        ("model: chsnet\n epochs: 2\n  x: 1\n", ("line 2, column 8", "mapping values are not allowed")),
+        ("model: chsnet\n\tepochs: 2\n", ("line 2, column 1", "cannot start any token")),
+        ("model: *undefined\n", ("line 1, column 8", "undefined alias")),
+    ],
+)
+def test_malformed_yaml_is_one_line_with_where_and_what(tmp_path, text, fragments):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{path} is not valid YAML: "), message
+    for fragment in fragments:
+        assert fragment in message, message

@@ -190,7 +190,7 @@ def test_overwrite_never_deletes_the_base_set_or_a_folder_it_did_not_write(tmp_p
     case = [(phantom.ct, phantom.lungs, phantom.infection, [3])]
     before = _hashes(tiny_set)
     for output in (tiny_set, tiny_set / "inside", tiny_set.parent):
-        with pytest.raises(OutputExistsError, match="only reads"):
+        with pytest.raises(OutputExistsError, match="which is only read, never written"):
             finetune(tiny_set, "rdunet", case, output=output, overwrite=True, epochs=1, replay=0.0)
     thesis = tmp_path / "my_project"
     thesis.mkdir()

@@ -2,24 +2,30 @@
 
 ``main(argv)`` returns the exit code so tests call it in-process: 0 ok, 2 bad input or settings (one
 line on stderr: argparse's message or a ``CHSNetError``), 1 internal error (traceback on stderr),
-141 (as a shell reports SIGPIPE) when the reader of stdout went away, e.g. ``chsnet info | head``.
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM, as ``timeout`` and SLURM send it; it raises
+``Terminated`` so that the same cleanup as Ctrl-C's runs), 141 (as a shell reports SIGPIPE) when the
+reader of stdout went away, e.g. ``chsnet info | head``.
 Heavy modules (torch, the networks) are imported by the subcommands when they run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import os
+import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from napari_chsnet.errors import CHSNetError
 
 PROG = "chsnet"
 BROKEN_PIPE_EXIT = 141
+INTERRUPTED_EXIT = 130  # 128 + SIGINT
+TERMINATED_EXIT = 143  # 128 + SIGTERM
 # Subcommands written elsewhere: registered when their module exists (each has add_parser and run).
 _OPTIONAL_SUBCOMMANDS = ("napari_chsnet.cli.train", "napari_chsnet.cli.finetune")
 
@@ -56,6 +62,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived. A KeyboardInterrupt, so that what cleans up after Ctrl-C (``finally`` blocks
+    removing staging folders and temporary files; nothing catches it as an ``Exception``) runs too."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While a command runs, SIGTERM raises ``Terminated`` in the main thread instead of ending the
+    process on the spot (which would leave half-written files); the previous handler comes back after."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGTERM here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``chsnet`` with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
     parser = build_parser()
@@ -64,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "run", None) is None:
             parser.print_help(sys.stderr)
             return 2
-        code = int(args.run(args) or 0)
+        with _sigterm_raises():
+            code = int(args.run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
         return code
     except SystemExit as stop:  # argparse: --help, --version, or a usage error (already printed)
@@ -72,9 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CHSNetError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"{PROG}: terminated (SIGTERM)", file=sys.stderr)
+        return TERMINATED_EXIT
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED_EXIT
     except BrokenPipeError:  # not a bug: the pipe's reader closed early
         _silence_stdout()
         return BROKEN_PIPE_EXIT

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_chsnet.cli.options import add_model_options
+from napari_chsnet.cli.options import DefaultsHelpFormatter, add_model_options
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.inference.orientation import ROTATIONS, estimate_rotation, upright
 
@@ -44,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="score a model on labelled 2-D slices (8-bit images, 0/255 or label-image masks)",
         description="Score the infection (or lung) segmentation on 8-bit PNG/JPG slices against masks (0/255 or label images) matched by "
         "file stem; prints the paper metrics averaged over images (mean) and over all pixels (pooled).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of 8-bit slices")
     parser.add_argument(
@@ -106,10 +106,37 @@ def _rotation(value: str) -> str | int:
     raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from auto, 0, 90, 180, 270)")
 
 
+def check_8bit_images(paths: list[Path]) -> None:
+    """Every image stores 8 bits per channel (grey, RGB, palette), read from the headers only.
+
+    A 16-bit or float slice (an HU + 1024 export, mode ``I;16``) would be squeezed into 8 bits by the
+    reader and score Dice 0 without a word; masks may be 16-bit (their labels are kept).
+    """
+    from PIL import Image, ImageMode
+
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                mode = image.mode
+        except (OSError, ValueError) as exc:
+            raise InvalidVolumeError(f"{path} is not a readable image ({exc})") from exc
+        try:
+            bits = int(ImageMode.getmode(mode).typestr[2:]) * 8
+        except (KeyError, ValueError):
+            bits = 0  # a mode PIL cannot describe: not one of the 8-bit ones
+        if bits != 8:
+            depth = f"{bits}-bit" if bits else "not 8-bit"
+            raise InvalidVolumeError(
+                f"image {path} is {depth} (PIL mode {mode}); evaluate scores 8-bit slices (display values "
+                "0-255 through a lung window): export the images as 8-bit PNG or JPG"
+            )
+
+
 def _read_pairs(pairs: list[tuple[Path, Path]]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(8-bit image, boolean mask) of each pair, as stored (``upright`` turns them afterwards)."""
     from napari_chsnet.training.datasets import read_gray_image, read_label_image
 
+    check_8bit_images([image_path for image_path, _ in pairs])
     images, values = [], []
     for image_path, mask_path in pairs:
         pixels, stored = read_gray_image(image_path), read_label_image(mask_path)

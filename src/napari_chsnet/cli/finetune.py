@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from napari_chsnet.cli._common import run_reporting_errors
-from napari_chsnet.cli.options import fraction, positive_float, positive_int
+from napari_chsnet.cli.options import DefaultsHelpFormatter, fraction, positive_float, positive_int
 from napari_chsnet.errors import ConfigError
 from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, MODEL_KEYS
 
@@ -19,7 +19,7 @@ HELP = "fine-tune a model on corrected lung and infection masks"
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "finetune", help=HELP, description=HELP, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        "finetune", help=HELP, description=HELP, formatter_class=DefaultsHelpFormatter
     )
     parser.add_argument("--model", choices=MODEL_KEYS, default=DEFAULT_MODEL, help="which network to tune")
     parser.add_argument(

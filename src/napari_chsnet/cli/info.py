@@ -1,8 +1,13 @@
-"""``chsnet info``: versions, devices, and where weights are looked up (answers without loading a model)."""
+"""``chsnet info``: versions, devices, and where weights are looked up (answers without loading a model).
+
+A fine-tuned version chosen in napari ("active") is what napari segments with; ``chsnet segment``
+takes the bundled weights unless ``--weights`` names a set, so info prints the path to pass.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_chsnet.report.manifest import software_versions
     from napari_chsnet.resources_path import bundled_weights_dir
     from napari_chsnet.training.checkpoints import file_sha256
-    from napari_chsnet.training.versions import active_choice, list_versions, user_weights_dir
+    from napari_chsnet.training.versions import list_versions, user_weights_dir
 
     for name, version in software_versions().items():
         print(f"{name:<14}{version}")
@@ -44,5 +49,23 @@ def run(args: argparse.Namespace) -> int:
     for model in MODEL_KEYS:
         versions = list_versions(model)
         if versions:
-            print(f"  {model}: {len(versions)} fine-tuned version(s), active: {active_choice(model)}")
+            print(f"  {model}: {len(versions)} fine-tuned version(s); {_active_line(model)}")
     return 0
+
+
+def _active_line(model: str) -> str:
+    """Which set napari segments ``model`` with, and that ``chsnet segment`` only takes it when told."""
+    from napari_chsnet.errors import WeightsError
+    from napari_chsnet.training.versions import BUNDLED, active_choice, weights_set_dir
+
+    choice = active_choice(model)
+    if choice == BUNDLED:
+        return "none active: napari and chsnet segment use the bundled weights"
+    try:
+        folder = weights_set_dir(model, choice)
+    except WeightsError:
+        return f"active in napari: {choice}, which is missing, so napari uses the bundled weights"
+    return (
+        f"active in napari: {choice}; chsnet segment uses it only with --weights {shlex.quote(str(folder))} "
+        "(without --weights: the bundled weights)"
+    )

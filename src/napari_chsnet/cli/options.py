@@ -54,6 +54,25 @@ fraction = _number(  # a number in [0, 1)
 )
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: …)`` after an option's help only where it says something: not for ``None`` or an
+    empty list (an option that is simply not given), not for a flag's ``False``, and not where the help
+    already names the default (``(default: bundled)``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            default is None
+            or default is argparse.SUPPRESS
+            or (isinstance(default, (list, tuple)) and not default)
+            or (default is False and action.nargs == 0)
+            or "default" in text
+        ):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", choices=MODEL_KEYS, default=DEFAULT_MODEL, help="network to segment the infection with"

@@ -3,12 +3,13 @@
 One input writes into OUTDIR; several inputs write one subfolder per case and one ``report.csv`` in
 OUTDIR. Every check that can fail (inputs exist, outputs free, device present, weights readable) runs
 before any scan is read, so a typo never costs a long run. ``report.csv`` is appended to (one row per
-case, across runs), never refused or replaced.
+case, across runs); with ``--overwrite`` a case's earlier rows are replaced by its new one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -16,7 +17,13 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from napari_chsnet.cli.options import add_model_options, non_negative_float, positive_int, probability
+from napari_chsnet.cli.options import (
+    DefaultsHelpFormatter,
+    add_model_options,
+    non_negative_float,
+    positive_int,
+    probability,
+)
 from napari_chsnet.errors import CHSNetError, InvalidVolumeError, OutputError, OutputExistsError
 from napari_chsnet.io.hounsfield import INTENSITY_CHOICES
 from napari_chsnet.report.severity import DEFAULT_MIN_LESION_ML
@@ -44,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Segment the lungs (1 = right, 2 = left) and COVID-19 infection of each CT and write "
         "lungs.nii.gz, infection.nii.gz, probability.nii.gz (in the scan's geometry), report.json, report.csv "
         "and report.pdf. Several inputs: one subfolder per case, one report.csv.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument(
         "inputs", nargs="*", type=Path, metavar="INPUT",
@@ -74,7 +81,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="leave names, IDs, UIDs, dates, descriptions, institution and the input path out of the reports "
         "(the case name, the input's file or folder name, stays: name inputs accordingly)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace existing output files; the report.csv rows of a case written again are replaced by its "
+        "new row (without it, a case's outputs must not exist and rows are only appended)",
+    )  # fmt: skip
     parser.add_argument(
         "--sample", action="store_true", help="segment the built-in synthetic chest CT instead of INPUT"
     )
@@ -108,11 +119,22 @@ def _folder_name(name: str) -> str:
     return f"{name}_case" if name.lower() == CSV_NAME else name
 
 
-def make_output_folders(cases: list[Case], output: Path) -> None:
-    """Create OUTDIR and the case folders now, so an unusable ``-o`` stops the run before any scan."""
-    for folder in [output, *(case.folder for case in cases)]:
+def make_output_folders(cases: list[Case], output: Path) -> list[Path]:
+    """Create OUTDIR and the case folders now, so an unusable ``-o`` stops the run before any scan.
+
+    Returns the folders this call created (not those that were there), which ``remove_empty_folders``
+    may take away again when a case fails.
+    """
+    created: list[Path] = []
+    for folder in dict.fromkeys([output, *(case.folder for case in cases)]):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True)
+            created.append(folder)
+        except FileExistsError as error:
+            if not folder.is_dir():
+                raise OutputError(
+                    f"cannot create output folder {folder} (a file is in the way); choose another -o"
+                ) from error
         except OSError as error:
             raise OutputError(
                 f"cannot create output folder {folder} ({error.strerror or error}); choose another -o"
@@ -121,18 +143,59 @@ def make_output_folders(cases: list[Case], output: Path) -> None:
             raise OutputError(
                 f"output folder {folder} is not writable; choose another -o or fix its permissions"
             )
+    return created
+
+
+def remove_empty_folders(created: list[Path]) -> None:
+    """Remove the folders this run created that are still empty (a failed or interrupted case): an
+    empty case folder would look like a result. ``rmdir`` never removes a folder that holds a file."""
+    for folder in reversed(created):  # case folders before OUTDIR
+        # not empty (a case was written, or a run beside this one writes there) or already gone: kept
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def check_inputs(cases: list[Case]) -> None:
-    """Every input exists and looks like a CT (all problems in one message)."""
+    """Every input exists, is readable, is given once and looks like a CT (all problems in one message)."""
     from napari_chsnet.io.readers import SUPPORTED, is_supported_path
 
     missing = [str(c.source) for c in cases if c.source is not None and not c.source.exists()]
     if missing:
         raise InvalidVolumeError(f"input not found: {', '.join(missing)}; check the path(s)")
+    # A folder is read by listing it (r) and opening its files (x).
+    unreadable = [
+        str(c.source)
+        for c in cases
+        if c.source is not None
+        and not os.access(c.source, os.R_OK | os.X_OK if c.source.is_dir() else os.R_OK)
+    ]
+    if unreadable:
+        raise InvalidVolumeError(
+            f"cannot read {', '.join(unreadable)} (permission denied); fix the permissions (chmod u+r) or "
+            "run as a user who may read it"
+        )
+    _refuse_repeated_inputs(cases)
     unsupported = [str(c.source) for c in cases if c.source is not None and not is_supported_path(c.source)]
     if unsupported:
         raise InvalidVolumeError(f"not a CT file or folder: {', '.join(unsupported)}; give {SUPPORTED}")
+
+
+def _refuse_repeated_inputs(cases: list[Case]) -> None:
+    """The same scan twice in one batch (two spellings, or a link to it) would be segmented twice."""
+    seen: dict[Path, Path] = {}
+    for case in cases:
+        if case.source is None:
+            continue
+        resolved = case.source.resolve()
+        if resolved not in seen:
+            seen[resolved] = case.source
+            continue
+        first = seen[resolved]
+        if str(first) == str(case.source):
+            raise InvalidVolumeError(f"input {first} is given twice; give each scan once")
+        raise InvalidVolumeError(
+            f"inputs {first} and {case.source} are the same scan ({resolved}); give each scan once"
+        )
 
 
 def check_outputs(cases: list[Case], output: Path, overwrite: bool) -> None:
@@ -149,9 +212,21 @@ def check_outputs(cases: list[Case], output: Path, overwrite: bool) -> None:
         shown = ", ".join(existing[:4]) + (f" and {len(existing) - 4} more" if len(existing) > 4 else "")
         raise OutputExistsError(f"outputs already exist: {shown}; pass --overwrite or choose another -o")
     csv_path = output / CSV_NAME
+    if csv_path.exists() and not csv_path.is_file():
+        raise OutputExistsError(
+            f"{csv_path} is a folder (or not a file), so no CSV row can be written there; move it away or "
+            "choose another -o"
+        )
     if csv_path.is_file():
-        with open(csv_path, encoding="utf-8") as handle:
-            header = handle.readline().strip()
+        try:
+            with open(csv_path, encoding="utf-8") as handle:
+                header = handle.readline().strip()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else "not UTF-8 text"
+            raise OutputError(
+                f"cannot read {csv_path} ({reason}), which every case's row is added to; fix its permissions, "
+                "move it away or choose another -o"
+            ) from error
         if header and tuple(header.split(",")) != CSV_COLUMNS:
             raise ReportFormatError(
                 f"{csv_path} has other columns than this version writes; move it away or choose another -o"
@@ -188,7 +263,8 @@ def write_case(case: Case, volume, result, csv_path: Path, anonymize: bool, over
 
     The files are written into a hidden staging folder in OUTDIR and moved into the case folder
     only when all five are complete, so an interruption or a failure leaves the previous run's
-    set whole (never new masks beside an old PDF). The CSV row is appended last.
+    set whole (never new masks beside an old PDF). The CSV row is appended last; with ``overwrite``
+    it replaces the case's earlier rows, which describe the files just replaced.
     """
     from napari_chsnet.report import append_report_csv
 
@@ -197,7 +273,7 @@ def write_case(case: Case, volume, result, csv_path: Path, anonymize: bool, over
         staging.mkdir()
         report = _write_files(case, staging, volume, result, anonymize)
         _move_into_place(staging, case, overwrite)
-        append_report_csv(csv_path, report)
+        append_report_csv(csv_path, report, replace_case=overwrite)
     except OSError as error:
         if isinstance(error, CHSNetError):
             raise
@@ -273,8 +349,22 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     resolve_device(settings.device)
     resolve_weights(settings.model, settings.weights)
-    make_output_folders(cases, args.output)
+    created = make_output_folders(cases, args.output)
+    try:
+        failed = _segment_cases(cases, settings, args)
+    finally:  # also on Ctrl-C/SIGTERM: no empty folder of a case that was not written stays behind
+        remove_empty_folders(created)
+    if failed == len(cases) > 1:
+        print(f"chsnet: all {failed} cases failed; none was written", file=sys.stderr)
+        return 2
+    if failed:
+        print(f"chsnet: {failed} of {len(cases)} cases failed; the others were written", file=sys.stderr)
+        return 2
+    return 0
 
+
+def _segment_cases(cases: list[Case], settings, args: argparse.Namespace) -> int:
+    """Segment and write each case; returns how many failed (a single case's error is raised)."""
     csv_path = args.output / CSV_NAME
     failed = 0
     for case in cases:
@@ -291,7 +381,4 @@ def run(args: argparse.Namespace) -> int:
         print(_summary(case, report))
         for warning in report["warnings"]:  # the report keeps them too; stderr so stdout stays one line
             print(f"chsnet: warning: {case.name}: {warning}", file=sys.stderr)
-    if failed:
-        print(f"chsnet: {failed} of {len(cases)} cases failed; the others were written", file=sys.stderr)
-        return 2
-    return 0
+    return failed

@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from napari_chsnet.cli._common import run_reporting_errors
+from napari_chsnet.cli.options import DefaultsHelpFormatter
 from napari_chsnet.errors import OutputExistsError
 
 HELP = "train CHS-Net, EAMC or RD-UNet from a configuration (configs/*.yaml)"
@@ -17,7 +18,7 @@ HELP = "train CHS-Net, EAMC or RD-UNet from a configuration (configs/*.yaml)"
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "train", help=HELP, description=HELP, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        "train", help=HELP, description=HELP, formatter_class=DefaultsHelpFormatter
     )
     parser.add_argument(
         "--config", required=True, type=Path, help="training configuration (YAML), e.g. configs/rdunet.yaml"
@@ -43,12 +44,22 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.output is not None:
         config = dataclasses.replace(config, output=str(args.output))
+    _refuse_bundled_output(Path(config.output))
     checkpoint = Path(config.output) / f"{config.model}.safetensors"
     if checkpoint.exists() and not args.overwrite:
         raise OutputExistsError(f"{checkpoint} exists; choose another --output or pass --overwrite")
     path = run_training(config, on_step=_progress(), log=lambda message: print(message, flush=True))
     print(f"checkpoint: {path}")
     return 0
+
+
+def _refuse_bundled_output(output: Path) -> None:
+    """The shipped weights are only read: an output at, inside or above their folder is refused, even
+    with --overwrite (the check ``chsnet finetune`` makes)."""
+    from napari_chsnet.resources_path import bundled_weights_dir
+    from napari_chsnet.training.finetune import refuse_protected_target
+
+    refuse_protected_target(output, [bundled_weights_dir()])
 
 
 def _progress():

@@ -106,11 +106,17 @@ def report_csv_row(report_dict: dict[str, Any]) -> dict[str, str]:
     return {k: f"{v:.3f}" if isinstance(v, float) else str(v) for k, v in row.items()}
 
 
-def append_report_csv(path: str | Path, report_dict: dict[str, Any]) -> Path:
+def append_report_csv(path: str | Path, report_dict: dict[str, Any], *, replace_case: bool = False) -> Path:
     """Append one row per case to ``path``, writing the header first if the file is new or empty.
 
     The file grows across runs (like Lung CT Analyzer's ``results.csv``); the columns are
     ``CSV_COLUMNS``. The new content is written to a temporary copy and renamed into place.
+
+    Args:
+        replace_case: the case's outputs were written again (``chsnet segment --overwrite``): its
+            earlier rows (same ``case``), which describe files that no longer exist, are removed and
+            the new row takes the place of the first of them (appended when there was none). The
+            other rows are kept as they are.
 
     Raises:
         ReportFormatError: the existing file's header differs from ``CSV_COLUMNS`` (nothing is
@@ -119,7 +125,7 @@ def append_report_csv(path: str | Path, report_dict: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _csv_lock(path):  # two runs into one folder would otherwise each drop the other's rows
-        _append_row(path, report_dict)
+        _append_row(path, report_dict, replace_case)
     return path
 
 
@@ -143,7 +149,7 @@ def _csv_lock(path: Path) -> Iterator[None]:
         os.close(descriptor)  # closing releases the lock
 
 
-def _append_row(path: Path, report_dict: dict[str, Any]) -> None:
+def _append_row(path: Path, report_dict: dict[str, Any], replace_case: bool = False) -> None:
     existing = path.read_text(encoding="utf-8") if path.exists() else ""
     if existing.strip():
         header = next(csv.reader(io.StringIO(existing)))
@@ -156,12 +162,35 @@ def _append_row(path: Path, report_dict: dict[str, Any]) -> None:
             existing += "\n"
     else:
         existing = ""
+    row = report_csv_row(report_dict)
+    if replace_case and existing:
+        replaced = _replace_case_rows(existing, row)
+        if replaced is not None:
+            _write_text(path, replaced)
+            return
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     if not existing:
         writer.writeheader()
-    writer.writerow(report_csv_row(report_dict))
+    writer.writerow(row)
     _write_text(path, existing + buffer.getvalue())
+
+
+def _replace_case_rows(existing: str, row: dict[str, str]) -> str | None:
+    """``existing`` (header first) with ``row`` in place of the first row of its case and without the
+    case's other rows; ``None`` when no row has that case (then ``row`` is appended)."""
+    header, *rows = list(csv.reader(io.StringIO(existing)))
+    case_column = CSV_COLUMNS.index("case")
+    matching = [i for i, old in enumerate(rows) if len(old) > case_column and old[case_column] == row["case"]]
+    if not matching:
+        return None
+    new_row = [row[column] for column in CSV_COLUMNS]
+    first, dropped = matching[0], set(matching[1:])
+    kept = [new_row if i == first else old for i, old in enumerate(rows) if i not in dropped]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows([header, *kept])
+    return buffer.getvalue()
 
 
 def write_report_pdf(

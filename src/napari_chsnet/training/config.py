@@ -7,6 +7,7 @@ are otherwise relative to the working directory.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import re
 import types
@@ -126,18 +127,41 @@ def _typed(value: Any, hint: Any, label: str) -> Any:
         return value
     if hint is float and isinstance(value, str):
         try:  # PyYAML reads 1e-3 (no dot) as text
-            return float(value)
+            number = float(value)
         except ValueError:
             pass
+        else:
+            return _finite(number, label)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return _finite(float(value), label)
     if hint in (int, bool, str) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     if origin is tuple and isinstance(value, (list, tuple)):
         return tuple(_typed(item, args[0], f"{label}[{i}]") for i, item in enumerate(value))
     if origin is dict and isinstance(value, dict):
+        _check_finite_numbers(value, label)
         return value
     raise ConfigError(f"{label} must be {_describe(hint)}; got {value!r}")
+
+
+def _finite(value: float, label: str) -> float:
+    """``value``, or a ConfigError naming the key: NaN or infinity (YAML ``.nan``, ``.inf``, or
+    ``1e999``) would train a network into NaN weights or write ``Infinity`` into metrics.json."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{label} must be a finite number; got {value!r}")
+    return value
+
+
+def _check_finite_numbers(value: Any, label: str) -> None:
+    """Every float inside a mapping setting (``network``, ``loss_options``) is finite."""
+    if isinstance(value, float):
+        _finite(value, label)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite_numbers(item, f"{label}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_finite_numbers(item, f"{label}[{i}]")
 
 
 def _describe(hint: Any) -> str:
@@ -316,9 +340,25 @@ def load_config(path: str | Path) -> TrainConfig:
     if not path.is_file():
         raise ConfigError(f"training config {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_bytes())  # bytes: PyYAML tells UTF-8/16 apart and names a bad byte
+    except OSError as exc:
+        raise ConfigError(f"cannot read training config {path} ({exc.strerror or exc})") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of settings")
     return config_from_dict(raw, str(path))
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's several-line message as one line: where (line, column), what, and in which construct."""
+    problem = getattr(error, "problem", None)
+    mark = getattr(error, "problem_mark", None)
+    if not problem or mark is None:
+        return " ".join(str(error).split())
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context:
+        where = f" at line {context_mark.line + 1}, column {context_mark.column + 1}" if context_mark else ""
+        text += f" ({context}{where})"
+    return " ".join(text.split())

@@ -297,7 +297,7 @@ def _resolve_base(base_weights: str | Path | None, model: str) -> tuple[Path, Pa
 def _target_folder(model: str, output: str | Path | None, overwrite: bool, base_file: Path) -> Path:
     if output is not None:
         target = Path(output)
-        _refuse_protected_target(target, [base_file.parent, bundled_weights_dir()])
+        refuse_protected_target(target, [base_file.parent, bundled_weights_dir()])
         if target.exists() and not overwrite:
             raise OutputExistsError(f"{target} exists; choose another output folder or pass --overwrite")
         if target.exists() and not (target / VERSION_FILE).is_file():
@@ -315,15 +315,16 @@ def _target_folder(model: str, output: str | Path | None, overwrite: bool, base_
     return target
 
 
-def _refuse_protected_target(target: Path, protected: list[Path]) -> None:
-    """The base weights and the bundled set are only read: never write into, over or around them."""
+def refuse_protected_target(target: Path, protected: list[Path]) -> None:
+    """The base weights and the bundled set are only read: never write into, over or around them
+    (``chsnet finetune`` and ``chsnet train`` check their output with it, even with --overwrite)."""
     resolved = target.resolve()
     for folder in protected:
         folder = folder.resolve()
         if resolved == folder or folder in resolved.parents or resolved in folder.parents:
             raise OutputExistsError(
-                f"{target} would write over the weights set {folder}, which fine-tuning only reads; "
-                "choose an output folder outside it"
+                f"{target} is at, inside or above the weights set {folder}, which is only read, never "
+                "written (even with --overwrite); choose an output folder outside it"
             )
 
 
