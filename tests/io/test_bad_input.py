@@ -189,3 +189,24 @@ def test_finite_float_nifti_is_read_and_a_truncated_one_refused(tmp_path):
     path.write_bytes(path.read_bytes()[:-20])
     with pytest.raises(InvalidVolumeError, match="ct.nii.gz cannot be read"):
         read_ct(path)
+
+
+def test_a_file_without_read_permission_is_named_as_such(tmp_path, monkeypatch):
+    """ITK reported a file it may not open as one that "does not exist … damaged". (Faked: the tests
+    may run as root, who reads every file.)"""
+    import builtins
+
+    import napari_chsnet.io.readers as readers
+
+    path = tmp_path / "ct.nii.gz"
+    image = sitk.GetImageFromArray(np.full((4, 8, 8), -1000, np.int16))
+    sitk.WriteImage(image, str(path))
+
+    def refuse(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return builtins.open(file, *args, **kwargs)
+
+    monkeypatch.setattr(readers, "open", refuse, raising=False)
+    with pytest.raises(InvalidVolumeError, match=r"ct.nii.gz cannot be read \(permission denied\)"):
+        read_ct(path)

@@ -191,6 +191,13 @@ def _check_dicom_files(paths: list[Path]) -> None:
 
 
 def _header(path: Path) -> sitk.ImageFileReader:
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError as exc:  # ITK says "does not exist" for a file it may not open
+        raise InvalidVolumeError(
+            f"{path} cannot be read (permission denied); check its access rights."
+        ) from exc
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
