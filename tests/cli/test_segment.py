@@ -455,8 +455,28 @@ def test_a_failed_case_leaves_no_empty_folder_but_keeps_the_users(tmp_path, ras_
     assert "2 of 3 cases failed" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["case_ras", "damaged", "report.csv"]
     assert segment(broken, damaged, "-o", tmp_path / "none", weights=tiny_weights) == 2
-    assert "all 2 cases failed" in capsys.readouterr().err
-    assert not (tmp_path / "none").exists()
+    assert "all 2 cases failed; report.csv lists their errors" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "none").iterdir()] == ["report.csv"]
+
+
+def test_a_batch_csv_has_one_row_per_input_failed_ones_included(tmp_path, ras_nifti, tiny_weights, capsys):
+    """A failed case was simply missing from the CSV; a rerun that succeeds replaces its row."""
+    broken = _write(tmp_path / "broken.nii.gz", b"not gzip at all")
+    damaged = _write(tmp_path / "damaged.nii.gz", b"not gzip either")
+    out = tmp_path / "out"
+    assert segment(broken, damaged, "-o", out, "--model", "rdunet", weights=tiny_weights) == 2
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert [(r["case"], r["status"]) for r in rows] == [("broken", "failed"), ("damaged", "failed")]
+    assert "broken.nii.gz cannot be read" in rows[0]["error"] and rows[0]["overall_grade"] == ""
+    shutil.copy(ras_nifti, broken)  # one input fixed, the batch run again (no outputs exist yet)
+    capsys.readouterr()
+    assert segment(broken, damaged, "-o", out, "--model", "rdunet", weights=tiny_weights) == 2
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert [(r["case"], r["status"]) for r in rows] == [("broken", "ok"), ("damaged", "failed")]
+    fixed = rows[0]
+    assert fixed["threshold"] == "0.500" and fixed["spacing_z_mm"] and fixed["error"] == ""
+    warnings = json.loads((out / "broken" / "report.json").read_text())["warnings"]
+    assert int(fixed["n_warnings"]) == len(warnings) and fixed["warnings"] == " | ".join(warnings)
 
 
 def test_an_unreadable_input_says_so(tmp_path, ras_nifti, tiny_weights, monkeypatch, capsys):

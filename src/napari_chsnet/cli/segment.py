@@ -307,7 +307,9 @@ def _write_files(case: Case, folder: Path, volume, result, anonymize: bool) -> d
     run_info = replace(
         result.run_info, case=case.name, input=str(case.source) if case.source else volume.source
     )
-    report = build_report_json(result.severity, run_info, volume.metadata, anonymize=anonymize)
+    report = build_report_json(
+        result.severity, run_info, volume.metadata, anonymize=anonymize, geometry=volume.geometry
+    )
     write_report_json(folder / "report.json", report)
     write_report_pdf(
         folder / "report.pdf",
@@ -355,12 +357,26 @@ def run(args: argparse.Namespace) -> int:
     finally:  # also on Ctrl-C/SIGTERM: no empty folder of a case that was not written stays behind
         remove_empty_folders(created)
     if failed == len(cases) > 1:
-        print(f"chsnet: all {failed} cases failed; none was written", file=sys.stderr)
+        print(f"chsnet: all {failed} cases failed; {CSV_NAME} lists their errors", file=sys.stderr)
         return 2
     if failed:
         print(f"chsnet: {failed} of {len(cases)} cases failed; the others were written", file=sys.stderr)
         return 2
     return 0
+
+
+def _record_failure(csv_path: Path, case: Case, args: argparse.Namespace, error: str) -> None:
+    """A batch's CSV row for a case that failed (status "failed", the error, no figures), so that
+    the CSV holds one row per input; a CSV that cannot take it was already refused before the run."""
+    from napari_chsnet.report.exports import append_csv_row, failed_csv_row
+    from napari_chsnet.report.manifest import utc_timestamp
+
+    source = case.name if args.anonymize or case.source is None else str(case.source)
+    if args.anonymize:  # the error names the input's path, which may hold the patient's name
+        error = error.replace(str(case.source), case.name)
+    row = failed_csv_row(case.name, source, utc_timestamp(), args.model, error)
+    with contextlib.suppress(CHSNetError, OSError):  # the error itself is on stderr already
+        append_csv_row(csv_path, row, replace_case=True)
 
 
 def _segment_cases(cases: list[Case], settings, args: argparse.Namespace) -> int:
@@ -377,6 +393,7 @@ def _segment_cases(cases: list[Case], settings, args: argparse.Namespace) -> int
                 raise
             failed += 1
             print(f"chsnet: error: {case.name}: {error}", file=sys.stderr)
+            _record_failure(csv_path, case, args, str(error))
             continue
         print(_summary(case, report))
         for warning in report["warnings"]:  # the report keeps them too; stderr so stdout stays one line

@@ -41,9 +41,24 @@ CSV_COLUMNS = (
     "overall_involvement_pct",
     "overall_grade",
     "min_lesion_ml",
+    "threshold",
+    "mirror_averaging",
+    "spacing_x_mm",
+    "spacing_y_mm",
+    "spacing_z_mm",
+    "input_intensity",
     "runtime_s",
     "weights_sha256",
+    "lung_weights_sha256",
+    "n_warnings",
+    "warnings",
+    "status",
+    "error",
 )
+# What a batch row says of its case: "ok" (figures below) or "failed" (no figures; ``error`` says why).
+STATUS_OK, STATUS_FAILED = "ok", "failed"
+# Warnings are joined into one cell with this separator (they never contain it).
+WARNING_SEPARATOR = " | "
 
 
 class ReportFormatError(CHSNetError, ValueError):
@@ -101,12 +116,42 @@ def report_csv_row(report_dict: dict[str, Any]) -> dict[str, str]:
     for key in ("volume_ml", "infected_ml", "involvement_pct", "grade"):
         row[f"overall_{key}"] = overall[key]
     row["min_lesion_ml"] = report_dict.get("min_lesion_ml", "")
+    options = report_dict.get("inference_options") or {}
+    row["threshold"] = options.get("threshold", "")
+    row["mirror_averaging"] = options.get("mirror_averaging", "")
+    spacing = report_dict.get("voxel_spacing_mm") or ["", "", ""]
+    row.update(zip(("spacing_x_mm", "spacing_y_mm", "spacing_z_mm"), spacing, strict=True))
+    row["input_intensity"] = report_dict.get("input_intensity", "")
     row["runtime_s"] = report_dict.get("runtime_s", "")
     row["weights_sha256"] = report_dict.get("weights_sha256") or ""
-    return {k: f"{v:.3f}" if isinstance(v, float) else str(v) for k, v in row.items()}
+    row["lung_weights_sha256"] = report_dict.get("lung_weights_sha256") or ""
+    warnings = [str(w) for w in report_dict.get("warnings", [])]
+    row["n_warnings"] = len(warnings)
+    row["warnings"] = WARNING_SEPARATOR.join(w.replace(WARNING_SEPARATOR, "; ") for w in warnings)
+    row["status"], row["error"] = STATUS_OK, ""
+    return {k: _cell(v) for k, v in row.items()}
+
+
+def failed_csv_row(case: str, input_path: str, timestamp: str, model: str, error: str) -> dict[str, str]:
+    """The CSV row of a case that failed: its identity, ``status`` "failed" and the error, no figures,
+    so that a batch's CSV holds one row per input."""
+    row = dict.fromkeys(CSV_COLUMNS, "")
+    row.update(case=case, input=input_path, timestamp=timestamp, model=model, status=STATUS_FAILED, error=error)
+    return row
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def append_report_csv(path: str | Path, report_dict: dict[str, Any], *, replace_case: bool = False) -> Path:
+    """Append the row of one report (``report_csv_row``) to ``path``; see ``append_csv_row``."""
+    return append_csv_row(path, report_csv_row(report_dict), replace_case=replace_case)
+
+
+def append_csv_row(path: str | Path, row: dict[str, str], *, replace_case: bool = False) -> Path:
     """Append one row per case to ``path``, writing the header first if the file is new or empty.
 
     The file grows across runs (like Lung CT Analyzer's ``results.csv``); the columns are
@@ -116,7 +161,8 @@ def append_report_csv(path: str | Path, report_dict: dict[str, Any], *, replace_
         replace_case: the case's outputs were written again (``chsnet segment --overwrite``): its
             earlier rows (same ``case``), which describe files that no longer exist, are removed and
             the new row takes the place of the first of them (appended when there was none). The
-            other rows are kept as they are.
+            other rows are kept as they are. Rows of the case that say it failed are replaced so
+            even without it: a rerun that succeeds leaves one row per input.
 
     Raises:
         ReportFormatError: the existing file's header differs from ``CSV_COLUMNS`` (nothing is
@@ -125,7 +171,7 @@ def append_report_csv(path: str | Path, report_dict: dict[str, Any], *, replace_
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _csv_lock(path):  # two runs into one folder would otherwise each drop the other's rows
-        _append_row(path, report_dict, replace_case)
+        _append_row(path, row, replace_case)
     return path
 
 
@@ -149,7 +195,7 @@ def _csv_lock(path: Path) -> Iterator[None]:
         os.close(descriptor)  # closing releases the lock
 
 
-def _append_row(path: Path, report_dict: dict[str, Any], replace_case: bool = False) -> None:
+def _append_row(path: Path, row: dict[str, str], replace_case: bool = False) -> None:
     existing = path.read_text(encoding="utf-8") if path.exists() else ""
     if existing.strip():
         header = next(csv.reader(io.StringIO(existing)))
@@ -162,9 +208,8 @@ def _append_row(path: Path, report_dict: dict[str, Any], replace_case: bool = Fa
             existing += "\n"
     else:
         existing = ""
-    row = report_csv_row(report_dict)
-    if replace_case and existing:
-        replaced = _replace_case_rows(existing, row)
+    if existing:
+        replaced = _replace_case_rows(existing, row, only_failed=not replace_case)
         if replaced is not None:
             _write_text(path, replaced)
             return
@@ -176,12 +221,19 @@ def _append_row(path: Path, report_dict: dict[str, Any], replace_case: bool = Fa
     _write_text(path, existing + buffer.getvalue())
 
 
-def _replace_case_rows(existing: str, row: dict[str, str]) -> str | None:
+def _replace_case_rows(existing: str, row: dict[str, str], only_failed: bool = False) -> str | None:
     """``existing`` (header first) with ``row`` in place of the first row of its case and without the
-    case's other rows; ``None`` when no row has that case (then ``row`` is appended)."""
+    case's other rows (with ``only_failed``, of its rows that say it failed); ``None`` when no row
+    matches (then ``row`` is appended)."""
     header, *rows = list(csv.reader(io.StringIO(existing)))
-    case_column = CSV_COLUMNS.index("case")
-    matching = [i for i, old in enumerate(rows) if len(old) > case_column and old[case_column] == row["case"]]
+    case_column, status_column = CSV_COLUMNS.index("case"), CSV_COLUMNS.index("status")
+    matching = [
+        i
+        for i, old in enumerate(rows)
+        if len(old) == len(CSV_COLUMNS)
+        and old[case_column] == row["case"]
+        and (not only_failed or old[status_column] == STATUS_FAILED)
+    ]
     if not matching:
         return None
     new_row = [row[column] for column in CSV_COLUMNS]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_chsnet.io.hounsfield import HU, INTENSITY_KEY
+from napari_chsnet.io.volume import Geometry
 from napari_chsnet.report.severity import SeverityReport, json_float
 
 REPORT_FORMAT = "napari-chsnet severity report"
@@ -199,6 +200,7 @@ def build_report_json(
     run_info: RunInfo,
     metadata: dict[str, Any] | None = None,
     anonymize: bool = False,
+    geometry: Geometry | None = None,
 ) -> dict[str, Any]:
     """The complete ``report.json`` content.
 
@@ -210,12 +212,14 @@ def build_report_json(
         anonymize: drop the identifying study fields (``IDENTIFYING_FIELDS``: names, IDs, UIDs,
             dates, descriptions, institution) and give the case name as ``input`` instead of the
             input's path (folder names often hold the patient's name).
+        geometry: the voxel grid the masks were counted on: its spacing goes under
+            ``voxel_spacing_mm`` (x, y, z), so that volumes can be checked against the masks.
 
     Returns:
         ``severity.to_dict()`` (``lungs``, ``overall``, ``min_lesion_ml``) plus ``format``,
         ``format_version``, ``case``, ``input``, ``timestamp``, ``model``, ``device``, ``runtime_s``,
         ``stage_timings_s``, ``inference_options``, ``weights_sha256``, ``software``,
-        ``input_intensity``, ``study``, ``anonymized``, ``small_lesions_removed``,
+        ``input_intensity``, ``voxel_spacing_mm``, ``study``, ``anonymized``, ``small_lesions_removed``,
         ``infection_outside_lungs_ml``, ``warnings`` and ``disclaimer``. Plain JSON types only.
     """
     study = study_fields(metadata, anonymize)
@@ -240,6 +244,7 @@ def build_report_json(
             "software": dict(run_info.software),
             # how the scan's stored values were read (io.hounsfield): hu, display8, offset1024, unknown
             "input_intensity": str((metadata or {}).get(INTENSITY_KEY, HU)),
+            "voxel_spacing_mm": [float(s) for s in geometry.spacing_mm] if geometry else None,
             "study": study,
             "anonymized": bool(anonymize),
             "small_lesions_removed": {

@@ -343,7 +343,11 @@ class ReportPanel(Container):
         if run is None:  # masks opened or drawn by hand: no model produced them
             run = RunInfo(model="manual", device="none", runtime_s=0.0, input=ct.source if ct else "")
         report = build_report_json(
-            severity, run, ct.metadata if ct else None, anonymize=bool(self.anonymize.value)
+            severity,
+            run,
+            ct.metadata if ct else None,
+            anonymize=bool(self.anonymize.value),
+            geometry=geometry,
         )
         if any(self._results.is_edited(name) for name in (LUNGS_LAYER, INFECTION_LAYER)):
             report["warnings"].append(EDITED_WARNING)
