@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 import threading
 import time
@@ -142,6 +143,26 @@ def test_anonymize_drops_uids_dates_descriptions_institution_and_the_input_path(
     for text in (json.dumps(report), (tmp_path / "r.csv").read_text(encoding="utf-8"), pdf):
         for identifying in ("DOE", "PID-0042", "19610203", "3680043", "Elsewhere", "/data/"):
             assert identifying not in text, identifying
+
+
+@pytest.mark.parametrize("folder", ["DOE^JANE_12345", "doe_jane", "scan_PID-0042"])
+def test_an_anonymised_case_name_holding_the_patients_name_or_id_is_replaced(
+    synthetic_case, tmp_path, folder
+):
+    """A folder named after the patient kept the name in the JSON, the CSV and the PDF's title."""
+    severity = compute_severity(synthetic_case.lungs, synthetic_case.infection, synthetic_case.ct.geometry)
+    run = RunInfo(model="chsnet", device="cpu", runtime_s=1.0, input=f"/data/{folder}", case=folder)
+    report = build_report_json(severity, run, DICOM_STUDY, anonymize=True)
+    assert re.fullmatch(r"case-[0-9a-f]{8}", report["case"]) and report["input"] == report["case"]
+    assert any("holds the patient's name or ID" in w for w in report["warnings"])
+    path = write_report_pdf(
+        tmp_path / "r.pdf", report, synthetic_case.ct, synthetic_case.lungs, synthetic_case.infection, None
+    )
+    title = pypdf.PdfReader(str(path)).metadata.title
+    for text in (json.dumps(report), pdf_text(path), title):
+        assert folder.casefold() not in text.casefold() and "doe" not in text.casefold()
+    plain = build_report_json(severity, run, DICOM_STUDY, anonymize=False)
+    assert plain["case"] == folder  # only an anonymised report renames it
 
 
 def test_software_versions_does_not_import_heavy_packages():

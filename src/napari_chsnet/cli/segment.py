@@ -79,7 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--anonymize",
         action="store_true",
         help="leave names, IDs, UIDs, dates, descriptions, institution and the input path out of the reports "
-        "(the case name, the input's file or folder name, stays: name inputs accordingly)",
+        "(the case name, the input's file or folder name, stays unless it holds the patient's name or ID)",
     )
     parser.add_argument(
         "--overwrite", action="store_true",
