@@ -15,6 +15,7 @@ from napari_chsnet.report.severity import (
     UncountedInfection,
     clean_infection,
     compute_severity,
+    format_percent,
     grade_for_involvement,
     remove_small_lesions,
     severity_from_cleaned,
@@ -476,3 +477,13 @@ def test_cleaning_and_counting_make_no_full_volume_temporary(monkeypatch):
         tracemalloc.stop()
     assert cleaned.uncounted.removed_components > 0 and cleaned.uncounted.outside_lungs_ml > 0
     assert report.right.infected_voxels == 64 * 100 * 55 and report.left.infected_voxels == 64 * 100 * 52
+
+
+@pytest.mark.parametrize(
+    ("pct", "shown"),
+    [(0.0, "0.0"), (0.04, "< 0.1"), (3.645, "3.6"), (25.0, "25.0"), (25.04, "25.04"), (24.97, "24.97"),
+     (50.0001, "50.0001"), (74.96, "74.96"), (25.2, "25.2")],
+)  # fmt: skip
+def test_a_percentage_never_prints_as_a_boundary_it_is_not_on(pct, shown):
+    """25.04 % (CT-2) printed as "25.0 %" beside CT-2, which reads as CT-1's upper bound."""
+    assert format_percent(pct) == shown

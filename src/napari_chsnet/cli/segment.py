@@ -324,9 +324,12 @@ def _write_files(case: Case, folder: Path, volume, result, anonymize: bool) -> d
 
 
 def _summary(case: Case, report: dict) -> str:
+    from napari_chsnet.report.severity import format_percent
+
     lungs = report["lungs"]
     sides = ", ".join(
-        f"{side} {lungs[side]['grade']} {lungs[side]['involvement_pct']:.1f} %" for side in ("right", "left")
+        f"{side} {lungs[side]['grade']} {format_percent(lungs[side]['involvement_pct'])} %"
+        for side in ("right", "left")
     )
     return (
         f"{case.name}: overall {report['overall']['grade']} ({sides}) on {report['device']} → {case.folder}"

@@ -71,6 +71,28 @@ OUTSIDE_WARNING_SHARE = 0.05
 MINIMAL_INVOLVEMENT_PCT = 1.0
 
 
+def format_figure(value: float, digits: int = 1) -> str:
+    """``value`` with ``digits`` decimals, but a non-zero amount never prints as 0.0 (a CT-1 lung next
+    to "0.0 %": "< 0.1")."""
+    smallest = 10.0**-digits
+    if 0 < value < smallest / 2:
+        return f"< {smallest:.{digits}f}"
+    return f"{value:,.{digits}f}"
+
+
+def format_percent(pct: float) -> str:
+    """An involvement with one decimal, or as many more (up to 4) as it takes not to print a grade
+    boundary it is not on: 25.04 % is CT-2, so it prints 25.04, not 25.0 next to CT-2."""
+    for digits in range(1, 5):
+        shown = format_figure(pct, digits)
+        if not (
+            shown.replace(",", "") in {f"{b:.{digits}f}" for b in _GRADE_UPPER_PCT}
+            and pct not in _GRADE_UPPER_PCT
+        ):
+            return shown
+    return shown
+
+
 def json_float(value: float) -> float:
     """Round to 1e-6 (mL or percent): removes float noise such as 6.5280000000000005 from
     count x voxel volume, far below one voxel and below any grade-boundary distance a lung of
