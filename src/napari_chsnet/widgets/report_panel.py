@@ -50,6 +50,7 @@ from napari_chsnet.report import (
     write_report_pdf,
 )
 from napari_chsnet.report.manifest import case_name
+from napari_chsnet.report.severity import format_figure, format_percent
 from napari_chsnet.widgets.dialogs import Dialogs
 from napari_chsnet.widgets.layout import end_with_stretch, paragraph, row
 from napari_chsnet.widgets.results import ResultLayers, ct_volume_from_layer, layer_geometry, run_info_of
@@ -129,7 +130,7 @@ def _more_warnings(results: ResultLayers) -> tuple[str, ...]:
 
 
 def _row_values(volume_ml: float, infected_ml: float, involvement_pct: float, grade: str) -> tuple[str, ...]:
-    return (f"{volume_ml:.1f}", f"{infected_ml:.1f}", f"{involvement_pct:.1f}", grade)
+    return (format_figure(volume_ml), format_figure(infected_ml), format_percent(involvement_pct), grade)
 
 
 class SeverityTable(QWidget):
