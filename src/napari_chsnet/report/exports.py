@@ -136,7 +136,9 @@ def failed_csv_row(case: str, input_path: str, timestamp: str, model: str, error
     """The CSV row of a case that failed: its identity, ``status`` "failed" and the error, no figures,
     so that a batch's CSV holds one row per input."""
     row = dict.fromkeys(CSV_COLUMNS, "")
-    row.update(case=case, input=input_path, timestamp=timestamp, model=model, status=STATUS_FAILED, error=error)
+    row.update(
+        case=case, input=input_path, timestamp=timestamp, model=model, status=STATUS_FAILED, error=error
+    )
     return row
 
 
