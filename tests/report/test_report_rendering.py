@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+from cli.dicom_series import write_dicom_series
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 from napari_chsnet.report import RunInfo, build_report_json, compute_severity
-from napari_chsnet.report.rendering import (
+from napari_chsnet.report.pdf_images import (
     axial_image,
     coronal_image,
-    render_report_figures,
     select_coronal_plane,
     select_key_slices,
 )
+from napari_chsnet.report.rendering import render_report_figures
 
 
 def test_axial_image_puts_patient_right_on_the_left():
@@ -237,38 +238,6 @@ def test_warnings_beyond_two_pages_get_pages_of_their_own(synthetic_case, tmp_pa
     assert f"page {len(figures)} of {len(figures)}" in text
 
 
-def _write_dicom_series(folder, hu, spacing_mm, origin_mm, fields):
-    """One CT file per axial slice (slice k at z = origin + k * spacing), pixels as HU + 1024."""
-    pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    folder.mkdir(parents=True)
-    series_uid, study_uid = generate_uid(), generate_uid()
-    for k, hu_slice in enumerate(hu):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        for keyword, value in fields.items():
-            setattr(ds, keyword, value)
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = study_uid, series_uid, k + 1
-        ds.ImagePositionPatient = [origin_mm[0], origin_mm[1], origin_mm[2] + k * spacing_mm[2]]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [spacing_mm[1], spacing_mm[0]]
-        ds.Rows, ds.Columns = hu_slice.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.PixelData = (hu_slice.astype(np.int32) + 1024).clip(0, 65535).astype(np.uint16).tobytes()
-        ds.save_as(folder / f"IM{k:04d}.dcm", enforce_file_format=True)
-    return folder
-
-
 DICOM_FIELDS = {
     "PatientName": "DOE^JANE",
     "PatientID": "MRN-12345",
@@ -299,7 +268,7 @@ def dicom_case(synthetic_case, tmp_path_factory):
     deep = tmp_path_factory.mktemp("dicom").joinpath(
         "shared", "data", "hospital_exports", "2020", "chest_ct_followups_covid19_cohort", "DOE^JANE_12345"
     )
-    folder = _write_dicom_series(
+    folder = write_dicom_series(
         deep, synthetic_case.ct.hu, (4.0, 4.0, 6.0), (-160.0, -128.0, -120.0), DICOM_FIELDS
     )
     ct = read_ct(folder)
@@ -336,7 +305,7 @@ def test_dicom_header_labels_never_run_into_their_values(dicom_case, synthetic_c
 
 
 def test_dicom_values_read_as_dates_times_and_ages():
-    from napari_chsnet.report.rendering import _dicom_age, _dicom_date, _dicom_time
+    from napari_chsnet.report.pdf_text import _dicom_age, _dicom_date, _dicom_time
 
     assert [_dicom_date(v) for v in ("19600102", "2020-04-15", "20201345", "")] == [
         "1960-01-02",
@@ -422,7 +391,7 @@ def test_the_infection_is_an_outline_over_the_bare_ct(synthetic_case):
     outline runs along the edges of the counted voxels."""
     from napari_chsnet.registry import INFECTION_COLORS
     from napari_chsnet.report import clean_infection
-    from napari_chsnet.report.rendering import _crop_box
+    from napari_chsnet.report.pdf_images import _crop_box
 
     case = synthetic_case
     severity = compute_severity(case.lungs, case.infection, case.ct.geometry)
@@ -461,7 +430,7 @@ def test_the_infection_is_an_outline_over_the_bare_ct(synthetic_case):
 
 def test_coronal_caption_gives_the_plane_in_mm(synthetic_case):
     from napari_chsnet.io.volume import Geometry
-    from napari_chsnet.report.rendering import plane_position_mm
+    from napari_chsnet.report.pdf_images import plane_position_mm
 
     case = synthetic_case
     severity = compute_severity(case.lungs, case.infection, case.ct.geometry)
