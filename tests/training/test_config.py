@@ -202,3 +202,18 @@ def test_malformed_yaml_is_one_line_with_where_and_what(tmp_path, text, fragment
     assert "\n" not in message and message.startswith(f"{path} is not valid YAML: "), message
     for fragment in fragments:
         assert fragment in message, message
+
+
+def test_training_never_writes_into_the_bundled_weights_even_under_torchrun(tmp_path):
+    """``chsnet train`` refused an output in the bundled weights folder, but torchrun's entry point
+    (python -m napari_chsnet.training.recipes) reached run_training without that check."""
+    from napari_chsnet.errors import OutputExistsError
+    from napari_chsnet.resources_path import bundled_weights_dir
+
+    config = config_from_dict(
+        {"model": "rdunet", "output": str(bundled_weights_dir()), "data": {"phantoms": 1}}
+    )
+    before = {p.name: p.stat().st_mtime_ns for p in bundled_weights_dir().iterdir()}
+    with pytest.raises(OutputExistsError, match="only read, never written"):
+        recipes.run_training(config, log=lambda _message: None)
+    assert {p.name: p.stat().st_mtime_ns for p in bundled_weights_dir().iterdir()} == before

@@ -58,7 +58,7 @@ from napari_chsnet.training.stage_data import (
     infection_stage_arrays,
     lung_stage_arrays,
 )
-from napari_chsnet.training.versions import VERSION_FILE, user_weights_dir
+from napari_chsnet.training.versions import VERSION_FILE, refuse_protected_target, user_weights_dir
 
 # Each model's paper loss (training/recipes.py defaults) for fine-tuning. The bundled files' last rounds
 # used Tversky losses to shift their own precision/recall balance (their model cards); a user's
@@ -313,19 +313,6 @@ def _target_folder(model: str, output: str | Path | None, overwrite: bool, base_
     while target.exists():  # two fine-tunes within one second
         target, suffix = versions / f"{stamp}-{suffix}", suffix + 1
     return target
-
-
-def refuse_protected_target(target: Path, protected: list[Path]) -> None:
-    """The base weights and the bundled set are only read: never write into, over or around them
-    (``chsnet finetune`` and ``chsnet train`` check their output with it, even with --overwrite)."""
-    resolved = target.resolve()
-    for folder in protected:
-        folder = folder.resolve()
-        if resolved == folder or folder in resolved.parents or resolved in folder.parents:
-            raise OutputExistsError(
-                f"{target} is at, inside or above the weights set {folder}, which is only read, never "
-                "written (even with --overwrite); choose an output folder outside it"
-            )
 
 
 def _as_case(case: CaseLike, index: int) -> CorrectedCase:

@@ -30,6 +30,7 @@ from napari_chsnet.errors import ConfigError
 from napari_chsnet.inference.intensity import DISPLAY_WINDOW_HU
 from napari_chsnet.inference.preprocessing import EAMC_PATCH_SIZE, LUNG_INPUT_SIZE
 from napari_chsnet.models.factory import build_model
+from napari_chsnet.resources_path import bundled_weights_dir
 from napari_chsnet.training import distributed
 from napari_chsnet.training.checkpoints import load_checkpoint, save_checkpoint
 from napari_chsnet.training.config import LOSSES, TrainConfig, check_inputs
@@ -50,6 +51,7 @@ from napari_chsnet.training.stage_data import (
     infection_stage_arrays,
     lung_stage_arrays,
 )
+from napari_chsnet.training.versions import refuse_protected_target
 
 OnStep = Callable[[int, int, float], None]
 
@@ -232,6 +234,7 @@ def run_training(
 
     Under ``torchrun`` every rank trains its share (training/distributed.py) and rank 0 writes.
     """
+    refuse_protected_target(Path(config.output), [bundled_weights_dir()])  # torchrun skips the CLI's check
     check_inputs(config)
     torch.set_num_threads(max(1, config.threads))
     group = distributed.init_from_env()

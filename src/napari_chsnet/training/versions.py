@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from napari_chsnet.errors import WeightsError
+from napari_chsnet.errors import OutputExistsError, WeightsError
 from napari_chsnet.registry import MODEL_KEYS
 from napari_chsnet.resources_path import bundled_weights_dir
 
@@ -157,3 +157,16 @@ def active_weights_dir(model: str) -> Path:
         return weights_set_dir(model, active_choice(model))
     except WeightsError:
         return bundled_weights_dir()  # the chosen version was removed by hand
+
+
+def refuse_protected_target(target: Path, protected: list[Path]) -> None:
+    """The base weights and the bundled set are only read: never write into, over or around them
+    (``chsnet finetune`` and ``chsnet train`` check their output with it, even with --overwrite)."""
+    resolved = target.resolve()
+    for folder in protected:
+        folder = folder.resolve()
+        if resolved == folder or folder in resolved.parents or resolved in folder.parents:
+            raise OutputExistsError(
+                f"{target} is at, inside or above the weights set {folder}, which is only read, never "
+                "written (even with --overwrite); choose an output folder outside it"
+            )
