@@ -457,6 +457,22 @@ def test_a_failed_case_leaves_no_empty_folder_but_keeps_the_users(tmp_path, ras_
     assert segment(broken, damaged, "-o", tmp_path / "none", weights=tiny_weights) == 2
     assert "all 2 cases failed; report.csv lists their errors" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "none").iterdir()] == ["report.csv"]
+    deep = tmp_path / "new" / "deeper" / "out"  # parents this run made go too, the user's stay
+    assert segment(broken, "-o", deep, weights=tiny_weights) == 2
+    assert not (tmp_path / "new").exists() and tmp_path.exists()
+
+
+def test_a_failure_never_replaces_the_row_of_a_case_whose_files_are_still_there(
+    tmp_path, ras_nifti, tiny_weights, capsys
+):
+    other = shutil.copy(ras_nifti, tmp_path / "other.nii.gz")
+    out = tmp_path / "out"
+    assert segment(ras_nifti, other, "-o", out, "--model", "rdunet", weights=tiny_weights) == 0
+    other.write_bytes(b"not gzip any more")
+    assert segment(ras_nifti, other, "-o", out, "--model", "rdunet", "--overwrite", weights=tiny_weights) == 2
+    rows = [(r["case"], r["status"]) for r in csv.DictReader((out / "report.csv").open())]
+    assert rows == [("case_ras", "ok"), ("other", "ok"), ("other", "failed")]
+    assert (out / "other" / "report.json").is_file()  # the row still describes these files
 
 
 def test_a_batch_csv_has_one_row_per_input_failed_ones_included(tmp_path, ras_nifti, tiny_weights, capsys):

@@ -127,9 +127,10 @@ def make_output_folders(cases: list[Case], output: Path) -> list[Path]:
     """
     created: list[Path] = []
     for folder in dict.fromkeys([output, *(case.folder for case in cases)]):
+        missing = [parent for parent in (folder, *folder.parents) if not parent.exists()]
         try:
             folder.mkdir(parents=True)
-            created.append(folder)
+            created += reversed(missing)  # the parents mkdir made too, outermost first
         except FileExistsError as error:
             if not folder.is_dir():
                 raise OutputError(
@@ -359,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
         failed = _segment_cases(cases, settings, args)
     finally:  # also on Ctrl-C/SIGTERM: no empty folder of a case that was not written stays behind
         remove_empty_folders(created)
-    if failed == len(cases) > 1:
+    if len(cases) > 1 and failed == len(cases):
         print(f"chsnet: all {failed} cases failed; {CSV_NAME} lists their errors", file=sys.stderr)
         return 2
     if failed:
@@ -371,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
 def _record_failure(csv_path: Path, case: Case, args: argparse.Namespace, error: str) -> None:
     """A batch's CSV row for a case that failed (status "failed", the error, no figures), so that
     the CSV holds one row per input; a CSV that cannot take it was already refused before the run."""
-    from napari_chsnet.report.exports import append_csv_row, failed_csv_row
+    from napari_chsnet.report.exports import add_csv_row, failed_csv_row
     from napari_chsnet.report.manifest import utc_timestamp
 
     source = case.name if args.anonymize or case.source is None else str(case.source)
@@ -379,7 +380,7 @@ def _record_failure(csv_path: Path, case: Case, args: argparse.Namespace, error:
         error = error.replace(str(case.source), case.name)
     row = failed_csv_row(case.name, source, utc_timestamp(), args.model, error)
     with contextlib.suppress(CHSNetError, OSError):  # the error itself is on stderr already
-        append_csv_row(csv_path, row, replace_case=True)
+        add_csv_row(csv_path, row)  # in place of an earlier failure, never of a written case's row
 
 
 def _segment_cases(cases: list[Case], settings, args: argparse.Namespace) -> int:

@@ -149,22 +149,22 @@ def _cell(value: Any) -> str:
 
 
 def append_report_csv(path: str | Path, report_dict: dict[str, Any], *, replace_case: bool = False) -> Path:
-    """Append the row of one report (``report_csv_row``) to ``path``; see ``append_csv_row``."""
-    return append_csv_row(path, report_csv_row(report_dict), replace_case=replace_case)
+    """Add the row of one report (``report_csv_row``) to ``path``; see ``add_csv_row``."""
+    return add_csv_row(path, report_csv_row(report_dict), replace_case=replace_case)
 
 
-def append_csv_row(path: str | Path, row: dict[str, str], *, replace_case: bool = False) -> Path:
-    """Append one row per case to ``path``, writing the header first if the file is new or empty.
+def add_csv_row(path: str | Path, row: dict[str, str], *, replace_case: bool = False) -> Path:
+    """Add one case's row to ``path`` (the header first if the file is new or empty): in place of the
+    case's rows that say it failed, else appended.
 
     The file grows across runs (like Lung CT Analyzer's ``results.csv``); the columns are
-    ``CSV_COLUMNS``. The new content is written to a temporary copy and renamed into place.
+    ``CSV_COLUMNS``. The new content is written to a temporary copy and renamed into place. A case's
+    failed row gives way to its next row, so that a rerun that succeeds leaves one row per input; a
+    failed row never replaces a written case's row (its files are still there).
 
     Args:
-        replace_case: the case's outputs were written again (``chsnet segment --overwrite``): its
-            earlier rows (same ``case``), which describe files that no longer exist, are removed and
-            the new row takes the place of the first of them (appended when there was none). The
-            other rows are kept as they are. Rows of the case that say it failed are replaced so
-            even without it: a rerun that succeeds leaves one row per input.
+        replace_case: the case's outputs were written again (``chsnet segment --overwrite``): all its
+            earlier rows (same ``case``), which describe files that no longer exist, give way too.
 
     Raises:
         ReportFormatError: the existing file's header differs from ``CSV_COLUMNS`` (nothing is
@@ -173,7 +173,7 @@ def append_csv_row(path: str | Path, row: dict[str, str], *, replace_case: bool 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _csv_lock(path):  # two runs into one folder would otherwise each drop the other's rows
-        _append_row(path, row, replace_case)
+        _add_row(path, row, replace_case)
     return path
 
 
@@ -197,7 +197,7 @@ def _csv_lock(path: Path) -> Iterator[None]:
         os.close(descriptor)  # closing releases the lock
 
 
-def _append_row(path: Path, row: dict[str, str], replace_case: bool = False) -> None:
+def _add_row(path: Path, row: dict[str, str], replace_case: bool = False) -> None:
     existing = path.read_text(encoding="utf-8") if path.exists() else ""
     if existing.strip():
         header = next(csv.reader(io.StringIO(existing)))
@@ -211,7 +211,7 @@ def _append_row(path: Path, row: dict[str, str], replace_case: bool = False) -> 
     else:
         existing = ""
     if existing:
-        replaced = _replace_case_rows(existing, row, only_failed=not replace_case)
+        replaced = _replace_case_rows(existing, row, also_written=replace_case)
         if replaced is not None:
             _write_text(path, replaced)
             return
@@ -223,10 +223,10 @@ def _append_row(path: Path, row: dict[str, str], replace_case: bool = False) -> 
     _write_text(path, existing + buffer.getvalue())
 
 
-def _replace_case_rows(existing: str, row: dict[str, str], only_failed: bool = False) -> str | None:
-    """``existing`` (header first) with ``row`` in place of the first row of its case and without the
-    case's other rows (with ``only_failed``, of its rows that say it failed); ``None`` when no row
-    matches (then ``row`` is appended)."""
+def _replace_case_rows(existing: str, row: dict[str, str], also_written: bool) -> str | None:
+    """``existing`` (header first) with ``row`` in place of the first of its case's failed rows (with
+    ``also_written``, of all its rows) and without the others; ``None`` when no row matches (then
+    ``row`` is appended)."""
     header, *rows = list(csv.reader(io.StringIO(existing)))
     case_column, status_column = CSV_COLUMNS.index("case"), CSV_COLUMNS.index("status")
     matching = [
@@ -234,7 +234,7 @@ def _replace_case_rows(existing: str, row: dict[str, str], only_failed: bool = F
         for i, old in enumerate(rows)
         if len(old) == len(CSV_COLUMNS)
         and old[case_column] == row["case"]
-        and (not only_failed or old[status_column] == STATUS_FAILED)
+        and (also_written or old[status_column] == STATUS_FAILED)
     ]
     if not matching:
         return None
