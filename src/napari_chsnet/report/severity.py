@@ -82,15 +82,14 @@ def format_figure(value: float, digits: int = 1) -> str:
 
 def format_percent(pct: float) -> str:
     """An involvement with one decimal, or as many more (up to 4) as it takes not to print a grade
-    boundary it is not on: 25.04 % is CT-2, so it prints 25.04, not 25.0 next to CT-2."""
+    boundary it is not on: 25.04 % is CT-2, so it prints 25.04, not 25.0 next to CT-2; closer still
+    than 4 decimals tell, "> 25.0" or "< 25.0"."""
     for digits in range(1, 5):
         shown = format_figure(pct, digits)
-        if not (
-            shown.replace(",", "") in {f"{b:.{digits}f}" for b in _GRADE_UPPER_PCT}
-            and pct not in _GRADE_UPPER_PCT
-        ):
+        boundary = next((b for b in _GRADE_UPPER_PCT if shown.replace(",", "") == f"{b:.{digits}f}"), None)
+        if boundary is None or pct == boundary:
             return shown
-    return shown
+    return f"{'>' if pct > boundary else '<'} {boundary:.1f}"
 
 
 def json_float(value: float) -> float:
@@ -429,7 +428,7 @@ def _minimal_involvement_warning(infected_ml: float, lung_ml: float) -> list[str
     if not infected_ml or not lung_ml or 100 * infected_ml / lung_ml >= MINIMAL_INVOLVEMENT_PCT:
         return []
     return [
-        f"Involvement is under {MINIMAL_INVOLVEMENT_PCT:g} % ({infected_ml:.1f} mL): within what the bundled models mark "
+        f"Involvement is under {MINIMAL_INVOLVEMENT_PCT:g} % ({format_figure(infected_ml)} mL): within what the bundled models mark "
         "on a normal scan (partial volume over the diaphragm domes, pericardial fat, dependent density). Look at the "
         "marked regions before reading the CT-1 grade as disease."
     ]
