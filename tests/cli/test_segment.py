@@ -475,6 +475,22 @@ def test_a_failure_never_replaces_the_row_of_a_case_whose_files_are_still_there(
     assert (out / "other" / "report.json").is_file()  # the row still describes these files
 
 
+def test_an_anonymised_batch_keeps_patient_ids_out_of_a_failed_row(
+    tmp_path, ras_nifti, phantom, tiny_weights
+):
+    """The error of a folder of two patients named their PatientIDs in the anonymised CSV."""
+    from cli.dicom_series import STUDY_FIELDS, write_dicom_series
+
+    two = tmp_path / "two_patients"
+    write_dicom_series(two / "a", phantom.ct.hu[:3], fields={**STUDY_FIELDS, "PatientID": "MRN-1111"})
+    write_dicom_series(two / "b", phantom.ct.hu[:3], fields={**STUDY_FIELDS, "PatientID": "MRN-2222"})
+    out = tmp_path / "out"
+    assert segment(ras_nifti, two, "-o", out, "--anonymize", "--model", "rdunet", weights=tiny_weights) == 2
+    failed = list(csv.DictReader((out / "report.csv").open()))[1]
+    assert failed["status"] == "failed" and "2 patients" in failed["error"]
+    assert "MRN-" not in (out / "report.csv").read_text() and str(tmp_path) not in failed["error"]
+
+
 def test_a_batch_csv_has_one_row_per_input_failed_ones_included(tmp_path, ras_nifti, tiny_weights, capsys):
     """A failed case was simply missing from the CSV; a rerun that succeeds replaces its row."""
     broken = _write(tmp_path / "broken.nii.gz", b"not gzip at all")

@@ -27,6 +27,7 @@ from napari_chsnet.report import (
     write_report_pdf,
 )
 from napari_chsnet.report import exports as exports_module
+from napari_chsnet.report.anonymize import anonymous_case_name
 from napari_chsnet.report.manifest import case_name, file_sha256
 
 pypdf = pytest.importorskip("pypdf", reason="PDF text checks need pypdf (testing extra)")
@@ -153,7 +154,7 @@ def test_an_anonymised_case_name_holding_the_patients_name_or_id_is_replaced(
     severity = compute_severity(synthetic_case.lungs, synthetic_case.infection, synthetic_case.ct.geometry)
     run = RunInfo(model="chsnet", device="cpu", runtime_s=1.0, input=f"/data/{folder}", case=folder)
     report = build_report_json(severity, run, DICOM_STUDY, anonymize=True)
-    assert re.fullmatch(r"case-[0-9a-f]{8}", report["case"]) and report["input"] == report["case"]
+    assert re.fullmatch(r"case-[0-9a-f]{12}", report["case"]) and report["input"] == report["case"]
     assert any("holds the patient's name or ID" in w for w in report["warnings"])
     path = write_report_pdf(
         tmp_path / "r.pdf", report, synthetic_case.ct, synthetic_case.lungs, synthetic_case.infection, None
@@ -163,6 +164,40 @@ def test_an_anonymised_case_name_holding_the_patients_name_or_id_is_replaced(
         assert folder.casefold() not in text.casefold() and "doe" not in text.casefold()
     plain = build_report_json(severity, run, DICOM_STUDY, anonymize=False)
     assert plain["case"] == folder  # only an anonymised report renames it
+
+
+@pytest.mark.parametrize(
+    ("case", "name", "renamed"),
+    [("WU_LI", "Wu^Li", True), ("xu_yi_ct", "Xu^Yi", True), ("planning_scan_3", "Smith^Ann", False),
+     ("case_0042", "Doe^Jane", False)],
+)  # fmt: skip
+def test_the_case_name_rule_matches_whole_name_words(case, name, renamed):
+    """Two-letter names were missed (a 3-character minimum), 'ann' was found inside 'planning'."""
+    identity = {"PatientName": name, "PatientID": "X-991", "SeriesInstanceUID": "1.2.3.4.5"}
+    shown, warning = anonymous_case_name(case, identity)
+    assert (shown != case) == renamed == (warning is not None)
+    if renamed:  # the same scan gets the same name; another series' key another one
+        assert anonymous_case_name(case, identity)[0] == shown
+        assert anonymous_case_name(case, {**identity, "SeriesInstanceUID": "1.2.3.4.6"})[0] != shown
+
+
+def test_an_anonymised_report_keeps_its_warnings_without_identifying_details(synthetic_case):
+    """The series-choice warning quoted descriptions, study dates and UIDs into the anonymised JSON,
+    CSV and PDF (the study fields themselves were dropped)."""
+    choice = (
+        'found 2 image series; opened series 3 "DOE JANE chest" (79 slices, 1 mm thick, study of 2024-01-02), '
+        'not series 1.2.826.0.1.3680043.8.498.777 "Lung 5.0" (40 slices, study of 2023-05-06)'
+    )
+    metadata = {**DICOM_STUDY, "warnings": [choice, "input /data/DOE_JANE_1961/CT_chest_20200415 read as HU"]}
+    severity = compute_severity(synthetic_case.lungs, synthetic_case.infection, synthetic_case.ct.geometry)
+    run = RunInfo(model="chsnet", device="cpu", runtime_s=1.0, input=PATIENT_FOLDER)
+    plain = build_report_json(severity, run, metadata, anonymize=False)
+    assert choice in plain["warnings"]
+    report = build_report_json(severity, run, metadata, anonymize=True)
+    text = json.dumps(report["warnings"])
+    for identifying in ("DOE", "JANE", "2024-01-02", "2023-05-06", "3680043", "Lung 5.0", "1961", "20200415"):
+        assert identifying not in text, identifying
+    assert "found 2 image series; opened series 3 (79 slices" in text  # the warning itself stays
 
 
 def test_software_versions_does_not_import_heavy_packages():

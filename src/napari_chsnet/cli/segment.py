@@ -372,12 +372,13 @@ def run(args: argparse.Namespace) -> int:
 def _record_failure(csv_path: Path, case: Case, args: argparse.Namespace, error: str) -> None:
     """A batch's CSV row for a case that failed (status "failed", the error, no figures), so that
     the CSV holds one row per input; a CSV that cannot take it was already refused before the run."""
+    from napari_chsnet.report.anonymize import scrub_identifiers
     from napari_chsnet.report.exports import add_csv_row, failed_csv_row
     from napari_chsnet.report.manifest import utc_timestamp
 
     source = case.name if args.anonymize or case.source is None else str(case.source)
-    if args.anonymize:  # the error names the input's path, which may hold the patient's name
-        error = error.replace(str(case.source), case.name)
+    if args.anonymize:  # the error may name the input's path, PatientIDs, UIDs, dates
+        error = scrub_identifiers(error.replace(str(case.source), case.name))
     row = failed_csv_row(case.name, source, utc_timestamp(), args.model, error)
     with contextlib.suppress(CHSNetError, OSError):  # the error itself is on stderr already
         add_csv_row(csv_path, row)  # in place of an earlier failure, never of a written case's row

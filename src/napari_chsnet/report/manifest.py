@@ -19,6 +19,7 @@ from typing import Any
 
 from napari_chsnet.io.hounsfield import HU, INTENSITY_KEY
 from napari_chsnet.io.volume import Geometry
+from napari_chsnet.report.anonymize import anonymous_case_name, identifying_values, scrub_identifiers
 from napari_chsnet.report.severity import SeverityReport, json_float
 
 REPORT_FORMAT = "napari-chsnet severity report"
@@ -190,23 +191,6 @@ def study_fields(metadata: dict[str, Any] | None, anonymize: bool) -> dict[str, 
     return study
 
 
-def anonymous_case_name(case: str, metadata: dict[str, Any] | None) -> tuple[str, str | None]:
-    """The case name an anonymised report may show, and a warning when it had to be replaced: a case
-    name (the input's folder or file name, e.g. ``DOE^JANE_12345``) holding the PatientID or a part of
-    the PatientName of the scan's own DICOM fields becomes ``case-`` and 8 hex digits of its hash."""
-    identity = study_fields(metadata, anonymize=False)
-    tokens = [str(identity.get("PatientID", ""))]
-    tokens += re.split(r"[\^=\s,]+", str(identity.get("PatientName", "")))
-    folded = case.casefold()
-    if not any(len(token) >= 3 and token.casefold() in folded for token in tokens):
-        return case, None
-    replaced = "case-" + hashlib.sha256(case.encode()).hexdigest()[:8]
-    return replaced, (
-        f"The case name (the input's file or folder name) holds the patient's name or ID, so the anonymised "
-        f"report calls the case {replaced}; rename the input to choose the name."
-    )
-
-
 def _normalise_patient_name(name: str) -> str:
     # DICOM PN uses ^ between family and given names.
     return re.sub(r"\^+", " ", name).strip()
@@ -244,9 +228,13 @@ def build_report_json(
         study["PatientName"] = _normalise_patient_name(study["PatientName"])
     reader_warnings = [str(w) for w in (metadata or {}).get("warnings", []) or []]
     case = run_info.case or case_name(run_info.input)
-    renamed_case = None
+    # each once: a CT layer's spacing warning reaches both its metadata and the severity
+    warnings = list(dict.fromkeys([*severity.warnings, *run_info.warnings, *reader_warnings]))
     if anonymize:
-        case, renamed_case = anonymous_case_name(case, metadata)
+        identity = study_fields(metadata, anonymize=False)
+        case, renamed = anonymous_case_name(case, identity)
+        private = [*identifying_values(identity, IDENTIFYING_FIELDS), run_info.input, run_info.case]
+        warnings = [scrub_identifiers(w, private) for w in warnings] + ([renamed] if renamed else [])
     report = {"format": REPORT_FORMAT, "format_version": REPORT_FORMAT_VERSION}
     report.update(severity.to_dict())
     report.update(
@@ -272,17 +260,7 @@ def build_report_json(
                 "volume_ml": json_float(severity.removed_ml),
             },
             "infection_outside_lungs_ml": json_float(severity.outside_lungs_ml),
-            # each once: a CT layer's spacing warning reaches both its metadata and the severity
-            "warnings": list(
-                dict.fromkeys(
-                    [
-                        *severity.warnings,
-                        *run_info.warnings,
-                        *reader_warnings,
-                        *([renamed_case] if renamed_case else []),
-                    ]
-                )
-            ),
+            "warnings": warnings,
             "disclaimer": DISCLAIMER,
         }
     )

@@ -1,0 +1,74 @@
+"""What an anonymised report may not carry beyond the study fields it drops (``IDENTIFYING_FIELDS``):
+the patient's name or ID in the case name, and identifying text in warnings and error messages.
+
+Warnings are written for the reader of a report, so they quote what helps a user who may see the
+patient: the series a folder held, by description and study date; the PatientIDs of a folder of
+several patients. An anonymised report keeps each warning but without those details.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+REMOVED = "[removed]"
+# DICOM UIDs: dotted digit groups (1.2.826.0.1.3680043...).
+_UID = re.compile(r"\b\d+(?:\.\d+){3,}\b")
+# Dates as DICOM stores them (YYYYMMDD) and as reports print them (YYYY-MM-DD).
+_DATES = re.compile(r"\b(?:19|20)\d{2}-?\d{2}-?\d{2}\b")
+# A series named with its description: series 3 "Thorax 1.0 B70f".
+_SERIES_DESCRIPTION = re.compile(r'(series \S+) "[^"]*"')
+_PATIENT_IDS = re.compile(r"(PatientIDs?) [^);]*")
+_NAME_SEPARATORS = re.compile(r"[\^=\s,]+")
+_CASE_SEPARATORS = re.compile(r"[^a-z]+")
+
+
+def anonymous_case_name(case: str, identity: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The case name an anonymised report may show, and a warning when it had to be replaced.
+
+    A case name (the input's folder or file name, e.g. ``DOE^JANE_12345``) that holds the PatientID,
+    or a whole word of the PatientName (``WU_LI`` for ``Wu^Li``; not ``planning`` for ``Ann``), of
+    the scan's own study fields (``identity``) becomes ``case-`` and 12 hex digits of a hash keyed
+    with the series' UID, which the report leaves out: the same scan gets the same name in every
+    run, and a guessed name cannot be hashed to match it.
+    """
+    folded = case.casefold()
+    words = {word for word in _CASE_SEPARATORS.split(folded) if word}
+    name_words = {w.casefold() for w in _NAME_SEPARATORS.split(str(identity.get("PatientName", ""))) if w}
+    patient_id = str(identity.get("PatientID", "")).casefold()
+    if not (words & name_words or (len(patient_id) >= 3 and patient_id in folded)):
+        return case, None
+    key = "|".join(str(identity.get(k, "")) for k in ("SeriesInstanceUID", "StudyInstanceUID", "PatientID"))
+    replaced = "case-" + hashlib.blake2b(case.encode(), key=key.encode()[:64], digest_size=6).hexdigest()
+    return replaced, (
+        f"The case name (the input's file or folder name) holds the patient's name or ID, so the anonymised "
+        f"report calls the case {replaced}; rename the input to choose the name (the output folder keeps it)."
+    )
+
+
+def scrub_identifiers(text: str, identifying_values: Iterable[str] = ()) -> str:
+    """``text`` without UIDs, dates, series descriptions, PatientID lists and the given values (the
+    scan's identifying study fields, the input's path): for warnings and errors of an anonymised report."""
+    for value in sorted({str(v) for v in identifying_values if len(str(v)) >= 2}, key=len, reverse=True):
+        text = text.replace(value, REMOVED)
+    text = _SERIES_DESCRIPTION.sub(r"\1", text)
+    text = _PATIENT_IDS.sub(rf"\1 {REMOVED}", text)
+    text = _UID.sub(REMOVED, text)
+    return _DATES.sub(REMOVED, text)
+
+
+def identifying_values(identity: Mapping[str, Any], fields: Iterable[str]) -> list[str]:
+    """The values of the identifying ``fields`` present in ``identity``, with the parts of a DICOM
+    person name (``DOE^JANE``: ``DOE JANE``, ``DOE``, ``JANE``) as a warning may quote them."""
+    values: list[str] = []
+    for field in fields:
+        value = str(identity.get(field) or "")
+        if not value:
+            continue
+        values.append(value)
+        if field == "PatientName":
+            parts = [p for p in _NAME_SEPARATORS.split(value) if p]
+            values += [" ".join(parts), *parts]
+    return values
