@@ -93,7 +93,10 @@ def test_new_version_is_a_complete_set_and_the_base_is_untouched(tiny_set, phant
     assert file_sha256(result.weights_dir / "chsnet.safetensors") == before["chsnet.safetensors"]
     assert result.corrected_slices == 2 and steps[-1] == (1, 1)  # only the two edited slices, batch 4
     assert [v.path for v in list_versions("rdunet")] == [result.weights_dir]
-    assert result.weights_dir.stat().st_mode & 0o777 == 0o755  # shared like its files, not owner-only
+    # as open as the folder it sits in (made under the user's umask), not mkdtemp's owner-only 0700
+    assert (
+        result.weights_dir.stat().st_mode & 0o777 == result.weights_dir.parent.stat().st_mode & 0o777 != 0o700
+    )
 
 
 def test_cancel_leaves_nothing_written(tiny_set, phantom):

@@ -188,7 +188,8 @@ def finetune(
     root = target.parent
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}.", suffix=".tmp"))
-    staging.chmod(0o755)  # mkdtemp makes it owner-only; a weights set is meant to be shared, as its files
+    # mkdtemp makes it owner-only: give it the access its parent (made under the user's umask) has.
+    staging.chmod(root.stat().st_mode & 0o777)
     try:
         tuned = _tune(
             model,
