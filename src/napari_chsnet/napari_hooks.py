@@ -31,6 +31,8 @@ PathOrPaths = str | list[str]
 
 GEOMETRY_KEY = "chsnet_geometry"
 SOURCE_KEY = "chsnet_source"
+PROBABILITY_KEY = "chsnet_probability"  # layer metadata: an infection-probability map (never a CT)
+PROBABILITY_OPACITY = 0.5  # a probability map over the CT (a run's layer and a reopened file alike)
 LUNG_WINDOW_HU = (-1350.0, 150.0)  # lung window: level -600, width 1500
 # Layer axes of the LPS display array (z, y, x), named by the way their index runs: inferior to
 # superior, anterior to posterior, patient's right to left.
@@ -65,16 +67,22 @@ def _folder_has_dicom(folder: Path) -> bool:
 
 def read_ct_layers(path: PathOrPaths) -> list[LayerData]:
     """Read a CT and return it as one napari image layer in HU with its physical geometry; a mask file
-    (e.g. the lungs.nii.gz ``chsnet segment`` writes) comes back as a labels layer instead.
+    (e.g. the lungs.nii.gz ``chsnet segment`` writes) comes back as a labels layer instead, and a
+    probability map (infection_probability.nii.gz) as an image in the panel's JET colours.
 
     napari's "Open as stack" passes even a single file or folder as a list: it is unwrapped.
     Several paths are read as the DICOM files of one series (``read_ct`` refuses anything else).
     """
     paths = [path] if isinstance(path, str) else [str(p) for p in path]
     volume = read_stored_values(paths[0] if len(paths) == 1 else paths)
-    # A mask read as a CT would be a grey image in the lung window (labels 0/1/2 alike), offered
+    # A mask or a probability map read as a CT would be a grey image in the lung window, offered
     # for segmentation, with a warning that it is not in HU.
-    layer = labels_layer(volume) if _is_label_volume(volume.hu) else ct_layer(in_hounsfield_units(volume))
+    if _is_label_volume(volume.hu):
+        layer = labels_layer(volume)
+    elif _is_probability_volume(volume.hu):
+        layer = probability_layer(volume)
+    else:
+        layer = ct_layer(in_hounsfield_units(volume))
     for message in volume.metadata.get("warnings", []):
         warnings.warn(f"{volume.source}: {message}", stacklevel=2)
     return [layer]
@@ -90,6 +98,29 @@ def _is_label_volume(values: np.ndarray) -> bool:
         and int(values.min()) >= 0
         and int(values.max()) <= 255
     )
+
+
+def _is_probability_volume(values: np.ndarray) -> bool:
+    """Floats all in [0, 1], not all whole numbers: a probability map (the infection_probability file
+    the panel's export and napari's Save Layers write), never a CT in HU or a mask."""
+    if values.dtype.kind != "f" or values.size == 0:
+        return False
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    return low >= 0.0 and high <= 1.0 and bool(np.any(values != np.round(values)))
+
+
+def probability_layer(volume: CTVolume, name: str | None = None) -> LayerData:
+    """The image LayerData of a probability map: shown as the panel shows a run's (JET, 0-1, added
+    over the CT) and marked so that it is not offered as a CT."""
+    # Imported here: the colormap module loads napari's colormaps (no Qt), needed only for this.
+    from napari_chsnet.widgets.colormaps import CHSNET_JET
+
+    kwargs = _placement(volume, name)
+    kwargs["metadata"][PROBABILITY_KEY] = True
+    kwargs.update(
+        colormap=CHSNET_JET, contrast_limits=(0.0, 1.0), blending="additive", opacity=PROBABILITY_OPACITY
+    )
+    return (volume.hu.astype(np.float32, copy=False), kwargs, "image")
 
 
 def ct_layer(volume: CTVolume, name: str | None = None) -> LayerData:

@@ -15,6 +15,7 @@ from napari_chsnet.napari_hooks import (
     AXIS_LABELS,
     GEOMETRY_KEY,
     LUNG_WINDOW_HU,
+    PROBABILITY_KEY,
     get_reader,
     read_ct_layers,
     sample_synthetic_ct,
@@ -119,6 +120,39 @@ def test_a_mask_written_by_chsnet_opens_as_labels_on_the_ct_grid(ras_nifti, tmp_
     np.testing.assert_allclose(written.GetDirection(), source.GetDirection(), atol=1e-5)
     np.testing.assert_allclose(written.GetOrigin(), source.GetOrigin(), atol=1e-3)
     np.testing.assert_array_equal(written.GetSize(), source.GetSize())
+
+
+def test_a_probability_map_written_by_the_plugin_opens_as_a_probability_image(ras_nifti, tmp_path):
+    """It opened as a grey CT in the lung window, offered in the Segment tab's CT picker."""
+    from napari_chsnet.widgets.colormaps import JET_NAME
+
+    [(ct, ct_kwargs, _)] = read_ct_layers(str(ras_nifti))
+    probability = np.linspace(0.0, 1.0, ct.size, dtype=np.float32).reshape(ct.shape)
+    [path] = write_image(str(tmp_path / "infection_probability.nii.gz"), probability, ct_kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 'not Hounsfield units' warning
+        [(data, kwargs, layer_type)] = get_reader(path)(path)
+
+    assert layer_type == "image" and data.dtype == np.float32
+    np.testing.assert_allclose(data, probability, atol=1e-6)
+    assert kwargs["colormap"].name == JET_NAME
+    assert kwargs["contrast_limits"] == (0.0, 1.0) and kwargs["blending"] == "additive"
+    assert kwargs["metadata"][PROBABILITY_KEY] and "intensity" not in kwargs["metadata"]
+    assert kwargs["scale"] == pytest.approx(ct_kwargs["scale"])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [np.array([-1000.0, -500.5, 40.0]), np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.5, 1.5])],
+    ids=["float HU", "whole numbers 0/1", "above 1"],
+)
+def test_other_float_volumes_are_not_taken_for_a_probability_map(tmp_path, values):
+    volume = np.resize(values, (4, 5, 6)).astype(np.float32)
+    sitk.WriteImage(sitk.GetImageFromArray(volume), str(tmp_path / "scan.nii.gz"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not HU, and says so
+        [(_data, kwargs, _layer_type)] = read_ct_layers(str(tmp_path / "scan.nii.gz"))
+    assert PROBABILITY_KEY not in kwargs["metadata"] and kwargs.get("blending") != "additive"
 
 
 def test_reader_converts_an_8bit_scan_and_warns_in_napari(tmp_path, windowed_8bit):

@@ -47,3 +47,20 @@ def test_viewer_opens_a_written_mask_as_labels_in_mm(make_napari_viewer, tmp_pat
     np.testing.assert_array_equal(layer.data, lungs)
     assert layer.scale == pytest.approx((2.5, 0.8, 0.7))
     assert [str(unit) for unit in layer.units] == ["millimeter"] * 3
+
+
+def test_a_saved_probability_map_reopens_like_the_runs_layer_and_is_not_a_ct(make_napari_viewer, tmp_path):
+    from napari.layers import Image
+
+    from napari_chsnet.widgets.colormaps import JET_NAME
+    from napari_chsnet.widgets.results import ct_layer_choices
+
+    probability = np.linspace(0.0, 1.0, 4 * 16 * 12, dtype=np.float32).reshape(4, 16, 12)
+    image = sitk.GetImageFromArray(probability)
+    image.SetSpacing((0.7, 0.8, 2.5))
+    sitk.WriteImage(image, str(tmp_path / "infection_probability.nii.gz"))
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(tmp_path / "infection_probability.nii.gz"), plugin="napari-chsnet")
+    assert isinstance(layer, Image) and layer.colormap.name == JET_NAME
+    assert tuple(layer.contrast_limits) == (0.0, 1.0) and layer.blending == "additive"
+    assert ct_layer_choices(viewer.layers) == []

@@ -1,11 +1,19 @@
 """Closing the panel with the dock's title-bar ✕: napari only takes it out of its dock (no
-closeEvent), and the panel must still let go of the viewer."""
+closeEvent), and the panel must still let go of the viewer. Once napari drops the panel, Qt deletes
+its widgets: work still running must not call back into them."""
 
 from __future__ import annotations
 
-import pytest
+import threading
 
-from .conftest import add_ct
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_chsnet.registry import INFECTION_LAYER, LUNGS_LAYER, RIGHT_LUNG
+from napari_chsnet.widgets.finetune import FinetunePanel
+
+from .conftest import add_ct, show_known_result
 from .test_segment_panel import RUN_TIMEOUT_MS, choose_weights
 
 pytestmark = pytest.mark.gui
@@ -32,7 +40,8 @@ def test_the_dock_close_button_cancels_the_run_and_releases_keys_and_layers(
     dock.title.close_button.click()  # napari's ✕: remove_dock_widget, no closeEvent
 
     qtbot.waitUntil(lambda: not widget.segment.running, timeout=RUN_TIMEOUT_MS)
-    assert widget.segment.status.value.startswith("Cancelled") and len(viewer.layers) == 1
+    assert len(viewer.layers) == 1
+    assert not [n for n in notifications if "cancelled" in str(n.message)], "cancelled quietly"
     assert _bound_shift_keys(viewer) == set()
     # the closed panel no longer follows the layer list
     add_ct(viewer, small_phantom, name="second CT")
@@ -65,3 +74,152 @@ def test_a_closed_panel_no_longer_follows_renames(panel, small_phantom):
     emitted.clear()
     ct.name = "renamed again"
     assert not emitted
+
+
+def _close_and_delete(qtbot, dock, widget) -> None:
+    """napari's ✕, then what follows in the GUI once napari holds no reference to the panel (the
+    tests hold one): Qt deletes the panel's widgets."""
+    dock.title.close_button.click()
+    with qtbot.waitSignal(widget.destroyed, timeout=5000):
+        widget.deleteLater()
+
+
+@pytest.fixture
+def docked(make_napari_viewer, user):
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget(*PANEL)
+    widget.use_dialogs(user)
+    return viewer, dock, widget
+
+
+def test_closing_the_panel_during_a_run_cancels_it_quietly(
+    docked, qtbot, small_phantom, tiny_weights, user, notifications
+):
+    viewer, dock, widget = docked
+    add_ct(viewer, small_phantom)
+    choose_weights(widget, user, tiny_weights)
+    segment = widget.segment
+    segment.batch_size.value = 1  # many steps: progress still arrives after the close
+    segment.segment.native.click()
+    assert segment.running
+
+    _close_and_delete(qtbot, dock, widget)  # a callback touching a deleted widget fails the test
+
+    qtbot.waitUntil(lambda: not segment.running, timeout=RUN_TIMEOUT_MS)
+    qtbot.wait(100)
+    assert len(viewer.layers) == 1
+    assert not [n for n in notifications if "cancelled" in str(n.message)]
+
+
+def _held_until(gate: threading.Event, task):
+    """``task`` that waits for ``gate`` first: the worker is sure to outlive the panel."""
+
+    def held(*args, **kwargs):
+        assert gate.wait(30)
+        return task(*args, **kwargs)
+
+    return held
+
+
+def test_a_correction_running_when_the_panel_is_closed_still_finishes(
+    docked, qtbot, small_phantom, monkeypatch
+):
+    from napari_chsnet.widgets import correct as correct_module
+
+    gate = threading.Event()
+    monkeypatch.setattr(
+        correct_module, "with_holes_filled", _held_until(gate, correct_module.with_holes_filled)
+    )
+    viewer, dock, widget = docked
+    ct = add_ct(viewer, small_phantom)
+    lungs_data = small_phantom.lungs.copy()
+    inside = ndimage.binary_erosion(lungs_data == RIGHT_LUNG, structure=np.ones((1, 5, 5)))
+    z, y, x = np.argwhere(inside)[0]
+    lungs_data[z, y - 1 : y + 2, x - 1 : x + 2] = 0  # a hole for Fill holes to fill
+    show_known_result(widget, ct, small_phantom, lungs=lungs_data)
+    correct = widget.correct
+    correct.target.value = LUNGS_LAYER
+    correct.fill_holes.native.click()
+    assert correct.busy
+
+    _close_and_delete(qtbot, dock, widget)
+    gate.set()
+
+    qtbot.waitUntil(lambda: not correct.busy, timeout=RUN_TIMEOUT_MS)
+    qtbot.wait(100)
+    assert viewer.layers[LUNGS_LAYER].data[z, y, x] == RIGHT_LUNG
+
+
+def test_a_correction_waiting_for_a_brush_stroke_when_the_panel_is_closed_is_still_written(
+    docked, qtbot, small_phantom
+):
+    viewer, dock, widget = docked
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    infection, lungs = viewer.layers[INFECTION_LAYER], viewer.layers[LUNGS_LAYER]
+    outside = tuple(np.argwhere(lungs.data == 0)[:50].T)
+    infection.data_setitem(outside, 1)
+    correct = widget.correct
+    correct.restrict.native.click()
+    with infection.block_history():  # napari's brush stroke, as in test_correct_panel
+        qtbot.waitUntil(lambda: correct.waiting_for_stroke, timeout=RUN_TIMEOUT_MS)
+        _close_and_delete(qtbot, dock, widget)
+
+    qtbot.waitUntil(lambda: not correct.busy, timeout=5000)
+    assert not infection.data[outside].any()
+
+
+def test_an_export_running_when_the_panel_is_closed_still_writes_its_file(
+    docked, qtbot, small_phantom, user, tmp_path, monkeypatch
+):
+    from napari_chsnet.widgets import report_panel
+
+    gate = threading.Event()
+    monkeypatch.setattr(report_panel, "write_report_json", _held_until(gate, report_panel.write_report_json))
+    viewer, dock, widget = docked
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    report = widget.report
+    user.save_paths.append(tmp_path / "report.json")
+    report.export_json.native.click()
+    assert report.busy
+
+    _close_and_delete(qtbot, dock, widget)
+    gate.set()
+
+    qtbot.waitUntil(lambda: not report.busy, timeout=RUN_TIMEOUT_MS)
+    qtbot.wait(100)
+    assert (tmp_path / "report.json").is_file()
+
+
+def test_a_fine_tune_running_when_the_panel_is_closed_is_cancelled_quietly(
+    docked, qtbot, monkeypatch, notifications
+):
+    """The training itself is replaced by a stand-in that reports steps until it is cancelled."""
+    import time
+
+    viewer, dock, widget = docked
+    finetune = widget.finetune
+    steps = []
+
+    def work(*_args):
+        for step in range(1, 1000):
+            if finetune._cancel.is_set():
+                return None
+            finetune._bridge.step.emit(step, 1000, 0.5)
+            steps.append(step)
+            time.sleep(0.01)
+        return None
+
+    monkeypatch.setattr(FinetunePanel, "corrected_case", lambda _self: object())
+    monkeypatch.setattr(FinetunePanel, "_work", lambda _self, *args: work(*args))
+    finetune.run()
+    assert finetune.running
+    qtbot.waitUntil(lambda: len(steps) > 3, timeout=5000)
+
+    _close_and_delete(qtbot, dock, widget)
+
+    qtbot.waitUntil(lambda: not finetune.running, timeout=5000)
+    qtbot.wait(100)
+    assert len(steps) < 999, "cancelled"
+    assert not [n for n in notifications if "Fine-tun" in str(n.message)]

@@ -366,3 +366,59 @@ def test_a_label_outside_the_expected_set_is_magenta_and_the_table_says_why(
     report = widget.report.build_report()
     assert OTHER_INFECTION_LABELS in report["warnings"]
     assert report["lungs"]["left"]["infected_ml"] > before.left.infected_ml
+
+
+@pytest.mark.parametrize("how", ["renamed", "closed"])
+def test_a_missing_mask_is_named_and_the_table_says_layers_are_found_by_name(
+    panel, qtbot, small_phantom, how
+):
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=TABLE_TIMEOUT_MS)
+
+    if how == "renamed":
+        viewer.layers[INFECTION_LAYER].name = "infection corrected"
+    else:
+        viewer.layers.remove(INFECTION_LAYER)
+
+    qtbot.waitUntil(lambda: widget.severity.severity is None, timeout=TABLE_TIMEOUT_MS)
+    note = widget.severity.note.value
+    assert note.startswith("No 'infection' layer:"), "names the missing layer, not both"
+    assert "found by their names" in note and "press Segment" in note
+
+
+def test_mask_files_and_report_use_one_case_name_after_the_ct_is_closed(
+    panel, qtbot, small_phantom, user, tmp_path
+):
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    viewer.layers.remove(ct)
+    case = widget.report.build_report()["case"]
+    user.folders.append(tmp_path)
+
+    widget.report.export_masks.native.click()
+    qtbot.waitUntil(lambda: not widget.report.busy, timeout=EXPORT_TIMEOUT_MS)
+
+    assert case and case != "case"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{case}_infection.nii.gz",
+        f"{case}_infection_probability.nii.gz",
+        f"{case}_lungs.nii.gz",
+    ]
+
+
+def test_masks_drawn_by_hand_without_a_ct_are_one_case_in_the_report_and_the_files(
+    panel, qtbot, small_phantom, user, tmp_path
+):
+    viewer, widget = panel
+    viewer.add_labels(small_phantom.lungs.copy(), name=LUNGS_LAYER)
+    viewer.add_labels(small_phantom.infection.copy(), name=INFECTION_LAYER)
+    user.folders.append(tmp_path)
+
+    widget.report.export_masks.native.click()
+    qtbot.waitUntil(lambda: not widget.report.busy, timeout=EXPORT_TIMEOUT_MS)
+
+    assert widget.report.build_report()["case"] == "case"  # not the working folder's name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case_infection.nii.gz", "case_lungs.nii.gz"]

@@ -236,6 +236,18 @@ def test_no_ct_is_an_error_notification(panel, notifications):
     assert not widget.segment.running
 
 
+def test_no_ct_says_why_an_open_image_is_not_offered(panel, notifications):
+    viewer, widget = panel
+    viewer.add_image(np.zeros((32, 32), np.float32), name="a photo")
+    viewer.add_labels(np.zeros((32, 32), np.uint8), name="drawing")
+    widget.reset_choices()
+    widget.segment.run()
+    message = str(notifications[-1].message)
+    assert "No CT to segment" in message
+    assert "A CT layer must be a 3-D greyscale image: 'a photo' is 2-D." in message
+    assert "drawing" not in message  # a Labels layer is never a CT: nothing to explain
+
+
 def test_an_8bit_layer_from_another_reader_is_converted_with_a_warning(
     panel, qtbot, tiny_weights, small_phantom, notifications, windowed_8bit
 ):

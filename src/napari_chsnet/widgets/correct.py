@@ -136,6 +136,7 @@ class CorrectPanel(Container):
         self._viewer = viewer
         self._results = results
         self._busy = False
+        self._closed = False  # the panel was closed: its Qt widgets are gone or about to be
         self._deferred: Callable[[], None] | None = None  # a result waiting for a stroke to end
 
         self.restrict = PushButton(text="Restrict infection to lungs", tooltip=TOOLTIPS["restrict"])
@@ -181,7 +182,7 @@ class CorrectPanel(Container):
         self.fill_holes.changed.connect(self.fill_mask_holes)
         self.relabel_right.changed.connect(partial(self.relabel_under_cursor, RIGHT_LUNG))
         self.relabel_left.changed.connect(partial(self.relabel_under_cursor, LEFT_LUNG))
-        # A child of the panel: a closed and deleted panel gets no more retries.
+        # A child of the panel (deleted with it): a closed panel retries with QTimer.singleShot.
         self._stroke_wait = QTimer(self.native)
         self._stroke_wait.setSingleShot(True)
         self._stroke_wait.setInterval(STROKE_RETRY_MS)
@@ -190,6 +191,14 @@ class CorrectPanel(Container):
     @property
     def busy(self) -> bool:
         return self._busy
+
+    def release(self) -> None:
+        """The panel is closed: a running helper still writes its result into the layer (as
+        Ctrl+Z-able as ever), but touches no widget of the panel from now on."""
+        self._closed = True
+        self._stroke_wait.stop()
+        if self._deferred is not None:
+            QTimer.singleShot(STROKE_RETRY_MS, self._retry_deferred)
 
     @property
     def waiting_for_stroke(self) -> bool:
@@ -301,7 +310,10 @@ class CorrectPanel(Container):
     def _apply(self, layer: Labels, snapshot: np.ndarray, description: str, corrected: np.ndarray) -> None:
         if self._results.contains(layer) and in_stroke(layer):
             self._deferred = partial(self._apply, layer, snapshot, description, corrected)
-            self._stroke_wait.start()
+            if self._closed:  # the panel's timer is deleted with it
+                QTimer.singleShot(STROKE_RETRY_MS, self._retry_deferred)
+            else:
+                self._stroke_wait.start()
             return
         was_deferred, self._deferred = self._deferred is not None, None
         self._write(layer, snapshot, description, corrected)
@@ -322,5 +334,7 @@ class CorrectPanel(Container):
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
+        if self._closed:
+            return
         for button in self._buttons:
             button.enabled = not busy

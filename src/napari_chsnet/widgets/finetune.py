@@ -163,6 +163,7 @@ class FinetunePanel(Container):
         self._segment = segment
         self._edits: dict[int, set[int]] = {}  # id(Labels layer) -> edited axial slices
         self._worker = None
+        self._closed = False  # the panel was closed: its Qt widgets are gone or about to be
         self._cancel = threading.Event()
         self._bridge = _Progress()
         self._bridge.step.connect(self._on_step)
@@ -524,6 +525,12 @@ class FinetunePanel(Container):
             self._cancel.set()
             self.status.value = "cancelling…"
 
+    def release(self) -> None:
+        """The panel is closed: cancel a running fine-tune quietly (nothing is written). From now on
+        the worker's callbacks touch no widget and show nothing."""
+        self._closed = True
+        self._cancel.set()
+
     def _set_running(self, running: bool, status: str) -> None:
         for widget in (
             self.start,
@@ -547,6 +554,8 @@ class FinetunePanel(Container):
         self.status.value = status
 
     def _on_step(self, step: int, total: int, loss: float) -> None:
+        if self._closed:
+            return
         self.progress.max = max(1, total)
         self.progress.value = min(step, total)
         self.status.value = f"step {step}/{total} — loss {loss:.4f}"
@@ -556,6 +565,8 @@ class FinetunePanel(Container):
             # Cancel pressed after the last check in finetune(): the version it just wrote goes too
             _discard_version(result.weights_dir)
             result = None
+        if self._closed:
+            return
         if result is None:
             self.status.value = "cancelled; the weights are unchanged"
             self._refresh_weights_lists()
@@ -573,6 +584,8 @@ class FinetunePanel(Container):
         )
 
     def _on_error(self, exc: BaseException) -> None:
+        if self._closed:
+            return
         text = (
             str(exc)
             if isinstance(exc, CHSNetError)
@@ -583,6 +596,8 @@ class FinetunePanel(Container):
 
     def _on_finished(self) -> None:
         self._worker = None
+        if self._closed:
+            return
         status = self.status.value
         self._set_running(False, status)
 

@@ -199,13 +199,16 @@ class CHSNetWidget(QWidget):
         super().closeEvent(event)
 
     def release(self) -> None:
-        """Let go of the viewer (the panel was closed): cancel running work, unbind the shortcuts
-        (a re-opened panel binds them again) and stop listening to layer events. Idempotent."""
+        """Let go of the viewer (the panel was closed): cancel a running segmentation or fine-tune
+        quietly (a correction or an export finishes), keep every worker callback away from the
+        widgets napari is about to delete, unbind the shortcuts (a re-opened panel binds them
+        again) and stop listening to layer events. Idempotent."""
         if self._released:
             return
         self._released = True
-        self.segment.stop()
-        self.finetune.stop()
+        # Workers still running call back later, when napari may have deleted the widgets.
+        for part in (self.segment, self.finetune, self.correct, self.report, self.severity):
+            part.release()
         for key in self.shortcuts:
             self.viewer.bind_key(key, None)
         self.shortcuts = {}

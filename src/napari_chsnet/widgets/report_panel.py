@@ -66,6 +66,10 @@ TABLE_COLUMNS = ("Lung\nmL", "Infected\nmL", "Involved\n%", "Grade")  # two line
 TABLE_ROWS = ("Right lung", "Left lung", "Overall")
 EDITED_WARNING = "The masks were corrected by hand after the model run."
 NO_MASKS = f"No '{LUNGS_LAYER}' and '{INFECTION_LAYER}' layers yet: press Segment."
+FOUND_BY_NAME = (
+    f"result layers are found by their names ('{LUNGS_LAYER}', '{INFECTION_LAYER}'), so a renamed or "
+    "closed one is not counted"
+)
 OTHER_INFECTION_LABELS = (
     f"The '{INFECTION_LAYER}' layer holds labels above 1 (drawn magenta); they count as infection."
 )
@@ -79,13 +83,32 @@ def current_masks(results: ResultLayers) -> tuple[np.ndarray, np.ndarray, Any]:
     """
     lungs, infection = results.lungs, results.infection
     if lungs is None or infection is None:
-        raise InvalidVolumeError(NO_MASKS)
+        raise InvalidVolumeError(missing_masks_message(results))
     if lungs.data.shape != infection.data.shape:
         raise InvalidVolumeError(
             f"'{LUNGS_LAYER}' {lungs.data.shape} and '{INFECTION_LAYER}' {infection.data.shape} are not on "
             "the same grid; segment again to get matching layers."
         )
     return np.asarray(lungs.data), np.asarray(infection.data), layer_geometry(lungs)
+
+
+def missing_masks_message(results: ResultLayers) -> str:
+    """What is missing of the ``lungs`` and ``infection`` layers, and how the panel finds them."""
+    missing = [name for name in (LUNGS_LAYER, INFECTION_LAYER) if results.layer(name) is None]
+    named = {name: results.named(name) for name in missing}
+    if len(missing) == 2 and not any(named.values()) and not results.renamed_results():
+        return NO_MASKS
+    problems = [
+        f"'{name}' is not a Labels layer" if named[name] is not None else f"no '{name}' layer"
+        for name in missing
+    ]
+    text = " and ".join(problems)
+    names = " and ".join(f"'{name}'" for name in missing)
+    masks, its = ("mask", "its") if len(missing) == 1 else ("masks", "their")
+    return (
+        f"{text[0].upper()}{text[1:]}: {FOUND_BY_NAME}. Name the {masks} {names} again (double-click "
+        f"{its} name in the layer list), or press Segment."
+    )
 
 
 def removed_by_run(results: ResultLayers) -> UncountedInfection:
@@ -141,6 +164,7 @@ class SeverityTable(QWidget):
         self._results = results
         self._pending = False
         self._computing = False
+        self._closed = False  # the panel was closed: its Qt widgets are gone or about to be
         self.severity: SeverityReport | None = None
 
         self.table = QTableWidget(len(TABLE_ROWS), len(TABLE_COLUMNS), self)
@@ -172,6 +196,12 @@ class SeverityTable(QWidget):
         self._timer.timeout.connect(self._recompute)
         results.changed.connect(self.schedule)
         self._show(None, NO_MASKS)
+        self.schedule()  # result layers may already be open (an earlier panel's)
+
+    def release(self) -> None:
+        """The panel is closed: a computation still running shows nothing."""
+        self._closed = True
+        self._timer.stop()
 
     def schedule(self) -> None:
         """Recompute in DEBOUNCE_MS unless asked again meanwhile."""
@@ -202,20 +232,26 @@ class SeverityTable(QWidget):
             _ignore_errors=True,
         )
         worker.returned.connect(self._on_computed)
-        worker.errored.connect(lambda exc: self._show(None, str(exc)))
+        worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._computing = True
         worker.start()
 
     def _on_computed(self, severity: SeverityReport) -> None:
+        if self._closed:
+            return
         note = " ".join(severity.warnings) or (
             f"Grade = worse lung (MosMed). Lesions below {severity.min_lesion_ml:g} mL are not counted."
         )
         self._show(severity, note)
 
+    def _on_error(self, exc: BaseException) -> None:
+        if not self._closed:
+            self._show(None, str(exc))
+
     def _on_finished(self) -> None:
         self._computing = False
-        if self._pending:
+        if self._pending and not self._closed:
             self._pending = False
             self._timer.start()
 
@@ -273,6 +309,7 @@ class ReportPanel(Container):
         self._results = results
         self.dialogs = dialogs
         self._busy = False
+        self._closed = False  # the panel was closed: its Qt widgets are gone or about to be
 
         self.anonymize = CheckBox(
             text="Anonymise (no names, IDs, dates, paths)", value=False, tooltip=TOOLTIPS["anonymize"]
@@ -291,7 +328,10 @@ class ReportPanel(Container):
                 row(self.export_pdf, self.export_csv, self.export_json),
                 self.mask_format,
                 self.export_masks,
-                paragraph("File → Save Selected Layers writes one\nlayer in the CT's geometry too.")[0],
+                paragraph(
+                    "File → Save Selected Layers writes one\nlayer in the CT's geometry too: choose\n"
+                    "the 'CT geometry (CHS-Net)' file type."
+                )[0],
             ]
         )
         end_with_stretch(self)
@@ -304,6 +344,11 @@ class ReportPanel(Container):
     @property
     def busy(self) -> bool:
         return self._busy
+
+    def release(self) -> None:
+        """The panel is closed: a running export still finishes (and says so), but touches no
+        widget of the panel from now on."""
+        self._closed = True
 
     # ------------------------------------------------------------------ what is exported
     def _ct_volume(self, required: bool) -> CTVolume | None:
@@ -343,6 +388,7 @@ class ReportPanel(Container):
         run = run_info_of(lungs_layer) if lungs_layer is not None else None
         if run is None:  # masks opened or drawn by hand: no model produced them
             run = RunInfo(model="manual", device="none", runtime_s=0.0, input=ct.source if ct else "")
+        run = dataclasses.replace(run, case=self._case())  # the masks' files get the same name
         report = build_report_json(
             severity,
             run,
@@ -356,6 +402,18 @@ class ReportPanel(Container):
         if missing_ct:
             report["warnings"].append(missing_ct)
         return report
+
+    def _case(self) -> str:
+        """The case name of the layers on screen, for the report and the mask files alike: the one
+        the run recorded (its input's name), else the CT's, else "case"."""
+        lungs = self._results.lungs
+        run = run_info_of(lungs) if lungs is not None else None
+        if run is not None and (run.case or run.input):
+            return run.case or case_name(run.input)
+        ct = self._results.ct_layer()
+        if ct is not None:
+            return case_name(str(ct.metadata.get(SOURCE_KEY) or ct.name))
+        return "case"
 
     def _suggested(self, filename: str) -> Path:
         """``filename`` in the scan's folder (taken from the layers: an anonymised report's input is
@@ -435,8 +493,7 @@ class ReportPanel(Container):
         folder = self.dialogs.folder("Folder for the masks (written in the CT's original geometry)")
         if folder is None:
             return
-        ct = self._results.ct_layer()
-        case = case_name(str(ct.metadata.get(SOURCE_KEY) or ct.name)) if ct is not None else "case"
+        case = self._case()
         suffix = self.mask_format.value
         arrays: list[tuple[Path, np.ndarray, bool]] = [
             (folder / f"{case}_lungs{suffix}", np.array(lungs), True),
@@ -476,5 +533,7 @@ class ReportPanel(Container):
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
+        if self._closed:
+            return
         for button in self._buttons:
             button.enabled = not busy

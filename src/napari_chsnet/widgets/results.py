@@ -4,13 +4,24 @@ A run writes three layers named as in ``registry`` (``lungs``, ``infection``,
 ``infection probability``), aligned with the CT (its scale, translate and affine, and its
 ``metadata["chsnet_geometry"]`` so napari's File → Save Layers writes them on the CT's grid).
 
-Re-running replaces these layers (same place in the layer list, same opacity and visibility) with
-fresh ones, so the new layers start with an empty undo history. Before that, the Segment panel
-asks for confirmation when a layer it would replace was edited since the run that wrote it (any
-paint, fill, erase or correction helper), or was not written by this panel at all (a file opened
-under that name): a correction is never lost silently. An edit marks the layer itself
+Re-running replaces these layers with fresh ones (so the new layers start with an empty undo
+history), stacked directly above the CT they were computed on and keeping the old layers' display
+settings (visibility, opacity, blending, contour). All three are swapped together: the layers on
+screen always come from one run. Before that, the Segment panel asks for confirmation when a layer
+it would replace was edited since the run that wrote it (any paint, fill, erase or correction
+helper), was not written by a run at all (a file opened under that name), or holds the result of
+another CT: a correction is never lost silently. An edit marks the layer itself
 (``metadata["chsnet_edited"]``), so the mark follows it through renames (the docs advise renaming
-a corrected layer to keep it).
+a corrected layer to keep it). A run also stores a checksum of each layer's data
+(``metadata["chsnet_checksum"]``): a panel opened later takes the result layers whose data still
+match it as its own, unedited ones.
+
+The Labels layers carry ``features`` (the lung's name shown on hover) only in the 2-D view. In 3-D,
+before the mouse has moved over the canvas, napari (0.9.2) has no view direction and
+``Labels.get_status`` hands ``np.asarray(None)`` to ``get_value`` for a layer with features:
+``_world_to_data_ray`` raises ``TypeError: len() of unsized object`` whenever such a layer becomes
+active (the same ``array(None)`` traceback is in napari PR #8135's thread; napari#7848 is another
+3-D features crash). That broke a run finishing in 3-D half-way through replacing its layers.
 
 The masks remember the CT they were computed on by its ``unique_id`` (a renamed CT is still found)
 and its source file (a same-named CT of another scan is not taken for it).
@@ -23,6 +34,7 @@ carry (``SPACING_KEY``) into the table's note and the report.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -37,6 +49,8 @@ from napari_chsnet.io.readers import in_hounsfield_units
 from napari_chsnet.io.volume import CTVolume, Geometry
 from napari_chsnet.napari_hooks import (
     GEOMETRY_KEY,
+    PROBABILITY_KEY,
+    PROBABILITY_OPACITY,
     SOURCE_KEY,
     geometry_from_meta,
     physical_axes,
@@ -64,6 +78,8 @@ CT_ID_KEY = "chsnet_ct_id"  # layer metadata: str(unique_id) of that CT layer
 CT_SOURCE_KEY = "chsnet_ct_source"  # layer metadata: that CT's source file ("" if unknown)
 EDITED_KEY = "chsnet_edited"  # layer metadata: True once the user edited the Labels layer
 SPACING_KEY = "chsnet_spacing_warning"  # result-layer metadata: their CT's spacing_warning, if any
+CHECKSUM_KEY = "chsnet_checksum"  # result-layer metadata: ``data_checksum`` of the data as written
+LABEL_NAMES_KEY = "label_names"  # a run's lungs layer: its labels' names (only the lungs have them)
 UNIT_SPACING_WARNING = (
     "No physical voxel size: the layer was not opened with napari-chsnet's reader and its scale is "
     "1 × 1 × 1, so volumes assume 1 mm voxels and are wrong unless the scan's are. Open the scan with "
@@ -86,7 +102,6 @@ _LAYER_TYPES: dict[str, type[Layer]] = {
 LUNGS_CONTOUR_PX = 2
 LUNGS_OPACITY = 0.9
 INFECTION_OPACITY = 0.6
-PROBABILITY_OPACITY = 0.5
 
 
 def ct_volume_from_layer(layer: Layer) -> CTVolume:
@@ -129,12 +144,41 @@ def intensity_converted(layer: Layer, volume: CTVolume) -> str | None:
 
 def ct_layer_choices(layers: Iterable[Layer]) -> list[tuple[str, Image]]:
     """Combo-box choices of the layers that can be a CT: single-channel 3-D images that are not a
-    run's own output (the probability map)."""
-    return [
-        (layer.name, layer)
-        for layer in layers
-        if isinstance(layer, Image) and not layer.rgb and layer.ndim == 3 and RUN_KEY not in layer.metadata
-    ]
+    probability map (a run's, or one this plugin's reader opened)."""
+    return [(layer.name, layer) for layer in layers if not_a_ct_because(layer) is None]
+
+
+def not_a_ct_because(layer: Layer) -> str | None:
+    """Why ``layer`` is not offered as a CT (None when it is), in words for a notification."""
+    if not isinstance(layer, Image):
+        return "is not an image layer"
+    if layer.rgb:
+        return "is a colour (RGB) image"
+    if layer.ndim != 3:
+        return f"is {layer.ndim}-D"
+    if RUN_KEY in layer.metadata or PROBABILITY_KEY in layer.metadata:
+        return "is an infection probability map"
+    return None
+
+
+def data_checksum(data: Any) -> str:
+    """A fingerprint of a layer's data (dtype, shape, CRC-32 of the bytes): about 30 ms for a
+    512 × 512 × 150 mask."""
+    array = np.ascontiguousarray(np.asarray(data))
+    return f"{array.dtype.str}:{'x'.join(map(str, array.shape))}:{zlib.crc32(array.reshape(-1).view(np.uint8)):08x}"
+
+
+def _hover_features(layer: Layer) -> dict[str, list[Any]] | None:
+    """The features a run gives its Labels layer (the status bar names the label under the mouse),
+    or None for any other layer."""
+    if not isinstance(layer, Labels) or RUN_KEY not in layer.metadata:
+        return None
+    if LABEL_NAMES_KEY in layer.metadata:
+        return {
+            "index": [RIGHT_LUNG, LEFT_LUNG],
+            "lung": [LUNG_LABEL_NAMES[RIGHT_LUNG], LUNG_LABEL_NAMES[LEFT_LUNG]],
+        }
+    return {"index": [1], "finding": ["infection"]}
 
 
 def layer_geometry(layer: Layer) -> Geometry:
@@ -181,6 +225,26 @@ def _source_of(layer: Layer) -> str:
     return str(layer.metadata.get(SOURCE_KEY) or "")
 
 
+def _computed_on(result: Layer, ct_layer: Layer) -> bool:
+    """Whether a run's layer was computed on ``ct_layer``: that very layer, or one of its name opened
+    again from the same file on the same grid."""
+    meta = result.metadata
+    if meta.get(CT_ID_KEY) == str(ct_layer.unique_id):
+        return True
+    return (
+        meta.get(CT_LAYER_KEY) == ct_layer.name
+        and meta.get(CT_SOURCE_KEY) == _source_of(ct_layer)
+        and tuple(result.data.shape) == tuple(ct_layer.data.shape)
+    )
+
+
+def _keep_display(old: Layer, new: Layer) -> None:
+    """Give ``new`` the display settings the user chose for the layer it replaces."""
+    new.visible, new.opacity, new.blending = old.visible, old.opacity, old.blending
+    if isinstance(old, Labels) and isinstance(new, Labels):
+        new.contour = old.contour
+
+
 class ResultLayers(QObject):
     """Finds the result layers in a viewer, writes new ones, and tracks user edits.
 
@@ -204,18 +268,53 @@ class ResultLayers(QObject):
         for layer in viewer.layers:
             self._watch(layer)
             _widen_ct_contrast(layer)
+        self._adopt_unedited_results()
+        self._sync_hover_features()
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self._on_removed)
         # A rename can change which layer is 'lungs' or 'infection' (the event has no names).
         viewer.layers.events.renamed.connect(self._emit)
+        viewer.dims.events.ndisplay.connect(self._sync_hover_features)
 
     def disconnect_viewer(self) -> None:
-        """Stop listening to the viewer (the panel is being closed)."""
+        """Stop listening to the viewer (the panel is being closed). Hover features stay as the view
+        needs them now (none in 3-D); a panel opened later restores them."""
         self._viewer.layers.events.inserted.disconnect(self._on_inserted)
         self._viewer.layers.events.removed.disconnect(self._on_removed)
         self._viewer.layers.events.renamed.disconnect(self._emit)
+        self._viewer.dims.events.ndisplay.disconnect(self._sync_hover_features)
         for layer in self._viewer.layers:
             self._unwatch(layer)
+
+    def _adopt_unedited_results(self) -> None:
+        """Take the result layers an earlier panel wrote as this panel's own while their data match
+        the checksum stored when they were written; mark them edited when not (painted while no
+        panel was open)."""
+        for name in RESULT_LAYERS:
+            layer = self.layer(name)
+            if layer is None or RUN_KEY not in layer.metadata or layer.metadata.get(EDITED_KEY):
+                continue
+            stored = layer.metadata.get(CHECKSUM_KEY)
+            if stored is not None and stored == data_checksum(layer.data):
+                self._written[name] = layer.unique_id
+            elif stored is not None:
+                layer.metadata[EDITED_KEY] = True
+
+    def _sync_hover_features(self, *_args: Any) -> None:
+        """Give a run's Labels layers their hover features in 2-D, none in 3-D (napari crash, see
+        the module docstring)."""
+        for layer in self._viewer.layers:
+            self._sync_features_of(layer)
+
+    def _sync_features_of(self, layer: Layer) -> None:
+        features = _hover_features(layer)
+        if features is None:
+            return
+        has_features = layer.features.shape[1] > 0
+        if self._viewer.dims.ndisplay == 3 and has_features:
+            layer.features = {}
+        elif self._viewer.dims.ndisplay != 3 and not has_features:
+            layer.features = features
 
     # ------------------------------------------------------------------ finding layers
     def layer(self, name: str) -> Layer | None:
@@ -225,6 +324,18 @@ class ResultLayers(QObject):
             if isinstance(layer, _LAYER_TYPES[name]):
                 return layer
         return None
+
+    def named(self, name: str) -> Layer | None:
+        """The layer called ``name``, whatever its type."""
+        return next((layer for layer in self._viewer.layers if layer.name == name), None)
+
+    def renamed_results(self) -> list[str]:
+        """Names of a run's lungs and infection layers that now go by another name."""
+        return [
+            layer.name
+            for layer in self._viewer.layers
+            if isinstance(layer, Labels) and RUN_KEY in layer.metadata and layer.name not in RESULT_LAYERS
+        ]
 
     @property
     def lungs(self) -> Labels | None:
@@ -293,6 +404,26 @@ class ResultLayers(QObject):
             and (layer.metadata.get(EDITED_KEY) or self._written.get(layer.name) != layer.unique_id)
         ]
 
+    def computed_on_another_ct(self, ct_layer: Layer) -> tuple[list[str], str]:
+        """Names of the run's result layers on screen that were computed on a CT other than
+        ``ct_layer`` (same layer, or the same file opened again on the same grid, counts as the
+        same CT), and that other CT's name ("" when none)."""
+        names, other = [], ""
+        for name in RESULT_LAYERS:
+            layer = self.layer(name)
+            if layer is None or RUN_KEY not in layer.metadata or _computed_on(layer, ct_layer):
+                continue
+            names.append(name)
+            other = other or self._ct_name_of(layer)
+        return names, other
+
+    def _ct_name_of(self, layer: Layer) -> str:
+        """The current name of the CT a result layer was computed on (it may have been renamed), else
+        the name it had then."""
+        ct_id = layer.metadata.get(CT_ID_KEY)
+        same = [other.name for other in self._viewer.layers if str(other.unique_id) == ct_id]
+        return same[0] if same else str(layer.metadata.get(CT_LAYER_KEY) or "another CT")
+
     def contains(self, layer: Layer) -> bool:
         """Whether ``layer`` is still in the viewer."""
         return any(other.unique_id == layer.unique_id for other in self._viewer.layers)
@@ -326,57 +457,85 @@ class ResultLayers(QObject):
                 **({SPACING_KEY: spacing} if spacing else {}),
             }
 
+        lungs_data = np.asarray(result.lungs, dtype=np.uint8)
+        infection_data = np.asarray(result.infection, dtype=np.uint8)
+        probability_data = np.asarray(result.probability, dtype=np.float32)
+        # No features yet: they come once all three layers are in (and only in 2-D, see the module
+        # docstring), so the status update of an inserted layer cannot stop the swap half-way.
         lungs = Labels(
-            np.asarray(result.lungs, dtype=np.uint8),
+            lungs_data,
             name=LUNGS_LAYER,
             colormap=lung_colormap(),
             opacity=LUNGS_OPACITY,
-            features={
-                "index": [RIGHT_LUNG, LEFT_LUNG],
-                "lung": [LUNG_LABEL_NAMES[RIGHT_LUNG], LUNG_LABEL_NAMES[LEFT_LUNG]],
+            metadata={
+                **metadata(),
+                LABEL_NAMES_KEY: {str(k): v for k, v in LUNG_LABEL_NAMES.items()},
+                CHECKSUM_KEY: data_checksum(lungs_data),
             },
-            metadata={**metadata(), "label_names": {str(k): v for k, v in LUNG_LABEL_NAMES.items()}},
             **common,
         )
         infection = Labels(
-            np.asarray(result.infection, dtype=np.uint8),
+            infection_data,
             name=INFECTION_LAYER,
             colormap=infection_colormap(),
             opacity=INFECTION_OPACITY,
-            features={"index": [1], "finding": ["infection"]},
-            metadata=metadata(),
+            metadata={**metadata(), CHECKSUM_KEY: data_checksum(infection_data)},
             **common,
         )
         probability = Image(
-            np.asarray(result.probability, dtype=np.float32),
+            probability_data,
             name=PROBABILITY_LAYER,
             colormap=CHSNET_JET,
             blending="additive",
             opacity=PROBABILITY_OPACITY,
             contrast_limits=(0.0, 1.0),
-            metadata=metadata(),
+            metadata={**metadata(), CHECKSUM_KEY: data_checksum(probability_data)},
             **common,
         )
         lungs.contour = LUNGS_CONTOUR_PX
         # Stacked CT < probability < lungs < infection: the red mask stays on top of the JET map.
         # Signals from the swap are one change for the listeners.
         with self._quiet():
-            for layer in (probability, lungs, infection):
-                self._replace(layer)
+            error = self._swap((probability, lungs, infection), ct_layer)
         # min_lesion_ml stays the Segment panel's setting (it keeps it in sync): the table and the
         # exports use the value the panel shows, not a copy taken when the run started.
         self.changed.emit()
+        if error is not None:
+            raise error
 
-    def _replace(self, new: Layer) -> None:
+    def _swap(self, new: tuple[Layer, ...], ct_layer: Layer) -> Exception | None:
+        """Replace the result layers by ``new`` (bottom to top), directly above ``ct_layer``, each
+        keeping the display settings of the layer it replaces.
+
+        All-or-nothing as the user sees it: every step is done even if one raises (an exception
+        from a napari event handler, after napari changed its list), so the layers on screen are
+        never part old, part new. Returns the first such error, for ``show`` to raise once done.
+        """
         layers = self._viewer.layers
-        index = next((i for i, layer in enumerate(layers) if layer.name == new.name), None)
-        if index is None:
-            layers.append(new)
-        else:
-            old = layers.pop(index)
-            new.visible, new.opacity = old.visible, old.opacity
-            layers.insert(index, new)
-        self._written[new.name] = new.unique_id
+        errors: list[Exception] = []
+
+        def step(action: Any, *args: Any) -> None:
+            try:
+                action(*args)
+            except Exception as exc:  # noqa: BLE001 (raised by show once the swap is complete)
+                errors.append(exc)
+
+        for layer in new:
+            old = next((o for o in layers if o.name == layer.name), None)
+            if old is not None:
+                _keep_display(old, layer)
+        for old in [layer for layer in layers if layer.name in RESULT_LAYERS]:
+            step(layers.remove, old)
+        ct_index = next((i for i, layer in enumerate(layers) if layer.unique_id == ct_layer.unique_id), None)
+        for offset, layer in enumerate(new, start=1):
+            if ct_index is None:
+                step(layers.append, layer)
+            else:
+                step(layers.insert, ct_index + offset, layer)
+            self._written[layer.name] = layer.unique_id
+        for layer in new:
+            step(self._sync_features_of, layer)
+        return errors[0] if errors else None
 
     # ------------------------------------------------------------------ edit tracking
     @contextmanager
@@ -408,6 +567,7 @@ class ResultLayers(QObject):
     def _on_inserted(self, event: Any) -> None:
         self._watch(event.value)
         _widen_ct_contrast(event.value)
+        self._sync_features_of(event.value)
         if event.value.name in RESULT_LAYERS:
             self._emit()
 

@@ -29,6 +29,7 @@ from napari_chsnet.widgets.results import (
     ct_layer_choices,
     ct_volume_from_layer,
     intensity_converted,
+    not_a_ct_because,
     spacing_warning,
 )
 from napari_chsnet.widgets.tooltips import TOOLTIPS
@@ -46,6 +47,24 @@ def _device_choices() -> list[str]:
 
     devices = list(available_devices())
     return devices if "auto" in devices else ["auto", *devices]
+
+
+NO_CT = (
+    "No CT to segment: open a chest CT (File → Open) or the sample "
+    "(File → Open Sample → CHS-Net Segment), then press Segment."
+)
+
+
+def no_ct_message(layers: Any) -> str:
+    """Why there is nothing to segment, naming the open images that are not offered as a CT."""
+    reasons = [
+        f"'{layer.name}' {because}"
+        for layer in layers
+        if isinstance(layer, Image) and (because := not_a_ct_because(layer)) is not None
+    ]
+    if not reasons:
+        return NO_CT
+    return f"{NO_CT} A CT layer must be a 3-D greyscale image: {'; '.join(reasons)}."
 
 
 def _error_message(exc: BaseException) -> str:
@@ -67,6 +86,7 @@ class SegmentPanel(Container):
         self.dialogs = dialogs
         self._weight_paths: list[str] = []
         self._worker: GeneratorWorker | None = None
+        self._closed = False  # the panel was closed: its Qt widgets are gone or about to be
         self._confirmed_edits = 0
         self._confirmed_names: set[str] = set()
         self._done_status = ""
@@ -200,10 +220,7 @@ class SegmentPanel(Container):
             return
         ct_layer = self.ct.value
         if ct_layer is None:
-            show_error(
-                "No CT to segment: open a chest CT (File → Open) or the sample "
-                "(File → Open Sample → CHS-Net Segment), then press Segment."
-            )
+            show_error(no_ct_message(self._viewer.layers))
             return
         try:
             volume = ct_volume_from_layer(ct_layer)
@@ -217,7 +234,7 @@ class SegmentPanel(Container):
         spacing = spacing_warning(ct_layer)
         if spacing:  # the table and the report say it again
             show_warning(f"'{ct_layer.name}': {spacing}")
-        if not self._confirm_replacing():
+        if not self._confirm_replacing(ct_layer):
             return
         from napari_chsnet.inference.pipeline import iter_segmentation
 
@@ -245,6 +262,13 @@ class SegmentPanel(Container):
             self.cancel.enabled = False
             self._worker.quit()
 
+    def release(self) -> None:
+        """The panel is closed: cancel a running segmentation quietly. From now on the worker's
+        callbacks touch no widget (napari deletes them once the dock is gone) and show nothing."""
+        self._closed = True
+        if self._worker is not None:
+            self._worker.quit()
+
     def _work_at_risk_since_start(self) -> bool:
         """Whether the result would now replace work the user did not agree to lose when pressing
         Segment: a layer of a result name added or renamed, or a mask edited, while the network ran."""
@@ -252,19 +276,32 @@ class SegmentPanel(Container):
         edited = self._results.edit_count != self._confirmed_edits
         return bool(at_risk - self._confirmed_names) or (edited and bool(at_risk))
 
-    def _confirm_replacing(self) -> bool:
+    def _confirm_replacing(self, ct_layer: Image) -> bool:
+        """Ask before a run replaces layers that hold the user's work or another CT's result."""
         at_risk = self._results.would_lose_work()
+        other_ct_layers, other_ct = self._results.computed_on_another_ct(ct_layer)
         self._confirmed_edits = self._results.edit_count
         self._confirmed_names = set(at_risk)
-        if not at_risk:
+        if not at_risk and not other_ct_layers:
             return True
-        names = ", ".join(f"'{name}'" for name in at_risk)
-        return self.dialogs.confirm(
-            "Replace corrected layers?",
-            f"The layers {names} were edited or not made by this run. Segmenting again replaces them "
-            "with the new result and their edits cannot be undone.\n\n"
-            "To keep them, press No and rename them (double-click the name in the layer list) first.",
+        paragraphs = []
+        if other_ct_layers:
+            names = ", ".join(f"'{name}'" for name in other_ct_layers)
+            paragraphs.append(
+                f"The layers {names} hold the result of the CT '{other_ct}'. Segmenting '{ct_layer.name}' "
+                "replaces them with its own result."
+            )
+        if at_risk:
+            names = ", ".join(f"'{name}'" for name in at_risk)
+            paragraphs.append(
+                f"The layers {names} were edited or not made by this run. Segmenting again replaces them "
+                "with the new result and their edits cannot be undone."
+            )
+        paragraphs.append(
+            "To keep them, press No and rename them (double-click the name in the layer list) first."
         )
+        title = "Replace corrected layers?" if at_risk else "Replace another CT's result?"
+        return self.dialogs.confirm(title, "\n\n".join(paragraphs))
 
     def _set_running(self, running: bool, status: str) -> None:
         self.segment.enabled = not running
@@ -289,6 +326,8 @@ class SegmentPanel(Container):
         self.status.value = status
 
     def _on_progress(self, progress: Progress) -> None:
+        if self._closed:
+            return
         total = max(int(progress.total), 1)
         self.progress.max = total
         self.progress.value = min(int(progress.done), total)
@@ -301,13 +340,15 @@ class SegmentPanel(Container):
             bar.set_description(progress.stage)
 
     def _on_result(self, ct_layer: Image, result: SegmentationResult) -> None:
+        if self._closed:  # cancelled by closing the panel: the result is not shown
+            return
         if not self._results.contains(ct_layer):
             self._done_status = "CT closed: result not shown."
             show_warning(
                 f"The CT layer '{ct_layer.name}' was closed during the run; the result was not shown."
             )
             return
-        if self._work_at_risk_since_start() and not self._confirm_replacing():
+        if self._work_at_risk_since_start() and not self._confirm_replacing(ct_layer):
             self._done_status = "Result discarded: layers kept."
             return
         self._results.show(result, ct_layer)
@@ -317,13 +358,18 @@ class SegmentPanel(Container):
         )
 
     def _on_error(self, exc: BaseException) -> None:
+        if self._closed:
+            return
         self._done_status = "Failed: see the notification."
         show_error(_error_message(exc))
 
     def _on_aborted(self) -> None:
+        if self._closed:
+            return
         self._done_status = "Cancelled: no layer changed."
         show_info("Segmentation cancelled; no layer was added or changed.")
 
     def _on_finished(self) -> None:
         self._worker = None
-        self._set_running(False, self._done_status)
+        if not self._closed:
+            self._set_running(False, self._done_status)

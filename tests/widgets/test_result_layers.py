@@ -1,0 +1,185 @@
+"""How a run's layers join the viewer: in 3-D, above their CT, keeping the user's display settings,
+recognised by a panel opened later, and never replacing another CT's result without asking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_chsnet.registry import INFECTION_LAYER, LEFT_LUNG, LUNGS_LAYER, PROBABILITY_LAYER
+
+from .conftest import add_ct, show_known_result
+
+pytestmark = pytest.mark.gui
+PANEL = ("napari-chsnet", "CHS-Net Segment")
+RESULTS = [PROBABILITY_LAYER, LUNGS_LAYER, INFECTION_LAYER]
+TABLE_TIMEOUT_MS = 5_000
+
+
+def _names(viewer) -> list[str]:
+    return [layer.name for layer in viewer.layers]
+
+
+def _other_infection(phantom) -> np.ndarray:
+    """An infection mask unlike the phantom's, to tell a second result from the first."""
+    infection = np.zeros_like(phantom.infection)
+    infection[phantom.lungs > 0] = 1
+    return infection
+
+
+def test_a_result_arriving_in_3d_replaces_all_three_layers(panel, small_phantom):
+    """In 3-D with no mouse move since, napari has no view direction and a Labels layer with features
+    raised a TypeError when it became active: the first result lacked 'infection', the second kept
+    the old 'infection' beside the new 'lungs'."""
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    # The mouse rests on the canvas, last moved there in 2-D (no view direction), and the user
+    # switched to 3-D with napari's shortcut: napari's state in the reviewer's GUI session.
+    viewer.mouse_over_canvas = True
+    viewer.dims.ndisplay = 3
+    assert viewer.cursor._view_direction is None
+
+    show_known_result(widget, ct, small_phantom)
+    assert _names(viewer) == [ct.name, *RESULTS]
+    first_run = {viewer.layers[name].unique_id for name in RESULTS}
+    second = _other_infection(small_phantom)
+    show_known_result(widget, ct, small_phantom, infection=second)
+
+    assert _names(viewer) == [ct.name, *RESULTS]
+    assert not first_run & {viewer.layers[name].unique_id for name in RESULTS}, "no layer of the first run"
+    np.testing.assert_array_equal(viewer.layers[INFECTION_LAYER].data, second)
+
+
+def test_an_error_during_the_swap_still_leaves_the_layers_of_one_run(panel, small_phantom):
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    second = _other_infection(small_phantom)
+
+    def failing_handler(event):
+        if event.value.name == LUNGS_LAYER:
+            raise RuntimeError("a layer handler failed")
+
+    viewer.layers.events.inserted.connect(failing_handler)
+    with pytest.raises(RuntimeError, match="a layer handler failed"):  # not hidden
+        show_known_result(widget, ct, small_phantom, infection=second)
+    viewer.layers.events.inserted.disconnect(failing_handler)
+
+    assert _names(viewer) == [ct.name, *RESULTS]
+    np.testing.assert_array_equal(viewer.layers[INFECTION_LAYER].data, second)
+
+
+def test_selecting_a_result_layer_in_3d_raises_nothing_and_2d_hover_names_the_lung(panel, small_phantom):
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    lungs = viewer.layers[LUNGS_LAYER]
+    assert list(lungs.features["lung"]) == ["right lung", "left lung"]
+
+    viewer.mouse_over_canvas = True  # as in the test above
+    viewer.dims.ndisplay = 3
+    for name in (ct.name, LUNGS_LAYER, INFECTION_LAYER):
+        viewer.layers.selection.active = viewer.layers[name]  # raised TypeError for the Labels
+    viewer.dims.ndisplay = 2
+
+    assert list(lungs.features["lung"]) == ["right lung", "left lung"]
+    assert list(viewer.layers[INFECTION_LAYER].features["finding"]) == ["infection"]
+
+
+def test_result_layers_sit_directly_above_the_ct_they_were_computed_on(panel, small_phantom):
+    viewer, widget = panel
+    first = add_ct(viewer, small_phantom, name="first CT")
+    show_known_result(widget, first, small_phantom)
+    second = add_ct(viewer, small_phantom, name="second CT")  # opened later: on top of the results
+
+    show_known_result(widget, second, small_phantom)
+    assert _names(viewer) == ["first CT", "second CT", *RESULTS]
+
+    show_known_result(widget, first, small_phantom)
+    assert _names(viewer) == ["first CT", *RESULTS, "second CT"]
+
+
+def test_a_new_result_keeps_the_users_display_settings(panel, small_phantom):
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    lungs, infection, probability = (
+        viewer.layers[name] for name in (LUNGS_LAYER, INFECTION_LAYER, PROBABILITY_LAYER)
+    )
+    lungs.contour, lungs.opacity, lungs.blending = 0, 0.3, "opaque"
+    infection.visible = False
+    probability.blending, probability.opacity = "translucent", 0.2
+
+    show_known_result(widget, ct, small_phantom)
+
+    lungs, infection, probability = (
+        viewer.layers[name] for name in (LUNGS_LAYER, INFECTION_LAYER, PROBABILITY_LAYER)
+    )
+    assert (lungs.contour, lungs.opacity, lungs.blending) == (0, pytest.approx(0.3), "opaque")
+    assert not infection.visible
+    assert (probability.blending, probability.opacity) == ("translucent", pytest.approx(0.2))
+
+
+def _close_and_reopen(viewer, dock):
+    dock.title.close_button.click()  # napari's ✕
+    _dock, reopened = viewer.window.add_plugin_dock_widget(*PANEL)
+    return reopened
+
+
+def test_a_reopened_panel_shows_the_table_and_takes_unedited_results_as_its_own(
+    make_napari_viewer, qtbot, small_phantom, user
+):
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget(*PANEL)
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=TABLE_TIMEOUT_MS)
+    expected = widget.severity.cell(2, 1)
+
+    reopened = _close_and_reopen(viewer, dock)
+    reopened.use_dialogs(user)  # no answer ready: a question fails the test
+
+    qtbot.waitUntil(lambda: reopened.severity.severity is not None, timeout=TABLE_TIMEOUT_MS)
+    assert reopened.severity.cell(2, 1) == expected
+    assert reopened.results.would_lose_work() == []
+    assert reopened.segment._confirm_replacing(ct)
+    assert not any(reopened.results.is_edited(name) for name in RESULTS)
+
+
+def test_a_result_edited_while_no_panel_was_open_is_known_as_edited(make_napari_viewer, small_phantom, user):
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget(*PANEL)
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    dock.title.close_button.click()
+    viewer.layers[LUNGS_LAYER].data_setitem((np.array([0]), np.array([0]), np.array([0])), LEFT_LUNG)
+
+    _dock, reopened = viewer.window.add_plugin_dock_widget(*PANEL)
+    reopened.use_dialogs(user)
+
+    assert reopened.results.would_lose_work() == [LUNGS_LAYER]
+    assert reopened.results.is_edited(LUNGS_LAYER) and not reopened.results.is_edited(INFECTION_LAYER)
+    user.confirm_answers.append(False)
+    assert not reopened.segment._confirm_replacing(ct)
+    assert "'lungs' were edited" in user.questions[-1]
+
+
+def test_segmenting_another_ct_asks_before_replacing_the_first_cts_result(panel, small_phantom, user):
+    viewer, widget = panel
+    first = add_ct(viewer, small_phantom, name="first CT")
+    show_known_result(widget, first, small_phantom)
+    lungs = viewer.layers[LUNGS_LAYER]
+    second = add_ct(viewer, small_phantom, name="second CT")
+    widget.reset_choices()
+    widget.segment.ct.value = second
+    user.confirm_answers.append(False)
+
+    widget.segment.run()
+
+    assert not widget.segment.running
+    question = user.questions[-1]
+    assert "'first CT'" in question and "'second CT'" in question
+    assert viewer.layers[LUNGS_LAYER] is lungs
+    # the CT the result belongs to: replaced without a question, as before
+    assert widget.segment._confirm_replacing(first)
+    assert len(user.questions) == 1
