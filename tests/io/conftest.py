@@ -1,4 +1,4 @@
-"""Fixtures of the I/O tests (the DICOM-writing helpers live in dicom_factory.py)."""
+"""Fixtures of the I/O tests (the DICOM-writing helpers live in tests/dicom_factory.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from dicom_factory import series_hu, write_series
 
 

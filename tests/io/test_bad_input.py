@@ -9,8 +9,8 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from dicom_factory import series_hu, write_series
 
+from dicom_factory import series_hu, write_series
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.readers import read_ct
 
@@ -94,6 +94,87 @@ def test_dicom_cut_off_in_its_header_is_skipped_by_name(tmp_path, cut):
         path.unlink()
     with pytest.raises(InvalidVolumeError, match=r"no image could be read.*\(zz_cut\.dcm\)"):
         read_ct(tmp_path / "s")
+
+
+def _set_tag(path, keyword, value):
+    ds = pydicom.dcmread(path)
+    setattr(ds, keyword, value)
+    ds.save_as(path)
+
+
+MALFORMED_TAGS = [
+    ("PixelSpacing", "0.7", "PixelSpacing has 1 value, expected 2"),
+    (
+        "ImageOrientationPatient",
+        ["1", "0", "0", "0", "1"],
+        "ImageOrientationPatient has 5 values, expected 6",
+    ),
+    ("ImagePositionPatient", ["0", "0"], "ImagePositionPatient has 2 values, expected 3"),
+    (
+        "ImageOrientationPatient",
+        ["0"] * 6,
+        r"ImageOrientationPatient \(0\\0\\0\\0\\0\\0\) is not two perpendicular",
+    ),
+    ("PixelSpacing", ["0", "0.7"], r"PixelSpacing \(0\\0.7\) holds a spacing that is not positive"),
+]
+
+
+@pytest.mark.parametrize(("keyword", "value", "fault"), MALFORMED_TAGS)
+def test_a_malformed_geometry_tag_is_named_not_called_damaged(tmp_path, keyword, value, fault):
+    """Reviewer: a wrong count of ImageOrientationPatient/ImagePositionPatient values escaped as a bare
+    ValueError (exit 1 in the CLI); a single PixelSpacing value was called 'damaged or truncated'."""
+    paths = write_series(tmp_path / "s", series_hu(3))
+    for path in paths:
+        _set_tag(path, keyword, value)
+    with pytest.raises(
+        InvalidVolumeError,
+        match=rf"no image could be read; 3 DICOM file\(s\) have a malformed header value \({fault}.* in slice000.dcm, slice001.dcm, slice002.dcm\)",
+    ) as refused:
+        read_ct(tmp_path / "s")
+    assert "damaged" not in str(refused.value)
+    with pytest.raises(
+        InvalidVolumeError, match=rf"slice001.dcm: no image could be read; .*\({fault}.* in slice001.dcm\)"
+    ):
+        read_ct(paths[1])
+
+
+def test_a_file_with_a_malformed_tag_is_skipped_by_name_and_the_tag(tmp_path):
+    hu = series_hu(5)
+    paths = write_series(tmp_path / "s", hu)
+    _set_tag(paths[4], "ImageOrientationPatient", ["1", "0", "0", "0", "1"])
+    volume = read_ct(tmp_path / "s")
+    np.testing.assert_array_equal(volume.hu, hu[:4])
+    assert volume.metadata["warnings"] == [
+        "skipped 1 DICOM file(s) with a malformed header value (ImageOrientationPatient has 5 values, expected "
+        "6 in slice004.dcm); if they belong to the opened series, export it again"
+    ]
+
+
+def test_a_missing_slice_skipped_for_a_malformed_tag_is_named_in_the_error(tmp_path):
+    """The error is all a user of the command line sees: the skipped file and its tag are in it."""
+    paths = write_series(tmp_path / "s", series_hu(5))
+    _set_tag(paths[2], "ImagePositionPatient", ["0", "0"])
+    with pytest.raises(
+        InvalidVolumeError,
+        match=r"misses slices .* Also skipped 1 DICOM file\(s\) with a malformed header value \(ImagePositionPatient has 2 values, expected 3 in slice002.dcm\)",
+    ):
+        read_ct(tmp_path / "s")
+
+
+def test_a_bug_in_reading_headers_is_not_reported_as_a_damaged_file(tmp_path, monkeypatch):
+    """A KeyError, IndexError or TypeError of the reader's own code was caught and reported as a
+    'damaged or truncated' file."""
+    import napari_chsnet.io.dicom_headers as dicom_headers
+
+    write_series(tmp_path / "s", series_hu(2))
+    for error in (KeyError, IndexError, TypeError):
+
+        def bug(*args, error=error):
+            raise error("a bug")
+
+        monkeypatch.setattr(dicom_headers, "_plane", bug)
+        with pytest.raises(error, match="a bug"):
+            read_ct(tmp_path / "s")
 
 
 def test_uncompressed_nifti_named_nii_gz_is_read(tmp_path):

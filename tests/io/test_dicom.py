@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import JPEG2000Lossless, RLELossless
+
 from dicom_factory import (
     INTERCEPT,
     jpeg_lossless_copy,
@@ -13,8 +15,6 @@ from dicom_factory import (
     write_enhanced,
     write_series,
 )
-from pydicom.uid import JPEG2000Lossless, RLELossless
-
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.readers import read_ct
 
@@ -118,6 +118,27 @@ def test_uneven_spacing_is_resampled_so_every_slice_lies_at_its_true_position(tm
     )
 
 
+def test_a_layout_is_built_once_with_all_its_warnings(tmp_path):
+    """The resampled layout was built and its warning then appended to the list it held, and the tilt
+    warning appended to a frozen layout's list; now each layout gets its warnings whole."""
+    from napari_chsnet.io.dicom import order_slices
+    from napari_chsnet.io.dicom_headers import read_headers
+
+    paths = write_series(tmp_path / "s", series_hu(6), positions_mm=[0.0, 2.5, 4.0, 6.0, 8.0, 10.0])
+    for k, path in enumerate(paths):  # each slice 0.5 mm further posterior: a gantry tilt
+        ds = pydicom.dcmread(path)
+        ds.ImagePositionPatient[1] = ds.ImagePositionPatient[1] + 0.5 * k
+        ds.save_as(path)
+    layout = order_slices(read_headers(paths).headers, 2.0)
+    assert layout.resampled and layout.n_grid == 6
+    assert isinstance(layout.warnings, tuple)
+    assert [w[:40] for w in layout.warnings] == [
+        "uneven slice spacing from 1.500 to 2.500",
+        "slice positions drift within the slice p",
+    ]
+    assert "onto a regular 2.000 mm grid of 6 slices" in layout.warnings[0]
+
+
 def test_slices_1_mm_then_2_mm_apart_keep_the_scan_length(tmp_path):
     """On a regular 2 mm grid the 16 mm scan was 20 mm long, its upper slices up to 4 mm out of place."""
     positions = [0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0]
@@ -163,10 +184,10 @@ def test_repeated_acquisition_in_one_series_is_kept_whole_not_spliced(tmp_path):
     write_series(tmp_path / "s", hu[:3] + 7, series_uid=uid, acquisition=2, name="repeat")  # z 0-4 mm again
     volume = read_ct(tmp_path / "s")
     np.testing.assert_array_equal(volume.hu, hu)
-    assert (
-        "the series holds 2 acquisitions at the same positions; kept acquisition 1 (6 slices) and "
-        "dropped acquisition 2 (3 slices)" in volume.metadata["warnings"]
-    )
+    assert volume.metadata["warnings"] == [
+        "the series holds 2 acquisitions, 1 of them repeating positions another already covers (a scan "
+        "repeated inside one series): kept acquisition 1 (6 slices); dropped acquisition 2 (3 slices) whole"
+    ]
 
 
 def test_equal_acquisitions_keep_the_lowest_number(tmp_path):
@@ -188,6 +209,71 @@ def test_acquisitions_sharing_a_border_slice_are_not_a_repeated_scan(tmp_path):
     volume = read_ct(tmp_path / "s")
     np.testing.assert_array_equal(volume.hu, hu)
     assert volume.metadata["warnings"] == ["dropped 1 slice(s) repeating a position already present"]
+
+
+def _write_acquisitions(folder, acquisitions):
+    """One series of ``acquisitions`` ({number: slice z positions in mm}); a slice's HU is -1000 + 10 z."""
+    uid = pydicom.uid.generate_uid()
+    for number, z_mm in acquisitions.items():
+        hu = np.stack([np.full((6, 6), -1000 + 10 * z, dtype=np.int16) for z in z_mm])
+        write_series(folder, hu, series_uid=uid, acquisition=number, positions_mm=z_mm, name=f"a{number}_")
+    return read_ct(folder)
+
+
+def _z_of(volume):
+    """The z (mm, from the first slice's position) each slice was written at, from its HU."""
+    return list((volume.hu[:, 0, 0].astype(float) + 1000) / 10)
+
+
+def test_a_short_repeat_drops_only_itself_not_the_other_table_positions(tmp_path):
+    """Reviewer: a helical scan in two acquisitions (z 0-38, 40-78) with a 6-slice re-scan of z 60-70
+    came out as acquisition 1 alone: 20 slices, half the chest."""
+    volume = _write_acquisitions(
+        tmp_path / "s",
+        {
+            1: [2.0 * k for k in range(20)],
+            2: [40 + 2.0 * k for k in range(20)],
+            3: [60 + 2.0 * k for k in range(6)],
+        },
+    )
+    assert _z_of(volume) == [2.0 * k for k in range(40)]
+    assert volume.metadata["warnings"] == [
+        "the series holds 3 acquisitions, 1 of them repeating positions another already covers (a scan "
+        "repeated inside one series): kept acquisition 1 (20 slices), acquisition 2 (20 slices); dropped "
+        "acquisition 3 (6 slices) whole"
+    ]
+
+
+def test_step_and_shoot_acquisitions_sharing_half_their_slices_are_all_kept(tmp_path):
+    """Reviewer: ten 4-slice acquisitions, each sharing 2 border slices with the next, came out as
+    the first acquisition's 4 slices, with a warning of 9 repeated acquisitions."""
+    volume = _write_acquisitions(
+        tmp_path / "s", {a + 1: [4.0 * a + 2.0 * j for j in range(4)] for a in range(10)}
+    )
+    assert _z_of(volume) == [2.0 * k for k in range(22)]
+    assert volume.metadata["warnings"] == ["dropped 18 slice(s) repeating a position already present"]
+    assert not any("repeat" in w and "acquisition" in w for w in volume.metadata["warnings"])
+
+
+def test_a_repeat_shifted_by_half_a_slice_is_dropped_not_interleaved(tmp_path):
+    """Reviewer: a repeat 1 mm off the 2 mm grid shares no position and was interleaved with the
+    original into a 40-slice volume at 1 mm."""
+    volume = _write_acquisitions(
+        tmp_path / "s", {1: [2.0 * k for k in range(20)], 2: [1 + 2.0 * k for k in range(20)]}
+    )
+    assert _z_of(volume) == [2.0 * k for k in range(20)]
+    assert volume.geometry.spacing_mm[2] == pytest.approx(2.0)
+    assert volume.metadata["warnings"] == [
+        "the series holds 2 acquisitions, 1 of them repeating positions another already covers (a scan "
+        "repeated inside one series): kept acquisition 1 (20 slices); dropped acquisition 2 (20 slices) whole"
+    ]
+
+
+def test_one_acquisition_number_per_slice_is_no_repeat(tmp_path):
+    """Some scanners number every slice as its own acquisition: each is one slice, none a repeat."""
+    volume = _write_acquisitions(tmp_path / "s", {k + 1: [2.5 * k] for k in range(8)})
+    assert _z_of(volume) == [2.5 * k for k in range(8)]
+    assert volume.metadata["warnings"] == []
 
 
 def test_repeated_position_within_one_acquisition_drops_the_copy(tmp_path):

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-from dicom_factory import save_without_preamble, series_hu, write_series
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from dicom_factory import save_without_preamble, series_hu, write_series
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.readers import read_ct
 
@@ -68,6 +68,15 @@ def test_study_dates_are_named_when_the_folder_holds_two_studies(tmp_path):
     [warning] = _warnings(tmp_path)
     assert "series 2 " in warning and "(4 slices, 2 mm thick, study of 2024-01-02)" in warning
     assert "(3 slices, 2 mm thick, study of 2023-05-06)" in warning
+
+
+def test_a_study_date_that_is_no_calendar_date_is_shown_as_written(tmp_path):
+    """The series choice formatted any 8 digits as a date ("2024-13-02"), the PDF only a calendar-like
+    one: one rule now, the PDF's (io/dicom_headers.py format_dicom_date)."""
+    write_series(tmp_path, series_hu(4), series_number=2, name="a", study=("1.2.3.1", "20241302"))
+    write_series(tmp_path, series_hu(3), series_number=2, name="b", study=("1.2.3.2", "20230506"))
+    [warning] = _warnings(tmp_path)
+    assert "study of 20241302)" in warning and "study of 2023-05-06)" in warning
 
 
 def test_many_other_series_are_counted_after_five(tmp_path):

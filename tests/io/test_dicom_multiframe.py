@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-from dicom_factory import series_hu, write_enhanced, write_series
 
+from dicom_factory import series_hu, write_enhanced, write_series
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.readers import read_ct
 

@@ -9,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from dicom_factory import physical_point
 
+from dicom_factory import physical_point
 from napari_chsnet.errors import InvalidVolumeError, OutputError, OutputExistsError
 from napari_chsnet.io.readers import read_ct
 from napari_chsnet.io.volume import Geometry

@@ -305,7 +305,8 @@ def test_dicom_header_labels_never_run_into_their_values(dicom_case, synthetic_c
 
 
 def test_dicom_values_read_as_dates_times_and_ages():
-    from napari_chsnet.report.pdf_text import _dicom_age, _dicom_date, _dicom_time
+    from napari_chsnet.io.dicom_headers import format_dicom_date as _dicom_date
+    from napari_chsnet.report.pdf_text import _dicom_age, _dicom_time
 
     assert [_dicom_date(v) for v in ("19600102", "2020-04-15", "20201345", "")] == [
         "1960-01-02",

@@ -26,6 +26,7 @@ from napari_chsnet.cli.options import (
 )
 from napari_chsnet.errors import CHSNetError, InvalidVolumeError, OutputError, OutputExistsError
 from napari_chsnet.io.hounsfield import INTENSITY_CHOICES
+from napari_chsnet.listing import first_and_more
 from napari_chsnet.report.severity import DEFAULT_MIN_LESION_ML
 
 VOLUME_OUTPUTS = ("lungs.nii.gz", "infection.nii.gz", "probability.nii.gz")
@@ -210,7 +211,7 @@ def check_outputs(cases: list[Case], output: Path, overwrite: bool) -> None:
             raise OutputExistsError(f"{case.folder} is a file, not a folder; remove it or choose another -o")
     existing = [str(path) for case in cases for path in case.outputs() if path.exists()]
     if existing and not overwrite:
-        shown = ", ".join(existing[:4]) + (f" and {len(existing) - 4} more" if len(existing) > 4 else "")
+        shown = first_and_more(existing, 4)
         raise OutputExistsError(f"outputs already exist: {shown}; pass --overwrite or choose another -o")
     csv_path = output / CSV_NAME
     if csv_path.exists() and not csv_path.is_file():

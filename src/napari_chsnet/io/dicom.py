@@ -14,7 +14,7 @@ through the pylibjpeg plugins, each file once however many frames it holds.
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from napari_chsnet.io.dicom_series import choose_series
 from napari_chsnet.io.memory import check_fits_in_memory
 from napari_chsnet.io.orientation import geometry_of, oblique_warning, to_display
 from napari_chsnet.io.volume import CTVolume
+from napari_chsnet.listing import first_and_more
 
 __all__ = ["REPORT_TAGS", "looks_like_dicom", "order_slices", "read_dicom", "read_series"]
 
@@ -63,24 +64,61 @@ _RESAMPLE_TOLERANCE = 0.1
 _POSITION_ROUNDING_MM = 0.05
 # Slices closer than this along the normal repeat a position.
 _SAME_POSITION_MM = 1e-3
+# What pydicom's pixel decoding raises (beyond a damaged file): pixel data shorter than the header says
+# (ValueError), a missing decoder (RuntimeError, NotImplementedError), a missing pixel tag (AttributeError).
+# Only ``ds.pixel_array`` is tried under it.
+_UNDECODABLE = (*UNREADABLE, ValueError, RuntimeError, AttributeError)
 # HU given to voxels marked by PixelPaddingValue (outside the reconstructed field of view): air.
 _PADDING_HU = -1024.0
-# Damaged files named in a warning or error before the rest are counted.
+# Damaged files (or acquisitions) named in a warning or error before the rest are counted.
 _NAMES_SHOWN = 5
 
 
-def _names(paths: list[Path]) -> str:
-    shown = ", ".join(p.name for p in paths[:_NAMES_SHOWN])
-    return shown + (f" and {len(paths) - _NAMES_SHOWN} more" if len(paths) > _NAMES_SHOWN else "")
+def _names(paths: Sequence[Path]) -> str:
+    return first_and_more([p.name for p in paths], _NAMES_SHOWN)
 
 
-def _damaged_warnings(damaged: list[Path]) -> list[str]:
-    if not damaged:
-        return []
-    return [
-        f"skipped {len(damaged)} damaged or truncated DICOM file(s) that cannot be read ({_names(damaged)}); "
-        "if they belong to the opened series, export it again"
-    ]
+def _malformed(malformed: dict[Path, str]) -> str:
+    """What is wrong with each file, files with the same fault named together."""
+    by_fault: dict[str, list[Path]] = {}
+    for path, fault in malformed.items():
+        by_fault.setdefault(fault, []).append(path)
+    return first_and_more(
+        [f"{fault} in {_names(paths)}" for fault, paths in by_fault.items()], _NAMES_SHOWN, "; "
+    )
+
+
+def _skipped_warnings(scan: HeaderScan) -> list[str]:
+    warnings = []
+    if scan.damaged:
+        warnings.append(
+            f"skipped {len(scan.damaged)} damaged or truncated DICOM file(s) that cannot be read "
+            f"({_names(scan.damaged)}); if they belong to the opened series, export it again"
+        )
+    if scan.malformed:
+        warnings.append(
+            f"skipped {len(scan.malformed)} DICOM file(s) with a malformed header value ({_malformed(scan.malformed)}); "
+            "if they belong to the opened series, export it again"
+        )
+    return warnings
+
+
+def _nothing_readable_error(scan: HeaderScan, source: str) -> InvalidVolumeError:
+    faults = []
+    if scan.damaged:
+        faults.append(f"{len(scan.damaged)} DICOM file(s) are damaged or truncated ({_names(scan.damaged)})")
+    if scan.malformed:
+        faults.append(
+            f"{len(scan.malformed)} DICOM file(s) have a malformed header value ({_malformed(scan.malformed)})"
+        )
+    if faults:
+        return InvalidVolumeError(
+            f"{source}: no image could be read; {' and '.join(faults)}; export the series again."
+        )
+    return InvalidVolumeError(
+        f"{source}: its {scan.n_dicom} DICOM file(s) hold no image (no image size or pixel data: reports, or "
+        "files cut off in their header); choose the CT image series or export it again."
+    )
 
 
 @dataclass(frozen=True)
@@ -97,7 +135,7 @@ class SliceLayout:
     spacing_mm: float
     missing_after: dict[int, int]
     resampled: bool
-    warnings: list[str]
+    warnings: tuple[str, ...]
 
     @property
     def known_index(self) -> np.ndarray:
@@ -106,7 +144,7 @@ class SliceLayout:
     @property
     def n_grid(self) -> int:
         if self.resampled:
-            return int(round((self.offsets_mm[-1] - self.offsets_mm[0]) / self.spacing_mm)) + 1
+            return _n_steps(self.offsets_mm[-1] - self.offsets_mm[0], self.spacing_mm) + 1
         return int(self.known_index[-1]) + 1
 
     @property
@@ -122,6 +160,11 @@ def _known_index(n_slices: int, missing_after: dict[int, int]) -> np.ndarray:
     return np.arange(n_slices) + shift
 
 
+def _n_steps(extent_mm: float, step_mm: float) -> int:
+    """Whole steps of about ``step_mm`` from the first to the last slice (at least one)."""
+    return max(1, round(float(extent_mm) / step_mm))
+
+
 def _offset(header: SliceHeader, normal: np.ndarray) -> float:
     return float(np.dot(header.position_mm, normal))  # type: ignore[arg-type]
 
@@ -133,61 +176,79 @@ def order_slices(series: list[SliceHeader], default_spacing_mm: float) -> SliceL
         ordered = sorted(series, key=lambda h: h.stack_order)
         warning = "slices carry no ImagePositionPatient; ordered by InstanceNumber with the slice thickness as spacing"
         offsets = np.arange(len(ordered)) * default_spacing_mm
-        return SliceLayout(ordered, offsets, default_spacing_mm, {}, False, [warning])
+        return SliceLayout(ordered, offsets, default_spacing_mm, {}, False, (warning,))
     normal = series[0].normal
     ordered = sorted(series, key=lambda h: (_offset(h, normal), *h.stack_order))
-    warnings: list[str] = []
-    ordered, note = _one_acquisition(ordered, normal)
-    warnings += [note] if note else []
     offsets = np.array([_offset(h, normal) for h in ordered])
+    warnings: list[str] = []
+    kept, note = _without_repeated_acquisitions(ordered, offsets)
+    if note:
+        warnings.append(note)
+        ordered, offsets = [h for h, k in zip(ordered, kept, strict=True) if k], offsets[kept]
     keep = np.r_[True, np.diff(offsets) > _SAME_POSITION_MM]
     if not keep.all():
         warnings.append(f"dropped {int((~keep).sum())} slice(s) repeating a position already present")
         ordered = [h for h, k in zip(ordered, keep, strict=True) if k]
         offsets = offsets[keep]
     if len(ordered) == 1:
-        return SliceLayout(ordered, offsets, default_spacing_mm, {}, False, warnings)
-    layout = _grid(ordered, offsets, warnings)
+        return SliceLayout(ordered, offsets, default_spacing_mm, {}, False, tuple(warnings))
+    spacing, missing_after, resampled, grid_warnings = _grid(offsets)
+    warnings += grid_warnings
     in_plane = np.array([h.position_mm for h in ordered]) - np.outer(offsets - offsets[0], normal)
-    if np.abs(in_plane - in_plane[0]).max() > 0.01 * layout.spacing_mm + 1e-3:
-        layout.warnings.append(
+    if np.abs(in_plane - in_plane[0]).max() > 0.01 * spacing + 1e-3:
+        warnings.append(
             "slice positions drift within the slice plane (gantry tilt); shown without shear correction"
         )
-    return layout
+    return SliceLayout(ordered, offsets, spacing, missing_after, resampled, tuple(warnings))
 
 
-def _one_acquisition(ordered: list[SliceHeader], normal: np.ndarray) -> tuple[list[SliceHeader], str | None]:
-    """When an acquisition repeats the positions of another (a scan repeated inside one series), the
-    acquisition with the most slices (tie: the lowest number), whole: spliced slice by slice, the
-    two would make a volume that is neither."""
-    if not _is_repeated_scan(ordered, normal):
-        return ordered, None
-    counts = Counter(h.acquisition_number for h in ordered)
-    kept = min(counts, key=lambda n: (-counts[n], _by_number(n)))
-    dropped = ", ".join(
-        f"{_acquisition(n)} ({counts[n]} slices)" for n in sorted(counts, key=_by_number) if n != kept
-    )
+def _without_repeated_acquisitions(
+    ordered: list[SliceHeader], offsets: np.ndarray
+) -> tuple[np.ndarray, str | None]:
+    """Which slices to keep when the series repeats part of its scan in another acquisition.
+
+    Acquisitions are taken from the largest (tie: the lowest number) down; one is a repeat, dropped
+    whole, when more than half of its slices lie within the extent (first to last position, widened by
+    half a slice spacing) of an acquisition already kept: spliced slice by slice, the two would make a
+    volume that is neither, and a repeat shifted by part of a slice would be interleaved with its
+    original. Every other acquisition is kept: the table positions of a scan numbered as acquisitions,
+    a step-and-shoot scan whose neighbours share their border slices (half of a short acquisition), and
+    positions shared at the borders are left to the duplicate rule. A note when one is dropped."""
+    numbers = [h.acquisition_number for h in ordered]
+    at: dict[int | None, np.ndarray] = {n: offsets[[m == n for m in numbers]] for n in dict.fromkeys(numbers)}
+    if len(at) == 1:
+        return np.ones(len(ordered), dtype=bool), None
+    tolerance = 0.5 * _slice_spacing(at.values(), offsets)
+    kept: list[int | None] = []
+    dropped: list[int | None] = []
+    for number in sorted(at, key=lambda n: (-len(at[n]), _by_number(n))):
+        inside = np.zeros(len(at[number]), dtype=bool)
+        for other in kept:
+            low, high = at[other].min() - tolerance, at[other].max() + tolerance
+            inside |= (at[number] >= low) & (at[number] <= high)
+        (dropped if inside.sum() > 0.5 * len(inside) else kept).append(number)
+    if not dropped:
+        return np.ones(len(ordered), dtype=bool), None
+    kept_text = _acquisitions(sorted(kept, key=_by_number), at)
+    dropped_text = _acquisitions(sorted(dropped, key=_by_number), at)
     note = (
-        f"the series holds {len(counts)} acquisitions at the same positions; kept {_acquisition(kept)} "
-        f"({counts[kept]} slices) and dropped {dropped}"
+        f"the series holds {len(at)} acquisitions, {len(dropped)} of them repeating positions another "
+        f"already covers (a scan repeated inside one series): kept {kept_text}; dropped {dropped_text} whole"
     )
-    return [h for h in ordered if h.acquisition_number == kept], note
+    return np.array([n not in dropped for n in numbers]), note
 
 
-def _is_repeated_scan(ordered: list[SliceHeader], normal: np.ndarray) -> bool:
-    """Whether at least half the slices of some acquisition lie at positions another acquisition also
-    has. A step-and-shoot scan numbers each table position as an acquisition, and its neighbours may
-    share a slice or two at their border: those are duplicates, not a repeated scan."""
-    offsets = np.array([_offset(h, normal) for h in ordered])
-    position = np.r_[0, np.cumsum(np.diff(offsets) > _SAME_POSITION_MM)]  # one id per distinct position
-    acquisitions_at: dict[int, set[int | None]] = {}
-    for header, where in zip(ordered, position, strict=True):
-        acquisitions_at.setdefault(int(where), set()).add(header.acquisition_number)
-    shared, total = Counter[int | None](), Counter[int | None]()
-    for header, where in zip(ordered, position, strict=True):
-        total[header.acquisition_number] += 1
-        shared[header.acquisition_number] += len(acquisitions_at[int(where)]) > 1
-    return any(shared[number] >= 0.5 * total[number] for number in total if shared[number])
+def _acquisitions(numbers: list[int | None], at: dict[int | None, np.ndarray]) -> str:
+    return first_and_more([f"{_acquisition(n)} ({len(at[n])} slices)" for n in numbers], _NAMES_SHOWN)
+
+
+def _slice_spacing(acquisitions: Iterable[np.ndarray], offsets: np.ndarray) -> float:
+    """The median step between an acquisition's own distinct positions; where every acquisition is one
+    slice, the median step between the series' distinct positions."""
+    steps = [step for z in acquisitions for step in np.diff(np.unique(z)) if step > _SAME_POSITION_MM]
+    if not steps:
+        steps = [step for step in np.diff(offsets) if step > _SAME_POSITION_MM]
+    return float(np.median(steps)) if steps else 0.0
 
 
 def _by_number(number: int | None) -> float:
@@ -198,35 +259,39 @@ def _acquisition(number: int | None) -> str:
     return f"acquisition {number}" if number is not None else "the slices without AcquisitionNumber"
 
 
-def _grid(ordered: list[SliceHeader], offsets: np.ndarray, warnings: list[str]) -> SliceLayout:
-    """Place the ordered slices on a regular grid: steps over 1.5 median steps are missing slices;
-    the grid spacing runs from the first to the last slice, and slices further than 10 % of it from
-    their grid place (accumulated, not step by step) are resampled onto a grid of the median step."""
+def _grid(offsets: np.ndarray) -> tuple[float, dict[int, int], bool, list[str]]:
+    """Place slices at ``offsets`` (sorted, distinct) on a regular grid: its spacing, the missing slices
+    after each gap, whether the slices are resampled, and the warnings.
+
+    Steps over 1.5 median steps are missing slices; the grid spacing runs from the first to the last
+    slice, and slices further than 10 % of it from their grid place (accumulated, not step by step)
+    are resampled onto a grid of the median step."""
     steps = np.diff(offsets)
     median = float(np.median(steps))
     is_gap = steps > _GAP_FACTOR * median
     missing_after = {int(i): int(round(steps[i] / median)) - 1 for i in np.flatnonzero(is_gap)}
     regular = steps[~is_gap]  # never empty: the smallest step is at most the median
-    known_index = _known_index(len(ordered), missing_after)
+    known_index = _known_index(len(offsets), missing_after)
     extent = float(offsets[-1] - offsets[0])
     spacing = extent / int(known_index[-1])
     off_grid = float(np.abs(offsets - offsets[0] - known_index * spacing).max())
     if off_grid > _RESAMPLE_TOLERANCE * spacing:
-        grid_spacing = extent / max(1, round(extent / median))
-        resampled = SliceLayout(ordered, offsets, grid_spacing, missing_after, True, warnings)
-        warnings.append(
+        n_steps = _n_steps(extent, median)
+        grid_spacing = extent / n_steps
+        warning = (
             f"uneven slice spacing from {regular.min():.3f} to {regular.max():.3f} mm, which on a regular grid "
-            f"would place slices up to {off_grid:.2f} mm from their measured positions; the {len(ordered)} "
+            f"would place slices up to {off_grid:.2f} mm from their measured positions; the {len(offsets)} "
             f"measured slices are resampled by linear interpolation onto a regular {grid_spacing:.3f} mm grid "
-            f"of {resampled.n_grid} slices, so that every voxel lies at its true position"
+            f"of {n_steps + 1} slices, so that every voxel lies at its true position"
         )
-        return resampled
+        return grid_spacing, missing_after, True, [warning]
     if off_grid > max(_UNEVEN_TOLERANCE * spacing, _POSITION_ROUNDING_MM):
-        warnings.append(
+        warning = (
             f"uneven slice spacing from {regular.min():.3f} to {regular.max():.3f} mm; shown on a regular "
             f"{spacing:.3f} mm grid, so slices lie up to {off_grid:.3f} mm from their measured positions"
         )
-    return SliceLayout(ordered, offsets, spacing, missing_after, False, warnings)
+        return spacing, missing_after, False, [warning]
+    return spacing, missing_after, False, []
 
 
 def _dataset(path: Path) -> pydicom.Dataset:
@@ -255,7 +320,7 @@ def _stored_frames(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
         )
     try:
         pixels = ds.pixel_array
-    except (*UNREADABLE, RuntimeError, NotImplementedError, AttributeError) as exc:
+    except _UNDECODABLE as exc:
         raise InvalidVolumeError(
             f"{path}: pixel data ({ds.file_meta.get('TransferSyntaxUID', 'unknown transfer syntax')}) cannot be decoded "
             f"({exc}); the file is truncated or needs a decoder (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle)."
@@ -264,6 +329,11 @@ def _stored_frames(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
     if int(ds.get("SamplesPerPixel") or 1) != 1 or pixels.shape[-2:] != (ds.Rows, ds.Columns):
         raise InvalidVolumeError(
             f"{path} holds a {pixels.shape} colour image, not a greyscale CT; choose the CT series."
+        )
+    if pixels.size != n_frames * ds.Rows * ds.Columns:  # e.g. a multi-frame file that lost NumberOfFrames
+        raise InvalidVolumeError(
+            f"{path} holds {pixels.size // (ds.Rows * ds.Columns)} frames of pixels where its NumberOfFrames "
+            f"says {n_frames}; the file is damaged, export the series again."
         )
     return ds, pixels.reshape(n_frames, ds.Rows, ds.Columns)
 
@@ -386,16 +456,23 @@ def _hu_volume(layout: SliceLayout, source: str) -> tuple[np.ndarray, list[int]]
 
 
 def _report_fields(first: SliceHeader) -> dict[str, Any]:
+    """The REPORT_TAGS the first slice's file holds; a value pydicom cannot parse is left out."""
     ds = read_dataset(first.path, stop_before_pixels=True)
-    fields = {
-        tag: str(ds.get(tag)) for tag in REPORT_TAGS if ds is not None and ds.get(tag) not in (None, "")
-    }
+    fields = {}
+    for tag in REPORT_TAGS if ds is not None else ():
+        try:
+            value = ds.get(tag)
+        except UNREADABLE:  # a damaged value (e.g. an unknown VR) that no image tag needed
+            continue
+        if value not in (None, ""):
+            fields[tag] = str(value)
     if "SliceThickness" not in fields and first.thickness_mm:
         fields["SliceThickness"] = f"{first.thickness_mm:g}"  # a multi-frame file states it per frame
     return fields
 
 
-def _missing_slices_error(layout: SliceLayout, source: str) -> InvalidVolumeError:
+def _missing_slices_error(layout: SliceLayout, source: str, skipped: list[str]) -> InvalidVolumeError:
+    """The gaps, and the files skipped while reading (perhaps the missing slices: the error is all a user sees)."""
     gaps = ", ".join(
         f"{count} after slice {after + 1} of {len(layout.slices)}"
         for after, count in layout.missing_after.items()
@@ -405,6 +482,7 @@ def _missing_slices_error(layout: SliceLayout, source: str) -> InvalidVolumeErro
         f"{source}: the series misses slices ({gaps}, {median:.3f} mm spacing); export the complete series, "
         "or let the reader interpolate the gap (`chsnet segment --fill-missing-slices`, or "
         "`read_ct(path, fill_missing_slices=True)` in Python)."
+        + "".join(f" Also {note}." for note in skipped)
     )
 
 
@@ -417,13 +495,14 @@ def read_series(
 ) -> CTVolume:
     """Choose, order, decode and orient a series out of ``headers`` (slices of one or more series);
     ``warnings`` are notes from before the choice (e.g. skipped damaged files)."""
+    earlier = list(warnings or [])
     series, choice_warnings = choose_series(headers, source)
-    warnings = [*(warnings or []), *choice_warnings]
+    warnings = [*earlier, *choice_warnings]
     first = series[0]
     layout = order_slices(series, first.nominal_spacing_mm)
     warnings += layout.warnings
     if layout.missing_after and not fill_missing_slices:
-        raise _missing_slices_error(layout, source)
+        raise _missing_slices_error(layout, source, earlier)
     hu, filled = _hu_volume(layout, source)
     if filled:
         warnings.append(
@@ -487,8 +566,8 @@ def _whole_series_warning(path: Path, headers: list[SliceHeader]) -> list[str]:
 def read_dicom(path: Path | list[Path], *, fill_missing_slices: bool = False) -> CTVolume:
     """Read a DICOM series folder, a single DICOM file, or a list of DICOM files as one CT volume.
 
-    Damaged files among several are skipped with a warning naming them; a damaged single file,
-    or a folder of nothing but damaged files, is refused.
+    Damaged files, and files with a malformed geometry tag, among several are skipped with a warning
+    naming them (and the tag); a single such file, or a folder of nothing else, is refused.
     """
     notes: list[str] = []
     if isinstance(path, list):
@@ -506,18 +585,10 @@ def read_dicom(path: Path | list[Path], *, fill_missing_slices: bool = False) ->
         scan = _scan_one_file(path)
         notes = _whole_series_warning(path, scan.headers)
     if not scan.headers:
-        if scan.damaged:
-            raise InvalidVolumeError(
-                f"{source}: no image could be read; {len(scan.damaged)} DICOM file(s) are damaged or truncated "
-                f"({_names(scan.damaged)}); export the series again."
-            )
-        raise InvalidVolumeError(
-            f"{source}: its {scan.n_dicom} DICOM file(s) hold no image (no image size or pixel data: reports, or "
-            "files cut off in their header); choose the CT image series or export it again."
-        )
+        raise _nothing_readable_error(scan, source)
     return read_series(
         scan.headers,
         source,
         fill_missing_slices=fill_missing_slices,
-        warnings=[*notes, *_damaged_warnings(scan.damaged)],
+        warnings=[*notes, *_skipped_warnings(scan)],
     )

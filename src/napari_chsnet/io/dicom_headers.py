@@ -4,12 +4,17 @@ pydicom reads each file's header without its pixels. An enhanced (multi-frame) f
 into its frames, each with the position, orientation, pixel spacing and rescale that its
 functional groups give (per frame, else shared, else the file's top-level attributes), so that
 the series choice, the ordering and the gap, duplicate and spacing checks treat frames and
-single-frame files alike.
+single-frame files alike. A file pydicom cannot parse is set aside as damaged; one whose geometry tags
+are malformed (a wrong count of values, not numbers, cosines that are not two perpendicular unit
+vectors) is set aside with what is wrong with it (MalformedTagError), so that the warning or error
+names the tag.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,15 +24,18 @@ import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from napari_chsnet.errors import InvalidVolumeError
 
 # CT Image Storage and Enhanced CT Image Storage: a CT even when the Modality tag is missing.
 _CT_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1")
-# What pydicom raises on a damaged or cut-off file: a truncated element surfaces as a bare
-# struct.error or BytesLengthException, not as InvalidDicomError.
-UNREADABLE = (
-    InvalidDicomError, BytesLengthException, struct.error, EOFError, OSError, ValueError, KeyError, IndexError
-)  # fmt: skip
+# What pydicom raises on a damaged or cut-off file, reading it or converting a value on first use: a
+# truncated element surfaces as a bare struct.error or BytesLengthException (OSError inside a sequence),
+# a corrupted value representation as NotImplementedError ("Unknown VR"), not as InvalidDicomError.
+# Nothing broader: a ValueError or TypeError of this package's own code is a bug, not a damaged file.
+UNREADABLE = (InvalidDicomError, BytesLengthException, struct.error, EOFError, OSError, NotImplementedError)
 # A dataset saved without the 128-byte preamble starts with its file meta (group 0002) or, without
 # file meta too, with its identifying group (0008).
 _BARE_DATASET_GROUPS = (0x0002, 0x0008)
@@ -37,12 +45,30 @@ _VALUE_REPRESENTATIONS = frozenset(
 # Tags the single-file check reads from the files beside it (and what makes a forced read plausible).
 _SIBLING_TAGS = ["SOPClassUID", "Modality", "SeriesInstanceUID", "Rows", "Columns", "NumberOfFrames"]
 _DEFAULT_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+# Largest departure of ImageOrientationPatient's cosines from unit length, and of their dot product from 0,
+# taken as rounding (real files write them to 3-6 decimals).
+_COSINE_TOLERANCE = 0.05
+# Characters of a malformed value quoted in a message (a damaged value can be long binary garbage).
+_SHOWN_CHARACTERS = 60
 # pydicom's (implicit VR, little endian) of a dataset read without file meta, as a transfer syntax.
 _SYNTAX_OF_ENCODING = {
     (True, True): ImplicitVRLittleEndian,
     (False, True): ExplicitVRLittleEndian,
     (False, False): ExplicitVRBigEndian,
 }
+
+
+class MalformedTagError(InvalidVolumeError):
+    """A tag the reader needs holds a value of the wrong count or kind, e.g. "ImageOrientationPatient has 5
+    values, expected 6"; the file's name is added by whoever reads it."""
+
+
+def format_dicom_date(value: str) -> str:
+    """DICOM DA "19600102" → "1960-01-02"; anything else (not a calendar-like date) as it is."""
+    match = re.fullmatch(r"\s*(\d{4})(\d{2})(\d{2})\s*", value)
+    if match and 1 <= int(match[2]) <= 12 and 1 <= int(match[3]) <= 31:
+        return f"{match[1]}-{match[2]}-{match[3]}"
+    return value
 
 
 @dataclass(frozen=True)
@@ -230,13 +256,36 @@ def nominal_spacing(spacing_between_slices: object, thickness: object) -> float:
     return thickness_mm if thickness_mm > 0 else 1.0
 
 
+def _values(value: object) -> list[object]:
+    """A tag's values as a list: pydicom gives a multi-valued tag as a MultiValue, a single value as itself."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        return [value]
+    return list(value)
+
+
+def _whole_number(ds: pydicom.Dataset, keyword: str, default: int | None = None) -> int:
+    """A count (Rows, Columns, NumberOfFrames) as a positive int; ``default`` when the tag is missing,
+    empty or 0, where it may be."""
+    values = _values(ds.get(keyword))
+    if default is not None and not any(values):
+        return default
+    if len(values) > 1:
+        raise MalformedTagError(f"{keyword} has {len(values)} values, expected 1")
+    number = _int_or_none(values[0]) if values else None
+    if number is None or number < 1:
+        raise MalformedTagError(f"{keyword} is {_shown(values) or 'empty'}, not a positive whole number")
+    return number
+
+
 def file_header(path: Path, ds: pydicom.Dataset) -> FileHeader:
     """The patient, study and series fields of an image dataset."""
     sop_class = str(ds.get("SOPClassUID", ""))
     return FileHeader(
         path=path,
         modality=str(ds.get("Modality") or ("CT" if sop_class in _CT_SOP_CLASSES else "")).upper(),
-        image_type=tuple(str(v).upper() for v in (ds.get("ImageType") or ())),
+        image_type=tuple(str(v).upper() for v in _values(ds.get("ImageType"))),
         series_uid=str(ds.get("SeriesInstanceUID", "unknown series")),
         series_number=_int_or_none(ds.get("SeriesNumber")),
         series_description=str(ds.get("SeriesDescription") or "").strip(),
@@ -244,9 +293,9 @@ def file_header(path: Path, ds: pydicom.Dataset) -> FileHeader:
         study_date=str(ds.get("StudyDate") or ""),
         patient_id=str(ds.get("PatientID") or "").strip(),
         patient_name=str(ds.get("PatientName") or "").strip(),
-        rows=int(ds.Rows),
-        columns=int(ds.Columns),
-        n_frames=int(ds.get("NumberOfFrames") or 1),
+        rows=_whole_number(ds, "Rows"),
+        columns=_whole_number(ds, "Columns"),
+        n_frames=_whole_number(ds, "NumberOfFrames", default=1),
     )
 
 
@@ -264,17 +313,26 @@ def slice_headers(path: Path, ds: pydicom.Dataset) -> list[SliceHeader]:
 def _functional_group(ds: pydicom.Dataset, frame: int | None, keyword: str) -> pydicom.Dataset | None:
     """The item of functional group ``keyword`` for ``frame``: the frame's own, else the shared one."""
     holders = []
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    if frame is not None and per_frame is not None and frame < len(per_frame):
+    per_frame = _items(ds, "PerFrameFunctionalGroupsSequence")
+    if frame is not None and frame < len(per_frame):
         holders.append(per_frame[frame])
-    shared = ds.get("SharedFunctionalGroupsSequence")
-    if shared:
-        holders.append(shared[0])
+    holders += _items(ds, "SharedFunctionalGroupsSequence")[:1]
     for holder in holders:
-        sequence = holder.get(keyword)
-        if sequence:
-            return sequence[0]
+        items = _items(holder, keyword)
+        if items:
+            return items[0]
     return None
+
+
+def _items(holder: pydicom.Dataset, keyword: str) -> DicomSequence:
+    """The items of sequence ``keyword``, none when it is missing; a value that is not a sequence is a
+    MalformedTagError."""
+    value = holder.get(keyword)
+    if isinstance(value, DicomSequence):
+        return value
+    if value is None or value == "":
+        return DicomSequence()
+    raise MalformedTagError(f"{keyword} is not a sequence")
 
 
 def _from_group(group: pydicom.Dataset | None, ds: pydicom.Dataset, keyword: str) -> object:
@@ -284,13 +342,42 @@ def _from_group(group: pydicom.Dataset | None, ds: pydicom.Dataset, keyword: str
     return ds.get(keyword)
 
 
-def _floats(values: object) -> tuple[float, ...] | None:
-    return tuple(float(v) for v in values) if values else None  # type: ignore[attr-defined]
+def _floats(value: object, keyword: str, count: int) -> tuple[float, ...] | None:
+    """Tag ``keyword``'s ``count`` numbers, None when it is missing or empty; another number of values,
+    or a value that is not a finite number, is a MalformedTagError naming the tag."""
+    values = _values(value)
+    if not values:
+        return None
+    if len(values) != count:
+        raise MalformedTagError(
+            f"{keyword} has {len(values)} value{'s' if len(values) > 1 else ''}, expected {count}"
+        )
+    try:
+        floats = tuple(float(v) for v in values)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        floats = (math.nan,)
+    if not all(math.isfinite(f) for f in floats):
+        raise MalformedTagError(f"{keyword} holds a value that is not a number ({_shown(values)})")
+    return floats
+
+
+def _shown(values: Iterable[object]) -> str:
+    """Values as DICOM writes a multi-valued tag, separated by backslashes, cut after 60 characters."""
+    text = "\\".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+    return text if len(text) <= _SHOWN_CHARACTERS else text[: _SHOWN_CHARACTERS - 1] + "…"
 
 
 def _orientation(ds: pydicom.Dataset, frame: int | None) -> tuple[float, ...]:
+    """Row and column cosines; two vectors that are not (to rounding) perpendicular unit vectors give no
+    slice normal to order slices along, nor a grid: a MalformedTagError."""
     group = _functional_group(ds, frame, "PlaneOrientationSequence")
-    return _floats(_from_group(group, ds, "ImageOrientationPatient")) or _DEFAULT_ORIENTATION
+    keyword = "ImageOrientationPatient"
+    orientation = _floats(_from_group(group, ds, keyword), keyword, 6) or _DEFAULT_ORIENTATION
+    row, column = np.array(orientation[:3]), np.array(orientation[3:])
+    departure = max(abs(np.linalg.norm(row) - 1), abs(np.linalg.norm(column) - 1), abs(row @ column))
+    if departure > _COSINE_TOLERANCE:
+        raise MalformedTagError(f"{keyword} ({_shown(orientation)}) is not two perpendicular unit vectors")
+    return orientation
 
 
 def _position(ds: pydicom.Dataset, frame: int | None) -> tuple[float, ...] | None:
@@ -298,8 +385,16 @@ def _position(ds: pydicom.Dataset, frame: int | None) -> tuple[float, ...] | Non
     ImagePositionPatient of a multi-frame file would place every frame at its first."""
     group = _functional_group(ds, frame, "PlanePositionSequence")
     if group is not None:
-        return _floats(group.get("ImagePositionPatient"))
-    return _floats(ds.get("ImagePositionPatient")) if frame is None else None
+        return _floats(group.get("ImagePositionPatient"), "ImagePositionPatient", 3)
+    return _floats(ds.get("ImagePositionPatient"), "ImagePositionPatient", 3) if frame is None else None
+
+
+def _pixel_spacing(measures: pydicom.Dataset | None, ds: pydicom.Dataset) -> tuple[float, ...]:
+    """(between rows, between columns) in mm; 1 mm each when the file does not say."""
+    spacing = _floats(_from_group(measures, ds, "PixelSpacing"), "PixelSpacing", 2) or (1.0, 1.0)
+    if min(spacing) <= 0:
+        raise MalformedTagError(f"PixelSpacing ({_shown(spacing)}) holds a spacing that is not positive")
+    return spacing
 
 
 def _acquisition_number(ds: pydicom.Dataset, frame: int | None) -> int | None:
@@ -322,7 +417,7 @@ def _plane(file: FileHeader, ds: pydicom.Dataset, frame: int | None) -> SliceHea
         row_cosines=orientation[:3],  # type: ignore[arg-type]
         column_cosines=orientation[3:6],  # type: ignore[arg-type]
         position_mm=_position(ds, frame),  # type: ignore[arg-type]
-        pixel_spacing_mm=_floats(_from_group(measures, ds, "PixelSpacing")) or (1.0, 1.0),  # type: ignore[arg-type]
+        pixel_spacing_mm=_pixel_spacing(measures, ds),  # type: ignore[arg-type]
         thickness_mm=_number(thickness) or None,
         nominal_spacing_mm=nominal_spacing(_from_group(measures, ds, "SpacingBetweenSlices"), thickness),
         slope=_number(_from_group(rescale, ds, "RescaleSlope")) or 1.0,
@@ -334,19 +429,22 @@ def _plane(file: FileHeader, ds: pydicom.Dataset, frame: int | None) -> SliceHea
 
 @dataclass(frozen=True)
 class HeaderScan:
-    """Image planes of some files, the count of DICOM files among them and the damaged ones."""
+    """Image planes of some files, the count of DICOM files among them, the damaged ones and those
+    whose header holds a malformed value (with what is wrong with it)."""
 
     headers: list[SliceHeader]
     n_dicom: int
     damaged: list[Path]
+    malformed: dict[Path, str]
 
 
 def read_headers(paths: Iterable[Path]) -> HeaderScan:
     """Image planes of the files in ``paths``; files that look like DICOM but cannot be parsed (cut
-    off, damaged) are set aside so that one bad file does not stop the rest, and macOS '._'
-    companions are passed over silently."""
+    off, damaged), and files whose geometry tags are malformed, are set aside so that one bad file
+    does not stop the rest, and macOS '._' companions are passed over silently."""
     headers: list[SliceHeader] = []
     damaged: list[Path] = []
+    malformed: dict[Path, str] = {}
     n_dicom = 0
     for path in paths:
         if is_appledouble(path):
@@ -359,9 +457,11 @@ def read_headers(paths: Iterable[Path]) -> HeaderScan:
         n_dicom += 1
         try:
             headers += slice_headers(path, ds)
-        except (*UNREADABLE, TypeError):  # a value cut off midway: Rows read as '', one byte of a US
+        except UNREADABLE:  # a value pydicom parses only when it is used: one byte of a US, an unknown VR
             damaged.append(path)
-    return HeaderScan(headers, n_dicom, damaged)
+        except MalformedTagError as exc:
+            malformed[path] = str(exc)
+    return HeaderScan(headers, n_dicom, damaged, malformed)
 
 
 def _is_candidate(name: str) -> bool:

@@ -15,7 +15,8 @@ from collections import Counter
 import numpy as np
 
 from napari_chsnet.errors import InvalidVolumeError
-from napari_chsnet.io.dicom_headers import SliceHeader
+from napari_chsnet.io.dicom_headers import SliceHeader, format_dicom_date
+from napari_chsnet.listing import first_and_more
 
 _AXIAL = np.array([0.0, 0.0, 1.0])
 # Multi-frame objects that carry Rows and Columns but no image of the patient's densities.
@@ -71,10 +72,7 @@ def _check_one_patient(headers: list[SliceHeader], source: str) -> None:
         return
     ids = sorted({h.file.patient_id for h in headers if h.file.patient_id})
     without_id = any(not h.file.patient_id for h in headers)
-    shown = ", ".join(ids[:_SERIES_SHOWN]) + (
-        f" and {len(ids) - _SERIES_SHOWN} more" if len(ids) > _SERIES_SHOWN else ""
-    )
-    named = f"PatientID {shown}" if ids else "told apart by PatientName"
+    named = f"PatientID {first_and_more(ids, _SERIES_SHOWN)}" if ids else "told apart by PatientName"
     if ids and without_id:
         named += ", and some without a PatientID"
     raise InvalidVolumeError(
@@ -131,21 +129,16 @@ def describe_series(series: list[SliceHeader], with_study_date: bool) -> str:
     if thickness:
         details.append(f"{thickness:g} mm thick")
     if with_study_date:
-        details.append(f"study of {_date(file.study_date)}" if file.study_date else "study without a date")
+        details.append(
+            f"study of {format_dicom_date(file.study_date)}" if file.study_date else "study without a date"
+        )
     return f"{name} ({', '.join(details)})"
-
-
-def _date(value: str) -> str:
-    """A DICOM DA (YYYYMMDD) as YYYY-MM-DD; anything else as written."""
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
 
 
 def _choice_warning(ranked: list[list[SliceHeader]]) -> str:
     with_dates = len({series[0].file.study_uid for series in ranked}) > 1
     others = [describe_series(series, with_dates) for series in ranked[1:]]
-    shown = "; ".join(others[:_SERIES_SHOWN])
-    if len(others) > _SERIES_SHOWN:
-        shown += f"; and {len(others) - _SERIES_SHOWN} more"
+    shown = first_and_more(others, _SERIES_SHOWN, "; ")
     return (
         f"found {len(ranked)} image series; opened {describe_series(ranked[0], with_dates)}, not {shown}; "
         "to open another, select its files"

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties, findfont
 from matplotlib.patches import Rectangle
 
+from napari_chsnet.io.dicom_headers import format_dicom_date
 from napari_chsnet.io.volume import CTVolume
 from napari_chsnet.registry import MODELS
 from napari_chsnet.report.fonts import covering_font, is_printable
@@ -103,14 +104,6 @@ def put_text(figure: Figure, x: float, y: float, text: str, **kwargs: Any) -> An
 # ---------------------------------------------------------------- study fields and run details
 
 
-def _dicom_date(value: str) -> str:
-    """DICOM DA "19600102" → "1960-01-02"; anything else as it is."""
-    match = re.fullmatch(r"\s*(\d{4})(\d{2})(\d{2})\s*", value)
-    if match and 1 <= int(match[2]) <= 12 and 1 <= int(match[3]) <= 31:
-        return f"{match[1]}-{match[2]}-{match[3]}"
-    return value
-
-
 def _dicom_time(value: str) -> str:
     """DICOM TM "101500" (or "101500.123", "1015") → "10:15:00" ("10:15"); anything else as it is."""
     match = re.fullmatch(r"\s*(\d{2})(\d{2})?(\d{2})?(\.\d*)?\s*", value)
@@ -129,8 +122,8 @@ def _dicom_age(value: str) -> str:
 
 
 _VALUE_FORMATS = {
-    "PatientBirthDate": _dicom_date,
-    "StudyDate": _dicom_date,
+    "PatientBirthDate": format_dicom_date,
+    "StudyDate": format_dicom_date,
     "StudyTime": _dicom_time,
     "PatientAge": _dicom_age,
     "PatientName": lambda value: _printable_name(value),  # defined below

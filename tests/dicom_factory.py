@@ -1,9 +1,11 @@
-"""Writers of small DICOM series with known geometry, and voxel-to-mm helpers, for the I/O tests."""
+"""The one writer of DICOM test data: small series with known geometry and study fields, enhanced
+(multi-frame) files, and voxel-to-mm helpers, for the I/O, command-line and report tests."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -60,9 +62,11 @@ def ct_dataset(
     description: str | None = None,
     thickness_mm: float = 2.0,
     acquisition: int | None = None,
+    fields: Mapping[str, Any] | None = None,
 ) -> pydicom.Dataset:
-    """A CT image dataset storing ``hu_slice`` as unsigned pixels with RescaleIntercept -1024;
-    ``patient`` is (PatientID, PatientName), ``study`` (StudyInstanceUID, StudyDate)."""
+    """A CT image dataset storing ``hu_slice`` as unsigned pixels with RescaleIntercept -1024 (values
+    below -1024 HU stored as -1024); ``patient`` is (PatientID, PatientName), ``study``
+    (StudyInstanceUID, StudyDate), and ``fields`` (DICOM keywords) are set last, over the rest."""
     ds = _new_dataset(CTImageStorage)
     ds.PatientID, ds.PatientName = patient
     ds.StudyInstanceUID, ds.StudyDate = study
@@ -89,7 +93,9 @@ def ct_dataset(
     ds.PixelRepresentation = 0
     ds.RescaleIntercept = str(INTERCEPT)
     ds.RescaleSlope = "1"
-    ds.PixelData = (hu_slice.astype(np.int32) - int(INTERCEPT)).astype(np.uint16).tobytes()
+    ds.PixelData = (hu_slice.astype(np.int32) - int(INTERCEPT)).clip(0, 65535).astype(np.uint16).tobytes()
+    for keyword, value in (fields or {}).items():
+        setattr(ds, keyword, value)
     return ds
 
 
