@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pydicom
 import pytest
@@ -16,6 +18,7 @@ from dicom_factory import (
     write_series,
 )
 from napari_chsnet.errors import InvalidVolumeError
+from napari_chsnet.io.dicom import _without_repeated_acquisitions
 from napari_chsnet.io.readers import read_ct
 
 
@@ -274,6 +277,31 @@ def test_one_acquisition_number_per_slice_is_no_repeat(tmp_path):
     volume = _write_acquisitions(tmp_path / "s", {k + 1: [2.5 * k] for k in range(8)})
     assert _z_of(volume) == [2.5 * k for k in range(8)]
     assert volume.metadata["warnings"] == []
+
+
+def test_a_partial_repeat_off_the_grid_is_not_blended_with_the_original(tmp_path):
+    """Reviewer: a repeat 1 mm off the 2 mm grid, extending past the original (20 of its 40 slices
+    within the original's extent), was interleaved with it and resampled across both."""
+    volume = _write_acquisitions(
+        tmp_path / "s", {1: [2.0 * k for k in range(50)], 2: [61 + 2.0 * k for k in range(40)]}
+    )
+    z = np.asarray(_z_of(volume))
+    grid = np.arange(len(z)) * volume.geometry.spacing_mm[2]
+    # up to the original's last slice (98 mm), every slice is acquisition 1's, linear in z: no blend
+    original = grid <= 98
+    np.testing.assert_allclose(z[original], grid[original], atol=0.06)
+    assert volume.metadata["warnings"][0] == (
+        "acquisition 2 (40 slices) overlaps acquisition 1 (50 slices) off its slice positions: dropped the 20 "
+        "slice(s) of acquisition 2 within acquisition 1's extent, so that the two are not interleaved"
+    )
+    assert not any("repeat" in w for w in volume.metadata["warnings"])
+
+
+def test_many_one_slice_acquisitions_stay_whole_and_quickly(tmp_path):
+    """One AcquisitionNumber per slice, 1200 slices: all kept, no note (was O(n^2), 2 s)."""
+    headers = [SimpleNamespace(acquisition_number=k + 1) for k in range(1200)]
+    kept, notes = _without_repeated_acquisitions(headers, 0.625 * np.arange(1200))
+    assert kept.all() and notes == []
 
 
 def test_repeated_position_within_one_acquisition_drops_the_copy(tmp_path):

@@ -13,6 +13,7 @@ through the pylibjpeg plugins, each file once however many frames it holds.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -181,9 +182,9 @@ def order_slices(series: list[SliceHeader], default_spacing_mm: float) -> SliceL
     ordered = sorted(series, key=lambda h: (_offset(h, normal), *h.stack_order))
     offsets = np.array([_offset(h, normal) for h in ordered])
     warnings: list[str] = []
-    kept, note = _without_repeated_acquisitions(ordered, offsets)
-    if note:
-        warnings.append(note)
+    kept, notes = _without_repeated_acquisitions(ordered, offsets)
+    if notes:
+        warnings += notes
         ordered, offsets = [h for h, k in zip(ordered, kept, strict=True) if k], offsets[kept]
     keep = np.r_[True, np.diff(offsets) > _SAME_POSITION_MM]
     if not keep.all():
@@ -204,7 +205,7 @@ def order_slices(series: list[SliceHeader], default_spacing_mm: float) -> SliceL
 
 def _without_repeated_acquisitions(
     ordered: list[SliceHeader], offsets: np.ndarray
-) -> tuple[np.ndarray, str | None]:
+) -> tuple[np.ndarray, list[str]]:
     """Which slices to keep when the series repeats part of its scan in another acquisition.
 
     Acquisitions are taken from the largest (tie: the lowest number) down; one is a repeat, dropped
@@ -213,29 +214,72 @@ def _without_repeated_acquisitions(
     volume that is neither, and a repeat shifted by part of a slice would be interleaved with its
     original. Every other acquisition is kept: the table positions of a scan numbered as acquisitions,
     a step-and-shoot scan whose neighbours share their border slices (half of a short acquisition), and
-    positions shared at the borders are left to the duplicate rule. A note when one is dropped."""
-    numbers = [h.acquisition_number for h in ordered]
-    at: dict[int | None, np.ndarray] = {n: offsets[[m == n for m in numbers]] for n in dict.fromkeys(numbers)}
-    if len(at) == 1:
-        return np.ones(len(ordered), dtype=bool), None
+    positions shared at the borders are left to the duplicate rule. A kept acquisition's slices that
+    still lie within the widened extent of a larger one kept before it, at positions that one does not
+    share, are dropped (a partial repeat off the other's grid): two acquisitions are never interleaved.
+    The notes say what was dropped; ``ordered`` is sorted by ``offsets``."""
+    groups: dict[int | None, list[int]] = {}
+    for index, header in enumerate(ordered):
+        groups.setdefault(header.acquisition_number, []).append(index)
+    keep = np.ones(len(ordered), dtype=bool)
+    if len(groups) == 1:
+        return keep, []
+    at = {n: offsets[indices] for n, indices in groups.items()}  # each sorted, as ``offsets`` is
     tolerance = 0.5 * _slice_spacing(at.values(), offsets)
-    kept: list[int | None] = []
+    starts: list[float] = []  # the union of the kept acquisitions' widened extents, disjoint and sorted
+    ends: list[float] = []
+    kept: list[int | None] = []  # in the order taken
+    extent: dict[int | None, tuple[float, float]] = {}  # of each kept acquisition's kept slices
     dropped: list[int | None] = []
+    trimmed: list[tuple[int | None, int | None, int]] = []  # (larger, smaller, slices dropped)
     for number in sorted(at, key=lambda n: (-len(at[n]), _by_number(n))):
-        inside = np.zeros(len(at[number]), dtype=bool)
-        for other in kept:
-            low, high = at[other].min() - tolerance, at[other].max() + tolerance
-            inside |= (at[number] >= low) & (at[number] <= high)
-        (dropped if inside.sum() > 0.5 * len(inside) else kept).append(number)
-    if not dropped:
-        return np.ones(len(ordered), dtype=bool), None
-    kept_text = _acquisitions(sorted(kept, key=_by_number), at)
-    dropped_text = _acquisitions(sorted(dropped, key=_by_number), at)
-    note = (
-        f"the series holds {len(at)} acquisitions, {len(dropped)} of them repeating positions another "
-        f"already covers (a scan repeated inside one series): kept {kept_text}; dropped {dropped_text} whole"
-    )
-    return np.array([n not in dropped for n in numbers]), note
+        z = at[number]
+        inside = 0
+        for value in z.tolist():
+            i = bisect.bisect_right(starts, value) - 1
+            inside += i >= 0 and value <= ends[i]
+        if inside > 0.5 * len(z):
+            dropped.append(number)
+            keep[groups[number]] = False
+            continue
+        mine = np.ones(len(z), dtype=bool)
+        if inside and len(z) > 1:  # a one-slice acquisition inside another's extent was dropped above
+            for other in kept:
+                low, high = extent[other]
+                if low - tolerance > z[-1] or high + tolerance < z[0]:
+                    continue
+                theirs = at[other][keep[groups[other]]]
+                near = np.searchsorted(theirs, z).clip(1, len(theirs) - 1)
+                shared = (
+                    np.minimum(np.abs(z - theirs[near - 1]), np.abs(z - theirs[near])) <= _SAME_POSITION_MM
+                )
+                overlap = mine & (z >= low - tolerance) & (z <= high + tolerance) & ~shared
+                if overlap.any():
+                    mine &= ~overlap
+                    trimmed.append((other, number, int(overlap.sum())))
+            keep[np.asarray(groups[number])[~mine]] = False
+        kept.append(number)
+        extent[number] = (float(z[mine][0]), float(z[mine][-1]))
+        low, high = extent[number][0] - tolerance, extent[number][1] + tolerance
+        first, last = bisect.bisect_left(ends, low), bisect.bisect_right(starts, high)
+        if first < last:
+            low, high = min(low, starts[first]), max(high, ends[last - 1])
+        starts[first:last], ends[first:last] = [low], [high]
+    notes = []
+    if dropped:
+        kept_text = _acquisitions(sorted(kept, key=_by_number), at)
+        dropped_text = _acquisitions(sorted(dropped, key=_by_number), at)
+        notes.append(
+            f"the series holds {len(at)} acquisitions, {len(dropped)} of them repeating positions another "
+            f"already covers (a scan repeated inside one series): kept {kept_text}; dropped {dropped_text} whole"
+        )
+    for larger, smaller, count in trimmed:
+        notes.append(
+            f"{_acquisition(smaller)} ({len(at[smaller])} slices) overlaps {_acquisition(larger)} "
+            f"({len(at[larger])} slices) off its slice positions: dropped the {count} slice(s) of "
+            f"{_acquisition(smaller)} within {_acquisition(larger)}'s extent, so that the two are not interleaved"
+        )
+    return keep, notes
 
 
 def _acquisitions(numbers: list[int | None], at: dict[int | None, np.ndarray]) -> str:
