@@ -491,6 +491,25 @@ def test_an_anonymised_batch_keeps_patient_ids_out_of_a_failed_row(
     assert "MRN-" not in (out / "report.csv").read_text() and str(tmp_path) not in failed["error"]
 
 
+def test_an_anonymised_batch_names_a_failed_case_without_its_folder_name_and_replaces_it_later(
+    tmp_path, ras_nifti, tiny_weights
+):
+    """The failed row kept the folder (the patient's) name, and the rerun's hashed row never replaced it."""
+    patient = tmp_path / "DOE_JANE.nii.gz"
+    patient.write_bytes(b"not gzip at all")
+    out = tmp_path / "out"
+    args = (ras_nifti, patient, "-o", out, "--anonymize", "--model", "rdunet")
+    assert segment(*args, weights=tiny_weights) == 2
+    csv_path = out / "report.csv"
+    assert [r["status"] for r in csv.DictReader(csv_path.open())] == ["ok", "failed"]
+    assert "DOE_JANE" not in csv_path.read_text()
+    shutil.copy(ras_nifti, patient)  # the input fixed, the batch run again
+    assert segment(*args, "--overwrite", weights=tiny_weights) == 0
+    # one row per input; the written case keeps its name: a NIfTI file has no patient fields to check
+    # it against (docs/report.md: name inputs accordingly)
+    assert [r["status"] for r in csv.DictReader(csv_path.open())] == ["ok", "ok"]
+
+
 def test_a_batch_csv_has_one_row_per_input_failed_ones_included(tmp_path, ras_nifti, tiny_weights, capsys):
     """A failed case was simply missing from the CSV; a rerun that succeeds replaces its row."""
     broken = _write(tmp_path / "broken.nii.gz", b"not gzip at all")

@@ -27,7 +27,7 @@ from napari_chsnet.report import (
     write_report_pdf,
 )
 from napari_chsnet.report import exports as exports_module
-from napari_chsnet.report.anonymize import anonymous_case_name
+from napari_chsnet.report.anonymize import anonymous_case_name, identifying_values, scrub_identifiers
 from napari_chsnet.report.manifest import case_name, file_sha256
 
 pypdf = pytest.importorskip("pypdf", reason="PDF text checks need pypdf (testing extra)")
@@ -169,7 +169,8 @@ def test_an_anonymised_case_name_holding_the_patients_name_or_id_is_replaced(
 @pytest.mark.parametrize(
     ("case", "name", "renamed"),
     [("WU_LI", "Wu^Li", True), ("xu_yi_ct", "Xu^Yi", True), ("planning_scan_3", "Smith^Ann", False),
-     ("case_0042", "Doe^Jane", False)],
+     ("case_0042", "Doe^Jane", False), ("MÜLLER_CT", "Müller^Hans", True), ("OBRIEN_chest", "O'Brien^Sean", True),
+     ("smith-jones_ct", "Smith-Jones^Ann", True), ("o_scan", "O'Brien^Sean", False)],
 )  # fmt: skip
 def test_the_case_name_rule_matches_whole_name_words(case, name, renamed):
     """Two-letter names were missed (a 3-character minimum), 'ann' was found inside 'planning'."""
@@ -198,6 +199,28 @@ def test_an_anonymised_report_keeps_its_warnings_without_identifying_details(syn
     for identifying in ("DOE", "JANE", "2024-01-02", "2023-05-06", "3680043", "Lung 5.0", "1961", "20200415"):
         assert identifying not in text, identifying
     assert "found 2 image series; opened series 3 (79 slices" in text  # the warning itself stays
+
+
+def test_scrubbing_takes_whole_words_and_real_dates_only():
+    """'NaN' lost 'Na' (PatientName Li^Na), '512' lost '12' (PatientID 12), a harmless case name
+    'ct' was cut out of 'correction', and a voxel count read as a date."""
+    values = identifying_values({"PatientName": "Li^Na", "PatientID": "12"}, ["PatientName", "PatientID"])
+    text = (
+        "holds NaN values (12 of 20241302 voxels) in a 512 x 512 grid; Li Na's scan of 2024-01-02, 20231231"
+    )
+    assert scrub_identifiers(text, values) == (
+        "holds NaN values ([removed] of 20241302 voxels) in a 512 x 512 grid; [removed]'s scan of [removed], [removed]"
+    )
+    quoted = 'opened series 3 (79 slices), not series 4 "JANE" chest" (40 slices)'
+    assert scrub_identifiers(quoted) == "opened series 3 (79 slices), not series 4 (40 slices)"
+
+
+def test_an_anonymised_report_leaves_a_harmless_case_name_in_its_warnings(synthetic_case):
+    severity = compute_severity(synthetic_case.lungs, synthetic_case.infection, synthetic_case.ct.geometry)
+    run = RunInfo(model="chsnet", device="cpu", runtime_s=1.0, input="/data/ct", case="ct")
+    note = "shown without shear correction; check the lungs layer"
+    report = build_report_json(severity, run, {**DICOM_STUDY, "warnings": [note]}, anonymize=True)
+    assert report["case"] == "ct" and note in report["warnings"]
 
 
 def test_software_versions_does_not_import_heavy_packages():

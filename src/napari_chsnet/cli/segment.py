@@ -269,13 +269,15 @@ def write_case(case: Case, volume, result, csv_path: Path, anonymize: bool, over
     it replaces the case's earlier rows, which describe the files just replaced.
     """
     from napari_chsnet.report import append_report_csv
+    from napari_chsnet.report.anonymize import anonymous_input_name
 
     staging = csv_path.parent / f".chsnet-staging-{uuid.uuid4().hex[:12]}"
     try:
         staging.mkdir()
         report = _write_files(case, staging, volume, result, anonymize)
         _move_into_place(staging, case, overwrite)
-        append_report_csv(csv_path, report, replace_case=overwrite)
+        failed_as = [anonymous_input_name(case.name, case.source)] if anonymize and case.source else []
+        append_report_csv(csv_path, report, replace_case=overwrite, failed_as=failed_as)
     except OSError as error:
         if isinstance(error, CHSNetError):
             raise
@@ -373,14 +375,18 @@ def run(args: argparse.Namespace) -> int:
 def _record_failure(csv_path: Path, case: Case, args: argparse.Namespace, error: str) -> None:
     """A batch's CSV row for a case that failed (status "failed", the error, no figures), so that
     the CSV holds one row per input; a CSV that cannot take it was already refused before the run."""
-    from napari_chsnet.report.anonymize import scrub_identifiers
+    from napari_chsnet.report.anonymize import anonymous_input_name, scrub_identifiers
     from napari_chsnet.report.exports import add_csv_row, failed_csv_row
     from napari_chsnet.report.manifest import utc_timestamp
 
-    source = case.name if args.anonymize or case.source is None else str(case.source)
-    if args.anonymize:  # the error may name the input's path, PatientIDs, UIDs, dates
-        error = scrub_identifiers(error.replace(str(case.source), case.name))
-    row = failed_csv_row(case.name, source, utc_timestamp(), args.model, error)
+    name = case.name
+    if args.anonymize and case.source is not None:
+        # its patient fields are unknown, so its name may be the patient's: a keyed hash instead;
+        # the error may name the input's path, PatientIDs, UIDs, dates
+        name = anonymous_input_name(case.name, case.source)
+        error = scrub_identifiers(error, [str(case.source), case.name])
+    source = name if args.anonymize or case.source is None else str(case.source)
+    row = failed_csv_row(name, source, utc_timestamp(), args.model, error)
     with contextlib.suppress(CHSNetError, OSError):  # the error itself is on stderr already
         add_csv_row(csv_path, row)  # in place of an earlier failure, never of a written case's row
 

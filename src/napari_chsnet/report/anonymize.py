@@ -11,18 +11,21 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 REMOVED = "[removed]"
 # DICOM UIDs: dotted digit groups (1.2.826.0.1.3680043...).
 _UID = re.compile(r"\b\d+(?:\.\d+){3,}\b")
-# Dates as DICOM stores them (YYYYMMDD) and as reports print them (YYYY-MM-DD).
-_DATES = re.compile(r"\b(?:19|20)\d{2}-?\d{2}-?\d{2}\b")
-# A series named with its description: series 3 "Thorax 1.0 B70f".
-_SERIES_DESCRIPTION = re.compile(r'(series \S+) "[^"]*"')
+# Dates as DICOM stores them (YYYYMMDD) and as reports print them (YYYY-MM-DD), with a real month and
+# day: other 8-digit numbers (a voxel count) stay.
+_DATES = re.compile(r"\b(?:19|20)\d{2}(-?)(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])\b")
+# A series named with its description: series 3 "Thorax 1.0 B70f" (its details follow in brackets).
+_SERIES_DESCRIPTION = re.compile(r'(series \S+) ".*?" \(')
 _PATIENT_IDS = re.compile(r"(PatientIDs?) [^);]*")
-_NAME_SEPARATORS = re.compile(r"[\^=\s,]+")
-_CASE_SEPARATORS = re.compile(r"[^a-z]+")
+# Name components (DICOM PN: family^given^middle, "=" between alphabets) and the words in them.
+_NAME_COMPONENTS = re.compile(r"[\^=\s,]+")
+_WORDS = re.compile(r"[\W_\d]+")
 
 
 def anonymous_case_name(case: str, identity: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -35,25 +38,52 @@ def anonymous_case_name(case: str, identity: Mapping[str, Any]) -> tuple[str, st
     run, and a guessed name cannot be hashed to match it.
     """
     folded = case.casefold()
-    words = {word for word in _CASE_SEPARATORS.split(folded) if word}
-    name_words = {w.casefold() for w in _NAME_SEPARATORS.split(str(identity.get("PatientName", ""))) if w}
+    words = {word for word in _WORDS.split(folded) if word}
+    words |= {"".join(_WORDS.split(part)) for part in _NAME_COMPONENTS.split(folded)}  # obrien_ct
     patient_id = str(identity.get("PatientID", "")).casefold()
-    if not (words & name_words or (len(patient_id) >= 3 and patient_id in folded)):
+    if not (words & _name_words(identity) or (len(patient_id) >= 3 and patient_id in folded)):
         return case, None
     key = "|".join(str(identity.get(k, "")) for k in ("SeriesInstanceUID", "StudyInstanceUID", "PatientID"))
-    replaced = "case-" + hashlib.blake2b(case.encode(), key=key.encode()[:64], digest_size=6).hexdigest()
+    replaced = _keyed_name(case, key)
     return replaced, (
         f"The case name (the input's file or folder name) holds the patient's name or ID, so the anonymised "
         f"report calls the case {replaced}; rename the input to choose the name (the output folder keeps it)."
     )
 
 
+def _name_words(identity: Mapping[str, Any]) -> set[str]:
+    """The words of the PatientName (two letters or more), each component also with its hyphens and
+    apostrophes taken out (O'Brien: "o", "brien" and "obrien"; Smith-Jones: also "smithjones")."""
+    words: set[str] = set()
+    for component in _NAME_COMPONENTS.split(str(identity.get("PatientName", "")).casefold()):
+        words |= {w for w in _WORDS.split(component) if w}
+        words.add("".join(_WORDS.split(component)))
+    return {w for w in words if len(w) >= 2}
+
+
+def _keyed_name(case: str, key: str) -> str:
+    return "case-" + hashlib.blake2b(case.encode(), key=key.encode()[:64], digest_size=6).hexdigest()
+
+
+def anonymous_input_name(case: str, source: Path) -> str:
+    """The name an anonymised batch gives a case that could not be read (its patient fields unknown,
+    so its name cannot be checked): ``case-`` and a hash keyed with the input's path, inode and
+    modification time, which no report shows."""
+    try:
+        status = source.stat()
+        key = f"{source.resolve()}|{status.st_ino}|{status.st_mtime_ns}"
+    except OSError:
+        key = str(source.resolve())
+    return _keyed_name(case, key)
+
+
 def scrub_identifiers(text: str, identifying_values: Iterable[str] = ()) -> str:
     """``text`` without UIDs, dates, series descriptions, PatientID lists and the given values (the
-    scan's identifying study fields, the input's path): for warnings and errors of an anonymised report."""
+    scan's identifying study fields, the input's path) where they stand as whole words, in any case:
+    for warnings and errors of an anonymised report."""
     for value in sorted({str(v) for v in identifying_values if len(str(v)) >= 2}, key=len, reverse=True):
-        text = text.replace(value, REMOVED)
-    text = _SERIES_DESCRIPTION.sub(r"\1", text)
+        text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", REMOVED, text, flags=re.IGNORECASE)
+    text = _SERIES_DESCRIPTION.sub(r"\1 (", text)
     text = _PATIENT_IDS.sub(rf"\1 {REMOVED}", text)
     text = _UID.sub(REMOVED, text)
     return _DATES.sub(REMOVED, text)
@@ -69,6 +99,6 @@ def identifying_values(identity: Mapping[str, Any], fields: Iterable[str]) -> li
             continue
         values.append(value)
         if field == "PatientName":
-            parts = [p for p in _NAME_SEPARATORS.split(value) if p]
+            parts = [p for p in _NAME_COMPONENTS.split(value) if p]
             values += [" ".join(parts), *parts]
     return values

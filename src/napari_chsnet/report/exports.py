@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,12 +148,20 @@ def _cell(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def append_report_csv(path: str | Path, report_dict: dict[str, Any], *, replace_case: bool = False) -> Path:
+def append_report_csv(
+    path: str | Path,
+    report_dict: dict[str, Any],
+    *,
+    replace_case: bool = False,
+    failed_as: Sequence[str] = (),
+) -> Path:
     """Add the row of one report (``report_csv_row``) to ``path``; see ``add_csv_row``."""
-    return add_csv_row(path, report_csv_row(report_dict), replace_case=replace_case)
+    return add_csv_row(path, report_csv_row(report_dict), replace_case=replace_case, failed_as=failed_as)
 
 
-def add_csv_row(path: str | Path, row: dict[str, str], *, replace_case: bool = False) -> Path:
+def add_csv_row(
+    path: str | Path, row: dict[str, str], *, replace_case: bool = False, failed_as: Sequence[str] = ()
+) -> Path:
     """Add one case's row to ``path`` (the header first if the file is new or empty): in place of the
     case's rows that say it failed, else appended.
 
@@ -165,6 +173,8 @@ def add_csv_row(path: str | Path, row: dict[str, str], *, replace_case: bool = F
     Args:
         replace_case: the case's outputs were written again (``chsnet segment --overwrite``): all its
             earlier rows (same ``case``), which describe files that no longer exist, give way too.
+        failed_as: other names the case's failed rows may carry (an anonymised batch names a case
+            it could not read otherwise than one it reported); those rows give way as well.
 
     Raises:
         ReportFormatError: the existing file's header differs from ``CSV_COLUMNS`` (nothing is
@@ -173,7 +183,7 @@ def add_csv_row(path: str | Path, row: dict[str, str], *, replace_case: bool = F
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _csv_lock(path):  # two runs into one folder would otherwise each drop the other's rows
-        _add_row(path, row, replace_case)
+        _add_row(path, row, replace_case, failed_as)
     return path
 
 
@@ -197,7 +207,7 @@ def _csv_lock(path: Path) -> Iterator[None]:
         os.close(descriptor)  # closing releases the lock
 
 
-def _add_row(path: Path, row: dict[str, str], replace_case: bool = False) -> None:
+def _add_row(path: Path, row: dict[str, str], replace_case: bool, failed_as: Sequence[str]) -> None:
     existing = path.read_text(encoding="utf-8") if path.exists() else ""
     if existing.strip():
         header = next(csv.reader(io.StringIO(existing)))
@@ -211,7 +221,7 @@ def _add_row(path: Path, row: dict[str, str], replace_case: bool = False) -> Non
     else:
         existing = ""
     if existing:
-        replaced = _replace_case_rows(existing, row, also_written=replace_case)
+        replaced = _replace_case_rows(existing, row, also_written=replace_case, failed_as=failed_as)
         if replaced is not None:
             _write_text(path, replaced)
             return
@@ -223,7 +233,9 @@ def _add_row(path: Path, row: dict[str, str], replace_case: bool = False) -> Non
     _write_text(path, existing + buffer.getvalue())
 
 
-def _replace_case_rows(existing: str, row: dict[str, str], also_written: bool) -> str | None:
+def _replace_case_rows(
+    existing: str, row: dict[str, str], also_written: bool, failed_as: Sequence[str] = ()
+) -> str | None:
     """``existing`` (header first) with ``row`` in place of the first of its case's failed rows (with
     ``also_written``, of all its rows) and without the others; ``None`` when no row matches (then
     ``row`` is appended)."""
@@ -233,8 +245,10 @@ def _replace_case_rows(existing: str, row: dict[str, str], also_written: bool) -
         i
         for i, old in enumerate(rows)
         if len(old) == len(CSV_COLUMNS)
-        and old[case_column] == row["case"]
-        and (also_written or old[status_column] == STATUS_FAILED)
+        and (
+            (old[case_column] == row["case"] and (also_written or old[status_column] == STATUS_FAILED))
+            or (old[case_column] in failed_as and old[status_column] == STATUS_FAILED)
+        )
     ]
     if not matching:
         return None

@@ -232,8 +232,10 @@ def build_report_json(
     warnings = list(dict.fromkeys([*severity.warnings, *run_info.warnings, *reader_warnings]))
     if anonymize:
         identity = study_fields(metadata, anonymize=False)
+        original = case
         case, renamed = anonymous_case_name(case, identity)
-        private = [*identifying_values(identity, IDENTIFYING_FIELDS), run_info.input, run_info.case]
+        private = [*identifying_values(identity, IDENTIFYING_FIELDS), run_info.input]
+        private += [original] if renamed else []  # a harmless case name stays, in warnings too
         warnings = [scrub_identifiers(w, private) for w in warnings] + ([renamed] if renamed else [])
     report = {"format": REPORT_FORMAT, "format_version": REPORT_FORMAT_VERSION}
     report.update(severity.to_dict())
