@@ -38,6 +38,7 @@ LUNG_WINDOW_HU = (-1350.0, 150.0)  # lung window: level -600, width 1500
 # superior, anterior to posterior, patient's right to left.
 AXIS_LABELS = ("I-S", "A-P", "R-L")
 UNITS = ("mm", "mm", "mm")
+PROBABILITY_FILE_WORD = "probability"  # in the name of every probability map file the plugin writes
 _DICOM_PROBE_LIMIT = 500  # files looked at before deciding a folder holds no DICOM
 
 
@@ -68,7 +69,8 @@ def _folder_has_dicom(folder: Path) -> bool:
 def read_ct_layers(path: PathOrPaths) -> list[LayerData]:
     """Read a CT and return it as one napari image layer in HU with its physical geometry; a mask file
     (e.g. the lungs.nii.gz ``chsnet segment`` writes) comes back as a labels layer instead, and a
-    probability map (infection_probability.nii.gz) as an image in the panel's JET colours.
+    probability map the plugin wrote (a float file in [0, 1] named like infection_probability.nii.gz,
+    see ``_is_probability_file``) as an image in the panel's JET colours.
 
     napari's "Open as stack" passes even a single file or folder as a list: it is unwrapped.
     Several paths are read as the DICOM files of one series (``read_ct`` refuses anything else).
@@ -79,7 +81,7 @@ def read_ct_layers(path: PathOrPaths) -> list[LayerData]:
     # for segmentation, with a warning that it is not in HU.
     if _is_label_volume(volume.hu):
         layer = labels_layer(volume)
-    elif _is_probability_volume(volume.hu):
+    elif _is_probability_file(paths) and _is_probability_volume(volume.hu):
         layer = probability_layer(volume)
     else:
         layer = ct_layer(in_hounsfield_units(volume))
@@ -100,9 +102,23 @@ def _is_label_volume(values: np.ndarray) -> bool:
     )
 
 
+def _is_probability_file(paths: list[str]) -> bool:
+    """Whether the file is named as the plugin names its probability maps: ``chsnet segment``'s
+    probability.nii.gz, the panel's <case>_infection_probability export and napari's Save Layers of
+    the ``infection probability`` layer, in a format the plugin writes. The values alone cannot
+    tell: a CT normalised to [0, 1] and saved as floats has them too, and must open as a CT."""
+    if len(paths) != 1:
+        return False
+    path = Path(paths[0])
+    return (
+        not path.is_dir() and suffix_of(path) in WRITE_SUFFIXES and PROBABILITY_FILE_WORD in path.name.lower()
+    )
+
+
 def _is_probability_volume(values: np.ndarray) -> bool:
-    """Floats all in [0, 1], not all whole numbers: a probability map (the infection_probability file
-    the panel's export and napari's Save Layers write), never a CT in HU or a mask."""
+    """Floats all in [0, 1], not all whole numbers: the values of a probability map (read as one only
+    from a file named as the plugin names them, ``_is_probability_file``), never a CT in HU or a
+    mask."""
     if values.dtype.kind != "f" or values.size == 0:
         return False
     low, high = float(np.nanmin(values)), float(np.nanmax(values))

@@ -155,6 +155,21 @@ def test_other_float_volumes_are_not_taken_for_a_probability_map(tmp_path, value
     assert PROBABILITY_KEY not in kwargs["metadata"] and kwargs.get("blending") != "additive"
 
 
+def test_a_ct_normalised_to_0_1_opens_as_a_ct_not_as_a_probability_map(tmp_path):
+    """Its values alone look like a probability map's: only a file named as the plugin names its
+    probability maps opens as one."""
+    from napari_chsnet.io.phantom import make_phantom
+
+    hu = make_phantom(shape=(8, 64, 64), seed=2).ct.hu.astype(np.float32)
+    normalised = (hu - hu.min()) / (hu.max() - hu.min())
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(normalised), str(path))
+    with pytest.warns(UserWarning, match=r"values lie in \[0, 1\]: normalised"):
+        [(_data, kwargs, layer_type)] = get_reader(str(path))(str(path))
+    assert layer_type == "image" and PROBABILITY_KEY not in kwargs["metadata"]
+    assert kwargs.get("blending") != "additive" and kwargs["colormap"] == "gray"
+
+
 def test_reader_converts_an_8bit_scan_and_warns_in_napari(tmp_path, windowed_8bit):
     """napari shows a reader's warnings as notifications: the user learns the file was not in HU."""
     from napari_chsnet.io.phantom import make_phantom

@@ -76,6 +76,31 @@ def test_a_closed_panel_no_longer_follows_renames(panel, small_phantom):
     assert not emitted
 
 
+def test_a_closed_panel_takes_the_hover_features_off_and_a_reopened_one_restores_them(
+    make_napari_viewer, small_phantom
+):
+    """With no panel watching ndisplay, features left on a Labels layer raised napari's 3-D
+    TypeError when the layer became active."""
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget(*PANEL)
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    lungs = viewer.layers[LUNGS_LAYER]
+    assert list(lungs.features["lung"]) == ["right lung", "left lung"]
+
+    dock.title.close_button.click()  # in 2-D
+    assert lungs.features.shape[1] == 0 and viewer.layers[INFECTION_LAYER].features.shape[1] == 0
+    viewer.mouse_over_canvas = True  # no view direction yet, as in test_result_layers
+    viewer.dims.ndisplay = 3
+    for name in (ct.name, LUNGS_LAYER, INFECTION_LAYER):
+        viewer.layers.selection.active = viewer.layers[name]  # raised TypeError for the Labels
+    viewer.dims.ndisplay = 2
+
+    viewer.window.add_plugin_dock_widget(*PANEL)
+    assert list(lungs.features["lung"]) == ["right lung", "left lung"]
+    assert list(viewer.layers[INFECTION_LAYER].features["finding"]) == ["infection"]
+
+
 def _close_and_delete(qtbot, dock, widget) -> None:
     """napari's ✕, then what follows in the GUI once napari holds no reference to the panel (the
     tests hold one): Qt deletes the panel's widgets."""

@@ -69,6 +69,32 @@ def test_an_error_during_the_swap_still_leaves_the_layers_of_one_run(panel, smal
     np.testing.assert_array_equal(viewer.layers[INFECTION_LAYER].data, second)
 
 
+def test_a_removing_handler_that_raises_still_leaves_only_the_new_runs_layers(panel, small_phantom):
+    """The error comes before napari removes the old 'lungs': it stayed, and the new one went in
+    as 'lungs [1]' while the panel took the old one for its own unedited result."""
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    first_run = {viewer.layers[name].unique_id for name in RESULTS}
+    second = _other_infection(small_phantom)
+
+    def failing_handler(event):
+        if viewer.layers[event.index].name == LUNGS_LAYER:
+            raise RuntimeError("a removing handler failed")
+
+    viewer.layers.events.removing.connect(failing_handler)
+    with pytest.raises(RuntimeError, match="a removing handler failed"):  # not hidden
+        show_known_result(widget, ct, small_phantom, infection=second)
+    viewer.layers.events.removing.disconnect(failing_handler)
+
+    assert _names(viewer) == [ct.name, *RESULTS]
+    assert not first_run & {layer.unique_id for layer in viewer.layers}, "no layer of the first run"
+    np.testing.assert_array_equal(viewer.layers[INFECTION_LAYER].data, second)
+    written = widget.results._written
+    assert {name: written[name] for name in RESULTS} == {n: viewer.layers[n].unique_id for n in RESULTS}
+    assert widget.results.would_lose_work() == []
+
+
 def test_selecting_a_result_layer_in_3d_raises_nothing_and_2d_hover_names_the_lung(panel, small_phantom):
     viewer, widget = panel
     ct = add_ct(viewer, small_phantom)

@@ -16,7 +16,8 @@ a corrected layer to keep it). A run also stores a checksum of each layer's data
 (``metadata["chsnet_checksum"]``): a panel opened later takes the result layers whose data still
 match it as its own, unedited ones.
 
-The Labels layers carry ``features`` (the lung's name shown on hover) only in the 2-D view. In 3-D,
+The Labels layers carry ``features`` (the lung's name shown on hover) only in the 2-D view and only
+while a panel is open (it watches the view's ndisplay; a closed panel takes them off). In 3-D,
 before the mouse has moved over the canvas, napari (0.9.2) has no view direction and
 ``Labels.get_status`` hands ``np.asarray(None)`` to ``get_value`` for a layer with features:
 ``_world_to_data_ray`` raises ``TypeError: len() of unsized object`` whenever such a layer becomes
@@ -277,14 +278,17 @@ class ResultLayers(QObject):
         viewer.dims.events.ndisplay.connect(self._sync_hover_features)
 
     def disconnect_viewer(self) -> None:
-        """Stop listening to the viewer (the panel is being closed). Hover features stay as the view
-        needs them now (none in 3-D); a panel opened later restores them."""
+        """Stop listening to the viewer (the panel is being closed). The hover features go too: with
+        no panel watching ndisplay, a switch to 3-D would leave them on (napari crash, see the module
+        docstring); a panel opened later restores them in 2-D."""
         self._viewer.layers.events.inserted.disconnect(self._on_inserted)
         self._viewer.layers.events.removed.disconnect(self._on_removed)
         self._viewer.layers.events.renamed.disconnect(self._emit)
         self._viewer.dims.events.ndisplay.disconnect(self._sync_hover_features)
         for layer in self._viewer.layers:
             self._unwatch(layer)
+            if _hover_features(layer) is not None and layer.features.shape[1] > 0:
+                layer.features = {}
 
     def _adopt_unedited_results(self) -> None:
         """Take the result layers an earlier panel wrote as this panel's own while their data match
@@ -460,8 +464,8 @@ class ResultLayers(QObject):
         lungs_data = np.asarray(result.lungs, dtype=np.uint8)
         infection_data = np.asarray(result.infection, dtype=np.uint8)
         probability_data = np.asarray(result.probability, dtype=np.float32)
-        # No features yet: they come once all three layers are in (and only in 2-D, see the module
-        # docstring), so the status update of an inserted layer cannot stop the swap half-way.
+        # Made without features: ``_on_inserted`` gives each its hover features as it joins the
+        # viewer, in 2-D only (see the module docstring), and ``_swap`` checks them once all are in.
         lungs = Labels(
             lungs_data,
             name=LUNGS_LAYER,
@@ -508,8 +512,11 @@ class ResultLayers(QObject):
         keeping the display settings of the layer it replaces.
 
         All-or-nothing as the user sees it: every step is done even if one raises (an exception
-        from a napari event handler, after napari changed its list), so the layers on screen are
-        never part old, part new. Returns the first such error, for ``show`` to raise once done.
+        from a napari event handler, before or after napari changed its list), and the list is then
+        checked: an old result layer still there (its removal refused) is removed again, renamed
+        out of the way first if need be, and a new layer napari renamed (``lungs [1]`` beside an
+        old ``lungs``) gets its name back. ``_written`` records only the layers that are in the list
+        under their names. Returns the first error, for ``show`` to raise once done.
         """
         layers = self._viewer.layers
         errors: list[Exception] = []
@@ -524,6 +531,8 @@ class ResultLayers(QObject):
             old = next((o for o in layers if o.name == layer.name), None)
             if old is not None:
                 _keep_display(old, layer)
+        intended = {layer.unique_id: layer.name for layer in new}
+        old_ids = [layer.unique_id for layer in layers if layer.name in RESULT_LAYERS]
         for old in [layer for layer in layers if layer.name in RESULT_LAYERS]:
             step(layers.remove, old)
         ct_index = next((i for i, layer in enumerate(layers) if layer.unique_id == ct_layer.unique_id), None)
@@ -532,10 +541,41 @@ class ResultLayers(QObject):
                 step(layers.append, layer)
             else:
                 step(layers.insert, ct_index + offset, layer)
-            self._written[layer.name] = layer.unique_id
+        self._clear_stragglers(old_ids, step)
         for layer in new:
-            step(self._sync_features_of, layer)
+            if self._find(layer.unique_id) is not None and layer.name != intended[layer.unique_id]:
+                step(setattr, layer, "name", intended[layer.unique_id])
+        for layer in new:
+            name = intended[layer.unique_id]
+            present = self._find(layer.unique_id)
+            if present is not None and present.name == name:
+                self._written[name] = layer.unique_id
+            else:
+                self._written.pop(name, None)
+        for layer in new:
+            if self._find(layer.unique_id) is not None:
+                step(self._sync_features_of, layer)
         return errors[0] if errors else None
+
+    def _clear_stragglers(self, old_ids: list[Hashable], step: Any) -> None:
+        """Remove the old result layers a failed removal left in the list: again as they are, then
+        (a handler may refuse a layer by its name) under a name no run uses. One that still cannot
+        be removed keeps that other name, marked edited, so it is never taken for a run's result."""
+        for old_id in old_ids:
+            straggler = self._find(old_id)
+            if straggler is None:
+                continue
+            step(self._viewer.layers.remove, straggler)
+            straggler = self._find(old_id)
+            if straggler is None:
+                continue
+            step(setattr, straggler, "name", f"{straggler.name} (previous run)")
+            straggler.metadata[EDITED_KEY] = True
+            step(self._viewer.layers.remove, straggler)
+
+    def _find(self, unique_id: Hashable) -> Layer | None:
+        """The layer in the viewer with this ``unique_id``, if any."""
+        return next((layer for layer in self._viewer.layers if layer.unique_id == unique_id), None)
 
     # ------------------------------------------------------------------ edit tracking
     @contextmanager
