@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from napari_chsnet.errors import ConfigError, InvalidVolumeError
 from napari_chsnet.io.volume import Geometry
+from napari_chsnet.listing import first_and_more
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 from napari_chsnet.slabs import bounding_box, label_sizes, slab_step
 
@@ -292,7 +293,7 @@ def _labels_in_words(values: np.ndarray, shown: int = 5) -> str:
     if len(numbers) == 1:
         return f"label {numbers[0]}"
     if len(numbers) > shown:
-        return f"labels {', '.join(numbers[:shown])} and {len(numbers) - shown} more"
+        return f"labels {first_and_more(numbers, shown)}"
     return f"labels {', '.join(numbers[:-1])} and {numbers[-1]}"
 
 
