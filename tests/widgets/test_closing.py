@@ -136,6 +136,16 @@ def test_closing_the_panel_during_a_run_cancels_it_quietly(
     assert not [n for n in notifications if "cancelled" in str(n.message)]
 
 
+def _close_then_release(qtbot, dock, widget, gate: threading.Event, part) -> None:
+    """Close and delete the panel while ``part``'s held worker runs, then let the worker finish and
+    wait until ``part`` is no longer busy (its callbacks have run, on a deleted panel)."""
+    assert part.busy
+    _close_and_delete(qtbot, dock, widget)
+    gate.set()
+    qtbot.waitUntil(lambda: not part.busy, timeout=RUN_TIMEOUT_MS)
+    qtbot.wait(100)
+
+
 def _held_until(gate: threading.Event, task):
     """``task`` that waits for ``gate`` first: the worker is sure to outlive the panel."""
 
@@ -165,13 +175,7 @@ def test_a_correction_running_when_the_panel_is_closed_still_finishes(
     correct = widget.correct
     correct.target.value = LUNGS_LAYER
     correct.fill_holes.native.click()
-    assert correct.busy
-
-    _close_and_delete(qtbot, dock, widget)
-    gate.set()
-
-    qtbot.waitUntil(lambda: not correct.busy, timeout=RUN_TIMEOUT_MS)
-    qtbot.wait(100)
+    _close_then_release(qtbot, dock, widget, gate, correct)
     assert viewer.layers[LUNGS_LAYER].data[z, y, x] == RIGHT_LUNG
 
 
@@ -207,13 +211,7 @@ def test_an_export_running_when_the_panel_is_closed_still_writes_its_file(
     report = widget.report
     user.save_paths.append(tmp_path / "report.json")
     report.export_json.native.click()
-    assert report.busy
-
-    _close_and_delete(qtbot, dock, widget)
-    gate.set()
-
-    qtbot.waitUntil(lambda: not report.busy, timeout=RUN_TIMEOUT_MS)
-    qtbot.wait(100)
+    _close_then_release(qtbot, dock, widget, gate, report)
     assert (tmp_path / "report.json").is_file()
 
 

@@ -3,6 +3,9 @@ recognised by a panel opened later, and never replacing another CT's result with
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 
@@ -50,20 +53,34 @@ def test_a_result_arriving_in_3d_replaces_all_three_layers(panel, small_phantom)
     np.testing.assert_array_equal(viewer.layers[INFECTION_LAYER].data, second)
 
 
+@contextmanager
+def _raising_in(emitter, applies, message: str) -> Iterator[None]:
+    """A handler on ``emitter`` that raises ``RuntimeError(message)`` for the events ``applies`` to, for
+    the block; the block must end in that error (the swap raises it, not hides it)."""
+
+    def failing_handler(event):
+        if applies(event):
+            raise RuntimeError(message)
+
+    emitter.connect(failing_handler)
+    try:
+        with pytest.raises(RuntimeError, match=message):
+            yield
+    finally:
+        emitter.disconnect(failing_handler)
+
+
 def test_an_error_during_the_swap_still_leaves_the_layers_of_one_run(panel, small_phantom):
     viewer, widget = panel
     ct = add_ct(viewer, small_phantom)
     show_known_result(widget, ct, small_phantom)
     second = _other_infection(small_phantom)
 
-    def failing_handler(event):
-        if event.value.name == LUNGS_LAYER:
-            raise RuntimeError("a layer handler failed")
+    def is_lungs(event):
+        return event.value.name == LUNGS_LAYER
 
-    viewer.layers.events.inserted.connect(failing_handler)
-    with pytest.raises(RuntimeError, match="a layer handler failed"):  # not hidden
+    with _raising_in(viewer.layers.events.inserted, is_lungs, "a layer handler failed"):
         show_known_result(widget, ct, small_phantom, infection=second)
-    viewer.layers.events.inserted.disconnect(failing_handler)
 
     assert _names(viewer) == [ct.name, *RESULTS]
     np.testing.assert_array_equal(viewer.layers[INFECTION_LAYER].data, second)
@@ -78,14 +95,11 @@ def test_a_removing_handler_that_raises_still_leaves_only_the_new_runs_layers(pa
     first_run = {viewer.layers[name].unique_id for name in RESULTS}
     second = _other_infection(small_phantom)
 
-    def failing_handler(event):
-        if viewer.layers[event.index].name == LUNGS_LAYER:
-            raise RuntimeError("a removing handler failed")
+    def is_lungs(event):
+        return viewer.layers[event.index].name == LUNGS_LAYER
 
-    viewer.layers.events.removing.connect(failing_handler)
-    with pytest.raises(RuntimeError, match="a removing handler failed"):  # not hidden
+    with _raising_in(viewer.layers.events.removing, is_lungs, "a removing handler failed"):
         show_known_result(widget, ct, small_phantom, infection=second)
-    viewer.layers.events.removing.disconnect(failing_handler)
 
     assert _names(viewer) == [ct.name, *RESULTS]
     assert not first_run & {layer.unique_id for layer in viewer.layers}, "no layer of the first run"
