@@ -27,3 +27,7 @@ class OutputExistsError(CHSNetError, FileExistsError):
 
 class OutputError(CHSNetError, OSError):
     """An output could not be written (disk full, no permission, a file where a folder should be)."""
+
+
+class DeviceMemoryError(CHSNetError):
+    """A run that ran out of (GPU) memory: a smaller batch or the CPU gets it through."""

@@ -110,3 +110,38 @@ def test_malformed_yaml_is_one_line_with_line_and_column(tmp_path, no_training, 
     assert main(["train", "--config", str(config)]) == 2
     error = one_error_line(capsys)
     assert "bad.yaml is not valid YAML" in error and "line 3, column 1" in error and "expected ','" in error
+
+
+@pytest.mark.parametrize(("device", "absent"), [("cuda", "cuda"), ("mps", "mps"), ("cuda:1", "cuda")])
+def test_a_device_this_machine_lacks_is_one_line_before_data_or_output(
+    tmp_path, monkeypatch, capsys, device, absent
+):
+    """It was an internal error (exit 1) after the data was loaded, leaving an empty output folder."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(recipes, "gather_slices", lambda *args, **kwargs: pytest.fail("data was read"))
+    config = tmp_path / "gpu.yaml"
+    config.write_text(TINY_CONFIG.read_text().replace("device: cpu\n", f"device: {device}\n"))
+    assert main(["train", "--config", str(config), "--output", str(tmp_path / "run")]) == 2
+    assert one_error_line(capsys) == (
+        f"chsnet train: error: device '{absent}' is not available on this machine (available: cpu); "
+        "choose one of those or 'auto'"
+    )
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_gpu_past_the_machine_s_count_is_one_line_before_data_or_output(tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(recipes, "gather_slices", lambda *args, **kwargs: pytest.fail("data was read"))
+    config = tmp_path / "gpu.yaml"
+    config.write_text(TINY_CONFIG.read_text().replace("device: cpu\n", "device: cuda:1\n"))
+    assert main(["train", "--config", str(config), "--output", str(tmp_path / "run")]) == 2
+    assert "device 'cuda:1' is not available on this machine: it has 1 CUDA device(s), cuda:0 to cuda:0" in (
+        one_error_line(capsys)
+    )
+    assert not (tmp_path / "run").exists()

@@ -1,4 +1,5 @@
-"""Device choice: auto order, absent devices refused (never a silent CPU run), no autocast on the CPU."""
+"""Device choice: auto order, absent devices refused (never a silent CPU run), no autocast on the CPU
+(nor on MPS where torch has none), out-of-memory errors said in one line."""
 
 from __future__ import annotations
 
@@ -7,8 +8,17 @@ import contextlib
 import pytest
 import torch
 
-from napari_chsnet.errors import ConfigError
-from napari_chsnet.inference.device import autocast, available_devices, describe_device, resolve_device
+import napari_chsnet.inference.device as device_module
+from napari_chsnet.errors import ConfigError, DeviceMemoryError
+from napari_chsnet.inference.device import (
+    autocast,
+    available_devices,
+    checked_device_name,
+    describe_device,
+    is_out_of_memory,
+    out_of_memory_error,
+    resolve_device,
+)
 
 
 def test_cpu_is_always_available_and_listed_last():
@@ -37,3 +47,95 @@ def test_an_unknown_device_name_is_a_config_error():
 def test_no_mixed_precision_on_the_cpu():
     assert isinstance(autocast(torch.device("cpu")), contextlib.nullcontext)
     assert describe_device(torch.device("cpu")) == "cpu"
+
+
+# --- torch releases and machines this one is not (faked) -------------------------------------------
+
+
+@pytest.fixture
+def mac_without_cuda(monkeypatch):
+    """A Mac: MPS present, no CUDA."""
+    monkeypatch.setattr(device_module, "_present", lambda: {"cuda": False, "mps": True, "cpu": True})
+
+
+@pytest.mark.parametrize(("release", "expected"), [("2.2.2", "cpu"), ("2.3.0", "mps"), ("2.5.1+cpu", "mps")])
+def test_auto_passes_over_mps_where_torch_has_no_mps_fft(monkeypatch, mac_without_cuda, release, expected):
+    """torch 2.2 (the last for Intel Macs) has no MPS FFT, which CHS-Net's spectral pooling runs."""
+    monkeypatch.setattr(torch, "__version__", release)
+    assert resolve_device("auto") == torch.device(expected)
+    assert resolve_device("mps") == torch.device("mps")  # asked by name: still MPS
+    assert available_devices() == ["mps", "cpu"]
+
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, **kwargs):
+        self.calls.append(kwargs)
+        return contextlib.nullcontext()
+
+
+def test_mps_autocast_only_where_this_torch_has_it(monkeypatch):
+    """torch < 2.5 has no MPS autocast ("unsupported autocast device_type 'mps'"): float32 there."""
+    recorder = _Recorder()
+    monkeypatch.setattr(torch, "autocast", recorder)
+    mps = torch.device("mps")
+    monkeypatch.setattr(torch.amp, "is_autocast_available", lambda kind: kind != "mps", raising=False)
+    assert isinstance(autocast(mps), contextlib.nullcontext) and recorder.calls == []
+    monkeypatch.delattr(torch.amp, "is_autocast_available", raising=False)  # torch 2.2, 2.3
+    assert isinstance(autocast(mps), contextlib.nullcontext) and recorder.calls == []
+    autocast(torch.device("cuda"))  # CUDA has autocast in every torch this package allows
+    assert recorder.calls == [{"device_type": "cuda", "dtype": torch.float16}]
+    monkeypatch.setattr(torch.amp, "is_autocast_available", lambda kind: True, raising=False)  # torch ≥ 2.5
+    autocast(mps)
+    assert recorder.calls[-1] == {"device_type": "mps", "dtype": torch.float16}
+
+
+def test_training_device_names_are_checked_like_finetunes(monkeypatch):
+    monkeypatch.setattr(device_module, "_present", lambda: {"cuda": True, "mps": False, "cpu": True})
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert checked_device_name(" CUDA:1 ") == "cuda:1"
+    with pytest.raises(ConfigError, match=r"'cuda:2' is not available on this machine: it has 2 CUDA"):
+        checked_device_name("cuda:2")
+    with pytest.raises(ConfigError, match=r"'mps' is not available on this machine \(available: cuda, cpu\)"):
+        checked_device_name("mps")
+    with pytest.raises(ConfigError, match="unknown device 'mps:0'; choose auto, cpu, cuda, cuda:N or mps"):
+        checked_device_name("mps:0")
+
+
+CUDA_MESSAGE = (
+    "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 3.81 GiB of which "
+    "1.10 GiB is free. Including non-PyTorch memory, this process has 2.70 GiB memory in use.\n"
+    "If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
+)
+MPS_MESSAGE = (
+    "MPS backend out of memory (MPS allocated: 17.9 GB, other allocations: 1.2 MB, max allowed: 18.1 GB). "
+    "Tried to allocate 256.00 MB on private pool. Use PYTORCH_MPS_HIGH_WATERMARK_RATIO=0.0 to disable"
+)
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (torch.cuda.OutOfMemoryError(CUDA_MESSAGE), "(CUDA out of memory. Tried to allocate 2.00 GiB)"),
+        (
+            RuntimeError(MPS_MESSAGE),
+            "(MPS backend out of memory (MPS allocated: 17.9 GB, other allocations: 1.2 MB, max allowed: "
+            "18.1 GB). Tried to allocate 256.00 MB on private pool)",
+        ),
+        (MemoryError("out of memory"), "(out of memory)"),
+    ],
+)
+def test_out_of_memory_errors_are_told_apart_and_said_in_one_line(error, words):
+    assert is_out_of_memory(error)
+    said = out_of_memory_error(error, "segmentation", "lower --batch-size or use --device cpu")
+    assert isinstance(said, DeviceMemoryError)
+    assert str(said) == f"segmentation ran out of memory {words}; lower --batch-size or use --device cpu"
+
+
+@pytest.mark.parametrize(
+    "error", [RuntimeError("shape mismatch"), ValueError("out of memory"), MemoryError()]
+)
+def test_other_errors_are_not_out_of_memory(error):
+    assert not is_out_of_memory(error)

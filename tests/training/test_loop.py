@@ -124,8 +124,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world_size: int, port: int, folder: str) -> None:
-    """One torchrun-like rank: gloo group, the unchanged fit(), its final weights saved for comparison."""
+def _ddp_worker(rank: int, world_size: int, port: int, folder: str, ema_decay: float | None = None) -> None:
+    """One torchrun-like rank: gloo group (``device: cpu``, also on a GPU machine), the unchanged fit(),
+    its final weights and the state fit returns (with ``ema_decay``: the averaged network's) saved."""
     import os
 
     torch.set_num_threads(1)
@@ -136,8 +137,9 @@ def _ddp_worker(rank: int, world_size: int, port: int, folder: str) -> None:
         RANK=str(rank),
         LOCAL_RANK=str(rank),
     )
-    context = distributed.init_from_env()
+    context = distributed.init_from_env("cpu")
     assert context is not None and context.world_size == world_size
+    assert dist.get_backend() == "gloo"
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(6, 1, 32, 32, generator=generator)
     masks = (images > 0.6).float()
@@ -146,9 +148,11 @@ def _ddp_worker(rank: int, world_size: int, port: int, folder: str) -> None:
     data = StageArrays(images, masks, torch.ones(6))
     torch.manual_seed(0)  # same initial weights on every rank (DDP also broadcasts them from rank 0)
     network = build_model("raiunet", base_channels=4)
-    settings = FitSettings(epochs=2, batch_size=2, learning_rate=1e-2, patience=5)  # default augmentation
+    settings = FitSettings(  # default augmentation
+        epochs=2, batch_size=2, learning_rate=1e-2, patience=5, ema_decay=ema_decay
+    )
     steps = []
-    fit(
+    result = fit(
         network,
         data,
         data.subset([0, 1]),
@@ -160,6 +164,10 @@ def _ddp_worker(rank: int, world_size: int, port: int, folder: str) -> None:
     save_file(
         {k: v.contiguous() for k, v in network.state_dict().items()},
         str(Path(folder) / f"rank{rank}.safetensors"),
+    )
+    save_file(
+        {k: v.contiguous() for k, v in result.best_state.items()},
+        str(Path(folder) / f"best{rank}.safetensors"),
     )
     (Path(folder) / f"steps{rank}.txt").write_text(f"{len(steps)} {steps[-1]}")
     distributed.shutdown()
@@ -179,6 +187,22 @@ def test_two_process_gloo_training_ends_with_identical_weights(tmp_path):
     assert (tmp_path / "log0.csv").exists() and not (tmp_path / "log1.csv").exists(), (
         "only rank 0 writes logs"
     )
+    assert not dist.is_initialized()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_training_with_ema_returns_the_same_averaged_network_on_both_ranks(tmp_path):
+    """The averaged network's BatchNorm buffers follow each rank's own batches: without syncing them
+    from rank 0 the ranks validated (and returned) different averaged networks."""
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), 0.5), nprocs=2, join=True)
+    best = [load_file(str(tmp_path / f"best{r}.safetensors")) for r in (0, 1)]
+    assert best[0].keys() == best[1].keys()
+    assert any("running_mean" in key for key in best[0])
+    differing = [key for key in best[0] if not torch.equal(best[0][key], best[1][key])]
+    assert differing == [], f"ranks differ in {len(differing)} tensors, e.g. {differing[:3]}"
+    network = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
+    first = next(key for key in network[0] if key.endswith("weight"))
+    assert not torch.equal(best[0][first], network[0][first]), "the averaged network, not the raw one"
     assert not dist.is_initialized()
 
 

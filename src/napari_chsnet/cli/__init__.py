@@ -1,10 +1,11 @@
 """The ``chsnet`` command: ``segment``, ``evaluate``, ``info`` (and ``train``/``finetune`` when installed).
 
 ``main(argv)`` returns the exit code so tests call it in-process: 0 ok, 2 bad input or settings (one
-line on stderr: argparse's message or a ``CHSNetError``), 1 internal error (traceback on stderr),
-130 interrupted (Ctrl-C), 143 terminated (SIGTERM, as ``timeout`` and SLURM send it; it raises
-``Terminated`` so that the same cleanup as Ctrl-C's runs), 141 (as a shell reports SIGPIPE) when the
-reader of stdout went away, e.g. ``chsnet info | head``.
+line on stderr: argparse's message or a ``CHSNetError``) and a GPU that ran out of memory (one line
+naming what to lower: :func:`user_error`), 1 internal error (traceback on stderr), 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM, as ``timeout`` and SLURM send it; it raises ``Terminated`` so that
+the same cleanup as Ctrl-C's runs), 141 (as a shell reports SIGPIPE) when the reader of stdout went
+away, e.g. ``chsnet info | head``.
 Heavy modules (torch, the networks) are imported by the subcommands when they run.
 """
 
@@ -28,6 +29,13 @@ INTERRUPTED_EXIT = 130  # 128 + SIGINT
 TERMINATED_EXIT = 143  # 128 + SIGTERM
 # Subcommands written elsewhere: registered when their module exists (each has add_parser and run).
 _OPTIONAL_SUBCOMMANDS = ("napari_chsnet.cli.train", "napari_chsnet.cli.finetune")
+# (what ran, what to change) when a command runs out of (GPU) memory: a user error, not a bug.
+OUT_OF_MEMORY = {
+    "segment": ("segmentation", "lower --batch-size or use --device cpu"),
+    "evaluate": ("evaluation", "use --device cpu"),
+    "finetune": ("fine-tuning", "lower --batch-size or use --device cpu"),
+    "train": ("training", "lower batch_size or set device: cpu in the config"),
+}
 
 
 def _version() -> str:
@@ -62,6 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_error(command: str | None, error: BaseException) -> CHSNetError | None:
+    """``error`` as the user is told it (one line, exit code 2): a :class:`CHSNetError` as it is, an
+    out-of-memory error (CUDA, MPS) as a ``DeviceMemoryError`` that says what to lower; ``None`` for the
+    rest (bugs). Call ``release_device_memory`` after the ``except`` block that caught ``error``."""
+    if isinstance(error, CHSNetError):
+        return error
+    if "torch" not in sys.modules:  # only torch runs out of GPU memory (and importing it here could fail)
+        return None
+    from napari_chsnet.inference.device import is_out_of_memory, out_of_memory_error
+
+    if not is_out_of_memory(error):
+        return None
+    what, advice = OUT_OF_MEMORY.get(command or "", ("the run", "lower the batch size or use the CPU"))
+    return out_of_memory_error(error, what, advice)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived. A KeyboardInterrupt, so that what cleans up after Ctrl-C (``finally`` blocks
     removing staging folders and temporary files; nothing catches it as an ``Exception``) runs too."""
@@ -89,6 +113,7 @@ def _sigterm_raises() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``chsnet`` with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
     parser = build_parser()
+    args = None
     try:
         args = parser.parse_args(argv)
         if getattr(args, "run", None) is None:
@@ -112,7 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # not a bug: the pipe's reader closed early
         _silence_stdout()
         return BROKEN_PIPE_EXIT
-    except Exception as error:  # a bug, not a user error: keep the traceback for the report
+    except Exception as error:
+        said = user_error(getattr(args, "command", None), error)  # out of memory: told as a user error
+        if said is not None:
+            print(f"{PROG}: error: {said}", file=sys.stderr)
+            return 2
+        # a bug, not a user error: keep the traceback for the report
         traceback.print_exc()
         print(
             f"{PROG}: internal error ({type(error).__name__}); please report it with the traceback above",

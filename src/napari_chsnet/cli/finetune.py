@@ -12,7 +12,7 @@ from pathlib import Path
 from napari_chsnet.cli._common import run_reporting_errors
 from napari_chsnet.cli.options import DefaultsHelpFormatter, fraction, positive_float, positive_int
 from napari_chsnet.errors import ConfigError
-from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, MODEL_KEYS
+from napari_chsnet.registry import DEFAULT_MODEL, MODEL_KEYS
 
 HELP = "fine-tune a model on corrected lung and infection masks"
 
@@ -98,24 +98,11 @@ def _cases(args: argparse.Namespace) -> list:
 
 def _checked_device(name: str) -> str:
     """``name`` normalised, or a ConfigError (exit 2, one line) when this machine lacks it, as
-    ``chsnet segment`` refuses it; ``cuda:N`` must name a GPU that is present."""
-    from napari_chsnet.inference.device import resolve_device
+    ``chsnet segment`` refuses it; ``cuda:N`` must name a GPU that is present (the rule a training
+    config's ``device`` follows too: inference/device.py ``checked_device_name``)."""
+    from napari_chsnet.inference.device import checked_device_name
 
-    key = name.strip().lower()
-    kind, colon, index = key.partition(":")
-    if kind not in DEVICE_CHOICES or (colon and (kind != "cuda" or not index.isdigit())):
-        raise ConfigError(f"unknown device {name!r}; choose auto, cpu, cuda, cuda:N or mps")
-    resolve_device(kind)  # refuses a kind this machine does not have
-    if colon:
-        import torch
-
-        count = torch.cuda.device_count()
-        if int(index) >= count:
-            raise ConfigError(
-                f"device {key!r} is not available on this machine: it has {count} CUDA device(s), "
-                f"cuda:0 to cuda:{count - 1}"
-            )
-    return key
+    return checked_device_name(name)
 
 
 def _finetune(args: argparse.Namespace) -> int:

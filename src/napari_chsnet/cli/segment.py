@@ -393,6 +393,9 @@ def _record_failure(csv_path: Path, case: Case, args: argparse.Namespace, error:
 
 def _segment_cases(cases: list[Case], settings, args: argparse.Namespace) -> int:
     """Segment and write each case; returns how many failed (a single case's error is raised)."""
+    from napari_chsnet.cli import user_error
+    from napari_chsnet.inference.device import release_device_memory
+
     csv_path = args.output / CSV_NAME
     failed = 0
     for case in cases:
@@ -400,14 +403,21 @@ def _segment_cases(cases: list[Case], settings, args: argparse.Namespace) -> int
             volume = _read(case, args.intensity, args.fill_missing_slices)
             result = _segment_with_bar(volume, settings, case.name)
             report = write_case(case, volume, result, csv_path, args.anonymize, args.overwrite)
-        except CHSNetError as error:
-            if len(cases) == 1:
+        except Exception as caught:
+            error = user_error("segment", caught)  # a CHSNetError, or out of memory said as one
+            if error is None or (error is caught and len(cases) == 1):
                 raise
+            if len(cases) == 1:
+                raise error from caught
             failed += 1
             print(f"chsnet: error: {case.name}: {error}", file=sys.stderr)
             _record_failure(csv_path, case, args, str(error))
+            out_of_memory, error = error is not caught, None
+        else:
+            print(_summary(case, report))
+            for warning in report["warnings"]:  # the report keeps them too; stderr so stdout stays one line
+                print(f"chsnet: warning: {case.name}: {warning}", file=sys.stderr)
             continue
-        print(_summary(case, report))
-        for warning in report["warnings"]:  # the report keeps them too; stderr so stdout stays one line
-            print(f"chsnet: warning: {case.name}: {warning}", file=sys.stderr)
+        if out_of_memory:  # after the except block, which held the failed step's tensors, let them go
+            release_device_memory()
     return failed

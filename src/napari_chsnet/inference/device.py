@@ -2,16 +2,27 @@
 
 ``auto`` picks CUDA, then Apple's MPS, then the CPU. Asking for a device that is absent is a
 :class:`ConfigError` (never a silent CPU run), so the device in the report is the one asked for.
+``auto`` passes over MPS where torch is older than 2.3: its MPS backend has no FFT, which CHS-Net's
+spectral pooling needs (asking for ``mps`` by name still runs there). fp16 autocast runs on CUDA,
+and on MPS where this torch has it (2.5 on); elsewhere the networks run in float32.
+
+A GPU that runs out of memory is a :class:`DeviceMemoryError` for the user (:func:`out_of_memory_error`),
+with the advice to lower the batch size or use the CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 
 import torch
 
-from napari_chsnet.errors import ConfigError
+from napari_chsnet.errors import ConfigError, DeviceMemoryError
 from napari_chsnet.registry import DEVICE_CHOICES
+
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
+# The first torch release whose MPS backend computes FFTs (CHS-Net's spectral pooling).
+MPS_FFT_SINCE = (2, 3)
 
 
 def _present() -> dict[str, bool]:
@@ -28,6 +39,35 @@ def available_devices() -> list[str]:
     return [name for name, present in _present().items() if present]
 
 
+def _torch_release() -> tuple[int, int]:
+    """(major, minor) of the running torch (``"2.2.2"``, ``"2.5.0+cu124"``, ``"2.6.0a0+git…"``)."""
+    found = re.match(r"(\d+)\.(\d+)", str(torch.__version__))
+    return (int(found[1]), int(found[2])) if found else (0, 0)
+
+
+def mps_runs_fft() -> bool:
+    """Whether this torch's MPS backend has the FFTs of CHS-Net's spectral pooling (torch ≥ 2.3)."""
+    return _torch_release() >= MPS_FFT_SINCE
+
+
+def auto_device_kind(allow_mps: bool = True) -> str:
+    """The kind ``auto`` stands for: ``"cuda"``, else ``"mps"`` (when allowed and it has FFTs), else ``"cpu"``."""
+    for kind in available_devices():
+        if kind == "mps" and not (allow_mps and mps_runs_fft()):
+            continue
+        return kind
+    return "cpu"
+
+
+def _refuse_absent(kind: str) -> None:
+    present = available_devices()
+    if kind not in present:
+        raise ConfigError(
+            f"device {kind!r} is not available on this machine (available: {', '.join(present)}); "
+            "choose one of those or 'auto'"
+        )
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``"auto" | "cpu" | "cuda" | "mps"`` → the torch device to use.
 
@@ -37,17 +77,36 @@ def resolve_device(name: str = "auto") -> torch.device:
     key = str(name).strip().lower()
     if key not in DEVICE_CHOICES:
         raise ConfigError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
-    present = available_devices()
     if key == "auto":
-        key = present[0]
-    elif key not in present:
-        raise ConfigError(
-            f"device {key!r} is not available on this machine (available: {', '.join(present)}); "
-            "choose one of those or 'auto'"
-        )
+        key = auto_device_kind()
+    else:
+        _refuse_absent(key)
     if key == "cuda":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device(key)
+
+
+def checked_device_name(name: str) -> str:
+    """``name`` normalised (``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``), or a :class:`ConfigError`
+    when it is unknown or this machine lacks it; ``cuda:N`` must name a GPU that is present.
+
+    The rule of the training devices (``chsnet finetune --device``, a training config's ``device``),
+    which may pick one GPU of several; inference's :func:`resolve_device` takes the kinds only.
+    """
+    key = str(name).strip().lower()
+    kind, colon, index = key.partition(":")
+    if kind not in DEVICE_CHOICES or (colon and (kind != "cuda" or not index.isdigit())):
+        raise ConfigError(f"unknown device {name!r}; choose {DEVICE_NAMES}")
+    if kind != "auto":
+        _refuse_absent(kind)
+    if colon:
+        count = torch.cuda.device_count()
+        if int(index) >= count:
+            raise ConfigError(
+                f"device {key!r} is not available on this machine: it has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+    return key
 
 
 def describe_device(device: torch.device) -> str:
@@ -58,8 +117,67 @@ def describe_device(device: torch.device) -> str:
     return str(device)
 
 
+def _autocast_available(device_type: str) -> bool:
+    """Whether this torch has autocast for ``device_type``: CUDA always (torch ≥ 2.2); MPS from 2.5 on,
+    told by ``torch.amp.is_autocast_available``, which older releases lack."""
+    if device_type == "cuda":
+        return True
+    is_available = getattr(getattr(torch, "amp", None), "is_autocast_available", None)
+    if is_available is None:
+        return False
+    try:
+        return bool(is_available(device_type))
+    except (RuntimeError, ValueError, TypeError):
+        return False
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """fp16 autocast on a GPU (CUDA, MPS); nothing on the CPU, where fp16 is slower, not faster."""
-    if device.type in ("cuda", "mps"):
+    """fp16 autocast on a GPU (CUDA; MPS where this torch has it); nothing on the CPU, where fp16 is
+    slower, not faster, nor on an MPS whose torch has no autocast there (torch < 2.5: float32)."""
+    if device.type in ("cuda", "mps") and _autocast_available(device.type):
         return torch.autocast(device_type=device.type, dtype=torch.float16)
     return contextlib.nullcontext()
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says a device (or the host) ran out of memory: torch's ``OutOfMemoryError``
+    (``torch.cuda.OutOfMemoryError`` before torch 2.5 made it ``torch.OutOfMemoryError``), or a
+    ``RuntimeError``/``MemoryError`` whose message says "out of memory" (MPS raises a plain RuntimeError)."""
+    kinds = tuple(
+        kind
+        for kind in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None))
+        if isinstance(kind, type)
+    )
+    if kinds and isinstance(error, kinds):
+        return True
+    return isinstance(error, (RuntimeError, MemoryError)) and "out of memory" in str(error).lower()
+
+
+def _first_words(error: BaseException) -> str:
+    """The start of torch's message, on one line: its first two sentences ("CUDA out of memory. Tried to
+    allocate 2.00 GiB"), not the paragraph on allocator settings that follows."""
+    text = " ".join((str(error) or type(error).__name__).split())
+    sentences = text.split(". ")
+    return ". ".join(sentences[:2]).rstrip(".")
+
+
+def out_of_memory_error(error: BaseException, what: str, advice: str) -> DeviceMemoryError:
+    """One line for a run that ran out of memory: ``"<what> ran out of memory (<torch's words>); <advice>"``.
+
+    ``what`` says what ran ("segmentation"), ``advice`` what to change ("lower --batch-size or use
+    --device cpu"). The caught error's traceback holds the failed step's tensors: call
+    :func:`release_device_memory` after the ``except`` block that caught it, not inside.
+    """
+    return DeviceMemoryError(f"{what} ran out of memory ({_first_words(error)}); {advice}")
+
+
+def release_device_memory() -> None:
+    """Give the GPU memory torch caches but no tensor uses back (after an out-of-memory error), so the
+    next case starts from an empty cache."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    empty = getattr(mps, "empty_cache", None)
+    if empty is not None and _present()["mps"]:
+        with contextlib.suppress(RuntimeError):
+            empty()

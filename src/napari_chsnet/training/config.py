@@ -95,7 +95,8 @@ class TrainConfig:
     fresh_stage: bool = False
     output: str = "runs/train"
     half_precision: bool = True
-    device: str = "auto"  # "auto": this rank's GPU under torchrun, else the first GPU, else the CPU
+    # "auto": this rank's GPU under torchrun, else CUDA, then MPS, then the CPU (training/distributed.py)
+    device: str = "auto"
 
 
 def _expand(path: str) -> str:
@@ -315,7 +316,11 @@ def _check_loss_options(config: TrainConfig, where: str) -> None:
 
 
 def check_inputs(config: TrainConfig) -> None:
-    """Before any data is read: the config names training data, and every path it names exists."""
+    """Before any data is read or any output made: the config names training data, every path it names
+    exists, and its ``device`` is on this machine (the rules of ``chsnet finetune --device``)."""
+    from napari_chsnet.training.distributed import checked_training_device
+
+    checked_training_device(config.device)
     data = config.data
     if not (data.semiseg or data.hu_volumes or data.volume_folders or data.phantoms):
         raise ConfigError(

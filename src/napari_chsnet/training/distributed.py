@@ -1,8 +1,9 @@
 """Data-parallel training under ``torchrun``: one process per GPU (or per CPU slot), same code path.
 
 ``torchrun --nproc_per_node=N -m napari_chsnet.training.recipes CONFIG`` sets ``WORLD_SIZE``,
-``RANK`` and ``LOCAL_RANK``; :func:`init_from_env` joins the process group (NCCL on CUDA, gloo
-on CPUs) and :func:`current` tells :func:`~napari_chsnet.training.loop.fit` to
+``RANK`` and ``LOCAL_RANK``; :func:`init_from_env` joins the process group (NCCL when the training
+device is CUDA, gloo when it is the CPU, whatever else the machine has) and :func:`current` tells
+:func:`~napari_chsnet.training.loop.fit` to
 
 * wrap the network in :class:`~torch.nn.parallel.DistributedDataParallel` (gradients are
   averaged across processes, so every rank holds the same weights after each step),
@@ -26,6 +27,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from napari_chsnet.errors import ConfigError
+from napari_chsnet.inference.device import auto_device_kind, checked_device_name
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -42,8 +46,10 @@ class DistributedContext:
 
     def wrap(self, network: nn.Module) -> nn.Module:
         """``network`` (already on its device) inside DistributedDataParallel."""
-        on_cuda = next(network.parameters()).is_cuda
-        return nn.parallel.DistributedDataParallel(network, device_ids=[self.local_rank] if on_cuda else None)
+        device = next(network.parameters()).device
+        return nn.parallel.DistributedDataParallel(
+            network, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     def shard_size(self, n_samples: int) -> int:
         """Samples each rank sees per epoch (the padded share)."""
@@ -81,7 +87,11 @@ class DistributedContext:
             dist.broadcast(buffer.data, src=0)
 
     def _device(self) -> torch.device:
-        return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+        return (
+            torch.device("cuda", torch.cuda.current_device())
+            if dist.get_backend() == "nccl"
+            else torch.device("cpu")
+        )
 
 
 def requested_world_size() -> int:
@@ -89,15 +99,26 @@ def requested_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def init_from_env() -> DistributedContext | None:
-    """Join the process group torchrun describes; ``None`` for a single process."""
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_from_env(device: str = "auto") -> DistributedContext | None:
+    """Join the process group torchrun describes; ``None`` for a single process.
+
+    The backend follows the training ``device`` (:func:`training_device`): NCCL, with this rank's GPU
+    made current, when it is CUDA; gloo otherwise, so ``device: cpu`` trains on the CPUs of a GPU
+    machine too, with more processes than GPUs if need be.
+    """
     if requested_world_size() <= 1 or not dist.is_available():
         return None
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
+        run_device = training_device(device)
+        if run_device.type == "cuda":
+            torch.cuda.set_device(run_device)
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
     return current()
 
 
@@ -105,16 +126,47 @@ def current() -> DistributedContext | None:
     """The context of an initialised process group of more than one rank, else ``None``."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
         return None
-    return DistributedContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), _local_rank())
+
+
+def checked_training_device(requested: str = "auto") -> str:
+    """A training ``device`` normalised, or a :class:`ConfigError` (one line) before anything is read
+    or written: the rules of ``chsnet finetune --device`` (inference/device.py ``checked_device_name``:
+    auto, cpu, cuda, cuda:N or mps, and present on this machine), and under torchrun with several
+    processes, one GPU per process: ``auto`` or ``cuda`` (each rank takes GPU ``LOCAL_RANK``) or ``cpu``."""
+    key = checked_device_name(requested)
+    world_size = requested_world_size()
+    if world_size <= 1:
+        return key
+    if key == "mps" or key.startswith("cuda:"):
+        raise ConfigError(
+            f"device {key!r} does not suit torchrun's {world_size} processes: use auto or cuda (each "
+            "process takes the GPU of its LOCAL_RANK) or cpu"
+        )
+    if key in ("auto", "cuda") and torch.cuda.is_available():
+        count, local_rank = torch.cuda.device_count(), _local_rank()
+        if local_rank >= count:
+            raise ConfigError(
+                f"torchrun process LOCAL_RANK {local_rank} has no GPU of its own: this machine has {count} "
+                f"CUDA device(s); start at most {count} processes per machine or set device: cpu"
+            )
+    return key
 
 
 def training_device(requested: str = "auto") -> torch.device:
-    """``"auto"``: this rank's GPU under torchrun, else the first GPU, else the CPU."""
-    if requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+    """The device a training ``device`` setting names (checked by :func:`checked_training_device`).
+
+    ``"auto"`` is inference's choice (CUDA, then MPS, then the CPU), except under torchrun, where it
+    is this rank's GPU (``LOCAL_RANK``), else the CPU (no MPS: its process groups are CUDA's or the
+    CPU's); ``"cuda"`` under torchrun is this rank's GPU too.
+    """
+    key = checked_training_device(requested)
+    several = requested_world_size() > 1
+    if key == "auto":
+        key = auto_device_kind(allow_mps=not several)
+    if key == "cuda":
+        return torch.device("cuda", _local_rank() if several else torch.cuda.current_device())
+    return torch.device(key)
 
 
 def shutdown() -> None:

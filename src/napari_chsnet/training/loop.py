@@ -207,6 +207,9 @@ def fit(
             epoch_loss = float(np.mean(losses))
             if group:
                 group.sync_buffers(network)
+                if averaged is not None:
+                    # its buffers (BatchNorm statistics, averaged from each rank's own) differ per rank too
+                    group.sync_buffers(averaged)
                 epoch_loss = group.mean(epoch_loss)
             # without validation samples the epoch with the lowest training loss is kept (a loss
             # can exceed 1, hence best_dice starts at -inf)

@@ -37,10 +37,10 @@ def with_predicted_lung_maps(
     """
     import torch
 
-    from napari_chsnet.inference.device import resolve_device
     from napari_chsnet.inference.intensity import unit_to_display8
     from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
     from napari_chsnet.inference.slices import segment_cropped_slice
+    from napari_chsnet.training.distributed import training_device
 
     uncropped = sorted({s.case_id for s in slices if not s.cropped})
     if uncropped:
@@ -49,7 +49,7 @@ def with_predicted_lung_maps(
             f"(e.g. {uncropped[0]}): train volumes with lung_maps: labels"
         )
     settings = SegmentationSettings(model="chsnet", weights=Path(checkpoint), mirror_averaging=False)
-    lung_stage, infection_stage, _ = build_stages(settings, resolve_device(device))
+    lung_stage, infection_stage, _ = build_stages(settings, training_device(device))
     found: dict[int, np.ndarray] = {}
     log(f"lung maps: segmenting {len({id(s) for s in slices})} slices with the lung stage of {checkpoint}")
     out = []

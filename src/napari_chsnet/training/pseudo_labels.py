@@ -20,13 +20,13 @@ the end-to-end recall; ``resources/weights/chsnet.md``.)
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from napari_chsnet.io.atomic import atomic_write
 from napari_chsnet.training.checkpoints import load_checkpoint
 
 # The teacher's infection probability from which a pixel is labelled infected (as at inference).
@@ -52,11 +52,11 @@ def label_with_teacher(
     import torch
 
     from napari_chsnet.inference.cascade import mirror_averaged
-    from napari_chsnet.inference.device import resolve_device
     from napari_chsnet.inference.orientation import turned, upright
     from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
     from napari_chsnet.inference.slices import segment_cropped_slice
     from napari_chsnet.training.datasets import read_gray_image
+    from napari_chsnet.training.distributed import training_device
 
     checkpoint = load_checkpoint(teacher)
     folder = teacher_folder(teacher, cache_dir)
@@ -64,21 +64,17 @@ def label_with_teacher(
     if not missing:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "teacher.json").write_text(
-        json.dumps(
-            {
-                "teacher": str(teacher),
-                "model": checkpoint.model,
-                "sha256": checkpoint.sha256,
-                "threshold": PSEUDO_THRESHOLD,
-                "mirror_averaged": True,
-            },
-            indent=2,
-        )
-    )
+    about = {
+        "teacher": str(teacher),
+        "model": checkpoint.model,
+        "sha256": checkpoint.sha256,
+        "threshold": PSEUDO_THRESHOLD,
+        "mirror_averaged": True,
+    }
+    atomic_write(folder / "teacher.json", lambda path: path.write_text(json.dumps(about, indent=2)))
     # The teacher mirrors whole slices (lung stage too) itself, as the cached labels were made.
     settings = SegmentationSettings(model=checkpoint.model, weights=teacher, mirror_averaging=False)
-    lung_stage, infection_stage, _ = build_stages(settings, resolve_device(device))
+    lung_stage, infection_stage, _ = build_stages(settings, training_device(device))
 
     def infection_probability(pixels: np.ndarray) -> np.ndarray:
         return segment_cropped_slice(pixels, lung_stage, infection_stage)[1]
@@ -94,10 +90,10 @@ def label_with_teacher(
 
 def _write_mask(mask: np.ndarray, folder: Path, stem: str) -> None:
     """``folder/<stem>.png`` as a 0/255 PNG, written beside and renamed into place, so a killed run
-    leaves no half-written mask that a later round would take as cached."""
-    partial = folder / f".{stem}.png.part"
-    Image.fromarray(np.ascontiguousarray(mask.astype(np.uint8) * 255)).save(partial, format="PNG")
-    os.replace(partial, folder / f"{stem}.png")
+    leaves no half-written mask that a later round would take as cached. The temporary name is unique
+    to the call: under torchrun every rank labels the same slices into the same folder at once."""
+    image = Image.fromarray(np.ascontiguousarray(mask.astype(np.uint8) * 255))
+    atomic_write(folder / f"{stem}.png", lambda path: image.save(path, format="PNG"))
 
 
 def union_with_shipped_labels(teacher_labels: Path, shipped_labels: Path, stems: Sequence[str]) -> Path:

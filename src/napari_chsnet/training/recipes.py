@@ -29,6 +29,7 @@ import torch
 from napari_chsnet.errors import ConfigError
 from napari_chsnet.inference.intensity import DISPLAY_WINDOW_HU
 from napari_chsnet.inference.preprocessing import EAMC_PATCH_SIZE, LUNG_INPUT_SIZE
+from napari_chsnet.io.atomic import atomic_write
 from napari_chsnet.models.factory import build_model
 from napari_chsnet.resources_path import bundled_weights_dir
 from napari_chsnet.training import distributed
@@ -73,10 +74,16 @@ def _cached_volume_slices(path: str, step: int, cache_dir: Path) -> list[Labelle
     else:
         lungs = lung_labels_from_hu(volume.hu, volume.geometry.spacing_mm)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        np.save(cached, lungs)
+        # whole or not at all, under a name of its own: torchrun's ranks all label and write it at once
+        atomic_write(cached, lambda path: _save_array(path, lungs))
     return slices_of_volume(
         volume, lungs, None, Path(path).name.split(".")[0], range(0, volume.shape[0], step)
     )
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a handle: np.save would add ".npy" to a name without it
+        np.save(handle, array)
 
 
 # Training phantoms use seeds from here on, validation phantoms from VALIDATION_PHANTOM_SEED_OFFSET:
@@ -237,7 +244,7 @@ def run_training(
     refuse_protected_target(Path(config.output), [bundled_weights_dir()])  # torchrun skips the CLI's check
     check_inputs(config)
     torch.set_num_threads(max(1, config.threads))
-    group = distributed.init_from_env()
+    group = distributed.init_from_env(config.device)
     device = distributed.training_device(config.device)
     started = time.monotonic()
     output = Path(config.output)
