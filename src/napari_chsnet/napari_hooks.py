@@ -21,7 +21,15 @@ from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.dicom import looks_like_dicom
 from napari_chsnet.io.hounsfield import is_label_map
 from napari_chsnet.io.phantom import sample_ct
-from napari_chsnet.io.readers import in_hounsfield_units, is_supported_path, read_stored_values, suffix_of
+from napari_chsnet.io.readers import (
+    DICOM_SUFFIXES,
+    IMAGE_SUFFIXES,
+    PICTURE_SUFFIXES,
+    in_hounsfield_units,
+    is_supported_path,
+    read_stored_values,
+    suffix_of,
+)
 from napari_chsnet.io.volume import CTVolume, Geometry
 from napari_chsnet.io.writers import WRITE_SUFFIXES, write_volume
 from napari_chsnet.registry import INFECTION_COLORS, LUNG_COLORS, UNEXPECTED_LABEL_COLOR
@@ -256,9 +264,12 @@ def _open_layer_on_the_same_grid(meta: dict[str, Any], shape: tuple[int, ...]) -
 
 
 def _output_path(path: str) -> Path:
-    """Append .nii.gz to a path given without a suffix (napari may pass a bare name)."""
+    """Append .nii.gz to a path given without a suffix (napari may pass a bare name); only a known file
+    suffix counts as one, so "lungs_v1.2" becomes "lungs_v1.2.nii.gz" (an unwritable known one, such as
+    .mhd or .png, is left for write_volume to refuse by name)."""
     output = Path(path)
-    return output if suffix_of(output) else output.with_name(output.name + WRITE_SUFFIXES[0])
+    known = suffix_of(output) in (*WRITE_SUFFIXES, *IMAGE_SUFFIXES, *DICOM_SUFFIXES, *PICTURE_SUFFIXES)
+    return output if known else output.with_name(output.name + WRITE_SUFFIXES[0])
 
 
 def _volume_data(data: Any, path: str) -> np.ndarray:

@@ -249,3 +249,13 @@ def test_sample_has_ct_and_ground_truth_layers():
     ct, lungs, infection = (data for data, _, _ in layers)
     assert ct.shape == lungs.shape == infection.shape == (64, 256, 256)
     assert set(np.unique(lungs)) == {0, 1, 2}
+
+
+def test_a_name_with_a_dot_but_no_known_suffix_gets_nii_gz(tmp_path):
+    """A name "lungs_v1.2" was refused as "cannot write .2": only a known file suffix counts as one."""
+    meta = {"scale": (2.0, 0.5, 0.5), "translate": (5.0, 6.0, 7.0), "metadata": {}}
+    [path] = write_labels(str(tmp_path / "lungs_v1.2"), np.ones((3, 4, 4), dtype=np.uint8), meta)
+    assert path == str(tmp_path / "lungs_v1.2.nii.gz")
+    assert sitk.ReadImage(path).GetSize() == (4, 4, 3)
+    with pytest.raises(InvalidVolumeError, match="cannot write .png"):  # known, not writable: refused by name
+        write_labels(str(tmp_path / "lungs.png"), np.ones((3, 4, 4), dtype=np.uint8), meta)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import uuid
 from collections.abc import Callable
@@ -12,10 +13,13 @@ from pathlib import Path
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Run ``write(temporary_path)`` and rename the result to ``path`` only if it succeeded.
 
-    The temporary name ends in ``path``'s own name, so writers that choose the format by the
-    suffix (ITK: ``.nii.gz``, ``.mha``, …) see the right one; a crash leaves the old file as it was.
+    The temporary name ends in ``path``'s own name with its suffix in lower case, so writers that
+    choose the format by the suffix (ITK: ``.nii.gz``, ``.mha``, …, case-sensitive) see the right
+    one; a crash leaves the old file as it was. A failure also removes the files a writer made beside
+    the temporary one under the same hidden prefix (a MetaImage's ``.zraw`` data file).
     """
-    temporary = path.parent / f".{uuid.uuid4().hex[:12]}.part.{path.name}"
+    prefix = f".{uuid.uuid4().hex[:12]}.part."
+    temporary = path.parent / (prefix + _lower_suffix(path.name))
     # Created with open(..., "x") rather than mkstemp so the file gets the usual umask
     # permissions (mkstemp's are 0600, which would make reports unreadable to colleagues).
     with open(temporary, "xb"):
@@ -26,4 +30,14 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            for sibling in path.parent.glob(glob.escape(prefix) + "*"):
+                sibling.unlink(missing_ok=True)
         raise
+
+
+def _lower_suffix(name: str) -> str:
+    """``name`` with its suffix (``.nii.gz`` whole) in lower case: ``LUNGS.MHA`` → ``LUNGS.mha``."""
+    lower = name.lower()
+    cut = len(name) - (7 if lower.endswith(".nii.gz") else len(Path(name).suffix))
+    return name[:cut] + name[cut:].lower()

@@ -6,7 +6,7 @@ import gzip
 import itertools
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -31,19 +31,23 @@ from napari_chsnet.io.hounsfield import (
 )
 from napari_chsnet.io.memory import check_fits_in_memory
 from napari_chsnet.io.orientation import geometry_of, oblique_warning, to_display
-from napari_chsnet.io.volume import CTVolume
+from napari_chsnet.io.volume import CTVolume, NiftiTransform
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
 DICOM_SUFFIXES = (".dcm", ".ima")
 SUPPORTED = "a DICOM series folder, a .dcm file, .nii/.nii.gz, .mha/.mhd or .nrrd"
-_PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+# The ITK ImageIO of each suffix, named rather than left to ITK, which picks by the case-sensitive
+# extension: "CT.MHA" was "Unable to determine ImageIO reader", and written as .mhd + .zraw.
+IMAGE_IOS = {".nii": "NiftiImageIO", ".nii.gz": "NiftiImageIO", ".mha": "MetaImageIO", ".mhd": "MetaImageIO",
+             ".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO"}  # fmt: skip
 _GZIP_MAGIC = b"\x1f\x8b"
 # NIfTI-1 and NIfTI-2 header fields: byte offset and struct format (without byte order).
 _NIFTI_LAYOUTS = {
     348: {"datatype": (70, "h"), "dim": (40, "8h"), "pixdim": (76, "8f"), "vox_offset": (108, "f"),
-          "codes": (252, "2h"), "quatern": (256, "6f"), "srow": (280, "12f")},
+          "codes": (252, "2h"), "quatern": (256, "6f"), "srow": (280, "12f"), "xyzt_units": (123, "B")},
     540: {"datatype": (12, "h"), "dim": (16, "8q"), "pixdim": (104, "8d"), "vox_offset": (168, "q"),
-          "codes": (344, "2i"), "quatern": (352, "6d"), "srow": (400, "12d")},
+          "codes": (344, "2i"), "quatern": (352, "6d"), "srow": (400, "12d"), "xyzt_units": (500, "i")},
 }  # fmt: skip
 # NIfTI datatype codes of float voxels (FLOAT32, FLOAT64): ITK reads their NaN and Inf as 0, so the
 # stored voxels are checked before ITK sees them.
@@ -60,6 +64,16 @@ def suffix_of(path: Path) -> str:
     """The lower-case suffix, with ``.nii.gz`` kept whole."""
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def mixed_case_nifti_suffix(path: Path) -> str | None:
+    """A NIfTI suffix as written when it mixes upper and lower case (``.Nii``, ``.nii.GZ``), which the
+    NIfTI library refuses ("mixed case extension"); None otherwise."""
+    suffix = suffix_of(path)
+    if suffix not in (".nii", ".nii.gz"):
+        return None
+    written = path.name[-len(suffix) :]
+    return None if written in (written.lower(), written.upper()) else written
 
 
 def is_supported_path(path: Path) -> bool:
@@ -172,7 +186,7 @@ def read_stored_values(
         return read_image_file(path)
     if suffix in DICOM_SUFFIXES or looks_like_dicom(path):
         return read_dicom(path, fill_missing_slices=fill_missing_slices)
-    if suffix in _PICTURE_SUFFIXES:
+    if suffix in PICTURE_SUFFIXES:
         raise InvalidVolumeError(
             f"{path} is a 2-D picture ({suffix}) without Hounsfield units or geometry, not a CT; open the DICOM series or a NIfTI volume."
         )
@@ -190,7 +204,12 @@ def _check_dicom_files(paths: list[Path]) -> None:
         )
 
 
-def _header(path: Path) -> sitk.ImageFileReader:
+def image_io_of(path: Path) -> str:
+    """The ITK ImageIO that reads and writes ``path``'s format ("" for a suffix without one)."""
+    return IMAGE_IOS.get(suffix_of(path), "")
+
+
+def _check_permission(path: Path) -> None:
     try:
         with open(path, "rb"):
             pass
@@ -198,8 +217,14 @@ def _header(path: Path) -> sitk.ImageFileReader:
         raise InvalidVolumeError(
             f"{path} cannot be read (permission denied); check its access rights."
         ) from exc
+
+
+def _header(path: Path) -> sitk.ImageFileReader:
+    _check_permission(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
+    if image_io_of(path):
+        reader.SetImageIO(image_io_of(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
@@ -217,6 +242,10 @@ def _itk_reason(exc: RuntimeError) -> str:
 
 def read_image_file(path: Path) -> CTVolume:
     """Read a NIfTI/MetaImage/NRRD CT volume with SimpleITK, checking its size before its pixels."""
+    is_nifti = suffix_of(path) in (".nii", ".nii.gz")
+    if is_nifti:
+        _check_permission(path)
+    nifti = _readable_nifti_header(path) if is_nifti else None
     reader = _header(path)
     size = reader.GetSize()
     if reader.GetNumberOfComponents() != 1:
@@ -229,8 +258,6 @@ def read_image_file(path: Path) -> CTVolume:
         )
     n_voxels = int(np.prod(size, dtype=np.int64))
     check_fits_in_memory(str(path), n_voxels, max(4, _bytes_per_voxel(reader)))
-    is_nifti = suffix_of(path) in (".nii", ".nii.gz")
-    nifti = read_nifti_header(path) if is_nifti else None
     if is_nifti:
         _check_nifti_voxels(path, nifti, n_voxels, n_voxels * _bytes_per_voxel(reader))
     try:
@@ -241,14 +268,75 @@ def read_image_file(path: Path) -> CTVolume:
         ) from exc
     warnings = [qform_sform_warning(nifti, image) if nifti is not None else None]
     if image.GetDimension() == 2:
-        image = sitk.JoinSeries(image)
+        affine = _affine_itk_used(nifti, image) if nifti is not None else None
+        image = sitk.JoinSeries(image)  # one slice at z = 0 mm, 1 mm thick, along z
+        if affine is not None:
+            _place_nifti_slice(image, affine)
     display, source_orientation = to_display(image)
     warnings.append(oblique_warning(display))
     values = sitk.GetArrayFromImage(display)
     if not is_nifti:  # a NIfTI's stored voxels were checked above (ITK has made its NaN 0 by now)
         _refuse_non_finite(path, count_non_finite(values), values.size)
     metadata: dict[str, Any] = {"warnings": [w for w in warnings if w], "format": suffix_of(path)}
-    return CTVolume(hu_array(values), geometry_of(display, source_orientation), str(path), metadata)
+    geometry = geometry_of(display, source_orientation)
+    if nifti is not None:  # NIfTI masks written on this grid copy the header's transforms and units
+        geometry = replace(geometry, nifti=nifti.transform)
+    return CTVolume(hu_array(values), geometry, str(path), metadata)
+
+
+def _readable_nifti_header(path: Path) -> NiftiHeader | None:
+    """The NIfTI header, after refusing by name what ITK can only call "not recognized": a mixed-case
+    suffix, gzip data named .nii and NIfTI-2."""
+    mixed = mixed_case_nifti_suffix(path)
+    if mixed:
+        raise InvalidVolumeError(
+            f"{path} cannot be read: the NIfTI reader takes {suffix_of(path)} or {suffix_of(path).upper()}, not {mixed}; rename it."
+        )
+    if suffix_of(path) == ".nii" and _is_gzip(path):
+        raise InvalidVolumeError(f"{path} cannot be read: the file is gzip-compressed: name it .nii.gz.")
+    header = read_nifti_header(path)
+    if header is not None and header.version == 2:
+        raise InvalidVolumeError(
+            f"{path} cannot be read: NIfTI-2 is not supported by this reader; convert it to NIfTI-1 "
+            "(e.g. with nibabel's Nifti1Image.from_image)."
+        )
+    return header
+
+
+def _affine_itk_used(header: NiftiHeader, image: sitk.Image) -> np.ndarray:
+    """The RAS affine ITK placed ``image`` by: the transform whose code is set (the one nearer ITK's
+    in-plane positions when both are), or, with neither set, NIfTI's fallback of pixdim alone."""
+    candidates = [
+        a for a, code in ((header.qform, header.qform_code), (header.sform, header.sform_code)) if code > 0
+    ]
+    if not candidates:
+        pixdim = header.transform.pixdim if header.transform is not None else (1.0,) * 8
+        return np.diag([*(v if v > 0 else 1.0 for v in pixdim[1:4]), 1.0])
+    corners = np.array(list(itertools.product(*[(0, n - 1) for n in header.shape_ijk])), dtype=float)
+    itk = _itk_corner_points(image, corners)
+    n = image.GetDimension()
+    return min(candidates, key=lambda a: float(np.abs(_corner_points(a, corners)[:, :n] - itk).max()))
+
+
+def _place_nifti_slice(image: sitk.Image, affine: np.ndarray) -> None:
+    """Give a one-slice image joined from a 2-D NIfTI the slice's position, thickness and normal from
+    its header's ``affine`` (RAS), as ITK places the slice of a 3-D file; the in-plane grid stays ITK's
+    (and so its unit conversion). Left as joined when the affine does not match ITK's plane."""
+    lps = affine[:3, :3] * _RAS_TO_LPS[:, None]
+    norms = np.linalg.norm(lps, axis=0)
+    if norms[0] <= 0 or norms[1] <= 0:
+        return
+    scale = image.GetSpacing()[0] / norms[0]  # ITK's unit conversion (m, µm → mm)
+    columns = lps / np.where(norms > 0, norms, 1.0)
+    joined = np.reshape(image.GetDirection(), (3, 3))
+    if not np.allclose(columns[:2, :2], joined[:2, :2], atol=1e-3):
+        return
+    normal = columns[:, 2] if norms[2] > 0 else np.cross(columns[:, 0], columns[:, 1])
+    u, _, vt = np.linalg.svd(np.column_stack([columns[:, 0], columns[:, 1], normal]))
+    image.SetDirection(tuple(float(v) for v in (u @ vt).ravel()))  # orthonormal, as ITK requires
+    image.SetSpacing((*image.GetSpacing()[:2], float(norms[2] * scale) if norms[2] > 0 else 1.0))
+    origin = affine[:3, 3] * _RAS_TO_LPS * scale
+    image.SetOrigin((*image.GetOrigin()[:2], float(origin[2])))
 
 
 def count_non_finite(values: np.ndarray) -> int:
@@ -295,7 +383,8 @@ def _is_gzip(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class NiftiHeader:
-    """What the I/O checks need from a NIfTI-1/2 header: the data offset and both transforms (RAS)."""
+    """What the I/O checks need from a NIfTI-1/2 header: the data offset and both transforms (RAS),
+    and the stored transform fields (``transform``) that masks written on its grid copy."""
 
     shape_ijk: tuple[int, int, int]
     vox_offset: int
@@ -305,6 +394,9 @@ class NiftiHeader:
     sform_code: int
     qform: np.ndarray
     sform: np.ndarray
+    version: int = 1  # NIfTI-1 or NIfTI-2
+    ndim: int = 3  # dim[0]
+    transform: NiftiTransform | None = None
 
 
 def read_nifti_header(path: Path) -> NiftiHeader | None:
@@ -328,15 +420,28 @@ def _parse_nifti(raw: bytes, order: str, layout: dict[str, tuple[int, str]]) -> 
     dim, pixdim = field["dim"], field["pixdim"]
     sform = np.eye(4)
     sform[:3] = np.reshape(field["srow"], (3, 4))
+    shape_ijk = tuple(max(int(n), 1) for n in dim[1:4])
+    codes = tuple(int(code) for code in field["codes"])
     return NiftiHeader(
-        shape_ijk=tuple(max(int(n), 1) for n in dim[1:4]),  # type: ignore[arg-type]
+        shape_ijk=shape_ijk,  # type: ignore[arg-type]
         vox_offset=int(field["vox_offset"][0]),
         datatype=int(field["datatype"][0]),
         byte_order=order,
-        qform_code=int(field["codes"][0]),
-        sform_code=int(field["codes"][1]),
+        qform_code=codes[0],
+        sform_code=codes[1],
         qform=_quaternion_affine(field["quatern"], pixdim),
         sform=sform,
+        version=1 if layout is _NIFTI_LAYOUTS[348] else 2,
+        ndim=int(dim[0]),
+        transform=NiftiTransform(
+            shape_ijk=shape_ijk,  # type: ignore[arg-type]
+            qform_code=codes[0],
+            sform_code=codes[1],
+            quatern=tuple(float(v) for v in field["quatern"]),
+            srow=tuple(float(v) for v in field["srow"]),
+            pixdim=tuple(float(v) for v in pixdim),
+            xyzt_units=int(field["xyzt_units"][0]),
+        ),
     )
 
 
@@ -382,7 +487,8 @@ def qform_sform_warning(header: NiftiHeader, image: sitk.Image) -> str | None:
     return (
         f"the NIfTI header's qform (code {header.qform_code}) and sform (code {header.sform_code}) should "
         f"place the voxels alike but lie up to {apart_mm:.1f} mm apart; the {used} was used and the {ignored} "
-        f"ignored (masks are written with the {used}); if the {ignored} is the intended position, fix the header"
+        f"ignored (NIfTI masks are written with this header's qform and sform, others with the {used}); if the "
+        f"{ignored} is the intended position, fix the header"
     )
 
 

@@ -18,6 +18,52 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class NiftiTransform:
+    """The placing fields of a NIfTI-1 source header, copied verbatim into the NIfTI masks written on
+    its grid, so that tools reading the sform (nibabel, FSL) or the units see them where they see the CT.
+
+    Attributes:
+        shape_ijk: the source's voxel counts along i, j, k (1 for a missing axis).
+        qform_code, sform_code: the header's codes (0: not set).
+        quatern: quatern_b, quatern_c, quatern_d, qoffset_x, qoffset_y, qoffset_z.
+        srow: srow_x, srow_y, srow_z (12 values, row by row).
+        pixdim: pixdim[0..7] (pixdim[0] is qfac).
+        xyzt_units: the units byte.
+    """
+
+    shape_ijk: tuple[int, int, int]
+    qform_code: int
+    sform_code: int
+    quatern: tuple[float, ...]
+    srow: tuple[float, ...]
+    pixdim: tuple[float, ...]
+    xyzt_units: int
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            "shape_ijk": list(self.shape_ijk),
+            "qform_code": self.qform_code,
+            "sform_code": self.sform_code,
+            "quatern": list(self.quatern),
+            "srow": list(self.srow),
+            "pixdim": list(self.pixdim),
+            "xyzt_units": self.xyzt_units,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> NiftiTransform:
+        return cls(
+            shape_ijk=tuple(int(v) for v in meta["shape_ijk"]),  # type: ignore[arg-type]
+            qform_code=int(meta["qform_code"]),
+            sform_code=int(meta["sform_code"]),
+            quatern=tuple(float(v) for v in meta["quatern"]),
+            srow=tuple(float(v) for v in meta["srow"]),
+            pixdim=tuple(float(v) for v in meta["pixdim"]),
+            xyzt_units=int(meta["xyzt_units"]),
+        )
+
+
+@dataclass(frozen=True)
 class Geometry:
     """Physical geometry of a display-oriented (LPS) voxel grid, in SimpleITK's (x, y, z) order.
 
@@ -28,12 +74,15 @@ class Geometry:
             source was oblique).
         source_orientation: SimpleITK/DICOM orientation code of the file's own grid
             (e.g. ``"LPS"``, ``"RAS"``, ``"LIP"``); writers reorient back to it.
+        nifti: the transform fields of a NIfTI-1 source's header (None for other sources); NIfTI
+            files written on the source grid carry them unchanged. Not part of equality.
     """
 
     spacing_mm: tuple[float, float, float]
     origin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
     direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
     source_orientation: str = "LPS"
+    nifti: NiftiTransform | None = field(default=None, compare=False, repr=False)
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
@@ -52,12 +101,15 @@ class Geometry:
 
     def to_metadata(self) -> dict[str, Any]:
         """Plain-JSON form, stored in napari layer metadata under ``"chsnet_geometry"``."""
-        return {
+        meta: dict[str, Any] = {
             "spacing_mm": list(self.spacing_mm),
             "origin_mm": list(self.origin_mm),
             "direction": list(self.direction),
             "source_orientation": self.source_orientation,
         }
+        if self.nifti is not None:
+            meta["nifti"] = self.nifti.to_metadata()
+        return meta
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> Geometry:
@@ -66,6 +118,7 @@ class Geometry:
             origin_mm=tuple(float(v) for v in meta["origin_mm"]),
             direction=tuple(float(v) for v in meta["direction"]),
             source_orientation=str(meta.get("source_orientation", "LPS")),
+            nifti=NiftiTransform.from_metadata(meta["nifti"]) if meta.get("nifti") else None,
         )
 
 

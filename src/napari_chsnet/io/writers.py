@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -15,8 +16,8 @@ import SimpleITK as sitk
 from napari_chsnet.errors import InvalidVolumeError, OutputError, OutputExistsError
 from napari_chsnet.io.atomic import atomic_write
 from napari_chsnet.io.orientation import image_from_display, to_source
-from napari_chsnet.io.readers import read_image_file, suffix_of
-from napari_chsnet.io.volume import Geometry
+from napari_chsnet.io.readers import image_io_of, mixed_case_nifti_suffix, read_image_file, suffix_of
+from napari_chsnet.io.volume import Geometry, NiftiTransform
 
 WRITE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 # Grid agreement for masks: NIfTI stores its affine in float32, so allow that rounding.
@@ -33,6 +34,22 @@ _SLAB_BYTES = 16 << 20
 # and are 2.5x larger at 1.
 _GZIP_LEVEL = 1
 _GZIP_LEVEL_MASKS = 6
+# NIfTI-1 header fields that place the voxels (offset, struct format): copied from a NIfTI source.
+_NIFTI1_TRANSFORM = {"pixdim": (76, "8f"), "xyzt_units": (123, "B"), "codes": (252, "2h"),
+                     "quatern": (256, "6f"), "srow": (280, "12f")}  # fmt: skip
+
+
+class _Grid(NamedTuple):
+    """A voxel grid as ITK holds it, in the file's own axis order."""
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+
+class _WrongGrid(Exception):
+    """The file written does not lie on the grid it was written for."""
 
 
 def write_volume(
@@ -61,15 +78,13 @@ def write_volume(
 
     Raises:
         OutputExistsError: the file exists and ``overwrite`` is False.
-        InvalidVolumeError: unsupported suffix, or labels outside 0..255.
-        OutputError: the file could not be written whole (disk full, no permission); an existing
-            file at ``path`` is then left as it was.
+        InvalidVolumeError: unsupported suffix, a NIfTI for a skewed grid (``check_writable``), or
+            labels outside 0..255.
+        OutputError: the file could not be written whole (disk full, no permission) or was read back
+            on another grid; an existing file at ``path`` is then left as it was.
     """
     path = Path(path)
-    if suffix_of(path) not in WRITE_SUFFIXES:
-        raise InvalidVolumeError(
-            f"{path}: cannot write {suffix_of(path) or 'files without a suffix'}; use one of {', '.join(WRITE_SUFFIXES)}."
-        )
+    check_writable(path, geometry)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another name or allow overwriting.")
     if array_zyx.ndim != 3:
@@ -93,6 +108,48 @@ def write_volume(
     return path
 
 
+def check_writable(path: str | PathLike[str], geometry: Geometry) -> None:
+    """Refuse, before anything is computed or written, a file ``write_volume`` cannot write on
+    ``geometry``: an unsupported suffix, a NIfTI suffix in mixed case (``.Nii``: ITK could not read
+    the file back), or a NIfTI for a grid whose axes are not perpendicular (a
+    skewed grid, e.g. a gantry-tilted scan stored with its shear in an .mha/.nrrd). ITK's NIfTI writer
+    turns such a grid into a rotation (masks up to 50 mm off the CT) and its reader refuses a skewed
+    sform, so no NIfTI file could hold it as ITK reads it; .mha and .nrrd hold it exactly.
+
+    Raises:
+        InvalidVolumeError: saying what to write instead.
+    """
+    path = Path(path)
+    suffix = suffix_of(path)
+    if suffix not in WRITE_SUFFIXES:
+        raise InvalidVolumeError(
+            f"{path}: cannot write {suffix or 'files without a suffix'}; use one of {', '.join(WRITE_SUFFIXES)}."
+        )
+    mixed = mixed_case_nifti_suffix(path)
+    if mixed:
+        raise InvalidVolumeError(
+            f"{path}: NIfTI readers (ITK's) refuse the mixed-case suffix {mixed}; name it {suffix} or {suffix.upper()}."
+        )
+    if suffix in _NIFTI_SUFFIXES:
+        skew = _skew_deg(geometry.direction)
+        if skew is not None:
+            raise InvalidVolumeError(
+                f"{path}: the CT's voxel axes are {skew:.2f}° from perpendicular (a skewed grid, e.g. gantry "
+                "tilt), which NIfTI cannot store as ITK reads it; write .mha or .nrrd instead."
+            )
+
+
+def _skew_deg(direction: tuple[float, ...]) -> float | None:
+    """How far (degrees) the direction's axes are from perpendicular unit vectors, or None when they
+    are so to ``_DIRECTION_ATOL`` (what ITK's NIfTI writer leaves as it is)."""
+    matrix = np.reshape(np.asarray(direction, dtype=float), (3, 3))
+    if np.abs(matrix.T @ matrix - np.eye(3)).max() <= _DIRECTION_ATOL:
+        return None
+    columns = matrix / np.linalg.norm(matrix, axis=0)
+    cosines = np.abs(columns.T @ columns - np.eye(3)).max()
+    return float(np.degrees(np.arcsin(min(1.0, cosines))))
+
+
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Run ``write(temporary)`` through a checked temporary file (``io.atomic``).
 
@@ -103,6 +160,11 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, write)
+    except _WrongGrid as error:
+        instead = "; write .mha or .nrrd instead" if suffix_of(path) in _NIFTI_SUFFIXES else ""
+        raise OutputError(
+            f"could not write {path}: the file written does not lie on the CT's voxel grid ({error}){instead}"
+        ) from error
     except (OSError, RuntimeError, EOFError, zlib.error) as error:  # EOFError: truncated gzip
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise OutputError(
@@ -113,8 +175,8 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
 def _write_with_itk(temporary: Path, images: list[sitk.Image]) -> None:
     """Write the image in ``images`` (taken out of the list) with ITK and check the file."""
     image = images.pop()
-    expected = tuple(image.GetSize())
-    sitk.WriteImage(image, str(temporary), useCompression=True)
+    expected = _grid_of(image)
+    sitk.WriteImage(image, str(temporary), useCompression=True, imageIO=image_io_of(temporary))
     del image  # the read-back of a .mha/.nrrd holds a whole copy: not next to this one
     _check_written(temporary, expected)
 
@@ -124,14 +186,17 @@ def _write_nifti(temporary: Path, array_zyx: np.ndarray, geometry: Geometry) -> 
     probability map): ITK writes the header of a one-voxel image on the file's own grid, and the
     voxels follow from numpy views of ``array_zyx``, a slab at a time, in the file's own order."""
     source_zyx, probe = _source_grid(array_zyx, geometry)
-    header = _nifti_header(temporary, probe, source_zyx.shape[::-1]) if probe is not None else None
+    header = (
+        _nifti_header(temporary, probe, source_zyx.shape[::-1], geometry.nifti) if probe is not None else None
+    )
     if header is None:  # a grid this cannot express (see _nifti_header): ITK writes it whole
         _write_with_itk(
             temporary, [to_source(image_from_display(array_zyx, geometry), geometry.source_orientation)]
         )
         return
     _stream_nifti(temporary, header, source_zyx)
-    _check_written(temporary, tuple(source_zyx.shape[::-1]), len(header) + source_zyx.nbytes)
+    expected = _grid_of(probe)._replace(size=tuple(source_zyx.shape[::-1]))  # type: ignore[union-attr]
+    _check_written(temporary, expected, len(header) + source_zyx.nbytes)
 
 
 def _source_grid(array_zyx: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, sitk.Image | None]:
@@ -160,9 +225,17 @@ def _source_grid(array_zyx: np.ndarray, geometry: Geometry) -> tuple[np.ndarray,
     return source_xyz.transpose(2, 1, 0), probe
 
 
-def _nifti_header(temporary: Path, probe: sitk.Image, size_xyz: tuple[int, ...]) -> bytes | None:
+def _nifti_header(
+    temporary: Path, probe: sitk.Image, size_xyz: tuple[int, ...], source: NiftiTransform | None = None
+) -> bytes | None:
     """The NIfTI-1 header (and empty extension) ITK writes for ``probe``'s grid and pixel type,
     with the volume's size in place of the probe's 1 x 1 x 1.
+
+    ``source``: the transform fields of the NIfTI the grid was read from. When the grid is that file's
+    (its size, and ITK reads the header with them as ``probe``'s grid) they replace ITK's, so the
+    mask keeps the source's qform and sform (codes included), units and pixdim: ITK writes one
+    transform as both, in mm, and tools reading the sform (nibabel, FSL) put the mask elsewhere than
+    the CT when the source's sform differed, its units were not mm or it set no transform.
 
     Returns None where that is not the whole difference: a size above NIfTI-1's 32767, or a header
     ITK lays out otherwise (another ITK version); the caller then lets ITK write the volume.
@@ -189,7 +262,37 @@ def _nifti_header(temporary: Path, probe: sitk.Image, size_xyz: tuple[int, ...])
         return None
     if len(data) != int(vox_offset) + probe.GetSizeOfPixelComponent():
         raise OSError(f"the NIfTI header written for {temporary.name} is cut off")
+    if source is not None and tuple(source.shape_ijk) == tuple(size_xyz):
+        copied = _with_transform(data, endian, source)
+        if _reads_as(header_file, copied, probe):
+            data = copied
     return data[:40] + struct.pack(endian + "4h", 3, *size_xyz) + data[48 : int(vox_offset)]
+
+
+def _with_transform(data: bytes, endian: str, source: NiftiTransform) -> bytes:
+    """``data`` (a NIfTI-1 file) with ``source``'s placing fields in its header."""
+    patched = bytearray(data)
+    values = {"pixdim": source.pixdim, "xyzt_units": (source.xyzt_units,),
+              "codes": (source.qform_code, source.sform_code), "quatern": source.quatern, "srow": source.srow}  # fmt: skip
+    for name, (offset, fmt) in _NIFTI1_TRANSFORM.items():
+        struct.pack_into(endian + fmt, patched, offset, *values[name])
+    return bytes(patched)
+
+
+def _reads_as(scratch: Path, data: bytes, probe: sitk.Image) -> bool:
+    """Whether ITK reads the one-voxel NIfTI ``data`` on ``probe``'s grid (written to ``scratch``)."""
+    try:
+        scratch.write_bytes(data)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(scratch))
+        reader.SetImageIO("NiftiImageIO")
+        reader.ReadImageInformation()
+        found = _Grid(tuple(reader.GetSize()), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+    except RuntimeError:  # e.g. a skewed sform, which ITK refuses
+        return False
+    finally:
+        scratch.unlink(missing_ok=True)
+    return not _grid_problems(found, _grid_of(probe))
 
 
 def _stream_nifti(temporary: Path, header: bytes, source_zyx: np.ndarray) -> None:
@@ -212,8 +315,27 @@ def _stream_nifti(temporary: Path, header: bytes, source_zyx: np.ndarray) -> Non
                 handle.write(memoryview(slab).cast("B"))
 
 
-def _check_written(temporary: Path, expected: tuple[int, ...], file_bytes: int | None = None) -> None:
-    """Raise OSError unless ``temporary`` holds a complete image of ``expected`` size (x, y, z).
+def _grid_of(image: sitk.Image) -> _Grid:
+    return _Grid(tuple(image.GetSize()), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+
+
+def _grid_problems(found: _Grid, expected: _Grid) -> list[str]:
+    """How ``found``'s placement differs from ``expected``'s beyond float32 rounding (spacing to
+    1e-4 relative, origin to 0.01 mm, direction cosines to 1e-4); empty when it does not."""
+    problems = []
+    if not np.allclose(found.spacing, expected.spacing, rtol=_SPACING_RTOL, atol=0):
+        problems.append(f"spacing {_mm(found.spacing)} vs {_mm(expected.spacing)} mm")
+    if not np.allclose(found.origin, expected.origin, rtol=0, atol=_POSITION_ATOL_MM):
+        problems.append(f"origin {_mm(found.origin)} vs {_mm(expected.origin)} mm")
+    if not np.allclose(found.direction, expected.direction, rtol=0, atol=_DIRECTION_ATOL):
+        worst = float(np.abs(np.subtract(found.direction, expected.direction)).max())
+        problems.append(f"direction cosines differ by up to {worst:.4f}")
+    return problems
+
+
+def _check_written(temporary: Path, expected: _Grid, file_bytes: int | None = None) -> None:
+    """Raise OSError unless ``temporary`` holds a complete image of ``expected`` size (x, y, z), and
+    _WrongGrid unless ITK reads it on ``expected``'s grid (spacing, origin, direction).
 
     ``file_bytes``: the length the (uncompressed) NIfTI stream must have, when the caller wrote it.
     No check keeps a copy of the voxels: a .nii.gz is decompressed 1 MiB at a time and a .nii this
@@ -234,12 +356,16 @@ def _check_written(temporary: Path, expected: tuple[int, ...], file_bytes: int |
             raise OSError(f"the written file holds {length} bytes, expected {file_bytes}")
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(temporary))
+        reader.SetImageIO(image_io_of(temporary))
         reader.ReadImageInformation()
-        found = tuple(reader.GetSize())
+        found = _Grid(tuple(reader.GetSize()), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
     else:
-        found = tuple(sitk.ReadImage(str(temporary)).GetSize())
-    if found != expected:
-        raise OSError(f"the written file holds size {found}, expected {expected}")
+        found = _grid_of(sitk.ReadImage(str(temporary), imageIO=image_io_of(temporary)))
+    if found.size != tuple(expected.size):
+        raise OSError(f"the written file holds size {found.size}, expected {tuple(expected.size)}")
+    problems = _grid_problems(found, expected)
+    if problems:
+        raise _WrongGrid("; ".join(problems))
 
 
 def _as_labels(array: np.ndarray, source: str) -> np.ndarray:
@@ -262,16 +388,11 @@ def read_mask(
     """
     mask = read_image_file(Path(path))
     source = str(path)
-    found, expected = mask.geometry, geometry
     problems = []
     if shape_zyx is not None and tuple(mask.shape) != tuple(shape_zyx):
         problems.append(f"shape {mask.shape} vs {tuple(shape_zyx)}")
-    if not np.allclose(found.spacing_mm, expected.spacing_mm, rtol=_SPACING_RTOL, atol=0):
-        problems.append(f"spacing {_mm(found.spacing_mm)} vs {_mm(expected.spacing_mm)} mm")
-    if not np.allclose(found.origin_mm, expected.origin_mm, rtol=0, atol=_POSITION_ATOL_MM):
-        problems.append(f"origin {_mm(found.origin_mm)} vs {_mm(expected.origin_mm)} mm")
-    if not np.allclose(found.direction, expected.direction, rtol=0, atol=_DIRECTION_ATOL):
-        problems.append("direction cosines differ")
+    found, expected = (_Grid((), g.spacing_mm, g.origin_mm, g.direction) for g in (mask.geometry, geometry))
+    problems += _grid_problems(found, expected)
     if problems:
         raise InvalidVolumeError(
             f"{source} does not lie on the CT's voxel grid ({'; '.join(problems)}); resample the mask onto the CT first."

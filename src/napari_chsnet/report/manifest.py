@@ -83,7 +83,7 @@ IDENTIFYING_FIELDS = frozenset(
     }
 )
 
-_MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm", ".npy", ".npz")
+_MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima", ".npy", ".npz")
 
 
 def software_versions() -> dict[str, str]:
