@@ -195,6 +195,24 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, tiny_weights, capsys, make_in
     assert not (tmp_path / "out" / "lungs.nii.gz").exists()
 
 
+def test_a_skewed_grid_is_refused_before_the_networks_run(
+    tmp_path, phantom, tiny_weights, capsys, monkeypatch
+):
+    # A gantry-tilted scan stored with its shear (axes 15° from perpendicular) in an .mha: no NIfTI mask
+    # can lie on its grid, so it is refused when read, not after the networks ran (nor written skewed).
+    image = sitk.GetImageFromArray(phantom.ct.hu)
+    image.SetSpacing(phantom.ct.geometry.spacing_mm)
+    shear = np.tan(np.deg2rad(15))
+    image.SetDirection((1, 0, 0, 0, 1, shear / np.hypot(1, shear), 0, 0, 1 / np.hypot(1, shear)))
+    path = tmp_path / "sheared.mha"
+    sitk.WriteImage(image, str(path))
+    ran = []
+    monkeypatch.setattr("napari_chsnet.inference.pipeline.segment_volume", lambda *a, **k: ran.append(1))
+    assert segment(path, "-o", tmp_path / "out", weights=tiny_weights) == 2
+    one_error_line(capsys, "sheared.mha", "15.00° from perpendicular", "resample")
+    assert ran == [] and not (tmp_path / "out").exists()
+
+
 def _write(path, data: bytes):
     path.write_bytes(data)
     return path

@@ -20,6 +20,7 @@ from dicom_factory import (
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.dicom import _without_repeated_acquisitions
 from napari_chsnet.io.readers import read_ct
+from napari_chsnet.io.writers import read_mask, write_volume
 
 
 @pytest.mark.realdata
@@ -343,6 +344,21 @@ def test_oblique_series_keeps_its_rotation(tmp_path):
     np.testing.assert_allclose(direction[:, 0], orientation[:3], atol=1e-5)
     np.testing.assert_allclose(physical_point(volume.geometry, (0, 0, 0)), (-10.0, -20.0, 30.0), atol=1e-4)
     assert any("turned 12° from the patient's axes" in w for w in volume.metadata["warnings"])
+
+
+def test_cosines_rounded_to_three_decimals_give_a_perpendicular_grid_masks_can_be_written_on(tmp_path):
+    # A 10° tilt written as 0.985\0.174 (lengths 1.00025): the grid must be exactly perpendicular, or the
+    # NIfTI writer skews it and the masks written for the scan are refused as off its grid.
+    orientation = (1, 0, 0, 0, 0.985, -0.174)
+    write_series(tmp_path / "s", series_hu(4), orientation=orientation)
+    volume = read_ct(tmp_path / "s")
+    direction = np.asarray(volume.geometry.direction).reshape(3, 3)
+    np.testing.assert_allclose(direction.T @ direction, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(direction[:, 1], np.array(orientation[3:]) / 1.00025, atol=1e-3)
+    lungs = np.zeros(volume.shape, np.uint8)
+    lungs[1:3, 5:10, 4:8] = 1
+    path = write_volume(tmp_path / "lungs.nii.gz", lungs, volume.geometry, is_label=True)
+    np.testing.assert_array_equal(read_mask(path, volume.geometry, volume.shape), lungs)
 
 
 @pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless, "jpeg-lossless"])

@@ -241,8 +241,17 @@ def _read(case: Case, intensity: str, fill_missing_slices: bool):
 
         return sample_ct().ct
     from napari_chsnet.io.readers import read_ct
+    from napari_chsnet.io.writers import grid_skew_deg
 
-    return read_ct(case.source, intensity=intensity, fill_missing_slices=fill_missing_slices)
+    volume = read_ct(case.source, intensity=intensity, fill_missing_slices=fill_missing_slices)
+    skew = grid_skew_deg(volume.geometry)
+    if skew is not None:  # refused before the networks run, not when the masks are written
+        raise InvalidVolumeError(
+            f"{case.source}: its voxel axes are {skew:.2f}° from perpendicular (a skewed grid, e.g. a "
+            "gantry-tilted scan stored with its shear), which the NIfTI masks cannot lie on; resample the "
+            "scan onto a perpendicular grid first"
+        )
+    return volume
 
 
 def _segment_with_bar(volume, settings, name: str):

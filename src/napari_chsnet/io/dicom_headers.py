@@ -48,6 +48,8 @@ _DEFAULT_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 # Largest departure of ImageOrientationPatient's cosines from unit length, and of their dot product from 0,
 # taken as rounding (real files write them to 3-6 decimals).
 _COSINE_TOLERANCE = 0.05
+# Below this departure the cosines are used as written (already perpendicular unit vectors to float precision).
+_ORTHONORMAL_ATOL = 1e-7
 # Characters of a malformed value quoted in a message (a damaged value can be long binary garbage).
 _SHOWN_CHARACTERS = 60
 # pydicom's (implicit VR, little endian) of a dataset read without file meta, as a transfer syntax.
@@ -377,7 +379,19 @@ def _orientation(ds: pydicom.Dataset, frame: int | None) -> tuple[float, ...]:
     departure = max(abs(np.linalg.norm(row) - 1), abs(np.linalg.norm(column) - 1), abs(row @ column))
     if departure > _COSINE_TOLERANCE:
         raise MalformedTagError(f"{keyword} ({_shown(orientation)}) is not two perpendicular unit vectors")
+    if departure > _ORTHONORMAL_ATOL:
+        # Cosines written to 3 decimals (0.985\0.174 for 10°) are up to ~1e-3 off; the grid must be
+        # exactly perpendicular, or NIfTI writers skew it and the written masks are refused.
+        orientation = _nearest_orthonormal(row, column)
     return orientation
+
+
+def _nearest_orthonormal(row: np.ndarray, column: np.ndarray) -> tuple[float, ...]:
+    """The perpendicular unit vectors nearest to ``row`` and ``column`` (polar decomposition: both
+    move by the same small angle, neither is privileged)."""
+    left, _, right = np.linalg.svd(np.column_stack([row, column]), full_matrices=False)
+    nearest = left @ right
+    return tuple(float(v) for v in (*nearest[:, 0], *nearest[:, 1]))
 
 
 def _position(ds: pydicom.Dataset, frame: int | None) -> tuple[float, ...] | None:

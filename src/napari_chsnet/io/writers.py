@@ -131,7 +131,7 @@ def check_writable(path: str | PathLike[str], geometry: Geometry) -> None:
             f"{path}: NIfTI readers (ITK's) refuse the mixed-case suffix {mixed}; name it {suffix} or {suffix.upper()}."
         )
     if suffix in _NIFTI_SUFFIXES:
-        skew = _skew_deg(geometry.direction)
+        skew = grid_skew_deg(geometry)
         if skew is not None:
             raise InvalidVolumeError(
                 f"{path}: the CT's voxel axes are {skew:.2f}° from perpendicular (a skewed grid, e.g. gantry "
@@ -139,10 +139,10 @@ def check_writable(path: str | PathLike[str], geometry: Geometry) -> None:
             )
 
 
-def _skew_deg(direction: tuple[float, ...]) -> float | None:
-    """How far (degrees) the direction's axes are from perpendicular unit vectors, or None when they
-    are so to ``_DIRECTION_ATOL`` (what ITK's NIfTI writer leaves as it is)."""
-    matrix = np.reshape(np.asarray(direction, dtype=float), (3, 3))
+def grid_skew_deg(geometry: Geometry) -> float | None:
+    """How far (degrees) the grid's axes are from perpendicular unit vectors, or None when they are so
+    to ``_DIRECTION_ATOL`` (what ITK's NIfTI writer leaves as it is): a skewed grid has no NIfTI file."""
+    matrix = np.reshape(np.asarray(geometry.direction, dtype=float), (3, 3))
     if np.abs(matrix.T @ matrix - np.eye(3)).max() <= _DIRECTION_ATOL:
         return None
     columns = matrix / np.linalg.norm(matrix, axis=0)
