@@ -191,6 +191,13 @@ def test_mask_on_another_grid_is_refused(tmp_path):
         read_mask(tmp_path / "mask.nii.gz", volume.geometry)
 
 
+@pytest.mark.parametrize("name", ["missing.nii.gz", "missing.mha"])
+def test_a_missing_mask_is_an_invalid_volume_naming_it(tmp_path, name):
+    volume = read_ct(_written(tmp_path))
+    with pytest.raises(InvalidVolumeError, match=f"{name} not found"):
+        read_mask(tmp_path / name, volume.geometry)
+
+
 # NIfTI-1 header offsets: qform_code and sform_code, qoffset_x, srow_x[3] (the sform's x offset).
 _CODES, _QOFFSET_X, _SFORM_X = 252, 268, 292
 

@@ -217,6 +217,10 @@ def _check_permission(path: Path) -> None:
         raise InvalidVolumeError(
             f"{path} cannot be read (permission denied); check its access rights."
         ) from exc
+    except (
+        FileNotFoundError
+    ) as exc:  # read_ct checks first; a mask named by the user (read_mask) may not exist
+        raise InvalidVolumeError(f"{path} not found; check the path.") from exc
 
 
 def _header(path: Path) -> sitk.ImageFileReader:
