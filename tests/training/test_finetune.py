@@ -38,7 +38,8 @@ def test_finetune_corrects_a_systematic_error(tiny_set, phantom, tmp_path):
         **FAST,
     )
     result = finetune(base.weights_dir, "chsnet", [(phantom.ct, phantom.lungs, phantom.infection)], **FAST)
-    # Measured: 0.42 -> 0.88 (one thread). 0.2 of margin for platform differences.
+    # Measured (Dice pooled over the corrected slices' pixels): 0.47 -> 0.74 (one thread); per-slice mean
+    # Dice, which fine-tuning reported before, was 0.42 -> 0.88.
     assert result.dice_after > result.dice_before + 0.2, (
         f"Dice {result.dice_before:.3f} -> {result.dice_after:.3f}"
     )

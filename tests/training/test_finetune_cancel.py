@@ -43,14 +43,14 @@ def test_cancel_after_the_last_batch_leaves_no_version(tiny_set, phantom):
 
 def test_cancel_during_the_final_dice_evaluation_leaves_no_version(tiny_set, phantom, monkeypatch):
     stop = []
-    evaluate = finetune_module.evaluate_dice
+    evaluate = finetune_module.pooled_score
 
     def evaluate_then_cancel(*args, **kwargs):
-        dice = evaluate(*args, **kwargs)
+        score = evaluate(*args, **kwargs)
         stop.append(True)  # Cancel pressed while the fine-tune measured Dice (before, then after)
-        return dice
+        return score
 
-    monkeypatch.setattr(finetune_module, "evaluate_dice", evaluate_then_cancel)
+    monkeypatch.setattr(finetune_module, "pooled_score", evaluate_then_cancel)
     calls = []
 
     def should_stop() -> bool:

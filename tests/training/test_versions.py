@@ -84,12 +84,12 @@ def test_a_different_ct_of_the_same_name_never_replaces_a_saved_correction(tmp_p
     assert save_correction(first, tmp_path).name == "ct"
     assert save_correction(second, tmp_path).name == "ct-2"
 
-    # saving the same CT again updates its own folder
+    # saving the same CT again updates its own folder (merged: the slices edited before stay edited)
     first.edited_slices = (4,)
     assert save_correction(first, tmp_path).name == "ct"
     assert save_correction(second, tmp_path).name == "ct-2"
     assert saved_corrections(tmp_path) == [tmp_path / "ct", tmp_path / "ct-2"]
-    assert CorrectedCase.from_folder(tmp_path / "ct").edited_slices == (4,)
+    assert CorrectedCase.from_folder(tmp_path / "ct").edited_slices == (2, 4)
     kept = CorrectedCase.from_folder(tmp_path / "ct-2")
     assert np.array_equal(kept.ct.hu, second.ct.hu) and kept.edited_slices == (3,)
     with pytest.raises(InvalidVolumeError, match="exists"):

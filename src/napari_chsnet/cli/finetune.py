@@ -11,7 +11,7 @@ from pathlib import Path
 
 from napari_chsnet.cli._common import run_reporting_errors
 from napari_chsnet.cli.options import DefaultsHelpFormatter, fraction, positive_float, positive_int
-from napari_chsnet.errors import ConfigError
+from napari_chsnet.errors import ConfigError, InvalidVolumeError
 from napari_chsnet.registry import DEFAULT_MODEL, MODEL_KEYS
 
 HELP = "fine-tune a model on corrected lung and infection masks"
@@ -93,7 +93,25 @@ def _cases(args: argparse.Namespace) -> list:
     cases += list(args.corrections)
     if not cases:
         raise ConfigError("nothing to fine-tune on: give --image/--lungs/--infection or --corrections")
+    _check_inputs_exist(args)
     return cases
+
+
+def _check_inputs_exist(args: argparse.Namespace) -> None:
+    """Every input path exists (one line, exit 2, before anything is read or trained)."""
+    for option, paths in (
+        ("--image", args.image),
+        ("--lungs", args.lungs),
+        ("--infection", args.infection),
+        ("--corrections", args.corrections),
+    ):
+        for path in paths:
+            if not path.exists():
+                raise InvalidVolumeError(f"{option} {path} does not exist")
+            if option == "--corrections" and not path.is_dir():
+                raise InvalidVolumeError(
+                    f"--corrections {path} is not a folder; it takes a correction folder saved by the napari panel"
+                )
 
 
 def _checked_device(name: str) -> str:
@@ -126,10 +144,19 @@ def _finetune(args: argparse.Namespace) -> int:
         on_step=_progress(),
         log=lambda message: print(message, flush=True),
     )
-    print(f"Dice on the corrected slices: {result.dice_before:.3f} -> {result.dice_after:.3f}")
+    if result.false_positive_before is not None:
+        print(
+            "the corrected slices hold no infection; infection predicted on "
+            f"{100 * result.false_positive_before:.2f} % -> {100 * result.false_positive_after:.2f} % of their lung "
+            f"(Dice {result.dice_before:.3f} -> {result.dice_after:.3f})"
+        )
+    else:
+        print(f"Dice on the corrected slices: {result.dice_before:.3f} -> {result.dice_after:.3f}")
     if result.lung_dice_before is not None:
         print(
             f"lung Dice on the corrected slices: {result.lung_dice_before:.3f} -> {result.lung_dice_after:.3f}"
         )
+    for note in result.notes:  # no epoch improved; lungs corrected but not tuned
+        print(f"note: {note}")
     print(f"weights set: {result.weights_dir} (use: chsnet segment --weights {result.weights_dir})")
     return 0

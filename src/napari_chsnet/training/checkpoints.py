@@ -28,7 +28,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from napari_chsnet.errors import OutputExistsError, WeightsError
+from napari_chsnet.errors import CHSNetError, OutputError, OutputExistsError, WeightsError
 
 CHECKPOINT_FORMAT = "napari-chsnet-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -96,6 +96,11 @@ def save_checkpoint(
 
     The file is written to a temporary name and renamed, so a crash leaves either the old file
     or the new one, never half of one.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputError: the file could not be written (disk full, no permission): one line naming
+            ``path``; no temporary file is left behind.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -117,17 +122,32 @@ def save_checkpoint(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(metadata or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+    temporary = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
         save_file(tensors, temporary, metadata={"chsnet": json.dumps(document, default=str)})
         os.chmod(temporary, 0o644)  # mkstemp makes it owner-only; weights are meant to be shared
         os.replace(temporary, path)
+        return file_sha256(path)
+    except CHSNetError:
+        raise
+    except (OSError, SafetensorError) as error:  # safetensors reports a full disk as a SafetensorError
+        raise OutputError(
+            f"could not write {path} ({_reason(error)}); check free disk space and write permission"
+        ) from error
     finally:
-        if os.path.exists(temporary):
+        if temporary is not None and os.path.exists(temporary):
             os.unlink(temporary)
-    return file_sha256(path)
+
+
+def _reason(error: BaseException) -> str:
+    """The last line of an error's text (an ``OSError``'s strerror), for one-line messages."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else type(error).__name__
 
 
 def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -5,7 +5,10 @@ when known, the axial slices that were edited. The fine-tune panel saves each ca
 user's corrections folder (``<case>/ct.nii.gz``, ``lungs.nii.gz``, ``infection.nii.gz``,
 ``edited_slices.json``: the layout :func:`~napari_chsnet.training.datasets.read_corrections`
 reads) so that later fine-tunes can mix it in as replay. ``edited_slices.json`` also records the
-CT's fingerprint, so a second scan of the same name never replaces the first one's correction.
+CT's fingerprint, so a second scan of the same name never replaces the first one's correction, and
+the same scan under another name (a renamed layer) updates its own correction instead of starting a
+second one. Saving a CT's correction again merges it into the saved one: the radiologist's earlier
+edits stay on the slices not edited this time (see :func:`save_correction`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ class CorrectedCase:
         name: case id (used in version.json and as the saved folder's name).
         edited_slices: axial indices the user edited; ``None`` when unknown.
         lungs_edited: whether the lung labels were corrected too (CHS-Net may then tune its lung stage).
+        infection_edited: whether the infection mask was corrected; ``None`` when unknown. A case
+            whose lungs alone were corrected teaches the infection stage nothing new, which a
+            fine-tune that does not tune the lung stage says.
     """
 
     ct: CTVolume
@@ -53,6 +59,7 @@ class CorrectedCase:
     name: str
     edited_slices: tuple[int, ...] | None = None
     lungs_edited: bool = False
+    infection_edited: bool | None = None
 
     def __post_init__(self) -> None:
         for label, mask in (("lungs", self.lungs), ("infection", self.infection)):
@@ -117,6 +124,8 @@ class CorrectedCase:
             info = json.loads((folder / EDITED_SLICES_FILE).read_text())
             case.edited_slices = tuple(info.get("slices", ())) or None
             case.lungs_edited = bool(info.get("lungs_edited", False))
+            infection_edited = info.get("infection_edited")
+            case.infection_edited = None if infection_edited is None else bool(infection_edited)
         return case
 
     def labelled_slices(self, only_edited: bool) -> list[LabelledSlice]:
@@ -161,13 +170,24 @@ def _saved_ct_sha256(folder: Path) -> str | None:
         return None
 
 
+def _folders(root: Path) -> list[Path]:
+    """The saved-correction folders of ``root`` (not the hidden ones being written), by name."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _folder_for(root: Path, name: str, fingerprint: str) -> Path:
     """The folder of this CT's correction: the one among ``name``, ``name-2``, … that holds the
-    same CT, else the first free one. A folder holding another CT (or one saved without a
-    fingerprint, so unknown) is never chosen: a correction is never replaced by another scan's."""
+    same CT, else any folder holding it (the CT saved under another name, e.g. a renamed layer),
+    else the first free one of ``name``, ``name-2``, …. A folder holding another CT (or one saved
+    without a fingerprint, so unknown) is never chosen: a correction is never replaced by another
+    scan's."""
     numbered = re.compile(rf"{re.escape(name)}-\d+")
     candidates = [root / name, *sorted(p for p in root.glob(f"{name}-*") if numbered.fullmatch(p.name))]
     same = next((p for p in candidates if p.is_dir() and _saved_ct_sha256(p) == fingerprint), None)
+    if same is None:
+        same = next((p for p in _folders(root) if _saved_ct_sha256(p) == fingerprint), None)
     if same is not None:
         return same
     return next(
@@ -177,13 +197,82 @@ def _folder_for(root: Path, name: str, fingerprint: str) -> Path:
     )
 
 
+@dataclass(frozen=True)
+class _Saved:
+    """What a correction folder holds, on the CT's grid."""
+
+    lungs: np.ndarray
+    infection: np.ndarray
+    edited_slices: tuple[int, ...] | None
+    lungs_edited: bool
+    infection_edited: bool | None
+
+
+def _read_saved(folder: Path, shape: tuple[int, ...]) -> _Saved | None:
+    """The saved correction of the same CT (same fingerprint, so the same voxels in display
+    orientation); None when it cannot be read whole (then there is nothing to keep)."""
+    from napari_chsnet.io.readers import read_image_file
+
+    try:
+        info = json.loads((folder / EDITED_SLICES_FILE).read_text())
+        lungs = np.asarray(read_image_file(folder / "lungs.nii.gz").hu)
+        infection = np.asarray(read_image_file(folder / "infection.nii.gz").hu)
+    except (OSError, ValueError, RuntimeError):  # CHSNetError of the readers is a ValueError
+        return None
+    if lungs.shape != tuple(shape) or infection.shape != tuple(shape) or not isinstance(info, dict):
+        return None
+    infection_edited = info.get("infection_edited")
+    return _Saved(
+        lungs.astype(np.uint8),
+        (infection > 0).astype(np.uint8),
+        tuple(int(z) for z in info.get("slices", ())) or None,
+        bool(info.get("lungs_edited", False)),
+        None if infection_edited is None else bool(infection_edited),
+    )
+
+
+def _merged(case: CorrectedCase, saved: _Saved | None) -> _Saved:
+    """``case`` merged into its saved correction: the union of the edited slices; on the slices
+    edited before and not this time the saved labels (the radiologist's earlier edits, which a new
+    segmentation there would otherwise replace); this case's state everywhere else. Unknown edited
+    slices (None) mean every slice: a case without them replaces the saved one whole, and a saved
+    one without them keeps its labels wherever this case was not edited."""
+    new = _Saved(
+        case.lungs.astype(np.uint8),
+        (case.infection > 0).astype(np.uint8),
+        case.edited_slices,
+        case.lungs_edited,
+        case.infection_edited,
+    )
+    if saved is None or case.edited_slices is None:
+        return new
+    edited_now = set(case.edited_slices)
+    if saved.edited_slices is None:
+        keep = [z for z in range(case.ct.shape[0]) if z not in edited_now]
+        union = None
+    else:
+        keep = sorted(set(saved.edited_slices) - edited_now)
+        union = tuple(sorted(edited_now | set(saved.edited_slices)))
+    lungs, infection = new.lungs, new.infection
+    if keep:
+        lungs, infection = lungs.copy(), infection.copy()  # never write into the caller's arrays
+        lungs[keep] = saved.lungs[keep]
+        infection[keep] = saved.infection[keep]
+    flags = (saved.infection_edited, case.infection_edited)
+    infection_edited = True if True in flags else (None if None in flags else False)
+    return _Saved(lungs, infection, union, saved.lungs_edited or case.lungs_edited, infection_edited)
+
+
 def save_correction(case: CorrectedCase, root: Path | None = None, *, overwrite: bool = True) -> Path:
     """Write ``case`` into ``root`` (default: the user's corrections folder) as ``<name>/``.
 
-    Saving the same CT again updates its folder (``overwrite=False`` refuses instead); another CT
-    of the same name goes to ``<name>-2`` (``-3``, …), decided by the CT's fingerprint written
-    in ``edited_slices.json``. Written to a temporary folder and renamed, so a half-written case
-    is never replayed.
+    The folder is found by the CT's fingerprint written in ``edited_slices.json``: saving the same
+    CT again (under any name) updates its folder (``overwrite=False`` refuses instead); another CT
+    of the same name goes to ``<name>-2`` (``-3``, …). An update merges (:func:`_merged`): the
+    edited slices are the union of the saved ones and ``case``'s, and the slices edited before but
+    not in ``case`` keep their saved labels, so re-segmenting and correcting other slices never
+    loses the earlier corrections. Written to a temporary folder and renamed, so a half-written
+    case is never replayed and a failed save leaves the saved one as it was.
     """
     from napari_chsnet.io.writers import write_volume
 
@@ -192,43 +281,56 @@ def save_correction(case: CorrectedCase, root: Path | None = None, *, overwrite:
     target = _folder_for(root, _safe_name(case.name), fingerprint)
     if target.exists() and not overwrite:
         raise InvalidVolumeError(f"{target} exists; choose another case name")
+    merged = _merged(case, _read_saved(target, case.ct.shape) if target.exists() else None)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}."))
     try:
         write_volume(staging / "ct.nii.gz", case.ct.hu, case.ct.geometry)
-        write_volume(staging / "lungs.nii.gz", case.lungs.astype(np.uint8), case.ct.geometry, is_label=True)
-        write_volume(
-            staging / "infection.nii.gz",
-            (case.infection > 0).astype(np.uint8),
-            case.ct.geometry,
-            is_label=True,
-        )
+        write_volume(staging / "lungs.nii.gz", merged.lungs, case.ct.geometry, is_label=True)
+        write_volume(staging / "infection.nii.gz", merged.infection, case.ct.geometry, is_label=True)
         edited = {
-            "slices": list(case.edited_slices or ()),
-            "lungs_edited": case.lungs_edited,
+            "slices": list(merged.edited_slices or ()),
+            "lungs_edited": merged.lungs_edited,
+            "infection_edited": merged.infection_edited,
             "ct_sha256": fingerprint,
         }
         (staging / EDITED_SLICES_FILE).write_text(json.dumps(edited))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        _replace_folder(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     return target
 
 
-def saved_corrections(root: Path | None = None, exclude: Sequence[str] = ()) -> list[Path]:
-    """Folders of saved corrections (complete ones only), sorted by name."""
+def _replace_folder(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``; an existing ``target`` is moved aside first and deleted
+    only once the new folder is in place (put back when that fails)."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    aside = target.parent / f".{target.name}.{os.getpid()}.old"
+    os.replace(target, aside)
+    try:
+        os.replace(staging, target)
+    except OSError:
+        os.replace(aside, target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def saved_corrections(
+    root: Path | None = None, exclude: Sequence[str] = (), exclude_ct: Sequence[str] = ()
+) -> list[Path]:
+    """Folders of saved corrections (complete ones only), sorted by name, without those named in
+    ``exclude`` (case names or folder names) and those of the CTs whose :func:`ct_sha256` is in
+    ``exclude_ct`` (whatever their name)."""
     root = corrections_dir() if root is None else Path(root)
-    if not root.is_dir():
-        return []
     skip = set(exclude) | {_safe_name(name) for name in exclude}  # folders are named by _safe_name
-    return sorted(
+    skip_ct = set(exclude_ct)
+    return [
         p
-        for p in root.iterdir()
-        if p.is_dir()
-        and not p.name.startswith(".")
-        and p.name not in skip
+        for p in _folders(root)
+        if p.name not in skip
         and all((p / f).is_file() for f in CORRECTION_FILES)
-    )
+        and not (skip_ct and _saved_ct_sha256(p) in skip_ct)
+    ]

@@ -6,14 +6,18 @@ RD-UNet, or every EAMC member on Sec. 5.1 patches) and, for CHS-Net with ``tune_
 its lung stage. Training data: the corrected slices (only the edited ones, when known and
 asked) plus ``replay`` as a fraction of replayed slices from earlier corrections and, when the
 shared data is present, the COVID-SemiSeg training slices. Dice is measured on the corrected
-slices before and after (stage inputs as in training: the corrected lung crop); when no epoch
-beats the starting weights, the starting weights are kept.
+slices before and after (stage inputs as in training: the corrected lung crop), pooled over
+their pixels (:func:`~napari_chsnet.training.loop.pooled_score`: per-slice Dice scores a slice
+whose truth is empty 0 or 1, so an erase-only correction could never rank its epochs); the epoch
+scoring best on the corrected slices is kept (of equal ones the later), and when none beats the
+starting weights, the starting weights are kept (``FinetuneResult.improved`` is then False).
 
 Where it goes: a NEW complete weights set, by default ``<user data>/weights/<model>/<YYYYmmdd-HHMMSS>/``
 (training/versions.py) with ``<model>.safetensors``, CHS-Net's lung stage copied unchanged for
 eamc/rdunet, ``finetune_log.csv`` and ``version.json``. It is written in a hidden temporary
-folder and renamed at the end, so a cancelled or failed fine-tune leaves nothing behind; the
-base weights (and the bundled ``resources/``) are only read.
+folder, made before any data is read (an output that cannot be written is an ``OutputError`` at
+once, not after the training), and renamed at the end, so a cancelled or failed fine-tune (a full
+disk included) leaves nothing behind; the base weights (and the bundled ``resources/``) are only read.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +37,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_chsnet.errors import ConfigError, InvalidVolumeError, OutputExistsError, WeightsError
+from napari_chsnet.errors import (
+    CHSNetError,
+    ConfigError,
+    InvalidVolumeError,
+    OutputError,
+    OutputExistsError,
+    WeightsError,
+)
 from napari_chsnet.inference.preprocessing import (
     EAMC_PATCH_SIZE,
     EAMC_SLICE_SIZE,
@@ -48,17 +60,35 @@ from napari_chsnet.registry import MODEL_KEYS
 from napari_chsnet.resources_path import bundled_weights_dir
 from napari_chsnet.training.augment import AugmentSettings
 from napari_chsnet.training.checkpoints import Checkpoint, file_sha256, load_checkpoint, save_checkpoint
-from napari_chsnet.training.corrections import CorrectedCase, saved_corrections
+from napari_chsnet.training.corrections import (
+    MIN_LUNG_FRACTION,
+    CorrectedCase,
+    ct_sha256,
+    saved_corrections,
+)
 from napari_chsnet.training.datasets import LabelledSlice, read_semiseg, semiseg_validation_names
 from napari_chsnet.training.distributed import training_device
-from napari_chsnet.training.loop import Cancelled, EpochRecord, FitSettings, evaluate_dice, fit
+from napari_chsnet.training.loop import (
+    Cancelled,
+    EpochRecord,
+    FitSettings,
+    PooledScore,
+    fit,
+    pooled_score,
+    pooled_score_value,
+)
 from napari_chsnet.training.stage_data import (
     StageArrays,
     eamc_patches,
     infection_stage_arrays,
     lung_stage_arrays,
 )
-from napari_chsnet.training.versions import VERSION_FILE, refuse_protected_target, user_weights_dir
+from napari_chsnet.training.versions import (
+    VERSION_FILE,
+    refuse_protected_target,
+    user_data_dir,
+    user_weights_dir,
+)
 
 # Each model's paper loss (training/recipes.py defaults) for fine-tuning. The bundled files' last rounds
 # used Tversky losses to shift their own precision/recall balance (their model cards); a user's
@@ -76,6 +106,7 @@ FINETUNE_AUGMENT = AugmentSettings(
     gamma=0.1,
 )
 LUNG_STAGE_FILE = "chsnet.safetensors"  # every pipeline's lung stage is CHS-Net's lung_net
+NOT_IMPROVED = "no epoch improved on the corrected slices; the new version holds the starting weights"
 
 CaseLike = CorrectedCase | str | Path | tuple
 OnStep = Callable[[int, int, float], None]
@@ -88,11 +119,19 @@ class FinetuneResult:
     Attributes:
         weights_dir: the new weights set (usable as ``chsnet segment --weights``).
         checkpoint: its fine-tuned ``<model>.safetensors``.
-        dice_before, dice_after: infection Dice (mean over the corrected slices) of the base
-            weights and of the weights written.
+        dice_before, dice_after: infection Dice pooled over the corrected slices (pixel totals) of
+            the base weights and of the weights written (1.0 when truth and prediction are empty).
         lung_dice_before, lung_dice_after: the same for CHS-Net's lung stage when it was tuned.
         corrected_slices, replay_slices: training slices from the cases and from replay.
-        history: per-epoch records of the infection-stage fit (of the last EAMC member).
+        history: per-epoch records of the infection-stage fit (of the last EAMC member); their
+            ``val_dice`` is the score the epoch was chosen by (:attr:`PooledScore.value`).
+        info: what version.json holds.
+        improved: False when no epoch beat the starting weights on the corrected slices, so the
+            infection stage written is the starting one (EAMC: no member improved).
+        lung_improved: the same for the lung stage when it was tuned, else None.
+        false_positive_before, false_positive_after: when the corrected slices hold no infection at
+            all (an erase-only correction), the share of their lung predicted as infection, else None.
+        notes: one-line remarks for the user (nothing improved; lungs corrected but not tuned).
     """
 
     weights_dir: Path
@@ -105,6 +144,11 @@ class FinetuneResult:
     replay_slices: int = 0
     history: list[EpochRecord] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    improved: bool = True
+    lung_improved: bool | None = None
+    false_positive_before: float | None = None
+    false_positive_after: float | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def finetune(
@@ -153,91 +197,101 @@ def finetune(
         log: receives one-line progress messages.
 
     Raises:
-        ConfigError, WeightsError, InvalidVolumeError, OutputExistsError; ``Cancelled`` on cancel.
+        ConfigError, WeightsError, InvalidVolumeError, OutputExistsError; OutputError when the
+        output cannot be written (checked before any data is read) or a write fails (a full disk;
+        nothing is left behind); ``Cancelled`` on cancel.
     """
     say = log or (lambda _message: None)
     _check_arguments(model, epochs, replay, tune_lungs, batch_size)
     base_file, lung_file = _resolve_base(base_weights, model)
     target = _target_folder(model, output, overwrite, base_file)
-    corrected = [_as_case(case, index) for index, case in enumerate(cases)]
-    if not corrected:
-        raise ConfigError("fine-tuning needs at least one corrected case")
-    checkpoint = load_checkpoint(base_file, expected_model=model)
-    sizes = _input_sizes(model, checkpoint)
-    new_slices = [s for case in corrected for s in case.labelled_slices(only_edited_slices)]
-    if not new_slices:
-        raise InvalidVolumeError(
-            "the corrected cases hold no slice with lung; correct the lungs mask or pass --all-slices"
-        )
-    replay_slices = _replay_slices(
-        replay, len(new_slices), replay_from, [c.name for c in corrected], seed, say
-    )
-    say(f"fine-tuning {model} on {len(new_slices)} corrected and {len(replay_slices)} replayed slices")
-
-    network = checkpoint.build()
-    run_device = training_device(device)
-    network.to(run_device)
-    settings = FitSettings(
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        patience=epochs + 1,
-        seed=seed,
-        augment=augment,
-    )
-    root = target.parent
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}.", suffix=".tmp"))
-    # mkdtemp makes it owner-only: give it the access its parent (made under the user's umask) has.
-    staging.chmod(root.stat().st_mode & 0o777)
+    staging = _make_staging(target, output is None)  # before any data is read or trained on
+    network = None
     try:
-        tuned = _tune(
-            model,
-            network,
-            new_slices,
-            replay_slices,
-            sizes,
-            settings,
-            tune_lungs,
-            staging,
-            on_step,
-            should_stop,
+        corrected = [_as_case(case, index) for index, case in enumerate(cases)]
+        if not corrected:
+            raise ConfigError("fine-tuning needs at least one corrected case")
+        checkpoint = load_checkpoint(base_file, expected_model=model)
+        sizes = _input_sizes(model, checkpoint)
+        trained = [(case, case.labelled_slices(only_edited_slices)) for case in corrected]
+        new_slices = [s for _case, slices in trained for s in slices]
+        if not new_slices:
+            raise InvalidVolumeError(_no_slice_message(corrected, only_edited_slices))
+        # the cases' own saved corrections (under any name) are not replayed into their fine-tune
+        exclude_ct = [ct_sha256(c.ct.hu) for c in corrected] if replay > 0 and replay_from is None else []
+        replay_slices = _replay_slices(
+            replay,
+            len(new_slices),
+            replay_from,
+            [c.name for c in corrected],
+            seed,
+            say,
+            exclude_ct=exclude_ct,
         )
+        say(f"fine-tuning {model} on {len(new_slices)} corrected and {len(replay_slices)} replayed slices")
+        notes = _lung_notes(corrected, model, tune_lungs)  # the caller shows them (result.notes)
+
+        network = checkpoint.build()
+        run_device = training_device(device)
+        network.to(run_device)
+        settings = FitSettings(
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            patience=epochs + 1,
+            seed=seed,
+            augment=augment,
+        )
+        with _writing(target):
+            tuned = _tune(
+                model,
+                network,
+                new_slices,
+                replay_slices,
+                sizes,
+                settings,
+                tune_lungs,
+                staging,
+                on_step,
+                should_stop,
+            )
         network.cpu()
         _stop_if_asked(should_stop)  # Cancel pressed during the last step or the final evaluation
-        metadata = _checkpoint_metadata(checkpoint, tuned, corrected, len(new_slices), len(replay_slices))
-        checkpoint_path = staging / f"{model}.safetensors"
-        save_checkpoint(
-            checkpoint_path, network, model, metadata=metadata, half_precision=_was_half(base_file)
-        )
-        if model != "chsnet":
-            shutil.copy2(lung_file, staging / LUNG_STAGE_FILE)
-        info = _version_info(
-            model,
-            target.name,
-            corrected,
-            base_file,
-            tuned,
-            len(new_slices),
-            len(replay_slices),
-            epochs,
-            only_edited_slices,
-            replay,
-            tune_lungs,
-            staging,
-        )
-        (staging / VERSION_FILE).write_text(json.dumps(info, indent=2))
-        _stop_if_asked(should_stop)  # the last moment a Cancel can still leave nothing behind
-        if target.exists():  # only reached with overwrite=True
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        notes[:0] = _improvement_notes(tuned)
+        with _writing(target):
+            metadata = _checkpoint_metadata(checkpoint, tuned, corrected, len(new_slices), len(replay_slices))
+            checkpoint_path = staging / f"{model}.safetensors"
+            save_checkpoint(
+                checkpoint_path, network, model, metadata=metadata, half_precision=_was_half(base_file)
+            )
+            if model != "chsnet":
+                shutil.copy2(lung_file, staging / LUNG_STAGE_FILE)
+            info = _version_info(
+                model,
+                target.name,
+                trained,
+                base_file,
+                tuned,
+                len(new_slices),
+                len(replay_slices),
+                epochs,
+                only_edited_slices,
+                replay,
+                tune_lungs,
+                staging,
+            )
+            (staging / VERSION_FILE).write_text(json.dumps(info, indent=2))
+            _stop_if_asked(should_stop)  # the last moment a Cancel can still leave nothing behind
+            _put_in_place(staging, target)
     finally:
         if staging.exists():
-            shutil.rmtree(staging)
+            shutil.rmtree(staging, ignore_errors=True)
         del network
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    say(f"wrote {target}: Dice {tuned['dice_before']:.3f} -> {tuned['dice_after']:.3f}")
+    say(
+        f"wrote {target}: {_score_change(tuned)}" + "".join(f"; {note}" for note in _improvement_notes(tuned))
+    )
     return FinetuneResult(
         target,
         target / f"{model}.safetensors",
@@ -249,7 +303,139 @@ def finetune(
         len(replay_slices),
         tuned["history"],
         info,
+        improved=tuned["improved"],
+        lung_improved=tuned.get("lung_improved"),
+        false_positive_before=tuned.get("false_positive_before"),
+        false_positive_after=tuned.get("false_positive_after"),
+        notes=notes,
     )
+
+
+def _improvement_notes(tuned: dict[str, Any]) -> list[str]:
+    """Say which stage no epoch improved (its starting weights are what was written)."""
+    lungs = tuned.get("lung_improved")  # None: the lung stage was not tuned
+    if not tuned["improved"] and not lungs:
+        return [NOT_IMPROVED]
+    if not tuned["improved"]:
+        return [
+            "no epoch improved the infection stage on the corrected slices; the new version holds its "
+            "starting weights (the lung stage improved)"
+        ]
+    if lungs is False:
+        return ["no epoch improved the lung stage on the corrected slices; it keeps its starting weights"]
+    return []
+
+
+def _score_change(tuned: dict[str, Any]) -> str:
+    """``Dice 0.412 -> 0.530`` or, for an erase-only correction, the infection left on its lung."""
+    if tuned.get("false_positive_before") is not None:
+        return (
+            "the corrected slices hold no infection; infection predicted on "
+            f"{100 * tuned['false_positive_before']:.2f} % -> {100 * tuned['false_positive_after']:.2f} % of their lung"
+        )
+    return f"Dice {tuned['dice_before']:.3f} -> {tuned['dice_after']:.3f}"
+
+
+def _no_slice_message(cases: list[CorrectedCase], only_edited: bool) -> str:
+    """Why no case gave a training slice, with advice that applies to it (``--all-slices`` only helps
+    a case that was narrowed to its edited slices; a case without them already uses every slice)."""
+    narrowed = [c for c in cases if only_edited and c.edited_slices]
+    whole = [c for c in cases if c not in narrowed]
+    parts = []
+    if narrowed:
+        shown = "; ".join(
+            f"{c.name}: slices {', '.join(map(str, c.edited_slices[:8]))}{', …' if len(c.edited_slices) > 8 else ''}"
+            for c in narrowed
+        )
+        parts.append(
+            f"none of the edited slices ({shown}) has lung in the lungs mask; correct the lungs there or "
+            "train on every slice with lung (--all-slices; in napari untick 'Only edited slices')"
+        )
+    if whole:
+        parts.append(
+            f"no slice of the lungs mask of {', '.join(c.name for c in whole)} has enough lung to train on "
+            f"(at least {MIN_LUNG_FRACTION:.1%} of a slice); is it the lung mask of that CT?"
+        )
+    return "the corrected cases hold no slice to train on: " + "; and ".join(parts)
+
+
+def _lung_notes(cases: list[CorrectedCase], model: str, tune_lungs: bool) -> list[str]:
+    """Say so when corrected lung labels are not learnt (the lung stage is not tuned)."""
+    lung_cases = [c for c in cases if c.lungs_edited]
+    if tune_lungs or not lung_cases:
+        return []
+    how = (
+        "pass --tune-lungs (in napari tick 'Tune the lung stage too')"
+        if model == "chsnet"
+        else f"{model} uses CHS-Net's lung stage: fine-tune chsnet with --tune-lungs to learn them"
+    )
+    if all(c.infection_edited is False for c in cases):
+        return [
+            f"only the lung labels were corrected and the lung stage is not tuned, so they are not learnt; {how}"
+        ]
+    names = ", ".join(c.name for c in lung_cases)
+    return [
+        f"the lung labels of {names} were corrected but the lung stage is not tuned, so they are not learnt; {how}"
+    ]
+
+
+def _make_staging(target: Path, default_place: bool) -> Path:
+    """The hidden folder the new set is written in, beside ``target``: an ``OutputError`` (one line)
+    when that place cannot be written (read-only, no permission, a file in the way)."""
+    root = target.parent
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}.", suffix=".tmp"))
+        # mkdtemp makes it owner-only: give it the access its parent (made under the user's umask) has.
+        staging.chmod(root.stat().st_mode & 0o777)
+    except OSError as error:
+        where = (
+            f"the user data folder {user_data_dir()} (set CHSNET_HOME to a writable folder)"
+            if default_place
+            else f"{root} (choose a writable output folder)"
+        )
+        raise OutputError(
+            f"cannot write the new weights set {target} in {where}: {_reason(error)}"
+        ) from error
+    return staging
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else type(error).__name__
+
+
+@contextmanager
+def _writing(target: Path) -> Iterator[None]:
+    """Turns an ``OSError`` while writing into the staging folder (a full disk, the folder removed)
+    into a one-line ``OutputError``; the caller removes the staging folder, so nothing is left."""
+    try:
+        yield
+    except CHSNetError:
+        raise
+    except OSError as error:
+        raise OutputError(
+            f"could not write the new weights set {target} ({_reason(error)}); nothing was written: "
+            "check free disk space and write permission"
+        ) from error
+
+
+def _put_in_place(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``; an existing ``target`` (overwrite) is moved aside first and
+    only deleted once the new set is in place, or put back when that fails."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    aside = target.parent / f".{target.name}.{os.getpid()}.old"
+    os.replace(target, aside)
+    try:
+        os.replace(staging, target)
+    except OSError:
+        os.replace(aside, target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _stop_if_asked(should_stop: Callable[[], bool] | None) -> None:
@@ -278,6 +464,11 @@ def _resolve_base(base_weights: str | Path | None, model: str) -> tuple[Path, Pa
         folder, file = bundled_weights_dir(), bundled_weights_dir() / f"{model}.safetensors"
     else:
         base = Path(base_weights)
+        if not base.exists():
+            raise WeightsError(
+                f"the base weights {base} do not exist; pass --weights with a weights set (folder) or a "
+                f"{model}.safetensors file"
+            )
         folder, file = (base, base / f"{model}.safetensors") if base.is_dir() else (base.parent, base)
     if not file.is_file():
         raise WeightsError(
@@ -362,14 +553,22 @@ def _replay_slices(
     case_names: list[str],
     seed: int,
     say: Callable[[str], None],
+    exclude_ct: Sequence[str] = (),
 ) -> list[LabelledSlice]:
-    """``replay / (1 - replay) * n_new`` slices drawn evenly from earlier corrections and COVID-SemiSeg."""
+    """``replay / (1 - replay) * n_new`` slices drawn evenly from earlier corrections and COVID-SemiSeg.
+
+    By default (``replay_from`` None) the user's saved corrections are drawn from, except those of the
+    cases being tuned: by name and by CT fingerprint (``exclude_ct``), so a CT saved under another
+    name is not replayed into its own fine-tune."""
     wanted = int(round(replay / (1.0 - replay) * n_new))
     if wanted == 0:
         return []
     if replay_from is None:
         semiseg = default_semiseg_root()
-        sources = [*saved_corrections(exclude=case_names), *([semiseg] if semiseg else [])]
+        sources = [
+            *saved_corrections(exclude=case_names, exclude_ct=exclude_ct),
+            *([semiseg] if semiseg else []),
+        ]
     else:
         sources = [Path(p) for p in replay_from]
     pool: list[LabelledSlice | tuple[Path, str]] = []
@@ -397,7 +596,7 @@ def _replay_slices(
 
 class _SliceVote(nn.Module):
     """EAMC on whole (N, 1, S, S) slices: patches, members' majority vote, mask back as ±1 logits
-    (so :func:`evaluate_dice`'s sigmoid >= 0.5 reads the vote)."""
+    (so the sigmoid >= 0.5 of :func:`pooled_score` reads the vote)."""
 
     def __init__(self, ensemble: EAMC, patch: int):
         super().__init__()
@@ -425,19 +624,40 @@ def _fit_keeping_better(
     log_path: Path,
     on_step,
     should_stop,
-):
-    """Fit ``stage``; load the best epoch's weights unless the starting weights score higher,
-    in which case the starting weights are put back (``fit`` trains ``stage`` in place)."""
+) -> tuple[Any, bool]:
+    """Fit ``stage``, choosing the epoch by the pooled score on ``corrected`` (ties: the later
+    epoch), and load that epoch's weights when it beats ``before`` (the starting weights' pooled
+    score, :func:`pooled_score_value`), else put the starting weights back (``fit`` trains ``stage``
+    in place). Returns the fit's result and whether an epoch was kept."""
     start = {name: tensor.detach().clone() for name, tensor in stage.state_dict().items()}
-    result = fit(stage, train, corrected, loss, settings, prepare, log_path, on_step, should_stop)
-    stage.load_state_dict(result.best_state if result.best_val_dice >= before else start)
-    return result
+    result = fit(
+        stage,
+        train,
+        corrected,
+        loss,
+        settings,
+        prepare,
+        log_path,
+        on_step,
+        should_stop,
+        score=pooled_score_value,
+        ties_to_later=True,
+    )
+    improved = bool(result.best_val_dice > before)
+    stage.load_state_dict(result.best_state if improved else start)
+    return result, improved
+
+
+def _record(out: dict[str, Any], when: str, score: PooledScore) -> None:
+    """Dice (and, for an erase-only correction, the false-positive share) ``before``/``after``."""
+    out[f"dice_{when}"] = score.dice
+    out[f"false_positive_{when}"] = None if score.truth_pixels else score.false_positive_fraction
 
 
 def _tune(
     model, network, new_slices, replay_slices, sizes, settings, tune_lungs, staging, on_step, should_stop
 ):
-    """Fine-tune the stages in place; returns Dice before/after and the history."""
+    """Fine-tune the stages in place; returns Dice before/after, whether an epoch was kept, the history."""
     loss = FINETUNE_LOSSES[model]()
     corrected = infection_stage_arrays(new_slices, sizes["infection"])
     train = StageArrays.concat(
@@ -445,46 +665,52 @@ def _tune(
     )
     out: dict[str, Any] = {}
     steps = _Steps(on_step)
+    batch = settings.batch_size
     if model == "eamc":
         vote = _SliceVote(network, sizes["patch"])
-        out["dice_before"] = evaluate_dice(vote, corrected, batch_size=settings.batch_size)
+        _record(out, "before", pooled_score(vote, corrected, batch_size=batch))
         generator = torch.Generator().manual_seed(settings.seed)
+        kept = []
         for k, member in enumerate(network.members):
             patches = eamc_patches(train, 8, 4, generator, sizes["patch"])
             checks = eamc_patches(corrected, 4, 2, generator, sizes["patch"])
-            member_before = evaluate_dice(member, checks, batch_size=settings.batch_size)
+            prepare = _stage_prepare(member, model)
+            member_before = pooled_score_value(member, checks, prepare, batch)
             steps.stage(len(network.members) - k)
-            result = _fit_keeping_better(
+            result, improved = _fit_keeping_better(
                 member,
                 patches,
                 checks,
                 loss,
                 settings,
-                _stage_prepare(member, model),
+                prepare,
                 member_before,
                 staging / f"finetune_log_member{k}.csv",
                 steps,
                 should_stop,
             )
-        out["dice_after"] = evaluate_dice(vote, corrected, batch_size=settings.batch_size)
+            kept.append(improved)
+        out["improved"] = any(kept)
+        _record(out, "after", pooled_score(vote, corrected, batch_size=batch))
     else:
         stage = network.infection_net if model == "chsnet" else network
         prepare = _stage_prepare(network, model)
-        out["dice_before"] = evaluate_dice(stage, corrected, prepare, settings.batch_size)
+        before = pooled_score(stage, corrected, prepare, batch)
+        _record(out, "before", before)
         steps.stage(2 if tune_lungs else 1)
-        result = _fit_keeping_better(
+        result, out["improved"] = _fit_keeping_better(
             stage,
             train,
             corrected,
             loss,
             settings,
             prepare,
-            out["dice_before"],
+            before.value,
             staging / "finetune_log.csv",
             steps,
             should_stop,
         )
-        out["dice_after"] = evaluate_dice(stage, corrected, prepare, settings.batch_size)
+        _record(out, "after", pooled_score(stage, corrected, prepare, batch))
     out["history"] = result.history
     if tune_lungs:
         lungs_corrected = lung_stage_arrays(new_slices, sizes["lungs"])
@@ -492,25 +718,22 @@ def _tune(
             [lungs_corrected, *([lung_stage_arrays(replay_slices, sizes["lungs"])] if replay_slices else [])]
         )
         lung_prepare = lambda images, masks: (images, masks[:, :1])  # noqa: E731
-        out["lung_dice_before"] = evaluate_dice(
-            network.lung_net, lungs_corrected, lung_prepare, settings.batch_size
-        )
+        lungs_before = pooled_score(network.lung_net, lungs_corrected, lung_prepare, batch)
+        out["lung_dice_before"] = lungs_before.dice
         steps.stage(1)
-        _fit_keeping_better(
+        _, out["lung_improved"] = _fit_keeping_better(
             network.lung_net,
             lungs_train,
             lungs_corrected,
             BCEDiceLoss(),
             settings,
             lung_prepare,
-            out["lung_dice_before"],
+            lungs_before.value,
             staging / "finetune_lungs_log.csv",
             steps,
             should_stop,
         )
-        out["lung_dice_after"] = evaluate_dice(
-            network.lung_net, lungs_corrected, lung_prepare, settings.batch_size
-        )
+        out["lung_dice_after"] = pooled_score(network.lung_net, lungs_corrected, lung_prepare, batch).dice
     return out
 
 
@@ -560,14 +783,19 @@ def _checkpoint_metadata(
             "replay_slices": n_replay,
             "dice_before": _rounded(tuned["dice_before"]),
             "dice_after": _rounded(tuned["dice_after"]),
+            "improved": tuned["improved"],
         },
         "software": software_versions(),
     }
 
 
 def _version_info(
-    model, name, cases, base_file, tuned, n_new, n_replay, epochs, only_edited, replay, tune_lungs, staging
+    model, name, trained, base_file, tuned, n_new, n_replay, epochs, only_edited, replay, tune_lungs, staging
 ):
+    """version.json. ``settings.only_edited_slices`` is what happened, not what was asked: a case
+    without known edited slices (``--image``) is trained on every slice with lung, which
+    ``slices_trained`` lists per case."""
+    cases = [case for case, _slices in trained]
     return {
         "model": model,
         "name": name,
@@ -575,13 +803,25 @@ def _version_info(
         "cases": [c.name for c in cases],
         "corrected_slices": n_new,
         "replay_slices": n_replay,
+        "slices_trained": [
+            {
+                "case": case.name,
+                "only_edited": bool(only_edited and case.edited_slices),
+                "slices": case.training_slice_indices(only_edited),
+            }
+            for case in cases
+        ],
         "dice_before": _rounded(tuned["dice_before"]),
         "dice_after": _rounded(tuned["dice_after"]),
+        "improved": tuned["improved"],
+        "false_positive_before": _rounded(tuned.get("false_positive_before")),
+        "false_positive_after": _rounded(tuned.get("false_positive_after")),
         "lung_dice_before": _rounded(tuned.get("lung_dice_before")),
         "lung_dice_after": _rounded(tuned.get("lung_dice_after")),
+        "lung_improved": tuned.get("lung_improved"),
         "settings": {
             "epochs": epochs,
-            "only_edited_slices": only_edited,
+            "only_edited_slices": bool(only_edited and all(c.edited_slices for c in cases)),
             "replay": replay,
             "tune_lungs": tune_lungs,
         },

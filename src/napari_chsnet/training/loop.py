@@ -1,7 +1,8 @@
 """The training loop shared by `chsnet train`, `chsnet finetune` and the napari fine-tune panel.
 
 Plain torch: seeded, time-bounded, early stopping on the validation Dice (mean over images, as
-the papers report), a CSV log per epoch, progress and cancel through callbacks (no Qt). Under
+the papers report; fine-tuning passes its own ``score``, Dice pooled over the corrected slices'
+pixels, :func:`pooled_score`), a CSV log per epoch, progress and cancel through callbacks (no Qt). Under
 ``torchrun`` the same loop runs data-parallel (training/distributed.py); batches go to the
 network's device, so moving the network to a GPU before ``fit`` trains there.
 """
@@ -113,6 +114,61 @@ def evaluate_dice(
     return mean_dice(probabilities, data.masks[:, :1])  # channel 0 is every stage's target
 
 
+@dataclass(frozen=True)
+class PooledScore:
+    """Agreement with the truth pooled over all images (pixel totals), for fine-tuning.
+
+    A mean of per-image Dice scores a slice whose truth is empty 1 or 0 (no partial credit), so a
+    correction that only erases infection gives every epoch the same 0 and no epoch can win; pooled,
+    every pixel counts. When the truth holds no positive pixel at all (an erase-only correction),
+    Dice says nothing (0 with any prediction), and :attr:`value` is ``1 - false_positive_fraction``:
+    the share of the lung (channel 1 of the masks when present, else of the images) predicted as
+    positive, lower is better.
+    """
+
+    dice: float  # 2|P∩T| / (|P| + |T|); 1.0 when both are empty
+    truth_pixels: int
+    predicted_pixels: int
+    false_positive_fraction: float  # predicted share of the lung (of the images without a lung channel)
+
+    @property
+    def value(self) -> float:
+        """The one number to maximise: pooled Dice, or ``1 - false_positive_fraction`` without truth."""
+        return self.dice if self.truth_pixels else 1.0 - self.false_positive_fraction
+
+
+def pooled_score(
+    network: nn.Module, data: StageArrays, prepare: Prepare = default_prepare, batch_size: int = 8
+) -> PooledScore:
+    """:class:`PooledScore` of ``network`` on ``data`` (prediction = sigmoid >= 0.5)."""
+    if len(data) == 0:
+        return PooledScore(float("nan"), 0, 0, float("nan"))
+    predicted = predict_probabilities(network, data, prepare, batch_size) >= 0.5
+    truth = data.masks[:, :1] > 0.5
+    n_predicted, n_truth = int(predicted.sum()), int(truth.sum())
+    total = n_predicted + n_truth
+    dice = 2 * int((predicted & truth).sum()) / total if total else 1.0
+    if data.masks.shape[1] > 1:  # infection stages: channel 1 is the lung, where infection is reported
+        lung = data.masks[:, 1:2] > 0.5
+        area = int(lung.sum())
+        false_positive = int((predicted & ~truth & lung).sum())
+    else:
+        area, false_positive = predicted.numel(), int((predicted & ~truth).sum())
+    return PooledScore(dice, n_truth, n_predicted, false_positive / area if area else 0.0)
+
+
+def pooled_score_value(
+    network: nn.Module, data: StageArrays, prepare: Prepare = default_prepare, batch_size: int = 8
+) -> float:
+    """:attr:`PooledScore.value`, as :func:`fit`'s ``score`` (fine-tuning chooses its epoch by it)."""
+    if len(data) == 0:
+        return float("nan")
+    return pooled_score(network, data, prepare, batch_size).value
+
+
+Score = Callable[[nn.Module, StageArrays, Prepare, int], float]
+
+
 def _ema_with_warmup(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     def average(averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
         weight = min(decay, (1 + int(updates)) / (10 + int(updates)))
@@ -131,9 +187,17 @@ def fit(
     log_path: str | Path | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    *,
+    score: Score | None = None,
+    ties_to_later: bool = False,
 ) -> FitResult:
     """Train ``network`` in place and return the best validation state (not loaded into it; with
     ``settings.ema_decay`` the best state of the weights' moving average).
+
+    The best epoch is the one with the highest ``score(network, validation, prepare, batch_size)``
+    (default: :func:`evaluate_dice`, the mean Dice over images that ``chsnet train`` and the model
+    cards use); of equal scores the first is kept, or the last with ``ties_to_later`` (fine-tuning:
+    more training on the corrections, at no loss on them).
 
     ``on_step(step, total_steps, loss)`` is called after every batch; ``should_stop()`` is
     polled there too and raises :class:`Cancelled`. Batches are moved to the network's device.
@@ -213,8 +277,9 @@ def fit(
                 epoch_loss = group.mean(epoch_loss)
             # without validation samples the epoch with the lowest training loss is kept (a loss
             # can exceed 1, hence best_dice starts at -inf)
+            measure = score if score is not None else evaluate_dice
             val_dice = (
-                evaluate_dice(evaluated, validation, prepare, settings.batch_size)
+                measure(evaluated, validation, prepare, settings.batch_size)
                 if len(validation)
                 else -epoch_loss
             )
@@ -233,7 +298,7 @@ def fit(
                     ]
                 )
                 handle.flush()
-            if val_dice > best_dice:
+            if val_dice > best_dice or (ties_to_later and val_dice == best_dice):
                 best_dice, best_epoch, best_state = val_dice, epoch, copy.deepcopy(evaluated.state_dict())
             if epoch - best_epoch >= settings.patience:
                 stopped = "early_stopping"

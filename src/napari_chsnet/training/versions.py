@@ -91,8 +91,17 @@ def read_version(folder: Path) -> WeightsVersion:
     )
 
 
+def missing_files(version: WeightsVersion) -> list[str]:
+    """The weights files its version.json lists (``files``) that its folder no longer holds (a
+    folder emptied or deleted by hand while listed)."""
+    listed = version.info.get("files") or {}
+    return sorted(name for name in listed if not (version.path / name).is_file())
+
+
 def list_versions(model: str | None = None) -> list[WeightsVersion]:
-    """Fine-tuned versions (of ``model``, or of all models), newest first; unreadable folders are skipped."""
+    """Fine-tuned versions (of ``model``, or of all models), newest first, read from the folder on
+    every call: unreadable folders and those missing a weights file they list are skipped, so a
+    version deleted by hand (whole, or its weights) drops out of every list built from this."""
     models = [model] if model else list(MODEL_KEYS)
     found = []
     for key in models:
@@ -103,9 +112,11 @@ def list_versions(model: str | None = None) -> list[WeightsVersion]:
         for child in folder.iterdir():
             if child.is_dir() and not child.name.startswith(".") and (child / VERSION_FILE).is_file():
                 try:
-                    found.append(read_version(child))
+                    version = read_version(child)
                 except WeightsError:
                     continue
+                if not missing_files(version):
+                    found.append(version)
     return sorted(found, key=lambda v: (v.name, v.model), reverse=True)
 
 
@@ -146,9 +157,20 @@ def weights_set_dir(model: str, choice: str = BUNDLED) -> Path:
         return bundled_weights_dir()
     folder = user_weights_dir() / model / choice
     if not (folder / VERSION_FILE).is_file():
-        names = ", ".join(v.name for v in list_versions(model)) or "none"
-        raise WeightsError(f"no fine-tuned {model} version {choice!r} in {folder.parent}; versions: {names}")
+        raise WeightsError(
+            f"no fine-tuned {model} version {choice!r} in {folder.parent} (deleted?); versions: {_names(model)}"
+        )
+    missing = missing_files(read_version(folder))
+    if missing:
+        raise WeightsError(
+            f"the fine-tuned {model} version {choice!r} lost {', '.join(missing)} (deleted by hand?); "
+            f"versions: {_names(model)}"
+        )
     return folder
+
+
+def _names(model: str) -> str:
+    return ", ".join(v.name for v in list_versions(model)) or "none"
 
 
 def active_weights_dir(model: str) -> Path:
