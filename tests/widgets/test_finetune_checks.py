@@ -62,12 +62,20 @@ def _errors(notifications) -> list[str]:
     return [str(n.message) for n in notifications if n.severity == "error"]
 
 
+def _correct_a_slice(viewer, phantom) -> int:
+    """Paint one voxel of infection inside the lungs (a correction, so Start has a slice to train on)."""
+    z, y, x = np.argwhere(phantom.lungs > 0)[0]
+    viewer.layers["infection"].data_setitem((np.array([z]), np.array([y]), np.array([x])), 1)
+    return int(z)
+
+
 def test_a_new_version_is_listed_in_the_segment_tabs_weights(home, panel, small_phantom, fake, qtbot):
     viewer, widget = panel
     ct = add_ct(viewer, small_phantom)
     show_known_result(widget, ct, small_phantom)
     tab = widget.finetune
     assert widget.segment.weights.choices == ("bundled",)
+    _correct_a_slice(viewer, small_phantom)
 
     tab.start.clicked.emit()
     qtbot.waitUntil(lambda: not tab.running, timeout=30_000)
@@ -89,6 +97,7 @@ def test_cancel_pressed_as_the_fine_tune_finishes_leaves_no_version(home, panel,
     ct = add_ct(viewer, small_phantom)
     show_known_result(widget, ct, small_phantom)
     tab = widget.finetune
+    _correct_a_slice(viewer, small_phantom)
     fake.proceed.clear()
 
     tab.start.clicked.emit()

@@ -34,6 +34,7 @@ def test_renamed_corrected_layers_stay_in_their_own_pickers(panel, small_phantom
     viewer.layers["lungs"].name = "lungs corrected"
     viewer.layers["infection"].name = "infection corrected"
     assert (tab.lungs.value.name, tab.infection.value.name) == ("lungs corrected", "infection corrected")
+    tab.only_edited.value = False  # nothing was painted: train on every slice with lung
     case = tab.corrected_case()
     np.testing.assert_array_equal(case.infection, viewer.layers["infection corrected"].data)
     np.testing.assert_array_equal(case.lungs, viewer.layers["lungs corrected"].data)

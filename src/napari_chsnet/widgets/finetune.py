@@ -1,19 +1,26 @@
 """Fine-tune tab: train the chosen model on the corrected ``lungs``/``infection`` layers.
 
-The panel gathers the CT, the corrected masks and the slices the user edited (read from the
-Labels layers' ``paint`` events, which both brush strokes and ``data_setitem`` corrections emit),
-checks the case (``corrected_case``: two different masks on the CT's grid, lungs, a slice to train
-on), saves it into the user's corrections folder (later fine-tunes replay it), and runs
-``training.finetune.finetune`` in a napari worker: progress and loss on a bar, Cancel through
-``should_stop`` (nothing is written), Dice before/after when done. New versions land in the
-user's weights folder and are listed here and in the Segment tab's Weights; "Re-segment with it"
-hands the version to the Segment tab, "Revert to bundled" chooses the shipped set
-again (nothing deleted).
+The panel gathers the CT, copies of the corrected masks (taken when Start is pressed: later
+strokes are not in the saved case) and the slices the user edited (``ResultLayers`` reads them
+from the Labels layers' ``paint`` events, which both brush strokes and ``data_setitem``
+corrections emit, and keeps them in the layer's metadata, so a panel opened again knows them),
+checks the case (``corrected_case``: two different masks on the CT's grid, lungs, an edited slice
+unless "Only edited slices" is off, a slice to train on), saves it into the user's corrections
+folder (later fine-tunes replay it), and runs ``training.finetune.finetune`` in a napari worker on
+the Segment tab's Device: progress and loss on a bar, Cancel through ``should_stop`` (nothing is
+written), Dice before/after when done (and when no epoch beat the starting weights, that the new
+version holds them). New versions land in the user's weights folder and are listed here and in the
+Segment tab's Weights; "Re-segment with it" hands the version to the Segment tab, "Revert to
+bundled" chooses the shipped set again (nothing deleted).
 
-The pickers hold layers by ``unique_id``: a layer stays chosen through renames (the docs advise
-renaming corrected masks to keep them), new layers and new runs until it is closed. Defaults: a
-layer that looks like the mask (``mask_kind``: a run's layers by their metadata, others by name),
-never the other mask picker's; none when no layer fits; the CT the chosen lungs were computed on.
+The pickers hold the layers the user chose by ``unique_id``: a layer stays chosen through renames
+(the docs advise renaming corrected masks to keep them), new layers and new runs until it is
+closed. Defaults: a layer that looks like the mask (``mask_kind``: a run's layers by their
+metadata, others by name), never the other mask picker's, an edited one first, then a run's; none
+when no layer fits; the CT the chosen lungs were computed on. A default stays through renames and
+new runs too, until a layer with more evidence of being the correction comes (``_evidence``: an
+edited layer, then a run's): a ground-truth file opened with the sample gives way to the run's
+masks, a renamed run's masks stay chosen when the next run brings fresh ones.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import dataclasses
 import re
 import shutil
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +48,7 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels, Layer
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 
 from napari_chsnet.errors import CHSNetError, WeightsError
 from napari_chsnet.registry import DEFAULT_MODEL, INFECTION_LAYER, LUNGS_LAYER, MODELS
@@ -54,6 +61,7 @@ from napari_chsnet.training.versions import (
     user_weights_dir,
     weights_set_dir,
 )
+from napari_chsnet.widgets.lifetime import widget_deleted
 from napari_chsnet.widgets.results import (
     CT_ID_KEY,
     EDITED_KEY,
@@ -61,6 +69,7 @@ from napari_chsnet.widgets.results import (
     ResultLayers,
     ct_layer_choices,
     ct_volume_from_layer,
+    edited_slices,
 )
 
 if TYPE_CHECKING:
@@ -68,40 +77,6 @@ if TYPE_CHECKING:
 
     from napari_chsnet.training.finetune import FinetuneResult
     from napari_chsnet.widgets.segment import SegmentPanel
-
-
-def edited_slices_of(atoms: Iterable[Any], n_slices: int) -> set[int]:
-    """Axial indices touched by a Labels ``paint`` event's history atoms.
-
-    An atom is napari's ``_MaskedPaintAtom`` (brush, fill, polygon: a bounding-box ``slice_key``
-    and an optional mask inside it) or the ``(indices, old_values, new_values)`` tuple that
-    ``data_setitem`` records (indices: a tuple of index arrays, or slices).
-    """
-    touched: set[int] = set()
-    for atom in atoms:
-        if hasattr(atom, "slice_key"):
-            z_range = range(*atom.slice_key[0].indices(n_slices))
-            if atom.mask is not None:
-                touched.update(
-                    z_range.start + int(z)
-                    for z in np.nonzero(atom.mask.reshape(atom.mask.shape[0], -1).any(1))[0]
-                )
-            else:
-                touched.update(z_range)
-            continue
-        index = atom[0]
-        first = index[0] if isinstance(index, tuple) else index
-        if isinstance(first, slice):
-            touched.update(range(*first.indices(n_slices)))
-        elif isinstance(first, (int, np.integer)):
-            touched.add(int(first))
-        else:
-            array = np.asarray(first)
-            if array.dtype == bool:  # a boolean mask over the whole volume
-                touched.update(int(z) for z in np.nonzero(array.reshape(array.shape[0], -1).any(1))[0])
-            else:
-                touched.update(int(z) for z in np.unique(array))
-    return {z for z in touched if 0 <= z < n_slices}
 
 
 # A mask's name says what it holds: "infection corrected", "P1_inf", "lesions"; "lungs fixed".
@@ -123,6 +98,12 @@ def mask_kind(layer: Layer) -> str | None:
     return None
 
 
+def _evidence(layer: Layer) -> tuple[bool, bool]:
+    """How surely a mask-like layer holds the user's correction: edited (in this session or an
+    earlier panel's), then made by a run (rather than only named like a mask). Compared as a tuple."""
+    return bool(layer.metadata.get(EDITED_KEY)), RUN_KEY in layer.metadata
+
+
 def _choice_with_id(picker: ComboBox, unique_id: Hashable | None) -> Layer | None:
     """The picker's choice that is the layer ``unique_id`` (napari hands plugins proxies of its
     layers, so a layer is recognised by its id, not by identity)."""
@@ -137,6 +118,72 @@ def _discard_version(folder: Path) -> None:
     weights = user_weights_dir().resolve()
     if folder.resolve().parent.parent == weights and (folder / VERSION_FILE).is_file():
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _improved(result: FinetuneResult, stage: str) -> bool | None:
+    """Whether an epoch beat the starting weights of ``stage`` ("infection" or "lungs"; None for
+    lungs not tuned): the result says so (``improved``, ``lung_improved``); a result without those
+    fields is judged by its Dice as version.json rounds it (4 places)."""
+    if stage == "lungs":
+        if result.lung_dice_before is None:
+            return None
+        said, before, after = (
+            getattr(result, "lung_improved", None),
+            result.lung_dice_before,
+            result.lung_dice_after,
+        )
+    else:
+        said, before, after = getattr(result, "improved", None), result.dice_before, result.dice_after
+    if said is not None:
+        return bool(said)
+    return after is not None and round(after, 4) > round(before, 4)
+
+
+def _score(result: FinetuneResult) -> str:
+    """The scores on the corrected slices, before → after."""
+    fp_before = getattr(result, "false_positive_before", None)
+    fp_after = getattr(result, "false_positive_after", None)
+    if fp_before is not None and fp_after is not None:  # erase-only: no infection left to score by Dice
+        text = f"infection predicted on {100 * fp_before:.2f} % → {100 * fp_after:.2f} % of the corrected slices' lung"
+    else:
+        text = f"Dice on the corrected slices {result.dice_before:.3f} → {result.dice_after:.3f}"
+    if result.lung_dice_before is not None:
+        text += f"; lungs {result.lung_dice_before:.3f} → {result.lung_dice_after:.3f}"
+    return text
+
+
+def result_message(
+    result: FinetuneResult, model: str, tune_lungs: bool = False, lungs_only: bool = False
+) -> tuple[str, str]:
+    """(the tab's status line, the notification) for a finished fine-tune.
+
+    A fine-tune keeps a stage's starting weights when no epoch beats them on the corrected slices,
+    and still writes a version: the user is told so rather than that the model was fine-tuned, and,
+    when only the lungs were corrected and the lung stage was not tuned, how to have them learnt.
+    """
+    title, name, score = MODELS[model].title, result.weights_dir.name, _score(result)
+    infection, lungs = _improved(result, "infection"), _improved(result, "lungs")
+    hint = ""
+    if lungs_only and not tune_lungs:  # the lung corrections were not trained on
+        hint = (
+            " Only the lungs were corrected: tick 'Tune the lung stage too' to train the lung stage on them."
+            if model == "chsnet"
+            else f" Only the lungs were corrected, and {title} uses CHS-Net's lung stage: fine-tune CHS-Net "
+            "with 'Tune the lung stage too' to have them learnt."
+        )
+    if not infection and not lungs:
+        return (
+            f"no epoch improved ({score}); {name} holds the starting weights",
+            f"Fine-tuning {title}: no epoch improved on the corrected slices ({score}); the new version "
+            f"{name} holds the starting weights.{hint}",
+        )
+    if not infection:
+        kept = " No epoch improved the infection stage: it keeps its starting weights."
+    elif lungs is False:
+        kept = " No epoch improved the lung stage: it keeps its starting weights."
+    else:
+        kept = ""
+    return score, f"Fine-tuned {title}: {score}. New version {name}.{kept}{hint}"
 
 
 class _Progress(QObject):
@@ -161,7 +208,7 @@ class FinetunePanel(Container):
         self._viewer = viewer
         self._results = results
         self._segment = segment
-        self._edits: dict[int, set[int]] = {}  # id(Labels layer) -> edited axial slices
+        self._known_edited: set[Hashable] = set()  # unique_id of Labels layers seen edited
         self._worker = None
         self._closed = False  # the panel was closed: its Qt widgets are gone or about to be
         self._cancel = threading.Event()
@@ -169,7 +216,8 @@ class FinetunePanel(Container):
         self._bridge.step.connect(self._on_step)
         self.last_result: FinetuneResult | None = None
         self._chosen: dict[str, Hashable | None] = {}  # picker -> unique_id of the layer the user chose
-        self._held: dict[str, Hashable | None] = {}  # picker -> unique_id of the layer it was given
+        self._held: dict[str, Hashable | None] = {}  # picker -> unique_id of the default it shows
+        self._run_facts: dict[str, Any] = {}  # what the running fine-tune was given (its messages)
         self._cleared: set[str] = set()  # mask pickers the user emptied (kept empty, no default)
         self._filling = False
 
@@ -195,7 +243,10 @@ class FinetunePanel(Container):
         self.only_edited = CheckBox(
             text="Only edited slices",
             value=True,
-            tooltip="Train on the slices you painted (all slices with lung when none was)",
+            tooltip=(
+                "Train on the slices you painted or corrected in the chosen layers; untick to train on "
+                "every slice with lung (masks corrected outside napari)"
+            ),
         )
         self.tune_lungs = CheckBox(text="Tune the lung stage too (CHS-Net)", value=False)
         self.replay = FloatSpinBox(
@@ -206,7 +257,9 @@ class FinetunePanel(Container):
             step=0.05,
             tooltip="Share of training slices from earlier corrections and training data",
         )
-        self.start = PushButton(text="Start fine-tuning")
+        self.start = PushButton(
+            text="Start fine-tuning", tooltip="Trains on the Device chosen in the Segment tab"
+        )
         self.cancel = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=1, visible=False)
         self.status = Label(value="")
@@ -312,14 +365,14 @@ class FinetunePanel(Container):
         picker.value = layer
 
     def _mask_default(self, kind: str, exclude: set[Hashable]) -> Layer | None:
-        """The first layer that looks like ``kind``'s mask (edited ones first, then the one named
-        ``kind``), never one in ``exclude``."""
+        """The first layer that looks like ``kind``'s mask (edited ones first, then a run's, then
+        the one named ``kind``), never one in ``exclude``."""
         candidates = [
             layer
             for layer in self.lungs.choices
             if layer is not None and layer.unique_id not in exclude and mask_kind(layer) == kind
         ]
-        candidates.sort(key=lambda layer: (not layer.metadata.get(EDITED_KEY), layer.name != kind))
+        candidates.sort(key=lambda layer: (*(not e for e in _evidence(layer)), layer.name != kind))
         return candidates[0] if candidates else None
 
     def _fill_mask(self, key: str, other: str) -> None:
@@ -328,10 +381,16 @@ class FinetunePanel(Container):
             self._put(key, picker, None)
             return
         layer = self._present(picker, self._chosen, key)
-        if layer is None:
-            layer = self._present(picker, self._held, key)
         if layer is None:  # a default is never the other mask picker's layer (Start refuses that)
-            layer = self._mask_default(key, {self._chosen.get(other), self._held.get(other)} - {None})
+            exclude = {self._chosen.get(other), self._held.get(other)} - {None}
+            layer = self._mask_default(key, exclude)
+            held = self._present(picker, self._held, key)
+            # The default shown so far stays (renamed, or a new run's fresh masks beside it) unless
+            # the new default is likelier the correction: a run's or an edited layer replaces one
+            # that only matched by name (the sample's ground truth, opened before the run). It stays
+            # when the user puts it in the other picker too: Start then says both show one layer.
+            if held is not None and (layer is None or _evidence(layer) <= _evidence(held)):
+                layer = held
         self._put(key, picker, layer)
 
     def _fill_ct(self) -> None:
@@ -362,6 +421,16 @@ class FinetunePanel(Container):
         finally:
             self._filling = False
 
+    def _refill_defaults(self) -> None:
+        """Choose the defaults again (a layer was edited for the first time: it may now be one)."""
+        if self._closed or widget_deleted(self.native):
+            return
+        self._filling = True
+        try:
+            self._select_defaults()
+        finally:
+            self._filling = False
+
     def _on_model_changed(self, *_args: Any) -> None:
         model = self.model.value
         self.tune_lungs.enabled = model == "chsnet"
@@ -375,7 +444,6 @@ class FinetunePanel(Container):
     # ------------------------------------------------------------------ edited slices
     def _watch(self, layer: Any) -> None:
         if isinstance(layer, Labels):
-            self._edits.setdefault(id(layer), set())
             layer.events.paint.connect(self._on_paint)
 
     def _on_inserted(self, event: Any) -> None:
@@ -385,7 +453,7 @@ class FinetunePanel(Container):
     def _on_removed(self, event: Any) -> None:
         if isinstance(event.value, Labels):
             event.value.events.paint.disconnect(self._on_paint)
-            self._edits.pop(id(event.value), None)
+            self._known_edited.discard(event.value.unique_id)
         self.reset_choices()
 
     def disconnect_viewer(self) -> None:
@@ -397,16 +465,21 @@ class FinetunePanel(Container):
                 layer.events.paint.disconnect(self._on_paint)
 
     def _on_paint(self, event: Any) -> None:
-        layer = event.source
-        self._edits.setdefault(id(layer), set()).update(edited_slices_of(event.value, layer.data.shape[0]))
+        """A layer's first edit may make it a mask picker's default (``_evidence``): choose them
+        again once every handler of this edit has run (``ResultLayers`` marks the layer)."""
+        unique_id = event.source.unique_id
+        if unique_id not in self._known_edited:
+            self._known_edited.add(unique_id)
+            QTimer.singleShot(0, self._refill_defaults)
 
     def edited_slices(self) -> tuple[int, ...]:
-        """Slices edited in the chosen lungs or infection layer (empty when none was)."""
-        touched: set[int] = set()
-        for picker in (self.lungs, self.infection):
-            if picker.value is not None:
-                touched |= self._edits.get(id(picker.value), set())
-        return tuple(sorted(touched))
+        """Slices edited in the chosen lungs or infection layer (empty when none was): kept in the
+        layers' metadata (``ResultLayers``), so they outlive this panel."""
+        return tuple(sorted({*self._edited_in(self.lungs), *self._edited_in(self.infection)}))
+
+    @staticmethod
+    def _edited_in(picker: ComboBox) -> tuple[int, ...]:
+        return edited_slices(picker.value) if picker.value is not None else ()
 
     # ------------------------------------------------------------------ running
     @property
@@ -438,22 +511,31 @@ class FinetunePanel(Container):
                     f"the chosen {label} layer '{layer.name}' has {tuple(layer.data.shape)} voxels but the CT "
                     f"'{ct.name}' has {tuple(volume.shape)}; choose masks drawn on this CT"
                 )
-        lung_labels = np.asarray(lungs.data)
+        # Copies, taken on the GUI thread: strokes made while the case is saved stay out of it.
+        lung_labels = np.array(lungs.data, copy=True)
         if not lung_labels.any():
             raise CHSNetError(
                 f"the chosen Lungs layer '{lungs.name}' is empty; choose the layer with the lung labels "
                 "(or draw the lungs in it)"
             )
         edited = self.edited_slices()
+        only_edited = bool(self.only_edited.value)
+        if only_edited and not edited:
+            raise CHSNetError(
+                f"no slice of '{lungs.name}' or '{infection.name}' was edited, so there is no correction to "
+                "train on: correct the slices the model got wrong (paint, erase or a Correct-tab helper) "
+                "and press Start again, or untick 'Only edited slices' to train on every slice with lung "
+                "(masks corrected outside napari)"
+            )
         case = CorrectedCase(
             volume,
             lung_labels,
-            np.asarray(infection.data),
+            np.array(infection.data, copy=True),
             ct.name,
             edited or None,
-            lungs_edited=bool(self._edits.get(id(lungs))),
+            lungs_edited=bool(edited_slices(lungs)),
+            infection_edited=bool(edited_slices(infection)) if edited else None,  # None: unknown
         )
-        only_edited = bool(self.only_edited.value)
         if not case.training_slice_indices(only_edited):
             if only_edited and edited:
                 shown = ", ".join(str(z) for z in edited[:8]) + (", …" if len(edited) > 8 else "")
@@ -485,20 +567,37 @@ class FinetunePanel(Container):
             only_edited_slices=bool(self.only_edited.value),
             replay=float(self.replay.value),
             tune_lungs=bool(self.tune_lungs.value),
+            # the Segment tab's choice: a user who chose the CPU (the GPU is busy) trains there too
+            device=self._segment.device.value if self._segment is not None else "auto",
         )
+        self._run_facts = {
+            "model": model,
+            "tune_lungs": options["tune_lungs"],
+            # only the lungs were corrected: the infection stage has nothing new to learn
+            "lungs_only": bool(self._edited_in(self.lungs)) and not self._edited_in(self.infection),
+        }
         self._cancel.clear()
+        cancel, workers = self._cancel, []
+
+        def should_stop() -> bool:
+            # Cancel, the panel closed, or napari quitting: File → Exit asks every worker to quit
+            # and waits for them inside the window's close, before the panel can hear of it.
+            return cancel.is_set() or any(w.abort_requested for w in workers)
+
         worker = create_worker(
-            self._work, case, base, model, options, _start_thread=False, _ignore_errors=True
+            self._work, case, base, model, options, should_stop, _start_thread=False, _ignore_errors=True
         )
+        workers.append(worker)
         worker.returned.connect(self._on_result)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker = worker
-        self._set_running(True, "saving the corrected case…")
+        self._set_running(True, f"saving the corrected case… (then training on {options['device']})")
         worker.start()
 
-    def _work(self, case, base, model, options):
-        """Worker thread: no Qt here except the queued progress signal. ``None`` = cancelled."""
+    def _work(self, case, base, model, options, should_stop=None):
+        """Worker thread: no Qt here except the queued progress signal. ``None`` = cancelled
+        (``should_stop``: when to stop; default Cancel's flag)."""
         from napari_chsnet.training.corrections import save_correction
         from napari_chsnet.training.finetune import finetune
         from napari_chsnet.training.loop import Cancelled
@@ -513,7 +612,7 @@ class FinetunePanel(Container):
                 model,
                 [case],
                 on_step=self._bridge.step.emit,
-                should_stop=self._cancel.is_set,
+                should_stop=should_stop or self._cancel.is_set,
                 **options,
             )
         except Cancelled:
@@ -530,6 +629,13 @@ class FinetunePanel(Container):
         the worker's callbacks touch no widget and show nothing."""
         self._closed = True
         self._cancel.set()
+
+    def _gone(self) -> bool:
+        """Whether the panel is closed or its widgets deleted (napari's window closed with it): a
+        callback then touches nothing. Deleted widgets release the panel, cancelling the run."""
+        if not self._closed and widget_deleted(self.native):
+            self.release()
+        return self._closed
 
     def _set_running(self, running: bool, status: str) -> None:
         for widget in (
@@ -554,7 +660,7 @@ class FinetunePanel(Container):
         self.status.value = status
 
     def _on_step(self, step: int, total: int, loss: float) -> None:
-        if self._closed:
+        if self._gone():
             return
         self.progress.max = max(1, total)
         self.progress.value = min(step, total)
@@ -565,7 +671,7 @@ class FinetunePanel(Container):
             # Cancel pressed after the last check in finetune(): the version it just wrote goes too
             _discard_version(result.weights_dir)
             result = None
-        if self._closed:
+        if self._gone():
             return
         if result is None:
             self.status.value = "cancelled; the weights are unchanged"
@@ -575,16 +681,12 @@ class FinetunePanel(Container):
         self._refresh_weights_lists()
         if result.weights_dir.name in [c[1] for c in self._version_choices()]:
             self.versions.value = result.weights_dir.name
-        message = f"Dice on the corrected slices {result.dice_before:.3f} → {result.dice_after:.3f}"
-        if result.lung_dice_before is not None:
-            message += f"; lungs {result.lung_dice_before:.3f} → {result.lung_dice_after:.3f}"
-        self.status.value = message
-        show_info(
-            f"Fine-tuned {MODELS[self.model.value].title}: {message}. New version {result.weights_dir.name}."
-        )
+        status, message = result_message(result, **self._run_facts)
+        self.status.value = status
+        show_info(message)
 
     def _on_error(self, exc: BaseException) -> None:
-        if self._closed:
+        if self._gone():
             return
         text = (
             str(exc)
@@ -596,7 +698,7 @@ class FinetunePanel(Container):
 
     def _on_finished(self) -> None:
         self._worker = None
-        if self._closed:
+        if self._gone():
             return
         status = self.status.value
         self._set_running(False, status)

@@ -33,6 +33,7 @@ from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 from napari_chsnet.widgets.correct import CorrectPanel
 from napari_chsnet.widgets.dialogs import Dialogs
 from napari_chsnet.widgets.finetune import FinetunePanel
+from napari_chsnet.widgets.lifetime import WindowCloseWatch
 from napari_chsnet.widgets.report_panel import ReportPanel, SeverityTable
 from napari_chsnet.widgets.results import ResultLayers
 from napari_chsnet.widgets.segment import SegmentPanel
@@ -105,6 +106,11 @@ class CHSNetWidget(QWidget):
         self._fit_width()
 
         self.shortcuts = self._bind_keys()
+        # Closing napari's window deletes the panel with no ParentChange nor closeEvent: the window's
+        # close is watched too (``WindowCloseWatch``), and a panel deleted any other way still stops
+        # its workers as it goes (``destroyed``: only the workers, its Qt children are going).
+        self._window_watch = WindowCloseWatch(self, self.release)
+        self.destroyed.connect(partial(_cancel_workers, (self.segment, self.finetune)))
 
     def _fit_width(self, *_args: Any) -> None:
         """Keep the panel at least as wide as its content's minimum (every page, the table) plus a
@@ -188,6 +194,7 @@ class CHSNetWidget(QWidget):
         # The dock's title-bar ✕ (napari's remove_dock_widget) only takes the panel out of its dock
         # (setParent(None)); no closeEvent comes, so losing the dock is the moment to let go.
         if event.type() == QEvent.Type.ParentChange:
+            self._window_watch.watch_ancestors()
             if self.parent() is not None:
                 self._docked = True
             elif self._docked:
@@ -217,6 +224,12 @@ class CHSNetWidget(QWidget):
         # napari connected these when docking and never disconnects them
         for name in ("inserted", "removed", "reordered", "renamed"):
             getattr(self.viewer.layers.events, name).disconnect(self.reset_choices)
+
+
+def _cancel_workers(parts: tuple[Any, ...], *_args: Any) -> None:
+    """The panel's Qt object is being deleted: its running workers stop and never call back."""
+    for part in parts:
+        part.release()
 
 
 def _ignore_viewer(action: Callable[[], None]) -> Callable[[Any], None]:

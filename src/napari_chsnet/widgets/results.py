@@ -12,9 +12,11 @@ it would replace was edited since the run that wrote it (any paint, fill, erase 
 helper), was not written by a run at all (a file opened under that name), or holds the result of
 another CT: a correction is never lost silently. An edit marks the layer itself
 (``metadata["chsnet_edited"]``), so the mark follows it through renames (the docs advise renaming
-a corrected layer to keep it). A run also stores a checksum of each layer's data
-(``metadata["chsnet_checksum"]``): a panel opened later takes the result layers whose data still
-match it as its own, unedited ones.
+a corrected layer to keep it), and so do the axial slices it touched
+(``metadata["chsnet_edited_slices"]``, what the Fine-tune tab trains on: a panel closed and opened
+again still knows them; edits made while no panel is open are not recorded). A run also stores a
+checksum of each layer's data (``metadata["chsnet_checksum"]``): a panel opened later takes the
+result layers whose data still match it as its own, unedited ones.
 
 The Labels layers carry ``features`` (the lung's name shown on hover) only in the 2-D view and only
 while a panel is open (it watches the view's ndisplay; a closed panel takes them off). In 3-D,
@@ -78,6 +80,7 @@ CT_LAYER_KEY = "chsnet_ct_layer"  # layer metadata: name of the CT layer the mas
 CT_ID_KEY = "chsnet_ct_id"  # layer metadata: str(unique_id) of that CT layer
 CT_SOURCE_KEY = "chsnet_ct_source"  # layer metadata: that CT's source file ("" if unknown)
 EDITED_KEY = "chsnet_edited"  # layer metadata: True once the user edited the Labels layer
+EDITED_SLICES_KEY = "chsnet_edited_slices"  # layer metadata: sorted axial indices the user edited
 SPACING_KEY = "chsnet_spacing_warning"  # result-layer metadata: their CT's spacing_warning, if any
 CHECKSUM_KEY = "chsnet_checksum"  # result-layer metadata: ``data_checksum`` of the data as written
 LABEL_NAMES_KEY = "label_names"  # a run's lungs layer: its labels' names (only the lungs have them)
@@ -160,6 +163,45 @@ def not_a_ct_because(layer: Layer) -> str | None:
     if RUN_KEY in layer.metadata or PROBABILITY_KEY in layer.metadata:
         return "is an infection probability map"
     return None
+
+
+def edited_slices_of(atoms: Iterable[Any], n_slices: int) -> set[int]:
+    """Axial indices touched by a Labels ``paint`` event's history atoms.
+
+    An atom is napari's ``_MaskedPaintAtom`` (brush, fill, polygon: a bounding-box ``slice_key``
+    and an optional mask inside it) or the ``(indices, old_values, new_values)`` tuple that
+    ``data_setitem`` records (indices: a tuple of index arrays, or slices).
+    """
+    touched: set[int] = set()
+    for atom in atoms:
+        if hasattr(atom, "slice_key"):
+            z_range = range(*atom.slice_key[0].indices(n_slices))
+            if atom.mask is not None:
+                touched.update(
+                    z_range.start + int(z)
+                    for z in np.nonzero(atom.mask.reshape(atom.mask.shape[0], -1).any(1))[0]
+                )
+            else:
+                touched.update(z_range)
+            continue
+        index = atom[0]
+        first = index[0] if isinstance(index, tuple) else index
+        if isinstance(first, slice):
+            touched.update(range(*first.indices(n_slices)))
+        elif isinstance(first, (int, np.integer)):
+            touched.add(int(first))
+        else:
+            array = np.asarray(first)
+            if array.dtype == bool:  # a boolean mask over the whole volume
+                touched.update(int(z) for z in np.nonzero(array.reshape(array.shape[0], -1).any(1))[0])
+            else:
+                touched.update(int(z) for z in np.unique(array))
+    return {z for z in touched if 0 <= z < n_slices}
+
+
+def edited_slices(layer: Layer) -> tuple[int, ...]:
+    """The axial slices edited in a Labels layer while a panel was open (``EDITED_SLICES_KEY``)."""
+    return tuple(int(z) for z in layer.metadata.get(EDITED_SLICES_KEY, ()))
 
 
 def data_checksum(data: Any) -> str:
@@ -620,6 +662,13 @@ class ResultLayers(QObject):
         layer = event.source
         # Marked whatever its name now: a mask edited while renamed is still a corrected mask.
         layer.metadata[EDITED_KEY] = True
+        if getattr(event, "type", None) == "paint":  # brush, fill, erase, data_setitem, a helper
+            # Kept on the layer, not in a panel: a panel opened again knows them (Fine-tune tab's
+            # "Only edited slices"). A new list each time: never a list another layer shares.
+            touched = edited_slices_of(event.value, layer.data.shape[0])
+            known = set(edited_slices(layer))
+            if not touched <= known:
+                layer.metadata[EDITED_SLICES_KEY] = sorted(known | touched)
         if layer.name in MASK_LAYERS:
             self.edit_count += 1
             self._emit()

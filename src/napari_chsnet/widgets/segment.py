@@ -9,6 +9,7 @@ touched when a complete result comes back, on the GUI thread.
 
 from __future__ import annotations
 
+import traceback
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from napari_chsnet.report import DEFAULT_MIN_LESION_ML
 from napari_chsnet.training.versions import BUNDLED, active_choice, list_versions, weights_set_dir
 from napari_chsnet.widgets.dialogs import Dialogs
 from napari_chsnet.widgets.layout import end_with_stretch, paragraph, row
+from napari_chsnet.widgets.lifetime import widget_deleted
 from napari_chsnet.widgets.results import (
     ResultLayers,
     ct_layer_choices,
@@ -67,14 +69,49 @@ def no_ct_message(layers: Any) -> str:
     return f"{NO_CT} A CT layer must be a 3-D greyscale image: {'; '.join(reasons)}."
 
 
+OUT_OF_MEMORY_ADVICE = "lower the Batch size or choose the CPU as Device"
+
+
+class _RuntimeFailure(Exception):
+    """A RuntimeError of the run (torch's errors, out of memory among them), carried as its
+    ``__cause__`` past superqt: its GeneratorWorker takes a RuntimeError for a deleted worker and
+    drops it, with neither ``errored`` nor ``finished``, which left the panel running for ever."""
+
+
+def _segmentation(volume: Any, settings: SegmentationSettings):
+    """``iter_segmentation`` as the worker runs it: a RuntimeError comes out as ``_RuntimeFailure``."""
+    from napari_chsnet.inference.pipeline import iter_segmentation
+
+    try:
+        return (yield from iter_segmentation(volume, settings))
+    except RuntimeError as exc:
+        raise _RuntimeFailure(str(exc)) from exc
+
+
 def _error_message(exc: BaseException) -> str:
     """One sentence for the notification: our own errors already say what to do."""
+    if isinstance(exc, _RuntimeFailure) and exc.__cause__ is not None:
+        exc = exc.__cause__
     if isinstance(exc, CHSNetError):
         return str(exc)
+    from napari_chsnet.inference.device import is_out_of_memory, out_of_memory_error
+
+    # torch's OutOfMemoryError, MPS's RuntimeError; any MemoryError (numpy's "Unable to allocate …")
+    if is_out_of_memory(exc) or isinstance(exc, MemoryError):
+        return f"{out_of_memory_error(exc, 'Segmentation', OUT_OF_MEMORY_ADVICE)}."
     text = str(exc) or type(exc).__name__
-    if isinstance(exc, MemoryError) or "out of memory" in text.lower():
-        return f"Segmentation ran out of memory ({text.splitlines()[0]}); lower the batch size or choose the CPU."
     return f"Segmentation failed ({type(exc).__name__}: {text.splitlines()[0]})."
+
+
+def _let_go_of_memory(exc: BaseException) -> None:
+    """After a failed run: drop the failed step's tensors (the locals of the traceback's frames)
+    and give the memory torch caches back, so the next run (a smaller batch) starts afresh."""
+    for error in (exc, exc.__cause__):
+        if error is not None:
+            traceback.clear_frames(error.__traceback__)
+    from napari_chsnet.inference.device import release_device_memory
+
+    release_device_memory()
 
 
 class SegmentPanel(Container):
@@ -236,10 +273,8 @@ class SegmentPanel(Container):
             show_warning(f"'{ct_layer.name}': {spacing}")
         if not self._confirm_replacing(ct_layer):
             return
-        from napari_chsnet.inference.pipeline import iter_segmentation
-
         worker = create_worker(
-            iter_segmentation,
+            _segmentation,
             volume,
             settings,
             _progress={"desc": f"{MODELS[settings.model].title} segmentation"},
@@ -268,6 +303,13 @@ class SegmentPanel(Container):
         self._closed = True
         if self._worker is not None:
             self._worker.quit()
+
+    def _gone(self) -> bool:
+        """Whether the panel is closed or its widgets deleted (napari's window closed with it): a
+        callback then touches nothing. Deleted widgets release the panel, cancelling the run."""
+        if not self._closed and widget_deleted(self.native):
+            self.release()
+        return self._closed
 
     def _work_at_risk_since_start(self) -> bool:
         """Whether the result would now replace work the user did not agree to lose when pressing
@@ -326,7 +368,7 @@ class SegmentPanel(Container):
         self.status.value = status
 
     def _on_progress(self, progress: Progress) -> None:
-        if self._closed:
+        if self._gone():
             return
         total = max(int(progress.total), 1)
         self.progress.max = total
@@ -340,7 +382,7 @@ class SegmentPanel(Container):
             bar.set_description(progress.stage)
 
     def _on_result(self, ct_layer: Image, result: SegmentationResult) -> None:
-        if self._closed:  # cancelled by closing the panel: the result is not shown
+        if self._gone():  # cancelled by closing the panel: the result is not shown
             return
         if not self._results.contains(ct_layer):
             self._done_status = "CT closed: result not shown."
@@ -358,18 +400,20 @@ class SegmentPanel(Container):
         )
 
     def _on_error(self, exc: BaseException) -> None:
-        if self._closed:
+        message = None if self._gone() else _error_message(exc)
+        _let_go_of_memory(exc)  # a closed panel's failed run too
+        if message is None:
             return
         self._done_status = "Failed: see the notification."
-        show_error(_error_message(exc))
+        show_error(message)
 
     def _on_aborted(self) -> None:
-        if self._closed:
+        if self._gone():
             return
         self._done_status = "Cancelled: no layer changed."
         show_info("Segmentation cancelled; no layer was added or changed.")
 
     def _on_finished(self) -> None:
         self._worker = None
-        if not self._closed:
+        if not self._gone():
             self._set_running(False, self._done_status)
