@@ -145,3 +145,13 @@ def test_a_gpu_past_the_machine_s_count_is_one_line_before_data_or_output(tmp_pa
         one_error_line(capsys)
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_an_output_that_cannot_be_made_is_one_line_before_any_data_is_read(tmp_path, monkeypatch, capsys):
+    """It was an OSError traceback (exit 1); a full disk or read-only place fails the same way."""
+    monkeypatch.setattr(recipes, "gather_slices", lambda *args, **kwargs: pytest.fail("data was read"))
+    (tmp_path / "taken").write_text("a file where the output folder's parent should be")
+    output = tmp_path / "taken" / "run"
+    assert main(["train", "--config", str(TINY_CONFIG), "--output", str(output)]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith("chsnet train: error: cannot write the training output") and str(output) in line

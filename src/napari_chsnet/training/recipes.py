@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_chsnet.errors import ConfigError
+from napari_chsnet.errors import ConfigError, OutputError
 from napari_chsnet.inference.intensity import DISPLAY_WINDOW_HU
 from napari_chsnet.inference.preprocessing import EAMC_PATCH_SIZE, LUNG_INPUT_SIZE
 from napari_chsnet.io.atomic import atomic_write
@@ -248,7 +249,7 @@ def run_training(
     device = distributed.training_device(config.device)
     started = time.monotonic()
     output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
+    _make_writable_output(output)
     train_slices, val_slices = gather_slices(config, output.parent / "cache", log)
     if config.data.lung_maps == "predicted":  # train (and choose the epoch) on the maps inference gives
         mapped = with_predicted_lung_maps([*train_slices, *val_slices], config.init_from, config.device, log)
@@ -284,9 +285,26 @@ def run_training(
     sha = save_checkpoint(
         path, network, config.model, metadata=metadata, half_precision=config.half_precision, overwrite=True
     )
-    (output / "metrics.json").write_text(json.dumps({**metrics, "sha256": sha}, indent=2))
+    summary = json.dumps({**metrics, "sha256": sha}, indent=2)
+    try:
+        atomic_write(output / "metrics.json", lambda temporary: temporary.write_text(summary))
+    except OSError as error:
+        raise OutputError(f"could not write {output / 'metrics.json'} ({error.strerror or error})") from error
     log(f"wrote {path} ({metrics})")
     return path
+
+
+def _make_writable_output(output: Path) -> None:
+    """Make ``output`` and prove it writable before any data is read: a read-only place or a full disk
+    is one line then, not a traceback after the training."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise OutputError(
+            f"cannot write the training output {output} ({error.strerror or error}); choose another --output"
+        ) from error
 
 
 def _train_unet_stage(config, train, validation, output, on_step, should_stop, device=None):
