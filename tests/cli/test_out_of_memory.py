@@ -118,6 +118,7 @@ def test_finetune_out_of_memory_is_one_line_and_exit_2(tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(training_finetune, "finetune", runs_out)
     case = tmp_path / "ct.nii.gz"
+    case.write_bytes(b"")  # must exist (it is checked first); fine-tuning, which would read it, is replaced
     args = ["--image", case, "--lungs", case, "--infection", case, "-o", tmp_path / "out", "--device", "cpu"]
     assert main(["finetune", *map(str, args)]) == 2
     assert error_lines(capsys) == [
