@@ -63,6 +63,7 @@ def test_report_json_has_the_stable_keys(synthetic_case):
         "study",
         "disclaimer",
         "timestamp",
+        "exported_at",
         "stage_timings_s",
         "case",
     ):
@@ -360,6 +361,47 @@ def test_concurrent_csv_appends_keep_every_row(synthetic_case, tmp_path, monkeyp
     for thread in threads:
         thread.join()
     assert len(list(csv.DictReader(target.open(encoding="utf-8")))) == 20
+
+
+def test_report_says_when_it_was_written_besides_the_run_s_time(synthetic_case, tmp_path):
+    """A report exported after corrections gave only the model run's time. ``timestamp`` stays the
+    run's (when the masks were segmented); ``exported_at`` is when the report was written, now by
+    default, timezone-aware ISO 8601 like ``timestamp``."""
+    from datetime import datetime, timedelta, timezone
+
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    report = make_report(synthetic_case)
+    after = datetime.now(timezone.utc)
+    assert report["timestamp"] == "2024-01-02T03:04:05+00:00"
+    written = datetime.fromisoformat(report["exported_at"])
+    assert written.utcoffset() == timedelta(0) and before <= written <= after
+    target = write_report_json(tmp_path / "report.json", report)
+    assert json.loads(target.read_text(encoding="utf-8"))["exported_at"] == report["exported_at"]
+    severity = compute_severity(synthetic_case.lungs, synthetic_case.infection, synthetic_case.ct.geometry)
+    given = build_report_json(
+        severity, RunInfo("chsnet", "cpu", 1.0), {}, exported_at="2024-01-02T12:20:33+01:00"
+    )
+    assert given["exported_at"] == "2024-01-02T12:20:33+01:00"
+
+
+def test_the_csv_keeps_its_columns_and_appends_to_a_current_release_csv(synthetic_case, tmp_path):
+    """The CSV header is checked exactly against ``CSV_COLUMNS`` before appending: an
+    ``exported_at`` column would refuse every CSV the current release wrote, so the CSV keeps one
+    time, ``timestamp``, the run's (``exported_at`` is in the JSON and the PDF)."""
+    current_release_header = (
+        "case,input,timestamp,model,device,right_volume_ml,right_infected_ml,right_involvement_pct,"
+        "right_grade,left_volume_ml,left_infected_ml,left_involvement_pct,left_grade,overall_volume_ml,"
+        "overall_infected_ml,overall_involvement_pct,overall_grade,min_lesion_ml,threshold,"
+        "mirror_averaging,spacing_x_mm,spacing_y_mm,spacing_z_mm,input_intensity,runtime_s,"
+        "weights_sha256,lung_weights_sha256,n_warnings,warnings,status,error"
+    )
+    assert ",".join(CSV_COLUMNS) == current_release_header
+    target = tmp_path / "report.csv"
+    target.write_text(current_release_header + "\n", encoding="utf-8")
+    report = make_report(synthetic_case)
+    append_report_csv(target, report)
+    (row,) = csv.DictReader(target.open(encoding="utf-8"))
+    assert row["timestamp"] == report["timestamp"] == "2024-01-02T03:04:05+00:00"
 
 
 def test_csv_with_other_header_is_refused_untouched(synthetic_case, tmp_path):

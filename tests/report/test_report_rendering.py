@@ -94,7 +94,7 @@ def test_pictures_use_the_infection_as_counted(synthetic_case):
     figures = render_report_figures(
         report, synthetic_case.ct, synthetic_case.lungs, synthetic_case.infection, synthetic_case.probability
     )
-    titles = [t.get_text() for t in figures[1].texts if t.get_text().startswith("Slice ")]
+    titles = [t.get_text() for t in figures[1].texts if t.get_text().startswith("Axial slice ")]
     assert len(titles) == 3 and all("0.0 mL infected" in t for t in titles)
 
 
@@ -501,3 +501,55 @@ def test_an_already_clean_infection_is_drawn_without_cleaning_it_again(synthetic
         report, case.ct, case.lungs, pipeline_infection, case.probability, infection_is_clean=True
     )
     assert _drawn(figures) == expected
+
+
+def test_axial_captions_number_slices_as_napari_s_slider_does(synthetic_case):
+    """A radiologist read "Slice 58 of 148" in the PDF, went to 58 in napari and landed one slice
+    off: napari's slider counts from 0 (its boxes show 57 and 147). The caption gives the slider's
+    index and range and still the position in mm."""
+    from napari_chsnet.report.pdf_images import plane_position_mm
+    from napari_chsnet.report.severity import clean_infection
+
+    case = synthetic_case
+    severity = compute_severity(case.lungs, case.infection, case.ct.geometry)
+    report = build_report_json(severity, RunInfo("chsnet", "cpu", 1.0), {}, False)
+    page = render_report_figures(report, case.ct, case.lungs, case.infection, case.probability)[1]
+    captions = [t.get_text() for t in page.texts if t.get_text().startswith("Axial slice ")]
+    counted = clean_infection(case.lungs, case.infection, case.ct.geometry, report["min_lesion_ml"]).mask
+    slices = select_key_slices(case.lungs, counted, 3)  # the pictures use the infection as counted
+    n = case.ct.shape[0]
+    assert len(captions) == len(slices) == 3
+    for caption, z in zip(captions, slices, strict=True):
+        position = plane_position_mm(case.ct.geometry, case.ct.shape, 0, z)
+        assert caption.startswith(f"Axial slice {z} of 0–{n - 1} (napari's slider; z = {position:.1f} mm): ")
+    assert not any(t.get_text().startswith("Slice ") for t in page.texts)  # the old 1-based label
+    # The longest caption a scan can give stays on the page.
+    renderer = page.canvas.get_renderer()
+    page.draw(renderer)
+    widest = max(
+        (t for t in page.texts if t.get_text().startswith("Axial slice ")),
+        key=lambda t: t.get_window_extent(renderer).width,
+    )
+    widest.set_text(
+        "Axial slice 1023 of 0–1023 (napari's slider; z = -1234.5 mm): 1,234.5 mL infected in this slice"
+    )
+    assert widest.get_window_extent(renderer).x1 < page.bbox.x1
+    assert _overlapping_texts(page) == []
+
+
+def test_footer_gives_the_segmentation_time_and_when_the_report_was_written(synthetic_case, tmp_path):
+    """A PDF exported after corrections said only the run's time (12:18:24) for a file written at
+    12:20:33: the footer keeps the run's time and adds the report's."""
+    case = synthetic_case
+    severity = compute_severity(case.lungs, case.infection, case.ct.geometry)
+    case_name = "case_0042_follow-up_after_treatment"  # a long one: the footer must still fit
+    run = RunInfo("chsnet", "cpu", 1.0, case=case_name, timestamp="2024-01-02T12:18:24+00:00")
+    report = build_report_json(severity, run, {}, False, exported_at="2024-01-02T12:20:33+00:00")
+    figures = render_report_figures(report, case.ct, case.lungs, case.infection, case.probability)
+    for text in _page_texts(figures, tmp_path):
+        assert "segmented 2024-01-02T12:18:24+00:00; report written 2024-01-02T12:20:33+00:00" in _flat(text)
+        assert f"case {case_name}" in _flat(text)
+    for page in figures:  # the longer footer keeps clear of the page number and the disclaimer
+        assert _overlapping_texts(page) == []
+        renderer = page.canvas.get_renderer()
+        assert all(t.get_window_extent(renderer).x1 < page.bbox.x1 for t in page.texts)

@@ -422,3 +422,20 @@ def test_masks_drawn_by_hand_without_a_ct_are_one_case_in_the_report_and_the_fil
 
     assert widget.report.build_report()["case"] == "case"  # not the working folder's name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case_infection.nii.gz", "case_lungs.nii.gz"]
+
+
+def test_the_report_says_when_it_was_written_not_when_its_dialog_opened(
+    ct_from_ras_file, qtbot, user, tmp_path, monkeypatch
+):
+    from napari_chsnet.widgets import report_panel
+
+    _viewer, widget, _ct_path = ct_from_ras_file
+    qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=TABLE_TIMEOUT_MS)
+    monkeypatch.setattr(
+        report_panel, "utc_timestamp", lambda: "2031-01-01T00:00:00+00:00"
+    )  # the answer's time
+    user.save_paths.append(tmp_path / "r.json")
+    widget.report.export_json.native.click()
+    qtbot.waitUntil(lambda: not widget.report.busy, timeout=EXPORT_TIMEOUT_MS)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["exported_at"] == "2031-01-01T00:00:00+00:00" != report["timestamp"]

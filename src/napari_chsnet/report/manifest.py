@@ -136,7 +136,9 @@ class RunInfo:
             ``chsnet`` the same file), since the lungs decide every volume; None if unknown.
         input: the input path (file or DICOM folder) or a description such as "synthetic phantom".
         case: case identifier for the CSV; defaults to the input's name (``case_name``).
-        timestamp: ISO-8601 time of the run (UTC).
+        timestamp: ISO-8601 time of the run (UTC): when the segmentation was made. A report written
+            later (after corrections in napari) keeps it and says when it was written in
+            ``exported_at``.
         stage_timings_s: seconds per pipeline stage (``inference.pipeline.STAGES``: prepare, lungs, ...).
         inference_options: settings that change the result (threshold, min_lesion_ml,
             mirror_averaging: ``SegmentationSettings.inference_options``); empty if unknown.
@@ -202,6 +204,7 @@ def build_report_json(
     metadata: dict[str, Any] | None = None,
     anonymize: bool = False,
     geometry: Geometry | None = None,
+    exported_at: str | None = None,
 ) -> dict[str, Any]:
     """The complete ``report.json`` content.
 
@@ -215,11 +218,13 @@ def build_report_json(
             input's path (folder names often hold the patient's name).
         geometry: the voxel grid the masks were counted on: its spacing goes under
             ``voxel_spacing_mm`` (x, y, z), so that volumes can be checked against the masks.
+        exported_at: ISO-8601 time the report is written; now (UTC) by default. ``timestamp``
+            stays the run's time (``run_info.timestamp``), when the masks were segmented.
 
     Returns:
         ``severity.to_dict()`` (``lungs``, ``overall``, ``min_lesion_ml``) plus ``format``,
-        ``format_version``, ``case``, ``input``, ``timestamp``, ``model``, ``device``, ``runtime_s``,
-        ``stage_timings_s``, ``inference_options``, ``weights_sha256``, ``software``,
+        ``format_version``, ``case``, ``input``, ``timestamp``, ``exported_at``, ``model``, ``device``,
+        ``runtime_s``, ``stage_timings_s``, ``inference_options``, ``weights_sha256``, ``software``,
         ``input_intensity``, ``voxel_spacing_mm``, ``study``, ``anonymized``, ``small_lesions_removed``,
         ``infection_outside_lungs_ml``, ``warnings`` and ``disclaimer``. Plain JSON types only.
     """
@@ -243,7 +248,8 @@ def build_report_json(
         {
             "case": case,
             "input": case if anonymize else run_info.input,
-            "timestamp": run_info.timestamp,
+            "timestamp": run_info.timestamp,  # the run's: when the masks were segmented
+            "exported_at": exported_at or utc_timestamp(),  # when this report was written
             "model": run_info.model,
             "device": run_info.device,
             "runtime_s": float(run_info.runtime_s),

@@ -75,19 +75,37 @@ def _new_page() -> Figure:
 
 def _footer(figure: Figure, page: int, n_pages: int, report: dict[str, Any]) -> None:
     figure.text(0.06, 0.036, DISCLAIMER, ha="left", va="bottom", fontsize=7.5, color="#b71c1c", wrap=True)
+    # Two lines under the disclaimer: the case (any length) on the first, the times (of a fixed
+    # length) beside the page number on the second, so that neither runs into the page number.
     put_text(
         figure,
         0.06,
-        0.018,
-        f"napari-chsnet {report.get('software', {}).get('napari_chsnet', '')}  ·  "
-        f"case {report.get('case', '')}  ·  {report.get('timestamp', '')}",
+        0.0275,
+        f"napari-chsnet {report.get('software', {}).get('napari_chsnet', '')}  ·  case {report.get('case', '')}",
         fontsize=7,
         color="#555555",
     )
-    figure.text(0.94, 0.018, f"page {page} of {n_pages}", ha="right", fontsize=7, color="#555555")
+    put_text(figure, 0.06, 0.017, report_times(report), fontsize=7, color="#555555")
+    figure.text(0.94, 0.017, f"page {page} of {n_pages}", ha="right", fontsize=7, color="#555555")
 
 
-FOOTER_TOP = 0.064  # above the footer's disclaimer (two lines) and case line
+def report_times(report: dict[str, Any]) -> str:
+    """The footer's times: when the masks were segmented (the run's ``timestamp``) and when the
+    report was written (``exported_at``; absent in a report built before it existed)."""
+    times = [f"segmented {report.get('timestamp', '')}"]
+    if report.get("exported_at"):
+        times.append(f"report written {report['exported_at']}")
+    return "; ".join(times)
+
+
+def slice_caption(z: int, n_slices: int, position_mm: float) -> str:
+    """An axial slice as napari's slider names it (the array index ``z``, counted from 0; the slider's
+    two boxes show ``z`` and ``n_slices - 1``), and its position in mm. Counting from 1 put a reader
+    who went to the PDF's slice number in napari one slice off."""
+    return f"Axial slice {z} of 0–{n_slices - 1} (napari's slider; z = {position_mm:.1f} mm)"
+
+
+FOOTER_TOP = 0.064  # above the footer's disclaimer (two lines), case line and times line
 
 
 def _severity_table(ax: Axes, report: dict[str, Any]) -> None:
@@ -429,7 +447,7 @@ def render_key_slices_page(
         figure.text(
             0.06,
             row_top - 0.02,
-            f"Slice {z + 1} of {ct.shape[0]} (z = {position_mm:.1f} mm): {format_figure(infected_ml)} mL infected "
+            f"{slice_caption(z, ct.shape[0], position_mm)}: {format_figure(infected_ml)} mL infected "
             "in this slice",
             fontsize=9,
             fontweight="bold",

@@ -49,7 +49,7 @@ from napari_chsnet.report import (
     write_report_json,
     write_report_pdf,
 )
-from napari_chsnet.report.manifest import case_name
+from napari_chsnet.report.manifest import case_name, utc_timestamp
 from napari_chsnet.report.severity import format_figure, format_percent
 from napari_chsnet.widgets.dialogs import Dialogs
 from napari_chsnet.widgets.layout import end_with_stretch, paragraph, row
@@ -459,6 +459,7 @@ class ReportPanel(Container):
             if not self.dialogs.confirm("File exists", question):
                 return
             overwrite = True
+        report["exported_at"] = utc_timestamp()  # when written, not when the dialog opened
         if kind == "json":
             task: Callable[[], Path] = partial(write_report_json, path, report, overwrite=overwrite)
         elif kind == "csv":
