@@ -92,7 +92,7 @@ def test_a_different_ct_of_the_same_name_never_replaces_a_saved_correction(tmp_p
     assert CorrectedCase.from_folder(tmp_path / "ct").edited_slices == (2, 4)
     kept = CorrectedCase.from_folder(tmp_path / "ct-2")
     assert np.array_equal(kept.ct.hu, second.ct.hu) and kept.edited_slices == (3,)
-    with pytest.raises(InvalidVolumeError, match="exists"):
+    with pytest.raises(InvalidVolumeError, match="this CT's correction is already saved in .*ct$"):
         save_correction(first, tmp_path, overwrite=False)
 
 

@@ -28,6 +28,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from napari_chsnet.errors import InvalidVolumeError
+from napari_chsnet.io.orientation import nearest_orthonormal
 
 # CT Image Storage and Enhanced CT Image Storage: a CT even when the Modality tag is missing.
 _CT_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1")
@@ -381,17 +382,11 @@ def _orientation(ds: pydicom.Dataset, frame: int | None) -> tuple[float, ...]:
         raise MalformedTagError(f"{keyword} ({_shown(orientation)}) is not two perpendicular unit vectors")
     if departure > _ORTHONORMAL_ATOL:
         # Cosines written to 3 decimals (0.985\0.174 for 10°) are up to ~1e-3 off; the grid must be
-        # exactly perpendicular, or NIfTI writers skew it and the written masks are refused.
-        orientation = _nearest_orthonormal(row, column)
+        # exactly perpendicular, or NIfTI writers skew it and the written masks are refused. The nearest
+        # perpendicular unit vectors (polar decomposition: both move by the same small angle).
+        nearest = nearest_orthonormal(np.column_stack([row, column]))
+        orientation = tuple(float(v) for v in (*nearest[:, 0], *nearest[:, 1]))
     return orientation
-
-
-def _nearest_orthonormal(row: np.ndarray, column: np.ndarray) -> tuple[float, ...]:
-    """The perpendicular unit vectors nearest to ``row`` and ``column`` (polar decomposition: both
-    move by the same small angle, neither is privileged)."""
-    left, _, right = np.linalg.svd(np.column_stack([row, column]), full_matrices=False)
-    nearest = left @ right
-    return tuple(float(v) for v in (*nearest[:, 0], *nearest[:, 1]))
 
 
 def _position(ds: pydicom.Dataset, frame: int | None) -> tuple[float, ...] | None:

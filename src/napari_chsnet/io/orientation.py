@@ -3,7 +3,10 @@
 SimpleITK's ``DICOMOrient`` only permutes and flips axes (no resampling), so every voxel
 keeps its value and physical position; applying it again with the source orientation code
 gives back the file's grid exactly. An oblique grid is oriented to its nearest axes and keeps
-its residual rotation in ``Geometry.direction``.
+its residual rotation in ``Geometry.direction``. Direction cosines written to a few decimals (e.g.
+``0.985, -0.174`` for 10°) are not quite perpendicular unit vectors; such a rounding-size departure
+is replaced by the nearest orthonormal direction (:func:`straightened`), a larger one (a gantry tilt
+stored with its shear) is kept as the file holds it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ DISPLAY_ORIENTATION = "LPS"
 # Grids turned further than this from the patient's axes are warned about: napari shows them, and the
 # lung stage splits right from left, on the stored grid without the rotation.
 OBLIQUE_WARNING_DEG = 10.0
+# Largest departure of a direction matrix from orthonormal (max |MᵀM - I|) taken as rounding of its cosines
+# (written to 3 decimals they are up to ~1e-3 off): such a grid is used as the nearest orthonormal one. A larger
+# departure is a real skew (a gantry-tilted scan stored with its shear) and is kept, so masks stay on the file's grid.
+ROUNDING_DEPARTURE = 1e-3
+# Below this departure a direction is used as written (orthonormal to float precision).
+ORTHONORMAL_ATOL = 1e-7
 
 
 def orientation_code(image: sitk.Image) -> str:
@@ -36,13 +45,38 @@ def to_display(image: sitk.Image) -> tuple[sitk.Image, str]:
 
 
 def geometry_of(image: sitk.Image, source_orientation: str) -> Geometry:
-    """The Geometry of a display-oriented SimpleITK image."""
+    """The Geometry of a display-oriented SimpleITK image; a direction whose cosines are rounded
+    (a departure from orthonormal up to ROUNDING_DEPARTURE) becomes the nearest orthonormal one."""
     return Geometry(
         spacing_mm=tuple(float(v) for v in image.GetSpacing()),
         origin_mm=tuple(float(v) for v in image.GetOrigin()),
-        direction=tuple(float(v) for v in image.GetDirection()),
+        direction=straightened(image.GetDirection()),
         source_orientation=source_orientation,
     )
+
+
+def orthonormal_departure(columns: np.ndarray) -> float:
+    """How far the columns of ``columns`` (3 x k) are from perpendicular unit vectors: max |MᵀM - I|."""
+    columns = np.asarray(columns, dtype=float)
+    return float(np.abs(columns.T @ columns - np.eye(columns.shape[1])).max())
+
+
+def nearest_orthonormal(columns: np.ndarray) -> np.ndarray:
+    """The perpendicular unit vectors nearest to the columns of ``columns`` (3 x k, k = 2 or 3), by polar
+    decomposition: every column moves by the same small angle, none is privileged, and a 3 x 3 matrix
+    keeps its handedness."""
+    left, _, right = np.linalg.svd(np.asarray(columns, dtype=float), full_matrices=False)
+    return left @ right
+
+
+def straightened(direction: Sequence[float]) -> tuple[float, ...]:
+    """A row-major 3x3 direction with the nearest orthonormal one in place of a rounding-size departure
+    (above ORTHONORMAL_ATOL, up to ROUNDING_DEPARTURE); any other direction as it is (a skewed grid
+    stays skewed)."""
+    matrix = np.reshape(np.asarray(direction, dtype=float), (3, 3))
+    if ORTHONORMAL_ATOL < orthonormal_departure(matrix) <= ROUNDING_DEPARTURE:
+        matrix = nearest_orthonormal(matrix)
+    return tuple(float(v) for v in matrix.ravel())
 
 
 def image_from_display(array_zyx: np.ndarray, geometry: Geometry) -> sitk.Image:

@@ -6,6 +6,7 @@ import gzip
 import struct
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
 from os import PathLike
 from pathlib import Path
 from typing import NamedTuple
@@ -15,12 +16,19 @@ import SimpleITK as sitk
 
 from napari_chsnet.errors import InvalidVolumeError, OutputError, OutputExistsError
 from napari_chsnet.io.atomic import atomic_write
-from napari_chsnet.io.orientation import image_from_display, to_source
+from napari_chsnet.io.orientation import (
+    ROUNDING_DEPARTURE,
+    image_from_display,
+    straightened,
+    to_source,
+)
 from napari_chsnet.io.readers import image_io_of, mixed_case_nifti_suffix, read_image_file, suffix_of
 from napari_chsnet.io.volume import Geometry, NiftiTransform
 
 WRITE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
-# Grid agreement for masks: NIfTI stores its affine in float32, so allow that rounding.
+# Grid agreement for masks: NIfTI stores its affine in float32, so allow that rounding. Directions are
+# compared straightened (``orientation.straightened``: cosines rounded to a few decimals count as the nearest
+# orthonormal ones).
 _SPACING_RTOL = 1e-4
 _POSITION_ATOL_MM = 1e-2
 _DIRECTION_ATOL = 1e-4
@@ -72,6 +80,8 @@ def write_volume(
     Returns:
         The path written.
 
+    A direction whose cosines are rounded (``orientation.straightened``) is written as the nearest
+    orthonormal one, which every format holds as it is (an .nrrd folded the rounding into its spacing).
     A .nii/.nii.gz is written straight from ``array_zyx`` (no copy of the volume for an LPS file,
     16 MiB slabs otherwise); .mha/.nrrd through one SimpleITK copy (SimpleITK 2.5 has no zero-copy
     image of a numpy array).
@@ -85,6 +95,7 @@ def write_volume(
     """
     path = Path(path)
     check_writable(path, geometry)
+    geometry = replace(geometry, direction=straightened(geometry.direction))
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another name or allow overwriting.")
     if array_zyx.ndim != 3:
@@ -140,13 +151,15 @@ def check_writable(path: str | PathLike[str], geometry: Geometry) -> None:
 
 
 def grid_skew_deg(geometry: Geometry) -> float | None:
-    """How far (degrees) the grid's axes are from perpendicular unit vectors, or None when they are so
-    to ``_DIRECTION_ATOL`` (what ITK's NIfTI writer leaves as it is): a skewed grid has no NIfTI file."""
-    matrix = np.reshape(np.asarray(geometry.direction, dtype=float), (3, 3))
-    if np.abs(matrix.T @ matrix - np.eye(3)).max() <= _DIRECTION_ATOL:
-        return None
+    """How far (degrees) the grid's axes are from perpendicular, or None when they are so to
+    ``_DIRECTION_ATOL`` (the cosine of the angle between any two axes): a skewed grid has no NIfTI file.
+    Only the angles count: axes a little off unit length (cosines rounded to a few decimals) are not
+    skewed, and a rounding-size departure is written straightened (``write_volume``)."""
+    matrix = np.reshape(np.asarray(straightened(geometry.direction), dtype=float), (3, 3))
     columns = matrix / np.linalg.norm(matrix, axis=0)
-    cosines = np.abs(columns.T @ columns - np.eye(3)).max()
+    cosines = float(np.abs(columns.T @ columns - np.eye(3)).max())
+    if cosines <= _DIRECTION_ATOL:
+        return None
     return float(np.degrees(np.arcsin(min(1.0, cosines))))
 
 
@@ -319,18 +332,29 @@ def _grid_of(image: sitk.Image) -> _Grid:
     return _Grid(tuple(image.GetSize()), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
 
 
-def _grid_problems(found: _Grid, expected: _Grid) -> list[str]:
+def _grid_problems(found: _Grid, expected: _Grid, spacing_slack: float = 0.0) -> list[str]:
     """How ``found``'s placement differs from ``expected``'s beyond float32 rounding (spacing to
-    1e-4 relative, origin to 0.01 mm, direction cosines to 1e-4); empty when it does not."""
+    1e-4 relative, plus ``spacing_slack``; origin to 0.01 mm; direction cosines to 1e-4, each direction
+    straightened first); empty when it does not."""
     problems = []
-    if not np.allclose(found.spacing, expected.spacing, rtol=_SPACING_RTOL, atol=0):
+    if not np.allclose(found.spacing, expected.spacing, rtol=_SPACING_RTOL + spacing_slack, atol=0):
         problems.append(f"spacing {_mm(found.spacing)} vs {_mm(expected.spacing)} mm")
     if not np.allclose(found.origin, expected.origin, rtol=0, atol=_POSITION_ATOL_MM):
         problems.append(f"origin {_mm(found.origin)} vs {_mm(expected.origin)} mm")
-    if not np.allclose(found.direction, expected.direction, rtol=0, atol=_DIRECTION_ATOL):
-        worst = float(np.abs(np.subtract(found.direction, expected.direction)).max())
-        problems.append(f"direction cosines differ by up to {worst:.4f}")
+    found_direction, expected_direction = (
+        straightened(d) if len(d) == 9 else d for d in (found.direction, expected.direction)
+    )
+    if not np.allclose(found_direction, expected_direction, rtol=0, atol=_DIRECTION_ATOL):
+        worst = float(np.abs(np.subtract(found_direction, expected_direction)).max())
+        problems.append(f"direction cosines differ by up to {worst:.6g}")
     return problems
+
+
+def _is_oblique(direction: tuple[float, ...]) -> bool:
+    """Whether a grid's axes are turned from the patient's (some cosine neither 0 nor ±1): only then are
+    its cosines written rounded (``0.985\\0.174``)."""
+    magnitudes = np.abs(np.asarray(direction, dtype=float))
+    return not np.allclose(magnitudes, np.round(magnitudes), rtol=0, atol=1e-7)
 
 
 def _check_written(temporary: Path, expected: _Grid, file_bytes: int | None = None) -> None:
@@ -392,7 +416,12 @@ def read_mask(
     if shape_zyx is not None and tuple(mask.shape) != tuple(shape_zyx):
         problems.append(f"shape {mask.shape} vs {tuple(shape_zyx)}")
     found, expected = (_Grid((), g.spacing_mm, g.origin_mm, g.direction) for g in (mask.geometry, geometry))
-    problems += _grid_problems(found, expected)
+    # An oblique grid's cosines are rounded in the files (0.985\0.174) and its spacing was measured with
+    # them: a mask saved on it before they were straightened when read (a DICOM series' slice spacing was
+    # measured along a normal 1.0005 long), or as an .nrrd (which folds a cosine's length into the
+    # spacing), has its spacing off by that rounding, up to ROUNDING_DEPARTURE.
+    slack = ROUNDING_DEPARTURE if _is_oblique(geometry.direction) else 0.0
+    problems += _grid_problems(found, expected, slack)
     if problems:
         raise InvalidVolumeError(
             f"{source} does not lie on the CT's voxel grid ({'; '.join(problems)}); resample the mask onto the CT first."
@@ -401,4 +430,5 @@ def read_mask(
 
 
 def _mm(values: tuple[float, ...]) -> str:
-    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
+    """Enough digits to show a difference of the tolerances (1e-4 relative, 0.01 mm)."""
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"

@@ -8,7 +8,9 @@ reads) so that later fine-tunes can mix it in as replay. ``edited_slices.json`` 
 CT's fingerprint, so a second scan of the same name never replaces the first one's correction, and
 the same scan under another name (a renamed layer) updates its own correction instead of starting a
 second one. Saving a CT's correction again merges it into the saved one: the radiologist's earlier
-edits stay on the slices not edited this time (see :func:`save_correction`).
+edits stay on the slices not edited this time (see :func:`save_correction`). A CT on a skewed grid (a
+gantry tilt kept with its shear in an .mha/.nrrd), which NIfTI cannot hold, is saved on the nearest
+perpendicular grid (:func:`correction_geometry`): training needs only the voxels.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import re
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from napari_chsnet.errors import InvalidVolumeError
-from napari_chsnet.io.volume import CTVolume
+from napari_chsnet.io.volume import CTVolume, Geometry
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 from napari_chsnet.training.datasets import LabelledSlice, slices_of_volume, slices_with_lung
 from napari_chsnet.training.versions import corrections_dir
@@ -263,6 +266,26 @@ def _merged(case: CorrectedCase, saved: _Saved | None) -> _Saved:
     return _Saved(lungs, infection, union, saved.lungs_edited or case.lungs_edited, infection_edited)
 
 
+def correction_geometry(geometry: Geometry) -> tuple[Geometry, dict[str, Any] | None]:
+    """The grid a correction is saved on, and what ``edited_slices.json`` records of a change to it.
+
+    The files are NIfTI, which cannot hold a skewed grid (``writers.check_writable``): a skewed CT's
+    correction is saved with the nearest perpendicular unit vectors in place of its axes (CT and masks
+    alike, so they reopen on one grid; the voxels, and so the CT's fingerprint, are unchanged) and the
+    record says so (``{"skew_deg": …, "direction": the CT's own}``). Any other grid is kept (None).
+    """
+    from napari_chsnet.io.orientation import nearest_orthonormal
+    from napari_chsnet.io.writers import grid_skew_deg
+
+    skew = grid_skew_deg(geometry)
+    if skew is None:
+        return geometry, None
+    matrix = np.reshape(np.asarray(geometry.direction, dtype=float), (3, 3))
+    straight = tuple(float(v) for v in nearest_orthonormal(matrix).ravel())
+    record = {"skew_deg": round(skew, 3), "direction": [float(v) for v in geometry.direction]}
+    return replace(geometry, direction=straight, nifti=None), record
+
+
 def save_correction(case: CorrectedCase, root: Path | None = None, *, overwrite: bool = True) -> Path:
     """Write ``case`` into ``root`` (default: the user's corrections folder) as ``<name>/``.
 
@@ -272,7 +295,9 @@ def save_correction(case: CorrectedCase, root: Path | None = None, *, overwrite:
     edited slices are the union of the saved ones and ``case``'s, and the slices edited before but
     not in ``case`` keep their saved labels, so re-segmenting and correcting other slices never
     loses the earlier corrections. Written to a temporary folder and renamed, so a half-written
-    case is never replayed and a failed save leaves the saved one as it was.
+    case is never replayed and a failed save leaves the saved one as it was. A CT on a skewed grid is
+    saved on the nearest perpendicular one (:func:`correction_geometry`; ``grid_straightened`` in
+    ``edited_slices.json``).
     """
     from napari_chsnet.io.writers import write_volume
 
@@ -280,20 +305,23 @@ def save_correction(case: CorrectedCase, root: Path | None = None, *, overwrite:
     fingerprint = ct_sha256(case.ct.hu)
     target = _folder_for(root, _safe_name(case.name), fingerprint)
     if target.exists() and not overwrite:
-        raise InvalidVolumeError(f"{target} exists; choose another case name")
+        raise InvalidVolumeError(f"this CT's correction is already saved in {target}")
     merged = _merged(case, _read_saved(target, case.ct.shape) if target.exists() else None)
+    geometry, straightened = correction_geometry(case.ct.geometry)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}."))
     try:
-        write_volume(staging / "ct.nii.gz", case.ct.hu, case.ct.geometry)
-        write_volume(staging / "lungs.nii.gz", merged.lungs, case.ct.geometry, is_label=True)
-        write_volume(staging / "infection.nii.gz", merged.infection, case.ct.geometry, is_label=True)
-        edited = {
+        write_volume(staging / "ct.nii.gz", case.ct.hu, geometry)
+        write_volume(staging / "lungs.nii.gz", merged.lungs, geometry, is_label=True)
+        write_volume(staging / "infection.nii.gz", merged.infection, geometry, is_label=True)
+        edited: dict[str, Any] = {
             "slices": list(merged.edited_slices or ()),
             "lungs_edited": merged.lungs_edited,
             "infection_edited": merged.infection_edited,
             "ct_sha256": fingerprint,
         }
+        if straightened is not None:
+            edited["grid_straightened"] = straightened
         (staging / EDITED_SLICES_FILE).write_text(json.dumps(edited))
         _replace_folder(staging, target)
     finally:

@@ -340,7 +340,8 @@ def _no_slice_message(cases: list[CorrectedCase], only_edited: bool) -> str:
     """Why no case gave a training slice, with advice that applies to it (``--all-slices`` only helps
     a case that was narrowed to its edited slices; a case without them already uses every slice)."""
     narrowed = [c for c in cases if only_edited and c.edited_slices]
-    whole = [c for c in cases if c not in narrowed]
+    # by identity: ``in`` would compare CorrectedCase fields, numpy arrays among them (a ValueError)
+    whole = [c for c in cases if not any(c is n for n in narrowed)]
     parts = []
     if narrowed:
         shown = "; ".join(

@@ -686,15 +686,26 @@ class FinetunePanel(Container):
         show_info(message)
 
     def _on_error(self, exc: BaseException) -> None:
-        if self._gone():
+        from napari_chsnet.inference.device import is_out_of_memory, out_of_memory_error
+        from napari_chsnet.widgets.segment import _let_go_of_memory
+
+        gone = self._gone()
+        if is_out_of_memory(exc) or isinstance(exc, MemoryError):
+            # One line, not torch's paragraph on allocator settings. The fine-tune trains on the Segment
+            # tab's Device with a batch of its own (that tab's Batch size does not change it).
+            advice = "choose the CPU as Device on the Segment tab (the fine-tune trains there)"
+            message = f"{out_of_memory_error(exc, 'Fine-tuning', advice)}."
+        elif isinstance(exc, CHSNetError):
+            message = f"Fine-tuning failed: {exc}"
+        else:
+            message = (
+                f"Fine-tuning failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
+        _let_go_of_memory(exc)  # the failed step's tensors and torch's cache, a closed panel's run too
+        if gone:
             return
-        text = (
-            str(exc)
-            if isinstance(exc, CHSNetError)
-            else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        )
         self.status.value = "failed"
-        show_error(f"Fine-tuning failed: {text}")
+        show_error(message)
 
     def _on_finished(self) -> None:
         self._worker = None
