@@ -1,4 +1,5 @@
-"""How a run's layers join the viewer: in 3-D, above their CT, keeping the user's display settings,
+"""How a run's layers join the viewer: in 3-D, above their CT (the two on top of the layer list),
+keeping the user's display settings,
 recognised by a panel opened later, and never replacing another CT's result without asking."""
 
 from __future__ import annotations
@@ -126,7 +127,9 @@ def test_selecting_a_result_layer_in_3d_raises_nothing_and_2d_hover_names_the_lu
     assert list(viewer.layers[INFECTION_LAYER].features["finding"]) == ["infection"]
 
 
-def test_result_layers_sit_directly_above_the_ct_they_were_computed_on(panel, small_phantom):
+def test_result_layers_sit_directly_above_their_ct_raised_above_other_scans(panel, small_phantom):
+    """Left directly above the first CT, the result was drawn under a second scan opened since:
+    the CT and its result now move above the other scans, in their order; other layers stay above."""
     viewer, widget = panel
     first = add_ct(viewer, small_phantom, name="first CT")
     show_known_result(widget, first, small_phantom)
@@ -136,7 +139,10 @@ def test_result_layers_sit_directly_above_the_ct_they_were_computed_on(panel, sm
     assert _names(viewer) == ["first CT", "second CT", *RESULTS]
 
     show_known_result(widget, first, small_phantom)
-    assert _names(viewer) == ["first CT", *RESULTS, "second CT"]
+    assert _names(viewer) == ["second CT", "first CT", *RESULTS]
+    viewer.add_points(name="marks")  # a layer the user put on top
+    show_known_result(widget, first, small_phantom)  # segmented again: no scan over it, the marks stay on top
+    assert _names(viewer) == ["second CT", "first CT", *RESULTS, "marks"]
 
 
 def test_a_new_result_keeps_the_users_display_settings(panel, small_phantom):
@@ -201,7 +207,7 @@ def test_a_result_edited_while_no_panel_was_open_is_known_as_edited(make_napari_
     assert reopened.results.is_edited(LUNGS_LAYER) and not reopened.results.is_edited(INFECTION_LAYER)
     user.confirm_answers.append(False)
     assert not reopened.segment._confirm_replacing(ct)
-    assert "'lungs' were edited" in user.questions[-1]
+    assert "The layer 'lungs' was edited or not made by this run" in user.questions[-1]
 
 
 def test_segmenting_another_ct_asks_before_replacing_the_first_cts_result(panel, small_phantom, user):

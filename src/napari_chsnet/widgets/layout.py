@@ -27,3 +27,12 @@ def paragraph(text: str) -> tuple[Container, Label]:
 def end_with_stretch(panel: Container) -> None:
     """Keep a panel's widgets together at the top when its tab is taller than it."""
     panel.native.layout().addStretch(1)
+
+
+NAME_MAX_CHARS = 24  # a layer name in a status line or a title: longer names are cut short
+
+
+def quoted_name(name: str, limit: int = NAME_MAX_CHARS) -> str:
+    """A layer name in quotes for a label or a title, cut short with "…" past ``limit`` characters
+    (labels do not wrap, and a long name would otherwise set the panel's width)."""
+    return f"'{name}'" if len(name) <= limit else f"'{name[: limit - 1]}…'"

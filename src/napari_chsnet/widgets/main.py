@@ -1,7 +1,9 @@
 """The dock widget behind Plugins → CHS-Net Segment (``napari.yaml``: ``CHSNetWidget``).
 
 Thin: tabs for the panels (Segment, Correct, Report), the severity table under them (visible
-from every tab), all in a scroll area so the panel stays usable on a 1366×768 screen. The panels
+from every tab; its title names the CT the masks were computed on, as several scans may be open),
+all in a scroll area so the panel stays usable on a 1366×768 screen. While it is open, coronal and
+sagittal views of a CHS-Net volume are shown head up (``views.UprightViews``). The panels
 share one ``ResultLayers`` (the run's layers and the user's edits) and one ``Dialogs``.
 
 Adding a tab is one entry in ``CHSNetWidget._tabs``: a title and a magicgui ``Container`` (or
@@ -33,10 +35,12 @@ from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 from napari_chsnet.widgets.correct import CorrectPanel
 from napari_chsnet.widgets.dialogs import Dialogs
 from napari_chsnet.widgets.finetune import FinetunePanel
+from napari_chsnet.widgets.layout import quoted_name
 from napari_chsnet.widgets.lifetime import WindowCloseWatch
 from napari_chsnet.widgets.report_panel import ReportPanel, SeverityTable
 from napari_chsnet.widgets.results import ResultLayers
 from napari_chsnet.widgets.segment import SegmentPanel
+from napari_chsnet.widgets.views import UprightViews
 
 if TYPE_CHECKING:
     import napari
@@ -45,6 +49,7 @@ PANEL_MIN_WIDTH_PX = 340  # the least the panel gets; wider when a page needs it
 PANEL_MAX_MIN_WIDTH_PX = 600  # ... but never forced wider than this: the content scrolls sideways
 COMBO_MIN_CHARS = 12  # layer and weights pickers: this many characters wide at least, longer names elide
 SHORT_DISCLAIMER = "Research tool — not for clinical diagnosis."
+SEVERITY_TITLE = "Severity (current layers)"  # the table's title when no run's CT is known
 
 
 class CHSNetWidget(QWidget):
@@ -74,7 +79,7 @@ class CHSNetWidget(QWidget):
         for title, panel in self.panels.items():
             self.tabs.addTab(panel.native, title)
 
-        severity_box = QGroupBox("Severity (current layers)")
+        self.severity_box = severity_box = QGroupBox(SEVERITY_TITLE)
         box_layout = QVBoxLayout(severity_box)
         box_layout.addWidget(self.severity)
         disclaimer = QLabel(SHORT_DISCLAIMER)
@@ -104,6 +109,9 @@ class CHSNetWidget(QWidget):
         content.installEventFilter(self)  # its LayoutRequest: a page's minimum width may have changed
         self.tabs.currentChanged.connect(self._fit_width)
         self._fit_width()
+        self.results.changed.connect(self._name_the_ct)
+        self._name_the_ct()
+        self.upright_views = UprightViews(napari_viewer)
 
         self.shortcuts = self._bind_keys()
         # Closing napari's window deletes the panel with no ParentChange nor closeEvent: the window's
@@ -126,6 +134,23 @@ class CHSNetWidget(QWidget):
         width = min(max(PANEL_MIN_WIDTH_PX, needed), PANEL_MAX_MIN_WIDTH_PX)
         if width != self.minimumWidth():
             self.setMinimumWidth(width)
+
+    def _name_the_ct(self, *_args: Any) -> None:
+        """Title the table with the CT the masks on screen were computed on (several scans may be
+        open: the figures must say whose they are); "(closed)" once it is closed. Masks that record
+        no CT (drawn or opened by hand) keep the plain title."""
+        if self._released:
+            return
+        ct = self.results.ct_layer()
+        name = ct.name if ct is not None else self.results.recorded_ct_name()
+        if not name:
+            title, tooltip = SEVERITY_TITLE, ""
+        else:
+            title = f"Severity — {quoted_name(name)}{'' if ct is not None else ' (closed)'}"
+            tooltip = f"The figures of the masks computed on the CT '{name}'."
+        if title != self.severity_box.title():
+            self.severity_box.setTitle(title)
+        self.severity_box.setToolTip(tooltip)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
         if event.type() == QEvent.Type.LayoutRequest and watched is self._scroll.widget():
@@ -189,6 +214,7 @@ class CHSNetWidget(QWidget):
             reset = getattr(panel, "reset_choices", None)
             if reset is not None:
                 reset()
+        self._name_the_ct()  # the CT may have been renamed or closed
 
     def event(self, event: QEvent) -> bool:
         # The dock's title-bar ✕ (napari's remove_dock_widget) only takes the panel out of its dock
@@ -221,6 +247,7 @@ class CHSNetWidget(QWidget):
         self.shortcuts = {}
         self.results.disconnect_viewer()
         self.finetune.disconnect_viewer()
+        self.upright_views.release()
         # napari connected these when docking and never disconnects them
         for name in ("inserted", "removed", "reordered", "renamed"):
             getattr(self.viewer.layers.events, name).disconnect(self.reset_choices)

@@ -6,7 +6,9 @@ A run writes three layers named as in ``registry`` (``lungs``, ``infection``,
 
 Re-running replaces these layers with fresh ones (so the new layers start with an empty undo
 history), stacked directly above the CT they were computed on and keeping the old layers' display
-settings (visibility, opacity, blending, contour). All three are swapped together: the layers on
+settings (visibility, opacity, blending, contour). That CT is first moved above any other scan
+(image layer) lying over it, so the result is never drawn under another scan opened since; labels,
+points or shapes the user keeps above stay above. All three are swapped together: the layers on
 screen always come from one run. Before that, the Segment panel asks for confirmation when a layer
 it would replace was edited since the run that wrote it (any paint, fill, erase or correction
 helper), was not written by a run at all (a file opened under that name), or holds the result of
@@ -480,8 +482,8 @@ class ResultLayers(QObject):
 
     # ------------------------------------------------------------------ writing a result
     def show(self, result: SegmentationResult, ct_layer: Image) -> None:
-        """Put a run's lungs, infection and probability on top of ``ct_layer``, replacing any
-        previous result layers (the caller has asked the user if they held edits)."""
+        """Put a run's lungs, infection and probability on top of ``ct_layer``, raised above any other
+        scan, replacing any previous result layers (the caller has asked the user if they held edits)."""
         geometry = ct_layer.metadata.get(GEOMETRY_KEY) or layer_geometry(ct_layer).to_metadata()
         spacing = spacing_warning(ct_layer)  # the masks' stored geometry no longer tells
         run = dataclasses.asdict(result.run_info)
@@ -551,7 +553,9 @@ class ResultLayers(QObject):
 
     def _swap(self, new: tuple[Layer, ...], ct_layer: Layer) -> Exception | None:
         """Replace the result layers by ``new`` (bottom to top), directly above ``ct_layer``, each
-        keeping the display settings of the layer it replaces.
+        keeping the display settings of the layer it replaces. ``ct_layer`` is first moved above
+        the topmost other image layer over it: the result is never hidden under another scan (a CT
+        opened later is inserted above the layers already there).
 
         All-or-nothing as the user sees it: every step is done even if one raises (an exception
         from a napari event handler, before or after napari changed its list), and the list is then
@@ -578,6 +582,11 @@ class ResultLayers(QObject):
         for old in [layer for layer in layers if layer.name in RESULT_LAYERS]:
             step(layers.remove, old)
         ct_index = next((i for i, layer in enumerate(layers) if layer.unique_id == ct_layer.unique_id), None)
+        if ct_index is not None:
+            scans_above = [i for i, layer in enumerate(layers) if i > ct_index and isinstance(layer, Image)]
+            if scans_above:  # a move, above the top scan: no layer leaves the list
+                step(layers.move, ct_index, scans_above[-1] + 1)
+                ct_index = scans_above[-1]
         for offset, layer in enumerate(new, start=1):
             if ct_index is None:
                 step(layers.append, layer)

@@ -24,9 +24,10 @@ from napari_chsnet.registry import DEFAULT_MODEL, MODELS
 from napari_chsnet.report import DEFAULT_MIN_LESION_ML
 from napari_chsnet.training.versions import BUNDLED, active_choice, list_versions, weights_set_dir
 from napari_chsnet.widgets.dialogs import Dialogs
-from napari_chsnet.widgets.layout import end_with_stretch, paragraph, row
+from napari_chsnet.widgets.layout import end_with_stretch, paragraph, quoted_name, row
 from napari_chsnet.widgets.lifetime import widget_deleted
 from napari_chsnet.widgets.results import (
+    RESULT_LAYERS,
     ResultLayers,
     ct_layer_choices,
     ct_volume_from_layer,
@@ -114,8 +115,20 @@ def _let_go_of_memory(exc: BaseException) -> None:
     release_device_memory()
 
 
+def _counted(names: list[str]) -> tuple[str, bool]:
+    """The quoted names, comma-separated, and whether there is more than one."""
+    return ", ".join(f"'{name}'" for name in names), len(names) > 1
+
+
 class SegmentPanel(Container):
-    """The Segment tab."""
+    """The Segment tab.
+
+    Its CT picker follows the scans the user opens: a CT-like image layer inserted into the viewer
+    (``not_a_ct_because`` is None, so never a probability map, nor a Labels layer) becomes the
+    choice, so pressing Segment after opening a second scan segments that scan (magicgui would keep
+    the old choice). One inserted while a run is on is chosen when the run ends (the picker is
+    locked meanwhile). A choice the user makes afterwards stays until another CT is opened.
+    """
 
     def __init__(self, viewer: napari.Viewer, results: ResultLayers, dialogs: Dialogs) -> None:
         self._viewer = viewer
@@ -127,6 +140,7 @@ class SegmentPanel(Container):
         self._confirmed_edits = 0
         self._confirmed_names: set[str] = set()
         self._done_status = ""
+        self._new_ct: Any = None  # unique_id of a CT opened during a run: the choice once it ends
 
         self.ct = ComboBox(label="CT", choices=self._ct_choices, tooltip=TOOLTIPS["ct"])
         self.model = ComboBox(
@@ -185,10 +199,29 @@ class SegmentPanel(Container):
         self.segment.changed.connect(self.run)
         self.cancel.changed.connect(self.stop)
         self.min_lesion_ml.changed.connect(self._on_min_lesion_changed)
+        viewer.layers.events.inserted.connect(self._on_layer_inserted)
 
     # ------------------------------------------------------------------ choices
     def _ct_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
         return ct_layer_choices(self._viewer.layers)
+
+    def _on_layer_inserted(self, event: Any) -> None:
+        """A newly opened CT becomes the picker's choice (see the class docstring)."""
+        layer = event.value
+        if self._closed or layer.name in RESULT_LAYERS or not_a_ct_because(layer) is not None:
+            return
+        if self.running:
+            self._new_ct = layer.unique_id
+            return
+        self._choose_ct(layer.unique_id)
+
+    def _choose_ct(self, unique_id: Any) -> None:
+        """Show the CT layer with this ``unique_id`` in the picker, if it is still offered (napari
+        hands plugins proxies of its layers: the picker's own choice is found by id)."""
+        self.ct.reset_choices()
+        choice = next((c for c in self.ct.choices if c is not None and c.unique_id == unique_id), None)
+        if choice is not None:
+            self.ct.value = choice
 
     def _weights_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
         """Bundled weights, the model's fine-tuned versions (newest first), then folders or files
@@ -301,6 +334,7 @@ class SegmentPanel(Container):
         """The panel is closed: cancel a running segmentation quietly. From now on the worker's
         callbacks touch no widget (napari deletes them once the dock is gone) and show nothing."""
         self._closed = True
+        self._viewer.layers.events.inserted.disconnect(self._on_layer_inserted)
         if self._worker is not None:
             self._worker.quit()
 
@@ -328,21 +362,29 @@ class SegmentPanel(Container):
             return True
         paragraphs = []
         if other_ct_layers:
-            names = ", ".join(f"'{name}'" for name in other_ct_layers)
+            names, several = _counted(other_ct_layers)
             paragraphs.append(
-                f"The layers {names} hold the result of the CT '{other_ct}'. Segmenting '{ct_layer.name}' "
-                "replaces them with its own result."
+                f"The layer{'s' if several else ''} {names} hold{'' if several else 's'} the result of "
+                f"the CT '{other_ct}'. Segmenting '{ct_layer.name}' replaces {'them' if several else 'it'} "
+                "with its own result."
             )
         if at_risk:
-            names = ", ".join(f"'{name}'" for name in at_risk)
+            names, several = _counted(at_risk)
             paragraphs.append(
                 f"The layers {names} were edited or not made by this run. Segmenting again replaces them "
                 "with the new result and their edits cannot be undone."
+                if several
+                else f"The layer {names} was edited or not made by this run. Segmenting again replaces "
+                "it with the new result and its edits cannot be undone."
             )
+        them = "them" if len({*at_risk, *other_ct_layers}) > 1 else "it"
         paragraphs.append(
-            "To keep them, press No and rename them (double-click the name in the layer list) first."
+            f"To keep {them}, press No and rename {them} (double-click the name in the layer list) first."
         )
-        title = "Replace corrected layers?" if at_risk else "Replace another CT's result?"
+        if at_risk:
+            title = "Replace corrected layers?" if len(at_risk) > 1 else "Replace a corrected layer?"
+        else:
+            title = "Replace another CT's result?"
         return self.dialogs.confirm(title, "\n\n".join(paragraphs))
 
     def _set_running(self, running: bool, status: str) -> None:
@@ -395,8 +437,10 @@ class SegmentPanel(Container):
             return
         self._results.show(result, ct_layer)
         device = result.device.split(" ")[0]  # "cuda:0 (NVIDIA ...)" → "cuda:0"
+        # The CT is named: with several scans open, the figures must say whose they are.
         self._done_status = (
-            f"Done ({device}, {result.run_info.runtime_s:.1f} s): grade {result.severity.overall_grade}."
+            f"Done ({device}, {result.run_info.runtime_s:.1f} s): grade {result.severity.overall_grade}\n"
+            f"of the CT {quoted_name(ct_layer.name)}."
         )
 
     def _on_error(self, exc: BaseException) -> None:
@@ -417,3 +461,6 @@ class SegmentPanel(Container):
         self._worker = None
         if not self._gone():
             self._set_running(False, self._done_status)
+            new_ct, self._new_ct = self._new_ct, None
+            if new_ct is not None:  # a CT opened during the run: the next run's choice
+                self._choose_ct(new_ct)
