@@ -505,8 +505,8 @@ def test_an_already_clean_infection_is_drawn_without_cleaning_it_again(synthetic
 
 def test_axial_captions_number_slices_as_napari_s_slider_does(synthetic_case):
     """A radiologist read "Slice 58 of 148" in the PDF, went to 58 in napari and landed one slice
-    off: napari's slider counts from 0 (its boxes show 57 and 147). The caption gives the slider's
-    index and range and still the position in mm."""
+    off: napari's slider counts from 0 (its boxes show 57 and 147 with this CT alone open). The caption
+    gives that index and range and the position in mm, which holds with other scans open too."""
     from napari_chsnet.report.pdf_images import plane_position_mm
     from napari_chsnet.report.severity import clean_infection
 
@@ -521,7 +521,7 @@ def test_axial_captions_number_slices_as_napari_s_slider_does(synthetic_case):
     assert len(captions) == len(slices) == 3
     for caption, z in zip(captions, slices, strict=True):
         position = plane_position_mm(case.ct.geometry, case.ct.shape, 0, z)
-        assert caption.startswith(f"Axial slice {z} of 0–{n - 1} (napari's slider; z = {position:.1f} mm): ")
+        assert caption.startswith(f"Axial slice {z} of 0–{n - 1} (z = {position:.1f} mm): ")
     assert not any(t.get_text().startswith("Slice ") for t in page.texts)  # the old 1-based label
     # The longest caption a scan can give stays on the page.
     renderer = page.canvas.get_renderer()
@@ -530,9 +530,7 @@ def test_axial_captions_number_slices_as_napari_s_slider_does(synthetic_case):
         (t for t in page.texts if t.get_text().startswith("Axial slice ")),
         key=lambda t: t.get_window_extent(renderer).width,
     )
-    widest.set_text(
-        "Axial slice 1023 of 0–1023 (napari's slider; z = -1234.5 mm): 1,234.5 mL infected in this slice"
-    )
+    widest.set_text("Axial slice 1023 of 0–1023 (z = -1234.5 mm): 1,234.5 mL infected in this slice")
     assert widest.get_window_extent(renderer).x1 < page.bbox.x1
     assert _overlapping_texts(page) == []
 
@@ -553,3 +551,18 @@ def test_footer_gives_the_segmentation_time_and_when_the_report_was_written(synt
         assert _overlapping_texts(page) == []
         renderer = page.canvas.get_renderer()
         assert all(t.get_window_extent(renderer).x1 < page.bbox.x1 for t in page.texts)
+
+
+def test_the_footer_of_masks_drawn_by_hand_says_when_the_report_was_built_not_segmented():
+    from napari_chsnet.report.rendering import report_times
+
+    report = {
+        "model": "manual",
+        "timestamp": "2026-12-05T12:55:07+00:00",
+        "exported_at": "2026-12-05T12:56:00+00:00",
+    }
+    assert (
+        report_times(report)
+        == "report built 2026-12-05T12:55:07+00:00; report written 2026-12-05T12:56:00+00:00"
+    )
+    assert report_times({**report, "model": "chsnet"}).startswith("segmented 2026-12-05T12:55:07+00:00; ")

@@ -90,19 +90,22 @@ def _footer(figure: Figure, page: int, n_pages: int, report: dict[str, Any]) -> 
 
 
 def report_times(report: dict[str, Any]) -> str:
-    """The footer's times: when the masks were segmented (the run's ``timestamp``) and when the
+    """The footer's times: when the masks were segmented (the run's ``timestamp``; for masks drawn or
+    opened by hand, model ``manual``, no model ran and it is when the report was built) and when the
     report was written (``exported_at``; absent in a report built before it existed)."""
-    times = [f"segmented {report.get('timestamp', '')}"]
+    made = "report built" if report.get("model") == "manual" else "segmented"
+    times = [f"{made} {report.get('timestamp', '')}"]
     if report.get("exported_at"):
         times.append(f"report written {report['exported_at']}")
     return "; ".join(times)
 
 
 def slice_caption(z: int, n_slices: int, position_mm: float) -> str:
-    """An axial slice as napari's slider names it (the array index ``z``, counted from 0; the slider's
-    two boxes show ``z`` and ``n_slices - 1``), and its position in mm. Counting from 1 put a reader
-    who went to the PDF's slice number in napari one slice off."""
-    return f"Axial slice {z} of 0–{n_slices - 1} (napari's slider; z = {position_mm:.1f} mm)"
+    """An axial slice by its array index ``z`` (counted from 0, as napari's slider shows it when this
+    CT alone is open: its boxes read ``z`` and ``n_slices - 1``) and its position in mm, which holds
+    whatever else is open (with other scans napari's slider spans all of them). Counting from 1 put a
+    reader who went to the PDF's slice number in napari one slice off."""
+    return f"Axial slice {z} of 0–{n_slices - 1} (z = {position_mm:.1f} mm)"
 
 
 FOOTER_TOP = 0.064  # above the footer's disclaimer (two lines), case line and times line
