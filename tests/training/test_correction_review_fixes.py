@@ -117,3 +117,28 @@ def test_chsnet_finetune_mixing_a_saved_correction_and_an_image_without_lung_is_
     assert len(error) == 1 and "hold no slice to train on" in error[0], error
     assert "edited: slices 1" in error[0] and "of b_ct" in error[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_ct_with_rounded_cosines_beyond_1e_3_saves_its_correction_on_the_straightened_grid(
+    tmp_path, phantom
+):
+    """6.0° written to 3 decimals (0.995/0.105) departs 1.05e-3 from orthonormal: it was neither straightened
+    nor counted skewed, so save_correction failed writing the NIfTI files (the Fine-tune tab was broken for
+    such CTs). Any direction that is not orthonormal is saved straightened."""
+    from napari_chsnet.io.orientation import orthonormal_departure
+    from napari_chsnet.training.corrections import correction_geometry
+
+    c, s = round(math.cos(math.radians(6.0)), 3), round(math.sin(math.radians(6.0)), 3)
+    rounded = (c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0)
+    assert orthonormal_departure(np.reshape(rounded, (3, 3))) > 1e-3
+    ct = dataclasses.replace(phantom.ct, geometry=dataclasses.replace(phantom.ct.geometry, direction=rounded))
+    geometry, record = correction_geometry(ct.geometry)
+    assert record is None  # rounding, not a skew
+    matrix = np.reshape(geometry.direction, (3, 3))
+    np.testing.assert_allclose(matrix.T @ matrix, np.eye(3), atol=1e-12)
+
+    folder = save_correction(CorrectedCase(ct, phantom.lungs, phantom.infection, "rounded", (2,)), tmp_path)
+    assert "grid_straightened" not in json.loads((folder / EDITED_SLICES_FILE).read_text())
+    back = CorrectedCase.from_folder(folder)
+    np.testing.assert_array_equal(back.lungs, phantom.lungs)
+    np.testing.assert_allclose(np.reshape(back.ct.geometry.direction, (3, 3)), matrix, atol=1e-6)

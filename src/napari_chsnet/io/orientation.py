@@ -4,9 +4,11 @@ SimpleITK's ``DICOMOrient`` only permutes and flips axes (no resampling), so eve
 keeps its value and physical position; applying it again with the source orientation code
 gives back the file's grid exactly. An oblique grid is oriented to its nearest axes and keeps
 its residual rotation in ``Geometry.direction``. Direction cosines written to a few decimals (e.g.
-``0.985, -0.174`` for 10°) are not quite perpendicular unit vectors; such a rounding-size departure
-is replaced by the nearest orthonormal direction (:func:`straightened`), a larger one (a gantry tilt
-stored with its shear) is kept as the file holds it.
+``0.985, -0.174`` for 10°) are not quite perpendicular unit vectors. A file's direction is read as
+the file holds it (masks written as .mha then carry exactly the CT file's direction, which ITK filters
+require); where a grid must be orthonormal (NIfTI) a rounding-size departure is replaced by the nearest
+orthonormal direction (:func:`straightened`), a larger one (a gantry tilt stored with its shear) is a
+real skew. DICOM's ImageOrientationPatient is straightened when read (``dicom_headers``).
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ DISPLAY_ORIENTATION = "LPS"
 # Grids turned further than this from the patient's axes are warned about: napari shows them, and the
 # lung stage splits right from left, on the stored grid without the rotation.
 OBLIQUE_WARNING_DEG = 10.0
-# Largest departure of a direction matrix from orthonormal (max |MᵀM - I|) taken as rounding of its cosines
-# (written to 3 decimals they are up to ~1e-3 off): such a grid is used as the nearest orthonormal one. A larger
-# departure is a real skew (a gantry-tilted scan stored with its shear) and is kept, so masks stay on the file's grid.
-ROUNDING_DEPARTURE = 1e-3
+# Largest departure of a direction matrix from orthonormal (max |MᵀM - I|) taken as rounding of its cosines:
+# written to 3 decimals (each off by up to 5e-4) they are up to ~√3·1e-3 off (6° as 0.995/0.105: 1.05e-3, the
+# worst tilt 1.41e-3); such a grid is written to NIfTI as the nearest orthonormal one. A larger departure is a
+# real skew (a gantry-tilted scan stored with its shear), which only .mha and .nrrd hold.
+ROUNDING_DEPARTURE = 2e-3
 # Below this departure a direction is used as written (orthonormal to float precision).
 ORTHONORMAL_ATOL = 1e-7
 
@@ -45,12 +48,12 @@ def to_display(image: sitk.Image) -> tuple[sitk.Image, str]:
 
 
 def geometry_of(image: sitk.Image, source_orientation: str) -> Geometry:
-    """The Geometry of a display-oriented SimpleITK image; a direction whose cosines are rounded
-    (a departure from orthonormal up to ROUNDING_DEPARTURE) becomes the nearest orthonormal one."""
+    """The Geometry of a display-oriented SimpleITK image, its direction as the file holds it (cosines
+    rounded to a few decimals included: masks written as .mha keep exactly the CT file's direction)."""
     return Geometry(
         spacing_mm=tuple(float(v) for v in image.GetSpacing()),
         origin_mm=tuple(float(v) for v in image.GetOrigin()),
-        direction=straightened(image.GetDirection()),
+        direction=tuple(float(v) for v in image.GetDirection()),
         source_orientation=source_orientation,
     )
 
@@ -67,6 +70,18 @@ def nearest_orthonormal(columns: np.ndarray) -> np.ndarray:
     keeps its handedness."""
     left, _, right = np.linalg.svd(np.asarray(columns, dtype=float), full_matrices=False)
     return left @ right
+
+
+def is_orthonormal(direction: Sequence[float]) -> bool:
+    """Whether a row-major 3x3 direction is orthonormal to float precision (ORTHONORMAL_ATOL)."""
+    return orthonormal_departure(np.reshape(np.asarray(direction, dtype=float), (3, 3))) <= ORTHONORMAL_ATOL
+
+
+def unit_columns(direction: Sequence[float]) -> tuple[float, ...]:
+    """A row-major 3x3 direction with each column scaled to unit length (the angles between the axes
+    kept): what an .nrrd holds, whose reader takes the length of a 'space directions' column as spacing."""
+    matrix = np.reshape(np.asarray(direction, dtype=float), (3, 3))
+    return tuple(float(v) for v in (matrix / np.linalg.norm(matrix, axis=0)).ravel())
 
 
 def straightened(direction: Sequence[float]) -> tuple[float, ...]:

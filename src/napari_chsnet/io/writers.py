@@ -17,10 +17,14 @@ import SimpleITK as sitk
 from napari_chsnet.errors import InvalidVolumeError, OutputError, OutputExistsError
 from napari_chsnet.io.atomic import atomic_write
 from napari_chsnet.io.orientation import (
+    ORTHONORMAL_ATOL,
     ROUNDING_DEPARTURE,
     image_from_display,
+    is_orthonormal,
+    orthonormal_departure,
     straightened,
     to_source,
+    unit_columns,
 )
 from napari_chsnet.io.readers import image_io_of, mixed_case_nifti_suffix, read_image_file, suffix_of
 from napari_chsnet.io.volume import Geometry, NiftiTransform
@@ -80,8 +84,11 @@ def write_volume(
     Returns:
         The path written.
 
-    A direction whose cosines are rounded (``orientation.straightened``) is written as the nearest
-    orthonormal one, which every format holds as it is (an .nrrd folded the rounding into its spacing).
+    The direction is written as each format can hold it (:func:`written_direction`): an .mha keeps
+    ``geometry``'s own (cosines rounded to a few decimals included, so ITK filters take the mask and the
+    CT file as one grid); an .nrrd its columns at unit length (ITK's NRRD reader takes a column's length
+    as spacing: a rounded direction reads back up to ~1e-3 from the CT file's, the angles kept); a NIfTI
+    the nearest orthonormal direction of a rounding-size departure (``orientation.straightened``).
     A .nii/.nii.gz is written straight from ``array_zyx`` (no copy of the volume for an LPS file,
     16 MiB slabs otherwise); .mha/.nrrd through one SimpleITK copy (SimpleITK 2.5 has no zero-copy
     image of a numpy array).
@@ -95,7 +102,7 @@ def write_volume(
     """
     path = Path(path)
     check_writable(path, geometry)
-    geometry = replace(geometry, direction=straightened(geometry.direction))
+    geometry = replace(geometry, direction=written_direction(path, geometry.direction))
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another name or allow overwriting.")
     if array_zyx.ndim != 3:
@@ -150,17 +157,29 @@ def check_writable(path: str | PathLike[str], geometry: Geometry) -> None:
             )
 
 
+def written_direction(path: str | PathLike[str], direction: tuple[float, ...]) -> tuple[float, ...]:
+    """The direction ``write_volume`` writes to ``path`` for a grid of ``direction`` (row-major 3x3):
+    an .mha's is ``direction`` itself, an .nrrd's has unit columns (:func:`orientation.unit_columns`,
+    what ITK reads back of it), a NIfTI's is straightened (``orientation.straightened``; a skewed one is
+    refused by ``check_writable``)."""
+    suffix = suffix_of(Path(path))
+    if suffix == ".nrrd":
+        return unit_columns(direction)
+    if suffix in _NIFTI_SUFFIXES:
+        return straightened(direction)
+    return tuple(float(v) for v in direction)
+
+
 def grid_skew_deg(geometry: Geometry) -> float | None:
-    """How far (degrees) the grid's axes are from perpendicular, or None when they are so to
-    ``_DIRECTION_ATOL`` (the cosine of the angle between any two axes): a skewed grid has no NIfTI file.
-    Only the angles count: axes a little off unit length (cosines rounded to a few decimals) are not
-    skewed, and a rounding-size departure is written straightened (``write_volume``)."""
-    matrix = np.reshape(np.asarray(straightened(geometry.direction), dtype=float), (3, 3))
-    columns = matrix / np.linalg.norm(matrix, axis=0)
-    cosines = float(np.abs(columns.T @ columns - np.eye(3)).max())
-    if cosines <= _DIRECTION_ATOL:
+    """How far the grid's axes are from perpendicular unit vectors (degrees: arcsin of max |MᵀM - I|, the
+    angle from perpendicular for a sheared grid), or None when the direction is orthonormal once
+    straightened (``orientation.straightened``: a departure up to ROUNDING_DEPARTURE, cosines rounded to
+    a few decimals) and so NIfTI holds it. Any other direction (a shear, axes not of unit length) has no
+    NIfTI file: ``chsnet segment`` refuses it before the networks run, not when writing."""
+    departure = orthonormal_departure(np.reshape(np.asarray(straightened(geometry.direction)), (3, 3)))
+    if departure <= ORTHONORMAL_ATOL:
         return None
-    return float(np.degrees(np.arcsin(min(1.0, cosines))))
+    return float(np.degrees(np.arcsin(min(1.0, departure))))
 
 
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
@@ -305,7 +324,7 @@ def _reads_as(scratch: Path, data: bytes, probe: sitk.Image) -> bool:
         return False
     finally:
         scratch.unlink(missing_ok=True)
-    return not _grid_problems(found, _grid_of(probe))
+    return not _grid_problems(found, _grid_of(probe), straighten=False)
 
 
 def _stream_nifti(temporary: Path, header: bytes, source_zyx: np.ndarray) -> None:
@@ -332,17 +351,19 @@ def _grid_of(image: sitk.Image) -> _Grid:
     return _Grid(tuple(image.GetSize()), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
 
 
-def _grid_problems(found: _Grid, expected: _Grid, spacing_slack: float = 0.0) -> list[str]:
+def _grid_problems(
+    found: _Grid, expected: _Grid, spacing_slack: float = 0.0, *, straighten: bool = True
+) -> list[str]:
     """How ``found``'s placement differs from ``expected``'s beyond float32 rounding (spacing to
     1e-4 relative, plus ``spacing_slack``; origin to 0.01 mm; direction cosines to 1e-4, each direction
-    straightened first); empty when it does not."""
+    straightened first unless ``straighten`` is False); empty when it does not."""
     problems = []
     if not np.allclose(found.spacing, expected.spacing, rtol=_SPACING_RTOL + spacing_slack, atol=0):
         problems.append(f"spacing {_mm(found.spacing)} vs {_mm(expected.spacing)} mm")
     if not np.allclose(found.origin, expected.origin, rtol=0, atol=_POSITION_ATOL_MM):
         problems.append(f"origin {_mm(found.origin)} vs {_mm(expected.origin)} mm")
     found_direction, expected_direction = (
-        straightened(d) if len(d) == 9 else d for d in (found.direction, expected.direction)
+        straightened(d) if straighten and len(d) == 9 else d for d in (found.direction, expected.direction)
     )
     if not np.allclose(found_direction, expected_direction, rtol=0, atol=_DIRECTION_ATOL):
         worst = float(np.abs(np.subtract(found_direction, expected_direction)).max())
@@ -350,16 +371,10 @@ def _grid_problems(found: _Grid, expected: _Grid, spacing_slack: float = 0.0) ->
     return problems
 
 
-def _is_oblique(direction: tuple[float, ...]) -> bool:
-    """Whether a grid's axes are turned from the patient's (some cosine neither 0 nor ±1): only then are
-    its cosines written rounded (``0.985\\0.174``)."""
-    magnitudes = np.abs(np.asarray(direction, dtype=float))
-    return not np.allclose(magnitudes, np.round(magnitudes), rtol=0, atol=1e-7)
-
-
 def _check_written(temporary: Path, expected: _Grid, file_bytes: int | None = None) -> None:
     """Raise OSError unless ``temporary`` holds a complete image of ``expected`` size (x, y, z), and
-    _WrongGrid unless ITK reads it on ``expected``'s grid (spacing, origin, direction).
+    _WrongGrid unless ITK reads it on ``expected``'s grid (spacing, origin, direction: the one written
+    for that format, compared as it is, not straightened).
 
     ``file_bytes``: the length the (uncompressed) NIfTI stream must have, when the caller wrote it.
     No check keeps a copy of the voxels: a .nii.gz is decompressed 1 MiB at a time and a .nii this
@@ -387,7 +402,7 @@ def _check_written(temporary: Path, expected: _Grid, file_bytes: int | None = No
         found = _grid_of(sitk.ReadImage(str(temporary), imageIO=image_io_of(temporary)))
     if found.size != tuple(expected.size):
         raise OSError(f"the written file holds size {found.size}, expected {tuple(expected.size)}")
-    problems = _grid_problems(found, expected)
+    problems = _grid_problems(found, expected, straighten=False)
     if problems:
         raise _WrongGrid("; ".join(problems))
 
@@ -416,11 +431,13 @@ def read_mask(
     if shape_zyx is not None and tuple(mask.shape) != tuple(shape_zyx):
         problems.append(f"shape {mask.shape} vs {tuple(shape_zyx)}")
     found, expected = (_Grid((), g.spacing_mm, g.origin_mm, g.direction) for g in (mask.geometry, geometry))
-    # An oblique grid's cosines are rounded in the files (0.985\0.174) and its spacing was measured with
-    # them: a mask saved on it before they were straightened when read (a DICOM series' slice spacing was
-    # measured along a normal 1.0005 long), or as an .nrrd (which folds a cosine's length into the
-    # spacing), has its spacing off by that rounding, up to ROUNDING_DEPARTURE.
-    slack = ROUNDING_DEPARTURE if _is_oblique(geometry.direction) else 0.0
+    # Cosines rounded in the files (0.985\0.174) were used to measure the spacing: a mask saved on such a
+    # grid before they were straightened when read (a DICOM series' slice spacing was measured along a
+    # normal 1.0005 long), or as an .nrrd by an earlier version (which folded a cosine's length into the
+    # spacing), has its spacing off by that rounding, up to ROUNDING_DEPARTURE. Only then: a grid of
+    # orthonormal directions (an exact rotation included) keeps the normal tolerance.
+    rounded = not (is_orthonormal(geometry.direction) and is_orthonormal(mask.geometry.direction))
+    slack = ROUNDING_DEPARTURE if rounded else 0.0
     problems += _grid_problems(found, expected, slack)
     if problems:
         raise InvalidVolumeError(

@@ -272,16 +272,20 @@ def correction_geometry(geometry: Geometry) -> tuple[Geometry, dict[str, Any] | 
     The files are NIfTI, which cannot hold a skewed grid (``writers.check_writable``): a skewed CT's
     correction is saved with the nearest perpendicular unit vectors in place of its axes (CT and masks
     alike, so they reopen on one grid; the voxels, and so the CT's fingerprint, are unchanged) and the
-    record says so (``{"skew_deg": …, "direction": the CT's own}``). Any other grid is kept (None).
+    record says so (``{"skew_deg": …, "direction": the CT's own}``). A direction whose cosines are only
+    rounded (``orientation.straightened``) is saved straightened too, without a record (the CT's masks
+    reopen on it: ``read_mask`` compares directions straightened); an orthonormal grid is kept (None).
     """
-    from napari_chsnet.io.orientation import nearest_orthonormal
+    from napari_chsnet.io.orientation import is_orthonormal, nearest_orthonormal
     from napari_chsnet.io.writers import grid_skew_deg
 
-    skew = grid_skew_deg(geometry)
-    if skew is None:
+    if is_orthonormal(geometry.direction):
         return geometry, None
     matrix = np.reshape(np.asarray(geometry.direction, dtype=float), (3, 3))
     straight = tuple(float(v) for v in nearest_orthonormal(matrix).ravel())
+    skew = grid_skew_deg(geometry)
+    if skew is None:
+        return replace(geometry, direction=straight), None
     record = {"skew_deg": round(skew, 3), "direction": [float(v) for v in geometry.direction]}
     return replace(geometry, direction=straight, nifti=None), record
 
