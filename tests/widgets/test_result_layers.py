@@ -229,3 +229,36 @@ def test_segmenting_another_ct_asks_before_replacing_the_first_cts_result(panel,
     # the CT the result belongs to: replaced without a question, as before
     assert widget.segment._confirm_replacing(first)
     assert len(user.questions) == 1
+
+
+def test_segmenting_raises_the_ct_only_above_scans_never_above_overlays(panel, small_phantom):
+    """A probability map opened over the CT, or an earlier result renamed to keep it, is an overlay,
+    not a scan: the CT is not moved over it (it would hide it under the opaque CT); a second CT is
+    still a scan the result rises above."""
+    from napari_chsnet.io.volume import CTVolume
+    from napari_chsnet.napari_hooks import probability_layer
+
+    viewer, widget = panel
+    first = add_ct(viewer, small_phantom, name="first CT")
+    prob = np.where(small_phantom.infection > 0, 0.8, 0.0).astype(np.float32)
+    data, kwargs, _ = probability_layer(
+        CTVolume(prob, small_phantom.ct.geometry, "p.nii.gz", {}), "saved probability"
+    )
+    viewer.add_image(data, **kwargs)  # the CLI's probability map opened over the CT to compare
+    show_known_result(widget, first, small_phantom)
+    assert _names(viewer) == ["first CT", *RESULTS, "saved probability"]
+
+    viewer.layers[PROBABILITY_LAYER].name = "earlier probability"  # kept: renamed out of the run's way
+    second = add_ct(viewer, small_phantom, name="second CT")
+    viewer.layers.move(viewer.layers.index(second), 0)  # the second scan under everything
+    assert _names(viewer)[:2] == ["second CT", "first CT"]
+    show_known_result(widget, first, small_phantom)
+    names = _names(viewer)
+    assert names.index("earlier probability") > names.index("first CT")
+    assert names.index("saved probability") > names.index("first CT")
+    assert names[:2] == ["second CT", "first CT"]
+
+    show_known_result(widget, second, small_phantom)  # a scan under the other: it rises above first CT
+    names = _names(viewer)
+    assert names.index("second CT") > names.index("first CT")
+    assert names[names.index("second CT") + 1 : names.index("second CT") + 4] == RESULTS

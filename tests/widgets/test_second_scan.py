@@ -156,3 +156,19 @@ def test_another_cts_single_layer_is_named_in_the_singular(panel, small_phantom,
     assert "The layer 'infection probability' holds the result of the CT 'first CT'" in question
     assert "replaces it with its own result" in question
     assert "To keep it, press No" in question
+
+
+def test_the_picker_follows_only_cts_this_plugin_opens(panel, small_phantom):
+    """A mask napari's own reader opens as an image, or a filtered copy another plugin adds, is a
+    3-D single-channel image too: it must not take the picker from the CT the user chose."""
+    viewer, widget = panel
+    add_ct(viewer, small_phantom, name="first CT")
+    assert _chosen(widget) == "first CT"
+    viewer.add_image(small_phantom.lungs.astype(np.uint8), name="lungs_mask.tif")  # napari's reader
+    assert _chosen(widget) == "first CT"
+    viewer.add_image(small_phantom.ct.hu.astype(np.float32) * 0.5, name="gaussian of first CT")
+    assert _chosen(widget) == "first CT"
+    assert "gaussian of first CT" in [c.name for c in widget.segment.ct.choices]  # still offered
+
+    add_ct(viewer, small_phantom, name="second CT")  # the plugin's reader: followed
+    assert _chosen(widget) == "second CT"

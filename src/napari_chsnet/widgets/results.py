@@ -71,6 +71,7 @@ from napari_chsnet.registry import (
 )
 from napari_chsnet.report import DEFAULT_MIN_LESION_ML, RunInfo
 from napari_chsnet.widgets.colormaps import CHSNET_JET, infection_colormap, lung_colormap
+from napari_chsnet.widgets.views import PLUGIN_GRID_KEY, on_plugin_grid
 
 if TYPE_CHECKING:
     import napari
@@ -165,6 +166,19 @@ def not_a_ct_because(layer: Layer) -> str | None:
     if RUN_KEY in layer.metadata or PROBABILITY_KEY in layer.metadata:
         return "is an infection probability map"
     return None
+
+
+def opened_as_ct(layer: Layer) -> bool:
+    """Whether ``layer`` is a CT opened by this plugin's reader or sample (its grid and source in the
+    metadata) that ``not_a_ct_because`` accepts: never a run's result, nor another reader's image."""
+    meta = layer.metadata
+    return (
+        GEOMETRY_KEY in meta
+        and SOURCE_KEY in meta
+        and RUN_KEY not in meta
+        and layer.name not in RESULT_LAYERS
+        and not_a_ct_because(layer) is None
+    )
 
 
 def edited_slices_of(atoms: Iterable[Any], n_slices: int) -> set[int]:
@@ -485,6 +499,7 @@ class ResultLayers(QObject):
         """Put a run's lungs, infection and probability on top of ``ct_layer``, raised above any other
         scan, replacing any previous result layers (the caller has asked the user if they held edits)."""
         geometry = ct_layer.metadata.get(GEOMETRY_KEY) or layer_geometry(ct_layer).to_metadata()
+        plugin_grid = on_plugin_grid(ct_layer.metadata)  # the views head up only on this plugin's grids
         spacing = spacing_warning(ct_layer)  # the masks' stored geometry no longer tells
         run = dataclasses.asdict(result.run_info)
         common: dict[str, Any] = {
@@ -502,6 +517,7 @@ class ResultLayers(QObject):
                 CT_LAYER_KEY: ct_layer.name,
                 CT_ID_KEY: str(ct_layer.unique_id),
                 CT_SOURCE_KEY: _source_of(ct_layer),
+                **({PLUGIN_GRID_KEY: True} if plugin_grid else {}),
                 **({SPACING_KEY: spacing} if spacing else {}),
             }
 
@@ -554,8 +570,9 @@ class ResultLayers(QObject):
     def _swap(self, new: tuple[Layer, ...], ct_layer: Layer) -> Exception | None:
         """Replace the result layers by ``new`` (bottom to top), directly above ``ct_layer``, each
         keeping the display settings of the layer it replaces. ``ct_layer`` is first moved above
-        the topmost other image layer over it: the result is never hidden under another scan (a CT
-        opened later is inserted above the layers already there).
+        the topmost other scan over it (an image ``not_a_ct_because`` accepts): the result is never
+        hidden under another scan (a CT opened later is inserted above the layers already there).
+        Overlays (a probability map, an earlier result renamed) stay where they are, over the CT.
 
         All-or-nothing as the user sees it: every step is done even if one raises (an exception
         from a napari event handler, before or after napari changed its list), and the list is then
@@ -583,7 +600,9 @@ class ResultLayers(QObject):
             step(layers.remove, old)
         ct_index = next((i for i, layer in enumerate(layers) if layer.unique_id == ct_layer.unique_id), None)
         if ct_index is not None:
-            scans_above = [i for i, layer in enumerate(layers) if i > ct_index and isinstance(layer, Image)]
+            scans_above = [
+                i for i, layer in enumerate(layers) if i > ct_index and not_a_ct_because(layer) is None
+            ]
             if scans_above:  # a move, above the top scan: no layer leaves the list
                 step(layers.move, ct_index, scans_above[-1] + 1)
                 ct_index = scans_above[-1]

@@ -27,12 +27,12 @@ from napari_chsnet.widgets.dialogs import Dialogs
 from napari_chsnet.widgets.layout import end_with_stretch, paragraph, quoted_name, row
 from napari_chsnet.widgets.lifetime import widget_deleted
 from napari_chsnet.widgets.results import (
-    RESULT_LAYERS,
     ResultLayers,
     ct_layer_choices,
     ct_volume_from_layer,
     intensity_converted,
     not_a_ct_because,
+    opened_as_ct,
     spacing_warning,
 )
 from napari_chsnet.widgets.tooltips import TOOLTIPS
@@ -123,9 +123,10 @@ def _counted(names: list[str]) -> tuple[str, bool]:
 class SegmentPanel(Container):
     """The Segment tab.
 
-    Its CT picker follows the scans the user opens: a CT-like image layer inserted into the viewer
-    (``not_a_ct_because`` is None, so never a probability map, nor a Labels layer) becomes the
-    choice, so pressing Segment after opening a second scan segments that scan (magicgui would keep
+    Its CT picker follows the scans the user opens: a CT that this plugin's reader or sample puts
+    in the viewer (``opened_as_ct``: its grid and source in the metadata and ``not_a_ct_because``
+    None, so never a probability map, a result, a Labels layer, nor a mask or a filtered copy that
+    napari's reader or another plugin adds as an image) becomes the choice, so pressing Segment after opening a second scan segments that scan (magicgui would keep
     the old choice). One inserted while a run is on is chosen when the run ends (the picker is
     locked meanwhile). A choice the user makes afterwards stays until another CT is opened.
     """
@@ -208,7 +209,7 @@ class SegmentPanel(Container):
     def _on_layer_inserted(self, event: Any) -> None:
         """A newly opened CT becomes the picker's choice (see the class docstring)."""
         layer = event.value
-        if self._closed or layer.name in RESULT_LAYERS or not_a_ct_because(layer) is not None:
+        if self._closed or not opened_as_ct(layer):
             return
         if self.running:
             self._new_ct = layer.unique_id
