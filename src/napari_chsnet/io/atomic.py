@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -41,3 +42,20 @@ def _lower_suffix(name: str) -> str:
     lower = name.lower()
     cut = len(name) - (7 if lower.endswith(".nii.gz") else len(Path(name).suffix))
     return name[:cut] + name[cut:].lower()
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Rename the folder ``staging`` to ``target``; an existing ``target`` is moved aside first and
+    deleted only once the new folder is in place (put back when that fails), so a failure never
+    leaves neither (a saved correction, a fine-tuned weights set)."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    aside = target.parent / f".{target.name}.{os.getpid()}.old"
+    os.replace(target, aside)
+    try:
+        os.replace(staging, target)
+    except OSError:
+        os.replace(aside, target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from napari_chsnet.errors import InvalidVolumeError
+from napari_chsnet.io.atomic import replace_folder
 from napari_chsnet.io.volume import CTVolume, Geometry
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 from napari_chsnet.training.datasets import LabelledSlice, slices_of_volume, slices_with_lung
@@ -327,27 +327,11 @@ def save_correction(case: CorrectedCase, root: Path | None = None, *, overwrite:
         if straightened is not None:
             edited["grid_straightened"] = straightened
         (staging / EDITED_SLICES_FILE).write_text(json.dumps(edited))
-        _replace_folder(staging, target)
+        replace_folder(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     return target
-
-
-def _replace_folder(staging: Path, target: Path) -> None:
-    """Rename ``staging`` to ``target``; an existing ``target`` is moved aside first and deleted
-    only once the new folder is in place (put back when that fails)."""
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    aside = target.parent / f".{target.name}.{os.getpid()}.old"
-    os.replace(target, aside)
-    try:
-        os.replace(staging, target)
-    except OSError:
-        os.replace(aside, target)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def saved_corrections(

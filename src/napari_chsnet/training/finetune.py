@@ -53,6 +53,7 @@ from napari_chsnet.inference.preprocessing import (
     from_patches,
     to_patches,
 )
+from napari_chsnet.io.atomic import replace_folder
 from napari_chsnet.io.volume import CTVolume
 from napari_chsnet.models.eamc import EAMC
 from napari_chsnet.models.losses import BCEDiceLoss, DiceLoss, FocalLoss
@@ -282,7 +283,7 @@ def finetune(
             )
             (staging / VERSION_FILE).write_text(json.dumps(info, indent=2))
             _stop_if_asked(should_stop)  # the last moment a Cancel can still leave nothing behind
-            _put_in_place(staging, target)
+            replace_folder(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -421,22 +422,6 @@ def _writing(target: Path) -> Iterator[None]:
             f"could not write the new weights set {target} ({_reason(error)}); nothing was written: "
             "check free disk space and write permission"
         ) from error
-
-
-def _put_in_place(staging: Path, target: Path) -> None:
-    """Rename ``staging`` to ``target``; an existing ``target`` (overwrite) is moved aside first and
-    only deleted once the new set is in place, or put back when that fails."""
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    aside = target.parent / f".{target.name}.{os.getpid()}.old"
-    os.replace(target, aside)
-    try:
-        os.replace(staging, target)
-    except OSError:
-        os.replace(aside, target)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _stop_if_asked(should_stop: Callable[[], bool] | None) -> None:
