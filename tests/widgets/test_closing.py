@@ -11,10 +11,10 @@ import pytest
 from scipy import ndimage
 
 from napari_chsnet.registry import INFECTION_LAYER, LUNGS_LAYER, RIGHT_LUNG
-from napari_chsnet.widgets.finetune import FinetunePanel
 
 from .conftest import add_ct, show_known_result
 from .test_segment_panel import RUN_TIMEOUT_MS, choose_weights
+from .test_window_close import _stand_in_fine_tune
 
 pytestmark = pytest.mark.gui
 PANEL = ("napari-chsnet", "CHS-Net Segment")
@@ -219,23 +219,9 @@ def test_a_fine_tune_running_when_the_panel_is_closed_is_cancelled_quietly(
     docked, qtbot, monkeypatch, notifications
 ):
     """The training itself is replaced by a stand-in that reports steps until it is cancelled."""
-    import time
-
     viewer, dock, widget = docked
     finetune = widget.finetune
-    steps = []
-
-    def work(*_args):
-        for step in range(1, 1000):
-            if finetune._cancel.is_set():
-                return None
-            finetune._bridge.step.emit(step, 1000, 0.5)
-            steps.append(step)
-            time.sleep(0.01)
-        return None
-
-    monkeypatch.setattr(FinetunePanel, "corrected_case", lambda _self: object())
-    monkeypatch.setattr(FinetunePanel, "_work", lambda _self, *args: work(*args))
+    steps = _stand_in_fine_tune(monkeypatch, finetune)
     finetune.run()
     assert finetune.running
     qtbot.waitUntil(lambda: len(steps) > 3, timeout=5000)
