@@ -54,7 +54,12 @@ def test_finetune_panel_cancels_then_writes_a_version(make_napari_viewer, qtbot,
     lungs = viewer.add_labels(
         phantom.lungs.copy(), name="lungs", scale=kwargs["scale"], translate=kwargs["translate"]
     )
-    infection = viewer.add_labels(np.zeros_like(phantom.infection), name="infection", scale=kwargs["scale"])
+    infection = viewer.add_labels(
+        np.zeros_like(phantom.infection),
+        name="infection",
+        scale=kwargs["scale"],
+        translate=kwargs["translate"],
+    )
     panel = FinetunePanel(viewer, ResultLayers(viewer))
     assert panel.lungs.value is lungs and panel.infection.value is infection
 

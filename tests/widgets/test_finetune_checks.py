@@ -118,9 +118,10 @@ def test_an_empty_lungs_layer_is_refused_before_anything_is_saved(
     """s4: an image and an empty Labels layer; the fine-tune failed with CLI words (--all-slices)
     after saving a whole CT copy with empty masks into the corrections folder."""
     viewer, widget = panel
-    add_ct(viewer, small_phantom, name="mr")
-    empty = viewer.add_labels(np.zeros(small_phantom.lungs.shape, np.uint8), name="lab")
-    other = viewer.add_labels(small_phantom.infection.copy(), name="other")
+    ct = add_ct(viewer, small_phantom, name="mr")
+    on_ct = {"scale": ct.scale, "translate": ct.translate}  # as napari's New Labels button places them
+    empty = viewer.add_labels(np.zeros(small_phantom.lungs.shape, np.uint8), name="lab", **on_ct)
+    other = viewer.add_labels(small_phantom.infection.copy(), name="other", **on_ct)
     tab = widget.finetune
     tab.lungs.value, tab.infection.value = empty, other
 
@@ -169,4 +170,27 @@ def test_masks_on_another_grid_are_refused_before_anything_is_saved(
         and "the chosen Lungs layer 'lungs'" in errors[-1]
         and "choose masks drawn on this CT" in errors[-1]
     )
+    assert not tab.running and fake.calls == 0 and not corrections_dir().exists()
+
+
+def test_masks_of_the_same_shape_placed_elsewhere_are_refused_too(
+    home, panel, small_phantom, fake, notifications
+):
+    """Same voxel count, another voxel size and position (another scan's masks): refused, not trained on."""
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    lungs = viewer.add_labels(small_phantom.lungs.copy(), name="lungs", scale=np.asarray(ct.scale) * 1.2)
+    viewer.add_labels(
+        small_phantom.infection.copy(),
+        name="infection",
+        scale=ct.scale,
+        translate=np.asarray(ct.translate) + 40,
+    )
+    tab = widget.finetune
+    assert tab.lungs.value is lungs
+
+    tab.start.clicked.emit()
+
+    errors = _errors(notifications)
+    assert errors and "'lungs' lies elsewhere than the CT" in errors[-1]
     assert not tab.running and fake.calls == 0 and not corrections_dir().exists()

@@ -231,6 +231,17 @@ def test_segmenting_another_ct_asks_before_replacing_the_first_cts_result(panel,
     assert len(user.questions) == 1
 
 
+def test_an_overlay_kept_over_the_ct_moves_with_it_above_another_scan(panel, small_phantom):
+    """A corrected mask kept under another name sits over its CT, then a second scan is opened: the
+    CT rising above that scan takes the overlay with it (left behind, it was hidden under two CTs)."""
+    viewer, widget = panel
+    first = add_ct(viewer, small_phantom, name="first CT")
+    viewer.add_labels(small_phantom.lungs, name="lungs corrected")
+    add_ct(viewer, small_phantom, name="second CT")
+    show_known_result(widget, first, small_phantom)
+    assert _names(viewer) == ["second CT", "first CT", *RESULTS, "lungs corrected"]
+
+
 def test_segmenting_raises_the_ct_only_above_scans_never_above_overlays(panel, small_phantom):
     """A probability map opened over the CT, or an earlier result renamed to keep it, is an overlay,
     not a scan: the CT is not moved over it (it would hide it under the opaque CT); a second CT is

@@ -78,7 +78,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--model", choices=MODEL_KEYS, default=DEFAULT_MODEL, help="network to segment the infection with"
     )
     parser.add_argument(
-        "--device", choices=DEVICE_CHOICES, default="auto", help="auto = CUDA, else Apple MPS, else CPU"
+        "--device",
+        choices=DEVICE_CHOICES,
+        default="auto",
+        help="auto = CUDA, else Apple MPS (with torch >= 2.3), else CPU",
     )
     parser.add_argument(
         "--weights",

@@ -511,6 +511,15 @@ class FinetunePanel(Container):
                     f"the chosen {label} layer '{layer.name}' has {tuple(layer.data.shape)} voxels but the CT "
                     f"'{ct.name}' has {tuple(volume.shape)}; choose masks drawn on this CT"
                 )
+            # napari places a layer by scale and translate (mm): the same shape elsewhere is another grid
+            if not (
+                np.allclose(layer.scale, ct.scale, rtol=1e-4, atol=1e-6)
+                and np.allclose(layer.translate, ct.translate, rtol=0, atol=0.01)
+            ):
+                raise CHSNetError(
+                    f"the chosen {label} layer '{layer.name}' lies elsewhere than the CT '{ct.name}' (voxel size "
+                    f"or position differ); choose masks drawn on this CT"
+                )
         # Copies, taken on the GUI thread: strokes made while the case is saved stay out of it.
         lung_labels = np.array(lungs.data, copy=True)
         if not lung_labels.any():

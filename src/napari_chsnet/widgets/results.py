@@ -572,7 +572,8 @@ class ResultLayers(QObject):
         keeping the display settings of the layer it replaces. ``ct_layer`` is first moved above
         the topmost other scan over it (an image ``not_a_ct_because`` accepts): the result is never
         hidden under another scan (a CT opened later is inserted above the layers already there).
-        Overlays (a probability map, an earlier result renamed) stay where they are, over the CT.
+        Overlays directly over the CT (a probability map, an earlier result renamed: layers up to the
+        next scan) move with it and stay over it.
 
         All-or-nothing as the user sees it: every step is done even if one raises (an exception
         from a napari event handler, before or after napari changed its list), and the list is then
@@ -604,8 +605,10 @@ class ResultLayers(QObject):
                 i for i, layer in enumerate(layers) if i > ct_index and not_a_ct_because(layer) is None
             ]
             if scans_above:  # a move, above the top scan: no layer leaves the list
-                step(layers.move, ct_index, scans_above[-1] + 1)
-                ct_index = scans_above[-1]
+                # with the overlays directly over the CT (up to the next scan), so they stay over it
+                group = list(range(ct_index, scans_above[0]))
+                step(layers.move_multiple, group, scans_above[-1] + 1)
+                ct_index = scans_above[-1] + 1 - len(group)
         for offset, layer in enumerate(new, start=1):
             if ct_index is None:
                 step(layers.append, layer)

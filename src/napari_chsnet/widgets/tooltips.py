@@ -8,7 +8,7 @@ TOOLTIPS: dict[str, str] = {
     "with File → Open; try File → Open Sample → CHS-Net Segment → Synthetic chest CT).",
     "model": "CHS-Net: two cascaded RAIU-Nets (lungs, then infection). EAMC: ensemble of attention "
     "multi-scale nets with majority voting. Residual Dilated U-Net: residual SE blocks with dilated skips.",
-    "device": "Where the network runs. 'auto' picks a GPU when one is present, else the CPU. "
+    "device": "Where the network runs. 'auto' picks a GPU when one is present (an Apple GPU with torch 2.3 or later), else the CPU. "
     "Only the devices found on this computer are listed.",
     "weights": "Network weights: 'bundled' are the weights shipped with the plugin; choose a folder of "
     "fine-tuned weights (chsnet/eamc/rdunet .safetensors) or a single .safetensors file.",
