@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import traceback
 
 import torch
 
@@ -169,6 +170,16 @@ def out_of_memory_error(error: BaseException, what: str, advice: str) -> DeviceM
     :func:`release_device_memory` after the ``except`` block that caught it, not inside.
     """
     return DeviceMemoryError(f"{what} ran out of memory ({_first_words(error)}); {advice}")
+
+
+def release_after_failure(error: BaseException) -> None:
+    """After a failed run caught as ``error``: drop the failed step's tensors (the locals of its and its
+    cause's traceback frames) and give the memory torch caches back, so the next run (a smaller batch)
+    starts afresh."""
+    for caught in (error, error.__cause__):
+        if caught is not None:
+            traceback.clear_frames(caught.__traceback__)
+    release_device_memory()
 
 
 def release_device_memory() -> None:

@@ -61,7 +61,7 @@ from napari_chsnet.training.versions import (
     user_weights_dir,
     weights_set_dir,
 )
-from napari_chsnet.widgets.lifetime import widget_deleted
+from napari_chsnet.widgets.lifetime import ClosablePanel, widget_deleted
 from napari_chsnet.widgets.results import (
     CT_ID_KEY,
     EDITED_KEY,
@@ -192,7 +192,7 @@ class _Progress(QObject):
     step = Signal(int, int, float)
 
 
-class FinetunePanel(Container):
+class FinetunePanel(ClosablePanel, Container):
     """The Fine-tune tab.
 
     Args:
@@ -639,13 +639,6 @@ class FinetunePanel(Container):
         self._closed = True
         self._cancel.set()
 
-    def _gone(self) -> bool:
-        """Whether the panel is closed or its widgets deleted (napari's window closed with it): a
-        callback then touches nothing. Deleted widgets release the panel, cancelling the run."""
-        if not self._closed and widget_deleted(self.native):
-            self.release()
-        return self._closed
-
     def _set_running(self, running: bool, status: str) -> None:
         for widget in (
             self.start,
@@ -695,8 +688,11 @@ class FinetunePanel(Container):
         show_info(message)
 
     def _on_error(self, exc: BaseException) -> None:
-        from napari_chsnet.inference.device import is_out_of_memory, out_of_memory_error
-        from napari_chsnet.widgets.segment import _let_go_of_memory
+        from napari_chsnet.inference.device import (
+            is_out_of_memory,
+            out_of_memory_error,
+            release_after_failure,
+        )
 
         gone = self._gone()
         if is_out_of_memory(exc) or isinstance(exc, MemoryError):
@@ -710,7 +706,7 @@ class FinetunePanel(Container):
             message = (
                 f"Fine-tuning failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             )
-        _let_go_of_memory(exc)  # the failed step's tensors and torch's cache, a closed panel's run too
+        release_after_failure(exc)  # the failed step's tensors and torch's cache, a closed panel's run too
         if gone:
             return
         self.status.value = "failed"

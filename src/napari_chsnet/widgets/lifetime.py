@@ -88,3 +88,21 @@ class WindowCloseWatch(QObject):
             elif kind == QEvent.Type.Hide and self._closing and not event.spontaneous():
                 self._closed()
         return False
+
+
+class ClosablePanel:
+    """For a panel (``native``, ``release()``, a ``_closed`` flag that ``release`` sets) whose workers'
+    callbacks may arrive after napari deleted its widgets: ``_gone`` tells them to touch nothing."""
+
+    _closed: bool
+    native: Any
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def _gone(self) -> bool:
+        """Whether the panel is closed or its widgets deleted (napari's window closed with it): a
+        callback then touches nothing. Deleted widgets release the panel, cancelling the run."""
+        if not self._closed and widget_deleted(self.native):
+            self.release()
+        return self._closed

@@ -175,7 +175,6 @@ def opened_as_ct(layer: Layer) -> bool:
     return (
         GEOMETRY_KEY in meta
         and SOURCE_KEY in meta
-        and RUN_KEY not in meta
         and layer.name not in RESULT_LAYERS
         and not_a_ct_because(layer) is None
     )

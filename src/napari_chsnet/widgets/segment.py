@@ -9,7 +9,6 @@ touched when a complete result comes back, on the GUI thread.
 
 from __future__ import annotations
 
-import traceback
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ from napari_chsnet.report import DEFAULT_MIN_LESION_ML
 from napari_chsnet.training.versions import BUNDLED, active_choice, list_versions, weights_set_dir
 from napari_chsnet.widgets.dialogs import Dialogs
 from napari_chsnet.widgets.layout import end_with_stretch, paragraph, quoted_name, row
-from napari_chsnet.widgets.lifetime import widget_deleted
+from napari_chsnet.widgets.lifetime import ClosablePanel
 from napari_chsnet.widgets.results import (
     ResultLayers,
     ct_layer_choices,
@@ -104,23 +103,12 @@ def _error_message(exc: BaseException) -> str:
     return f"Segmentation failed ({type(exc).__name__}: {text.splitlines()[0]})."
 
 
-def _let_go_of_memory(exc: BaseException) -> None:
-    """After a failed run: drop the failed step's tensors (the locals of the traceback's frames)
-    and give the memory torch caches back, so the next run (a smaller batch) starts afresh."""
-    for error in (exc, exc.__cause__):
-        if error is not None:
-            traceback.clear_frames(error.__traceback__)
-    from napari_chsnet.inference.device import release_device_memory
-
-    release_device_memory()
-
-
 def _counted(names: list[str]) -> tuple[str, bool]:
     """The quoted names, comma-separated, and whether there is more than one."""
     return ", ".join(f"'{name}'" for name in names), len(names) > 1
 
 
-class SegmentPanel(Container):
+class SegmentPanel(ClosablePanel, Container):
     """The Segment tab.
 
     Its CT picker follows the scans the user opens: a CT that this plugin's reader or sample puts
@@ -339,13 +327,6 @@ class SegmentPanel(Container):
         if self._worker is not None:
             self._worker.quit()
 
-    def _gone(self) -> bool:
-        """Whether the panel is closed or its widgets deleted (napari's window closed with it): a
-        callback then touches nothing. Deleted widgets release the panel, cancelling the run."""
-        if not self._closed and widget_deleted(self.native):
-            self.release()
-        return self._closed
-
     def _work_at_risk_since_start(self) -> bool:
         """Whether the result would now replace work the user did not agree to lose when pressing
         Segment: a layer of a result name added or renamed, or a mask edited, while the network ran."""
@@ -446,7 +427,9 @@ class SegmentPanel(Container):
 
     def _on_error(self, exc: BaseException) -> None:
         message = None if self._gone() else _error_message(exc)
-        _let_go_of_memory(exc)  # a closed panel's failed run too
+        from napari_chsnet.inference.device import release_after_failure
+
+        release_after_failure(exc)  # a closed panel's failed run too
         if message is None:
             return
         self._done_status = "Failed: see the notification."
