@@ -30,7 +30,7 @@ from napari_chsnet.io.hounsfield import (
     to_hounsfield,
 )
 from napari_chsnet.io.memory import check_fits_in_memory
-from napari_chsnet.io.orientation import geometry_of, oblique_warning, to_display
+from napari_chsnet.io.orientation import geometry_of, nearest_orthonormal, oblique_warning, to_display
 from napari_chsnet.io.volume import CTVolume, NiftiTransform
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
@@ -217,14 +217,12 @@ def _check_permission(path: Path) -> None:
         raise InvalidVolumeError(
             f"{path} cannot be read (permission denied); check its access rights."
         ) from exc
-    except (
-        FileNotFoundError
-    ) as exc:  # read_ct checks first; a mask named by the user (read_mask) may not exist
+    # read_ct checks existence first; a mask named by the user (read_mask) may not exist
+    except FileNotFoundError as exc:
         raise InvalidVolumeError(f"{path} not found; check the path.") from exc
 
 
 def _header(path: Path) -> sitk.ImageFileReader:
-    _check_permission(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     if image_io_of(path):
@@ -246,9 +244,8 @@ def _itk_reason(exc: RuntimeError) -> str:
 
 def read_image_file(path: Path) -> CTVolume:
     """Read a NIfTI/MetaImage/NRRD CT volume with SimpleITK, checking its size before its pixels."""
+    _check_permission(path)
     is_nifti = suffix_of(path) in (".nii", ".nii.gz")
-    if is_nifti:
-        _check_permission(path)
     nifti = _readable_nifti_header(path) if is_nifti else None
     reader = _header(path)
     size = reader.GetSize()
@@ -336,8 +333,8 @@ def _place_nifti_slice(image: sitk.Image, affine: np.ndarray) -> None:
     if not np.allclose(columns[:2, :2], joined[:2, :2], atol=1e-3):
         return
     normal = columns[:, 2] if norms[2] > 0 else np.cross(columns[:, 0], columns[:, 1])
-    u, _, vt = np.linalg.svd(np.column_stack([columns[:, 0], columns[:, 1], normal]))
-    image.SetDirection(tuple(float(v) for v in (u @ vt).ravel()))  # orthonormal, as ITK requires
+    nearest = nearest_orthonormal(np.column_stack([columns[:, 0], columns[:, 1], normal]))
+    image.SetDirection(tuple(float(v) for v in nearest.ravel()))  # orthonormal, as ITK requires
     image.SetSpacing((*image.GetSpacing()[:2], float(norms[2] * scale) if norms[2] > 0 else 1.0))
     origin = affine[:3, 3] * _RAS_TO_LPS * scale
     image.SetOrigin((*image.GetOrigin()[:2], float(origin[2])))
