@@ -315,11 +315,7 @@ def _reads_as(scratch: Path, data: bytes, probe: sitk.Image) -> bool:
     """Whether ITK reads the one-voxel NIfTI ``data`` on ``probe``'s grid (written to ``scratch``)."""
     try:
         scratch.write_bytes(data)
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(scratch))
-        reader.SetImageIO("NiftiImageIO")
-        reader.ReadImageInformation()
-        found = _Grid(tuple(reader.GetSize()), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+        found = _header_grid(scratch, "NiftiImageIO")
     except RuntimeError:  # e.g. a skewed sform, which ITK refuses
         return False
     finally:
@@ -349,6 +345,15 @@ def _stream_nifti(temporary: Path, header: bytes, source_zyx: np.ndarray) -> Non
 
 def _grid_of(image: sitk.Image) -> _Grid:
     return _Grid(tuple(image.GetSize()), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+
+
+def _header_grid(path: Path, image_io: str) -> _Grid:
+    """The grid ITK reads from ``path``'s header alone (no voxels); RuntimeError when it cannot."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.SetImageIO(image_io)
+    reader.ReadImageInformation()
+    return _Grid(tuple(reader.GetSize()), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
 
 
 def _grid_problems(
@@ -393,11 +398,7 @@ def _check_written(temporary: Path, expected: _Grid, file_bytes: int | None = No
             length = temporary.stat().st_size
         if file_bytes is not None and length != file_bytes:
             raise OSError(f"the written file holds {length} bytes, expected {file_bytes}")
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(temporary))
-        reader.SetImageIO(image_io_of(temporary))
-        reader.ReadImageInformation()
-        found = _Grid(tuple(reader.GetSize()), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+        found = _header_grid(temporary, image_io_of(temporary))
     else:
         found = _grid_of(sitk.ReadImage(str(temporary), imageIO=image_io_of(temporary)))
     if found.size != tuple(expected.size):
