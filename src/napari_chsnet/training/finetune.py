@@ -258,7 +258,8 @@ def finetune(
             )
         network.cpu()
         _stop_if_asked(should_stop)  # Cancel pressed during the last step or the final evaluation
-        notes[:0] = _improvement_notes(tuned)
+        improvement = _improvement_notes(tuned)
+        notes[:0] = improvement
         with _writing(target):
             metadata = _checkpoint_metadata(checkpoint, tuned, corrected, len(new_slices), len(replay_slices))
             checkpoint_path = staging / f"{model}.safetensors"
@@ -290,9 +291,7 @@ def finetune(
         del network
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    say(
-        f"wrote {target}: {_score_change(tuned)}" + "".join(f"; {note}" for note in _improvement_notes(tuned))
-    )
+    say(f"wrote {target}: {_score_change(tuned)}" + "".join(f"; {note}" for note in improvement))
     return FinetuneResult(
         target,
         target / f"{model}.safetensors",
@@ -341,8 +340,7 @@ def _no_slice_message(cases: list[CorrectedCase], only_edited: bool) -> str:
     """Why no case gave a training slice, with advice that applies to it (``--all-slices`` only helps
     a case that was narrowed to its edited slices; a case without them already uses every slice)."""
     narrowed = [c for c in cases if only_edited and c.edited_slices]
-    # by identity: ``in`` would compare CorrectedCase fields, numpy arrays among them (a ValueError)
-    whole = [c for c in cases if not any(c is n for n in narrowed)]
+    whole = [c for c in cases if not (only_edited and c.edited_slices)]
     parts = []
     if narrowed:
         shown = "; ".join(
