@@ -125,10 +125,7 @@ class CorrectedCase:
         case = cls.from_files(*(folder / name for name in CORRECTION_FILES), name=folder.name)
         if (folder / EDITED_SLICES_FILE).is_file():
             info = json.loads((folder / EDITED_SLICES_FILE).read_text())
-            case.edited_slices = tuple(info.get("slices", ())) or None
-            case.lungs_edited = bool(info.get("lungs_edited", False))
-            infection_edited = info.get("infection_edited")
-            case.infection_edited = None if infection_edited is None else bool(infection_edited)
+            case.edited_slices, case.lungs_edited, case.infection_edited = _edits_recorded(info)
         return case
 
     def labelled_slices(self, only_edited: bool) -> list[LabelledSlice]:
@@ -224,10 +221,14 @@ def _read_saved(folder: Path, shape: tuple[int, ...]) -> _Saved | None:
         return None
     if lungs.shape != tuple(shape) or infection.shape != tuple(shape) or not isinstance(info, dict):
         return None
+    return _Saved(lungs.astype(np.uint8), (infection > 0).astype(np.uint8), *_edits_recorded(info))
+
+
+def _edits_recorded(info: dict[str, Any]) -> tuple[tuple[int, ...] | None, bool, bool | None]:
+    """What ``edited_slices.json`` says was edited: the slices (None: unknown), whether the lungs and
+    whether the infection were (None: unknown, as in folders saved before it was recorded)."""
     infection_edited = info.get("infection_edited")
-    return _Saved(
-        lungs.astype(np.uint8),
-        (infection > 0).astype(np.uint8),
+    return (
         tuple(int(z) for z in info.get("slices", ())) or None,
         bool(info.get("lungs_edited", False)),
         None if infection_edited is None else bool(infection_edited),
