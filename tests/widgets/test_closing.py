@@ -14,7 +14,7 @@ from napari_chsnet.registry import INFECTION_LAYER, LUNGS_LAYER, RIGHT_LUNG
 
 from .conftest import add_ct, show_known_result
 from .test_segment_panel import RUN_TIMEOUT_MS, choose_weights
-from .test_window_close import _stand_in_fine_tune
+from .test_window_close import _stand_in_fine_tune, _start_a_long_segmentation
 
 pytestmark = pytest.mark.gui
 PANEL = ("napari-chsnet", "CHS-Net Segment")
@@ -121,12 +121,7 @@ def test_closing_the_panel_during_a_run_cancels_it_quietly(
     docked, qtbot, small_phantom, tiny_weights, user, notifications
 ):
     viewer, dock, widget = docked
-    add_ct(viewer, small_phantom)
-    choose_weights(widget, user, tiny_weights)
-    segment = widget.segment
-    segment.batch_size.value = 1  # many steps: progress still arrives after the close
-    segment.segment.native.click()
-    assert segment.running
+    segment = _start_a_long_segmentation(viewer, widget, small_phantom, user, tiny_weights)
 
     _close_and_delete(qtbot, dock, widget)  # a callback touching a deleted widget fails the test
 

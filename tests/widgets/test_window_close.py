@@ -99,18 +99,25 @@ def test_a_window_close_that_napari_refuses_keeps_the_panel(make_napari_viewer, 
     assert set(widget.shortcuts) == {"Shift-S", "Shift-R", "Shift-L", "Shift-J"}
 
 
+def _start_a_long_segmentation(viewer, widget, small_phantom, user, tiny_weights):
+    """Segment a phantom CT with tiny weights one slice per step (many steps: progress still arrives
+    after a close); returns the Segment tab, running."""
+    add_ct(viewer, small_phantom)
+    choose_weights(widget, user, tiny_weights)
+    segment = widget.segment
+    segment.batch_size.value = 1
+    segment.segment.native.click()
+    assert segment.running
+    return segment
+
+
 def test_closing_naparis_window_during_a_segmentation_cancels_it_quietly(
     make_napari_viewer, qtbot, small_phantom, tiny_weights, user, notifications
 ):
     viewer = make_napari_viewer(show=True)
     _dock, widget = viewer.window.add_plugin_dock_widget(*PANEL)
     widget.use_dialogs(user)
-    add_ct(viewer, small_phantom)
-    choose_weights(widget, user, tiny_weights)
-    segment = widget.segment
-    segment.batch_size.value = 1  # many steps: progress still arrives after the close
-    segment.segment.native.click()
-    assert segment.running
+    segment = _start_a_long_segmentation(viewer, widget, small_phantom, user, tiny_weights)
 
     _close_window_with_x(qtbot, viewer)  # a progress callback on the deleted bar fails the test
 
