@@ -110,4 +110,5 @@ def test_the_cli_says_when_no_epoch_improved(
     assert (
         "note: no epoch improved on the corrected slices; the new version holds the starting weights" in out
     )
+    assert out.count("no epoch improved") == 1  # was said twice: in the log line and as a note
     assert (output / "version.json").is_file()

@@ -258,8 +258,7 @@ def finetune(
             )
         network.cpu()
         _stop_if_asked(should_stop)  # Cancel pressed during the last step or the final evaluation
-        improvement = _improvement_notes(tuned)
-        notes[:0] = improvement
+        notes[:0] = _improvement_notes(tuned)
         with _writing(target):
             metadata = _checkpoint_metadata(checkpoint, tuned, corrected, len(new_slices), len(replay_slices))
             checkpoint_path = staging / f"{model}.safetensors"
@@ -291,7 +290,7 @@ def finetune(
         del network
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    say(f"wrote {target}: {_score_change(tuned)}" + "".join(f"; {note}" for note in improvement))
+    say(f"wrote {target}: {_score_change(tuned)}")  # the notes are the caller's to show, once
     return FinetuneResult(
         target,
         target / f"{model}.safetensors",
