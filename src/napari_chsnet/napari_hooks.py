@@ -19,7 +19,7 @@ import numpy as np
 
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.dicom import looks_like_dicom
-from napari_chsnet.io.hounsfield import is_label_map
+from napari_chsnet.io.hounsfield import is_label_map, one_value_only
 from napari_chsnet.io.phantom import sample_ct
 from napari_chsnet.io.readers import (
     DICOM_SUFFIXES,
@@ -78,13 +78,19 @@ def read_ct_layers(path: PathOrPaths) -> list[LayerData]:
     """Read a CT and return it as one napari image layer in HU with its physical geometry; a mask file
     (e.g. the lungs.nii.gz ``chsnet segment`` writes) comes back as a labels layer instead, and a
     probability map the plugin wrote (a float file in [0, 1] named like infection_probability.nii.gz,
-    see ``_is_probability_file``) as an image in the panel's JET colours.
+    see ``_is_probability_file``) as an image in the panel's JET colours. A file holding one value only
+    (an empty mask, a blank volume) opens with a warning saying so.
 
     napari's "Open as stack" passes even a single file or folder as a list: it is unwrapped.
     Several paths are read as the DICOM files of one series (``read_ct`` refuses anything else).
     """
     paths = [path] if isinstance(path, str) else [str(p) for p in path]
     volume = read_stored_values(paths[0] if len(paths) == 1 else paths)
+    blank = one_value_only(volume.hu)
+    if blank:  # an all-zero file opened as an empty labels layer without a word
+        volume.metadata.setdefault("warnings", []).append(
+            f"the file holds {blank}, so it is an empty mask or a blank volume, not a CT"
+        )
     # A mask or a probability map read as a CT would be a grey image in the lung window, offered
     # for segmentation, with a warning that it is not in HU.
     if _is_label_volume(volume.hu):
@@ -99,8 +105,8 @@ def read_ct_layers(path: PathOrPaths) -> list[LayerData]:
 
 
 def _is_label_volume(values: np.ndarray) -> bool:
-    """Whole numbers 0-255 with few distinct values (``is_label_map`` looks at a subsample; the whole
-    range is checked here so that the uint8 labels hold every value)."""
+    """Integers 0-255 that make a label map (``is_label_map`` looks at a subsample and a few planes; the
+    whole range is checked here so that the uint8 labels hold every value)."""
     return (
         values.dtype.kind in "iub"
         and values.size > 0

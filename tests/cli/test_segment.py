@@ -632,3 +632,20 @@ def test_help_shows_no_empty_defaults(command, capsys):
         assert text.count("(default: bundled)") == 1 and "(default: 5)" in text
     if command == "segment":
         assert "(default: 0.5)" in text and "report.csv rows of a case" in text
+
+
+def test_the_summary_line_says_which_lung_is_too_small_to_grade():
+    """P001 with its left lung replaced by soft tissue printed "overall CT-4 (right CT-1 3.6 %, left CT-4
+    97.8 %)" from a 14 mL left fragment: the fragment is "not measured" and the overall is the right's."""
+    from napari_chsnet.cli.segment import Case, _summary
+    from napari_chsnet.io.volume import Geometry
+    from napari_chsnet.report.severity import compute_severity
+
+    lungs = np.zeros((10, 10, 24), dtype=np.uint8)
+    lungs[:, :, :10], lungs[:2, :2, 14:16] = 1, 2
+    infection = np.zeros_like(lungs)
+    infection[:1, :, :10], infection[:2, :2, 14:16] = 1, 1
+    severity = compute_severity(lungs, infection, Geometry(spacing_mm=(1.0, 1.0, 2000.0)), min_lesion_ml=0.0)
+    report = {**severity.to_dict(), "device": "cpu"}
+    line = _summary(Case("p001", None, Path("out/p001")), report)
+    assert line.startswith("p001: overall CT-1 (right CT-1 10.0 %, left not measured: 16.0 mL) on cpu")

@@ -7,13 +7,17 @@ file gives; read as HU it gave a normal scan CT-3 on 1 mL "lungs".
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.inference.pipeline import SegmentationSettings, segment_volume
 from napari_chsnet.io.phantom import make_phantom
 from napari_chsnet.io.readers import read_ct
+from napari_chsnet.io.volume import CTVolume, Geometry
 from napari_chsnet.resources_path import bundled_weights_dir
 
 pytestmark = pytest.mark.slow
@@ -73,3 +77,43 @@ def test_normal001_exported_as_8bit_stays_normal(shared_data, tmp_path, windowed
         assert lung.involvement_pct < 1.0, f"{side} lung {lung.involvement_pct:.2f} %"
     reference = segment(hu_volume)
     assert lung_dice(reference.lungs > 0, result.lungs > 0) >= 0.95
+
+
+def test_an_export_through_a_soft_tissue_window_is_flagged(tmp_path, windowed_8bit):
+    """Through W400/L40 (-160…240 HU) normal lung is stored as 0, so ground glass is gone (on P001:
+    lungs 2132 mL against 1458 mL from HU, the infection on the wrong side) and the report said only
+    that densities were approximate. The lung-window export of the same phantom is not flagged."""
+    phantom = make_phantom(seed=7, shape=(16, 256, 256))
+    flagged = []
+    for name, window in (("soft_tissue", (-160, 240)), ("lung", (-1250, 250))):
+        pixels = windowed_8bit(phantom.ct.hu, window)
+        path = export_8bit(pixels, phantom.ct.geometry.spacing_zyx, tmp_path / f"{name}.nii.gz")
+        warnings = segment(read_ct(path)).run_info.warnings
+        flagged.append([w for w in warnings if "window clipped the lungs" in w])
+    soft_tissue, lung = flagged
+    assert (
+        len(soft_tissue) == 1
+        and "% of the lung voxels hold the 8-bit export's darkest value" in soft_tissue[0]
+    )
+    assert lung == []
+
+
+def test_a_scan_without_lungs_is_refused():
+    """An abdomen, a neck or a volume of air got a report ("CT-0, normal", or a few mL of stray voxels
+    graded CT-4); here a water cylinder, as a scanner's quality-control phantom."""
+    hu = np.full((16, 256, 256), -1000.0, np.float32)
+    y, x = np.ogrid[:256, :256]
+    hu[:, (y - 128) ** 2 + (x - 128) ** 2 < 100**2] = 0.0
+    hu += np.random.default_rng(0).normal(0, 10, hu.shape).astype(np.float32)
+    water = CTVolume(hu, Geometry((0.8, 0.8, 2.5)), "water phantom")
+    with pytest.raises(InvalidVolumeError, match=r"water phantom: no lungs found \(no slice holds more than"):
+        segment(water)
+
+
+def test_a_single_slice_is_segmented_but_no_lung_is_graded():
+    """One slice of a chest holds real lungs (not refused), but no lung under 100 mL is graded."""
+    phantom = make_phantom(seed=7, shape=(16, 256, 256))
+    single = dataclasses.replace(phantom.ct, hu=phantom.ct.hu[8:9].copy())
+    severity = segment(single).severity
+    assert 0 < severity.right.volume_ml < 100 and 0 < severity.left.volume_ml < 100
+    assert not (severity.right.measured or severity.left.measured or severity.overall_measured)

@@ -22,6 +22,7 @@ from napari_chsnet.io.hounsfield import (
     assess_intensity,
     display8_to_unit,
     is_label_map,
+    one_value_only,
     to_hounsfield,
     unit_to_display8,
 )
@@ -143,13 +144,28 @@ def test_an_intensity_the_values_rule_out_is_refused(tmp_path, chest_hu, given, 
         read_ct(path, intensity=given)
 
 
-def test_a_file_without_air_is_read_as_hu_with_a_warning(tmp_path):
+def test_a_file_without_air_is_kept_as_stored_with_a_warning(tmp_path):
     tissue = np.full((4, 16, 16), 40, dtype=np.int16)
     tissue[:, :8] = -60
     volume = read_ct(write(tmp_path / "tissue.nrrd", tissue))
     assert volume.metadata["intensity"] == UNKNOWN
     np.testing.assert_array_equal(volume.hu, tissue)
-    assert any("do not look like Hounsfield units" in w for w in volume.metadata["warnings"])
+    assert any(
+        "do not look like Hounsfield units" in w and "the segmentation refuses them" in w
+        for w in volume.metadata["warnings"]
+    )
+
+
+def test_values_given_as_hu_that_do_not_look_like_hu_keep_a_warning(tmp_path):
+    """An MR-like volume (300-1500, no air) given as HU is read as asked; the warning stays (it was
+    given only for values that looked like display8 or offset1024)."""
+    mr_like = 300 + np.arange(4 * 16 * 16, dtype=np.int16).reshape(4, 16, 16) % 1200
+    volume = read_ct(write(tmp_path / "mr_like.nii.gz", mr_like), intensity="hu")
+    assert volume.metadata["intensity"] == HU
+    np.testing.assert_array_equal(volume.hu, mr_like)
+    (warning,) = volume.metadata["warnings"]
+    assert "intensity given as hu although the values do not look like Hounsfield units" in warning
+    assert "not the air of a chest CT" in warning, "the assessment's reason"
 
 
 def test_a_mask_file_is_not_taken_for_an_8bit_ct(tmp_path):
@@ -170,3 +186,63 @@ def test_a_binary_mask_is_a_label_map_not_normalised_values(chest_hu, windowed_8
         assert "label map" in assess_intensity(mask).reason
     for picture in (chest_hu, windowed_8bit(chest_hu), np.linspace(0.0, 1.0, 1000, dtype=np.float32)):
         assert not is_label_map(picture)
+
+
+def multi_label_map(shape=(12, 96, 96), n_labels=60) -> np.ndarray:
+    """A multi-organ label map (as TotalSegmentator writes): background 0 around a body of blocks
+    labelled 1..n_labels, each label constant over its block."""
+    z, y, x = np.indices(shape)
+    labels = (1 + (y // 8) * 6 + x // 16) % n_labels + 1
+    body = (y - shape[1] / 2) ** 2 / 0.4 + (x - shape[2] / 2) ** 2 < (0.45 * shape[2]) ** 2
+    return np.where(body, labels, 0).astype(np.uint8)
+
+
+def test_a_multi_label_map_is_not_taken_for_an_8bit_ct(tmp_path, chest_hu, windowed_8bit):
+    """A 55-label map (more than 32 values, all under 255) was read as a display8 CT: a CT-1 report of
+    3.7 L of "lungs". Its labels are constant over whole regions; CT noise never is."""
+    labels = multi_label_map()
+    assert np.unique(labels).size > 32
+    assessment = assess_intensity(labels)
+    assert assessment.kind == UNKNOWN and "label map" in assessment.reason
+    assert is_label_map(labels)
+    volume = read_ct(write(tmp_path / "organs.nii.gz", labels))
+    assert volume.metadata["intensity"] == UNKNOWN
+    np.testing.assert_array_equal(volume.hu, labels)
+    for window in ((-1350, 150), (-160, 240), DISPLAY_WINDOW_HU):  # lung, soft tissue, training slices
+        picture = windowed_8bit(chest_hu, window)
+        assert not is_label_map(picture) and assess_intensity(picture).kind == DISPLAY8, window
+
+
+def test_a_volume_of_one_value_says_so():
+    for blank in (np.zeros((4, 16, 16), np.int16), np.full((4, 16, 16), 1024, np.uint16)):
+        assert one_value_only(blank) == f"one value only ({blank.flat[0]} in every voxel)"
+        assert "one value only" in assess_intensity(blank).reason
+    assert one_value_only(np.full((4, 16, 16), -1000, np.int16)) == "one value only (-1000 in every voxel)"
+    almost = np.zeros((64, 64, 64), np.int16)
+    almost[1, 2, 3] = 1  # off the subsample: the whole volume decides
+    assert one_value_only(almost) is None
+
+
+@pytest.mark.realdata
+def test_no_real_ct_is_taken_for_a_label_map(shared_data, windowed_8bit):
+    """covid-ct-md in HU and as 8-bit through a lung and a soft-tissue window, and COVID-SemiSeg's
+    8-bit JPEG slices, are pictures (flat share at most 0.14, hounsfield._FLAT_SHARE); a multi-label
+    map drawn on P001 (0.97) is a label map."""
+    from PIL import Image
+
+    for name in ("normal001", "P001"):  # P001 last: the label map below is drawn on it
+        hu = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "covid-ct-md" / f"{name}_ct_hu.nii.gz")))
+        assert assess_intensity(hu).kind == HU
+        for window in ((-1350, 150), (-160, 240)):
+            picture = windowed_8bit(hu, window)
+            assert not is_label_map(picture) and assess_intensity(picture).kind == DISPLAY8, (name, window)
+    y, x = np.arange(hu.shape[1])[:, None], np.arange(hu.shape[2])[None, :]
+    organs = np.where(hu > -400, 1 + (y // 24) * 3 + (x // 64) % 3, 0).astype(np.uint8)  # in the body
+    assert np.unique(organs).size > 32 and is_label_map(organs)
+    slices = sorted((shared_data / "covid-semiseg" / "train" / "images").glob("*.jpg"))
+    assert slices, "COVID-SemiSeg training images"
+    pixels = [np.asarray(Image.open(path).convert("L")) for path in slices]
+    for picture in pixels:
+        assert not is_label_map(picture[None]), "one slice"
+    same_size = [p for p in pixels if p.shape == pixels[0].shape][:8]
+    assert not is_label_map(np.stack(same_size))

@@ -184,6 +184,49 @@ def test_reader_converts_an_8bit_scan_and_warns_in_napari(tmp_path, windowed_8bi
     assert data.min() < -900, "the air outside the chest is air again"
 
 
+def test_a_multi_label_map_opens_as_labels_not_as_an_8bit_ct(tmp_path):
+    """A 60-label map (as TotalSegmentator writes) opened as a grey CT converted from 8-bit values."""
+    from test_hounsfield import multi_label_map
+
+    labels = multi_label_map()
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(tmp_path / "organs.nii.gz"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 'not Hounsfield units' warning
+        [(data, kwargs, layer_type)] = read_ct_layers(str(tmp_path / "organs.nii.gz"))
+    assert layer_type == "labels" and data.dtype == np.uint8
+    np.testing.assert_array_equal(data, labels)
+    assert "intensity" not in kwargs["metadata"] and "colormap" not in kwargs, "napari's own label colours"
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "layer_type"),
+    [(0, np.int16, "labels"), (-1000, np.int16, "image")],
+    ids=["zero", "air"],
+)
+def test_a_file_of_one_value_opens_with_a_warning(tmp_path, value, dtype, layer_type):
+    """An all-zero volume opened as an empty labels layer without a word."""
+    path = tmp_path / "blank.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 16, 16), value, dtype)), str(path))
+    with pytest.warns(
+        UserWarning, match=rf"blank.nii.gz: the file holds one value only \({value} in every voxel\)"
+    ):
+        [(_data, _kwargs, opened_as)] = read_ct_layers(str(path))
+    assert opened_as == layer_type
+
+
+def test_values_not_in_hu_open_as_an_image_marked_unknown(tmp_path):
+    """An MR-like volume opens (with the reader's warning); the Segment tab refuses it from the
+    ``intensity`` its layer carries (tests/widgets/test_segment_values.py)."""
+    mr_like = 300 + np.arange(4 * 16 * 16, dtype=np.int16).reshape(4, 16, 16) % 1200
+    sitk.WriteImage(sitk.GetImageFromArray(mr_like), str(tmp_path / "mr.nii.gz"))
+    with pytest.warns(
+        UserWarning, match="do not look like Hounsfield units .* the segmentation refuses them"
+    ):
+        [(data, kwargs, layer_type)] = read_ct_layers(str(tmp_path / "mr.nii.gz"))
+    assert layer_type == "image" and kwargs["metadata"]["intensity"] == "unknown"
+    np.testing.assert_array_equal(data, mr_like)
+
+
 def test_open_as_stack_of_one_path_reads_that_path(ras_nifti, axial_series):
     """napari's "Open as stack" passes a one-item list, even for a NIfTI file or a DICOM folder."""
     folder, hu = axial_series

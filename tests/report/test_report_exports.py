@@ -68,7 +68,14 @@ def test_report_json_has_the_stable_keys(synthetic_case):
         "case",
     ):
         assert key in report, key
-    assert set(report["lungs"]["right"]) == {"volume_ml", "infected_ml", "involvement_pct", "grade"}
+    assert set(report["lungs"]["right"]) == {
+        "volume_ml",
+        "infected_ml",
+        "involvement_pct",
+        "grade",
+        "measured",
+    }
+    assert report["lungs"]["right"]["measured"] is True and report["overall"]["measured"] is True
     assert report["overall"]["grade"] in {"CT-1", "CT-2", "CT-3", "CT-4"}
     assert report["case"] == "case_0042"
     assert report["stage_timings_s"] == {"prepare": 0.5, "predict": 11.0}

@@ -161,7 +161,7 @@ def test_a_one_slice_scan_shows_every_warning_in_full_under_the_grade(synthetic_
     bullets = [t for t in page.texts if t.get_text() == "•"]
     assert len(bullets) == len(report["warnings"])  # one bullet each
     badge = next(t for t in page.texts if t.get_gid() == "grade-badge")
-    assert badge.get_text() == f"{report['overall']['grade']} — see warnings below"
+    assert badge.get_text() == "not measured — see warnings below"  # no lung reaches 100 mL: none graded
     # the box sits right under the grade and above the table
     renderer = page.canvas.get_renderer()
     page.draw(renderer)
@@ -215,14 +215,15 @@ def test_warnings_that_do_not_fit_page_one_continue_on_page_two(synthetic_case, 
     assert table.y1 < _box_of(figures[0], "warnings-box").y0
     images = [ax.get_window_extent(renderer) for ax in figures[1].axes if ax.images]
     assert max(b.y1 for b in images) < _box_of(figures[1], "warnings-box").y0
-    # the empty lung's CT-0 is not shown in a healthy lung's green
+    # the empty lung is "not measured", not a healthy lung's green CT-0
     cells = [
         cell.get_text()
         for ax in figures[0].axes
         for table in ax.tables
         for cell in table.get_celld().values()
     ]
-    assert any(text.get_text() == "CT-0 not measured" and text.get_color() == "#777777" for text in cells)
+    assert any(text.get_text() == "not measured" and text.get_color() == "#777777" for text in cells)
+    assert any(text.get_text().endswith("(right lung only)") for text in cells)
 
 
 def test_warnings_beyond_two_pages_get_pages_of_their_own(synthetic_case, tmp_path):

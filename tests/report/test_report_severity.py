@@ -12,6 +12,7 @@ from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 from napari_chsnet.report.severity import (
     DEFAULT_MIN_LESION_ML,
     MIN_PLAUSIBLE_LUNG_ML,
+    NOT_MEASURED,
     UncountedInfection,
     clean_infection,
     compute_severity,
@@ -19,6 +20,7 @@ from napari_chsnet.report.severity import (
     grade_for_involvement,
     remove_small_lesions,
     severity_from_cleaned,
+    shown_grade,
     worse_grade,
 )
 
@@ -259,8 +261,14 @@ def test_to_dict_has_exactly_the_documented_shape():
     assert set(data) == {"lungs", "overall", "min_lesion_ml"}
     assert set(data["lungs"]) == {"right", "left"}
     for side in ("right", "left"):
-        assert set(data["lungs"][side]) == {"volume_ml", "infected_ml", "involvement_pct", "grade"}
-    assert set(data["overall"]) == {"involvement_pct", "grade", "volume_ml", "infected_ml"}
+        assert set(data["lungs"][side]) == {
+            "volume_ml",
+            "infected_ml",
+            "involvement_pct",
+            "grade",
+            "measured",
+        }
+    assert set(data["overall"]) == {"involvement_pct", "grade", "volume_ml", "infected_ml", "measured"}
     assert data["lungs"]["right"]["grade"] == "CT-2" and data["lungs"]["left"]["grade"] == "CT-1"
     assert data["overall"]["grade"] == "CT-2"
     assert data["min_lesion_ml"] == 0.0
@@ -306,6 +314,41 @@ def test_a_lung_far_smaller_than_any_lung_is_warned_about():
     plausible = compute_severity(lungs, infection, Geometry(spacing_mm=(5.0, 5.0, 6.4)), min_lesion_ml=0.0)
     assert plausible.left.volume_ml == pytest.approx(160.0)
     assert not any("far less than a lung" in w for w in plausible.warnings)
+
+
+def test_a_lung_fragment_beside_a_whole_lung_is_not_graded():
+    """P001 with its left lung replaced by soft tissue (a pneumonectomy): the lung stage kept a 14 mL
+    left fragment, 98 % "infected", and the patient came out CT-4 beside a CT-1 right lung. A mask
+    under 100 mL keeps its figures but is not measured: the overall grade is the right lung's."""
+    lungs = np.zeros((10, 10, 24), dtype=np.uint8)
+    lungs[:, :, :10] = RIGHT_LUNG  # 1000 voxels of 2 mL: 2000 mL
+    lungs[:2, :2, 14:16] = LEFT_LUNG  # 8 voxels: 16 mL
+    infection = np.zeros_like(lungs)
+    infection[:1, :, :10] = 1  # 10 % of the right lung
+    infection[:2, :2, 14:16] = 1  # the whole fragment
+    report = compute_severity(lungs, infection, Geometry(spacing_mm=(1.0, 1.0, 2000.0)), min_lesion_ml=0.0)
+    assert (report.right.grade, report.right.measured) == ("CT-1", True)
+    assert (report.left.grade, report.left.measured) == ("CT-4", False)  # figures kept
+    assert report.overall_grade == "CT-1" and report.overall_measured
+    data = report.to_dict()
+    assert data["lungs"]["left"]["measured"] is False and data["overall"]["measured"] is True
+    assert shown_grade(data["lungs"]["left"]) == NOT_MEASURED and shown_grade(data["overall"]) == "CT-1"
+    (flagged,) = [w for w in report.warnings if "far less than a lung" in w]
+    assert "left lung mask holds only 16.0 mL" in flagged
+    assert "it is not graded and the overall grade is the right lung's" in flagged
+
+
+def test_with_no_lung_measured_the_overall_grade_says_so():
+    """Both masks under 100 mL (a single slice, a stray few mL): the grade is kept for the record, but
+    ``overall.measured`` is False and tables show "not measured"."""
+    lungs, right, left = two_lungs()
+    report = compute_severity(lungs, infect(lungs.shape, right[:300], left[:50]), ONE_MM, 0.0)
+    assert report.overall_grade == "CT-2" and not report.overall_measured
+    assert shown_grade(report.to_dict()["overall"]) == NOT_MEASURED
+    assert sum("neither lung is graded" in w for w in report.warnings) == 2
+    # report dictionaries written before the flag: an empty lung was the one not measured
+    assert shown_grade({"grade": "CT-0", "volume_ml": 0.0}) == NOT_MEASURED
+    assert shown_grade({"grade": "CT-1", "volume_ml": 900.0}) == "CT-1"
 
 
 def _lungs_with(*values: int, dtype=np.uint8) -> np.ndarray:

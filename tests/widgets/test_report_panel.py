@@ -15,6 +15,7 @@ from napari_chsnet.io.writers import read_mask, write_volume
 from napari_chsnet.napari_hooks import ct_layer
 from napari_chsnet.registry import INFECTION_LAYER, LEFT_LUNG, LUNGS_LAYER, RIGHT_LUNG
 from napari_chsnet.report import CSV_COLUMNS
+from napari_chsnet.report.severity import shown_grade
 from napari_chsnet.widgets.report_panel import EDITED_WARNING
 from napari_chsnet.widgets.results import layer_geometry
 
@@ -91,7 +92,7 @@ def test_report_exports_match_the_table_and_never_overwrite_silently(ct_from_ras
     assert report["model"] == "chsnet"
     assert report["lungs"]["right"]["volume_ml"] == pytest.approx(severity.right.volume_ml, abs=1e-6)
     assert report["lungs"]["left"]["infected_ml"] == pytest.approx(severity.left.infected_ml, abs=1e-6)
-    assert report["overall"]["grade"] == widget.severity.cell(2, 3)
+    assert shown_grade(report["overall"]) == widget.severity.cell(2, 3)  # "not measured": 10 mL phantom lungs
     assert EDITED_WARNING not in report["warnings"]
     rows = list(csv.DictReader((out / "r.csv").open()))
     assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 1
@@ -317,7 +318,8 @@ def test_the_table_follows_a_rename_that_changes_which_layer_is_infection(panel,
     mine.name = INFECTION_LAYER
 
     qtbot.waitUntil(lambda: widget.severity.severity.overall_infected_ml == 0, timeout=TABLE_TIMEOUT_MS)
-    assert widget.severity.cell(2, 3) == "CT-0"
+    assert widget.severity.severity.overall_grade == "CT-0"
+    assert widget.severity.cell(2, 3) == "not measured"  # the small phantom's lungs hold 8-10 mL
 
 
 def test_a_label_outside_the_expected_set_is_magenta_and_the_table_says_why(

@@ -337,16 +337,16 @@ def _write_files(case: Case, folder: Path, volume, result, anonymize: bool) -> d
 
 
 def _summary(case: Case, report: dict) -> str:
-    from napari_chsnet.report.severity import format_percent
+    from napari_chsnet.report.severity import NOT_MEASURED, format_figure, format_percent, shown_grade
 
-    lungs = report["lungs"]
-    sides = ", ".join(
-        f"{side} {lungs[side]['grade']} {format_percent(lungs[side]['involvement_pct'])} %"
-        for side in ("right", "left")
-    )
-    return (
-        f"{case.name}: overall {report['overall']['grade']} ({sides}) on {report['device']} → {case.folder}"
-    )
+    def side_words(side: str) -> str:
+        lung = report["lungs"][side]
+        if shown_grade(lung) == NOT_MEASURED:
+            return f"{side} {NOT_MEASURED}: {format_figure(lung['volume_ml'])} mL"
+        return f"{side} {lung['grade']} {format_percent(lung['involvement_pct'])} %"
+
+    sides = ", ".join(side_words(side) for side in ("right", "left"))
+    return f"{case.name}: overall {shown_grade(report['overall'])} ({sides}) on {report['device']} → {case.folder}"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -39,9 +39,9 @@ from napari_chsnet.inference.intensity import hu_to_unit
 from napari_chsnet.inference.postprocess import half_chest_side, postprocess_lungs
 from napari_chsnet.inference.preprocessing import lung_crop_box
 from napari_chsnet.inference.weights import LUNG_STAGE_MODEL, network_for, preprocessing_of, resolve_weights
-from napari_chsnet.io.hounsfield import is_label_map
+from napari_chsnet.io.hounsfield import DISPLAY8, INTENSITY_KEY, display8_to_hu, is_label_map, one_value_only
 from napari_chsnet.io.memory import check_segmentation_fits
-from napari_chsnet.io.readers import count_non_finite
+from napari_chsnet.io.readers import count_non_finite, refuse_unknown_intensity
 from napari_chsnet.io.volume import CTVolume
 from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, LEFT_LUNG, MODEL_KEYS, MODELS, RIGHT_LUNG
 from napari_chsnet.report.manifest import RunInfo, case_name
@@ -51,11 +51,23 @@ from napari_chsnet.report.severity import (
     clean_infection,
     severity_from_cleaned,
 )
+from napari_chsnet.slabs import slab_step
 
 # Lung area in the scan's first or last slice, as a fraction of the largest slice's, above which the
 # lungs count as cut off there. A complete scan's edge slice grazes at most the costophrenic recesses
 # or an apex (P001's first slice: 8 of 380 cm², 2 %); a scan stopped mid-chest cuts through far more.
 CUT_LUNG_FRACTION = 0.05
+# Share of the lung voxels at an 8-bit export's darkest value above which its window clipped the
+# lungs. A lung window's floor lies below any lung density: a lung-window export of 20 P001 slices
+# holds none of its lung voxels at 0. A W400/L40 (soft-tissue) export of them holds 69 % of the lungs
+# found (96.6 % of the lungs found in HU), so ground glass cannot be seen (lungs 2132 mL against 1458
+# mL from HU, the infection on the wrong side); of the phantom with 30 % / 10 % consolidation, 37 %.
+CLIPPED_LUNG_SHARE = 0.25
+# Below this largest axial lung section the lung stage found no lungs. An adult's lungs cover 200-400
+# cm² of a mid-chest slice (P001: 380), a newborn's about 30; the stray voxels marked in an abdomen,
+# a neck or a volume of air cover a few cm² at most. A section, not a volume: a thin slab or a single
+# slice of a chest holds real lungs (its report then grades no lung, being under 100 mL each).
+MIN_LUNG_SECTION_CM2 = 10.0
 STAGES = ("prepare", "lungs", "postprocess_lungs", "infection", "postprocess_infection", "report")
 
 
@@ -166,6 +178,12 @@ def _check_volume(volume: CTVolume) -> None:
         raise InvalidVolumeError(
             f"{volume.source or 'the CT'} holds NaN or infinite values; fix or re-export the scan"
         )
+    blank = one_value_only(hu)
+    if blank:  # an all-zero volume was refused as "a label map (values 0)"
+        raise InvalidVolumeError(
+            f"{volume.source or 'the CT'} holds {blank}: an empty or blank volume, not a CT; "
+            "segment the CT scan itself"
+        )
     if is_label_map(hu):  # lungs.nii.gz given as the CT: a "CT-0" report of a mask, exit 0
         levels = np.unique(hu[:: max(1, hu.shape[0] // 8)]).astype(int).tolist()
         shown = ", ".join(map(str, levels[:6])) + (", …" if len(levels) > 6 else "")
@@ -173,6 +191,7 @@ def _check_volume(volume: CTVolume) -> None:
             f"{volume.source or 'the CT'} holds a label map (values {shown}), not a CT; "
             "segment the CT scan itself"
         )
+    refuse_unknown_intensity(volume)  # an MR-like volume read as HU was graded CT-4
     check_segmentation_fits(volume.source or "the CT", hu.size)
 
 
@@ -256,7 +275,12 @@ def iter_segmentation(
     spacing_xy = (volume.geometry.spacing_mm[0], volume.geometry.spacing_mm[1])
     lungs = postprocess_lungs(lung_binary, hu, spacing_xy)
     del lung_binary
-    run_warnings = field_of_view_warnings(hu, lungs, spacing_xy) + axial_coverage_warnings(lungs)
+    _check_lungs_found(volume, lungs)
+    run_warnings = (
+        field_of_view_warnings(hu, lungs, spacing_xy)
+        + axial_coverage_warnings(lungs)
+        + clipped_lung_warnings(volume, lungs)
+    )
     box = lung_crop_box(lungs)
     infection_batches = _batches(np.flatnonzero(lungs.any(axis=(1, 2))), settings.batch_size)
     done, total = done + 1, done + 1 + len(infection_batches) + 2
@@ -305,6 +329,43 @@ def iter_segmentation(
     yield Progress(total, total, "report")
     return SegmentationResult(
         lungs, infection, probability, severity, run_info, reported_device, dict(clock.timings)
+    )
+
+
+def _check_lungs_found(volume: CTVolume, lungs: np.ndarray) -> None:
+    """Refuse a scan in which the lung stage found no lungs (``MIN_LUNG_SECTION_CM2``): no chest (an
+    abdomen, a neck, an empty volume) or no CT in HU. Its report read "CT-0, normal", or graded a few
+    mL of stray voxels up to CT-4."""
+    spacing_x, spacing_y = volume.geometry.spacing_mm[:2]
+    largest_cm2 = int(np.count_nonzero(lungs, axis=(1, 2)).max(initial=0)) * spacing_x * spacing_y / 100
+    if largest_cm2 < MIN_LUNG_SECTION_CM2:
+        raise InvalidVolumeError(
+            f"{volume.source or 'the scan'}: no lungs found (no slice holds more than {largest_cm2:.1f} cm² of "
+            f"lung; a lung section covers at least {MIN_LUNG_SECTION_CM2:g}): the scan does not show the chest, or "
+            "its values are not CT Hounsfield units."
+        )
+
+
+def clipped_lung_warnings(volume: CTVolume, lungs: np.ndarray) -> tuple[str, ...]:
+    """A warning when an 8-bit display export's window stored most of the lungs as its darkest
+    value (``CLIPPED_LUNG_SHARE``): the lungs' shades, and so ground glass, were lost in the export."""
+    if volume.metadata.get(INTENSITY_KEY) != DISPLAY8:
+        return ()
+    darkest = float(display8_to_hu(np.zeros(1))[0]) + 0.5  # half a grey level above value 0
+    step = slab_step(lungs.shape)
+    at_darkest = sum(
+        int(
+            np.count_nonzero((volume.hu[start : start + step] <= darkest) & (lungs[start : start + step] > 0))
+        )
+        for start in range(0, lungs.shape[0], step)
+    )
+    share = at_darkest / max(1, np.count_nonzero(lungs))
+    if share <= CLIPPED_LUNG_SHARE:
+        return ()
+    return (
+        f"{100 * share:.0f} % of the lung voxels hold the 8-bit export's darkest value: its window clipped the "
+        "lungs, so ground-glass opacity cannot be seen and the lung and infection masks are unreliable; "
+        "segment the original scan in Hounsfield units.",
     )
 
 

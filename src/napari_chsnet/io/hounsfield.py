@@ -40,6 +40,16 @@ _AIR_BELOW_HU = -500.0
 _OFFSET_AIR_BELOW, _OFFSET_TISSUE_RANGE = 200.0, (900.0, 1200.0)
 _MIN_SHARE = 0.02  # each of air and soft tissue fills far more of any chest CT than 2 %
 _MIN_DISPLAY_LEVELS = 32  # an 8-bit chest picture uses most of its 256 grey levels
+_MAX_LABELS = 256  # a label map of a CT's structures has far fewer (TotalSegmentator: 117)
+# Whole numbers of which more than this share equal their neighbour along x (``flat_share``) are a
+# label map: labels are constant over whole organs, CT noise makes neighbours differ. Measured on 16
+# axial planes, leaving out the two most common values: P001 and normal001 0.016 in HU and in HU + 1024,
+# 0.11-0.14 as 8-bit through the lung window (W1500/L-600) or the export window [-1250, 250], 0.03 through
+# a soft-tissue window (W400/L40); COVID-SemiSeg's 8-bit JPEG slices 0.017 (8 stacked), 0.01-0.14 (each
+# of the 50); the phantom 0.02-0.15 (HU, the same windows). Label maps: 0.97-0.99 (lungs 0/1/2 of P001
+# and of the phantom, a 55-label map drawn on P001).
+_FLAT_SHARE = 0.9
+_FLAT_PLANES = 16  # axial planes the share is measured on: plenty for a share, cheap for any volume
 
 
 @dataclass(frozen=True)
@@ -61,9 +71,9 @@ def assess_intensity(values: np.ndarray) -> IntensityAssessment:
     """Whether ``values`` look like HU, 8-bit display values or HU + 1024, from their distribution.
 
     HU when at least 1 % of the voxels lie below -500 (air). Without negative values: a label map
-    (UNKNOWN) when they are whole numbers 0-255 with fewer than 32 distinct values, 8-bit display
-    values when the maximum is at most 255, HU + 1024 when air (below 200) and soft tissue
-    (900-1200) each fill at least 2 % of the voxels. Anything else is UNKNOWN (read as HU, warned).
+    (UNKNOWN, ``is_label_map``), 8-bit display values when the maximum is at most 255, HU + 1024 when
+    air (below 200) and soft tissue (900-1200) each fill at least 2 % of the voxels. Anything else is
+    UNKNOWN (kept as stored, warned, and refused by the segmentation).
     """
     sample = _sample(values)
     if sample.size == 0:
@@ -72,9 +82,9 @@ def assess_intensity(values: np.ndarray) -> IntensityAssessment:
     air_share = float(np.mean(sample < _AIR_BELOW_HU))
     if air_share >= 0.01:
         return IntensityAssessment(HU, f"{100 * air_share:.0f} % of the voxels are air below -500 HU")
-    if _is_label_sample(sample):  # a mask file, not a picture of a chest
-        levels = np.unique(sample).size
-        return IntensityAssessment(UNKNOWN, f"only {levels} distinct values: a label map, not a CT")
+    label_map = _label_map_reason(values, sample)  # a mask file, not a picture of a chest
+    if label_map:
+        return IntensityAssessment(UNKNOWN, label_map)
     if low >= 0 and high <= 255:
         if high <= 1.0:
             return IntensityAssessment(
@@ -115,17 +125,63 @@ def given_intensity_conflict(values: np.ndarray, kind: str) -> str | None:
 
 
 def is_label_map(values: np.ndarray) -> bool:
-    """Whether ``values`` look like a mask file (e.g. the lungs.nii.gz ``chsnet segment`` writes) rather
-    than a CT: whole numbers 0-255 with fewer distinct values than an 8-bit picture of a chest uses."""
+    """Whether ``values`` look like a mask file (e.g. the lungs.nii.gz ``chsnet segment`` writes, or a
+    multi-organ label map) rather than a CT: non-negative whole numbers, either 0-255 with fewer
+    distinct values than an 8-bit picture of a chest uses, or at most 256 distinct values constant over
+    whole regions (``flat_share``)."""
     sample = _sample(values)
-    return sample.size > 0 and _is_label_sample(sample)
+    return sample.size > 0 and _label_map_reason(values, sample) is not None
 
 
-def _is_label_sample(sample: np.ndarray) -> bool:
+def _label_map_reason(values: np.ndarray, sample: np.ndarray) -> str | None:
+    """Why ``values`` (``sample`` their subsample) are a label map, or None when they are not."""
+    if sample.min() < 0 or not np.array_equal(sample, np.round(sample)):
+        return None
+    levels, counts = np.unique(sample, return_counts=True)
+    if levels.size == 1:
+        return f"one value only ({levels[0]:g} in every voxel): an empty label map or a blank volume"
     # A binary mask (0/1) counts too: it would otherwise pass for values normalised to [0, 1].
-    if sample.min() < 0 or sample.max() > 255 or not np.array_equal(sample, np.round(sample)):
-        return False
-    return np.unique(sample).size < _MIN_DISPLAY_LEVELS
+    if levels.size < _MIN_DISPLAY_LEVELS and levels[-1] <= 255:
+        return f"only {levels.size} distinct values: a label map, not a CT"
+    if levels.size > _MAX_LABELS:
+        return None
+    # the two most common values (background, body; a window's saturated ends) are flat in a CT too
+    share = flat_share(values, levels[np.argsort(counts)[-2:]])
+    if share <= _FLAT_SHARE:
+        return None
+    return (
+        f"{levels.size} distinct whole numbers, {100 * share:.0f} % of the voxels equal to their neighbour: "
+        "a label map, not a CT"
+    )
+
+
+def flat_share(values: np.ndarray, ignored: np.ndarray) -> float:
+    """The share of voxels equal to their neighbour along x (the last axis), among those not holding
+    one of the ``ignored`` values, in up to 16 evenly spaced axial planes; 1 when none is counted."""
+    planes = _axial_planes(np.asarray(values))
+    here, right = planes[..., :-1], planes[..., 1:]
+    counted = np.ones(here.shape, dtype=bool)
+    for value in ignored:
+        counted &= here != value
+    n_counted = np.count_nonzero(counted)
+    return np.count_nonzero(counted & (here == right)) / n_counted if n_counted else 1.0
+
+
+def _axial_planes(values: np.ndarray) -> np.ndarray:
+    if values.ndim < 3:
+        return values
+    picked = np.unique(np.linspace(0, values.shape[0] - 1, _FLAT_PLANES).round().astype(int))
+    return values[picked]
+
+
+def one_value_only(values: np.ndarray) -> str | None:
+    """Says "one value only (v in every voxel)" when every voxel holds the same value (an empty mask,
+    a blank volume: never a CT); None otherwise."""
+    sample = _sample(values)
+    if sample.size == 0 or sample.min() != sample.max():  # the subsample settles nearly every volume
+        return None
+    low, high = np.min(values), np.max(values)
+    return f"one value only ({float(low):g} in every voxel)" if low == high else None
 
 
 def display8_to_unit(values: np.ndarray) -> np.ndarray:
@@ -169,8 +225,8 @@ def intensity_warning(assessment: IntensityAssessment, chosen_by: str) -> str | 
         what = "read as HU + 1024 (1024 subtracted)"
     elif assessment.kind == UNKNOWN:
         return (
-            f"the values do not look like Hounsfield units ({assessment.reason}); they are read as HU, "
-            "so lungs and infection found in them may be wrong"
+            f"the values do not look like Hounsfield units ({assessment.reason}); they are kept as stored, "
+            "and the segmentation refuses them"
         )
     else:
         return None

@@ -100,7 +100,9 @@ def read_ct(
         intensity: what the stored values are (after any DICOM rescale): ``"auto"`` tells HU,
             8-bit display values and HU + 1024 apart from their distribution
             (``io.hounsfield.assess_intensity``); ``"hu"``, ``"display8"`` or ``"offset1024"`` say so.
-            Values not in HU are converted, recorded in ``metadata["intensity"]`` and warned about.
+            Values not in HU are converted, recorded in ``metadata["intensity"]`` and warned about;
+            values that fit none of the kinds are kept as stored, recorded as ``"unknown"`` (which the
+            segmentation refuses, ``refuse_unknown_intensity``) and warned about.
 
     Returns:
         The CTVolume; ``geometry.source_orientation`` records the file's own orientation.
@@ -150,6 +152,11 @@ def _check_given_intensity(volume: CTVolume, intensity: str) -> None:
             volume.metadata.setdefault("warnings", []).append(
                 f"intensity given as hu although the values look like {looks.kind} ({looks.reason}); read as HU as asked"
             )
+        elif looks.kind == UNKNOWN:  # segmented as asked: the report must still say the values are odd
+            volume.metadata.setdefault("warnings", []).append(
+                f"intensity given as hu although the values do not look like Hounsfield units ({looks.reason}); "
+                "read as HU as asked, so lungs and infection found in them may be wrong"
+            )
 
 
 def _check_modality(volume: CTVolume, assessment: IntensityAssessment) -> None:
@@ -162,6 +169,20 @@ def _check_modality(volume: CTVolume, assessment: IntensityAssessment) -> None:
         f"{volume.source}: the series' modality is {modality}, not CT, and its values are not Hounsfield units "
         f"({assessment.reason}); open a CT series, or if the values are HU (or 8-bit display / HU + 1024 "
         "values) say so with chsnet segment --intensity hu|display8|offset1024."
+    )
+
+
+def refuse_unknown_intensity(volume: CTVolume) -> None:
+    """Refuse to segment values the reader found not to be HU (``metadata["intensity"]`` unknown, read
+    with ``intensity="auto"``): an MR-like volume read as HU got a CT-4 report. Values said to be HU,
+    and volumes made without the key (tests, the API), are segmented as HU."""
+    if volume.metadata.get(INTENSITY_KEY) != UNKNOWN:
+        return
+    reason = assess_intensity(volume.hu).reason  # unknown values are kept as stored: the reader's reason
+    raise InvalidVolumeError(
+        f"{volume.source or 'the CT'}: the values do not look like Hounsfield units ({reason}), so a "
+        "segmentation would grade noise; open the original CT scan, or if the values really are HU, "
+        'segment the file with `chsnet segment --intensity hu` (`read_ct(path, intensity="hu")` in Python).'
     )
 
 

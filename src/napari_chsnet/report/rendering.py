@@ -45,7 +45,15 @@ from napari_chsnet.report.pdf_text import (
     warnings_box,
     wrap_warnings,
 )
-from napari_chsnet.report.severity import GRADE_DESCRIPTIONS, clean_infection, format_figure, format_percent
+from napari_chsnet.report.severity import (
+    GRADE_DESCRIPTIONS,
+    MIN_PLAUSIBLE_LUNG_ML,
+    NOT_MEASURED,
+    clean_infection,
+    format_figure,
+    format_percent,
+    shown_grade,
+)
 
 GRADE_COLORS = {
     "CT-0": "#2e7d32",
@@ -117,15 +125,15 @@ def _severity_table(ax: Axes, report: dict[str, Any]) -> None:
         ("Right lung", lungs["right"]),
         ("Left lung", lungs["left"]),
     ]
-    # An empty lung mask's CT-0 means "not measured" (the severity's warning), not a normal lung:
-    # the table must not show it in the green of a healthy one.
+    # An empty or too small lung mask is "not measured" (the severity's warning), never the green
+    # CT-0 of a healthy lung nor a grade from a fragment.
     cells = [
         [
             name,
             format_figure(v["volume_ml"]),
             format_figure(v["infected_ml"]),
             format_percent(v["involvement_pct"]),
-            v["grade"] if v["volume_ml"] > 0 else f"{v['grade']} not measured",
+            shown_grade(v),
         ]
         for name, v in rows
     ]
@@ -135,7 +143,7 @@ def _severity_table(ax: Axes, report: dict[str, Any]) -> None:
             format_figure(overall["volume_ml"]),
             format_figure(overall["infected_ml"]),
             format_percent(overall["involvement_pct"]),
-            f"{overall['grade']} (worse lung)",
+            _overall_cell(lungs, overall),
         ]
     )
     ax.set_axis_off()
@@ -162,6 +170,18 @@ def _severity_table(ax: Axes, report: dict[str, Any]) -> None:
             cell.set_text_props(color=color, fontweight="bold")
         if row == len(cells):
             cell.set_facecolor("#f4f4f4")
+
+
+def _measured_sides(lungs: dict[str, Any]) -> list[str]:
+    return [side for side in ("right", "left") if shown_grade(lungs[side]) != NOT_MEASURED]
+
+
+def _overall_cell(lungs: dict[str, Any], overall: dict[str, Any]) -> str:
+    """The overall grade and where it comes from: the worse lung, or the one lung measured."""
+    measured = _measured_sides(lungs)
+    if len(measured) == 1:
+        return f"{overall['grade']} ({measured[0]} lung only)"
+    return f"{overall['grade']} (worse lung)" if measured else NOT_MEASURED
 
 
 def _uncounted_note(report: dict[str, Any]) -> str:
@@ -230,7 +250,7 @@ def _study_block(figure: Figure, ruler: Ruler, report: dict[str, Any], ct: CTVol
 
 def _grade_row(figure: Figure, ruler: Ruler, report: dict[str, Any], top: float) -> float:
     """ "Overall severity: [CT-n]" (the badge saying so when there are warnings) and the grade's meaning."""
-    grade = report["overall"]["grade"]
+    grade = shown_grade(report["overall"])
     badge = grade + (" — see warnings below" if report.get("warnings") else "")
     put_text(figure, LEFT, top, "Overall severity:", fontsize=13, va="top")
     pad_pt = 0.3 * 13
@@ -248,7 +268,13 @@ def _grade_row(figure: Figure, ruler: Ruler, report: dict[str, Any], top: float)
         bbox={"boxstyle": "round,pad=0.3", "facecolor": GRADE_COLORS.get(grade, "gray"), "edgecolor": "none"},
     )
     description_x = badge_x + ruler.width(badge, 13, bold=True) + pad_pt / PAGE_WIDTH_PT + 0.02
-    description = f"{GRADE_DESCRIPTIONS.get(grade, '')}  (grade of the worse lung)"
+    measured = _measured_sides(report["lungs"])
+    if not measured:
+        description = f"no lung mask reaches {MIN_PLAUSIBLE_LUNG_ML:g} mL, so no lung is graded"
+    elif len(measured) == 1:
+        description = f"{GRADE_DESCRIPTIONS[grade]}  (grade of the {measured[0]} lung, the only one measured)"
+    else:
+        description = f"{GRADE_DESCRIPTIONS[grade]}  (grade of the worse lung)"
     lines = ruler.wrap(description, 10, RIGHT - description_x)
     for i, line in enumerate(lines):
         put_text(

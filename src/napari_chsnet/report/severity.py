@@ -64,6 +64,8 @@ _VOLUME_RTOL = 1e-9
 # failed lung stage, and every percentage computed on them is meaningless (a normal scan stored
 # as 8-bit values read as HU came out with 1 mL lungs, 71 % involved).
 MIN_PLAUSIBLE_LUNG_ML = 100.0
+# What the report shows for the grade of a lung mask under MIN_PLAUSIBLE_LUNG_ML (``shown_grade``).
+NOT_MEASURED = "not measured"
 # Infection outside both lung masks is warned about from this share of all infection found on.
 OUTSIDE_WARNING_SHARE = 0.05
 # Overall involvement under this is within what the bundled models mark on a normal scan (normal001:
@@ -128,6 +130,13 @@ def worse_grade(*grades: str) -> str:
     return max(grades, key=GRADES.index)
 
 
+def shown_grade(figures: dict[str, Any]) -> str:
+    """A lung's (or the overall) grade as tables and summaries show it: ``NOT_MEASURED`` when the
+    report dictionary says the mask is too small to grade (``LungSeverity.measured``)."""
+    measured = figures.get("measured", figures.get("volume_ml", 0) > 0)  # reports before the flag
+    return figures["grade"] if measured else NOT_MEASURED
+
+
 @dataclass(frozen=True)
 class LungSeverity:
     """Figures for one lung.
@@ -141,6 +150,10 @@ class LungSeverity:
         lung_voxels, infected_voxels: the counts the volumes come from.
         empty: True when the lung mask has no voxel (the figures are then 0 and the grade CT-0,
             which must not be read as "normal").
+
+    A mask under ``MIN_PLAUSIBLE_LUNG_ML`` is not ``measured``: its figures are kept, but its grade
+    does not enter the overall grade (a 14 mL fragment beside a removed lung came out CT-4 and made
+    the patient CT-4) and the report shows it as "not measured".
     """
 
     side: str
@@ -152,12 +165,18 @@ class LungSeverity:
     infected_voxels: int
     empty: bool
 
+    @property
+    def measured(self) -> bool:
+        """Whether the mask is large enough to be a lung, so that its grade means something."""
+        return self.volume_ml >= MIN_PLAUSIBLE_LUNG_ML
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "volume_ml": json_float(self.volume_ml),
             "infected_ml": json_float(self.infected_ml),
             "involvement_pct": json_float(self.involvement_pct),
             "grade": self.grade,
+            "measured": self.measured,
         }
 
 
@@ -165,8 +184,10 @@ class LungSeverity:
 class SeverityReport:
     """Severity of both lungs and of the patient.
 
-    ``overall_grade`` is the worse lung's grade (MosMed), not the grade of
-    ``overall_involvement_pct`` (total infected / total lung volume), which is given for reference.
+    ``overall_grade`` is the worse measured lung's grade (MosMed), not the grade of
+    ``overall_involvement_pct`` (total infected / total lung volume), which is given for reference;
+    with no lung measured (both masks under ``MIN_PLAUSIBLE_LUNG_ML``) it is the worse of the two,
+    and ``overall_measured`` is False.
     ``removed_components``/``removed_ml`` (islands below ``min_lesion_ml``) and ``outside_lungs_ml``
     are the infection the figures leave out (``UncountedInfection``).
     """
@@ -191,6 +212,10 @@ class SeverityReport:
     def uncounted(self) -> UncountedInfection:
         return UncountedInfection(self.removed_components, self.removed_ml, self.outside_lungs_ml)
 
+    @property
+    def overall_measured(self) -> bool:
+        return self.right.measured or self.left.measured
+
     def to_dict(self) -> dict[str, Any]:
         """The stable machine-readable shape (documented in docs/report.md; other tools parse it)."""
         return {
@@ -200,6 +225,7 @@ class SeverityReport:
                 "grade": self.overall_grade,
                 "volume_ml": json_float(self.overall_volume_ml),
                 "infected_ml": json_float(self.overall_infected_ml),
+                "measured": self.overall_measured,
             },
             "min_lesion_ml": self.min_lesion_ml,
         }
@@ -361,6 +387,12 @@ def _lung_severity(side: str, lung_voxels: int, infected_voxels: int, voxel_volu
     )
 
 
+def _overall_grade(*lungs: LungSeverity) -> str:
+    """The worse grade of the measured lungs; of both when neither is (the report says so)."""
+    measured = [lung.grade for lung in lungs if lung.measured]
+    return worse_grade(*(measured or [lung.grade for lung in lungs]))
+
+
 def _check_min_lesion(min_lesion_ml: float) -> None:
     if not np.isfinite(min_lesion_ml) or min_lesion_ml < 0:
         raise ConfigError(
@@ -406,12 +438,18 @@ def _warnings(
         for side, lung in per_side.items()
         if lung.empty
     ]
+    graded = [side for side, lung in per_side.items() if lung.measured]
+    consequence = (
+        f"it is not graded and the overall grade is the {graded[0]} lung's"
+        if graded
+        else "neither lung is graded"
+    )
     warnings += [
         f"The {side} lung mask holds only {lung.volume_ml:.1f} mL, far less than a lung "
-        f"(under {MIN_PLAUSIBLE_LUNG_ML:g} mL): check that the scan covers the chest, is in Hounsfield "
-        "units and that the lungs layer is right before using its figures."
+        f"(under {MIN_PLAUSIBLE_LUNG_ML:g} mL), so {consequence}: check that the scan covers the chest, is in "
+        "Hounsfield units and that the lungs layer is right before using its figures."
         for side, lung in per_side.items()
-        if not lung.empty and lung.volume_ml < MIN_PLAUSIBLE_LUNG_ML
+        if not lung.empty and not lung.measured
     ]
     outside = uncounted.outside_lungs_ml
     # The infection stage reads the lungs' box, so a rim of its output always falls outside the
@@ -473,7 +511,7 @@ def severity_from_cleaned(lungs: np.ndarray, cleaned: CleanedInfection, geometry
         overall_volume_ml=total_lung * voxel_ml,
         overall_infected_ml=total_infected * voxel_ml,
         overall_involvement_pct=100.0 * total_infected / total_lung if total_lung else 0.0,
-        overall_grade=worse_grade(right.grade, left.grade),
+        overall_grade=_overall_grade(right, left),
         min_lesion_ml=cleaned.min_lesion_ml,
         removed_components=uncounted.removed_components,
         removed_ml=uncounted.removed_ml,

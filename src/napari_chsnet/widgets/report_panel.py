@@ -50,7 +50,7 @@ from napari_chsnet.report import (
     write_report_pdf,
 )
 from napari_chsnet.report.manifest import case_name, utc_timestamp
-from napari_chsnet.report.severity import format_figure, format_percent
+from napari_chsnet.report.severity import format_figure, format_percent, shown_grade
 from napari_chsnet.widgets.dialogs import Dialogs
 from napari_chsnet.widgets.layout import end_with_stretch, paragraph, row
 from napari_chsnet.widgets.results import ResultLayers, ct_volume_from_layer, layer_geometry, run_info_of
@@ -260,16 +260,22 @@ class SeverityTable(QWidget):
         if severity is None:
             rows = [("—",) * len(TABLE_COLUMNS)] * len(TABLE_ROWS)
         else:
+            figures = severity.to_dict()  # shown_grade: "not measured" for a mask too small to grade
             rows = [
-                _row_values(lung.volume_ml, lung.infected_ml, lung.involvement_pct, lung.grade)
-                for lung in (severity.right, severity.left)
+                _row_values(
+                    lung.volume_ml,
+                    lung.infected_ml,
+                    lung.involvement_pct,
+                    shown_grade(figures["lungs"][side]),
+                )
+                for side, lung in severity.lungs.items()
             ]
             rows.append(
                 _row_values(
                     severity.overall_volume_ml,
                     severity.overall_infected_ml,
                     severity.overall_involvement_pct,
-                    severity.overall_grade,
+                    shown_grade(figures["overall"]),
                 )
             )
         bold = QFont()
