@@ -155,3 +155,24 @@ def test_an_output_that_cannot_be_made_is_one_line_before_any_data_is_read(tmp_p
     assert main(["train", "--config", str(TINY_CONFIG), "--output", str(output)]) == 2
     line = one_error_line(capsys)
     assert line.startswith("chsnet train: error: cannot write the training output") and str(output) in line
+
+
+def test_an_interrupted_train_keeps_its_best_state_says_so_and_exits_130(tmp_path, monkeypatch, capsys):
+    """Ctrl-C (SIGTERM alike, exit 143) left only log.csv: the best state in memory was lost."""
+    from napari_chsnet.cli import train as train_command
+
+    def interrupt_in_the_second_epoch():
+        def on_step(step: int, total: int, loss: float) -> None:
+            if step == total // 2 + 1:  # the tiny config's 2 epochs
+                raise KeyboardInterrupt
+
+        return on_step
+
+    monkeypatch.setattr(train_command, "_progress", interrupt_in_the_second_epoch)
+    output = tmp_path / "run"
+    assert main(["train", "--config", str(TINY_CONFIG), "--output", str(output)]) == 130
+    captured = capsys.readouterr()
+    kept = output / "chsnet.interrupted.safetensors"
+    assert f"interrupted: kept the best state so far (epoch 1 of 1 finished) as {kept}" in captured.out
+    assert captured.err.strip() == "chsnet: interrupted"
+    assert sorted(p.name for p in output.iterdir()) == [kept.name, "chsnet_log.interrupted.csv"]

@@ -217,3 +217,69 @@ def test_training_never_writes_into_the_bundled_weights_even_under_torchrun(tmp_
     with pytest.raises(OutputExistsError, match="only read, never written"):
         recipes.run_training(config, log=lambda _message: None)
     assert {p.name: p.stat().st_mtime_ns for p in bundled_weights_dir().iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    ("network", "message"),
+    [
+        ({"base_chanels": 8}, "network: unknown setting(s) base_chanels; rdunet takes"),
+        ({"base_channels": "8"}, "network.base_channels must be a whole number; got '8'"),
+        ({"base_channels": 0}, "network.base_channels must be ≥ 1"),
+        ({"dropout": "much"}, "network.dropout must be a number"),
+        ({"dc_rates": 3}, "network.dc_rates must be a list"),
+        ({"base_channels": 4}, "reduction 8 is too large for 4 channels"),
+        ({"dropout": 2}, "dropout probability has to be between 0 and 1"),
+    ],
+)
+def test_network_settings_are_checked_when_the_config_is_loaded(network, message):
+    """A typo, text for a number or a value the network rejects failed only after all data was read
+    (a TypeError traceback for the text), leaving an empty output folder."""
+    with pytest.raises(ConfigError, match=re.escape(message)) as refused:
+        config_from_dict({"model": "rdunet", "network": network}, "test.yaml")
+    assert str(refused.value).startswith("test.yaml:")
+
+
+def test_network_numbers_written_as_text_are_numbers():
+    config = config_from_dict({"model": "rdunet", "network": {"dropout": "2e-1", "base_channels": 8}})
+    assert config.network == {"dropout": 0.2, "base_channels": 8}
+
+
+def test_eamc_takes_its_member_count_from_eamc_members_only():
+    with pytest.raises(ConfigError, match="network.n_members is not a network setting; set eamc.members"):
+        config_from_dict({"model": "eamc", "network": {"n_members": 3}})
+
+
+def test_build_model_reports_a_setting_of_the_wrong_type_as_a_config_error():
+    from napari_chsnet.models.factory import build_model
+
+    with pytest.raises(ConfigError, match="model 'rdunet'"):
+        build_model("rdunet", dropout="0.2")
+
+
+def test_loss_options_written_as_text_are_numbers():
+    """``{alpha: 3e-1}`` (text to PyYAML) was refused as 'must be a number'."""
+    config = config_from_dict({"model": "rdunet", "loss": "tversky", "loss_options": {"alpha": "3e-1"}})
+    assert config.loss_options == {"alpha": 0.3}
+    with pytest.raises(ConfigError, match="loss_options.alpha must be a number; got 'much'"):
+        config_from_dict({"model": "rdunet", "loss": "tversky", "loss_options": {"alpha": "much"}})
+
+
+def _paper(name: str):
+    return load_config(CONFIGS[0].parent / f"{name}.yaml")
+
+
+@pytest.mark.parametrize("name", ["chsnet_paper_lungs", "chsnet_paper", "rdunet_paper", "eamc_paper"])
+def test_the_paper_configs_are_supervised_as_the_papers(name):
+    assert _paper(name).data.unlabelled == 0
+
+
+def test_the_paper_chsnet_infection_run_starts_from_the_paper_lung_run():
+    lungs, infection = _paper("chsnet_paper_lungs"), _paper("chsnet_paper")
+    assert (lungs.stage, lungs.init_from, infection.stage) == ("lungs", None, "infection")
+    assert infection.init_from == f"{lungs.output}/chsnet.safetensors"
+
+
+@pytest.mark.parametrize("name", ["rdunet_paper", "eamc_paper"])
+def test_the_paper_configs_without_intensity_jitter_have_none(name):
+    augment = _paper(name).augment
+    assert (augment.contrast, augment.brightness, augment.gamma) == (0.0, 0.0, 0.0)

@@ -206,6 +206,28 @@ def test_two_process_gloo_training_with_ema_returns_the_same_averaged_network_on
     assert not dist.is_initialized()
 
 
+def test_the_log_records_the_learning_rate_each_epoch_trained_with(phantom, tmp_path):
+    """The rate was read after the scheduler's step: each row showed the next epoch's."""
+    network = build_model("raiunet", base_channels=4)
+    data = _lung_arrays(phantom)
+    settings = FitSettings(epochs=3, batch_size=8, learning_rate=1e-2, lr_step_epochs=1, patience=10)
+    used: list[float] = []
+    optimizer_step = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return optimizer_step(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.Adam, "step", step)
+        result = fit(network, data, data, BCEDiceLoss(), settings, log_path=tmp_path / "log.csv")
+    per_epoch = used[:: len(used) // 3]
+    assert [record.learning_rate for record in result.history] == pytest.approx(per_epoch)
+    assert per_epoch == pytest.approx([1e-2, 1e-3, 1e-4])
+    rows = (tmp_path / "log.csv").read_text().splitlines()[1:]
+    assert [float(row.split(",")[3]) for row in rows] == pytest.approx([1e-2, 1e-3, 1e-4])
+
+
 def test_tiny_config_trains_and_writes_a_checkpoint(tmp_path):
     from napari_chsnet.training.checkpoints import load_checkpoint
     from napari_chsnet.training.recipes import run_training
@@ -217,7 +239,7 @@ def test_tiny_config_trains_and_writes_a_checkpoint(tmp_path):
         checkpoint.metadata["role"] == "lungs"
         and checkpoint.metadata["preprocessing"]["lung_input_size"] == 64
     )
-    log_rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    log_rows = (tmp_path / "run" / "chsnet_log.csv").read_text().splitlines()
     assert len(log_rows) == 1 + config.epochs
     # no validation data: no Dice is claimed; the epoch was chosen by its training loss
     assert all(row.split(",")[2] == "" for row in log_rows[1:])

@@ -96,7 +96,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
+def sigterm_raises() -> Iterator[None]:
     """While a command runs, SIGTERM raises ``Terminated`` in the main thread instead of ending the
     process on the spot (which would leave half-written files); the previous handler comes back after."""
     try:
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "run", None) is None:
             parser.print_help(sys.stderr)
             return 2
-        with _sigterm_raises():
+        with sigterm_raises():
             code = int(args.run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
         return code

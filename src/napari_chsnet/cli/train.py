@@ -11,7 +11,6 @@ from pathlib import Path
 
 from napari_chsnet.cli._common import run_reporting_errors
 from napari_chsnet.cli.options import DefaultsHelpFormatter
-from napari_chsnet.errors import OutputExistsError
 
 HELP = "train CHS-Net, EAMC or RD-UNet from a configuration (configs/*.yaml)"
 
@@ -45,10 +44,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.output is not None:
         config = dataclasses.replace(config, output=str(args.output))
     _refuse_bundled_output(Path(config.output))
-    checkpoint = Path(config.output) / f"{config.model}.safetensors"
-    if checkpoint.exists() and not args.overwrite:
-        raise OutputExistsError(f"{checkpoint} exists; choose another --output or pass --overwrite")
-    path = run_training(config, on_step=_progress(), log=lambda message: print(message, flush=True))
+    path = run_training(
+        config,
+        on_step=_progress(),
+        log=lambda message: print(message, flush=True),
+        overwrite=args.overwrite,  # run_training refuses an existing checkpoint, under torchrun too
+    )
     print(f"checkpoint: {path}")
     return 0
 

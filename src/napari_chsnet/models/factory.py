@@ -74,5 +74,5 @@ def build_model(key: str, **config: Any) -> nn.Module:
     settings = {**copy.deepcopy(defaults), **config}
     try:
         return MODEL_CLASSES[key](**settings)
-    except ValueError as error:
+    except (ValueError, TypeError) as error:  # TypeError: a setting of the wrong type, e.g. text for a number
         raise ConfigError(f"model {key!r} with {settings}: {error}") from error

@@ -12,16 +12,24 @@ import os
 import re
 import types
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from torch import nn
 
 from napari_chsnet.errors import ConfigError
+from napari_chsnet.models.factory import MODEL_DEFAULTS, build_model
 from napari_chsnet.models.losses import BCEDiceLoss, BCETverskyLoss, DiceLoss, FocalLoss, TverskyLoss
 from napari_chsnet.training.augment import AugmentSettings
+from napari_chsnet.training.datasets import (
+    listed_names,
+    names_without_mask,
+    semiseg_slice_names,
+    semiseg_validation_names,
+)
 
 STAGES = {"chsnet": ("lungs", "infection"), "rdunet": ("infection",), "eamc": ("infection",)}
 LUNG_MAPS = ("labels", "predicted")
@@ -139,6 +147,8 @@ def _typed(value: Any, hint: Any, label: str) -> Any:
         return value
     if origin is tuple and isinstance(value, (list, tuple)):
         return tuple(_typed(item, args[0], f"{label}[{i}]") for i, item in enumerate(value))
+    if origin is dict and isinstance(value, dict) and args and args[1] is float:  # loss_options
+        return {key: _typed(item, float, f"{label}.{key}") for key, item in value.items()}
     if origin is dict and isinstance(value, dict):
         _check_finite_numbers(value, label)
         return value
@@ -255,6 +265,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> TrainConfig:
     if config.loss not in LOSSES:
         raise ConfigError(f"{where}: loss must be one of {', '.join(LOSSES)}; got {config.loss!r}")
     _check_loss_options(config, where)
+    config = _with_checked_network(config, where)
     if not 0.0 < config.data.pseudo_weight <= 1.0:
         raise ConfigError(
             f"{where} data: pseudo_weight must lie in (0, 1]; got {config.data.pseudo_weight!r}"
@@ -294,6 +305,45 @@ def _check_whole_number(data: DataConfig, name: str, minimum: int, where: str) -
         raise ConfigError(f"{where} data: {name} must be a whole number ≥ {minimum}; got {value!r}")
 
 
+def _with_checked_network(config: TrainConfig, where: str) -> TrainConfig:
+    """``config`` with its ``network:`` settings checked against the model's own (names, and types as
+    its defaults have them; text like 2e-1 made a number), then built once on the meta device (no
+    memory, no weights), so a value the network rejects is refused before any data is read."""
+    defaults = dict(MODEL_DEFAULTS[config.model])
+    if config.model == "eamc":
+        defaults.pop("n_members")
+        if "n_members" in config.network:
+            raise ConfigError(f"{where}: network.n_members is not a network setting; set eamc.members")
+    unknown = sorted(set(config.network) - set(defaults))
+    if unknown:
+        raise ConfigError(
+            f"{where}: network: unknown setting(s) {', '.join(unknown)}; "
+            f"{config.model} takes {', '.join(defaults)}"
+        )
+    network = {
+        name: _network_value(value, defaults[name], f"{where}: network.{name}")
+        for name, value in config.network.items()
+    }
+    members = {"n_members": 1} if config.model == "eamc" else {}  # the members are alike: one shows it
+    try:
+        with torch.device("meta"):
+            build_model(config.model, **members, **network)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: network: {error}") from error
+    return replace(config, network=network)
+
+
+def _network_value(value: Any, default: Any, label: str) -> Any:
+    if isinstance(default, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{label} must be a list; got {value!r}")
+        return value
+    value = _typed(value, type(default), label)
+    if type(default) is int and value < 1:  # channel counts and the SE reduction
+        raise ConfigError(f"{label} must be ≥ 1; got {value!r}")
+    return value
+
+
 # Loss options that split a weight of 1 between two terms.
 _SHARES = {"bce_dice": ("bce_weight",), "focal": ("alpha",)}
 
@@ -330,6 +380,8 @@ def check_inputs(config: TrainConfig) -> None:
         raise ConfigError(
             f"data.semiseg {data.semiseg} holds no train/images (a COVID-SemiSeg root was expected)"
         )
+    if data.semiseg:
+        _check_semiseg_files(config)
     files = [("init_from", config.init_from), ("data.pseudo_teacher", data.pseudo_teacher)]
     files += [("data.hu_volumes", path) for path in data.hu_volumes]
     for name, path in files:
@@ -338,6 +390,86 @@ def check_inputs(config: TrainConfig) -> None:
     for folder in data.volume_folders:
         if not Path(folder).is_dir():
             raise ConfigError(f"data.volume_folders: {folder} is not a folder")
+
+
+# What a COVID-SemiSeg folder must look like, for the messages that refuse one.
+SEMISEG_LAYOUT = "COVID-SemiSeg's slices are images/NAME.jpg with their masks as infection_gt/NAME.png"
+
+
+def _check_semiseg_files(config: TrainConfig) -> None:
+    """The COVID-SemiSeg files the config needs are there (names only, no image is read): slices, their
+    masks, a mask for every held-out validation slice, a slice left to train on, and Inf-Net's labels of
+    the unlabelled slices when they are asked for."""
+    root = Path(config.data.semiseg)
+    images = root / "train" / "images"
+    names = semiseg_slice_names(images)
+    if not names:
+        raise ConfigError(
+            f"data.semiseg: {images} holds no NAME.jpg slices ({_contents(images)}); {SEMISEG_LAYOUT}"
+        )
+    training = _semiseg_training_names(config, root, names)
+    if not training and not _other_training_data(config):
+        raise ConfigError(
+            f"data.validation_slices {config.data.validation_slices} holds out every labelled slice of "
+            f"{images} ({len(names)}); none is left to train on: lower it or add training data"
+        )
+    if config.data.unlabelled:
+        _check_unlabelled_files(config, root)
+
+
+def _semiseg_training_names(config: TrainConfig, root: Path, names: list[str]) -> list[str]:
+    """The labelled slices left to train on; for an infection stage, refused when no slice or a
+    held-out one lacks its mask (the epoch would be chosen on fewer slices, or by the training loss)."""
+    images, masks = root / "train" / "images", root / "train" / "infection_gt"
+    held_out = set(semiseg_validation_names(root, config.data.validation_slices))
+    if config.stage == "lungs":  # lung labels come from HU; an infection mask only adds to them
+        return [name for name in names if name not in held_out]
+    unmasked = set(names_without_mask(names, masks))
+    if len(unmasked) == len(names):
+        raise ConfigError(
+            f"data.semiseg: {masks} holds no mask of the {len(names)} slices in {images} "
+            f"({_contents(masks)}); {SEMISEG_LAYOUT}"
+        )
+    unmasked_held_out = sorted(held_out & unmasked)
+    if unmasked_held_out:
+        raise ConfigError(
+            f"data.semiseg: held-out validation slice(s) {listed_names(unmasked_held_out)} have no mask "
+            f"NAME.png in {masks}; add their masks or move the slices out of {images}"
+        )
+    return [name for name in names if name not in held_out | unmasked]
+
+
+def _other_training_data(config: TrainConfig) -> bool:
+    """Training data besides the labelled COVID-SemiSeg slices (HU volumes carry no infection labels)."""
+    data = config.data
+    lung_volumes = bool(data.hu_volumes) and config.stage == "lungs"
+    return bool(data.unlabelled or data.volume_folders or data.phantoms or lung_volumes)
+
+
+def _check_unlabelled_files(config: TrainConfig, root: Path) -> None:
+    images = root / "unlabelled" / "images"
+    if not semiseg_slice_names(images):
+        raise ConfigError(
+            f"data.unlabelled {config.data.unlabelled} asks for unlabelled slices, but {images} holds no "
+            f"NAME.jpg slices ({_contents(images)})"
+        )
+    labels = root / "unlabelled" / "infnet_pseudo_gt"
+    needs_infnet = not config.data.pseudo_teacher or config.data.pseudo_union_infnet
+    if needs_infnet and not labels.is_dir():
+        raise ConfigError(
+            f"data.unlabelled {config.data.unlabelled} trains on Inf-Net's labels, but {labels} does not "
+            "exist; restore it or name a data.pseudo_teacher checkpoint to label the slices"
+        )
+
+
+def _contents(folder: Path) -> str:
+    """What ``folder`` holds, for a message about a wrong layout."""
+    if not folder.is_dir():
+        return "it does not exist"
+    names = sorted(p.name for p in folder.iterdir())
+    if not names:
+        return "it is empty"
+    return f"it holds {len(names)} file(s): {listed_names(names, 3)}"
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -47,9 +47,25 @@ SEMISEG_HELD_OUT = 10
 
 def semiseg_validation_names(root: str | Path, count: int = SEMISEG_HELD_OUT) -> list[str]:
     """The first ``count`` labelled COVID-SemiSeg training slices in the fixed held-out order."""
-    stems = sorted(p.stem for p in (Path(root) / "train" / "images").glob("*.jpg"))
+    stems = sorted(semiseg_slice_names(Path(root) / "train" / "images"))
     order = np.random.default_rng(SEMISEG_SPLIT_SEED).permutation(len(stems))
     return sorted(stems[i] for i in order[:count])
+
+
+def semiseg_slice_names(images: Path) -> list[str]:
+    """The names of the COVID-SemiSeg slices in an ``images`` folder (``NAME.jpg``)."""
+    return [p.stem for p in images.glob("*.jpg")]
+
+
+def names_without_mask(names: Iterable[str], masks: Path) -> list[str]:
+    """Those of ``names`` with no ``NAME.png`` in ``masks`` (such slices carry no infection label)."""
+    return sorted(name for name in names if not (masks / f"{name}.png").is_file())
+
+
+def listed_names(names: Sequence[str], first: int = 5) -> str:
+    """``names`` for a message: the first few and how many more."""
+    shown = ", ".join(names[:first])
+    return shown if len(names) <= first else f"{shown} and {len(names) - first} more"
 
 
 @dataclass
@@ -133,10 +149,11 @@ def read_semiseg(
         paths = [p for p in paths if p.stem in wanted]
     out = []
     for path in paths:
-        pixels = upright(read_gray_image(path), SEMISEG_ROTATION)
+        stored = read_gray_image(path)
+        pixels = upright(stored, SEMISEG_ROTATION)
         mask_path = mask_folder / f"{path.stem}.png"
         infection = (
-            upright(read_gray_image(mask_path), SEMISEG_ROTATION) > 127 if mask_path.exists() else None
+            upright(_mask_of(mask_path, stored.shape), SEMISEG_ROTATION) > 127 if mask_path.exists() else None
         )
         lungs = None
         if with_lungs:
@@ -153,6 +170,17 @@ def read_semiseg(
             )
         )
     return out
+
+
+def _mask_of(path: Path, image_shape: tuple[int, ...]) -> np.ndarray:
+    """The mask at ``path``, refused when its size is not its image's (``chsnet evaluate``'s rule)."""
+    mask = read_gray_image(path)
+    if mask.shape != image_shape:
+        raise InvalidVolumeError(
+            f"mask {path} is {mask.shape[1]}x{mask.shape[0]} px but its image is "
+            f"{image_shape[1]}x{image_shape[0]} px; masks must match their images"
+        )
+    return mask
 
 
 def slices_with_lung(

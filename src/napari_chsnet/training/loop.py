@@ -63,7 +63,8 @@ class FitResult:
     best_val_dice: float
     best_epoch: int
     history: list[EpochRecord]
-    stopped: str  # "epochs", "early_stopping", "time_budget", "cancelled" or "stopped_by_rank_0"
+    # "epochs", "early_stopping", "time_budget", "cancelled", "stopped_by_rank_0" or "interrupted"
+    stopped: str
 
 
 class Cancelled(Exception):
@@ -190,6 +191,7 @@ def fit(
     *,
     score: Score | None = None,
     ties_to_later: bool = False,
+    on_interrupt: Callable[[FitResult], None] | None = None,
 ) -> FitResult:
     """Train ``network`` in place and return the best validation state (not loaded into it; with
     ``settings.ema_decay`` the best state of the weights' moving average).
@@ -203,6 +205,9 @@ def fit(
     polled there too and raises :class:`Cancelled`. Batches are moved to the network's device.
     Inside a process group of several ranks (torchrun), each rank trains on its share of every
     epoch through DistributedDataParallel and only rank 0 writes ``log_path``.
+
+    Ctrl-C or SIGTERM (a ``KeyboardInterrupt``) first hands ``on_interrupt`` the best state so far
+    (``stopped`` "interrupted"; ``best_epoch`` 0 when no epoch ended), then propagates.
     """
     group = distributed.current()
     torch.manual_seed(settings.seed)
@@ -240,6 +245,7 @@ def fit(
     try:
         for epoch in range(1, settings.epochs + 1):
             epoch_start = time.monotonic()
+            epoch_rate = optimizer.param_groups[0]["lr"]  # the scheduler steps before the row is written
             model.train()
             if group:
                 order = group.epoch_order(len(train), settings.seed, epoch)
@@ -283,9 +289,7 @@ def fit(
                 if len(validation)
                 else -epoch_loss
             )
-            record = EpochRecord(
-                epoch, epoch_loss, val_dice, optimizer.param_groups[0]["lr"], time.monotonic() - epoch_start
-            )
+            record = EpochRecord(epoch, epoch_loss, val_dice, epoch_rate, time.monotonic() - epoch_start)
             history.append(record)
             if writer is not None:
                 writer.writerow(
@@ -293,7 +297,7 @@ def fit(
                         record.epoch,
                         f"{record.train_loss:.5f}",
                         f"{record.val_dice:.5f}" if len(validation) else "",  # none measured
-                        record.learning_rate,
+                        f"{record.learning_rate:.6g}",
                         f"{record.seconds:.1f}",
                     ]
                 )
@@ -312,6 +316,10 @@ def fit(
             if stop:
                 stopped = "stopped_by_rank_0" if stopped == "epochs" else stopped
                 break
+    except KeyboardInterrupt:
+        if on_interrupt is not None:
+            on_interrupt(FitResult(best_state, best_dice, best_epoch, history, "interrupted"))
+        raise
     finally:
         if writer is not None:
             handle.close()

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_chsnet.errors import ConfigError, OutputError
+from napari_chsnet.errors import ConfigError, OutputError, OutputExistsError
 from napari_chsnet.inference.intensity import DISPLAY_WINDOW_HU
 from napari_chsnet.inference.preprocessing import EAMC_PATCH_SIZE, LUNG_INPUT_SIZE
 from napari_chsnet.io.atomic import atomic_write
@@ -39,6 +39,7 @@ from napari_chsnet.training.config import LOSSES, TrainConfig, check_inputs
 from napari_chsnet.training.datasets import (
     SEMISEG_ROTATION,
     LabelledSlice,
+    listed_names,
     read_semiseg,
     read_volume_folder,
     semiseg_validation_names,
@@ -144,6 +145,8 @@ def gather_slices(
         root = Path(data.semiseg)
         held_out = set(semiseg_validation_names(root, data.validation_slices))
         labelled = read_semiseg(root, "train")
+        if config.stage == "infection":
+            _warn_of_slices_without_mask(labelled, root / "train" / "infection_gt", log)
         expert = [s for s in labelled if s.source and Path(s.source).stem not in held_out]
         train += expert * data.expert_repeat
         validation += [s for s in labelled if Path(s.source).stem in held_out]
@@ -162,9 +165,14 @@ def gather_slices(
                 if data.pseudo_union_infnet:
                     shipped = root / "unlabelled" / "infnet_pseudo_gt"
                     labels = union_with_shipped_labels(labels, shipped, names)
-            train += read_semiseg(
+            unlabelled = read_semiseg(
                 root, "unlabelled", names=names, mask_folder=labels, pseudo_weight=data.pseudo_weight
             )
+            if config.stage == "infection":
+                _warn_of_slices_without_mask(
+                    unlabelled, labels or root / "unlabelled" / "infnet_pseudo_gt", log
+                )
+            train += unlabelled
     for folder in data.volume_folders:
         train += read_volume_folder(folder)
     for path in data.hu_volumes:
@@ -181,6 +189,18 @@ def gather_slices(
             data.validation_phantoms, seed, data.phantom_shape, variation, slice_step=4
         )
     return train, validation
+
+
+def _warn_of_slices_without_mask(
+    slices: list[LabelledSlice], masks: Path, log: Callable[[str], None]
+) -> None:
+    """An infection stage cannot train on a slice without its mask: say how many and which are left out."""
+    missing = [Path(s.source).name for s in slices if s.infection is None]
+    if missing:
+        log(
+            f"warning: {len(missing)} of {len(slices)} slices have no NAME.png mask in {masks} and are left "
+            f"out: {listed_names(missing)}"
+        )
 
 
 def _arrays(config: TrainConfig, slices: list[LabelledSlice]) -> StageArrays:
@@ -237,34 +257,111 @@ def run_training(
     on_step: OnStep | None = None,
     should_stop: Callable[[], bool] | None = None,
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> Path:
     """Train what ``config`` describes and write ``<output>/<model>.safetensors``; returns its path.
 
-    Under ``torchrun`` every rank trains its share (training/distributed.py) and rank 0 writes.
+    Refused before any data is read or anything is written: an existing checkpoint without
+    ``overwrite``, a bad config or data folder; data that gives no training sample is refused before
+    the output folder is made. Ctrl-C or SIGTERM keeps the best state so far as
+    ``<model>.interrupted.safetensors`` and propagates. The run's logs and metrics carry the model's
+    name, so models trained into one folder (a weights set) keep theirs. Under ``torchrun`` every rank
+    trains its share (training/distributed.py) and rank 0 writes.
     """
-    refuse_protected_target(Path(config.output), [bundled_weights_dir()])  # torchrun skips the CLI's check
+    output = Path(config.output)
+    path = output / f"{config.model}.safetensors"
+    refuse_protected_target(output, [bundled_weights_dir()])  # torchrun skips the CLI's check
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; choose another --output or pass --overwrite")
     check_inputs(config)
     torch.set_num_threads(max(1, config.threads))
     group = distributed.init_from_env(config.device)
     device = distributed.training_device(config.device)
+    writes = group is None or group.is_main  # rank 0 writes the (identical) weights and the logs
     started = time.monotonic()
-    output = Path(config.output)
-    _make_writable_output(output)
+    if writes:
+        _check_writable_output(output)
     train_slices, val_slices = gather_slices(config, output.parent / "cache", log)
     if config.data.lung_maps == "predicted":  # train (and choose the epoch) on the maps inference gives
         mapped = with_predicted_lung_maps([*train_slices, *val_slices], config.init_from, config.device, log)
         train_slices, val_slices = mapped[: len(train_slices)], mapped[len(train_slices) :]
     train, validation = _arrays(config, train_slices), _arrays(config, val_slices)
     log(f"{config.model}/{config.stage}: {len(train)} training and {len(validation)} validation samples")
-    metrics: dict[str, Any]
-    if config.model == "eamc":
-        network, metrics = _train_eamc(config, train, validation, output, on_step, should_stop, log, device)
-        inherited: dict[str, Any] = {}
-    else:
-        network, metrics, inherited = _train_unet_stage(
-            config, train, validation, output, on_step, should_stop, device
-        )
-    metadata = {
+    _refuse_no_training_samples(config, train)
+    if writes:
+        _make_output(output)
+
+    def describe(metrics: dict[str, Any], inherited: dict[str, Any]) -> dict[str, Any]:
+        return _metadata(config, metrics, inherited, train_slices, val_slices, started)
+
+    def keep_interrupted(network: torch.nn.Module | None, metrics: dict[str, Any], inherited: dict[str, Any]):
+        if not writes:
+            return
+        if network is None:
+            log("interrupted before the first epoch ended: no state to keep")
+            return
+        _save_interrupted(config, network, describe(metrics, inherited), log)
+
+    logs = RunLogs(output, config.model)
+    try:
+        if config.model == "eamc":
+            network, metrics = _train_eamc(
+                config, train, validation, logs, on_step, should_stop, log, device, keep_interrupted
+            )
+            inherited: dict[str, Any] = {}
+        else:
+            network, metrics, inherited = _train_unet_stage(
+                config, train, validation, logs, on_step, should_stop, device, keep_interrupted
+            )
+    except KeyboardInterrupt:  # the stage trainers kept the best state so far
+        logs.settle(INTERRUPTED)
+        raise
+    if not writes:
+        return path
+    sha = save_checkpoint(
+        path,
+        network,
+        config.model,
+        metadata=describe(metrics, inherited),
+        half_precision=config.half_precision,
+        overwrite=True,  # refused above unless asked
+    )
+    logs.settle()  # only now: an interrupted --overwrite run leaves the earlier run's logs whole
+    _write_metrics(output / f"{config.model}_metrics.json", {**metrics, "sha256": sha})
+    log(f"wrote {path} ({metrics})")
+    return path
+
+
+# The suffix of what an interrupted run keeps: ``<model>.interrupted.safetensors``, ``<model>_log.interrupted.csv``.
+INTERRUPTED = "interrupted"
+
+
+class RunLogs:
+    """A run's CSV logs (``<model>_log.csv``, EAMC ``eamc_log_member<k>.csv``), written as
+    ``….partial.csv`` and renamed when the run ends: an interrupted or failed run never truncates the
+    logs of the run whose checkpoint is in the folder."""
+
+    def __init__(self, output: Path, model: str) -> None:
+        self.output, self.model, self.written = output, model, []
+
+    def partial(self, member: int | None = None) -> Path:
+        """Where a fit writes its log while it runs."""
+        name = f"{self.model}_log" + ("" if member is None else f"_member{member}")
+        self.written.append(name)
+        return self.output / f"{name}.partial.csv"
+
+    def settle(self, suffix: str = "") -> None:
+        """Rename the logs to their final names (``suffix`` "interrupted": ``NAME.interrupted.csv``)."""
+        for name in self.written:
+            partial = self.output / f"{name}.partial.csv"
+            if partial.exists():  # under torchrun only rank 0 wrote it
+                partial.replace(self.output / (f"{name}.{suffix}.csv" if suffix else f"{name}.csv"))
+
+
+def _metadata(config, metrics, inherited, train_slices, val_slices, started) -> dict[str, Any]:
+    from napari_chsnet.report.manifest import software_versions
+
+    return {
         "role": config.stage,
         "pipeline": config.model,
         "preprocessing": _preprocessing(config, inherited),
@@ -275,28 +372,50 @@ def run_training(
             "minutes": round((time.monotonic() - started) / 60, 1),
         },
         "metrics": metrics,
+        "software": software_versions(),
     }
-    from napari_chsnet.report.manifest import software_versions
 
-    metadata["software"] = software_versions()
-    path = output / f"{config.model}.safetensors"
-    if group is not None and not group.is_main:
-        return path  # rank 0 writes the (identical) weights
-    sha = save_checkpoint(
+
+def _write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    summary = json.dumps(metrics, indent=2)
+    try:
+        atomic_write(path, lambda temporary: temporary.write_text(summary))
+    except OSError as error:
+        raise OutputError(f"could not write {path} ({error.strerror or error})") from error
+
+
+def _save_interrupted(
+    config: TrainConfig, network: torch.nn.Module, metadata: dict[str, Any], log: Callable[[str], None]
+) -> None:
+    """Keep what an interrupted run learnt beside (never over) the finished checkpoint's name, and say so."""
+    path = Path(config.output) / f"{config.model}.{INTERRUPTED}.safetensors"
+    save_checkpoint(
         path, network, config.model, metadata=metadata, half_precision=config.half_precision, overwrite=True
     )
-    summary = json.dumps({**metrics, "sha256": sha}, indent=2)
-    try:
-        atomic_write(output / "metrics.json", lambda temporary: temporary.write_text(summary))
-    except OSError as error:
-        raise OutputError(f"could not write {output / 'metrics.json'} ({error.strerror or error})") from error
-    log(f"wrote {path} ({metrics})")
-    return path
+    metrics = metadata["metrics"]
+    kept = (
+        f"the {metrics['members_finished']} finished member(s) of {metrics['members_planned']}"
+        if config.model == "eamc"
+        else f"the best state so far (epoch {metrics['best_epoch']} of {metrics['epochs_run']} finished)"
+    )
+    log(f"interrupted: kept {kept} as {path}; continue with init_from (docs/training.md, Continuing a run)")
 
 
-def _make_writable_output(output: Path) -> None:
-    """Make ``output`` and prove it writable before any data is read: a read-only place or a full disk
-    is one line then, not a traceback after the training."""
+def _refuse_no_training_samples(config: TrainConfig, train: StageArrays) -> None:
+    if len(train):
+        return
+    needs = "a lung mask" if config.stage == "lungs" else "an infection mask"
+    raise ConfigError(
+        f"the config's data gives no {config.stage} training sample (each needs {needs}); "
+        "check data.semiseg's masks, data.validation_slices and the other data sources"
+    )
+
+
+def _check_writable_output(output: Path) -> None:
+    """Prove ``output`` writable before any data is read (a read-only place or a full disk is one line
+    then, not a traceback after the training), and take back the folders made for it: a run refused
+    later (its data) leaves nothing."""
+    made = [folder for folder in (output, *output.parents) if not folder.exists()]
     try:
         output.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=output, prefix=".write-check-"):
@@ -305,9 +424,27 @@ def _make_writable_output(output: Path) -> None:
         raise OutputError(
             f"cannot write the training output {output} ({error.strerror or error}); choose another --output"
         ) from error
+    finally:
+        for folder in made:  # deepest first
+            if folder.exists():
+                try:
+                    folder.rmdir()
+                except OSError:  # no longer empty: another process writes there now
+                    break
 
 
-def _train_unet_stage(config, train, validation, output, on_step, should_stop, device=None):
+def _make_output(output: Path) -> None:
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(
+            f"cannot write the training output {output} ({error.strerror or error}); choose another --output"
+        ) from error
+
+
+def _train_unet_stage(
+    config, train, validation, logs, on_step, should_stop, device=None, keep_interrupted=None
+):
     torch.manual_seed(config.seed)  # the fresh networks' initial weights: same config, same weights
     inherited: dict[str, Any] = {}
     if config.model == "chsnet":
@@ -337,6 +474,16 @@ def _train_unet_stage(config, train, validation, output, on_step, should_stop, d
         trained, prepare = network, (lambda images, masks: (images, masks[:, :1]))
     if device is not None:
         network.to(device)
+
+    def keep_best_so_far(partial: FitResult) -> None:
+        if keep_interrupted is None:
+            return
+        if not partial.best_epoch:  # no epoch ended: nothing learnt worth keeping
+            keep_interrupted(None, {}, inherited)
+            return
+        trained.load_state_dict(partial.best_state)
+        keep_interrupted(network, _fit_metrics(partial, validated=len(validation) > 0), inherited)
+
     result = fit(
         trained,
         train,
@@ -344,9 +491,10 @@ def _train_unet_stage(config, train, validation, output, on_step, should_stop, d
         _loss(config),
         _fit_settings(config),
         prepare,
-        output / "log.csv",
+        logs.partial(),
         on_step,
         should_stop,
+        on_interrupt=keep_best_so_far,
     )
     trained.load_state_dict(result.best_state)
     return network, _fit_metrics(result, validated=len(validation) > 0), inherited
@@ -373,7 +521,9 @@ def eamc_member_groups(n_samples: int, members: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n_samples) % members
 
 
-def _train_eamc(config, train, validation, output, on_step, should_stop, log, device=None):
+def _train_eamc(
+    config, train, validation, logs, on_step, should_stop, log, device=None, keep_interrupted=None
+):
     torch.manual_seed(config.seed)  # the fresh members' initial weights: same config, same weights
     settings = config.eamc
     if config.init_from:  # continue training an ensemble (same member count)
@@ -387,7 +537,14 @@ def _train_eamc(config, train, validation, output, on_step, should_stop, log, de
     if device is not None:
         network.to(device)
     groups = eamc_member_groups(len(train), settings.members, config.seed)
-    member_metrics = []
+    member_metrics: list[dict[str, Any]] = []
+
+    def keep_finished_members(_partial: FitResult) -> None:  # the member in training is not kept
+        if keep_interrupted is not None:
+            finished = len(member_metrics)
+            ensemble = _first_members(network, finished) if finished else None
+            keep_interrupted(ensemble, _eamc_metrics(member_metrics, settings.members, "interrupted"), {})
+
     for k, member in enumerate(network.members):
         generator = torch.Generator().manual_seed(config.seed + k)
         member_train = eamc_patches(
@@ -407,23 +564,43 @@ def _train_eamc(config, train, validation, output, on_step, should_stop, log, de
             member_val,
             _loss(config),
             _fit_settings(config, seed=config.seed + k, learning_rate=lr),
-            log_path=output / f"log_member{k}.csv",
+            log_path=logs.partial(member=k),
             on_step=on_step,
             should_stop=should_stop,
+            on_interrupt=keep_finished_members,
         )
         member.load_state_dict(result.best_state)
         member_metrics.append({"member": k, "learning_rate": lr, **_fit_metrics(result)})
-    return network, {
-        "members": member_metrics,
-        "val_dice_mean": round(float(np.mean([m["val_dice_mean"] for m in member_metrics])), 4),
-    }
+    return network, _eamc_metrics(member_metrics, settings.members)
+
+
+def _eamc_metrics(
+    member_metrics: list[dict[str, Any]], planned: int, stopped: str | None = None
+) -> dict[str, Any]:
+    dice = [m["val_dice_mean"] for m in member_metrics]
+    metrics = {"members": member_metrics, "val_dice_mean": round(float(np.mean(dice)), 4) if dice else None}
+    if stopped:  # an interrupted ensemble: how many of its members it holds
+        metrics.update(members_finished=len(member_metrics), members_planned=planned, stopped=stopped)
+    return metrics
+
+
+def _first_members(network: torch.nn.Module, count: int) -> torch.nn.Module:
+    """An EAMC of ``network``'s first ``count`` members (the trained ones of an interrupted run): it
+    loads and votes as a ``count``-member ensemble."""
+    partial = build_model("eamc", **{**network.config, "n_members": count})
+    for kept, trained in zip(partial.members, network.members, strict=False):
+        kept.load_state_dict(trained.state_dict())
+    return partial
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m napari_chsnet.training.recipes CONFIG`` (what `chsnet train --config` runs), the entry
-    point for ``torchrun``; a bad config ends it with exit code 2 and one line on stderr."""
+    point for ``torchrun``; a bad config ends it with exit code 2 and one line on stderr, Ctrl-C with
+    130 and SIGTERM (SLURM's time limit) with 143, after the best state so far is kept."""
     import argparse
+    import dataclasses
 
+    from napari_chsnet.cli import INTERRUPTED_EXIT, TERMINATED_EXIT, Terminated, sigterm_raises
     from napari_chsnet.errors import CHSNetError
     from napari_chsnet.training.config import load_config
 
@@ -432,11 +609,23 @@ def main(argv: list[str] | None = None) -> None:
         description="Train a model from a YAML config (chsnet train --config without the CLI; torchrun runs this).",
     )
     parser.add_argument("config", help="a training config, e.g. configs/rdunet.yaml")
+    parser.add_argument("--output", default=None, help="output folder (default: the config's `output`)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a checkpoint already in the output folder"
+    )
     args = parser.parse_args(argv)
     try:
-        run_training(load_config(args.config), log=lambda m: print(m, flush=True))
+        with sigterm_raises():
+            config = load_config(args.config)
+            if args.output is not None:
+                config = dataclasses.replace(config, output=args.output)
+            run_training(config, log=lambda m: print(m, flush=True), overwrite=args.overwrite)
     except CHSNetError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except Terminated:
+        parser.exit(TERMINATED_EXIT, f"{parser.prog}: terminated (SIGTERM)\n")
+    except KeyboardInterrupt:
+        parser.exit(INTERRUPTED_EXIT, f"{parser.prog}: interrupted\n")
     finally:
         distributed.shutdown()
 
