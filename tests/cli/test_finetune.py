@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from napari_chsnet.cli import finetune as finetune_command
@@ -112,3 +114,20 @@ def test_the_cli_says_when_no_epoch_improved(
     )
     assert out.count("no epoch improved") == 1  # was said twice: in the log line and as a note
     assert (output / "version.json").is_file()
+
+
+def test_the_printed_segment_command_uses_the_tuned_model(
+    tmp_path, capsys, ras_nifti, masks_of_ras_nifti, tiny_weights
+):
+    """The hint once left out --model: an eamc or rdunet set (it also holds a chsnet.safetensors copy)
+    then segmented with CHS-Net."""
+    model, output = "rdunet", tmp_path / "set"
+    args = _finetune_args(ras_nifti, masks_of_ras_nifti, output, tiny_weights)
+    assert main([*args, "--model", model]) == 0
+    hint = capsys.readouterr().out.strip().splitlines()[-1]
+    command = hint.split("(use: ", 1)[1].rstrip(")").split()
+    assert command[:2] == ["chsnet", "segment"]
+    assert main([*command[1:], str(ras_nifti), "-o", str(tmp_path / "seg"), "--device", "cpu"]) == 0
+    report = json.loads((tmp_path / "seg" / "report.json").read_text())
+    assert report["model"] == model
+    assert finetune_command.segment_command("chsnet", output) == f"chsnet segment --weights {output}"

@@ -218,6 +218,14 @@ def _write(path, data: bytes):
     return path
 
 
+def _set_of(folder, source, *names: str):
+    """A weights folder holding only ``names`` copied from ``source``."""
+    folder.mkdir()
+    for name in names:
+        shutil.copy(source / name, folder)
+    return folder
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -262,6 +270,10 @@ def test_an_absent_device_is_refused(tmp_path, ras_nifti, tiny_weights, capsys):
         ),
         (lambda tiny, tmp: _write(tmp / "model.pt", b"\x80\x04pickle"), "is not a napari-chsnet checkpoint"),
         (lambda tiny, tmp: tmp / "nowhere", "does not exist"),
+        (
+            lambda tiny, tmp: _set_of(tmp / "rdunet_set", tiny, "rdunet.safetensors"),
+            "has no chsnet.safetensors (it holds rdunet weights)",
+        ),
     ],
 )
 def test_foreign_weights_are_refused(tmp_path, ras_nifti, tiny_weights, capsys, weights_of, fragment):
@@ -632,6 +644,15 @@ def test_help_shows_no_empty_defaults(command, capsys):
         assert text.count("(default: bundled)") == 1 and "(default: 5)" in text
     if command == "segment":
         assert "(default: 0.5)" in text and "report.csv rows of a case" in text
+
+
+def test_the_help_says_what_the_threshold_and_a_weights_folder_mean_for_each_model(capsys):
+    """--threshold was "infection probability threshold", though EAMC's mask is the members' vote; and
+    --weights said any file missing from a folder came from the bundled set."""
+    assert main(["segment", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "EAMC: each member's vote threshold (the mask is the members' majority vote" in text
+    assert "A folder must hold the --model's file; only the lung stage (chsnet.safetensors)" in text
 
 
 def test_the_summary_line_says_which_lung_is_too_small_to_grade():

@@ -46,8 +46,25 @@ def test_a_folder_without_any_of_the_model_s_files_is_refused(tmp_path, tiny_wei
     shutil.copy(tiny_weights / "chsnet.safetensors", bundled)
     shutil.copy(tiny_weights / "rdunet.safetensors", bundled)
     (tmp_path / "typo").mkdir()  # would otherwise run the bundled weights without a word
-    with pytest.raises(WeightsError, match="holds none of chsnet.safetensors or rdunet.safetensors"):
+    with pytest.raises(WeightsError, match=r"has no rdunet.safetensors \(it holds no weights\)"):
         resolve_weights("rdunet", tmp_path / "typo")
+
+
+def test_a_folder_of_another_model_is_refused_not_filled_from_the_bundled_set(
+    tmp_path, tiny_weights, bundled
+):
+    """An RD-UNet fine-tune set (rdunet + its chsnet copy) given with --model eamc once ran the
+    bundled EAMC without a word."""
+    shutil.copy(tiny_weights / "eamc.safetensors", bundled)
+    rdunet_set = tmp_path / "ft_rdunet"
+    rdunet_set.mkdir()
+    for name in ("chsnet.safetensors", "rdunet.safetensors"):
+        shutil.copy(tiny_weights / name, rdunet_set)
+    with pytest.raises(WeightsError) as refused:
+        resolve_weights("eamc", rdunet_set)
+    message = str(refused.value)
+    assert "has no eamc.safetensors (it holds chsnet, rdunet weights)" in message
+    assert "\n" not in message
 
 
 def test_missing_bundled_weights_say_how_to_get_some(bundled):

@@ -15,6 +15,7 @@ from napari_chsnet.report.pdf_images import (
     select_coronal_plane,
     select_key_slices,
 )
+from napari_chsnet.report.pdf_text import run_details
 from napari_chsnet.report.rendering import render_report_figures
 
 
@@ -567,3 +568,19 @@ def test_the_footer_of_masks_drawn_by_hand_says_when_the_report_was_built_not_se
         == "report built 2026-12-05T12:55:07+00:00; report written 2026-12-05T12:56:00+00:00"
     )
     assert report_times({**report, "model": "chsnet"}).startswith("segmented 2026-12-05T12:55:07+00:00; ")
+
+
+def test_the_run_details_give_the_settings_that_change_the_figures(synthetic_case, tmp_path):
+    """The PDF omitted threshold, mirror averaging and min lesion size, which report.json and the CSV
+    carry and which change every figure."""
+    case = synthetic_case
+    severity = compute_severity(case.lungs, case.infection, case.ct.geometry, min_lesion_ml=0.1)
+    options = {"threshold": 0.5, "min_lesion_ml": 0.1, "mirror_averaging": True}
+    report = build_report_json(severity, RunInfo("chsnet", "cpu", 1.0, inference_options=options), {}, False)
+    figures = render_report_figures(report, case.ct, case.lungs, case.infection, case.probability)
+    page_one = _flat(_page_texts(figures, tmp_path)[0])
+    assert "Settings: threshold 0.5, mirror averaging on, lesions under 0.1 mL not counted" in page_one
+    assert _overlapping_texts(figures[0]) == []
+
+    eamc = build_report_json(severity, RunInfo("eamc", "cpu", 1.0, inference_options=options), {}, False)
+    assert "Settings: threshold 0.5 (each member's vote), mirror averaging on," in " ".join(run_details(eamc))

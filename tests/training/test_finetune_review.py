@@ -4,6 +4,7 @@ unwritable or full outputs, no-improvement and lungs-only notes, what version.js
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 
 import numpy as np
@@ -24,7 +25,7 @@ from napari_chsnet.training.corrections import (
     saved_corrections,
 )
 from napari_chsnet.training.finetune import NOT_IMPROVED, finetune
-from napari_chsnet.training.loop import FitSettings, fit, pooled_score
+from napari_chsnet.training.loop import FitSettings, PooledScore, fit, pooled_score
 from napari_chsnet.training.stage_data import StageArrays, lung_stage_arrays
 
 TINY = {"base_channels": 4, "se_reduction": 2, "dropout": 0.0}
@@ -280,6 +281,40 @@ def test_no_epoch_improving_is_said_and_lungs_only_corrections_hint_at_tuning_th
     start, written = load_checkpoint(tiny_set / "chsnet.safetensors"), load_checkpoint(result.checkpoint)
     assert all(torch.equal(start.state_dict[k], written.state_dict[k]) for k in start.state_dict)
     assert json.loads((result.weights_dir / "version.json").read_text())["improved"] is False
+
+
+@pytest.mark.parametrize(("vote_after", "improved"), [(0.876, False), (0.95, True)])
+def test_an_eamc_fine_tune_is_kept_only_when_the_members_vote_improves(
+    tiny_set, phantom, monkeypatch, vote_after, improved
+):
+    """Each member was kept when it beat its own patch check, and the set reported improved although
+    the ensemble's vote scored worse (0.8892 -> 0.876)."""
+    epochs = itertools.count()  # every member's epoch beats its start on its patches
+    monkeypatch.setattr(finetune_module, "pooled_score_value", lambda *_args: float(next(epochs)))
+    votes = iter([PooledScore(0.8892, 100, 100, 0.01), PooledScore(vote_after, 100, 100, 0.01)])
+    monkeypatch.setattr(finetune_module, "pooled_score", lambda *_args, **_kwargs: next(votes))
+    case = (phantom.ct, phantom.lungs, phantom.infection, [3])
+    result = finetune(tiny_set, "eamc", [case], epochs=1, batch_size=2, replay=0.0, learning_rate=1e-2)
+
+    assert result.improved is improved
+    assert result.notes == ([] if improved else [NOT_IMPROVED])
+    assert result.dice_after == (vote_after if improved else 0.8892)
+    start, written = load_checkpoint(tiny_set / "eamc.safetensors"), load_checkpoint(result.checkpoint)
+    unchanged = all(torch.equal(start.state_dict[k], written.state_dict[k]) for k in start.state_dict)
+    assert unchanged is not improved
+    assert json.loads((result.weights_dir / "version.json").read_text())["improved"] is improved
+
+
+def test_lung_corrections_for_another_model_say_where_learnt_lungs_are_used(tiny_set, phantom):
+    """The note said rdunet uses CHS-Net's lung stage, but an rdunet set keeps its own copy: tuning
+    CHS-Net's lungs never changes an rdunet run."""
+    lungs = phantom.lungs.copy()
+    lungs[3][lungs[3] == 1] = 2
+    case = CorrectedCase(phantom.ct, lungs, phantom.infection, "L", (3,), lungs_edited=True)
+    result = finetune(tiny_set, "rdunet", [case], epochs=1, replay=0.0)
+    (note,) = [n for n in result.notes if "lung labels" in n]
+    assert "rdunet sets keep their own copy of CHS-Net's lung stage" in note
+    assert "used when segmenting with chsnet" in note
 
 
 # --------------------------------------------------------------------------- F: records and messages

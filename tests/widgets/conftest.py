@@ -111,7 +111,9 @@ def panel(make_napari_viewer, user: ScriptedUser):
     return viewer, widget
 
 
-def show_known_result(widget, ct, phantom: Phantom, lungs=None, infection=None, probability=None) -> None:
+def show_known_result(
+    widget, ct, phantom: Phantom, lungs=None, infection=None, probability=None, model: str = "chsnet"
+) -> None:
     """Put known masks on screen through the panel's own result display (as a finished run does)."""
     from napari_chsnet.inference.pipeline import SegmentationResult
     from napari_chsnet.report import RunInfo, compute_severity
@@ -126,7 +128,7 @@ def show_known_result(widget, ct, phantom: Phantom, lungs=None, infection=None, 
         probability=probability,
         severity=compute_severity(lungs, infection, phantom.ct.geometry),
         run_info=RunInfo(
-            model="chsnet", device="cpu", runtime_s=1.0, input=ct.metadata.get("chsnet_source", "")
+            model=model, device="cpu", runtime_s=1.0, input=ct.metadata.get("chsnet_source", "")
         ),
         device="cpu",
         timings_s={"predict": 1.0},

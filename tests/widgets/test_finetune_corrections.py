@@ -284,7 +284,8 @@ def test_lung_only_corrections_hint_at_tuning_the_lung_stage(
             "rdunet",
             {"dice_after": 0.5, "improved": False},
             True,
-            ["holds the starting weights", "fine-tune CHS-Net"],
+            # an RD-UNet set keeps its own lung stage: a tuned CHS-Net's lungs are not used by it
+            ["holds the starting weights", "own copy of CHS-Net's lung stage", "segmenting with CHS-Net"],
             [],
         ),
         (

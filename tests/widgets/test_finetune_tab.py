@@ -24,6 +24,24 @@ def test_the_ct_picker_defaults_to_the_ct_the_masks_belong_to(panel, small_phant
     assert widget.finetune.ct.value.name == "segmented CT"
 
 
+def test_the_model_follows_the_run_that_made_the_masks_until_the_user_chooses_one(panel, small_phantom):
+    """The Model stayed CHS-Net for an RD-UNet's masks: the correction trained CHS-Net, and
+    "Re-segment with it" switched the Segment tab to CHS-Net."""
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    tab = widget.finetune
+    show_known_result(widget, ct, small_phantom, model="rdunet")
+    assert tab.model.value == "rdunet"
+    assert tab.tune_lungs.enabled is False  # the model's own settings follow too
+
+    show_known_result(widget, ct, small_phantom, model="eamc")  # a new run of another model
+    assert tab.model.value == "eamc"
+
+    tab.model.value = "chsnet"  # the user's pick is kept
+    show_known_result(widget, ct, small_phantom, model="rdunet")
+    assert tab.model.value == "chsnet"
+
+
 def test_renamed_corrected_layers_stay_in_their_own_pickers(panel, small_phantom):
     """docs/workflow.md: rename the corrected layers to keep them. Renaming `lungs` then `infection`
     had put "lungs corrected" under Infection too (Start trained the infection stage on the lungs)."""

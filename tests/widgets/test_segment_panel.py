@@ -114,6 +114,25 @@ def test_segment_adds_three_layers_aligned_with_the_ct(panel, qtbot, tiny_weight
     assert widget.segment.status.value.startswith("Done (cpu, ")
 
 
+def test_the_status_names_the_model_that_made_the_layers(panel, qtbot, tiny_weights, small_phantom):
+    """The status ("Done (cpu, …): grade …") named no model: a user comparing models could not tell
+    which one made the layers on screen."""
+    viewer, widget = panel
+    add_ct(viewer, small_phantom)
+    widget.segment.model.value = "rdunet"
+    choose_weights(widget, widget.dialogs, tiny_weights)
+
+    run_segmentation(qtbot, widget)
+
+    assert widget.segment.status.value.splitlines()[-1] == "segmented with Residual Dilated U-Net."
+
+
+def test_the_threshold_tooltip_says_what_it_means_for_eamc(panel):
+    _viewer, widget = panel
+    tooltip = widget.segment.threshold.tooltip
+    assert "EAMC: each member's vote threshold" in tooltip and "majority vote" in tooltip
+
+
 def test_the_mirror_averaging_box_reaches_the_engine_and_the_layers(
     panel, qtbot, tiny_weights, small_phantom
 ):
@@ -226,6 +245,32 @@ def test_bad_weights_become_an_error_notification(panel, qtbot, small_phantom, t
     assert "chsnet.safetensors" in str(errors[-1].message)
     assert len(viewer.layers) == 1
     assert widget.segment.status.value.startswith("Failed")
+
+
+def test_a_weights_folder_without_the_model_s_file_is_refused(
+    panel, small_phantom, tiny_weights, tmp_path, notifications
+):
+    """An RD-UNet set chosen for another model once ran that model's bundled weights without a word."""
+    viewer, widget = panel
+    add_ct(viewer, small_phantom)
+    rdunet_set = tmp_path / "ft_rdunet"
+    rdunet_set.mkdir()
+    (rdunet_set / "rdunet.safetensors").write_bytes((tiny_weights / "rdunet.safetensors").read_bytes())
+    widget.dialogs.folders.append(rdunet_set)
+    widget.segment.weights_folder.native.click()  # the model is CHS-Net
+
+    assert "has no chsnet.safetensors (it holds rdunet weights)" in str(notifications[-1].message)
+    assert notifications[-1].severity == "error"
+    assert widget.segment.weights.value == "bundled"
+
+    widget.segment.model.value = "rdunet"
+    choose_weights(widget, widget.dialogs, rdunet_set)  # its own model: taken
+    widget.segment.model.value = "eamc"
+    widget.segment.weights.value = str(rdunet_set)  # still offered, now for EAMC
+    widget.segment.run()
+
+    assert not widget.segment.running
+    assert "has no eamc.safetensors" in str(notifications[-1].message)
 
 
 def test_no_ct_is_an_error_notification(panel, notifications):

@@ -1,7 +1,7 @@
 """``chsnet finetune``: adapt a weights set to corrected cases and write a new weights set.
 
 The output folder is a complete set (the tuned model, plus CHS-Net's lung stage for eamc and
-rdunet), usable as ``chsnet segment --weights OUT``; the base weights are only read.
+rdunet), usable as ``chsnet segment --model MODEL --weights OUT``; the base weights are only read.
 """
 
 from __future__ import annotations
@@ -158,5 +158,12 @@ def _finetune(args: argparse.Namespace) -> int:
         )
     for note in result.notes:  # no epoch improved; lungs corrected but not tuned
         print(f"note: {note}")
-    print(f"weights set: {result.weights_dir} (use: chsnet segment --weights {result.weights_dir})")
+    print(f"weights set: {result.weights_dir} (use: {segment_command(args.model, result.weights_dir)})")
     return 0
+
+
+def segment_command(model: str, weights_dir: Path) -> str:
+    """How to segment with the new set: ``--model`` too unless it is the default model (the set
+    also holds a chsnet.safetensors copy, which segment would otherwise use)."""
+    model_option = "" if model == DEFAULT_MODEL else f" --model {model}"
+    return f"chsnet segment{model_option} --weights {weights_dir}"

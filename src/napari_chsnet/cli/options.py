@@ -88,8 +88,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="PATH",
-        help="weights-set folder or .safetensors file; without it, the bundled weights (files missing from a "
-        "folder are taken from the bundled set too)",
+        help="weights-set folder or .safetensors file; without it, the bundled weights. A folder must hold "
+        "the --model's file; only the lung stage (chsnet.safetensors) is taken from the bundled set when missing",
     )
     parser.add_argument(
         "--mirror-averaging", action=argparse.BooleanOptionalAction, default=None,

@@ -61,7 +61,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder")
     add_model_options(parser)
     parser.add_argument("--batch-size", type=positive_int, default=4, help="slices per network call")
-    parser.add_argument("--threshold", type=probability, default=0.5, help="infection probability threshold")
+    parser.add_argument(
+        "--threshold", type=probability, default=0.5,
+        help="infection probability threshold; EAMC: each member's vote threshold (the mask is the members' "
+        "majority vote, probability.nii.gz their mean probability)",
+    )  # fmt: skip
     parser.add_argument(
         "--min-lesion-ml", type=non_negative_float, default=DEFAULT_MIN_LESION_ML,
         help="infection components smaller than this (mL) are not counted; 0 counts every voxel",

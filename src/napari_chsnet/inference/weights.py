@@ -93,6 +93,20 @@ def _from_folder(folder: Path, model: str, wanted_for: str) -> Checkpoint:
     return load_weights_file(path, model) if path.is_file() else _bundled(model, wanted_for)
 
 
+def check_weights_folder(folder: Path, model: str) -> None:
+    """A WeightsError unless ``folder`` holds ``model``'s file: an empty or mistyped folder, or another
+    model's fine-tuned set, would otherwise run the bundled weights without a word. Only the lung
+    stage (``chsnet.safetensors``) may be missing; it then comes from the bundled set."""
+    if (folder / weights_file_name(model)).is_file():
+        return
+    held = [key for key in MODEL_KEYS if (folder / weights_file_name(key)).is_file()]
+    holds = f"it holds {', '.join(held)} weights" if held else "it holds no weights"
+    raise WeightsError(
+        f"weights folder {folder} has no {weights_file_name(model)} ({holds}); choose a weights set "
+        "with that file, or a model the folder holds"
+    )
+
+
 def resolve_weights(model: str, weights: str | Path | None = None) -> dict[str, Checkpoint]:
     """The checkpoints a ``model`` pipeline uses, keyed by network family.
 
@@ -100,14 +114,16 @@ def resolve_weights(model: str, weights: str | Path | None = None) -> dict[str, 
 
     Args:
         model: ``"chsnet"``, ``"eamc"`` or ``"rdunet"``.
-        weights: ``None`` = the bundled set; a folder = its files, each missing one taken from the
-            bundled set (a folder with neither file is refused); a ``.safetensors`` file = the ``model`` network (a CHS-Net file is also the
+        weights: ``None`` = the bundled set; a folder = its files: it must hold ``<model>.safetensors``
+            (refused otherwise), and its ``chsnet.safetensors`` is the lung stage, the bundled one when
+            it has none; a ``.safetensors`` file = the ``model`` network (a CHS-Net file is also the
             lung stage; otherwise the lung stage is the file's sibling ``chsnet.safetensors`` when there
             is one, as in a fine-tuned set, else the bundled one).
 
     Raises:
-        WeightsError: a path that does not exist, a file that is not a napari-chsnet checkpoint or holds
-            another network, or weights that are neither given nor bundled.
+        WeightsError: a path that does not exist, a folder without the model's file, a file that is not
+            a napari-chsnet checkpoint or holds another network, or weights that are neither given nor
+            bundled.
     """
     _check_model(model)
     lung_role = "the lung stage of every model"
@@ -121,15 +137,9 @@ def resolve_weights(model: str, weights: str | Path | None = None) -> dict[str, 
             f"weights path {path} does not exist; pass a weights folder or a .safetensors file"
         )
     if path.is_dir():
-        wanted = sorted({weights_file_name(LUNG_STAGE_MODEL), weights_file_name(model)})
-        if not any((path / name).is_file() for name in wanted):
-            # an empty or mistyped folder would otherwise run the bundled weights without a word
-            raise WeightsError(
-                f"weights folder {path} holds none of {' or '.join(wanted)}; pass a weights set (a folder "
-                "with those files) or a .safetensors file"
-            )
+        check_weights_folder(path, model)
         found = {LUNG_STAGE_MODEL: _from_folder(path, LUNG_STAGE_MODEL, lung_role)}
-        found[model] = found.get(model) or _from_folder(path, model, f"the {model} infection stage")
+        found[model] = found.get(model) or load_weights_file(path / weights_file_name(model), model)
         return found
     checkpoint = load_weights_file(path, model)
     if model == LUNG_STAGE_MODEL:

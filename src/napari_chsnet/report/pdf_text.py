@@ -222,9 +222,31 @@ def run_details(report: dict[str, Any]) -> list[str]:
     lung_sha = report.get("lung_weights_sha256")
     if lung_sha and lung_sha != sha:
         lines.append(f"Lung stage (CHS-Net): {_weights_identity('chsnet', lung_sha)}")
+    settings = _settings_line(report)
+    if settings:
+        lines.append(settings)
     lines.append(f"Device: {report.get('device', '')}; runtime {report.get('runtime_s', 0.0):.1f} s")
     lines.append("Software: " + ", ".join(f"{k} {v}" for k, v in software.items()))
     return lines
+
+
+def _settings_line(report: dict[str, Any]) -> str | None:
+    """The settings that change the figures (report.json's ``inference_options`` and ``min_lesion_ml``,
+    the latter being the value the figures were counted with), or None when none is known."""
+    options = report.get("inference_options") or {}
+    parts = []
+    if "threshold" in options:
+        vote = " (each member's vote)" if report.get("model") == "eamc" else ""
+        parts.append(f"threshold {float(options['threshold']):g}{vote}")
+    if "mirror_averaging" in options:
+        parts.append(f"mirror averaging {'on' if options['mirror_averaging'] else 'off'}")
+    min_lesion = report.get("min_lesion_ml", options.get("min_lesion_ml"))
+    if min_lesion is not None:
+        min_lesion = float(min_lesion)
+        parts.append(
+            f"lesions under {min_lesion:g} mL not counted" if min_lesion > 0 else "every lesion counted"
+        )
+    return f"Settings: {', '.join(parts)}" if parts else None
 
 
 def limits_text(report: dict[str, Any]) -> str:

@@ -10,7 +10,9 @@ slices before and after (stage inputs as in training: the corrected lung crop), 
 their pixels (:func:`~napari_chsnet.training.loop.pooled_score`: per-slice Dice scores a slice
 whose truth is empty 0 or 1, so an erase-only correction could never rank its epochs); the epoch
 scoring best on the corrected slices is kept (of equal ones the later), and when none beats the
-starting weights, the starting weights are kept (``FinetuneResult.improved`` is then False).
+starting weights, the starting weights are kept (``FinetuneResult.improved`` is then False). EAMC's
+members are each chosen on their own patches, then judged together: when their vote on the
+corrected slices does not score higher than the starting members', all are put back.
 
 Where it goes: a NEW complete weights set, by default ``<user data>/weights/<model>/<YYYYmmdd-HHMMSS>/``
 (training/versions.py) with ``<model>.safetensors``, CHS-Net's lung stage copied unchanged for
@@ -128,7 +130,8 @@ class FinetuneResult:
             ``val_dice`` is the score the epoch was chosen by (:attr:`PooledScore.value`).
         info: what version.json holds.
         improved: False when no epoch beat the starting weights on the corrected slices, so the
-            infection stage written is the starting one (EAMC: no member improved).
+            infection stage written is the starting one (EAMC: when the members' vote on the corrected
+            slices did not score higher, every member is the starting one).
         lung_improved: the same for the lung stage when it was tuned, else None.
         false_positive_before, false_positive_after: when the corrected slices hold no infection at
             all (an erase-only correction), the share of their lung predicted as infection, else None.
@@ -366,7 +369,8 @@ def _lung_notes(cases: list[CorrectedCase], model: str, tune_lungs: bool) -> lis
     how = (
         "pass --tune-lungs (in napari tick 'Tune the lung stage too')"
         if model == "chsnet"
-        else f"{model} uses CHS-Net's lung stage: fine-tune chsnet with --tune-lungs to learn them"
+        else f"{model} sets keep their own copy of CHS-Net's lung stage, which is not tuned: to learn them, "
+        "fine-tune chsnet with --tune-lungs; its learnt lungs are used when segmenting with chsnet"
     )
     if all(c.infection_edited is False for c in cases):
         return [
@@ -437,7 +441,8 @@ def _check_arguments(model: str, epochs: int, replay: float, tune_lungs: bool, b
         raise ConfigError(f"replay is the fraction of replayed slices and must lie in [0, 1); got {replay}")
     if tune_lungs and model != "chsnet":
         raise ConfigError(
-            f"only CHS-Net has its own lung stage to tune; {model} uses CHS-Net's (fine-tune chsnet)"
+            f"only CHS-Net's lung stage can be tuned; a {model} set keeps its own copy of it (to learn "
+            "corrected lungs, fine-tune chsnet with --tune-lungs and segment with chsnet)"
         )
 
 
@@ -650,31 +655,9 @@ def _tune(
     steps = _Steps(on_step)
     batch = settings.batch_size
     if model == "eamc":
-        vote = _SliceVote(network, sizes["patch"])
-        _record(out, "before", pooled_score(vote, corrected, batch_size=batch))
-        generator = torch.Generator().manual_seed(settings.seed)
-        kept = []
-        for k, member in enumerate(network.members):
-            patches = eamc_patches(train, 8, 4, generator, sizes["patch"])
-            checks = eamc_patches(corrected, 4, 2, generator, sizes["patch"])
-            prepare = _stage_prepare(member, model)
-            member_before = pooled_score_value(member, checks, prepare, batch)
-            steps.stage(len(network.members) - k)
-            result, improved = _fit_keeping_better(
-                member,
-                patches,
-                checks,
-                loss,
-                settings,
-                prepare,
-                member_before,
-                staging / f"finetune_log_member{k}.csv",
-                steps,
-                should_stop,
-            )
-            kept.append(improved)
-        out["improved"] = any(kept)
-        _record(out, "after", pooled_score(vote, corrected, batch_size=batch))
+        result = _tune_ensemble(
+            network, train, corrected, sizes["patch"], loss, settings, staging, steps, should_stop, out
+        )
     else:
         stage = network.infection_net if model == "chsnet" else network
         prepare = _stage_prepare(network, model)
@@ -718,6 +701,45 @@ def _tune(
         )
         out["lung_dice_after"] = pooled_score(network.lung_net, lungs_corrected, lung_prepare, batch).dice
     return out
+
+
+def _tune_ensemble(network, train, corrected, patch, loss, settings, staging, steps, should_stop, out):
+    """Tune each EAMC member on patches (kept when it beats its own patch check), then judge the
+    ensemble as it segments: its vote on the corrected slices, by the pooled score the other models
+    use. Members that each improved can still vote worse together; then all are put back."""
+    batch = settings.batch_size
+    vote = _SliceVote(network, patch)
+    before = pooled_score(vote, corrected, batch_size=batch)
+    _record(out, "before", before)
+    start = {name: tensor.detach().clone() for name, tensor in network.state_dict().items()}
+    generator = torch.Generator().manual_seed(settings.seed)
+    kept = []
+    for k, member in enumerate(network.members):
+        patches = eamc_patches(train, 8, 4, generator, patch)
+        checks = eamc_patches(corrected, 4, 2, generator, patch)
+        prepare = _stage_prepare(member, "eamc")
+        member_before = pooled_score_value(member, checks, prepare, batch)
+        steps.stage(len(network.members) - k)
+        result, improved = _fit_keeping_better(
+            member,
+            patches,
+            checks,
+            loss,
+            settings,
+            prepare,
+            member_before,
+            staging / f"finetune_log_member{k}.csv",
+            steps,
+            should_stop,
+        )
+        kept.append(improved)
+    after = pooled_score(vote, corrected, batch_size=batch) if any(kept) else before
+    out["improved"] = bool(after.value > before.value)
+    if not out["improved"]:
+        network.load_state_dict(start)
+        after = before
+    _record(out, "after", after)
+    return result
 
 
 class _Steps:

@@ -20,7 +20,9 @@ metadata, others by name), never the other mask picker's, an edited one first, t
 when no layer fits; the CT the chosen lungs were computed on. A default stays through renames and
 new runs too, until a layer with more evidence of being the correction comes (``_evidence``: an
 edited layer, then a run's): a ground-truth file opened with the sample gives way to the run's
-masks, a renamed run's masks stay chosen when the next run brings fresh ones.
+masks, a renamed run's masks stay chosen when the next run brings fresh ones. The Model follows
+the model of the run that made the chosen masks (their ``RUN_KEY`` metadata) until the user
+chooses one.
 """
 
 from __future__ import annotations
@@ -168,8 +170,9 @@ def result_message(
         hint = (
             " Only the lungs were corrected: tick 'Tune the lung stage too' to train the lung stage on them."
             if model == "chsnet"
-            else f" Only the lungs were corrected, and {title} uses CHS-Net's lung stage: fine-tune CHS-Net "
-            "with 'Tune the lung stage too' to have them learnt."
+            else f" Only the lungs were corrected, and {title} keeps its own copy of CHS-Net's lung stage, "
+            "which is not tuned: fine-tune CHS-Net with 'Tune the lung stage too' to have them learnt; they "
+            "are used when segmenting with CHS-Net."
         )
     if not infection and not lungs:
         return (
@@ -220,6 +223,8 @@ class FinetunePanel(ClosablePanel, Container):
         self._run_facts: dict[str, Any] = {}  # what the running fine-tune was given (its messages)
         self._cleared: set[str] = set()  # mask pickers the user emptied (kept empty, no default)
         self._filling = False
+        self._model_picked = False  # the user chose the Model: it no longer follows the masks' run
+        self._following = False  # the Model is being set to the masks' run model, not by the user
 
         self.ct = ComboBox(
             label="CT", choices=self._image_choices, tooltip="The CT the masks were corrected on"
@@ -234,7 +239,10 @@ class FinetunePanel(ClosablePanel, Container):
             label="Infection", choices=self._labels_choices, nullable=True, tooltip="Corrected infection mask"
         )
         self.model = ComboBox(
-            label="Model", choices=[(info.title, key) for key, info in MODELS.items()], value=DEFAULT_MODEL
+            label="Model",
+            choices=[(info.title, key) for key, info in MODELS.items()],
+            value=DEFAULT_MODEL,
+            tooltip="The model to fine-tune; follows the model that made the chosen masks unless you choose one",
         )
         self.base = ComboBox(
             label="Start from", choices=self._base_choices, tooltip="Weights the fine-tune starts from"
@@ -295,6 +303,7 @@ class FinetunePanel(ClosablePanel, Container):
         for key, picker in self._pickers().items():
             picker.changed.connect(partial(self._on_pick, key))
         self.model.changed.connect(self._on_model_changed)
+        self.model.changed.connect(self._on_model_picked)
         self.start.changed.connect(self.run)
         self.cancel.changed.connect(self.stop)
         self.use_version.changed.connect(self.resegment_with_version)
@@ -412,6 +421,32 @@ class FinetunePanel(ClosablePanel, Container):
         self._fill_mask(LUNGS_LAYER, INFECTION_LAYER)
         self._fill_mask(INFECTION_LAYER, LUNGS_LAYER)
         self._fill_ct()
+        self._follow_run_model()
+
+    def _run_model(self) -> str | None:
+        """The model of the run that made the chosen infection layer, else the chosen lungs layer."""
+        for layer in (self.infection.value, self.lungs.value):
+            run = layer.metadata.get(RUN_KEY) if layer is not None else None
+            model = run.get("model") if isinstance(run, dict) else None
+            if model in MODELS:
+                return model
+        return None
+
+    def _follow_run_model(self) -> None:
+        """Tune the model that made the chosen masks (an RD-UNet's corrections train RD-UNet, and
+        "Re-segment with it" runs RD-UNet), unless the user chose the Model, as the pickers keep theirs."""
+        model = self._run_model()
+        if self._model_picked or self.running or model is None or model == self.model.value:
+            return
+        self._following = True
+        try:
+            self.model.value = model
+        finally:
+            self._following = False
+
+    def _on_model_picked(self, *_args: Any) -> None:
+        if not self._following:
+            self._model_picked = True
 
     def reset_choices(self, *_args: Any) -> None:
         self._filling = True

@@ -103,6 +103,15 @@ def _error_message(exc: BaseException) -> str:
     return f"Segmentation failed ({type(exc).__name__}: {text.splitlines()[0]})."
 
 
+def _check_weights_folder(model: str, weights: Path | None) -> None:
+    """A weights folder must hold the model's own file (a WeightsError otherwise), checked before a
+    run starts; files are only looked at, not loaded."""
+    from napari_chsnet.inference.weights import check_weights_folder
+
+    if weights is not None and weights.is_dir():
+        check_weights_folder(weights, model)
+
+
 def _counted(names: list[str]) -> tuple[str, bool]:
     """The quoted names, comma-separated, and whether there is more than one."""
     return ", ".join(f"'{name}'" for name in names), len(names) > 1
@@ -244,7 +253,13 @@ class SegmentPanel(ClosablePanel, Container):
         self.weights.value = str(path)
 
     def _choose_weights_folder(self) -> None:
-        self._add_weights(self.dialogs.folder("Folder with CHS-Net weights (.safetensors)"))
+        folder = self.dialogs.folder("Folder with CHS-Net weights (.safetensors)")
+        try:
+            _check_weights_folder(self.model.value, folder)
+        except WeightsError as exc:  # another model's set: it would not be used for this model
+            show_error(str(exc))
+            return
+        self._add_weights(folder)
 
     def _choose_weights_file(self) -> None:
         self._add_weights(self.dialogs.open_file("CHS-Net weights file", "Weights (*.safetensors)"))
@@ -284,6 +299,7 @@ class SegmentPanel(ClosablePanel, Container):
         try:
             volume = ct_volume_from_layer(ct_layer)
             settings = self.settings()
+            _check_weights_folder(settings.model, settings.weights)  # a folder chosen for another model
         except CHSNetError as exc:
             show_error(str(exc))
             return
@@ -419,10 +435,12 @@ class SegmentPanel(ClosablePanel, Container):
             return
         self._results.show(result, ct_layer)
         device = result.device.split(" ")[0]  # "cuda:0 (NVIDIA ...)" → "cuda:0"
-        # The CT is named: with several scans open, the figures must say whose they are.
+        # The CT and the model are named: with several scans open, or models compared, the figures
+        # must say whose they are. One line each: labels do not wrap, a long line widens the panel.
         self._done_status = (
             f"Done ({device}, {result.run_info.runtime_s:.1f} s): grade {result.severity.overall_grade}\n"
-            f"of the CT {quoted_name(ct_layer.name)}."
+            f"of the CT {quoted_name(ct_layer.name)},\n"
+            f"segmented with {MODELS[result.run_info.model].title}."
         )
 
     def _on_error(self, exc: BaseException) -> None:

@@ -12,9 +12,12 @@ TOOLTIPS: dict[str, str] = {
     "Only the devices found on this computer are listed.",
     "weights": "Network weights: 'bundled' are the weights shipped with the plugin; choose a folder of "
     "fine-tuned weights (chsnet/eamc/rdunet .safetensors) or a single .safetensors file.",
-    "weights_folder": "Use the weights in a folder (as written by fine-tuning or `chsnet finetune`).",
+    "weights_folder": "Use the weights in a folder (as written by fine-tuning or `chsnet finetune`); it "
+    "must hold the chosen model's .safetensors (only a missing chsnet.safetensors, the lung stage, is taken "
+    "from the bundled set).",
     "weights_file": "Use one .safetensors checkpoint file.",
-    "threshold": "Probability above which a voxel counts as infection (0.5 = the papers' setting).",
+    "threshold": "Probability from which a voxel counts as infection (0.5 = the papers' setting). EAMC: each "
+    "member's vote threshold; the mask is the members' majority vote and the probability map their mean.",
     "min_lesion_ml": "Infection islands smaller than this volume (mL) are ignored by the severity "
     "figures (0.1 mL ≈ a 6 mm nodule; 0 counts every voxel).",
     "mirror_averaging": "The infection network also reads every slice mirrored left-right and the two "
