@@ -627,7 +627,16 @@ def test_info_says_that_segment_needs_weights_for_the_active_version(monkeypatch
     assert main(["info"]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if "chsnet: 1 fine-tuned" in line)
     assert "active in napari: 20261205-090045" in line
-    assert f"chsnet segment uses it only with --weights {version}" in line and "bundled" in line
+    assert f"chsnet segment uses it only when given: chsnet segment --weights {version}" in line
+    assert "bundled" in line
+    # an RD-UNet version: without --model rdunet the command ran CHS-Net (the set's chsnet copy)
+    rdunet = home / "weights" / "rdunet" / "20261205-100000"
+    rdunet.mkdir(parents=True)
+    (rdunet / "version.json").write_text(json.dumps({"model": "rdunet", "cases": ["p001"]}))
+    (home / "weights" / "active.json").write_text(json.dumps({"rdunet": "20261205-100000"}))
+    assert main(["info"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "rdunet: 1 fine-tuned" in line)
+    assert f"uses it only when given: chsnet segment --model rdunet --weights {rdunet}" in line
     (home / "weights" / "active.json").write_text(json.dumps({"chsnet": "bundled"}))
     assert main(["info"]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if "chsnet: 1 fine-tuned" in line)

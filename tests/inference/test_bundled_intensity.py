@@ -117,3 +117,12 @@ def test_a_single_slice_is_segmented_but_no_lung_is_graded():
     severity = segment(single).severity
     assert 0 < severity.right.volume_ml < 100 and 0 < severity.left.volume_ml < 100
     assert not (severity.right.measured or severity.left.measured or severity.overall_measured)
+
+
+def test_a_volume_of_air_is_refused():
+    """The bundled lung stage marks 11-13 cm² of "lung" per slice at the edge of a volume of air (a
+    scan of nothing), above the smallest lung section: lungs lie inside a body, and this slice has none."""
+    hu = np.random.default_rng(0).normal(-1000, 10, (12, 512, 512)).astype(np.float32)
+    air = CTVolume(hu, Geometry((0.75, 0.75, 2.5)), "air")
+    with pytest.raises(InvalidVolumeError, match=r"air: no lungs found \(.*cm² of body tissue\)"):
+        segment(air)

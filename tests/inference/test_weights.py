@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -65,6 +66,22 @@ def test_a_folder_of_another_model_is_refused_not_filled_from_the_bundled_set(
     message = str(refused.value)
     assert "has no eamc.safetensors (it holds chsnet, rdunet weights)" in message
     assert "\n" not in message
+
+
+def test_another_model_s_fine_tuned_set_is_refused_for_chsnet_too(tmp_path, tiny_weights):
+    """Every EAMC/RD-UNet fine-tuned set holds a chsnet.safetensors copy, so `chsnet segment --weights SET`
+    (the default model) ran that copy, the bundled CHS-Net, without a word. Its version.json says which
+    model the set is for."""
+    rdunet_set = tmp_path / "ft_rdunet"
+    rdunet_set.mkdir()
+    for name in ("chsnet.safetensors", "rdunet.safetensors"):
+        shutil.copy(tiny_weights / name, rdunet_set)
+    (rdunet_set / "version.json").write_text(json.dumps({"model": "rdunet", "files": ["rdunet.safetensors"]}))
+    with pytest.raises(
+        WeightsError, match=r"is a fine-tuned rdunet set \(version.json\); segment with --model rdunet"
+    ):
+        resolve_weights("chsnet", rdunet_set)
+    assert set(resolve_weights("rdunet", rdunet_set)) == {"chsnet", "rdunet"}
 
 
 def test_missing_bundled_weights_say_how_to_get_some(bundled):

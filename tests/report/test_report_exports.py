@@ -533,3 +533,22 @@ def test_pdf_of_an_already_clean_infection_skips_the_second_cleaning(synthetic_c
         tmp_path / "r.pdf", make_report(case), case.ct, case.lungs, cleaned, None, infection_is_clean=True
     )
     assert "Axial key slices" in pdf_text(path)
+
+
+def test_csv_grade_cells_say_not_measured_for_a_lung_too_small_to_grade():
+    """The PDF, tables and CLI said "not measured" while report.csv held CT-1 in every grade cell (a
+    two-slice slab): a cohort sheet counted the case as graded."""
+    from napari_chsnet.io.volume import Geometry
+    from napari_chsnet.report.severity import compute_severity
+
+    lungs = np.zeros((10, 10, 24), dtype=np.uint8)
+    lungs[:, :, :10], lungs[:2, :2, 14:16] = 1, 2  # a 2000 mL right lung, a 16 mL left fragment
+    infection = np.zeros_like(lungs)
+    infection[:1, :, :10], infection[:2, :2, 14:16] = 1, 1
+    fragment = compute_severity(lungs, infection, Geometry(spacing_mm=(1.0, 1.0, 2000.0)), min_lesion_ml=0.0)
+    row = exports_module.report_csv_row(fragment.to_dict())
+    assert (row["right_grade"], row["left_grade"], row["overall_grade"]) == ("CT-1", "not measured", "CT-1")
+    slab = compute_severity(lungs, infection, Geometry(spacing_mm=(1.0, 1.0, 1.0)), min_lesion_ml=0.0)
+    row = exports_module.report_csv_row(slab.to_dict())
+    assert row["overall_grade"] == row["right_grade"] == "not measured"
+    assert float(row["right_involvement_pct"]) == pytest.approx(10.0)  # the figures stay

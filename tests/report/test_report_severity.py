@@ -167,13 +167,17 @@ def test_involvement_under_one_percent_is_graded_ct1_with_a_warning_that_it_may_
 ):
     """normal001 read 0.2 % (6.9 mL at the diaphragm domes and pericardial fat) as CT-1 with no word."""
     lungs, right, _ = two_lungs()  # 2000 voxels: 20 voxels are 1 %
-    report = compute_severity(lungs, infect(lungs.shape, right[:infected_voxels]), ONE_MM, min_lesion_ml=0)
+    whole_lungs = Geometry(spacing_mm=(1.0, 1.0, 100.0))  # 0.1 mL voxels: 100 mL lungs, graded
+    infection = infect(lungs.shape, right[:infected_voxels])
+    report = compute_severity(lungs, infection, whole_lungs, min_lesion_ml=0)
     assert report.right.grade == ("CT-1" if infected_voxels else "CT-0")
     minimal = [w for w in report.warnings if w.startswith("Involvement is under 1 %")]
     assert bool(minimal) == warned
     if warned:
-        # 19 voxels of 1 µL: 0.019 mL, shown as the PDF shows it, not as "0.0 mL"
-        assert "(< 0.1 mL)" in minimal[0] and "before reading the CT-1 grade" in minimal[0]
+        assert "(1.9 mL)" in minimal[0] and "before reading the CT-1 grade" in minimal[0]
+        # 1 mL lungs are graded by no one: no word about reading a CT-1 grade
+        tiny = compute_severity(lungs, infection, ONE_MM, min_lesion_ml=0)
+        assert not any(w.startswith("Involvement is under 1 %") for w in tiny.warnings)
 
 
 def test_diagonal_voxels_form_one_26_connected_component():

@@ -139,8 +139,8 @@ def test_models_trained_into_one_folder_keep_their_own_log_and_metrics(tmp_path)
     ]
 
 
-def test_an_interrupted_ensemble_keeps_its_finished_members(tmp_path):
-    config = config_from_dict(
+def tiny_ensemble(tmp_path: Path):
+    return config_from_dict(
         {
             "model": "eamc",
             "network": {"base_channels": 4, "dropout": 0.0},
@@ -153,6 +153,10 @@ def test_an_interrupted_ensemble_keeps_its_finished_members(tmp_path):
             "output": str(tmp_path / "run"),
         }
     )
+
+
+def test_an_interrupted_ensemble_keeps_its_finished_members(tmp_path):
+    config = tiny_ensemble(tmp_path)
     fits_started = []
 
     def interrupt_the_second_member(step: int, total: int, loss: float) -> None:
@@ -193,3 +197,12 @@ def test_the_module_entry_point_turns_sigterm_into_exit_143_in_one_line(tmp_path
     )
     assert done.returncode == 128 + signal.SIGTERM, done.stderr
     assert done.stderr.strip() == "python -m napari_chsnet.training.recipes: terminated (SIGTERM)"
+
+
+def test_an_ensemble_interrupted_in_its_first_member_says_no_member_finished(tmp_path):
+    """It said "before the first epoch ended" while member 0's log held 9 finished epochs."""
+    messages: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        recipes.run_training(tiny_ensemble(tmp_path), on_step=interrupt_in_epoch(1), log=messages.append)
+    assert "interrupted before the first EAMC member finished: no state to keep" in messages
+    assert not list((tmp_path / "run").glob("*.safetensors"))

@@ -127,6 +127,25 @@ def test_the_status_names_the_model_that_made_the_layers(panel, qtbot, tiny_weig
     assert widget.segment.status.value.splitlines()[-1] == "segmented with Residual Dilated U-Net."
 
 
+def test_the_status_says_not_measured_when_no_lung_is_graded(panel, qtbot, tiny_weights, small_phantom):
+    """A slab of a chest (lungmask's two DICOM slices) showed "grade CT-1" in the status beside a table of
+    "not measured": both say "not measured" now."""
+    import dataclasses
+
+    viewer, widget = panel
+    slab = dataclasses.replace(
+        small_phantom, ct=dataclasses.replace(small_phantom.ct, hu=small_phantom.ct.hu[5:7])
+    )
+    add_ct(viewer, slab, name="slab")
+    choose_weights(widget, widget.dialogs, tiny_weights)
+
+    run_segmentation(qtbot, widget)
+
+    qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=10_000)
+    assert widget.segment.status.value.splitlines()[0].endswith("grade not measured")
+    assert widget.severity.cell(2, 3) == "not measured"
+
+
 def test_the_threshold_tooltip_says_what_it_means_for_eamc(panel):
     _viewer, widget = panel
     tooltip = widget.segment.threshold.tooltip

@@ -7,6 +7,7 @@ rdunet), usable as ``chsnet segment --model MODEL --weights OUT``; the base weig
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from napari_chsnet.cli._common import run_reporting_errors
@@ -166,4 +167,4 @@ def segment_command(model: str, weights_dir: Path) -> str:
     """How to segment with the new set: ``--model`` too unless it is the default model (the set
     also holds a chsnet.safetensors copy, which segment would otherwise use)."""
     model_option = "" if model == DEFAULT_MODEL else f" --model {model}"
-    return f"chsnet segment{model_option} --weights {weights_dir}"
+    return f"chsnet segment{model_option} --weights {shlex.quote(str(weights_dir))}"

@@ -7,7 +7,6 @@ takes the bundled weights unless ``--weights`` names a set, so info prints the p
 from __future__ import annotations
 
 import argparse
-import shlex
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -65,7 +64,9 @@ def _active_line(model: str) -> str:
         folder = weights_set_dir(model, choice)
     except WeightsError:
         return f"active in napari: {choice}, which is missing, so napari uses the bundled weights"
+    from napari_chsnet.cli.finetune import segment_command
+
     return (
-        f"active in napari: {choice}; chsnet segment uses it only with --weights {shlex.quote(str(folder))} "
-        "(without --weights: the bundled weights)"
+        f"active in napari: {choice}; chsnet segment uses it only when given: "
+        f"{segment_command(model, folder)} (without --weights: the bundled weights)"
     )

@@ -36,7 +36,7 @@ from napari_chsnet.inference.cascade import LUNG_THRESHOLD, LungStage, UNetInfec
 from napari_chsnet.inference.device import describe_device, resolve_device
 from napari_chsnet.inference.ensemble import EAMCInfectionStage
 from napari_chsnet.inference.intensity import hu_to_unit
-from napari_chsnet.inference.postprocess import half_chest_side, postprocess_lungs
+from napari_chsnet.inference.postprocess import BODY_HU, half_chest_side, postprocess_lungs
 from napari_chsnet.inference.preprocessing import lung_crop_box
 from napari_chsnet.inference.weights import LUNG_STAGE_MODEL, network_for, preprocessing_of, resolve_weights
 from napari_chsnet.io.hounsfield import DISPLAY8, INTENSITY_KEY, display8_to_hu, is_label_map, one_value_only
@@ -335,15 +335,23 @@ def iter_segmentation(
 def _check_lungs_found(volume: CTVolume, lungs: np.ndarray) -> None:
     """Refuse a scan in which the lung stage found no lungs (``MIN_LUNG_SECTION_CM2``): no chest (an
     abdomen, a neck, an empty volume) or no CT in HU. Its report read "CT-0, normal", or graded a few
-    mL of stray voxels up to CT-4."""
-    spacing_x, spacing_y = volume.geometry.spacing_mm[:2]
-    largest_cm2 = int(np.count_nonzero(lungs, axis=(1, 2)).max(initial=0)) * spacing_x * spacing_y / 100
-    if largest_cm2 < MIN_LUNG_SECTION_CM2:
-        raise InvalidVolumeError(
-            f"{volume.source or 'the scan'}: no lungs found (no slice holds more than {largest_cm2:.1f} cm² of "
-            f"lung; a lung section covers at least {MIN_LUNG_SECTION_CM2:g}): the scan does not show the chest, or "
-            "its values are not CT Hounsfield units."
-        )
+    mL of stray voxels up to CT-4. Lungs lie inside a body: a volume of air got 11-13 cm² of "lung" per
+    slice at the image's edge, in slices without any tissue."""
+    sections = np.count_nonzero(lungs, axis=(1, 2))
+    largest = int(np.argmax(sections))
+    pixel_cm2 = volume.geometry.spacing_mm[0] * volume.geometry.spacing_mm[1] / 100
+    lung_cm2 = int(sections[largest]) * pixel_cm2
+    tissue_cm2 = int(np.count_nonzero(volume.hu[largest] > BODY_HU)) * pixel_cm2
+    if lung_cm2 < MIN_LUNG_SECTION_CM2:
+        found = f"no slice holds more than {lung_cm2:.1f} cm² of lung; a lung section covers at least {MIN_LUNG_SECTION_CM2:g}"
+    elif tissue_cm2 < MIN_LUNG_SECTION_CM2:
+        found = f"the largest lung section marked, {lung_cm2:.1f} cm², lies in a slice with {tissue_cm2:.1f} cm² of body tissue"
+    else:
+        return
+    raise InvalidVolumeError(
+        f"{volume.source or 'the scan'}: no lungs found ({found}): the scan does not show the chest, or its values "
+        "are not CT Hounsfield units."
+    )
 
 
 def clipped_lung_warnings(volume: CTVolume, lungs: np.ndarray) -> tuple[str, ...]:

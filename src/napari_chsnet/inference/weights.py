@@ -11,6 +11,7 @@ rewritten in place is picked up by the next run, and an unchanged one is not reb
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from napari_chsnet.inference.preprocessing import (
 from napari_chsnet.registry import MODEL_KEYS
 from napari_chsnet.resources_path import bundled_weights_dir
 from napari_chsnet.training.checkpoints import Checkpoint, load_checkpoint
+from napari_chsnet.training.versions import VERSION_FILE
 
 LUNG_STAGE_MODEL = "chsnet"
 WEIGHTS_SUFFIX = ".safetensors"
@@ -97,6 +99,12 @@ def check_weights_folder(folder: Path, model: str) -> None:
     """A WeightsError unless ``folder`` holds ``model``'s file: an empty or mistyped folder, or another
     model's fine-tuned set, would otherwise run the bundled weights without a word. Only the lung
     stage (``chsnet.safetensors``) may be missing; it then comes from the bundled set."""
+    tuned_for = _fine_tuned_model(folder)
+    if tuned_for not in (None, model):  # every eamc/rdunet set holds a chsnet.safetensors copy too
+        raise WeightsError(
+            f"weights folder {folder} is a fine-tuned {tuned_for} set ({VERSION_FILE}); segment with --model "
+            f"{tuned_for} (napari: Model {tuned_for}), or choose a {model} set"
+        )
     if (folder / weights_file_name(model)).is_file():
         return
     held = [key for key in MODEL_KEYS if (folder / weights_file_name(key)).is_file()]
@@ -105,6 +113,16 @@ def check_weights_folder(folder: Path, model: str) -> None:
         f"weights folder {folder} has no {weights_file_name(model)} ({holds}); choose a weights set "
         "with that file, or a model the folder holds"
     )
+
+
+def _fine_tuned_model(folder: Path) -> str | None:
+    """The model a fine-tuned set's version.json names; None for any other folder (or an unreadable file,
+    which the versions list reports)."""
+    try:
+        model = json.loads((folder / VERSION_FILE).read_text()).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return model if model in MODEL_KEYS else None
 
 
 def resolve_weights(model: str, weights: str | Path | None = None) -> dict[str, Checkpoint]:

@@ -21,6 +21,7 @@ import numpy as np
 from napari_chsnet.errors import CHSNetError, InvalidVolumeError, OutputExistsError
 from napari_chsnet.io.atomic import atomic_write
 from napari_chsnet.io.volume import CTVolume
+from napari_chsnet.report.severity import shown_grade
 
 CSV_COLUMNS = (
     "case",
@@ -110,11 +111,15 @@ def report_csv_row(report_dict: dict[str, Any]) -> dict[str, str]:
         "model": report_dict.get("model", ""),
         "device": report_dict.get("device", ""),
     }
+    # A grade cell reads "not measured" for a lung mask too small to grade, as the PDF and the tables:
+    # a cohort sheet must not count it as graded (the JSON keeps the grade with ``measured: false``).
     for side in ("right", "left"):
-        for key in ("volume_ml", "infected_ml", "involvement_pct", "grade"):
+        for key in ("volume_ml", "infected_ml", "involvement_pct"):
             row[f"{side}_{key}"] = lungs[side][key]
-    for key in ("volume_ml", "infected_ml", "involvement_pct", "grade"):
+        row[f"{side}_grade"] = shown_grade(lungs[side])
+    for key in ("volume_ml", "infected_ml", "involvement_pct"):
         row[f"overall_{key}"] = overall[key]
+    row["overall_grade"] = shown_grade(overall)
     row["min_lesion_ml"] = report_dict.get("min_lesion_ml", "")
     options = report_dict.get("inference_options") or {}
     row["threshold"] = options.get("threshold", "")

@@ -432,13 +432,14 @@ def _warnings(
     per_side: dict[str, LungSeverity], uncounted: UncountedInfection, counted_ml: float
 ) -> list[str]:
     lung_ml = sum(lung.volume_ml for lung in per_side.values())
-    warnings = _minimal_involvement_warning(counted_ml, lung_ml)
+    graded = [side for side, lung in per_side.items() if lung.measured]
+    # about reading a CT-1 grade: nothing to say when no lung is graded
+    warnings = _minimal_involvement_warning(counted_ml, lung_ml) if graded else []
     warnings += [
         f"The {side} lung mask is empty: its figures are 0 and its grade CT-0 means 'not measured', not 'normal'."
         for side, lung in per_side.items()
         if lung.empty
     ]
-    graded = [side for side, lung in per_side.items() if lung.measured]
     consequence = (
         f"it is not graded and the overall grade is the {graded[0]} lung's"
         if graded

@@ -298,7 +298,11 @@ def run_training(
         if not writes:
             return
         if network is None:
-            log("interrupted before the first epoch ended: no state to keep")
+            log(
+                "interrupted before the first EAMC member finished: no state to keep"
+                if config.model == "eamc"
+                else "interrupted before the first epoch ended: no state to keep"
+            )
             return
         _save_interrupted(config, network, describe(metrics, inherited), log)
 

@@ -21,6 +21,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from napari_chsnet.errors import CHSNetError, WeightsError
 from napari_chsnet.registry import DEFAULT_MODEL, MODELS
 from napari_chsnet.report import DEFAULT_MIN_LESION_ML
+from napari_chsnet.report.severity import shown_grade
 from napari_chsnet.training.versions import BUNDLED, active_choice, list_versions, weights_set_dir
 from napari_chsnet.widgets.dialogs import Dialogs
 from napari_chsnet.widgets.layout import end_with_stretch, paragraph, quoted_name, row
@@ -438,7 +439,7 @@ class SegmentPanel(ClosablePanel, Container):
         # The CT and the model are named: with several scans open, or models compared, the figures
         # must say whose they are. One line each: labels do not wrap, a long line widens the panel.
         self._done_status = (
-            f"Done ({device}, {result.run_info.runtime_s:.1f} s): grade {result.severity.overall_grade}\n"
+            f"Done ({device}, {result.run_info.runtime_s:.1f} s): grade {shown_grade(result.severity.to_dict()['overall'])}\n"
             f"of the CT {quoted_name(ct_layer.name)},\n"
             f"segmented with {MODELS[result.run_info.model].title}."
         )
