@@ -96,7 +96,7 @@ def test_report_exports_match_the_table_and_never_overwrite_silently(ct_from_ras
     assert EDITED_WARNING not in report["warnings"]
     rows = list(csv.DictReader((out / "r.csv").open()))
     assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 1
-    assert rows[0]["right_grade"] == severity.right.grade
+    assert rows[0]["right_grade"] == shown_grade(severity.right.to_dict())  # "not measured" here
     assert (out / "r.pdf").read_bytes().startswith(b"%PDF")
 
     # An existing JSON is replaced only after a yes; a CSV gets one more row after a yes.
