@@ -164,7 +164,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def segment_command(model: str, weights_dir: Path) -> str:
-    """How to segment with the new set: ``--model`` too unless it is the default model (the set
-    also holds a chsnet.safetensors copy, which segment would otherwise use)."""
+    """How to segment with the new set: ``--model`` too unless it is the default model (without it,
+    segment refuses an eamc/rdunet set, ``inference.weights.check_weights_folder``)."""
     model_option = "" if model == DEFAULT_MODEL else f" --model {model}"
     return f"chsnet segment{model_option} --weights {shlex.quote(str(weights_dir))}"

@@ -89,7 +89,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PATH",
         help="weights-set folder or .safetensors file; without it, the bundled weights. A folder must hold "
-        "the --model's file; only the lung stage (chsnet.safetensors) is taken from the bundled set when missing",
+        "the --model's file (a fine-tuned set of another model is refused); only the lung stage "
+        "(chsnet.safetensors) is taken from the bundled set when missing",
     )
     parser.add_argument(
         "--mirror-averaging", action=argparse.BooleanOptionalAction, default=None,

@@ -17,7 +17,13 @@ HELP = "train CHS-Net, EAMC or RD-UNet from a configuration (configs/*.yaml)"
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "train", help=HELP, description=HELP, formatter_class=DefaultsHelpFormatter
+        "train",
+        help=HELP,
+        description=HELP,
+        epilog="Writes OUTPUT/<model>.safetensors, <model>_metrics.json and <model>_log.csv. Ctrl-C or SIGTERM "
+        "keep the best state so far as OUTPUT/<model>.interrupted.safetensors (exit 130 / 143); continue from it "
+        "with init_from (docs/training.md).",
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument(
         "--config", required=True, type=Path, help="training configuration (YAML), e.g. configs/rdunet.yaml"

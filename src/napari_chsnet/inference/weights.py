@@ -26,7 +26,7 @@ from napari_chsnet.inference.preprocessing import (
     INFECTION_INPUT_SIZE,
     LUNG_INPUT_SIZE,
 )
-from napari_chsnet.registry import MODEL_KEYS
+from napari_chsnet.registry import MODEL_KEYS, MODELS
 from napari_chsnet.resources_path import bundled_weights_dir
 from napari_chsnet.training.checkpoints import Checkpoint, load_checkpoint
 from napari_chsnet.training.versions import VERSION_FILE
@@ -103,7 +103,7 @@ def check_weights_folder(folder: Path, model: str) -> None:
     if tuned_for not in (None, model):  # every eamc/rdunet set holds a chsnet.safetensors copy too
         raise WeightsError(
             f"weights folder {folder} is a fine-tuned {tuned_for} set ({VERSION_FILE}); segment with --model "
-            f"{tuned_for} (napari: Model {tuned_for}), or choose a {model} set"
+            f"{tuned_for} (napari: Model {MODELS[tuned_for].title}), or choose a {model} set"
         )
     if (folder / weights_file_name(model)).is_file():
         return

@@ -39,8 +39,9 @@ TOOLTIPS: dict[str, str] = {
     "relabel_left": "Relabel the lung component under the mouse cursor as the patient's LEFT lung "
     "(Shift+L with the cursor on it; one undo step).",
     # Report
-    "severity_table": "Per-lung volume, infected volume, involvement and MosMed grade (CT-0 … CT-4), "
-    "recomputed from the current 'lungs' and 'infection' layers after every edit.",
+    "severity_table": "Per-lung volume, infected volume, involvement and MosMed grade (CT-0 … CT-4; "
+    "'not measured' for a lung mask under 100 mL), recomputed from the current 'lungs' and 'infection' "
+    "layers after every edit.",
     "anonymize": "Leave names, IDs, UIDs, dates, descriptions, the institution and the input path out of the exported report; sex, age, scanner fields and the case name (the file or folder name) stay.",
     "export_pdf": "Write the two-page PDF report (figures, key slices, run details).",
     "export_csv": "Append one row for this case to a CSV file (a new file gets a header).",
