@@ -661,7 +661,10 @@ def test_the_help_says_what_the_threshold_and_a_weights_folder_mean_for_each_mod
     assert main(["segment", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "EAMC: each member's vote threshold (the mask is the members' majority vote" in text
-    assert "A folder must hold the --model's file (a fine-tuned set of another model is refused); only the lung stage" in text
+    assert (
+        "A folder must hold the --model's file (a fine-tuned set of another model is refused); only the lung stage"
+        in text
+    )
 
 
 def test_the_summary_line_says_which_lung_is_too_small_to_grade():
