@@ -275,14 +275,15 @@ def iter_segmentation(
     spacing_xy = (volume.geometry.spacing_mm[0], volume.geometry.spacing_mm[1])
     lungs = postprocess_lungs(lung_binary, hu, spacing_xy)
     del lung_binary
-    _check_lungs_found(volume, lungs)
+    sections = np.count_nonzero(lungs, axis=(1, 2))  # lung voxels per slice
+    _check_lungs_found(volume, sections)
     run_warnings = (
         field_of_view_warnings(hu, lungs, spacing_xy)
         + axial_coverage_warnings(lungs)
         + clipped_lung_warnings(volume, lungs)
     )
     box = lung_crop_box(lungs)
-    infection_batches = _batches(np.flatnonzero(lungs.any(axis=(1, 2))), settings.batch_size)
+    infection_batches = _batches(np.flatnonzero(sections), settings.batch_size)
     done, total = done + 1, done + 1 + len(infection_batches) + 2
     clock.lap("postprocess_lungs")
     yield Progress(done, total, "postprocess_lungs")
@@ -332,12 +333,11 @@ def iter_segmentation(
     )
 
 
-def _check_lungs_found(volume: CTVolume, lungs: np.ndarray) -> None:
+def _check_lungs_found(volume: CTVolume, sections: np.ndarray) -> None:
     """Refuse a scan in which the lung stage found no lungs (``MIN_LUNG_SECTION_CM2``): no chest (an
     abdomen, a neck, an empty volume) or no CT in HU. Its report read "CT-0, normal", or graded a few
     mL of stray voxels up to CT-4. Lungs lie inside a body: a volume of air got 11-13 cm² of "lung" per
-    slice at the image's edge, in slices without any tissue."""
-    sections = np.count_nonzero(lungs, axis=(1, 2))
+    slice at the image's edge, in slices without any tissue. ``sections``: lung voxels per slice."""
     largest = int(np.argmax(sections))
     pixel_cm2 = volume.geometry.spacing_mm[0] * volume.geometry.spacing_mm[1] / 100
     lung_cm2 = int(sections[largest]) * pixel_cm2

@@ -11,7 +11,6 @@ rewritten in place is picked up by the next run, and an unchanged one is not reb
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from napari_chsnet.inference.preprocessing import (
 from napari_chsnet.registry import MODEL_KEYS, MODELS
 from napari_chsnet.resources_path import bundled_weights_dir
 from napari_chsnet.training.checkpoints import Checkpoint, load_checkpoint
-from napari_chsnet.training.versions import VERSION_FILE
+from napari_chsnet.training.versions import VERSION_FILE, read_version
 
 LUNG_STAGE_MODEL = "chsnet"
 WEIGHTS_SUFFIX = ".safetensors"
@@ -119,8 +118,8 @@ def _fine_tuned_model(folder: Path) -> str | None:
     """The model a fine-tuned set's version.json names; None for any other folder (or an unreadable file,
     which the versions list reports)."""
     try:
-        model = json.loads((folder / VERSION_FILE).read_text()).get("model")
-    except (OSError, ValueError, AttributeError):
+        model = read_version(folder).info.get("model")  # as written: no default from the folder name
+    except (WeightsError, AttributeError):  # no readable version.json, or not a JSON object
         return None
     return model if model in MODEL_KEYS else None
 

@@ -617,7 +617,7 @@ def _fit_keeping_better(
     epoch), and load that epoch's weights when it beats ``before`` (the starting weights' pooled
     score, :func:`pooled_score_value`), else put the starting weights back (``fit`` trains ``stage``
     in place). Returns the fit's result and whether an epoch was kept."""
-    start = {name: tensor.detach().clone() for name, tensor in stage.state_dict().items()}
+    start = _weights_copy(stage)
     result = fit(
         stage,
         train,
@@ -634,6 +634,11 @@ def _fit_keeping_better(
     improved = bool(result.best_val_dice > before)
     stage.load_state_dict(result.best_state if improved else start)
     return result, improved
+
+
+def _weights_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``module``'s weights to put back when tuning did not improve it (fit trains in place)."""
+    return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
 
 
 def _record(out: dict[str, Any], when: str, score: PooledScore) -> None:
@@ -711,7 +716,7 @@ def _tune_ensemble(network, train, corrected, patch, loss, settings, staging, st
     vote = _SliceVote(network, patch)
     before = pooled_score(vote, corrected, batch_size=batch)
     _record(out, "before", before)
-    start = {name: tensor.detach().clone() for name, tensor in network.state_dict().items()}
+    start = _weights_copy(network)
     generator = torch.Generator().manual_seed(settings.seed)
     kept = []
     for k, member in enumerate(network.members):

@@ -425,9 +425,7 @@ def _check_writable_output(output: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=output, prefix=".write-check-"):
             pass
     except OSError as error:
-        raise OutputError(
-            f"cannot write the training output {output} ({error.strerror or error}); choose another --output"
-        ) from error
+        raise _unwritable(output, error) from error
     finally:
         for folder in made:  # deepest first
             if folder.exists():
@@ -441,9 +439,13 @@ def _make_output(output: Path) -> None:
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OutputError(
-            f"cannot write the training output {output} ({error.strerror or error}); choose another --output"
-        ) from error
+        raise _unwritable(output, error) from error
+
+
+def _unwritable(output: Path, error: OSError) -> OutputError:
+    return OutputError(
+        f"cannot write the training output {output} ({error.strerror or error}); choose another --output"
+    )
 
 
 def _train_unet_stage(
