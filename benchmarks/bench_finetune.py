@@ -30,9 +30,9 @@ from napari_chsnet.inference.preprocessing import (
     LUNG_INPUT_SIZE,
 )
 from napari_chsnet.io.phantom import make_phantom
+from napari_chsnet.models.checkpoints import save_checkpoint
 from napari_chsnet.models.factory import build_model
 from napari_chsnet.training.augment import AugmentSettings
-from napari_chsnet.training.checkpoints import save_checkpoint
 from napari_chsnet.training.corrections import CorrectedCase
 from napari_chsnet.training.finetune import FINETUNE_LOSSES, finetune
 from napari_chsnet.training.loop import FitSettings, fit

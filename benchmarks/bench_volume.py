@@ -43,8 +43,8 @@ def _write_paper_weights(folder: Path) -> None:
 
     from napari_chsnet.inference.intensity import DISPLAY_WINDOW_HU
     from napari_chsnet.inference.preprocessing import EAMC_SLICE_SIZE, INFECTION_INPUT_SIZE, LUNG_INPUT_SIZE
+    from napari_chsnet.models.checkpoints import save_checkpoint
     from napari_chsnet.models.factory import build_model
-    from napari_chsnet.training.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
     for model in MODELS:
@@ -63,14 +63,15 @@ def _run_ours(
     import torch
 
     torch.set_num_threads(threads)
-    from napari_chsnet.inference.pipeline import SegmentationSettings, segment_volume
+    from napari_chsnet.inference.pipeline import SegmentationSettings
     from napari_chsnet.io.volume import CTVolume, Geometry
+    from napari_chsnet.report.case import segment_case
 
     hu = np.load(ct_path)
     volume = CTVolume(hu, Geometry((0.7, 0.7, 2.0)), "benchmark phantom")
     before = _current_mb()
     started = time.perf_counter()
-    result = segment_volume(
+    result = segment_case(
         volume,
         SegmentationSettings(
             model=model, device="cpu", weights=weights, batch_size=batch_size, mirror_averaging=mirror

@@ -1,7 +1,7 @@
 """Average checkpoints of one network into a new one (a uniform "model soup", Wortsman et al. 2022).
 
 For continuations of the same parent weights (e.g. EAMC rounds 10 and 11, which both continued
-round 9 member by member): see ``napari_chsnet.training.checkpoints.average_checkpoints``. The
+round 9 member by member): see ``napari_chsnet.models.checkpoints.average_checkpoints``. The
 result keeps the first checkpoint's metadata (preprocessing, recipe) and records its ingredients
 (path, sha256, their own validation metrics) under ``averaged_from``.
 An existing output is never overwritten.
@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from napari_chsnet.errors import OutputExistsError, WeightsError
-from napari_chsnet.training.checkpoints import average_checkpoints
+from napari_chsnet.models.checkpoints import average_checkpoints
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_chsnet.inference.pipeline import SegmentationSettings, segment_volume
+from napari_chsnet.inference.pipeline import SegmentationSettings
 from napari_chsnet.io.readers import read_ct
+from napari_chsnet.report.case import segment_case
 
 # A slice counts as "infected" by the model when it holds at least this much infection.
 MIN_SLICE_INFECTION_ML = 0.05
@@ -58,7 +59,7 @@ def main() -> None:
     figures = {}
     for case in ("P001", "normal001"):
         volume = read_ct(folder / f"{case}_ct_hu.nii.gz")
-        result = segment_volume(volume, settings)
+        result = segment_case(volume, settings)
         severity = result.severity.to_dict()
         voxel_ml = volume.geometry.voxel_volume_ml
         per_slice_ml = result.infection.reshape(result.infection.shape[0], -1).sum(1) * voxel_ml

@@ -16,6 +16,13 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("CHSNET_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def _private_home(tmp_path_factory, monkeypatch):
+    """Every test gets a throw-away user data folder: fine-tuned weights, the active choice and saved
+    corrections never land in (or are read from) the real ``~/.local/share/napari-chsnet``."""
+    monkeypatch.setenv("CHSNET_HOME", str(tmp_path_factory.mktemp("chsnet_home")))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """One torch thread for the whole suite, set before any session fixture builds a network: the test

@@ -207,7 +207,7 @@ def test_a_skewed_grid_is_refused_before_the_networks_run(
     path = tmp_path / "sheared.mha"
     sitk.WriteImage(image, str(path))
     ran = []
-    monkeypatch.setattr("napari_chsnet.inference.pipeline.segment_volume", lambda *a, **k: ran.append(1))
+    monkeypatch.setattr("napari_chsnet.report.case.segment_case", lambda *a, **k: ran.append(1))
     assert segment(path, "-o", tmp_path / "out", weights=tiny_weights) == 2
     one_error_line(capsys, "sheared.mha", "15.00° from perpendicular", "resample")
     assert ran == [] and not (tmp_path / "out").exists()

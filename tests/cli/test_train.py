@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from napari_chsnet.cli import main
+from napari_chsnet.models.checkpoints import file_sha256
 from napari_chsnet.resources_path import bundled_weights_dir, resources_dir
 from napari_chsnet.training import recipes
-from napari_chsnet.training.checkpoints import file_sha256
 
 TINY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny_test.yaml"
 

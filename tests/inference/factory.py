@@ -15,8 +15,8 @@ from napari_chsnet.inference.preprocessing import (
     to_patches,
 )
 from napari_chsnet.io.phantom import Phantom, make_phantom
+from napari_chsnet.models.checkpoints import save_checkpoint
 from napari_chsnet.models.factory import build_model
-from napari_chsnet.training.checkpoints import save_checkpoint
 
 # Network widths that make each model a fraction of a second per small batch on one CPU thread.
 TINY_CONFIGS = {

@@ -14,10 +14,11 @@ import pytest
 import SimpleITK as sitk
 
 from napari_chsnet.errors import InvalidVolumeError
-from napari_chsnet.inference.pipeline import SegmentationSettings, segment_volume
+from napari_chsnet.inference.pipeline import SegmentationSettings
 from napari_chsnet.io.phantom import make_phantom
 from napari_chsnet.io.readers import read_ct
 from napari_chsnet.io.volume import CTVolume, Geometry
+from napari_chsnet.report.case import segment_case
 from napari_chsnet.resources_path import bundled_weights_dir
 
 pytestmark = pytest.mark.slow
@@ -41,7 +42,7 @@ def lung_dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def segment(volume):
-    return segment_volume(volume, SegmentationSettings(device="cpu", mirror_averaging=False))
+    return segment_case(volume, SegmentationSettings(device="cpu", mirror_averaging=False))
 
 
 def test_a_phantom_exported_as_8bit_is_segmented_as_its_hu(tmp_path, windowed_8bit):

@@ -23,6 +23,7 @@ from napari_chsnet.inference.preprocessing import CropBox
 from napari_chsnet.inference.weights import network_for, resolve_weights
 from napari_chsnet.io.volume import CTVolume
 from napari_chsnet.report import RunInfo, build_report_json, compute_severity
+from napari_chsnet.report.case import CASE_STAGES, iter_case, segment_case
 from napari_chsnet.resources_path import bundled_weights_dir
 
 MODELS = ("chsnet", "eamc", "rdunet")
@@ -34,7 +35,7 @@ def _settings(weights, **changes) -> SegmentationSettings:
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_returns_masks_on_the_ct_grid(phantom, tiny_weights, model):
-    result = segment_volume(phantom.ct, _settings(tiny_weights, model=model))
+    result = segment_case(phantom.ct, _settings(tiny_weights, model=model))
     shape = phantom.ct.shape
     assert result.lungs.shape == result.infection.shape == result.probability.shape == shape
     assert (result.lungs.dtype, result.infection.dtype, result.probability.dtype) == (
@@ -59,7 +60,7 @@ def test_every_model_returns_masks_on_the_ct_grid(phantom, tiny_weights, model):
     assert result.run_info.lung_weights_sha256 == checkpoints["chsnet"].sha256
     assert (result.run_info.lung_weights_sha256 == result.run_info.weights_sha256) == (model == "chsnet")
     assert result.device == result.run_info.device == "cpu"
-    assert tuple(result.timings_s) == STAGES and all(t >= 0 for t in result.timings_s.values())
+    assert tuple(result.timings_s) == CASE_STAGES and all(t >= 0 for t in result.timings_s.values())
     assert result.run_info.runtime_s == pytest.approx(sum(result.timings_s.values()))
 
 
@@ -99,7 +100,7 @@ def test_report_counts_the_islands_and_outside_infection_the_pipeline_removed(
         "build_stages",
         lambda *args: (lambda built: (built[0], stage, built[2]))(real_build(*args)),
     )
-    result = segment_volume(phantom.ct, _settings(tiny_weights, model="rdunet", batch_size=2))
+    result = segment_case(phantom.ct, _settings(tiny_weights, model="rdunet", batch_size=2))
     voxel_ml = phantom.ct.geometry.voxel_volume_ml  # 0.03125 mL: one voxel is below 0.1 mL
     lung_slices = int(result.lungs.any(axis=(1, 2)).sum())
     assert stage.seen == lung_slices >= 6 and stage.lesion_voxels * voxel_ml >= 0.1
@@ -119,31 +120,49 @@ def test_report_counts_the_islands_and_outside_infection_the_pipeline_removed(
 
 def test_progress_counts_every_batch_and_ends_at_its_total(phantom, tiny_weights):
     seen = []
-    result = segment_volume(phantom.ct, _settings(tiny_weights, batch_size=5), on_progress=seen.append)
+    result = segment_case(phantom.ct, _settings(tiny_weights, batch_size=5), on_progress=seen.append)
     stages = [p.stage for p in seen]
     assert stages.count("lungs") == math.ceil(phantom.ct.shape[0] / 5)
     lung_slices = int(result.lungs.any(axis=(1, 2)).sum())
     assert stages.count("infection") == math.ceil(lung_slices / 5)
     assert [p.done for p in seen] == list(range(1, len(seen) + 1))
     assert seen[-1].done == seen[-1].total and seen[-1].stage == "report"
-    assert set(stages) == set(STAGES) - ({"infection"} if lung_slices == 0 else set())
+    assert set(stages) == set(CASE_STAGES) - ({"infection"} if lung_slices == 0 else set())
+
+
+def test_the_volume_pipeline_alone_gives_the_case_masks_without_figures(phantom, tiny_weights):
+    """inference.pipeline stops at the cleaned masks and the run manifest; the report's figures are
+    report.case's, which adds one step and one timing and changes no mask."""
+    seen = []
+    settings = _settings(tiny_weights, batch_size=5)
+    masks = segment_volume(phantom.ct, settings, on_progress=seen.append)
+    case = segment_case(phantom.ct, settings)
+    assert not hasattr(masks, "severity")
+    assert seen[-1].done == seen[-1].total and seen[-1].stage == "postprocess_infection"
+    assert tuple(masks.timings_s) == STAGES and masks.run_info.stage_timings_s.keys() == set(STAGES)
+    assert np.array_equal(masks.lungs, case.lungs) and np.array_equal(masks.infection, case.infection)
+    assert np.array_equal(masks.probability, case.probability)
+    assert case.run_info.stage_timings_s.keys() == set(CASE_STAGES)
+    assert masks.uncounted == case.severity.uncounted
+    assert masks.min_lesion_ml == case.severity.min_lesion_ml == settings.min_lesion_ml
 
 
 def test_results_do_not_depend_on_the_batch_size(phantom, tiny_weights):
-    one = segment_volume(phantom.ct, _settings(tiny_weights, model="rdunet", batch_size=1))
-    many = segment_volume(phantom.ct, _settings(tiny_weights, model="rdunet", batch_size=7))
+    one = segment_case(phantom.ct, _settings(tiny_weights, model="rdunet", batch_size=1))
+    many = segment_case(phantom.ct, _settings(tiny_weights, model="rdunet", batch_size=7))
     assert np.array_equal(one.lungs, many.lungs)
     np.testing.assert_allclose(one.probability, many.probability, atol=1e-5)
 
 
-def test_stopping_early_leaves_nothing_behind(phantom, tiny_weights):
+@pytest.mark.parametrize("steps_of", [iter_segmentation, iter_case])
+def test_stopping_early_leaves_nothing_behind(phantom, tiny_weights, steps_of):
     settings = _settings(tiny_weights, batch_size=2)
-    reference = segment_volume(phantom.ct, settings)
-    steps = iter_segmentation(phantom.ct, settings)
+    reference = segment_case(phantom.ct, settings)
+    steps = steps_of(phantom.ct, settings)
     for _ in range(3):
         next(steps)
     steps.close()  # what napari's worker.quit() amounts to
-    again = segment_volume(phantom.ct, settings)
+    again = segment_case(phantom.ct, settings)
     assert np.array_equal(again.lungs, reference.lungs)
     assert np.array_equal(again.probability, reference.probability)
 
@@ -151,7 +170,7 @@ def test_stopping_early_leaves_nothing_behind(phantom, tiny_weights):
 def test_a_single_slice_is_a_volume_of_one_slice(phantom, tiny_weights):
     z = phantom.ct.shape[0] // 2
     single = CTVolume(phantom.ct.hu[z : z + 1].copy(), phantom.ct.geometry, "one slice")
-    result = segment_volume(single, _settings(tiny_weights, model="eamc"))
+    result = segment_case(single, _settings(tiny_weights, model="eamc"))
     assert result.lungs.shape == result.probability.shape == (1, *phantom.ct.shape[1:])
 
 
@@ -191,7 +210,7 @@ def test_a_volume_with_nan_is_refused_before_any_network_runs(phantom, tiny_weig
     hu = phantom.ct.hu.astype(np.float32)
     hu[0, 0, 0] = np.nan
     with pytest.raises(InvalidVolumeError, match="NaN"):
-        segment_volume(CTVolume(hu, phantom.ct.geometry, "broken"), _settings(tiny_weights))
+        segment_case(CTVolume(hu, phantom.ct.geometry, "broken"), _settings(tiny_weights))
 
 
 def test_a_label_map_given_as_the_ct_is_refused_before_any_network_runs(phantom, tiny_weights):
@@ -201,7 +220,7 @@ def test_a_label_map_given_as_the_ct_is_refused_before_any_network_runs(phantom,
     with pytest.raises(
         InvalidVolumeError, match=r"lungs.nii.gz holds a label map \(values 0, 1, 2\), not a CT"
     ):
-        segment_volume(masks, _settings(tiny_weights), on_progress=steps.append)
+        segment_case(masks, _settings(tiny_weights), on_progress=steps.append)
     assert steps == []
 
 
@@ -215,17 +234,17 @@ def test_a_volume_too_big_for_the_memory_is_refused_before_any_network_runs(
         memory, "available_memory_bytes", lambda: phantom.ct.hu.size * 10
     )  # half of what it needs
     with pytest.raises(InvalidVolumeError, match="needs about .* GiB of memory"):
-        segment_volume(phantom.ct, _settings(tiny_weights), on_progress=steps.append)
+        segment_case(phantom.ct, _settings(tiny_weights), on_progress=steps.append)
     assert steps == []
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: phantom.ct.hu.size * 30)
-    assert segment_volume(phantom.ct, _settings(tiny_weights)).lungs.shape == phantom.ct.shape
+    assert segment_case(phantom.ct, _settings(tiny_weights)).lungs.shape == phantom.ct.shape
 
 
 @pytest.mark.slow
 def test_bundled_weights_find_both_lungs_on_the_phantom(phantom):
     if not (bundled_weights_dir() / "chsnet.safetensors").is_file():
         pytest.skip(f"no bundled chsnet.safetensors in {bundled_weights_dir()} yet (filled by training)")
-    result = segment_volume(phantom.ct, SegmentationSettings(device="cpu", batch_size=4))
+    result = segment_case(phantom.ct, SegmentationSettings(device="cpu", batch_size=4))
     right, left = result.lungs == 1, result.lungs == 2
     assert right.any() and left.any()
     assert np.nonzero(right)[2].mean() < np.nonzero(left)[2].mean()

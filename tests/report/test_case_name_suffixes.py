@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from napari_chsnet.report.manifest import case_name
+from napari_chsnet.inference.run_info import case_name
 
 
 @pytest.mark.parametrize(

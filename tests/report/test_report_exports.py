@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from napari_chsnet.errors import InvalidVolumeError, OutputExistsError
+from napari_chsnet.inference.run_info import case_name
+from napari_chsnet.io.checksums import file_sha256
 from napari_chsnet.report import (
     CSV_COLUMNS,
     DISCLAIMER,
@@ -28,7 +30,6 @@ from napari_chsnet.report import (
 )
 from napari_chsnet.report import exports as exports_module
 from napari_chsnet.report.anonymize import anonymous_case_name, identifying_values, scrub_identifiers
-from napari_chsnet.report.manifest import case_name, file_sha256
 
 pypdf = pytest.importorskip("pypdf", reason="PDF text checks need pypdf (testing extra)")
 

@@ -509,8 +509,8 @@ def test_axial_captions_number_slices_as_napari_s_slider_does(synthetic_case):
     """A radiologist read "Slice 58 of 148" in the PDF, went to 58 in napari and landed one slice
     off: napari's slider counts from 0 (its boxes show 57 and 147 with this CT alone open). The caption
     gives that index and range and the position in mm, which holds with other scans open too."""
+    from napari_chsnet.inference.cleaning import clean_infection
     from napari_chsnet.report.pdf_images import plane_position_mm
-    from napari_chsnet.report.severity import clean_infection
 
     case = synthetic_case
     severity = compute_severity(case.lungs, case.infection, case.ct.geometry)

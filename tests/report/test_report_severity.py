@@ -7,18 +7,20 @@ import pytest
 
 from napari_chsnet import slabs
 from napari_chsnet.errors import ConfigError, InvalidVolumeError
+from napari_chsnet.inference.cleaning import (
+    DEFAULT_MIN_LESION_ML,
+    UncountedInfection,
+    clean_infection,
+    remove_small_lesions,
+)
 from napari_chsnet.io.volume import Geometry
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 from napari_chsnet.report.severity import (
-    DEFAULT_MIN_LESION_ML,
     MIN_PLAUSIBLE_LUNG_ML,
     NOT_MEASURED,
-    UncountedInfection,
-    clean_infection,
     compute_severity,
     format_percent,
     grade_for_involvement,
-    remove_small_lesions,
     severity_from_cleaned,
     shown_grade,
     worse_grade,

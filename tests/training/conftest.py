@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from napari_chsnet.io.phantom import make_phantom
+from napari_chsnet.models.checkpoints import save_checkpoint
 from napari_chsnet.models.factory import build_model
-from napari_chsnet.training.checkpoints import save_checkpoint
 
 PHANTOM_SHAPE = (8, 64, 64)
 SIZE = 64  # lung and infection input size of the tiny sets
@@ -18,12 +18,6 @@ TINY_NETWORKS = {
     "rdunet": {"base_channels": 4, "se_reduction": 2, "dropout": 0.0},
     "eamc": {"n_members": 2, "base_channels": 4, "dropout": 0.0},
 }
-
-
-@pytest.fixture(autouse=True)
-def _private_home(tmp_path_factory, monkeypatch):
-    """A throw-away user data folder (one torch thread comes from tests/conftest.py)."""
-    monkeypatch.setenv("CHSNET_HOME", str(tmp_path_factory.mktemp("chsnet_home")))
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pytest
 from napari_chsnet.cli import finetune as finetune_command
 from napari_chsnet.cli import train as train_command
 from napari_chsnet.io.writers import write_volume
-from napari_chsnet.training.checkpoints import file_sha256, load_checkpoint
+from napari_chsnet.models.checkpoints import file_sha256, load_checkpoint
 
 TINY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny_test.yaml"
 

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from napari_chsnet.errors import ConfigError, InvalidVolumeError, OutputExistsError, WeightsError
+from napari_chsnet.inference.versions import list_versions, user_weights_dir
+from napari_chsnet.models.checkpoints import file_sha256, load_checkpoint
 from napari_chsnet.training import finetune as finetune_module
 from napari_chsnet.training.augment import AugmentSettings
-from napari_chsnet.training.checkpoints import file_sha256, load_checkpoint
 from napari_chsnet.training.corrections import CorrectedCase, save_correction
 from napari_chsnet.training.datasets import semiseg_validation_names
 from napari_chsnet.training.finetune import finetune
 from napari_chsnet.training.loop import Cancelled
-from napari_chsnet.training.versions import list_versions, user_weights_dir
 
 FAST = {"epochs": 15, "batch_size": 2, "learning_rate": 1e-2, "replay": 0.0}
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from napari_chsnet.inference.versions import list_versions, user_weights_dir
 from napari_chsnet.training import finetune as finetune_module
 from napari_chsnet.training.corrections import CorrectedCase
 from napari_chsnet.training.finetune import finetune
 from napari_chsnet.training.loop import Cancelled
-from napari_chsnet.training.versions import list_versions, user_weights_dir
 
 
 def _nothing_written(model: str) -> bool:

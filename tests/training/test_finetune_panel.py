@@ -8,16 +8,16 @@ import shutil
 import numpy as np
 import pytest
 
-from napari_chsnet.napari_hooks import ct_layer
-from napari_chsnet.resources_path import resources_dir
-from napari_chsnet.training.checkpoints import file_sha256
-from napari_chsnet.training.versions import (
+from napari_chsnet.inference.versions import (
     BUNDLED,
     active_choice,
     corrections_dir,
     list_versions,
     user_weights_dir,
 )
+from napari_chsnet.models.checkpoints import file_sha256
+from napari_chsnet.napari_hooks import ct_layer
+from napari_chsnet.resources_path import resources_dir
 
 pytestmark = pytest.mark.gui
 

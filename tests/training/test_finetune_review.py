@@ -13,11 +13,11 @@ import torch
 from safetensors import SafetensorError
 
 from napari_chsnet.errors import InvalidVolumeError, OutputError, WeightsError
-from napari_chsnet.training import checkpoints as checkpoints_module
+from napari_chsnet.inference import versions
+from napari_chsnet.models import checkpoints as checkpoints_module
+from napari_chsnet.models.checkpoints import load_checkpoint
 from napari_chsnet.training import finetune as finetune_module
-from napari_chsnet.training import versions
 from napari_chsnet.training.augment import AugmentSettings
-from napari_chsnet.training.checkpoints import load_checkpoint
 from napari_chsnet.training.corrections import (
     CorrectedCase,
     ct_sha256,

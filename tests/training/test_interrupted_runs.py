@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from napari_chsnet.cli import Terminated
 from napari_chsnet.errors import OutputExistsError
+from napari_chsnet.interrupts import Terminated
+from napari_chsnet.models.checkpoints import file_sha256, load_checkpoint
 from napari_chsnet.training import recipes
-from napari_chsnet.training.checkpoints import file_sha256, load_checkpoint
 from napari_chsnet.training.config import config_from_dict, load_config
 
 TINY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny_test.yaml"

@@ -229,7 +229,7 @@ def test_the_log_records_the_learning_rate_each_epoch_trained_with(phantom, tmp_
 
 
 def test_tiny_config_trains_and_writes_a_checkpoint(tmp_path):
-    from napari_chsnet.training.checkpoints import load_checkpoint
+    from napari_chsnet.models.checkpoints import load_checkpoint
     from napari_chsnet.training.recipes import run_training
 
     config = dataclasses.replace(load_config(TINY_CONFIG), output=str(tmp_path / "run"))
@@ -251,7 +251,7 @@ def test_tiny_config_trains_and_writes_a_checkpoint(tmp_path):
 def test_the_same_config_starts_from_the_same_initial_weights(tmp_path):
     import torch
 
-    from napari_chsnet.training.checkpoints import load_checkpoint
+    from napari_chsnet.models.checkpoints import load_checkpoint
     from napari_chsnet.training.recipes import run_training
 
     written = []
@@ -271,7 +271,7 @@ def test_the_same_config_starts_from_the_same_initial_weights(tmp_path):
 def _lung_round_from_the_tiny_set(tmp_path, tiny_set, **changes):
     """(checkpoint started from, config, checkpoint written) of the tiny lung config continued from
     the tiny set's CHS-Net with ``changes``."""
-    from napari_chsnet.training.checkpoints import load_checkpoint
+    from napari_chsnet.models.checkpoints import load_checkpoint
     from napari_chsnet.training.recipes import run_training
 
     start = load_checkpoint(tiny_set / "chsnet.safetensors", expected_model="chsnet")
@@ -346,7 +346,7 @@ def test_continuing_an_ensemble_needs_the_same_member_count(tmp_path, tiny_set):
 
 
 def test_rdunet_continues_from_its_checkpoint_not_from_a_fresh_network(tmp_path, tiny_set):
-    from napari_chsnet.training.checkpoints import load_checkpoint
+    from napari_chsnet.models.checkpoints import load_checkpoint
     from napari_chsnet.training.recipes import run_training
 
     start = load_checkpoint(tiny_set / "rdunet.safetensors", expected_model="rdunet")

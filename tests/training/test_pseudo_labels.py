@@ -12,8 +12,8 @@ from PIL import Image
 from napari_chsnet.inference.cascade import mirror_averaged
 from napari_chsnet.inference.orientation import upright
 from napari_chsnet.io.phantom import make_phantom
+from napari_chsnet.models.checkpoints import load_checkpoint
 from napari_chsnet.resources_path import bundled_weights_dir
-from napari_chsnet.training.checkpoints import load_checkpoint
 from napari_chsnet.training.config import config_from_dict
 from napari_chsnet.training.datasets import SEMISEG_ROTATION, read_gray_image, read_semiseg
 from napari_chsnet.training.pseudo_labels import label_with_teacher

@@ -25,8 +25,8 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A weights set of toy-width, random-init CHS-Net and RD-UNet (masks are meaningless, fast)."""
     import torch
 
+    from napari_chsnet.models.checkpoints import save_checkpoint
     from napari_chsnet.models.factory import build_model
-    from napari_chsnet.training.checkpoints import save_checkpoint
 
     folder = tmp_path_factory.mktemp("tiny_weights")
     torch.manual_seed(0)
@@ -115,14 +115,14 @@ def show_known_result(
     widget, ct, phantom: Phantom, lungs=None, infection=None, probability=None, model: str = "chsnet"
 ) -> None:
     """Put known masks on screen through the panel's own result display (as a finished run does)."""
-    from napari_chsnet.inference.pipeline import SegmentationResult
     from napari_chsnet.report import RunInfo, compute_severity
+    from napari_chsnet.report.case import CaseResult
 
     lungs = phantom.lungs.copy() if lungs is None else lungs
     infection = phantom.infection.copy() if infection is None else infection
     if probability is None:
         probability = np.where(infection > 0, 0.9, 0.0).astype(np.float32)
-    result = SegmentationResult(
+    result = CaseResult(
         lungs=lungs,
         infection=infection,
         probability=probability,

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from napari_chsnet.training.versions import corrections_dir, list_versions, user_weights_dir
+from napari_chsnet.inference.versions import corrections_dir, list_versions, user_weights_dir
 
 from .conftest import add_ct, show_known_result
 

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from napari_chsnet.training.versions import corrections_dir, user_weights_dir
+from napari_chsnet.inference.versions import corrections_dir, user_weights_dir
 from napari_chsnet.widgets.results import EDITED_KEY, EDITED_SLICES_KEY
 
 from .conftest import add_ct, show_known_result
@@ -316,6 +316,7 @@ def test_out_of_memory_is_one_line_and_the_memory_is_given_back(
     import torch
 
     from napari_chsnet.inference import device, pipeline
+    from napari_chsnet.report import case
 
     released = []
     monkeypatch.setattr(device, "release_device_memory", lambda: released.append(True))
@@ -328,7 +329,7 @@ def test_out_of_memory_is_one_line_and_the_memory_is_given_back(
             "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation."
         )
 
-    monkeypatch.setattr(pipeline, "iter_segmentation", out_of_memory)
+    monkeypatch.setattr(case, "iter_case", out_of_memory)
     viewer, widget = panel
     add_ct(viewer, small_phantom)
 
@@ -365,12 +366,13 @@ def test_a_failed_run_ends_with_its_reason(
     """superqt's GeneratorWorker drops a RuntimeError (it takes it for a deleted worker): the panel
     stayed 'running' for ever, with no notification."""
     from napari_chsnet.inference import pipeline
+    from napari_chsnet.report import case
 
     def failing(_volume, _settings):
         yield pipeline.Progress(0, 2, "lungs")
         raise error
 
-    monkeypatch.setattr(pipeline, "iter_segmentation", failing)
+    monkeypatch.setattr(case, "iter_case", failing)
     viewer, widget = panel
     add_ct(viewer, small_phantom)
 

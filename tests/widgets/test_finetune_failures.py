@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from napari_chsnet.training.versions import corrections_dir
+from napari_chsnet.inference.versions import corrections_dir
 
 from .conftest import add_ct, show_known_result
 from .test_finetune_corrections import RecordingFinetune, _inside_lung, _messages, _paint, _start_and_wait

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_chsnet.training.versions import BUNDLED, active_choice, user_weights_dir
+from napari_chsnet.inference.versions import BUNDLED, active_choice, user_weights_dir
 
 from .conftest import add_ct, show_known_result
 

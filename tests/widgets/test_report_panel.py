@@ -167,8 +167,8 @@ def test_report_of_unedited_layers_carries_what_the_run_removed_and_edited_ones_
 ):
     """A run's infection layer holds only the cleaned mask: until it is edited, the table and the
     report add what the run removed; once painted, they count what is in the layers."""
-    from napari_chsnet.inference.pipeline import SegmentationResult
     from napari_chsnet.report import RunInfo, UncountedInfection, compute_severity
+    from napari_chsnet.report.case import CaseResult
 
     viewer, widget = panel
     ct = add_ct(viewer, small_phantom)
@@ -176,7 +176,7 @@ def test_report_of_unedited_layers_carries_what_the_run_removed_and_edited_ones_
     removed = UncountedInfection(removed_components=3, removed_ml=0.25, outside_lungs_ml=1.5)
     run = RunInfo(model="chsnet", device="cpu", runtime_s=1.0, uncounted_infection=removed.to_dict())
     severity = compute_severity(lungs, infection, small_phantom.ct.geometry)
-    result = SegmentationResult(lungs, infection, np.zeros(lungs.shape, np.float32), severity, run, "cpu")
+    result = CaseResult(lungs, infection, np.zeros(lungs.shape, np.float32), run, "cpu", severity=severity)
     widget.results.show(result, ct)
     qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=TABLE_TIMEOUT_MS)
     assert widget.severity.severity.uncounted == removed
@@ -201,8 +201,8 @@ def test_report_of_unedited_layers_carries_what_the_run_removed_and_edited_ones_
 def test_a_runs_warning_about_the_scan_stays_under_the_table_and_in_the_report(panel, qtbot, small_phantom):
     """What a run noticed about the scan (a field of view cutting the body) travels with its layers:
     the table's note and the exported report keep it, after edits too."""
-    from napari_chsnet.inference.pipeline import SegmentationResult
     from napari_chsnet.report import RunInfo, compute_severity
+    from napari_chsnet.report.case import CaseResult
 
     viewer, widget = panel
     ct = add_ct(viewer, small_phantom)
@@ -211,7 +211,7 @@ def test_a_runs_warning_about_the_scan_stays_under_the_table_and_in_the_report(p
     run = RunInfo(model="chsnet", device="cpu", runtime_s=1.0, warnings=(warning,))
     severity = compute_severity(lungs, infection, small_phantom.ct.geometry)
     widget.results.show(
-        SegmentationResult(lungs, infection, np.zeros(lungs.shape, np.float32), severity, run, "cpu"), ct
+        CaseResult(lungs, infection, np.zeros(lungs.shape, np.float32), run, "cpu", severity=severity), ct
     )
     qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=TABLE_TIMEOUT_MS)
     assert warning in widget.severity.note.value
@@ -237,8 +237,8 @@ def test_an_edit_made_while_the_mask_was_renamed_still_counts(panel, small_phant
 
 def test_a_corrected_mask_kept_by_renaming_stays_corrected_after_a_new_run(panel, small_phantom):
     """The docs' advice: rename a corrected layer, segment again, then use the corrected one."""
-    from napari_chsnet.inference.pipeline import SegmentationResult
     from napari_chsnet.report import RunInfo, UncountedInfection, compute_severity
+    from napari_chsnet.report.case import CaseResult
 
     viewer, widget = panel
     ct = add_ct(viewer, small_phantom)
@@ -249,7 +249,7 @@ def test_a_corrected_mask_kept_by_renaming_stays_corrected_after_a_new_run(panel
         lungs, infection = small_phantom.lungs.copy(), small_phantom.infection.copy()
         severity = compute_severity(lungs, infection, small_phantom.ct.geometry)
         probability = np.zeros(lungs.shape, np.float32)
-        widget.results.show(SegmentationResult(lungs, infection, probability, severity, run, "cpu"), ct)
+        widget.results.show(CaseResult(lungs, infection, probability, run, "cpu", severity=severity), ct)
 
     segment()
     corrected = viewer.layers[INFECTION_LAYER]

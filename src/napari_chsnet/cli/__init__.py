@@ -12,21 +12,18 @@ Heavy modules (torch, the networks) are imported by the subcommands when they ru
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import importlib.util
 import os
-import signal
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from napari_chsnet.errors import CHSNetError
+from napari_chsnet.interrupts import INTERRUPTED_EXIT, TERMINATED_EXIT, Terminated, sigterm_raises
 
 PROG = "chsnet"
 BROKEN_PIPE_EXIT = 141
-INTERRUPTED_EXIT = 130  # 128 + SIGINT
-TERMINATED_EXIT = 143  # 128 + SIGTERM
 # Subcommands written elsewhere: registered when their module exists (each has add_parser and run).
 _OPTIONAL_SUBCOMMANDS = ("napari_chsnet.cli.train", "napari_chsnet.cli.finetune")
 # (what ran, what to change) when a command runs out of (GPU) memory: a user error, not a bug.
@@ -84,30 +81,6 @@ def user_error(command: str | None, error: BaseException) -> CHSNetError | None:
         return None
     what, advice = OUT_OF_MEMORY.get(command or "", ("the run", "lower the batch size or use the CPU"))
     return out_of_memory_error(error, what, advice)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived. A KeyboardInterrupt, so that what cleans up after Ctrl-C (``finally`` blocks
-    removing staging folders and temporary files; nothing catches it as an ``Exception``) runs too."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated
-
-
-@contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """While a command runs, SIGTERM raises ``Terminated`` in the main thread instead of ending the
-    process on the spot (which would leave half-written files); the previous handler comes back after."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGTERM here
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

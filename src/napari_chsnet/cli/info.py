@@ -28,11 +28,11 @@ def _weights_files(folder) -> list:
 
 def run(args: argparse.Namespace) -> int:
     from napari_chsnet.inference.device import available_devices, describe_device, resolve_device
+    from napari_chsnet.inference.run_info import software_versions
+    from napari_chsnet.inference.versions import list_versions, user_weights_dir
+    from napari_chsnet.models.checkpoints import file_sha256
     from napari_chsnet.registry import MODEL_KEYS
-    from napari_chsnet.report.manifest import software_versions
     from napari_chsnet.resources_path import bundled_weights_dir
-    from napari_chsnet.training.checkpoints import file_sha256
-    from napari_chsnet.training.versions import list_versions, user_weights_dir
 
     for name, version in software_versions().items():
         print(f"{name:<14}{version}")
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 def _active_line(model: str) -> str:
     """Which set napari segments ``model`` with, and that ``chsnet segment`` only takes it when told."""
     from napari_chsnet.errors import WeightsError
-    from napari_chsnet.training.versions import BUNDLED, active_choice, weights_set_dir
+    from napari_chsnet.inference.versions import BUNDLED, active_choice, weights_set_dir
 
     choice = active_choice(model)
     if choice == BUNDLED:

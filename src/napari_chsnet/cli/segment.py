@@ -25,9 +25,9 @@ from napari_chsnet.cli.options import (
     probability,
 )
 from napari_chsnet.errors import CHSNetError, InvalidVolumeError, OutputError, OutputExistsError
+from napari_chsnet.inference.cleaning import DEFAULT_MIN_LESION_ML
 from napari_chsnet.io.hounsfield import INTENSITY_CHOICES
 from napari_chsnet.listing import first_and_more
-from napari_chsnet.report.severity import DEFAULT_MIN_LESION_ML
 
 VOLUME_OUTPUTS = ("lungs.nii.gz", "infection.nii.gz", "probability.nii.gz")
 REPORT_OUTPUTS = ("report.json", "report.pdf")
@@ -100,7 +100,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def plan_cases(inputs: list[Path], sample: bool, output: Path) -> list[Case]:
     """The cases and their output folders (several inputs: ``OUTDIR/<case name>``, made unique)."""
-    from napari_chsnet.report.manifest import case_name
+    from napari_chsnet.inference.run_info import case_name
 
     if sample:
         return [Case(SAMPLE_CASE, None, output)]
@@ -261,7 +261,7 @@ def _read(case: Case, intensity: str, fill_missing_slices: bool):
 def _segment_with_bar(volume, settings, name: str):
     from tqdm import tqdm
 
-    from napari_chsnet.inference.pipeline import segment_volume
+    from napari_chsnet.report.case import segment_case
 
     with tqdm(desc=name, file=sys.stderr, unit="step", disable=None, leave=False) as bar:
 
@@ -270,7 +270,7 @@ def _segment_with_bar(volume, settings, name: str):
             bar.set_postfix_str(progress.stage, refresh=False)
             bar.update(progress.done - bar.n)
 
-        return segment_volume(volume, settings, on_progress=show)
+        return segment_case(volume, settings, on_progress=show)
 
 
 def write_case(case: Case, volume, result, csv_path: Path, anonymize: bool, overwrite: bool) -> dict:
@@ -388,9 +388,9 @@ def run(args: argparse.Namespace) -> int:
 def _record_failure(csv_path: Path, case: Case, args: argparse.Namespace, error: str) -> None:
     """A batch's CSV row for a case that failed (status "failed", the error, no figures), so that
     the CSV holds one row per input; a CSV that cannot take it was already refused before the run."""
+    from napari_chsnet.inference.run_info import utc_timestamp
     from napari_chsnet.report.anonymize import anonymous_input_name, scrub_identifiers
     from napari_chsnet.report.exports import add_csv_row, failed_csv_row
-    from napari_chsnet.report.manifest import utc_timestamp
 
     name = case.name
     if args.anonymize and case.source is not None:

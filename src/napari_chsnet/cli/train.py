@@ -63,8 +63,8 @@ def _train(args: argparse.Namespace) -> int:
 def _refuse_bundled_output(output: Path) -> None:
     """The shipped weights are only read: an output at, inside or above their folder is refused, even
     with --overwrite (the check ``chsnet finetune`` makes)."""
+    from napari_chsnet.inference.versions import refuse_protected_target
     from napari_chsnet.resources_path import bundled_weights_dir
-    from napari_chsnet.training.versions import refuse_protected_target
 
     refuse_protected_target(output, [bundled_weights_dir()])
 

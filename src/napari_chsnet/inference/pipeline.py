@@ -10,11 +10,12 @@ Stages (``SegmentationResult.timings_s`` has one entry each):
    back (``postprocess.postprocess_lungs``).
 4. ``infection``: the chosen model on the lung crop box (one box per volume) of every slice that holds
    lung, in batches; slices without lung keep probability 0.
-5. ``postprocess_infection``: the report's cleaning (``report.severity.clean_infection``):
+5. ``postprocess_infection``: the one cleaning rule (``inference.cleaning.clean_infection``):
    infection restricted to the lungs, components smaller than ``min_lesion_ml`` removed, both
-   measured. The mask shows what is counted.
-6. ``report``: per-lung severity of that mask, carrying what the cleaning took out, and the run
-   manifest.
+   measured, and the run manifest (``RunInfo``). The mask shows what the report counts.
+
+The report's figures of these masks are the next layer's (``report.case`` runs this pipeline and then
+grades the result).
 
 Outputs are preallocated at full size; only one batch of network inputs exists at a time. Nothing
 outside the generator is changed until it returns, so stopping it early (napari's ``worker.quit()``)
@@ -25,32 +26,28 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from napari_chsnet.errors import ConfigError, InvalidVolumeError
 from napari_chsnet.inference.cascade import LUNG_THRESHOLD, LungStage, UNetInfectionStage
+from napari_chsnet.inference.cleaning import DEFAULT_MIN_LESION_ML, UncountedInfection, clean_infection
 from napari_chsnet.inference.device import describe_device, resolve_device
 from napari_chsnet.inference.ensemble import EAMCInfectionStage
 from napari_chsnet.inference.intensity import hu_to_unit
 from napari_chsnet.inference.postprocess import BODY_HU, half_chest_side, postprocess_lungs
 from napari_chsnet.inference.preprocessing import lung_crop_box
+from napari_chsnet.inference.run_info import RunInfo, case_name
 from napari_chsnet.inference.weights import LUNG_STAGE_MODEL, network_for, preprocessing_of, resolve_weights
 from napari_chsnet.io.hounsfield import DISPLAY8, INTENSITY_KEY, display8_to_hu, is_label_map, one_value_only
 from napari_chsnet.io.memory import check_segmentation_fits
 from napari_chsnet.io.readers import count_non_finite, refuse_unknown_intensity
 from napari_chsnet.io.volume import CTVolume
 from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, LEFT_LUNG, MODEL_KEYS, MODELS, RIGHT_LUNG
-from napari_chsnet.report.manifest import RunInfo, case_name
-from napari_chsnet.report.severity import (
-    DEFAULT_MIN_LESION_ML,
-    SeverityReport,
-    clean_infection,
-    severity_from_cleaned,
-)
 from napari_chsnet.slabs import slab_step
 
 # Lung area in the scan's first or last slice, as a fraction of the largest slice's, above which the
@@ -68,7 +65,8 @@ CLIPPED_LUNG_SHARE = 0.25
 # a neck or a volume of air cover a few cm² at most. A section, not a volume: a thin slab or a single
 # slice of a chest holds real lungs (its report then grades no lung, being under 100 mL each).
 MIN_LUNG_SECTION_CM2 = 10.0
-STAGES = ("prepare", "lungs", "postprocess_lungs", "infection", "postprocess_infection", "report")
+STAGES = ("prepare", "lungs", "postprocess_lungs", "infection", "postprocess_infection")
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ class SegmentationSettings:
             (see ``weights.resolve_weights``).
         batch_size: slices per network call (memory grows with it; 4 suits a 512 x 512 CT on the CPU).
         threshold: infection probability from which a voxel is infected (EAMC: each member's vote).
-        min_lesion_ml: infection components smaller than this are dropped (``report.severity``).
+        min_lesion_ml: infection components smaller than this are dropped (``inference.cleaning``).
         mirror_averaging: the infection stage also reads every slice mirrored left-right and averages
             (EAMC: every member votes twice); twice the infection stage's time (``cascade.py``).
             ``None`` = the model's default (``registry.ModelInfo.mirror_averaging``).
@@ -144,20 +142,23 @@ class SegmentationResult:
         infection: uint8 0/1, inside the lungs, small components removed.
         probability: float32 infection probability in [0, 1] (0 outside the lung crop box and on
             slices without lung).
-        severity: per-lung figures of ``infection`` (``report.severity_from_cleaned``), with the
-            islands and the infection outside the lungs the cleaning removed.
-        run_info: the report manifest of the run (model, device, weights checksum, timings).
+        run_info: how the run was made (model, device, weights checksums, timings, settings,
+            what the cleaning removed, warnings about the scan).
         device: the device used, as reported.
         timings_s: seconds per stage (``STAGES``).
+        uncounted: what the cleaning took out of ``infection`` (islands, infection outside the
+            lungs), which the report's figures carry.
+        min_lesion_ml: the island threshold ``infection`` was cleaned with.
     """
 
     lungs: np.ndarray
     infection: np.ndarray
     probability: np.ndarray
-    severity: SeverityReport
     run_info: RunInfo
     device: str
     timings_s: dict[str, float] = field(default_factory=dict)
+    uncounted: UncountedInfection = UncountedInfection()
+    min_lesion_ml: float = DEFAULT_MIN_LESION_ML
 
 
 def _batches(indices: np.ndarray, size: int) -> list[np.ndarray]:
@@ -258,7 +259,7 @@ def iter_segmentation(
     hu = volume.hu
     n_slices = hu.shape[0]
     lung_batches = _batches(np.arange(n_slices), settings.batch_size)
-    done, total = 1, 2 * len(lung_batches) + 4
+    done, total = 1, 2 * len(lung_batches) + 3
     clock.lap("prepare")
     yield Progress(done, total, "prepare")
     clock.resume()
@@ -284,7 +285,7 @@ def iter_segmentation(
     )
     box = lung_crop_box(lungs)
     infection_batches = _batches(np.flatnonzero(sections), settings.batch_size)
-    done, total = done + 1, done + 1 + len(infection_batches) + 2
+    done, total = done + 1, done + 1 + len(infection_batches) + 1
     clock.lap("postprocess_lungs")
     yield Progress(done, total, "postprocess_lungs")
     clock.resume()
@@ -306,13 +307,7 @@ def iter_segmentation(
     cleaned = clean_infection(lungs, infection_raw, volume.geometry, settings.min_lesion_ml)
     infection = cleaned.mask.view(np.uint8)  # 0/1 without a copy
     del infection_raw
-    done += 1
     clock.lap("postprocess_infection")
-    yield Progress(done, total, "postprocess_infection")
-    clock.resume()
-
-    severity = severity_from_cleaned(lungs, cleaned, volume.geometry)
-    clock.lap("report")
     reported_device = describe_device(device)
     run_info = RunInfo(
         model=settings.model,
@@ -327,9 +322,16 @@ def iter_segmentation(
         uncounted_infection=cleaned.uncounted.to_dict(),
         warnings=run_warnings,
     )
-    yield Progress(total, total, "report")
+    yield Progress(total, total, "postprocess_infection")
     return SegmentationResult(
-        lungs, infection, probability, severity, run_info, reported_device, dict(clock.timings)
+        lungs,
+        infection,
+        probability,
+        run_info,
+        reported_device,
+        dict(clock.timings),
+        cleaned.uncounted,
+        cleaned.min_lesion_ml,
     )
 
 
@@ -426,7 +428,14 @@ def segment_volume(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> SegmentationResult:
     """Run :func:`iter_segmentation` to the end, calling ``on_progress`` at every step."""
-    steps: Iterator[Progress] = iter_segmentation(volume, settings)
+    return run_to_end(iter_segmentation(volume, settings), on_progress)
+
+
+def run_to_end(
+    steps: Generator[Progress, None, Result], on_progress: Callable[[Progress], None] | None = None
+) -> Result:
+    """Run a generator of :class:`Progress` steps to its end, calling ``on_progress`` at every step,
+    and return what it returns."""
     while True:
         try:
             progress = next(steps)

@@ -25,10 +25,10 @@ from napari_chsnet.inference.preprocessing import (
     INFECTION_INPUT_SIZE,
     LUNG_INPUT_SIZE,
 )
+from napari_chsnet.inference.versions import VERSION_FILE, read_version
+from napari_chsnet.models.checkpoints import Checkpoint, load_checkpoint
 from napari_chsnet.registry import MODEL_KEYS, MODELS
 from napari_chsnet.resources_path import bundled_weights_dir
-from napari_chsnet.training.checkpoints import Checkpoint, load_checkpoint
-from napari_chsnet.training.versions import VERSION_FILE, read_version
 
 LUNG_STAGE_MODEL = "chsnet"
 WEIGHTS_SUFFIX = ".safetensors"

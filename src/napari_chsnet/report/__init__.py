@@ -4,6 +4,14 @@ pictures (``rendering``) and files (``exports``).
 Importing this package loads numpy/scipy only; matplotlib is imported when a PDF is written.
 """
 
+from napari_chsnet.inference.cleaning import (
+    DEFAULT_MIN_LESION_ML,
+    CleanedInfection,
+    UncountedInfection,
+    clean_infection,
+)
+from napari_chsnet.inference.run_info import RunInfo, software_versions
+from napari_chsnet.io.checksums import file_sha256
 from napari_chsnet.report.exports import (
     CSV_COLUMNS,
     ReportFormatError,
@@ -13,19 +21,12 @@ from napari_chsnet.report.exports import (
 )
 from napari_chsnet.report.manifest import (
     DISCLAIMER,
-    RunInfo,
     build_report_json,
-    file_sha256,
-    software_versions,
 )
 from napari_chsnet.report.severity import (
-    DEFAULT_MIN_LESION_ML,
     GRADES,
-    CleanedInfection,
     LungSeverity,
     SeverityReport,
-    UncountedInfection,
-    clean_infection,
     compute_severity,
     grade_for_involvement,
     severity_from_cleaned,

@@ -1,26 +1,21 @@
 """The run manifest and the full report dictionary written as ``report.json``.
 
-``build_report_json`` lays the run facts (model, weights checksum, device, timings, software
-versions) and the study fields over ``SeverityReport.to_dict()``. Nothing here imports torch or
-matplotlib: versions come from ``importlib.metadata``.
+``build_report_json`` lays the run facts (``inference.run_info.RunInfo``: model, weights checksum,
+device, timings, software versions) and the study fields over ``SeverityReport.to_dict()``. Nothing
+here imports torch or matplotlib.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import platform
 import re
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib import metadata as importlib_metadata
-from pathlib import Path
 from typing import Any
 
+from napari_chsnet.inference.run_info import RunInfo, case_name, utc_timestamp
 from napari_chsnet.io.hounsfield import HU, INTENSITY_KEY
 from napari_chsnet.io.volume import Geometry
+from napari_chsnet.json_numbers import json_float
 from napari_chsnet.report.anonymize import anonymous_case_name, identifying_values, scrub_identifiers
-from napari_chsnet.report.severity import SeverityReport, json_float
+from napari_chsnet.report.severity import SeverityReport
 
 REPORT_FORMAT = "napari-chsnet severity report"
 REPORT_FORMAT_VERSION = 1
@@ -29,14 +24,6 @@ DISCLAIMER = (
     "Research tool — not for clinical diagnosis. Volumes and grades are computed automatically by a "
     "segmentation model and have not been reviewed by a radiologist."
 )
-
-# Distribution names whose versions go into every report, under the key used in the JSON.
-_VERSIONED_DISTRIBUTIONS = {
-    "torch": "torch",
-    "numpy": "numpy",
-    "SimpleITK": "SimpleITK",
-    "napari_chsnet": "napari-chsnet",
-}
 
 # Study fields copied from CTVolume.metadata (DICOM keywords), in report order.
 STUDY_FIELDS = (
@@ -82,87 +69,6 @@ IDENTIFYING_FIELDS = frozenset(
         "InstitutionName",
     }
 )
-
-_MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima", ".npy", ".npz")
-
-
-def software_versions() -> dict[str, str]:
-    """Versions of Python and the packages a result depends on, without importing them."""
-    versions = {"python": platform.python_version()}
-    for key, distribution in _VERSIONED_DISTRIBUTIONS.items():
-        try:
-            versions[key] = importlib_metadata.version(distribution)
-        except importlib_metadata.PackageNotFoundError:
-            versions[key] = "not installed"
-    return versions
-
-
-def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file (weights checksums in the manifest)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def utc_timestamp() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def case_name(input_path: str) -> str:
-    """A short case identifier from an input path: the file or folder name without image suffixes."""
-    # abspath turns "." and ".." into the folder they stand for (without following links, so a
-    # linked scan keeps the name it was given); a case is never ".", ".." or empty.
-    name = Path(os.path.abspath(str(input_path))).name
-    lower = name.lower()
-    for suffix in _MASK_SUFFIXES:
-        if lower.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return name if name not in ("", ".", "..") else "case"
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """How a result was produced.
-
-    Attributes:
-        model: model key from ``registry.MODELS`` (e.g. ``"chsnet"``).
-        device: the device actually used (``"cpu"``, ``"cuda:0"``, ...), not the one asked for.
-        runtime_s: wall time of the whole run.
-        weights_sha256: hex SHA-256 of the weights file (``file_sha256``), or None if unknown.
-        lung_weights_sha256: the same of the file the lung stage came from (CHS-Net's; for
-            ``chsnet`` the same file), since the lungs decide every volume; None if unknown.
-        input: the input path (file or DICOM folder) or a description such as "synthetic phantom".
-        case: case identifier for the CSV; defaults to the input's name (``case_name``).
-        timestamp: ISO-8601 time of the run (UTC): when the segmentation was made. A report written
-            later (after corrections in napari) keeps it and says when it was written in
-            ``exported_at``.
-        stage_timings_s: seconds per pipeline stage (``inference.pipeline.STAGES``: prepare, lungs, ...).
-        inference_options: settings that change the result (threshold, min_lesion_ml,
-            mirror_averaging: ``SegmentationSettings.inference_options``); empty if unknown.
-        software: versions from ``software_versions()``.
-        uncounted_infection: what the run's post-processing took out of the infection mask it
-            returned (``UncountedInfection.to_dict()``). It travels with the napari layers, which
-            hold only the cleaned mask, so that a report of unedited layers still says it.
-        warnings: what the run noticed about the scan that its masks cannot tell (a field of
-            view cutting the body near the midline); they travel with the layers too.
-    """
-
-    model: str
-    device: str
-    runtime_s: float
-    weights_sha256: str | None = None
-    lung_weights_sha256: str | None = None
-    input: str = ""
-    case: str = ""
-    timestamp: str = field(default_factory=utc_timestamp)
-    stage_timings_s: dict[str, float] = field(default_factory=dict)
-    inference_options: dict[str, Any] = field(default_factory=dict)
-    software: dict[str, str] = field(default_factory=software_versions)
-    uncounted_infection: dict[str, Any] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
 
 
 def _study_value(value: Any) -> Any:

@@ -14,11 +14,12 @@ from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties, findfont
 from matplotlib.patches import Rectangle
 
+from napari_chsnet.io.checksums import file_sha256
 from napari_chsnet.io.dicom_headers import format_dicom_date
 from napari_chsnet.io.volume import CTVolume
 from napari_chsnet.registry import MODELS
 from napari_chsnet.report.fonts import covering_font, is_printable
-from napari_chsnet.report.manifest import STUDY_FIELDS, file_sha256
+from napari_chsnet.report.manifest import STUDY_FIELDS
 
 _STUDY_LABELS = {
     "PatientName": "Patient",

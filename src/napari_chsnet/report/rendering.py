@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from napari_chsnet.inference.cleaning import clean_infection
 from napari_chsnet.io.volume import CTVolume
 from napari_chsnet.registry import INFECTION_COLORS, LEFT_LUNG, LUNG_COLORS, RIGHT_LUNG
 from napari_chsnet.report.fonts import cover_missing_glyphs
@@ -49,7 +50,6 @@ from napari_chsnet.report.severity import (
     GRADE_DESCRIPTIONS,
     MIN_PLAUSIBLE_LUNG_ML,
     NOT_MEASURED,
-    clean_infection,
     format_figure,
     format_percent,
     shown_grade,

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from napari_chsnet.errors import InvalidVolumeError
+from napari_chsnet.inference.versions import corrections_dir
 from napari_chsnet.io.atomic import replace_folder
 from napari_chsnet.io.volume import CTVolume, Geometry
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 from napari_chsnet.training.datasets import LabelledSlice, slices_of_volume, slices_with_lung
-from napari_chsnet.training.versions import corrections_dir
 
 CORRECTION_FILES = ("ct.nii.gz", "lungs.nii.gz", "infection.nii.gz")
 EDITED_SLICES_FILE = "edited_slices.json"

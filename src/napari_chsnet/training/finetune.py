@@ -15,7 +15,7 @@ members are each chosen on their own patches, then judged together: when their v
 corrected slices does not score higher than the starting members', all are put back.
 
 Where it goes: a NEW complete weights set, by default ``<user data>/weights/<model>/<YYYYmmdd-HHMMSS>/``
-(training/versions.py) with ``<model>.safetensors``, CHS-Net's lung stage copied unchanged for
+(inference/versions.py) with ``<model>.safetensors``, CHS-Net's lung stage copied unchanged for
 eamc/rdunet, ``finetune_log.csv`` and ``version.json``. It is written in a hidden temporary
 folder, made before any data is read (an output that cannot be written is an ``OutputError`` at
 once, not after the training), and renamed at the end, so a cancelled or failed fine-tune (a full
@@ -55,14 +55,20 @@ from napari_chsnet.inference.preprocessing import (
     from_patches,
     to_patches,
 )
+from napari_chsnet.inference.versions import (
+    VERSION_FILE,
+    refuse_protected_target,
+    user_data_dir,
+    user_weights_dir,
+)
 from napari_chsnet.io.atomic import replace_folder
 from napari_chsnet.io.volume import CTVolume
+from napari_chsnet.models.checkpoints import Checkpoint, file_sha256, load_checkpoint, save_checkpoint
 from napari_chsnet.models.eamc import EAMC
 from napari_chsnet.models.losses import BCEDiceLoss, DiceLoss, FocalLoss
 from napari_chsnet.registry import MODEL_KEYS
 from napari_chsnet.resources_path import bundled_weights_dir
 from napari_chsnet.training.augment import AugmentSettings
-from napari_chsnet.training.checkpoints import Checkpoint, file_sha256, load_checkpoint, save_checkpoint
 from napari_chsnet.training.corrections import (
     MIN_LUNG_FRACTION,
     CorrectedCase,
@@ -85,12 +91,6 @@ from napari_chsnet.training.stage_data import (
     eamc_patches,
     infection_stage_arrays,
     lung_stage_arrays,
-)
-from napari_chsnet.training.versions import (
-    VERSION_FILE,
-    refuse_protected_target,
-    user_data_dir,
-    user_weights_dir,
 )
 
 # Each model's paper loss (training/recipes.py defaults) for fine-tuning. The bundled files' last rounds
@@ -777,7 +777,7 @@ def _rounded(value: float | None) -> float | None:
 def _checkpoint_metadata(
     checkpoint: Checkpoint, tuned: dict[str, Any], cases: list[CorrectedCase], n_new: int, n_replay: int
 ) -> dict[str, Any]:
-    from napari_chsnet.report.manifest import software_versions
+    from napari_chsnet.inference.run_info import software_versions
 
     keep = {
         k: v

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from napari_chsnet.io.atomic import atomic_write
-from napari_chsnet.training.checkpoints import load_checkpoint
+from napari_chsnet.models.checkpoints import load_checkpoint
 
 # The teacher's infection probability from which a pixel is labelled infected (as at inference).
 PSEUDO_THRESHOLD = 0.5

@@ -30,11 +30,12 @@ import torch
 from napari_chsnet.errors import ConfigError, OutputError, OutputExistsError
 from napari_chsnet.inference.intensity import DISPLAY_WINDOW_HU
 from napari_chsnet.inference.preprocessing import EAMC_PATCH_SIZE, LUNG_INPUT_SIZE
+from napari_chsnet.inference.versions import refuse_protected_target
 from napari_chsnet.io.atomic import atomic_write
+from napari_chsnet.models.checkpoints import load_checkpoint, save_checkpoint
 from napari_chsnet.models.factory import build_model
 from napari_chsnet.resources_path import bundled_weights_dir
 from napari_chsnet.training import distributed
-from napari_chsnet.training.checkpoints import load_checkpoint, save_checkpoint
 from napari_chsnet.training.config import LOSSES, TrainConfig, check_inputs
 from napari_chsnet.training.datasets import (
     SEMISEG_ROTATION,
@@ -54,7 +55,6 @@ from napari_chsnet.training.stage_data import (
     infection_stage_arrays,
     lung_stage_arrays,
 )
-from napari_chsnet.training.versions import refuse_protected_target
 
 OnStep = Callable[[int, int, float], None]
 
@@ -363,7 +363,7 @@ class RunLogs:
 
 
 def _metadata(config, metrics, inherited, train_slices, val_slices, started) -> dict[str, Any]:
-    from napari_chsnet.report.manifest import software_versions
+    from napari_chsnet.inference.run_info import software_versions
 
     return {
         "role": config.stage,
@@ -606,8 +606,8 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import dataclasses
 
-    from napari_chsnet.cli import INTERRUPTED_EXIT, TERMINATED_EXIT, Terminated, sigterm_raises
     from napari_chsnet.errors import CHSNetError
+    from napari_chsnet.interrupts import INTERRUPTED_EXIT, TERMINATED_EXIT, Terminated, sigterm_raises
     from napari_chsnet.training.config import load_config
 
     parser = argparse.ArgumentParser(

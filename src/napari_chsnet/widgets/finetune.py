@@ -53,8 +53,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, QTimer, Signal
 
 from napari_chsnet.errors import CHSNetError, WeightsError
-from napari_chsnet.registry import DEFAULT_MODEL, INFECTION_LAYER, LUNGS_LAYER, MODELS
-from napari_chsnet.training.versions import (
+from napari_chsnet.inference.versions import (
     BUNDLED,
     VERSION_FILE,
     active_choice,
@@ -63,6 +62,7 @@ from napari_chsnet.training.versions import (
     user_weights_dir,
     weights_set_dir,
 )
+from napari_chsnet.registry import DEFAULT_MODEL, INFECTION_LAYER, LUNGS_LAYER, MODELS
 from napari_chsnet.widgets.lifetime import ClosablePanel, widget_deleted
 from napari_chsnet.widgets.results import (
     CT_ID_KEY,

@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_chsnet.errors import CHSNetError, InvalidVolumeError
+from napari_chsnet.inference.run_info import case_name, utc_timestamp
 from napari_chsnet.io.writers import WRITE_SUFFIXES, write_volume
 from napari_chsnet.napari_hooks import SOURCE_KEY
 from napari_chsnet.registry import INFECTION_LAYER, LUNGS_LAYER
@@ -49,7 +50,6 @@ from napari_chsnet.report import (
     write_report_json,
     write_report_pdf,
 )
-from napari_chsnet.report.manifest import case_name, utc_timestamp
 from napari_chsnet.report.severity import format_figure, format_percent, shown_grade
 from napari_chsnet.widgets.dialogs import Dialogs
 from napari_chsnet.widgets.layout import end_with_stretch, paragraph, row

@@ -76,7 +76,7 @@ from napari_chsnet.widgets.views import PLUGIN_GRID_KEY, on_plugin_grid
 if TYPE_CHECKING:
     import napari
 
-    from napari_chsnet.inference.pipeline import SegmentationResult
+    from napari_chsnet.report.case import CaseResult
 
 RUN_KEY = "chsnet_run"  # layer metadata: the RunInfo (as a dict) of the run that wrote the layer
 CT_LAYER_KEY = "chsnet_ct_layer"  # layer metadata: name of the CT layer the masks belong to
@@ -494,7 +494,7 @@ class ResultLayers(QObject):
         return any(layer.name == name and layer.metadata.get(EDITED_KEY) for layer in self._viewer.layers)
 
     # ------------------------------------------------------------------ writing a result
-    def show(self, result: SegmentationResult, ct_layer: Image) -> None:
+    def show(self, result: CaseResult, ct_layer: Image) -> None:
         """Put a run's lungs, infection and probability on top of ``ct_layer``, raised above any other
         scan, replacing any previous result layers (the caller has asked the user if they held edits)."""
         geometry = ct_layer.metadata.get(GEOMETRY_KEY) or layer_geometry(ct_layer).to_metadata()

@@ -1,7 +1,7 @@
 """Segment panel: choose a CT, model, device and weights; run the engine in a napari worker.
 
-The engine (``inference.pipeline.iter_segmentation``) is a generator yielding ``Progress`` and
-returning a ``SegmentationResult``; here it runs in ``napari.qt.threading.create_worker``, its
+The engine (``report.case.iter_case``: the volume pipeline, then the report's figures) is a generator
+yielding ``Progress`` and returning a ``CaseResult``; here it runs in ``napari.qt.threading.create_worker``, its
 yields drive a progress bar, Cancel calls ``worker.quit()`` (the generator stops at its next
 yield and nothing is shown), errors become ``show_error`` notifications. Layers are only
 touched when a complete result comes back, on the GUI thread.
@@ -19,10 +19,10 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_chsnet.errors import CHSNetError, WeightsError
+from napari_chsnet.inference.versions import BUNDLED, active_choice, list_versions, weights_set_dir
 from napari_chsnet.registry import DEFAULT_MODEL, MODELS
 from napari_chsnet.report import DEFAULT_MIN_LESION_ML
 from napari_chsnet.report.severity import shown_grade
-from napari_chsnet.training.versions import BUNDLED, active_choice, list_versions, weights_set_dir
 from napari_chsnet.widgets.dialogs import Dialogs
 from napari_chsnet.widgets.layout import end_with_stretch, paragraph, quoted_name, row
 from napari_chsnet.widgets.lifetime import ClosablePanel
@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     import napari
     from napari.qt.threading import GeneratorWorker
 
-    from napari_chsnet.inference.pipeline import Progress, SegmentationResult, SegmentationSettings
+    from napari_chsnet.inference.pipeline import Progress, SegmentationSettings
+    from napari_chsnet.report.case import CaseResult
 
 
 def _device_choices() -> list[str]:
@@ -80,11 +81,11 @@ class _RuntimeFailure(Exception):
 
 
 def _segmentation(volume: Any, settings: SegmentationSettings):
-    """``iter_segmentation`` as the worker runs it: a RuntimeError comes out as ``_RuntimeFailure``."""
-    from napari_chsnet.inference.pipeline import iter_segmentation
+    """``iter_case`` as the worker runs it: a RuntimeError comes out as ``_RuntimeFailure``."""
+    from napari_chsnet.report.case import iter_case
 
     try:
-        return (yield from iter_segmentation(volume, settings))
+        return (yield from iter_case(volume, settings))
     except RuntimeError as exc:
         raise _RuntimeFailure(str(exc)) from exc
 
@@ -422,7 +423,7 @@ class SegmentPanel(ClosablePanel, Container):
             bar.update(int(progress.done) - bar.n)
             bar.set_description(progress.stage)
 
-    def _on_result(self, ct_layer: Image, result: SegmentationResult) -> None:
+    def _on_result(self, ct_layer: Image, result: CaseResult) -> None:
         if self._gone():  # cancelled by closing the panel: the result is not shown
             return
         if not self._results.contains(ct_layer):

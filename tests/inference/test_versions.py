@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from napari_chsnet.errors import InvalidVolumeError, WeightsError
+from napari_chsnet.inference import versions
 from napari_chsnet.resources_path import bundled_weights_dir
-from napari_chsnet.training import versions
 from napari_chsnet.training.corrections import CorrectedCase, save_correction, saved_corrections
 from napari_chsnet.training.datasets import read_corrections
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from napari_chsnet.errors import OutputExistsError, WeightsError
-from napari_chsnet.models.factory import build_model
-from napari_chsnet.training.checkpoints import (
+from napari_chsnet.models.checkpoints import (
     average_checkpoints,
     load_checkpoint,
     read_checkpoint_metadata,
     save_checkpoint,
 )
+from napari_chsnet.models.factory import build_model
 
 
 @pytest.mark.parametrize("half", [False, True])

@@ -15,7 +15,6 @@ file) fed to :func:`load_checkpoint` is rejected with a :class:`WeightsError`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -29,6 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from napari_chsnet.errors import CHSNetError, OutputError, OutputExistsError, WeightsError
+from napari_chsnet.io.checksums import file_sha256
 
 CHECKPOINT_FORMAT = "napari-chsnet-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -73,14 +73,6 @@ class Checkpoint:
             half_precision=half_precision,
             overwrite=overwrite,
         )
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(

@@ -1,0 +1,73 @@
+"""Imports go one way (README, "Architecture"): io → inference → report → widgets/cli, with models below
+inference and training beside it. A function-level import counts as much as a module-level one: both
+make the lower layer depend on the higher."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import napari_chsnet
+
+PACKAGE = Path(napari_chsnet.__file__).parent
+# Modules at the package's top level that only hold shared basics (errors, names, small helpers).
+BASE = {"errors", "listing", "registry", "slabs", "resources_path", "json_numbers", "interrupts", "resources"}
+# What each layer may import besides itself and BASE.
+ALLOWED = {
+    "io": set(),
+    "models": {"io"},
+    "inference": {"io", "models"},
+    "training": {"io", "models", "inference"},
+    "report": {"io", "models", "inference"},
+    "cli": {"io", "models", "inference", "training", "report"},
+    "widgets": {"io", "models", "inference", "training", "report", "napari_hooks"},
+    "napari_hooks": {"io", "widgets"},  # napari's reader, writer and sample contributions
+}
+
+
+def _layer(module: str) -> str:
+    """``napari_chsnet.inference.pipeline`` → ``inference``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _module_name(path: Path) -> str:
+    relative = path.relative_to(PACKAGE.parent).with_suffix("")
+    return ".".join(relative.parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """The package's modules ``path`` imports, relative imports (``from ..errors``) made absolute."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = _module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            names.add(".".join([*base, node.module] if node.module else base))
+    return {name for name in names if name.split(".")[0] == "napari_chsnet"}
+
+
+def test_every_layer_imports_only_the_layers_below_it():
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        layer = _layer(_module_name(path))
+        if layer in BASE or layer == "__init__":
+            continue
+        for name in _imports(path):
+            target = _layer(name)
+            if target in BASE or target == layer:
+                continue
+            if target not in ALLOWED.get(layer, set()):
+                wrong.append(f"{_module_name(path)} imports {name}")
+    assert wrong == []
+
+
+def test_the_base_modules_import_nothing_of_the_package():
+    base_files = [PACKAGE / f"{name}.py" for name in BASE if (PACKAGE / f"{name}.py").is_file()]
+    assert len(base_files) >= 6
+    assert {path.stem: _imports(path) for path in base_files} == {path.stem: set() for path in base_files}
