@@ -62,6 +62,7 @@ class ScriptedUser:
         self.open_paths: list[Path | None] = []
         self.folders: list[Path | None] = []
         self.questions: list[str] = []
+        self.suggested: list[Path] = []  # the paths the save dialogs proposed
 
     def confirm(self, title: str, text: str) -> bool:
         self.questions.append(text)
@@ -69,6 +70,7 @@ class ScriptedUser:
 
     def save_file(self, title: str, suggested: Path, file_filter: str) -> Path | None:
         self.questions.append(title)
+        self.suggested.append(suggested)
         return self.save_paths.pop(0)
 
     def open_file(self, title: str, file_filter: str) -> Path | None:

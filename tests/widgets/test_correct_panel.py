@@ -168,8 +168,28 @@ def test_shift_r_relabels_the_lung_under_the_cursor(known_result, qtbot):
 
     assert (lungs.data[original == LEFT_LUNG] == RIGHT_LUNG).all()  # the left lung is one component
     assert (lungs.data[original == RIGHT_LUNG] == RIGHT_LUNG).all()
+    assert widget.results.is_edited(LUNGS_LAYER)
     lungs.undo()
     np.testing.assert_array_equal(lungs.data, original)
+    # undone back to the run's masks: not a correction (the report, Segment, Fine-tune's slices)
+    assert not widget.results.is_edited(LUNGS_LAYER) and widget.finetune.edited_slices() == ()
+
+
+@pytest.mark.gui
+def test_a_helper_that_changes_nothing_says_so_and_adds_no_undo_step(known_result, qtbot, notifications):
+    """It said "0 voxels (0.00 mL) changed; Ctrl+Z undoes it.", and Ctrl+Z undid the stroke before."""
+    viewer, widget = known_result
+    infection, lungs = viewer.layers[INFECTION_LAYER], viewer.layers[LUNGS_LAYER]
+    assert not infection.data[lungs.data == 0].any()  # nothing outside the lungs to restrict
+    stroke = tuple(np.argwhere((lungs.data > 0) & (infection.data == 0))[:20].T)
+    infection.data_setitem(stroke, 1)  # the user's last stroke, inside the lungs
+
+    widget.correct.restrict.native.click()
+    wait_for_helper(qtbot, widget)
+
+    assert str(notifications[-1].message) == "Infection restricted to the lungs: nothing to change."
+    infection.undo()  # Ctrl+Z undoes that stroke, as nothing else was added since
+    assert not infection.data[stroke].any()
 
 
 @pytest.mark.gui

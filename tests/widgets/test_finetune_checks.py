@@ -92,7 +92,9 @@ def test_a_new_version_is_listed_in_the_segment_tabs_weights(home, panel, small_
     assert widget.segment.weights.choices == ("bundled",) and widget.segment.weights.value == "bundled"
 
 
-def test_cancel_pressed_as_the_fine_tune_finishes_leaves_no_version(home, panel, small_phantom, fake, qtbot):
+def test_cancel_pressed_as_the_fine_tune_finishes_leaves_no_version(
+    home, panel, small_phantom, fake, qtbot, notifications
+):
     viewer, widget = panel
     ct = add_ct(viewer, small_phantom)
     show_known_result(widget, ct, small_phantom)
@@ -110,6 +112,15 @@ def test_cancel_pressed_as_the_fine_tune_finishes_leaves_no_version(home, panel,
     assert tab.last_result is None
     assert list_versions("chsnet") == [] and not (user_weights_dir() / "chsnet" / VERSION).exists()
     assert tab.versions.choices == (None,) and widget.segment.weights.choices == ("bundled",)
+    # Said as a cancelled segmentation is: the weights are unchanged, the saved correction is kept.
+    (saved,) = list(corrections_dir().iterdir())
+    cancelled = [
+        str(n.message) for n in notifications if n.severity == "info" and "cancelled" in str(n.message)
+    ]
+    assert cancelled == [
+        f"Fine-tuning cancelled; the weights are unchanged. The corrected case stays in {saved} for later "
+        "fine-tunes to replay."
+    ]
 
 
 def test_an_empty_lungs_layer_is_refused_before_anything_is_saved(

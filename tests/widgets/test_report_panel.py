@@ -441,3 +441,89 @@ def test_the_report_says_when_it_was_written_not_when_its_dialog_opened(
     qtbot.waitUntil(lambda: not widget.report.busy, timeout=EXPORT_TIMEOUT_MS)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["exported_at"] == "2031-01-01T00:00:00+00:00" != report["timestamp"]
+
+
+@pytest.fixture
+def exported_case(small_phantom, tmp_path):
+    """A CT file and the mask files this tab exports for it, as an earlier session left them."""
+    folder = tmp_path / "P001"
+    folder.mkdir()
+    geometry = small_phantom.ct.geometry
+    write_volume(folder / "P001_ct_hu.nii.gz", small_phantom.ct.hu, geometry)
+    write_volume(folder / "P001_ct_hu_lungs.nii.gz", small_phantom.lungs, geometry, is_label=True)
+    write_volume(folder / "P001_ct_hu_infection.nii.gz", small_phantom.infection, geometry, is_label=True)
+    return folder
+
+
+def test_masks_reopened_from_their_files_report_on_the_ct_of_their_grid(
+    panel, qtbot, small_phantom, exported_case, user, tmp_path, notifications
+):
+    """The review's walk: yesterday's exported masks opened next to their CT and renamed. The PDF
+    was refused ("The CT the masks belong to ('the CT') is not open") and the JSON said case
+    'case', no input and no study fields."""
+    viewer, widget = panel
+    ct_path = exported_case / "P001_ct_hu.nii.gz"
+    ct = viewer.open(str(ct_path), plugin="napari-chsnet")[0]
+    ct.metadata["PatientID"] = "P001"  # as a DICOM series' would
+    for kind in ("lungs", "infection"):
+        viewer.open(str(exported_case / f"P001_ct_hu_{kind}.nii.gz"), plugin="napari-chsnet")
+
+    # Not yet named as the tab finds them: the note names them and says what to do.
+    qtbot.waitUntil(
+        lambda: "'P001_ct_hu_lungs' to 'lungs'" in widget.severity.note.value, timeout=TABLE_TIMEOUT_MS
+    )
+    assert "'P001_ct_hu_infection' to 'infection'" in widget.severity.note.value
+    viewer.layers["P001_ct_hu_lungs"].name = LUNGS_LAYER
+    viewer.layers["P001_ct_hu_infection"].name = INFECTION_LAYER
+    qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=TABLE_TIMEOUT_MS)
+
+    report = widget.report.build_report()
+    assert (report["case"], report["input"], report["study"]["PatientID"]) == (
+        "P001_ct_hu",
+        str(ct_path),
+        "P001",
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    user.save_paths.append(out / "r.pdf")
+    widget.report.export_pdf.native.click()
+    qtbot.waitUntil(lambda: not widget.report.busy, timeout=EXPORT_TIMEOUT_MS)
+    assert (out / "r.pdf").read_bytes().startswith(b"%PDF")
+    assert not [n for n in notifications if n.severity == "error"]
+    assert user.suggested[-1] == exported_case / "P001_ct_hu_report.pdf"
+    assert widget.severity_box.title() == "Severity — 'P001_ct_hu'"
+
+    # A second CT on the same grid: whose masks they are is not known, and both CTs are named.
+    add_ct(viewer, small_phantom, name="P001 copy")
+    widget.report.export_report("pdf")
+    message = str(notifications[-1].message)
+    assert notifications[-1].severity == "error"
+    assert "'P001_ct_hu'" in message and "'P001 copy'" in message
+    assert widget.report.build_report()["study"] == {}
+    assert widget.severity_box.title() == "Severity (current layers)"
+
+
+def test_the_save_dialog_never_suggests_a_read_only_scan_folder(
+    ct_from_ras_file, qtbot, user, tmp_path, monkeypatch
+):
+    """A CD or a PACS export: the scan's folder cannot be written to."""
+    from napari_chsnet.widgets import report_panel
+
+    _viewer, widget, ct_path = ct_from_ras_file
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    user.save_paths.append(None)
+    widget.report.export_json.native.click()
+    assert user.suggested[-1] == ct_path.parent / "case_7_report.json"  # writable: the scan's folder
+
+    monkeypatch.setattr(report_panel, "_writable", lambda folder: folder != ct_path.parent)
+    out = tmp_path / "reports"
+    out.mkdir()
+    user.save_paths += [None, out / "r.json", None]
+    widget.report.export_json.native.click()
+    assert user.suggested[-1] == home / "case_7_report.json"
+    widget.report.export_json.native.click()  # saved here: the next dialog opens here
+    qtbot.waitUntil(lambda: not widget.report.busy, timeout=EXPORT_TIMEOUT_MS)
+    widget.report.export_csv.native.click()
+    assert user.suggested[-1] == out / "case_7_report.csv"

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from napari_chsnet.registry import INFECTION_LAYER, LEFT_LUNG, LUNGS_LAYER, PROBABILITY_LAYER
+from napari_chsnet.registry import INFECTION_LAYER, LEFT_LUNG, LUNGS_LAYER, PROBABILITY_LAYER, RIGHT_LUNG
 
 from .conftest import add_ct, show_known_result
 
@@ -273,3 +273,70 @@ def test_segmenting_raises_the_ct_only_above_scans_never_above_overlays(panel, s
     names = _names(viewer)
     assert names.index("second CT") > names.index("first CT")
     assert names[names.index("second CT") + 1 : names.index("second CT") + 4] == RESULTS
+
+
+def _slice_of(labels: np.ndarray, label: int, nth: int) -> tuple[int, tuple[np.ndarray, ...]]:
+    """The ``nth`` axial slice holding ``label``, and 30 of its ``label`` voxels (as indices)."""
+    voxels = np.argwhere(labels == label)
+    z = int(np.unique(voxels[:, 0])[nth])
+    return z, tuple(voxels[voxels[:, 0] == z][:30].T)
+
+
+def test_an_edit_undone_back_to_the_runs_masks_is_no_longer_a_correction(
+    panel, qtbot, small_phantom, monkeypatch
+):
+    """The review's walk: Shift+R by mistake, then Ctrl+Z. The masks were the model's again but stayed
+    'corrected': the report warned, Segment asked first and the Fine-tune tab trained on the slices."""
+    from napari_chsnet.widgets import results as results_module
+    from napari_chsnet.widgets.report_panel import EDITED_WARNING
+    from napari_chsnet.widgets.results import edited_slices
+
+    viewer, widget = panel  # the user has no answer ready: a question fails the test
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    lungs, results = viewer.layers[LUNGS_LAYER], widget.results
+    z1, first = _slice_of(lungs.data, LEFT_LUNG, 0)
+    z2, second = _slice_of(lungs.data, LEFT_LUNG, 1)
+    lungs.data_setitem(first, RIGHT_LUNG)
+    lungs.data_setitem(second, RIGHT_LUNG)
+    assert edited_slices(lungs) == (z1, z2) and results.is_edited(LUNGS_LAYER)
+
+    lungs.undo()  # Ctrl+Z: the second edit goes, the first stays
+    assert edited_slices(lungs) == (z1,) and results.is_edited(LUNGS_LAYER)
+    lungs.undo()  # back at the run's masks
+    assert edited_slices(lungs) == () and not results.is_edited(LUNGS_LAYER)
+    assert results.would_lose_work() == []
+    assert widget.segment._confirm_replacing(ct)
+    assert EDITED_WARNING not in widget.report.build_report()["warnings"]
+    assert widget.finetune.lungs.value.name == LUNGS_LAYER and widget.finetune.edited_slices() == ()
+
+    lungs.redo()  # Ctrl+Shift+Z: corrected again
+    assert edited_slices(lungs) == (z1,) and results.is_edited(LUNGS_LAYER)
+
+    # Painted back by hand: checked once napari has written the stroke.
+    lungs.data_setitem(first, LEFT_LUNG)
+    qtbot.waitUntil(lambda: not results.is_edited(LUNGS_LAYER), timeout=TABLE_TIMEOUT_MS)
+    assert edited_slices(lungs) == ()
+
+    # Moving the slider also refreshes the layer (set_data): nothing is checked then.
+    counted: list[int] = []
+    checksums = results_module.slice_checksums
+    monkeypatch.setattr(results_module, "slice_checksums", lambda data: counted.append(1) or checksums(data))
+    lungs.data_setitem(second, RIGHT_LUNG)
+    qtbot.wait(50)
+    counted.clear()
+    viewer.dims.set_point(0, lungs.data_to_world((z1, 0, 0))[0])
+    viewer.dims.set_point(0, lungs.data_to_world((z2, 0, 0))[0])
+    assert counted == [] and edited_slices(lungs) == (z2,)
+
+
+def test_masks_without_the_runs_slice_checksums_stay_corrected_after_an_undo(panel, small_phantom):
+    """Masks opened from files (or kept from an older session) cannot tell the run's values."""
+    from napari_chsnet.widgets.results import edited_slices
+
+    viewer, widget = panel
+    lungs = viewer.add_labels(small_phantom.lungs.copy(), name=LUNGS_LAYER)
+    z, voxels = _slice_of(lungs.data, LEFT_LUNG, 0)
+    lungs.data_setitem(voxels, 0)
+    lungs.undo()
+    assert widget.results.is_edited(LUNGS_LAYER) and edited_slices(lungs) == (z,)

@@ -329,6 +329,9 @@ class CorrectPanel(Container):
             show_warning(f"'{layer.name}' was closed before the correction finished; nothing was changed.")
             return
         changed = apply_as_one_step(layer, snapshot, corrected)
+        if changed == 0:  # no undo step was added: Ctrl+Z would undo the edit before it
+            show_info(f"{description}: nothing to change.")
+            return
         volume_ml = changed * layer_geometry(layer).voxel_volume_ml
         show_info(f"{description}: {changed} voxels ({volume_ml:.2f} mL) changed; Ctrl+Z undoes it.")
 

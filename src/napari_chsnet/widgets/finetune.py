@@ -28,7 +28,6 @@ chooses one.
 from __future__ import annotations
 
 import dataclasses
-import re
 import shutil
 import threading
 from collections.abc import Hashable
@@ -72,6 +71,7 @@ from napari_chsnet.widgets.results import (
     ct_layer_choices,
     ct_volume_from_layer,
     edited_slices,
+    mask_kind,
 )
 
 if TYPE_CHECKING:
@@ -79,25 +79,6 @@ if TYPE_CHECKING:
 
     from napari_chsnet.training.finetune import FinetuneResult
     from napari_chsnet.widgets.segment import SegmentPanel
-
-
-# A mask's name says what it holds: "infection corrected", "P1_inf", "lesions"; "lungs fixed".
-_INFECTION_NAME = re.compile(r"infect|lesion|(?<![a-z])inf(?![a-z])", re.IGNORECASE)
-_LUNGS_NAME = re.compile(r"lung", re.IGNORECASE)
-_LUNG_LABEL_NAMES_KEY = "label_names"  # a run's lungs layer carries its labels' names (results.py)
-
-
-def mask_kind(layer: Layer) -> str | None:
-    """``"lungs"``, ``"infection"`` or None: what a Labels layer looks like it holds. A run's own
-    layers are known by their metadata under any name (only the lungs carry label names), others
-    by their name (infection first: "lung lesions" is an infection mask)."""
-    if RUN_KEY in layer.metadata:
-        return LUNGS_LAYER if _LUNG_LABEL_NAMES_KEY in layer.metadata else INFECTION_LAYER
-    if _INFECTION_NAME.search(layer.name):
-        return INFECTION_LAYER
-    if _LUNGS_NAME.search(layer.name):
-        return LUNGS_LAYER
-    return None
 
 
 def _evidence(layer: Layer) -> tuple[bool, bool]:
@@ -221,6 +202,7 @@ class FinetunePanel(ClosablePanel, Container):
         self._chosen: dict[str, Hashable | None] = {}  # picker -> unique_id of the layer the user chose
         self._held: dict[str, Hashable | None] = {}  # picker -> unique_id of the default it shows
         self._run_facts: dict[str, Any] = {}  # what the running fine-tune was given (its messages)
+        self._saved_case: Path | None = None  # where the running fine-tune saved the corrected case
         self._cleared: set[str] = set()  # mask pickers the user emptied (kept empty, no default)
         self._filling = False
         self._model_picked = False  # the user chose the Model: it no longer follows the masks' run
@@ -621,6 +603,7 @@ class FinetunePanel(ClosablePanel, Container):
             "lungs_only": bool(self._edited_in(self.lungs)) and not self._edited_in(self.infection),
         }
         self._cancel.clear()
+        self._saved_case = None
         cancel, workers = self._cancel, []
 
         def should_stop() -> bool:
@@ -647,6 +630,7 @@ class FinetunePanel(ClosablePanel, Container):
         from napari_chsnet.training.loop import Cancelled
 
         folder = save_correction(case)
+        self._saved_case = folder  # read on the GUI thread once the worker has returned
         # Another CT of the same name is saved beside it ("<name>-2"): replay skips this case by
         # its folder, and version.json names the folder the correction is in.
         case = dataclasses.replace(case, name=folder.name)
@@ -713,6 +697,12 @@ class FinetunePanel(ClosablePanel, Container):
         if result is None:
             self.status.value = "cancelled; the weights are unchanged"
             self._refresh_weights_lists()
+            kept = (
+                f" The corrected case stays in {self._saved_case} for later fine-tunes to replay."
+                if self._saved_case is not None
+                else ""
+            )
+            show_info(f"Fine-tuning cancelled; the weights are unchanged.{kept}")
             return
         self.last_result = result
         self._refresh_weights_lists()

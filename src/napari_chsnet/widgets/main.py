@@ -138,16 +138,19 @@ class CHSNetWidget(QWidget):
     def _name_the_ct(self, *_args: Any) -> None:
         """Title the table with the CT the masks on screen were computed on (several scans may be
         open: the figures must say whose they are); "(closed)" once it is closed. Masks that record
-        no CT (drawn or opened by hand) keep the plain title."""
+        no CT (drawn or opened by hand) are titled with the one open CT on their grid, if any, else
+        keep the plain title."""
         if self._released:
             return
         ct = self.results.ct_layer()
-        name = ct.name if ct is not None else self.results.recorded_ct_name()
+        recorded = self.results.recorded_ct_name()
+        name = ct.name if ct is not None else recorded
         if not name:
             title, tooltip = SEVERITY_TITLE, ""
         else:
             title = f"Severity — {quoted_name(name)}{'' if ct is not None else ' (closed)'}"
-            tooltip = f"The figures of the masks computed on the CT '{name}'."
+            how = "computed on" if recorded is not None else "drawn on the grid of"
+            tooltip = f"The figures of the masks {how} the CT '{name}'."
         if title != self.severity_box.title():
             self.severity_box.setTitle(title)
         self.severity_box.setToolTip(tooltip)

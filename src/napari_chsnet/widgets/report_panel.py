@@ -12,6 +12,7 @@ from the same layers, and write masks back in the CT's original geometry (``io.w
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -53,7 +54,13 @@ from napari_chsnet.report import (
 from napari_chsnet.report.severity import format_figure, format_percent, shown_grade
 from napari_chsnet.widgets.dialogs import Dialogs
 from napari_chsnet.widgets.layout import end_with_stretch, paragraph, row
-from napari_chsnet.widgets.results import ResultLayers, ct_volume_from_layer, layer_geometry, run_info_of
+from napari_chsnet.widgets.results import (
+    ResultLayers,
+    ct_volume_from_layer,
+    layer_geometry,
+    mask_kind,
+    run_info_of,
+)
 from napari_chsnet.widgets.tooltips import TOOLTIPS
 
 if TYPE_CHECKING:
@@ -97,7 +104,16 @@ def missing_masks_message(results: ResultLayers) -> str:
     missing = [name for name in (LUNGS_LAYER, INFECTION_LAYER) if results.layer(name) is None]
     named = {name: results.named(name) for name in missing}
     if len(missing) == 2 and not any(named.values()) and not results.renamed_results():
-        return NO_MASKS
+        opened = _masks_under_other_names(results)
+        if not opened:
+            return NO_MASKS
+        renames = " and ".join(
+            " or ".join(f"'{name}'" for name in names) + f" to '{kind}'" for kind, names in opened.items()
+        )
+        return (
+            f"No '{LUNGS_LAYER}' and '{INFECTION_LAYER}' layers: masks are found by these names. Rename "
+            f"{renames} (double-click the name in the layer list), or press Segment."
+        )
     problems = [
         f"'{name}' is not a Labels layer" if named[name] is not None else f"no '{name}' layer"
         for name in missing
@@ -109,6 +125,18 @@ def missing_masks_message(results: ResultLayers) -> str:
         f"{text[0].upper()}{text[1:]}: {FOUND_BY_NAME}. Name the {masks} {names} again (double-click "
         f"{its} name in the layer list), or press Segment."
     )
+
+
+def _masks_under_other_names(results: ResultLayers, most: int = 3) -> dict[str, list[str]]:
+    """Names (``most`` of each kind at most) of the 3-D Labels layers that look like the lungs or
+    the infection mask (``mask_kind``), by kind: the files this panel exports (``<case>_lungs``,
+    ``<case>_infection``) opened again, for one."""
+    found: dict[str, list[str]] = {LUNGS_LAYER: [], INFECTION_LAYER: []}
+    for layer in results.labels_layers():
+        kind = mask_kind(layer) if layer.ndim == 3 else None
+        if kind in found and len(found[kind]) < most:
+            found[kind].append(layer.name)
+    return {kind: names for kind, names in found.items() if names}
 
 
 def removed_by_run(results: ResultLayers) -> UncountedInfection:
@@ -150,6 +178,11 @@ def _more_warnings(results: ResultLayers) -> tuple[str, ...]:
     lungs = results.lungs
     run = run_info_of(lungs) if lungs is not None else None
     return (*((spacing,) if spacing else ()), *(run.warnings if run is not None else ()))
+
+
+def _writable(folder: Path) -> bool:
+    """Whether files can be written into ``folder`` (not a CD or a read-only PACS export)."""
+    return os.access(folder, os.W_OK)
 
 
 def _row_values(volume_ml: float, infected_ml: float, involvement_pct: float, grade: str) -> tuple[str, ...]:
@@ -316,6 +349,7 @@ class ReportPanel(Container):
         self.dialogs = dialogs
         self._busy = False
         self._closed = False  # the panel was closed: its Qt widgets are gone or about to be
+        self._last_folder: Path | None = None  # where the user last saved a report or masks
 
         self.anonymize = CheckBox(
             text="Anonymise (no names, IDs, dates, paths)", value=False, tooltip=TOOLTIPS["anonymize"]
@@ -361,18 +395,48 @@ class ReportPanel(Container):
         layer = self._results.ct_layer()
         if layer is None:
             if required:
-                name = self._results.recorded_ct_name() or "the CT"
-                raise InvalidVolumeError(
-                    f"The CT the masks belong to ('{name}') is not open; open that CT's file again or segment again."
-                )
+                raise InvalidVolumeError(self._no_ct_message())
             return None
         return ct_volume_from_layer(layer)
 
-    def _missing_ct_note(self) -> str | None:
-        """Why the report has no study fields, when the CT the masks record cannot be found."""
+    def _no_ct_message(self) -> str:
+        """Why the CT of the masks on screen is not found (``ResultLayers.ct_layer`` gave None)."""
         name = self._results.recorded_ct_name()
-        if name is None or self._results.ct_layer() is not None:
+        if name is not None:
+            return f"The CT the masks belong to ('{name}') is not open; open that CT's file again or segment again."
+        matches = self._ambiguous_cts()
+        if matches:
+            return (
+                f"The CT the masks belong to is not known: they record none, and the open CTs {matches} "
+                "all lie on their grid; close the ones they do not belong to, or segment again."
+            )
+        return (
+            "The CT the masks belong to is not open: no open CT lies on their grid; open the CT they "
+            "were drawn on, or segment again."
+        )
+
+    def _ambiguous_cts(self) -> str:
+        """The quoted names of the open CTs that masks recording no CT all lie on, when more than one
+        does ("" otherwise)."""
+        if self._results.recorded_ct_name() is not None:
+            return ""
+        names = [layer.name for layer in self._results.cts_on_the_masks_grid()]
+        return ", ".join(f"'{name}'" for name in names) if len(names) > 1 else ""
+
+    def _missing_ct_note(self) -> str | None:
+        """Why the report has no study fields, when the CT of the masks cannot be found: the CT the
+        masks record is closed, or masks that record none lie on several open CTs' grid."""
+        name = self._results.recorded_ct_name()
+        if self._results.ct_layer() is not None:
             return None
+        if name is None:
+            matches = self._ambiguous_cts()
+            if not matches:
+                return None
+            return (
+                f"The masks record no CT and the open CTs {matches} all lie on their grid, so the report "
+                "has no study fields (patient, series); close the ones they do not belong to to include them."
+            )
         return (
             f"The CT the masks were computed on ('{name}') is not open, so the report has no study "
             "fields (patient, series); open that CT again or segment again to include them."
@@ -423,15 +487,18 @@ class ReportPanel(Container):
 
     def _suggested(self, filename: str) -> Path:
         """``filename`` in the scan's folder (taken from the layers: an anonymised report's input is
-        only the case name), else in the home folder."""
+        only the case name) when it can be written to; else (a CD, a PACS export) in the folder the
+        user last saved to from this tab, else in the home folder."""
         lungs, ct = self._results.lungs, self._results.ct_layer()
         run = run_info_of(lungs) if lungs is not None else None
         for given in (
             run.input if run else "",
             str(ct.metadata.get(SOURCE_KEY) or "") if ct is not None else "",
         ):
-            if given and Path(given).parent.is_dir():
+            if given and Path(given).parent.is_dir() and _writable(Path(given).parent):
                 return Path(given).parent / filename
+        if self._last_folder is not None and self._last_folder.is_dir():
+            return self._last_folder / filename
         return Path.home() / filename
 
     # ------------------------------------------------------------------ exports
@@ -453,6 +520,7 @@ class ReportPanel(Container):
         )
         if path is None:
             return
+        self._last_folder = path.parent
         if path.suffix.lower() != f".{kind}":
             path = path.with_name(f"{path.name}.{kind}")
         overwrite = False
@@ -500,6 +568,7 @@ class ReportPanel(Container):
         folder = self.dialogs.folder("Folder for the masks (written in the CT's original geometry)")
         if folder is None:
             return
+        self._last_folder = folder
         case = self._case()
         suffix = self.mask_format.value
         arrays: list[tuple[Path, np.ndarray, bool]] = [

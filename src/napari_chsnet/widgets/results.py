@@ -18,7 +18,11 @@ a corrected layer to keep it), and so do the axial slices it touched
 (``metadata["chsnet_edited_slices"]``, what the Fine-tune tab trains on: a panel closed and opened
 again still knows them; edits made while no panel is open are not recorded). A run also stores a
 checksum of each layer's data (``metadata["chsnet_checksum"]``): a panel opened later takes the
-result layers whose data still match it as its own, unedited ones.
+result layers whose data still match it as its own, unedited ones. Its masks also get one CRC-32 per
+axial slice (``metadata["chsnet_slice_checksums"]``): after an undo or redo (napari's history
+lengths changed: ``set_data`` also fires when the slider moves) and after a paint, the edited slices
+back at the run's values leave the list, and the layer is no longer marked edited once none is left
+and its whole checksum matches. Masks without them (opened from files) stay marked.
 
 The Labels layers carry ``features`` (the lung's name shown on hover) only in the 2-D view and only
 while a panel is open (it watches the view's ndisplay; a closed panel takes them off). In 3-D,
@@ -29,7 +33,9 @@ active (the same ``array(None)`` traceback is in napari PR #8135's thread; napar
 3-D features crash). That broke a run finishing in 3-D half-way through replacing its layers.
 
 The masks remember the CT they were computed on by its ``unique_id`` (a renamed CT is still found)
-and its source file (a same-named CT of another scan is not taken for it).
+and its source file (a same-named CT of another scan is not taken for it). Masks that record no CT
+(opened from the plugin's exported files, drawn by hand) belong to the one open CT on their grid
+(``on_one_grid``), when exactly one lies there.
 
 Volumes use the grid in ``chsnet_geometry`` (this plugin's reader), else the layer's scale; a CT
 layer without the former (another reader's, an array) gets ``spacing_warning``, which its masks
@@ -39,14 +45,16 @@ carry (``SPACING_KEY``) into the table's note and the report.
 from __future__ import annotations
 
 import dataclasses
+import re
 import zlib
 from collections.abc import Hashable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.hounsfield import HU, INTENSITY_KEY
@@ -86,6 +94,7 @@ EDITED_KEY = "chsnet_edited"  # layer metadata: True once the user edited the La
 EDITED_SLICES_KEY = "chsnet_edited_slices"  # layer metadata: sorted axial indices the user edited
 SPACING_KEY = "chsnet_spacing_warning"  # result-layer metadata: their CT's spacing_warning, if any
 CHECKSUM_KEY = "chsnet_checksum"  # result-layer metadata: ``data_checksum`` of the data as written
+SLICE_CHECKSUMS_KEY = "chsnet_slice_checksums"  # a run's masks: ``slice_checksums`` as written
 LABEL_NAMES_KEY = "label_names"  # a run's lungs layer: its labels' names (only the lungs have them)
 UNIT_SPACING_WARNING = (
     "No physical voxel size: the layer was not opened with napari-chsnet's reader and its scale is "
@@ -103,6 +112,10 @@ _LAYER_TYPES: dict[str, type[Layer]] = {
     INFECTION_LAYER: Labels,
     PROBABILITY_LAYER: Image,
 }
+
+# A mask's name says what it holds: "infection corrected", "P1_inf", "lesions"; "lungs fixed".
+_INFECTION_NAME = re.compile(r"infect|lesion|(?<![a-z])inf(?![a-z])", re.IGNORECASE)
+_LUNGS_NAME = re.compile(r"lung", re.IGNORECASE)
 
 # Lungs as outlines (as in the PDF report) so the CT and the infection stay visible; set the
 # layer's contour to 0 in napari's layer controls to see them filled.
@@ -226,6 +239,76 @@ def data_checksum(data: Any) -> str:
     return f"{array.dtype.str}:{'x'.join(map(str, array.shape))}:{zlib.crc32(array.reshape(-1).view(np.uint8)):08x}"
 
 
+def slice_checksums(data: Any) -> list[int]:
+    """CRC-32 of each axial slice of a mask: about 0.1 ms per 512 × 512 slice."""
+    return [zlib.crc32(np.ascontiguousarray(plane)) for plane in np.asarray(data)]
+
+
+def mask_kind(layer: Layer) -> str | None:
+    """``"lungs"``, ``"infection"`` or None: what a Labels layer looks like it holds. A run's own
+    layers are known by their metadata under any name (only the lungs carry label names), others
+    by their name (infection first: "lung lesions" is an infection mask)."""
+    if RUN_KEY in layer.metadata:
+        return LUNGS_LAYER if LABEL_NAMES_KEY in layer.metadata else INFECTION_LAYER
+    if _INFECTION_NAME.search(layer.name):
+        return INFECTION_LAYER
+    if _LUNGS_NAME.search(layer.name):
+        return LUNGS_LAYER
+    return None
+
+
+def records_a_ct(layer: Layer) -> bool:
+    """Whether a mask records the CT it belongs to (a run's masks do; opened or drawn ones do not)."""
+    return any(key in layer.metadata for key in (RUN_KEY, CT_ID_KEY, CT_LAYER_KEY))
+
+
+def on_one_grid(layer: Layer, other: Layer) -> bool:
+    """Whether two layers lie voxel for voxel on one grid: the same shape, scale, translate and
+    affine, and the same ``chsnet_geometry`` (an oblique scan's rotation is only there) where both
+    carry one."""
+    if tuple(layer.data.shape) != tuple(other.data.shape):
+        return False
+    if not (
+        np.allclose(layer.scale, other.scale, rtol=1e-4, atol=1e-6)
+        and np.allclose(layer.translate, other.translate, rtol=0, atol=0.01)
+        and np.allclose(layer.affine.affine_matrix, other.affine.affine_matrix, atol=1e-6)
+    ):
+        return False
+    mine, theirs = layer.metadata.get(GEOMETRY_KEY), other.metadata.get(GEOMETRY_KEY)
+    if mine is None or theirs is None:
+        return True
+    a, b = Geometry.from_metadata(mine), Geometry.from_metadata(theirs)
+    return bool(
+        np.allclose(a.spacing_mm, b.spacing_mm, rtol=1e-4, atol=1e-6)
+        and np.allclose(a.origin_mm, b.origin_mm, rtol=0, atol=0.01)
+        and np.allclose(a.direction, b.direction, atol=1e-4)
+    )
+
+
+def _history_lengths(layer: Layer) -> tuple[int, int] | None:
+    """The lengths of a Labels layer's undo and redo histories (napari keeps them private: None
+    where a napari has none). Read on the layer itself: through napari's plugin proxy it would warn."""
+    real = getattr(layer, "__wrapped__", layer)
+    undo, redo = getattr(real, "_undo_history", None), getattr(real, "_redo_history", None)
+    try:
+        return len(undo), len(redo)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _last_steps_slices(layer: Layer) -> set[int]:
+    """The axial slices of the last undo and redo steps (what an undo or redo just changed)."""
+    real = getattr(layer, "__wrapped__", layer)
+    touched: set[int] = set()
+    for history in (getattr(real, "_undo_history", None), getattr(real, "_redo_history", None)):
+        if history:
+            try:
+                touched |= edited_slices_of(history[-1], layer.data.shape[0])
+            except (TypeError, AttributeError, IndexError, ValueError):  # another napari's atoms
+                continue
+    return touched
+
+
 def _hover_features(layer: Layer) -> dict[str, list[Any]] | None:
     """The features a run gives its Labels layer (the status bar names the label under the mouse),
     or None for any other layer."""
@@ -321,6 +404,9 @@ class ResultLayers(QObject):
         # the viewer and its layers, so identity tests would fail).
         self._written: dict[str, Hashable] = {}
         self._quiet_depth = 0
+        self._listening = True  # False once the panel let go of the viewer (a deferred check skips)
+        # unique_id of each watched Labels layer -> its undo/redo history lengths when last seen
+        self._history_seen: dict[Hashable, tuple[int, int] | None] = {}
         self.edit_count = 0  # grows with every user edit of lungs/infection
         self.min_lesion_ml = DEFAULT_MIN_LESION_ML
         for layer in viewer.layers:
@@ -342,6 +428,7 @@ class ResultLayers(QObject):
         self._viewer.layers.events.removed.disconnect(self._on_removed)
         self._viewer.layers.events.renamed.disconnect(self._emit)
         self._viewer.dims.events.ndisplay.disconnect(self._sync_hover_features)
+        self._listening = False
         for layer in self._viewer.layers:
             self._unwatch(layer)
             if _hover_features(layer) is not None and layer.features.shape[1] > 0:
@@ -390,6 +477,10 @@ class ResultLayers(QObject):
         """The layer called ``name``, whatever its type."""
         return next((layer for layer in self._viewer.layers if layer.name == name), None)
 
+    def labels_layers(self) -> list[Labels]:
+        """The Labels layers in the viewer."""
+        return [layer for layer in self._viewer.layers if isinstance(layer, Labels)]  # type: ignore[misc]
+
     def renamed_results(self) -> list[str]:
         """Names of a run's lungs and infection layers that now go by another name."""
         return [
@@ -413,10 +504,14 @@ class ResultLayers(QObject):
     def ct_layer(self) -> Image | None:
         """The CT image layer the current masks were computed on, if it is still open: that very
         layer (even renamed), else a layer of its name opened again from the same source file
-        on the same grid (never a same-named CT of another scan)."""
+        on the same grid (never a same-named CT of another scan). Masks that record no CT (opened
+        from files, drawn by hand) belong to the one open CT on their grid, if only one lies there."""
         lungs = self.lungs
         if lungs is None:
             return None
+        if not records_a_ct(lungs):
+            matches = self.cts_on_the_masks_grid()
+            return matches[0] if len(matches) == 1 else None
         meta = lungs.metadata
         images = [layer for layer in self._viewer.layers if isinstance(layer, Image)]
         same = [layer for layer in images if str(layer.unique_id) == meta.get(CT_ID_KEY)]
@@ -429,6 +524,18 @@ class ResultLayers(QObject):
                 and layer.data.shape == lungs.data.shape
             ]
         return same[0] if same else None  # type: ignore[return-value]
+
+    def cts_on_the_masks_grid(self) -> list[Image]:
+        """The open CTs (``not_a_ct_because``) that the ``lungs`` and ``infection`` layers on screen
+        lie on, voxel for voxel (``on_one_grid``)."""
+        masks = [layer for layer in (self.lungs, self.infection) if layer is not None]
+        if not masks:
+            return []
+        return [
+            layer  # type: ignore[misc]
+            for layer in self._viewer.layers
+            if not_a_ct_because(layer) is None and all(on_one_grid(mask, layer) for mask in masks)
+        ]
 
     def spacing_warning(self) -> str | None:
         """Why the volumes of the masks on screen may not use the scan's voxel size (see the function
@@ -534,6 +641,7 @@ class ResultLayers(QObject):
                 **metadata(),
                 LABEL_NAMES_KEY: {str(k): v for k, v in LUNG_LABEL_NAMES.items()},
                 CHECKSUM_KEY: data_checksum(lungs_data),
+                SLICE_CHECKSUMS_KEY: slice_checksums(lungs_data),
             },
             **common,
         )
@@ -542,7 +650,11 @@ class ResultLayers(QObject):
             name=INFECTION_LAYER,
             colormap=infection_colormap(),
             opacity=INFECTION_OPACITY,
-            metadata={**metadata(), CHECKSUM_KEY: data_checksum(infection_data)},
+            metadata={
+                **metadata(),
+                CHECKSUM_KEY: data_checksum(infection_data),
+                SLICE_CHECKSUMS_KEY: slice_checksums(infection_data),
+            },
             **common,
         )
         probability = Image(
@@ -669,24 +781,32 @@ class ResultLayers(QObject):
             # Undo and redo only refresh the layer, which emits set_data (so does moving the
             # slider, hence the listeners' debounce).
             layer.events.set_data.connect(self._on_refresh)
+            self._history_seen[layer.unique_id] = _history_lengths(layer)
 
     def _unwatch(self, layer: Layer) -> None:
         if isinstance(layer, Labels):
             layer.events.paint.disconnect(self._on_edit)
             layer.events.data.disconnect(self._on_edit)
             layer.events.set_data.disconnect(self._on_refresh)
+            self._history_seen.pop(layer.unique_id, None)
 
     def _on_inserted(self, event: Any) -> None:
         self._watch(event.value)
         _widen_ct_contrast(event.value)
         self._sync_features_of(event.value)
-        if event.value.name in RESULT_LAYERS:
+        if event.value.name in RESULT_LAYERS or self._looks_like_a_mask(event.value):
             self._emit()
 
     def _on_removed(self, event: Any) -> None:
         self._unwatch(event.value)
-        if event.value.name in RESULT_LAYERS:
+        if event.value.name in RESULT_LAYERS or self._looks_like_a_mask(event.value):
             self._emit()
+
+    @staticmethod
+    def _looks_like_a_mask(layer: Layer) -> bool:
+        """A Labels layer named like a mask: the table's note names it while no 'lungs' and
+        'infection' layers are open."""
+        return isinstance(layer, Labels) and mask_kind(layer) is not None
 
     def _on_edit(self, event: Any) -> None:
         layer = event.source
@@ -699,10 +819,49 @@ class ResultLayers(QObject):
             known = set(edited_slices(layer))
             if not touched <= known:
                 layer.metadata[EDITED_SLICES_KEY] = sorted(known | touched)
+            self._history_seen[layer.unique_id] = _history_lengths(layer)
+            if SLICE_CHECKSUMS_KEY in layer.metadata:
+                # napari emits paint before it writes a single data_setitem: checked once it is written
+                QTimer.singleShot(0, partial(self._after_paint, layer, touched))
         if layer.name in MASK_LAYERS:
             self.edit_count += 1
             self._emit()
 
-    def _on_refresh(self, event: Any) -> None:
-        if event.source.name in MASK_LAYERS:
+    def _after_paint(self, layer: Labels, touched: set[int]) -> None:
+        """A paint that put slices back at the run's values (erased what was painted) unmarks them."""
+        if self._listening and self._drop_unchanged_slices(layer, touched) and layer.name in MASK_LAYERS:
             self._emit()
+
+    def _on_refresh(self, event: Any) -> None:
+        layer = event.source
+        lengths = _history_lengths(layer)
+        if lengths is not None and lengths != self._history_seen.get(layer.unique_id, lengths):
+            # an undo or a redo (the slider and the display settings leave the history alone)
+            self._history_seen[layer.unique_id] = lengths
+            if SLICE_CHECKSUMS_KEY in layer.metadata:
+                self._drop_unchanged_slices(layer, _last_steps_slices(layer))
+        if layer.name in MASK_LAYERS:
+            self._emit()
+
+    @staticmethod
+    def _drop_unchanged_slices(layer: Labels, also: Iterable[int]) -> bool:
+        """Keep in the layer's edited slices those (of them and ``also``) that differ from the run's
+        masks as written (``SLICE_CHECKSUMS_KEY``); mark the layer edited while one does, and not
+        once none does and the whole layer matches ``CHECKSUM_KEY`` (an edit made while no panel
+        was open is in no list). Masks without the checksums keep their marks. Returns whether
+        the edited mark changed."""
+        stored = layer.metadata.get(SLICE_CHECKSUMS_KEY)
+        data = layer.data
+        if not isinstance(stored, (list, tuple)) or len(stored) != data.shape[0]:
+            return False
+        known = list(edited_slices(layer))
+        candidates = {*known, *(z for z in also if 0 <= z < len(stored))}
+        differing = sorted(z for z in candidates if slice_checksums(data[z : z + 1])[0] != stored[z])
+        if differing != known:
+            layer.metadata[EDITED_SLICES_KEY] = differing
+        was_edited = bool(layer.metadata.get(EDITED_KEY))
+        if differing:
+            layer.metadata[EDITED_KEY] = True
+        elif was_edited and layer.metadata.get(CHECKSUM_KEY) == data_checksum(data):
+            del layer.metadata[EDITED_KEY]
+        return was_edited != bool(layer.metadata.get(EDITED_KEY))

@@ -42,7 +42,7 @@ TOOLTIPS: dict[str, str] = {
     "severity_table": "Per-lung volume, infected volume, involvement and MosMed grade (CT-0 … CT-4; "
     "'not measured' for a lung mask under 100 mL), recomputed from the current 'lungs' and 'infection' "
     "layers after every edit.",
-    "anonymize": "Leave names, IDs, UIDs, dates, descriptions, the institution and the input path out of the exported report; sex, age, scanner fields and the case name (the file or folder name) stay.",
+    "anonymize": "Leave names, IDs, UIDs, dates, descriptions, the institution and the input path out of the exported report; sex, age and scanner fields stay, and so does the case name (the file or folder name) unless it holds the patient's name or ID: then a code replaces it and the report says so.",
     "export_pdf": "Write the two-page PDF report (figures, key slices, run details).",
     "export_csv": "Append one row for this case to a CSV file (a new file gets a header).",
     "export_json": "Write the machine-readable report.json.",
