@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Lung labels (product card): 1 = patient's right lung, 2 = patient's left lung.
-BACKGROUND = 0
 RIGHT_LUNG = 1
 LEFT_LUNG = 2
 LUNG_LABEL_NAMES = {RIGHT_LUNG: "right lung", LEFT_LUNG: "left lung"}

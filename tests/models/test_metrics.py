@@ -55,9 +55,16 @@ def test_confusion_counts():
     ],
     ids=["mixed", "both-empty", "missed-all", "false-alarm", "all-foreground", "partial-on-full"],
 )
-def test_metric_functions(pred, true, expected):
+def test_metrics_of_one_image(pred, true, expected):
+    """The counts' formulas, and segmentation_metrics on one image (its mean and pooled values are the image's)."""
+    from_counts = metrics._from_counts(*metrics.confusion_counts(pred, true))
+    result = metrics.segmentation_metrics([pred], [true])
+    assert metrics.dice(pred, true) == pytest.approx(expected["dice"])
     for name, value in expected.items():
-        assert getattr(metrics, name)(pred, true) == pytest.approx(value), name
+        assert from_counts[name] == pytest.approx(value), name
+        for kind in ("mean", "pooled"):
+            assert result[kind][name] == pytest.approx(value), (kind, name)
+        assert result["per_image"][0][name] == pytest.approx(value), name
 
 
 def test_auc_by_pairs_and_ties():

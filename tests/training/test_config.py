@@ -11,8 +11,13 @@ import pytest
 import torch
 
 from napari_chsnet.errors import ConfigError
+from napari_chsnet.models.factory import build_model
+from napari_chsnet.models.losses import CEDiceLoss, FocalTverskyLoss, IoULoss
 from napari_chsnet.training import recipes
+from napari_chsnet.training.augment import AugmentSettings
 from napari_chsnet.training.config import config_from_dict, load_config
+from napari_chsnet.training.loop import FitSettings, fit
+from napari_chsnet.training.stage_data import StageArrays
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
@@ -77,6 +82,8 @@ def test_paper_eamc_config_has_ten_members_on_512_slices():
         ({"model": "eamc", "eamc": {"learning_rates": []}}, "learning_rates must be numbers > 0"),
         ({"model": "chsnet", "loss_options": {"bce_weight": 2}}, "bce_weight is a share"),
         ({"model": "eamc", "loss": "focal", "loss_options": {"alpha": 1.5}}, "alpha is a share"),
+        ({"model": "eamc", "loss": "focal_tversky", "loss_options": {"gamma": 0}}, "gamma must be > 0"),
+        ({"model": "eamc", "loss": "iou", "loss_options": {"alpha": 0.3}}, "takes no option"),
     ],
 )
 def test_invalid_settings_are_named(raw, message):
@@ -87,6 +94,11 @@ def test_invalid_settings_are_named(raw, message):
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+    empty = tmp_path / "emptydir"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="emptydir is a folder, not a config file") as raised:
+        load_config(empty)
+    assert "does not exist" not in str(raised.value)
     bad = tmp_path / "bad.yaml"
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
@@ -111,6 +123,41 @@ def test_loss_options_reach_the_loss_a_recipe_trains_with():
     assert loss(invented, target).item() > loss(missed, target).item()
     recall_weighted = recipes._loss(config_from_dict({"model": "rdunet", "loss": "tversky"}))
     assert recall_weighted(invented, target).item() < recall_weighted(missed, target).item()
+
+
+def test_a_folder_of_configs_is_named_with_the_configs_it_holds(tmp_path):
+    (tmp_path / "rdunet.yaml").write_text("model: rdunet\n")
+    with pytest.raises(ConfigError, match=r"is a folder, not a config file; .*holds rdunet\.yaml"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "options", "reached"),
+    [
+        ("ce_dice", CEDiceLoss, {"smooth": 0.5}, lambda loss: loss.dice.smooth),
+        ("iou", IoULoss, {"smooth": 0.5}, lambda loss: loss.smooth),
+        ("focal_tversky", FocalTverskyLoss, {"gamma": 1.5}, lambda loss: loss.gamma),
+    ],
+)
+def test_eamc_comparison_losses_are_selectable_and_train_a_step(name, cls, options, reached):
+    """EAMC Eq. 5, 6, 8 by their config names: built with their options, they train an AMC-Net member."""
+    config = config_from_dict({"model": "eamc", "loss": name, "loss_options": options})
+    loss = recipes._loss(config)
+    assert type(loss) is cls and reached(loss) == next(iter(options.values()))
+    torch.manual_seed(0)
+    images = torch.rand(2, 1, 32, 32)
+    masks = torch.zeros(2, 1, 32, 32)
+    masks[:, :, 8:20, 10:22] = 1
+    train = StageArrays(images, masks, torch.ones(2))
+    network = build_model("amcnet", base_channels=4, dropout=0.0)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    steps = []
+    settings = FitSettings(epochs=1, batch_size=2, augment=AugmentSettings.none())
+    result = fit(
+        network, train, StageArrays.empty(1, 32), loss, settings, on_step=lambda *step: steps.append(step)
+    )
+    assert len(steps) == 1 and torch.isfinite(torch.tensor(steps[0][2])) and steps[0][2] > 0
+    assert any(not torch.equal(before[k], v) for k, v in result.best_state.items())
 
 
 def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):

@@ -82,8 +82,7 @@ class _Grid:
         self.u = ((np.arange(nx, dtype=np.float32) + 0.5) / nx * 2 - 1)[None, None, :]
         self.v = ((np.arange(ny, dtype=np.float32) + 0.5) / ny * 2 - 1)[None, :, None]
         self.w = ((np.arange(nz, dtype=np.float32) + 0.5) / nz)[:, None, None]
-        # mm per normalised unit along (u, v, w) and the voxel size along (x, y, z)
-        self.mm_per_unit = np.array([nx * spacing_mm[0] / 2, ny * spacing_mm[1] / 2, nz * spacing_mm[2]])
+        # the voxel size along (x, y, z)
         self.spacing_mm = np.array(spacing_mm, dtype=float)
 
     def ellipse(self, cu: float, cv: float, au: float, av: float) -> np.ndarray:

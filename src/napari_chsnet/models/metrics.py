@@ -62,31 +62,6 @@ def dice(pred: np.ndarray, true: np.ndarray) -> float:
     return _from_counts(*confusion_counts(pred, true))["dice"]
 
 
-def jaccard(pred: np.ndarray, true: np.ndarray) -> float:
-    """Jaccard index (IoU), 1 when both masks are empty."""
-    return _from_counts(*confusion_counts(pred, true))["jaccard"]
-
-
-def precision(pred: np.ndarray, true: np.ndarray) -> float:
-    """TP / (TP + FP); with nothing predicted, 1 if the truth is empty too, else 0."""
-    return _from_counts(*confusion_counts(pred, true))["precision"]
-
-
-def recall(pred: np.ndarray, true: np.ndarray) -> float:
-    """Sensitivity TP / (TP + FN); with an empty truth, 1 if nothing was predicted, else 0."""
-    return _from_counts(*confusion_counts(pred, true))["recall"]
-
-
-def specificity(pred: np.ndarray, true: np.ndarray) -> float:
-    """TN / (TN + FP); with no background in the truth, 1 if FN = 0, else 0."""
-    return _from_counts(*confusion_counts(pred, true))["specificity"]
-
-
-def accuracy(pred: np.ndarray, true: np.ndarray) -> float:
-    """(TP + TN) / number of pixels."""
-    return _from_counts(*confusion_counts(pred, true))["accuracy"]
-
-
 def _auc_histograms(true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Counts of positive and negative pixels per probability bin (probabilities quantised to 16 bits)."""
     true = np.asarray(true).astype(bool, copy=False).ravel()

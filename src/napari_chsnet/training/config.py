@@ -22,7 +22,16 @@ from torch import nn
 
 from napari_chsnet.errors import ConfigError
 from napari_chsnet.models.factory import MODEL_DEFAULTS, build_model
-from napari_chsnet.models.losses import BCEDiceLoss, BCETverskyLoss, DiceLoss, FocalLoss, TverskyLoss
+from napari_chsnet.models.losses import (
+    BCEDiceLoss,
+    BCETverskyLoss,
+    CEDiceLoss,
+    DiceLoss,
+    FocalLoss,
+    FocalTverskyLoss,
+    IoULoss,
+    TverskyLoss,
+)
 from napari_chsnet.training.augment import AugmentSettings
 from napari_chsnet.training.datasets import (
     listed_names,
@@ -40,6 +49,10 @@ LOSSES: dict[str, type[nn.Module]] = {
     "focal": FocalLoss,
     "dice": DiceLoss,
     "tversky": TverskyLoss,
+    # the rest of EAMC's loss comparison (Eq. 5, 6, 8), for rerunning it from a config
+    "ce_dice": CEDiceLoss,
+    "iou": IoULoss,
+    "focal_tversky": FocalTverskyLoss,
 }
 
 
@@ -346,6 +359,8 @@ def _network_value(value: Any, default: Any, label: str) -> Any:
 
 # Loss options that split a weight of 1 between two terms.
 _SHARES = {"bce_dice": ("bce_weight",), "focal": ("alpha",)}
+# Loss options that divide (the focal Tversky exponent is 1 / gamma), so 0 is refused too.
+_POSITIVE = {"focal_tversky": ("gamma",)}
 
 
 def _check_loss_options(config: TrainConfig, where: str) -> None:
@@ -363,6 +378,8 @@ def _check_loss_options(config: TrainConfig, where: str) -> None:
             raise ConfigError(f"{where}: loss option {name} must be a number ≥ 0; got {value!r}")
         if name in _SHARES.get(config.loss, ()) and value > 1:  # the rest (1 - value) weighs the other term
             raise ConfigError(f"{where}: loss option {name} is a share and must lie in [0, 1]; got {value!r}")
+        if name in _POSITIVE.get(config.loss, ()) and value == 0:
+            raise ConfigError(f"{where}: loss option {name} must be > 0; got {value!r}")
 
 
 def check_inputs(config: TrainConfig) -> None:
@@ -474,6 +491,10 @@ def _contents(folder: Path) -> str:
 
 def load_config(path: str | Path) -> TrainConfig:
     path = Path(path)
+    if path.is_dir():
+        configs = sorted(p.name for p in path.glob("*.y*ml") if p.is_file())
+        inside = f" (it holds {listed_names(configs, 3)})" if configs else ""
+        raise ConfigError(f"training config {path} is a folder, not a config file; name a .yaml file{inside}")
     if not path.is_file():
         raise ConfigError(f"training config {path} does not exist")
     try:

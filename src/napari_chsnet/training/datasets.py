@@ -2,7 +2,8 @@
 
 Every reader returns :class:`LabelledSlice` records in the package's conventions: intensity in
 [0, 1] through the shared window (inference/intensity.py), anterior at the top, masks boolean.
-Case ids are kept so splits can be grouped by patient.
+Case ids are kept so that slices can be told apart by patient (the run summary counts cases,
+messages name them).
 
 Layouts:
 * COVID-SemiSeg (``train/images/*.jpg`` + ``infection_gt/*.png``; ``unlabelled/images`` +
@@ -258,11 +259,3 @@ def read_corrections(folder: str | Path, only_edited: bool = True) -> list[Label
     if only_edited and (folder / "edited_slices.json").exists():
         edited = json.loads((folder / "edited_slices.json").read_text())["slices"]
     return slices_of_volume(volume, lungs, infection, folder.name, edited)
-
-
-def split_by_case(
-    slices: Sequence[LabelledSlice], validation_cases: Iterable[str]
-) -> tuple[list[LabelledSlice], list[LabelledSlice]]:
-    """Grouped split: every slice of a validation case goes to validation."""
-    held_out = set(validation_cases)
-    return [s for s in slices if s.case_id not in held_out], [s for s in slices if s.case_id in held_out]

@@ -129,7 +129,6 @@ class PooledScore:
 
     dice: float  # 2|P∩T| / (|P| + |T|); 1.0 when both are empty
     truth_pixels: int
-    predicted_pixels: int
     false_positive_fraction: float  # predicted share of the lung (of the images without a lung channel)
 
     @property
@@ -143,7 +142,7 @@ def pooled_score(
 ) -> PooledScore:
     """:class:`PooledScore` of ``network`` on ``data`` (prediction = sigmoid >= 0.5)."""
     if len(data) == 0:
-        return PooledScore(float("nan"), 0, 0, float("nan"))
+        return PooledScore(float("nan"), 0, float("nan"))
     predicted = predict_probabilities(network, data, prepare, batch_size) >= 0.5
     truth = data.masks[:, :1] > 0.5
     n_predicted, n_truth = int(predicted.sum()), int(truth.sum())
@@ -155,7 +154,7 @@ def pooled_score(
         false_positive = int((predicted & ~truth & lung).sum())
     else:
         area, false_positive = predicted.numel(), int((predicted & ~truth).sum())
-    return PooledScore(dice, n_truth, n_predicted, false_positive / area if area else 0.0)
+    return PooledScore(dice, n_truth, false_positive / area if area else 0.0)
 
 
 def pooled_score_value(
