@@ -291,7 +291,7 @@ def test_an_eamc_fine_tune_is_kept_only_when_the_members_vote_improves(
     the ensemble's vote scored worse (0.8892 -> 0.876)."""
     epochs = itertools.count()  # every member's epoch beats its start on its patches
     monkeypatch.setattr(finetune_module, "pooled_score_value", lambda *_args: float(next(epochs)))
-    votes = iter([PooledScore(0.8892, 100, 100, 0.01), PooledScore(vote_after, 100, 100, 0.01)])
+    votes = iter([PooledScore(0.8892, 100, 0.01), PooledScore(vote_after, 100, 0.01)])
     monkeypatch.setattr(finetune_module, "pooled_score", lambda *_args, **_kwargs: next(votes))
     case = (phantom.ct, phantom.lungs, phantom.infection, [3])
     result = finetune(tiny_set, "eamc", [case], epochs=1, batch_size=2, replay=0.0, learning_rate=1e-2)

@@ -19,7 +19,8 @@ Where it goes: a NEW complete weights set, by default ``<user data>/weights/<mod
 eamc/rdunet, ``finetune_log.csv`` and ``version.json``. It is written in a hidden temporary
 folder, made before any data is read (an output that cannot be written is an ``OutputError`` at
 once, not after the training), and renamed at the end, so a cancelled or failed fine-tune (a full
-disk included) leaves nothing behind; the base weights (and the bundled ``resources/``) are only read.
+disk included) leaves nothing behind; the base weights (and the bundled ``resources/``) are only read
+(``finetune_output``).
 """
 
 from __future__ import annotations
@@ -27,11 +28,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +38,8 @@ import torch
 from torch import nn
 
 from napari_chsnet.errors import (
-    CHSNetError,
     ConfigError,
     InvalidVolumeError,
-    OutputError,
-    OutputExistsError,
-    WeightsError,
 )
 from napari_chsnet.inference.preprocessing import (
     EAMC_PATCH_SIZE,
@@ -57,17 +51,13 @@ from napari_chsnet.inference.preprocessing import (
 )
 from napari_chsnet.inference.versions import (
     VERSION_FILE,
-    refuse_protected_target,
-    user_data_dir,
-    user_weights_dir,
 )
 from napari_chsnet.io.atomic import replace_folder
 from napari_chsnet.io.volume import CTVolume
-from napari_chsnet.models.checkpoints import Checkpoint, file_sha256, load_checkpoint, save_checkpoint
+from napari_chsnet.models.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from napari_chsnet.models.eamc import EAMC
 from napari_chsnet.models.losses import BCEDiceLoss, DiceLoss, FocalLoss
 from napari_chsnet.registry import MODEL_KEYS
-from napari_chsnet.resources_path import bundled_weights_dir
 from napari_chsnet.training.augment import AugmentSettings
 from napari_chsnet.training.corrections import (
     MIN_LUNG_FRACTION,
@@ -77,6 +67,16 @@ from napari_chsnet.training.corrections import (
 )
 from napari_chsnet.training.datasets import LabelledSlice, read_semiseg, semiseg_validation_names
 from napari_chsnet.training.distributed import training_device
+from napari_chsnet.training.finetune_output import (
+    LUNG_STAGE_FILE,
+    checkpoint_metadata,
+    make_staging,
+    resolve_base,
+    target_folder,
+    version_info,
+    was_half,
+    writing_errors,
+)
 from napari_chsnet.training.loop import (
     Cancelled,
     EpochRecord,
@@ -108,7 +108,6 @@ FINETUNE_AUGMENT = AugmentSettings(
     brightness=0.03,
     gamma=0.1,
 )
-LUNG_STAGE_FILE = "chsnet.safetensors"  # every pipeline's lung stage is CHS-Net's lung_net
 NOT_IMPROVED = "no epoch improved on the corrected slices; the new version holds the starting weights"
 
 CaseLike = CorrectedCase | str | Path | tuple
@@ -207,9 +206,9 @@ def finetune(
     """
     say = log or (lambda _message: None)
     _check_arguments(model, epochs, replay, tune_lungs, batch_size)
-    base_file, lung_file = _resolve_base(base_weights, model)
-    target = _target_folder(model, output, overwrite, base_file)
-    staging = _make_staging(target, output is None)  # before any data is read or trained on
+    base_file, lung_file = resolve_base(base_weights, model)
+    target = target_folder(model, output, overwrite, base_file)
+    staging = make_staging(target, output is None)  # before any data is read or trained on
     network = None
     try:
         corrected = [_as_case(case, index) for index, case in enumerate(cases)]
@@ -246,7 +245,7 @@ def finetune(
             seed=seed,
             augment=augment,
         )
-        with _writing(target):
+        with writing_errors(target):
             tuned = _tune(
                 model,
                 network,
@@ -262,15 +261,15 @@ def finetune(
         network.cpu()
         _stop_if_asked(should_stop)  # Cancel pressed during the last step or the final evaluation
         notes[:0] = _improvement_notes(tuned)
-        with _writing(target):
-            metadata = _checkpoint_metadata(checkpoint, tuned, corrected, len(new_slices), len(replay_slices))
+        with writing_errors(target):
+            metadata = checkpoint_metadata(checkpoint, tuned, corrected, len(new_slices), len(replay_slices))
             checkpoint_path = staging / f"{model}.safetensors"
             save_checkpoint(
-                checkpoint_path, network, model, metadata=metadata, half_precision=_was_half(base_file)
+                checkpoint_path, network, model, metadata=metadata, half_precision=was_half(base_file)
             )
             if model != "chsnet":
                 shutil.copy2(lung_file, staging / LUNG_STAGE_FILE)
-            info = _version_info(
+            info = version_info(
                 model,
                 target.name,
                 trained,
@@ -382,49 +381,6 @@ def _lung_notes(cases: list[CorrectedCase], model: str, tune_lungs: bool) -> lis
     ]
 
 
-def _make_staging(target: Path, default_place: bool) -> Path:
-    """The hidden folder the new set is written in, beside ``target``: an ``OutputError`` (one line)
-    when that place cannot be written (read-only, no permission, a file in the way)."""
-    root = target.parent
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}.", suffix=".tmp"))
-        # mkdtemp makes it owner-only: give it the access its parent (made under the user's umask) has.
-        staging.chmod(root.stat().st_mode & 0o777)
-    except OSError as error:
-        where = (
-            f"the user data folder {user_data_dir()} (set CHSNET_HOME to a writable folder)"
-            if default_place
-            else f"{root} (choose a writable output folder)"
-        )
-        raise OutputError(
-            f"cannot write the new weights set {target} in {where}: {_reason(error)}"
-        ) from error
-    return staging
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    text = str(error).strip()
-    return text.splitlines()[-1] if text else type(error).__name__
-
-
-@contextmanager
-def _writing(target: Path) -> Iterator[None]:
-    """Turns an ``OSError`` while writing into the staging folder (a full disk, the folder removed)
-    into a one-line ``OutputError``; the caller removes the staging folder, so nothing is left."""
-    try:
-        yield
-    except CHSNetError:
-        raise
-    except OSError as error:
-        raise OutputError(
-            f"could not write the new weights set {target} ({_reason(error)}); nothing was written: "
-            "check free disk space and write permission"
-        ) from error
-
-
 def _stop_if_asked(should_stop: Callable[[], bool] | None) -> None:
     if should_stop is not None and should_stop():
         raise Cancelled("fine-tuning cancelled")
@@ -444,55 +400,6 @@ def _check_arguments(model: str, epochs: int, replay: float, tune_lungs: bool, b
             f"only CHS-Net's lung stage can be tuned; a {model} set keeps its own copy of it (to learn "
             "corrected lungs, fine-tune chsnet with --tune-lungs and segment with chsnet)"
         )
-
-
-def _resolve_base(base_weights: str | Path | None, model: str) -> tuple[Path, Path]:
-    """(the model's checkpoint, the CHS-Net checkpoint providing the lung stage)."""
-    if base_weights is None:
-        folder, file = bundled_weights_dir(), bundled_weights_dir() / f"{model}.safetensors"
-    else:
-        base = Path(base_weights)
-        if not base.exists():
-            raise WeightsError(
-                f"the base weights {base} do not exist; pass --weights with a weights set (folder) or a "
-                f"{model}.safetensors file"
-            )
-        folder, file = (base, base / f"{model}.safetensors") if base.is_dir() else (base.parent, base)
-    if not file.is_file():
-        raise WeightsError(
-            f"{file} does not exist: the base weights set {folder} has no {model} checkpoint; "
-            "pass --weights with a set (folder) or a .safetensors file of that model"
-        )
-    lung = folder / LUNG_STAGE_FILE
-    if model != "chsnet" and not lung.is_file():
-        lung = bundled_weights_dir() / LUNG_STAGE_FILE
-        if not lung.is_file():
-            raise WeightsError(
-                f"{folder} has no {LUNG_STAGE_FILE} (CHS-Net's lung stage, which every pipeline uses) and neither "
-                "has the bundled set; pass a complete weights set"
-            )
-    return file, lung
-
-
-def _target_folder(model: str, output: str | Path | None, overwrite: bool, base_file: Path) -> Path:
-    if output is not None:
-        target = Path(output)
-        refuse_protected_target(target, [base_file.parent, bundled_weights_dir()])
-        if target.exists() and not overwrite:
-            raise OutputExistsError(f"{target} exists; choose another output folder or pass --overwrite")
-        if target.exists() and not (target / VERSION_FILE).is_file():
-            # --overwrite replaces the whole folder: only ever a weights set an earlier fine-tune wrote
-            raise OutputExistsError(
-                f"{target} exists and is not a fine-tuned weights set (no {VERSION_FILE}), so --overwrite "
-                "will not delete it; choose a new output folder"
-            )
-        return target
-    versions = user_weights_dir() / model
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    target, suffix = versions / stamp, 2
-    while target.exists():  # two fine-tunes within one second
-        target, suffix = versions / f"{stamp}-{suffix}", suffix + 1
-    return target
 
 
 def _as_case(case: CaseLike, index: int) -> CorrectedCase:
@@ -761,81 +668,3 @@ class _Steps:
         self.last_total = total
         if self.on_step is not None:
             self.on_step(self.done + step, self.done + total * self.remaining_fits, loss)
-
-
-def _was_half(path: Path) -> bool:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as reader:
-        return any(reader.get_slice(key).get_dtype() == "F16" for key in reader.keys())  # noqa: SIM118 - not a dict
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None or np.isnan(value) else round(float(value), 4)
-
-
-def _checkpoint_metadata(
-    checkpoint: Checkpoint, tuned: dict[str, Any], cases: list[CorrectedCase], n_new: int, n_replay: int
-) -> dict[str, Any]:
-    from napari_chsnet.inference.run_info import software_versions
-
-    keep = {
-        k: v
-        for k, v in checkpoint.metadata.items()
-        if k in ("role", "pipeline", "preprocessing", "training", "metrics")
-    }
-    return {
-        **keep,
-        "finetune": {
-            "base_sha256": checkpoint.sha256,
-            "cases": [c.name for c in cases],
-            "corrected_slices": n_new,
-            "replay_slices": n_replay,
-            "dice_before": _rounded(tuned["dice_before"]),
-            "dice_after": _rounded(tuned["dice_after"]),
-            "improved": tuned["improved"],
-        },
-        "software": software_versions(),
-    }
-
-
-def _version_info(
-    model, name, trained, base_file, tuned, n_new, n_replay, epochs, only_edited, replay, tune_lungs, staging
-):
-    """version.json. ``settings.only_edited_slices`` is what happened, not what was asked: a case
-    without known edited slices (``--image``) is trained on every slice with lung, which
-    ``slices_trained`` lists per case."""
-    cases = [case for case, _slices in trained]
-    return {
-        "model": model,
-        "name": name,
-        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cases": [c.name for c in cases],
-        "corrected_slices": n_new,
-        "replay_slices": n_replay,
-        "slices_trained": [
-            {
-                "case": case.name,
-                "only_edited": bool(only_edited and case.edited_slices),
-                "slices": case.training_slice_indices(only_edited),
-            }
-            for case in cases
-        ],
-        "dice_before": _rounded(tuned["dice_before"]),
-        "dice_after": _rounded(tuned["dice_after"]),
-        "improved": tuned["improved"],
-        "false_positive_before": _rounded(tuned.get("false_positive_before")),
-        "false_positive_after": _rounded(tuned.get("false_positive_after")),
-        "lung_dice_before": _rounded(tuned.get("lung_dice_before")),
-        "lung_dice_after": _rounded(tuned.get("lung_dice_after")),
-        "lung_improved": tuned.get("lung_improved"),
-        "settings": {
-            "epochs": epochs,
-            "only_edited_slices": bool(only_edited and all(c.edited_slices for c in cases)),
-            "replay": replay,
-            "tune_lungs": tune_lungs,
-        },
-        "base": str(base_file),
-        "base_sha256": file_sha256(base_file),
-        "files": {p.name: file_sha256(p) for p in sorted(staging.glob("*.safetensors"))},
-    }
