@@ -53,7 +53,7 @@ def test_a_saved_probability_map_reopens_like_the_runs_layer_and_is_not_a_ct(mak
     from napari.layers import Image
 
     from napari_chsnet.widgets.colormaps import JET_NAME
-    from napari_chsnet.widgets.results import ct_layer_choices
+    from napari_chsnet.widgets.layer_facts import ct_layer_choices
 
     probability = np.linspace(0.0, 1.0, 4 * 16 * 12, dtype=np.float32).reshape(4, 16, 12)
     image = sitk.GetImageFromArray(probability)

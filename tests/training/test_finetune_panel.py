@@ -29,7 +29,7 @@ def _resource_hashes():
 def test_edited_slices_of_both_history_atom_kinds(phantom):
     from napari.layers import Labels
 
-    from napari_chsnet.widgets.results import edited_slices_of
+    from napari_chsnet.widgets.layer_facts import edited_slices_of
 
     layer = Labels(np.zeros(phantom.lungs.shape, dtype=np.uint8))
     seen = []

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from napari_chsnet.inference.versions import corrections_dir, user_weights_dir
-from napari_chsnet.widgets.results import EDITED_KEY, EDITED_SLICES_KEY
+from napari_chsnet.widgets.layer_facts import EDITED_KEY, EDITED_SLICES_KEY
 
 from .conftest import add_ct, show_known_result
 

@@ -16,8 +16,8 @@ from napari_chsnet.napari_hooks import ct_layer
 from napari_chsnet.registry import INFECTION_LAYER, LEFT_LUNG, LUNGS_LAYER, RIGHT_LUNG
 from napari_chsnet.report import CSV_COLUMNS
 from napari_chsnet.report.severity import shown_grade
+from napari_chsnet.widgets.layer_facts import layer_geometry
 from napari_chsnet.widgets.report_panel import EDITED_WARNING
-from napari_chsnet.widgets.results import layer_geometry
 
 from .conftest import add_ct, show_known_result
 

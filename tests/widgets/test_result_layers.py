@@ -288,8 +288,8 @@ def test_an_edit_undone_back_to_the_runs_masks_is_no_longer_a_correction(
     """The review's walk: Shift+R by mistake, then Ctrl+Z. The masks were the model's again but stayed
     'corrected': the report warned, Segment asked first and the Fine-tune tab trained on the slices."""
     from napari_chsnet.widgets import results as results_module
+    from napari_chsnet.widgets.layer_facts import edited_slices
     from napari_chsnet.widgets.report_panel import EDITED_WARNING
-    from napari_chsnet.widgets.results import edited_slices
 
     viewer, widget = panel  # the user has no answer ready: a question fails the test
     ct = add_ct(viewer, small_phantom)
@@ -332,7 +332,7 @@ def test_an_edit_undone_back_to_the_runs_masks_is_no_longer_a_correction(
 
 def test_masks_without_the_runs_slice_checksums_stay_corrected_after_an_undo(panel, small_phantom):
     """Masks opened from files (or kept from an older session) cannot tell the run's values."""
-    from napari_chsnet.widgets.results import edited_slices
+    from napari_chsnet.widgets.layer_facts import edited_slices
 
     viewer, widget = panel
     lungs = viewer.add_labels(small_phantom.lungs.copy(), name=LUNGS_LAYER)

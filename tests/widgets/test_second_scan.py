@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from napari_chsnet.registry import INFECTION_LAYER, LUNGS_LAYER, PROBABILITY_LAYER
-from napari_chsnet.widgets.results import CT_LAYER_KEY
+from napari_chsnet.widgets.layer_facts import CT_LAYER_KEY
 
 from .conftest import add_ct, show_known_result
 from .test_segment_panel import choose_weights, run_segmentation

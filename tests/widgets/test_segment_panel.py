@@ -18,8 +18,8 @@ from napari_chsnet.registry import (
 )
 from napari_chsnet.report import compute_severity
 from napari_chsnet.widgets.colormaps import JET_NAME
+from napari_chsnet.widgets.layer_facts import layer_geometry, run_info_of
 from napari_chsnet.widgets.main import CHSNetWidget
-from napari_chsnet.widgets.results import layer_geometry, run_info_of
 
 from .conftest import add_ct, show_known_result
 
@@ -333,7 +333,7 @@ def test_an_8bit_layer_from_another_reader_is_converted_with_a_warning(
 
 
 def test_a_layer_from_this_plugin_is_not_checked_again(panel, small_phantom, notifications):
-    from napari_chsnet.widgets.results import ct_volume_from_layer
+    from napari_chsnet.widgets.layer_facts import ct_volume_from_layer
 
     viewer, _ = panel
     data, kwargs, _ = ct_layer_of_read_volume(small_phantom)
@@ -377,7 +377,7 @@ def test_a_ct_without_voxel_size_is_measured_in_1_mm_voxels_with_a_warning_every
 ):
     """A bare array (a .npy, another reader's layer, the console) has no chsnet geometry and scale
     1: Segment warns, and the table's note and the report say the volumes assume 1 mm voxels."""
-    from napari_chsnet.widgets.results import UNIT_SPACING_WARNING
+    from napari_chsnet.widgets.layer_facts import UNIT_SPACING_WARNING
 
     viewer, widget = panel
     layer = viewer.add_image(np.array(small_phantom.ct.hu), name="bare array")

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from napari_chsnet.registry import LUNGS_LAYER
-from napari_chsnet.widgets.results import ct_volume_from_layer
+from napari_chsnet.widgets.layer_facts import ct_volume_from_layer
 
 from .test_segment_panel import choose_weights, run_segmentation
 

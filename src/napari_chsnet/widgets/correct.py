@@ -29,8 +29,9 @@ from napari_chsnet.inference.postprocess import (
     restrict_to_lungs,
 )
 from napari_chsnet.registry import INFECTION_LAYER, LEFT_LUNG, LUNG_LABEL_NAMES, LUNGS_LAYER, RIGHT_LUNG
+from napari_chsnet.widgets.layer_facts import layer_geometry
 from napari_chsnet.widgets.layout import end_with_stretch, paragraph, row
-from napari_chsnet.widgets.results import ResultLayers, layer_geometry
+from napari_chsnet.widgets.results import ResultLayers
 from napari_chsnet.widgets.tooltips import TOOLTIPS
 
 if TYPE_CHECKING:

@@ -62,17 +62,17 @@ from napari_chsnet.inference.versions import (
     weights_set_dir,
 )
 from napari_chsnet.registry import DEFAULT_MODEL, INFECTION_LAYER, LUNGS_LAYER, MODELS
-from napari_chsnet.widgets.lifetime import ClosablePanel, widget_deleted
-from napari_chsnet.widgets.results import (
+from napari_chsnet.widgets.layer_facts import (
     CT_ID_KEY,
     EDITED_KEY,
     RUN_KEY,
-    ResultLayers,
     ct_layer_choices,
     ct_volume_from_layer,
     edited_slices,
     mask_kind,
 )
+from napari_chsnet.widgets.lifetime import ClosablePanel, widget_deleted
+from napari_chsnet.widgets.results import ResultLayers
 
 if TYPE_CHECKING:
     import napari

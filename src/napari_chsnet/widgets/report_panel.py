@@ -53,14 +53,9 @@ from napari_chsnet.report import (
 )
 from napari_chsnet.report.severity import format_figure, format_percent, shown_grade
 from napari_chsnet.widgets.dialogs import Dialogs
+from napari_chsnet.widgets.layer_facts import ct_volume_from_layer, layer_geometry, mask_kind, run_info_of
 from napari_chsnet.widgets.layout import end_with_stretch, paragraph, row
-from napari_chsnet.widgets.results import (
-    ResultLayers,
-    ct_volume_from_layer,
-    layer_geometry,
-    mask_kind,
-    run_info_of,
-)
+from napari_chsnet.widgets.results import ResultLayers
 from napari_chsnet.widgets.tooltips import TOOLTIPS
 
 if TYPE_CHECKING:

@@ -24,10 +24,7 @@ from napari_chsnet.registry import DEFAULT_MODEL, MODELS
 from napari_chsnet.report import DEFAULT_MIN_LESION_ML
 from napari_chsnet.report.severity import shown_grade
 from napari_chsnet.widgets.dialogs import Dialogs
-from napari_chsnet.widgets.layout import end_with_stretch, paragraph, quoted_name, row
-from napari_chsnet.widgets.lifetime import ClosablePanel
-from napari_chsnet.widgets.results import (
-    ResultLayers,
+from napari_chsnet.widgets.layer_facts import (
     ct_layer_choices,
     ct_volume_from_layer,
     intensity_converted,
@@ -35,6 +32,9 @@ from napari_chsnet.widgets.results import (
     opened_as_ct,
     spacing_warning,
 )
+from napari_chsnet.widgets.layout import end_with_stretch, paragraph, quoted_name, row
+from napari_chsnet.widgets.lifetime import ClosablePanel
+from napari_chsnet.widgets.results import ResultLayers
 from napari_chsnet.widgets.tooltips import TOOLTIPS
 
 if TYPE_CHECKING:
