@@ -15,8 +15,10 @@ import pytest
 import SimpleITK as sitk
 from pypdf import PdfReader
 
+from inference.factory import ImageInLungsStage, use_infection_stage
 from napari_chsnet.cli import main
 from napari_chsnet.cli.segment import plan_cases
+from napari_chsnet.inference import weights as weights_module
 from napari_chsnet.inference.device import available_devices
 from napari_chsnet.io.readers import read_ct
 from napari_chsnet.resources_path import bundled_weights_dir
@@ -82,6 +84,24 @@ def test_a_nifti_case_gives_every_output_in_the_input_grid(tmp_path, ras_nifti, 
     assert len(rows) == 1 and rows[0]["overall_grade"] == report["overall"]["grade"]
     text = "".join(page.extract_text() for page in PdfReader(out / "report.pdf").pages)
     assert report["lungs"]["right"]["grade"] in text and "Research tool" in text
+
+
+def test_the_written_probability_lies_on_the_written_masks(tmp_path, ras_nifti, tiny_weights, monkeypatch):
+    """probability.nii.gz holds the run's probability on the CT's voxels (in the input's RAS grid, as
+    the masks): with a known-answer infection stage it is the CT's network input inside the written
+    lungs, 0 elsewhere, and it thresholds to the written infection. The tiny random networks give a
+    map too flat to show it flipped."""
+    stage = ImageInLungsStage()
+    use_infection_stage(monkeypatch, stage)
+    out = tmp_path / "out"
+    args = (ras_nifti, "-o", out, "--model", "rdunet", "--min-lesion-ml", "0")
+    assert segment(*args, weights=tiny_weights) == 0
+    lungs = read_ct(out / "lungs.nii.gz").hu
+    probability = read_ct(out / "probability.nii.gz").hu
+    expected = stage.expected_probability(read_ct(ras_nifti).hu, lungs)
+    assert (lungs > 0).any() and (expected > 0).sum() > 100
+    np.testing.assert_array_equal(probability, expected)
+    assert np.array_equal(read_ct(out / "infection.nii.gz").hu > 0, expected >= stage.threshold)
 
 
 def test_the_report_says_how_the_infection_was_thresholded_and_averaged(tmp_path, ras_nifti, tiny_weights):
@@ -213,6 +233,33 @@ def test_a_skewed_grid_is_refused_before_the_networks_run(
     assert ran == [] and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("spacing", "found"),
+    [
+        ((0.0008, 0.0008, 0.0025), "0.0008 × 0.0008 mm in-plane, 0.0025 mm between slices"),  # metres
+        ((2.5, 2.5, 5000.0), "2.5 × 2.5 mm in-plane, 5000 mm between slices"),  # micrometres
+    ],
+    ids=["metres", "micrometre-slices"],
+)
+def test_a_voxel_size_no_chest_ct_has_is_one_line_before_the_networks_run(
+    tmp_path, phantom, tiny_weights, capsys, monkeypatch, spacing, found
+):
+    """The sample CT saved with its spacing in metres: the lung stage ran, then the post-processing's
+    15 mm closing padded 19,000 pixels and ended in a MemoryError traceback, exit 1."""
+    image = sitk.GetImageFromArray(phantom.ct.hu)
+    image.SetSpacing(spacing)
+    path = tmp_path / "scan.mha"
+    sitk.WriteImage(image, str(path))
+    built = []
+    monkeypatch.setattr("napari_chsnet.inference.pipeline.build_stages", lambda *a: built.append(1))
+    assert segment(path, "-o", tmp_path / "out", "--model", "rdunet", weights=tiny_weights) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1, error
+    assert error[0].startswith(f"chsnet: error: {path}: voxel size {found}")
+    assert "units" in error[0] and "Traceback" not in error[0]
+    assert built == [] and not list((tmp_path / "out").glob("**/*.nii.gz"))
+
+
 def _write(path, data: bytes):
     path.write_bytes(data)
     return path
@@ -288,11 +335,17 @@ def test_input_and_sample_exclude_each_other(tmp_path, ras_nifti, capsys):
     one_error_line(capsys, "--sample")
 
 
-def test_missing_bundled_weights_are_one_clear_line(tmp_path, ras_nifti, capsys):
-    if (bundled_weights_dir() / "chsnet.safetensors").is_file():
-        pytest.skip("bundled weights are present")
+def test_missing_bundled_weights_are_one_clear_line(tmp_path, ras_nifti, capsys, monkeypatch):
+    empty = tmp_path / "bundled"  # an installation whose resources/weights/ is empty
+    empty.mkdir()
+    monkeypatch.setattr(weights_module, "bundled_weights_dir", lambda: empty)
+    _never_read(monkeypatch)  # the weights are checked before any scan is read
     assert main(["segment", str(ras_nifti), "-o", str(tmp_path / "o"), "--device", "cpu"]) == 2
-    one_error_line(capsys, "no bundled weights for chsnet", "chsnet train")
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1, error
+    assert error[0].startswith("chsnet: error: no bundled weights for chsnet")
+    assert str(empty / "chsnet.safetensors") in error[0] and "chsnet train" in error[0]
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow

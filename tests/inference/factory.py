@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
+import napari_chsnet.inference.pipeline as pipeline_module
+from napari_chsnet.inference.cascade import StageOutput
 from napari_chsnet.inference.intensity import DISPLAY_WINDOW_HU, hu_to_unit
 from napari_chsnet.inference.preprocessing import (
     CropBox,
@@ -99,3 +102,38 @@ def write_tiny_weights_set(
 
 def small_phantom(seed: int = 0, shape=SMALL_SHAPE, **kwargs) -> Phantom:
     return make_phantom(shape=shape, spacing_mm=(2.5, 2.5, 5.0), seed=seed, **kwargs)
+
+
+class ImageInLungsStage:
+    """An infection stage whose answer is a known function of what it is given: inside the crop box,
+    the probability of a pixel is its network input (the CT through ``window_hu``) where the lung mask
+    it is given holds lung, else 0; the mask is that probability from 0.5. So a result can be checked
+    voxel by voxel against the CT's own slice and lungs (``expected_probability``)."""
+
+    # A narrow window about air: the tiny random lung stage's "lungs" are blobs of the air around the
+    # phantom (-1024 to -973 HU), whose noise then gives probabilities across [0, 1] that differ from
+    # slice to slice, about half of them from 0.5.
+    window_hu = (-1050.0, -950.0)
+    threshold = 0.5
+
+    def predict(self, unit, lung_masks, box) -> StageOutput:
+        probability = np.zeros(np.shape(unit), np.float32)
+        crop = (slice(None), slice(box.y0, box.y1), slice(box.x0, box.x1))
+        probability[crop] = np.where(lung_masks[crop], unit[crop], 0.0)
+        return StageOutput(probability, probability >= self.threshold)
+
+    def expected_probability(self, hu: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+        """The probability of a whole volume: the lungs lie inside their crop box, and slices without
+        lung are never given to the stage (so they stay 0 as well)."""
+        return np.where(lungs > 0, hu_to_unit(hu, self.window_hu), 0.0).astype(np.float32)
+
+
+def use_infection_stage(monkeypatch, stage) -> None:
+    """Run the pipeline's real lung stage with ``stage`` as its infection stage."""
+    real_build = pipeline_module.build_stages
+
+    def build(*args):
+        lung_stage, _infection_stage, checkpoints = real_build(*args)
+        return lung_stage, stage, checkpoints
+
+    monkeypatch.setattr(pipeline_module, "build_stages", build)

@@ -21,10 +21,13 @@ from napari_chsnet.inference.pipeline import (
 )
 from napari_chsnet.inference.preprocessing import CropBox
 from napari_chsnet.inference.weights import network_for, resolve_weights
-from napari_chsnet.io.volume import CTVolume
+from napari_chsnet.io.readers import read_ct
+from napari_chsnet.io.volume import CTVolume, Geometry
 from napari_chsnet.report import RunInfo, build_report_json, compute_severity
 from napari_chsnet.report.case import CASE_STAGES, iter_case, segment_case
 from napari_chsnet.resources_path import bundled_weights_dir
+
+from .factory import ImageInLungsStage, use_infection_stage
 
 MODELS = ("chsnet", "eamc", "rdunet")
 
@@ -94,12 +97,7 @@ def test_report_counts_the_islands_and_outside_infection_the_pipeline_removed(
     phantom, tiny_weights, monkeypatch
 ):
     stage = ScriptedInfectionStage()
-    real_build = pipeline_module.build_stages
-    monkeypatch.setattr(
-        pipeline_module,
-        "build_stages",
-        lambda *args: (lambda built: (built[0], stage, built[2]))(real_build(*args)),
-    )
+    use_infection_stage(monkeypatch, stage)
     result = segment_case(phantom.ct, _settings(tiny_weights, model="rdunet", batch_size=2))
     voxel_ml = phantom.ct.geometry.voxel_volume_ml  # 0.03125 mL: one voxel is below 0.1 mL
     lung_slices = int(result.lungs.any(axis=(1, 2)).sum())
@@ -152,6 +150,37 @@ def test_results_do_not_depend_on_the_batch_size(phantom, tiny_weights):
     many = segment_case(phantom.ct, _settings(tiny_weights, model="rdunet", batch_size=7))
     assert np.array_equal(one.lungs, many.lungs)
     np.testing.assert_allclose(one.probability, many.probability, atol=1e-5)
+
+
+def test_each_slice_s_infection_comes_from_that_slice_whatever_the_batch_size(
+    phantom, tiny_weights, monkeypatch
+):
+    """A known-answer stage (the probability is the slice's network input inside the lungs it is
+    given): slice z's probability and mask are computed from the CT's slice z and its lungs, the
+    same for every batch size. The tiny random networks give maps too flat to show slices swapped
+    within a batch."""
+    stage = ImageInLungsStage()
+    use_infection_stage(monkeypatch, stage)
+    results = {
+        size: segment_volume(
+            phantom.ct, _settings(tiny_weights, model="rdunet", batch_size=size, min_lesion_ml=0.0)
+        )
+        for size in (1, 3, 7)
+    }
+    lungs = results[1].lungs
+    expected = stage.expected_probability(phantom.ct.hu, lungs)
+    infected = (expected >= stage.threshold) & (lungs > 0)
+    lung_slices = np.flatnonzero(lungs.any(axis=(1, 2)))
+    assert len(lung_slices) >= 6 and infected.any() and (expected[lungs > 0] < stage.threshold).any()
+    # neighbouring slices differ, so a slice's answer given to its neighbour would show
+    assert all(not np.array_equal(expected[z], expected[z + 1]) for z in lung_slices[:-1])
+    for size, result in results.items():
+        assert np.array_equal(result.lungs, lungs), f"batch size {size}"
+        for z in range(phantom.ct.shape[0]):
+            np.testing.assert_array_equal(
+                result.probability[z], expected[z], err_msg=f"batch {size}, slice {z}"
+            )
+        assert np.array_equal(result.infection, infected), f"batch size {size}"
 
 
 @pytest.mark.parametrize("steps_of", [iter_segmentation, iter_case])
@@ -222,6 +251,77 @@ def test_a_label_map_given_as_the_ct_is_refused_before_any_network_runs(phantom,
     ):
         segment_case(masks, _settings(tiny_weights), on_progress=steps.append)
     assert steps == []
+
+
+def _with_spacing(phantom, spacing_mm) -> CTVolume:
+    return CTVolume(phantom.ct.hu, Geometry(spacing_mm=spacing_mm), "scan.mha")
+
+
+@pytest.mark.parametrize(
+    ("spacing_mm", "found"),
+    [
+        ((0.0008, 0.0008, 0.0025), "0.0008 × 0.0008 mm in-plane, 0.0025 mm"),  # metres written as mm
+        ((0.04, 0.04, 0.1), "0.04 × 0.04 mm in-plane"),  # a micro-CT
+        ((0.7, 12.0, 2.0), "0.7 × 12 mm in-plane"),
+        ((0.7, 0.7, 60.0), "0.7 × 0.7 mm in-plane, 60 mm between slices"),
+        ((0.7, 0.7, 0.04), "0.04 mm between slices"),
+        ((0.7, 0.7, math.nan), "nan mm between slices"),
+    ],
+    ids=["metres", "micro-ct", "wide-pixels", "far-slices", "near-slices", "nan"],
+)
+def test_a_voxel_size_no_chest_ct_has_is_refused_before_any_network_runs(
+    phantom, tiny_weights, monkeypatch, spacing_mm, found
+):
+    """Metres written as mm made the lung post-processing's 15 mm closing pad 19,000 pixels: a
+    MemoryError after the lung stage."""
+    monkeypatch.setattr(pipeline_module, "build_stages", lambda *args: pytest.fail("networks were built"))
+    steps = []
+    with pytest.raises(InvalidVolumeError, match="voxel size") as refused:
+        segment_case(_with_spacing(phantom, spacing_mm), _settings(tiny_weights), on_progress=steps.append)
+    message = str(refused.value)
+    assert message.startswith("scan.mha: voxel size ") and found in message, message
+    assert "0.05-10 mm in-plane, 0.05-50 mm between slices" in message and "units" in message
+    assert steps == []
+
+
+@pytest.mark.parametrize(
+    "spacing_mm",
+    [
+        (0.05, 0.05, 0.05),
+        (10.0, 10.0, 50.0),
+        (0.748046875, 0.748046875, 2.0),  # P001
+        (1.0, 1.0, 1.0),  # a 2-D single-slice file
+        (2.5, 2.5, 5.0),  # the test phantom
+        (0.8, 0.8, 2.5),  # the sample CT
+    ],
+)
+def test_chest_ct_voxel_sizes_are_segmented(phantom, tiny_weights, spacing_mm):
+    steps = iter_segmentation(_with_spacing(phantom, spacing_mm), _settings(tiny_weights))
+    assert next(steps).stage == "prepare"  # the volume's checks come before it
+    steps.close()
+
+
+def test_the_real_scans_pass_the_volume_checks(shared_data):
+    """P001 0.748 x 0.748 x 2 mm, normal001 0.635 x 0.635 x 2, lungmask's two slices 0.625 x 0.625 x 1,
+    pydicom's CT_small 0.66 x 0.66 x 5."""
+    for scan in (
+        shared_data / "covid-ct-md" / "P001_ct_hu.nii.gz",
+        shared_data / "covid-ct-md" / "normal001_ct_hu.nii.gz",
+        shared_data / "dicom-samples" / "lungmask",
+        shared_data / "dicom-samples" / "pydicom" / "CT_small.dcm",
+    ):
+        pipeline_module._check_volume(read_ct(scan))
+
+
+def test_a_2d_slice_file_reads_as_1_mm_slices_and_passes_the_volume_checks(phantom, tmp_path):
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(phantom.ct.hu[6])
+    image.SetSpacing((0.7, 0.7))
+    sitk.WriteImage(image, str(tmp_path / "slice.nii.gz"))
+    volume = read_ct(tmp_path / "slice.nii.gz")
+    assert volume.shape == (1, *phantom.ct.shape[1:]) and volume.geometry.spacing_zyx[0] == 1.0
+    pipeline_module._check_volume(volume)
 
 
 def test_a_volume_too_big_for_the_memory_is_refused_before_any_network_runs(

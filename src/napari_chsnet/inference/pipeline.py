@@ -65,6 +65,14 @@ CLIPPED_LUNG_SHARE = 0.25
 # a neck or a volume of air cover a few cm² at most. A section, not a volume: a thin slab or a single
 # slice of a chest holds real lungs (its report then grades no lung, being under 100 mL each).
 MIN_LUNG_SECTION_CM2 = 10.0
+# Voxel sizes (mm) that a chest CT for these models can have; a volume outside them is refused
+# before any network runs. Clinical chest CT has in-plane pixels of 0.2-1.5 mm and slices 0.5-10 mm
+# apart (a 2-D single-slice file reads as 1 mm); the bounds leave wide room around both. Outside them
+# the header's units are wrong (metres written as mm: 0.0008 mm pixels, for which the lung
+# post-processing's 15 mm closing pads 19,000 pixels and ran out of memory after the lung stage) or
+# the volume is no chest CT for these models (a micro-CT, a thumbnail of a few pixels across).
+IN_PLANE_SPACING_MM = (0.05, 10.0)
+SLICE_SPACING_MM = (0.05, 50.0)
 STAGES = ("prepare", "lungs", "postprocess_lungs", "infection", "postprocess_infection")
 Result = TypeVar("Result")
 
@@ -175,6 +183,7 @@ def _check_volume(volume: CTVolume) -> None:
         raise InvalidVolumeError(
             f"{volume.source or 'the CT'}: HU values must be real numbers, got dtype {hu.dtype}"
         )
+    _check_spacing(volume)
     if count_non_finite(hu):  # a slice at a time: no volume-sized mask
         raise InvalidVolumeError(
             f"{volume.source or 'the CT'} holds NaN or infinite values; fix or re-export the scan"
@@ -194,6 +203,21 @@ def _check_volume(volume: CTVolume) -> None:
         )
     refuse_unknown_intensity(volume)  # an MR-like volume read as HU was graded CT-4
     check_segmentation_fits(volume.source or "the CT", hu.size)
+
+
+def _check_spacing(volume: CTVolume) -> None:
+    """Refuse a voxel size no chest CT has (``IN_PLANE_SPACING_MM``, ``SLICE_SPACING_MM``)."""
+    x_mm, y_mm, z_mm = (float(v) for v in volume.geometry.spacing_mm)
+    low_xy, high_xy = IN_PLANE_SPACING_MM
+    low_z, high_z = SLICE_SPACING_MM
+    if low_xy <= x_mm <= high_xy and low_xy <= y_mm <= high_xy and low_z <= z_mm <= high_z:
+        return
+    raise InvalidVolumeError(
+        f"{volume.source or 'the CT'}: voxel size {x_mm:g} × {y_mm:g} mm in-plane, {z_mm:g} mm between "
+        f"slices is not a chest CT's (expected {low_xy:g}-{high_xy:g} mm in-plane, {low_z:g}-{high_z:g} mm "
+        "between slices); check the header's spacing and its units (metres or micrometres written as mm) "
+        "and fix or re-export the scan"
+    )
 
 
 class _StageClock:
