@@ -83,6 +83,8 @@ def test_paper_eamc_config_has_ten_members_on_512_slices():
         ({"model": "chsnet", "loss_options": {"bce_weight": 2}}, "bce_weight is a share"),
         ({"model": "eamc", "loss": "focal", "loss_options": {"alpha": 1.5}}, "alpha is a share"),
         ({"model": "eamc", "loss": "focal_tversky", "loss_options": {"gamma": 0}}, "gamma must be > 0"),
+        ({"model": "eamc", "loss": "iou", "loss_options": {"smooth": 0}}, "smooth must be > 0"),
+        ({"model": "rdunet", "loss": "dice", "loss_options": {"smooth": 0.0}}, "smooth must be > 0"),
         ({"model": "eamc", "loss": "iou", "loss_options": {"alpha": 0.3}}, "takes no option"),
     ],
 )

@@ -359,8 +359,11 @@ def _network_value(value: Any, default: Any, label: str) -> Any:
 
 # Loss options that split a weight of 1 between two terms.
 _SHARES = {"bce_dice": ("bce_weight",), "focal": ("alpha",)}
-# Loss options that divide (the focal Tversky exponent is 1 / gamma), so 0 is refused too.
+# Loss options that divide, so 0 is refused too: the focal Tversky exponent is 1 / gamma, and every
+# region loss's smoothing keeps its ratio defined on an empty target and prediction (0 / 0 otherwise:
+# NaN gradients).
 _POSITIVE = {"focal_tversky": ("gamma",)}
+_POSITIVE_EVERYWHERE = ("smooth",)
 
 
 def _check_loss_options(config: TrainConfig, where: str) -> None:
@@ -378,7 +381,7 @@ def _check_loss_options(config: TrainConfig, where: str) -> None:
             raise ConfigError(f"{where}: loss option {name} must be a number ≥ 0; got {value!r}")
         if name in _SHARES.get(config.loss, ()) and value > 1:  # the rest (1 - value) weighs the other term
             raise ConfigError(f"{where}: loss option {name} is a share and must lie in [0, 1]; got {value!r}")
-        if name in _POSITIVE.get(config.loss, ()) and value == 0:
+        if (name in _POSITIVE.get(config.loss, ()) or name in _POSITIVE_EVERYWHERE) and value == 0:
             raise ConfigError(f"{where}: loss option {name} must be > 0; got {value!r}")
 
 
