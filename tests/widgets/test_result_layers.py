@@ -287,7 +287,7 @@ def test_an_edit_undone_back_to_the_runs_masks_is_no_longer_a_correction(
 ):
     """The review's walk: Shift+R by mistake, then Ctrl+Z. The masks were the model's again but stayed
     'corrected': the report warned, Segment asked first and the Fine-tune tab trained on the slices."""
-    from napari_chsnet.widgets import results as results_module
+    from napari_chsnet.widgets import layer_facts
     from napari_chsnet.widgets.layer_facts import edited_slices
     from napari_chsnet.widgets.report_panel import EDITED_WARNING
 
@@ -320,8 +320,8 @@ def test_an_edit_undone_back_to_the_runs_masks_is_no_longer_a_correction(
 
     # Moving the slider also refreshes the layer (set_data): nothing is checked then.
     counted: list[int] = []
-    checksums = results_module.slice_checksums
-    monkeypatch.setattr(results_module, "slice_checksums", lambda data: counted.append(1) or checksums(data))
+    checksums = layer_facts.slice_checksums
+    monkeypatch.setattr(layer_facts, "slice_checksums", lambda data: counted.append(1) or checksums(data))
     lungs.data_setitem(second, RIGHT_LUNG)
     qtbot.wait(50)
     counted.clear()
@@ -340,3 +340,108 @@ def test_masks_without_the_runs_slice_checksums_stay_corrected_after_an_undo(pan
     lungs.data_setitem(voxels, 0)
     lungs.undo()
     assert widget.results.is_edited(LUNGS_LAYER) and edited_slices(lungs) == (z,)
+
+
+def _new_infection(phantom, z: int, count: int) -> tuple[np.ndarray, ...]:
+    """``count`` voxels of slice ``z`` inside the lungs and outside the phantom's infection."""
+    ys, xs = np.nonzero((phantom.lungs[z] > 0) & (phantom.infection[z] == 0))
+    return np.full(count, z), ys[:count], xs[:count]
+
+
+def test_a_redo_on_a_hidden_layer_is_a_correction_again(panel, small_phantom, user, monkeypatch):
+    """napari refreshes (emits set_data for) only a visible layer, but Ctrl+Shift+Z redoes on a hidden
+    one too: Segment replaced the redone correction without asking, the report did not call the masks
+    corrected and the Fine-tune tab had no edited slice. Each question compares the data with the run's."""
+    from napari_chsnet.widgets import layer_facts
+    from napari_chsnet.widgets.layer_facts import edited_slices
+    from napari_chsnet.widgets.report_panel import EDITED_WARNING
+
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    infection, results = viewer.layers[INFECTION_LAYER], widget.results
+    infection.data_setitem(_new_infection(small_phantom, 6, 20), 1)
+    infection.undo()
+    assert not results.is_edited(INFECTION_LAYER) and edited_slices(infection) == ()
+    infection.visible = False
+    assert widget.finetune.infection.value.name == INFECTION_LAYER
+
+    def segment_asks() -> bool:
+        asked = len(user.questions)
+        user.confirm_answers.append(False)
+        replaced = widget.segment._confirm_replacing(ct)
+        if len(user.questions) == asked:
+            user.confirm_answers.pop()
+        return not replaced and len(user.questions) == asked + 1
+
+    questions = {
+        "Segment asks first": segment_asks,
+        "the report calls the masks corrected": lambda: (
+            EDITED_WARNING in widget.report.build_report()["warnings"]
+        ),
+        "the Fine-tune tab trains on slice 6": lambda: widget.finetune.edited_slices() == (6,),
+        "the infection is edited": lambda: results.is_edited(INFECTION_LAYER),
+    }
+    for what, asked_first in questions.items():  # each the first to look since the step
+        infection.redo()  # Ctrl+Shift+Z with the layer hidden
+        assert asked_first(), what
+        assert edited_slices(infection) == (6,) and results.would_lose_work() == [INFECTION_LAYER]
+        infection.undo()
+        assert not asked_first(), what
+        assert edited_slices(infection) == () and results.would_lose_work() == []
+
+    # Showing the layer refreshes it (set_data, as the slider does): only questions compute checksums.
+    counted: list[int] = []
+    checksums = layer_facts.slice_checksums
+    monkeypatch.setattr(layer_facts, "slice_checksums", lambda data: counted.append(1) or checksums(data))
+    infection.visible = True
+    viewer.dims.set_point(0, infection.data_to_world((3, 0, 0))[0])
+    assert counted == []
+
+
+def test_two_strokes_redone_while_hidden_are_both_corrections(panel, small_phantom):
+    """Several steps between two looks: showing the layer again took only the last redo's slice."""
+    from napari_chsnet.widgets.layer_facts import edited_slices
+
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    infection, results = viewer.layers[INFECTION_LAYER], widget.results
+    infection.data_setitem(_new_infection(small_phantom, 3, 10), 1)
+    infection.data_setitem(_new_infection(small_phantom, 6, 20), 1)
+    infection.undo()
+    infection.undo()
+    assert edited_slices(infection) == () and not results.is_edited(INFECTION_LAYER)
+
+    infection.visible = False
+    infection.redo()
+    infection.redo()
+    infection.visible = True  # napari refreshes the layer it shows
+    assert edited_slices(infection) == (3, 6) and results.is_edited(INFECTION_LAYER)
+
+    infection.visible = False
+    infection.undo()
+    infection.undo()
+    assert edited_slices(infection) == () and not results.is_edited(INFECTION_LAYER)
+    infection.redo()
+    infection.redo()
+    assert edited_slices(infection) == (3, 6) and results.would_lose_work() == [INFECTION_LAYER]
+
+
+def test_a_paint_after_an_undo_on_a_hidden_layer_keeps_the_undos_slices(panel, qtbot, small_phantom):
+    """An erase undone while hidden put a painted slice back; the next paint dropped the redo step."""
+    from napari_chsnet.widgets.layer_facts import edited_slices
+
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    infection, results = viewer.layers[INFECTION_LAYER], widget.results
+    stroke = _new_infection(small_phantom, 3, 10)
+    infection.data_setitem(stroke, 1)
+    infection.data_setitem(stroke, 0)  # erased back to the run's masks
+    qtbot.waitUntil(lambda: not results.is_edited(INFECTION_LAYER), timeout=TABLE_TIMEOUT_MS)
+
+    infection.visible = False
+    infection.undo()  # the erase goes: slice 3 is painted again
+    infection.data_setitem(_new_infection(small_phantom, 6, 20), 1)
+    qtbot.waitUntil(lambda: edited_slices(infection) == (3, 6), timeout=TABLE_TIMEOUT_MS)

@@ -64,12 +64,12 @@ from napari_chsnet.inference.versions import (
 from napari_chsnet.registry import DEFAULT_MODEL, INFECTION_LAYER, LUNGS_LAYER, MODELS
 from napari_chsnet.widgets.layer_facts import (
     CT_ID_KEY,
-    EDITED_KEY,
     RUN_KEY,
     ct_layer_choices,
     ct_volume_from_layer,
     edited_slices,
     mask_kind,
+    was_edited,
 )
 from napari_chsnet.widgets.lifetime import ClosablePanel, widget_deleted
 from napari_chsnet.widgets.results import ResultLayers
@@ -84,7 +84,7 @@ if TYPE_CHECKING:
 def _evidence(layer: Layer) -> tuple[bool, bool]:
     """How surely a mask-like layer holds the user's correction: edited (in this session or an
     earlier panel's), then made by a run (rather than only named like a mask). Compared as a tuple."""
-    return bool(layer.metadata.get(EDITED_KEY)), RUN_KEY in layer.metadata
+    return was_edited(layer), RUN_KEY in layer.metadata
 
 
 def _choice_with_id(picker: ComboBox, unique_id: Hashable | None) -> Layer | None:

@@ -19,10 +19,12 @@ a corrected layer to keep it), and so do the axial slices it touched
 again still knows them; edits made while no panel is open are not recorded). A run also stores a
 checksum of each layer's data (``metadata["chsnet_checksum"]``): a panel opened later takes the
 result layers whose data still match it as its own, unedited ones. Its masks also get one CRC-32 per
-axial slice (``metadata["chsnet_slice_checksums"]``): after an undo or redo (napari's history
-lengths changed: ``set_data`` also fires when the slider moves) and after a paint, the edited slices
-back at the run's values leave the list, and the layer is no longer marked edited once none is left
-and its whole checksum matches. Masks without them (opened from files) stay marked.
+axial slice (``metadata["chsnet_slice_checksums"]``): for them the marks are not read but computed
+when asked (``layer_facts.edited_slices`` and ``was_edited``, which every reader goes through): the
+slices that differ from the run's. So an undo, a redo (on a hidden layer too: napari refreshes only
+a visible one) or a stroke painted back counts as soon as the data change, with no event to follow;
+the handlers only notify. Masks without them (opened from files, drawn by hand) keep the marks their
+events set, which an undo does not clear.
 
 The Labels layers carry ``features`` (the lung's name shown on hover) only in the 2-D view and only
 while a panel is open (it watches the view's ndisplay; a closed panel takes them off). In 3-D,
@@ -45,14 +47,13 @@ carry (``SPACING_KEY``) into the table's note and the report.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QObject, Signal
 
 from napari_chsnet.napari_hooks import (
     GEOMETRY_KEY,
@@ -85,7 +86,6 @@ from napari_chsnet.widgets.layer_facts import (
     SLICE_CHECKSUMS_KEY,
     SPACING_KEY,
     data_checksum,
-    edited_slices,
     edited_slices_of,
     layer_geometry,
     mask_kind,
@@ -95,6 +95,7 @@ from napari_chsnet.widgets.layer_facts import (
     slice_checksums,
     source_of,
     spacing_warning,
+    was_edited,
 )
 from napari_chsnet.widgets.views import PLUGIN_GRID_KEY, on_plugin_grid
 
@@ -114,30 +115,6 @@ _LAYER_TYPES: dict[str, type[Layer]] = {
 LUNGS_CONTOUR_PX = 2
 LUNGS_OPACITY = 0.9
 INFECTION_OPACITY = 0.6
-
-
-def _history_lengths(layer: Layer) -> tuple[int, int] | None:
-    """The lengths of a Labels layer's undo and redo histories (napari keeps them private: None
-    where a napari has none). Read on the layer itself: through napari's plugin proxy it would warn."""
-    real = getattr(layer, "__wrapped__", layer)
-    undo, redo = getattr(real, "_undo_history", None), getattr(real, "_redo_history", None)
-    try:
-        return len(undo), len(redo)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-
-
-def _last_steps_slices(layer: Layer) -> set[int]:
-    """The axial slices of the last undo and redo steps (what an undo or redo just changed)."""
-    real = getattr(layer, "__wrapped__", layer)
-    touched: set[int] = set()
-    for history in (getattr(real, "_undo_history", None), getattr(real, "_redo_history", None)):
-        if history:
-            try:
-                touched |= edited_slices_of(history[-1], layer.data.shape[0])
-            except (TypeError, AttributeError, IndexError, ValueError):  # another napari's atoms
-                continue
-    return touched
 
 
 def _hover_features(layer: Layer) -> dict[str, list[Any]] | None:
@@ -198,9 +175,6 @@ class ResultLayers(QObject):
         # the viewer and its layers, so identity tests would fail).
         self._written: dict[str, Hashable] = {}
         self._quiet_depth = 0
-        self._listening = True  # False once the panel let go of the viewer (a deferred check skips)
-        # unique_id of each watched Labels layer -> its undo/redo history lengths when last seen
-        self._history_seen: dict[Hashable, tuple[int, int] | None] = {}
         self.edit_count = 0  # grows with every user edit of lungs/infection
         self.min_lesion_ml = DEFAULT_MIN_LESION_ML
         for layer in viewer.layers:
@@ -222,7 +196,6 @@ class ResultLayers(QObject):
         self._viewer.layers.events.removed.disconnect(self._on_removed)
         self._viewer.layers.events.renamed.disconnect(self._emit)
         self._viewer.dims.events.ndisplay.disconnect(self._sync_hover_features)
-        self._listening = False
         for layer in self._viewer.layers:
             self._unwatch(layer)
             if _hover_features(layer) is not None and layer.features.shape[1] > 0:
@@ -234,7 +207,7 @@ class ResultLayers(QObject):
         panel was open)."""
         for name in RESULT_LAYERS:
             layer = self.layer(name)
-            if layer is None or RUN_KEY not in layer.metadata or layer.metadata.get(EDITED_KEY):
+            if layer is None or RUN_KEY not in layer.metadata or was_edited(layer):
                 continue
             stored = layer.metadata.get(CHECKSUM_KEY)
             if stored is not None and stored == data_checksum(layer.data):
@@ -363,7 +336,7 @@ class ResultLayers(QObject):
             layer.name
             for layer in self._viewer.layers
             if layer.name in RESULT_LAYERS
-            and (layer.metadata.get(EDITED_KEY) or self._written.get(layer.name) != layer.unique_id)
+            and (self._written.get(layer.name) != layer.unique_id or was_edited(layer))
         ]
 
     def computed_on_another_ct(self, ct_layer: Layer) -> tuple[list[str], str]:
@@ -392,7 +365,7 @@ class ResultLayers(QObject):
 
     def is_edited(self, name: str) -> bool:
         """Whether the layer now called ``name`` was edited by the user (under any name)."""
-        return any(layer.name == name and layer.metadata.get(EDITED_KEY) for layer in self._viewer.layers)
+        return any(layer.name == name and was_edited(layer) for layer in self._viewer.layers)
 
     # ------------------------------------------------------------------ writing a result
     def show(self, result: CaseResult, ct_layer: Image) -> None:
@@ -548,7 +521,8 @@ class ResultLayers(QObject):
             if straggler is None:
                 continue
             step(setattr, straggler, "name", f"{straggler.name} (previous run)")
-            straggler.metadata[EDITED_KEY] = True
+            straggler.metadata[EDITED_KEY] = True  # for good: no slice checksums to clear it
+            straggler.metadata.pop(SLICE_CHECKSUMS_KEY, None)
             step(self._viewer.layers.remove, straggler)
 
     def _find(self, unique_id: Hashable) -> Layer | None:
@@ -575,14 +549,12 @@ class ResultLayers(QObject):
             # Undo and redo only refresh the layer, which emits set_data (so does moving the
             # slider, hence the listeners' debounce).
             layer.events.set_data.connect(self._on_refresh)
-            self._history_seen[layer.unique_id] = _history_lengths(layer)
 
     def _unwatch(self, layer: Layer) -> None:
         if isinstance(layer, Labels):
             layer.events.paint.disconnect(self._on_edit)
             layer.events.data.disconnect(self._on_edit)
             layer.events.set_data.disconnect(self._on_refresh)
-            self._history_seen.pop(layer.unique_id, None)
 
     def _on_inserted(self, event: Any) -> None:
         self._watch(event.value)
@@ -610,52 +582,13 @@ class ResultLayers(QObject):
             # Kept on the layer, not in a panel: a panel opened again knows them (Fine-tune tab's
             # "Only edited slices"). A new list each time: never a list another layer shares.
             touched = edited_slices_of(event.value, layer.data.shape[0])
-            known = set(edited_slices(layer))
+            known = set(layer.metadata.get(EDITED_SLICES_KEY, ()))
             if not touched <= known:
                 layer.metadata[EDITED_SLICES_KEY] = sorted(known | touched)
-            self._history_seen[layer.unique_id] = _history_lengths(layer)
-            if SLICE_CHECKSUMS_KEY in layer.metadata:
-                # napari emits paint before it writes a single data_setitem: checked once it is written
-                QTimer.singleShot(0, partial(self._after_paint, layer, touched))
         if layer.name in MASK_LAYERS:
             self.edit_count += 1
             self._emit()
 
-    def _after_paint(self, layer: Labels, touched: set[int]) -> None:
-        """A paint that put slices back at the run's values (erased what was painted) unmarks them."""
-        if self._listening and self._drop_unchanged_slices(layer, touched) and layer.name in MASK_LAYERS:
-            self._emit()
-
     def _on_refresh(self, event: Any) -> None:
-        layer = event.source
-        lengths = _history_lengths(layer)
-        if lengths is not None and lengths != self._history_seen.get(layer.unique_id, lengths):
-            # an undo or a redo (the slider and the display settings leave the history alone)
-            self._history_seen[layer.unique_id] = lengths
-            if SLICE_CHECKSUMS_KEY in layer.metadata:
-                self._drop_unchanged_slices(layer, _last_steps_slices(layer))
-        if layer.name in MASK_LAYERS:
+        if event.source.name in MASK_LAYERS:
             self._emit()
-
-    @staticmethod
-    def _drop_unchanged_slices(layer: Labels, also: Iterable[int]) -> bool:
-        """Keep in the layer's edited slices those (of them and ``also``) that differ from the run's
-        masks as written (``SLICE_CHECKSUMS_KEY``); mark the layer edited while one does, and not
-        once none does and the whole layer matches ``CHECKSUM_KEY`` (an edit made while no panel
-        was open is in no list). Masks without the checksums keep their marks. Returns whether
-        the edited mark changed."""
-        stored = layer.metadata.get(SLICE_CHECKSUMS_KEY)
-        data = layer.data
-        if not isinstance(stored, (list, tuple)) or len(stored) != data.shape[0]:
-            return False
-        known = list(edited_slices(layer))
-        candidates = {*known, *(z for z in also if 0 <= z < len(stored))}
-        differing = sorted(z for z in candidates if slice_checksums(data[z : z + 1])[0] != stored[z])
-        if differing != known:
-            layer.metadata[EDITED_SLICES_KEY] = differing
-        was_edited = bool(layer.metadata.get(EDITED_KEY))
-        if differing:
-            layer.metadata[EDITED_KEY] = True
-        elif was_edited and layer.metadata.get(CHECKSUM_KEY) == data_checksum(data):
-            del layer.metadata[EDITED_KEY]
-        return was_edited != bool(layer.metadata.get(EDITED_KEY))
