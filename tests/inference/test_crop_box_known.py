@@ -32,3 +32,12 @@ def test_crop_box_clips_at_the_slice_edges():
     mask[0:10, 25:30] = True  # full height, right edge
     # rows margin round(0.25 * 10) + 1 = 3 → clipped to [0, 10); columns round(1.25) + 1 = 2 → [23, 30).
     assert lung_crop_box(mask, margin_fraction=0.25) == CropBox(0, 10, 23, 30)
+
+
+def test_default_margin_is_the_model_cards_four_percent_of_the_lungs_extent():
+    # The bundled weights read "the lungs' in-plane bounding box (+4 % margin)" (resources/weights/*.md),
+    # the framing they were trained on. Lungs rows 100..299 (200 rows), columns 60..459 (400 columns):
+    # margins round(0.04 * 200) + 1 = 9 rows and round(0.04 * 400) + 1 = 17 columns.
+    mask = np.zeros((2, 512, 512), dtype=bool)
+    mask[0, 100:300, 60:460] = True
+    assert lung_crop_box(mask) == CropBox(91, 309, 43, 477)
