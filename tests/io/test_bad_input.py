@@ -138,6 +138,22 @@ def test_a_malformed_geometry_tag_is_named_not_called_damaged(tmp_path, keyword,
         read_ct(paths[1])
 
 
+@pytest.mark.parametrize(("row_length", "taken"), [(1.02, True), (1.1, False)])
+def test_orientation_cosines_are_taken_as_rounded_to_5_percent_of_unit_length(tmp_path, row_length, taken):
+    """docs/io.md: two perpendicular unit vectors, to 5 %. A row cosine 2 % long is rounding: read, on
+    unit vectors. 10 % long is no orientation: the file is refused, not read on a guessed grid."""
+    path = write_series(tmp_path / "s", series_hu(1), orientation=(row_length, 0, 0, 0, 1, 0))[0]
+    if taken:
+        direction = np.reshape(read_ct(path).geometry.direction, (3, 3))
+        np.testing.assert_allclose(direction, np.eye(3), atol=1e-9)
+    else:
+        with pytest.raises(
+            InvalidVolumeError,
+            match=r"ImageOrientationPatient \(1.1\\0\\0\\0\\1\\0\) is not two perpendicular unit vectors",
+        ):
+            read_ct(path)
+
+
 def test_a_file_with_a_malformed_tag_is_skipped_by_name_and_the_tag(tmp_path):
     hu = series_hu(5)
     paths = write_series(tmp_path / "s", hu)

@@ -90,6 +90,25 @@ def test_slice_with_odd_orientation_inside_the_series_is_dropped(axial_series):
     assert any("orientation differs" in w for w in volume.metadata["warnings"])
 
 
+def test_a_slice_rotated_by_two_degrees_inside_the_series_is_dropped(axial_series):
+    """A slice whose rows run 2° from the others' (cosines 0.999\\0.035) has another orientation: its
+    pixels would be stacked 2° off the rest (6 mm at the edge of a 350 mm field of view)."""
+    folder, hu = axial_series
+    uid = pydicom.dcmread(next(folder.iterdir())).SeriesInstanceUID
+    a = np.deg2rad(2)
+    write_series(  # one slice past the top of the series (z 16 mm): kept, it would make a 9th slice
+        folder,
+        series_hu(1),
+        orientation=(np.cos(a), np.sin(a), 0, -np.sin(a), np.cos(a), 0),
+        series_uid=uid,
+        origin_mm=(-10.0, -20.0, 46.0),
+        name="turned",
+    )
+    volume = read_ct(folder)
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert any("dropped 1 slice(s)" in w and "orientation differs" in w for w in volume.metadata["warnings"])
+
+
 def test_missing_slice_is_refused_or_interpolated_on_request(axial_series):
     folder, hu = axial_series
     (folder / "IM0005.dcm").unlink()  # slice index 3 (files are numbered superior first)
@@ -179,6 +198,98 @@ def test_positions_rounded_to_a_hundredth_of_a_mm_give_the_true_spacing(tmp_path
     volume = read_ct(tmp_path / "s")
     assert volume.geometry.spacing_mm[2] == pytest.approx(0.625, abs=1e-4)
     assert volume.metadata["warnings"] == []
+
+
+@pytest.mark.parametrize(("step_mm", "missing"), [(2.8, False), (3.4, True)])
+def test_a_step_over_one_and_a_half_spacings_is_a_missing_slice(tmp_path, step_mm, missing):
+    """docs/io.md: a step larger than 1.5 x the median step is a missing slice (refused unless filled);
+    1.4 x the 2 mm spacing is uneven spacing, 1.7 x is a slice missing."""
+    positions = [0.0, 2.0, 4.0, 6.0, 6.0 + step_mm, 8.0 + step_mm, 10.0 + step_mm]
+    write_series(tmp_path / "s", series_hu(7), positions_mm=positions)
+    if missing:
+        with pytest.raises(
+            InvalidVolumeError, match=r"misses slices \(1 after slice 4 of 7, 2.000 mm spacing\)"
+        ):
+            read_ct(tmp_path / "s")
+        volume = read_ct(tmp_path / "s", fill_missing_slices=True)
+        assert volume.shape[0] == 8 and volume.metadata["interpolated_slices"] == [4]
+    else:
+        volume = read_ct(tmp_path / "s")
+        assert "interpolated_slices" not in volume.metadata
+        assert not any("missing" in w for w in volume.metadata["warnings"])
+
+
+@pytest.mark.parametrize(("off_mm", "resampled"), [(0.15, False), (0.3, True)])
+def test_slices_are_resampled_only_beyond_a_tenth_of_the_spacing_off_the_grid(tmp_path, off_mm, resampled):
+    """docs/io.md: up to 10 % of the spacing from its grid place a slice stays there (with a warning
+    beyond 1 %); beyond 10 % the slices are resampled. Slice 1 of a 2 mm series lies 0.15 mm (7.5 %)
+    or 0.3 mm (15 %) from 2 mm."""
+    hu = series_hu(6)  # slice k: -1000 + 100 k HU
+    write_series(tmp_path / "s", hu, positions_mm=[0.0, 2.0 + off_mm, 4.0, 6.0, 8.0, 10.0])
+    volume = read_ct(tmp_path / "s")
+    assert volume.geometry.spacing_mm[2] == pytest.approx(2.0)
+    if resampled:
+        assert volume.metadata["resampled_slices"]["measured"] == 6
+        # grid z 2 mm, between slice 0 (z 0, -1000 HU) and slice 1 (z 2.3, -900 HU)
+        assert volume.hu[1, 0, 0] == pytest.approx(-1000 + 100 * 2.0 / 2.3, abs=1e-3)
+    else:
+        assert "resampled_slices" not in volume.metadata
+        np.testing.assert_array_equal(volume.hu, hu)
+        assert any(
+            "slices lie up to 0.150 mm from their measured positions" in w
+            for w in volume.metadata["warnings"]
+        )
+
+
+def test_a_resampled_grid_takes_the_whole_step_count_nearest_the_median_step(tmp_path):
+    """docs/io.md: resampled onto a grid of the median step, adjusted to run from the first to the last
+    measured slice. 19.2 mm / 2 mm median step = 9.6 steps: 10 steps of 1.92 mm (9 would be 2.133 mm,
+    further from the median; 2 mm steps would end 0.8 mm past the last slice)."""
+    positions = [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 17.2, 19.2]
+    hu = series_hu(len(positions))
+    write_series(tmp_path / "s", hu, positions_mm=positions)
+    volume = read_ct(tmp_path / "s")
+    assert volume.shape[0] == 11
+    assert volume.geometry.spacing_mm[2] == pytest.approx(1.92)
+    assert volume.metadata["resampled_slices"]["spacing_mm"] == pytest.approx(1.92)
+    grid_z = np.arange(11) * 1.92
+    expected = np.interp(grid_z, positions, hu[:, 0, 0].astype(float))  # linear along the normal
+    np.testing.assert_allclose(volume.hu[:, 0, 0], expected, atol=1e-3)
+    np.testing.assert_allclose(physical_point(volume.geometry, (10, 0, 0))[2], 30.0 + 19.2, atol=1e-4)
+
+
+def test_a_gap_in_resampled_slices_is_reported_slice_by_slice(tmp_path):
+    """Uneven spacing (resampled onto 2 mm) and no slice between z 8 and 14 mm: the grid slices at 10
+    and 12 mm lie in the gap, interpolated over 6 mm rather than measured, and are both listed."""
+    positions = [0.0, 2.5, 4.0, 6.0, 8.0, 14.0, 16.0, 18.0]
+    write_series(tmp_path / "s", series_hu(len(positions)), positions_mm=positions)
+    volume = read_ct(tmp_path / "s", fill_missing_slices=True)
+    assert volume.shape[0] == 10 and volume.metadata["resampled_slices"]["spacing_mm"] == 2.0
+    assert volume.metadata["interpolated_slices"] == [5, 6]
+
+
+def _tilted(paths, drift_mm):
+    """Move slice k of ``paths`` ``drift_mm[k]`` mm posterior, within its plane."""
+    for path, drift in zip(paths, drift_mm, strict=True):
+        ds = pydicom.dcmread(path)
+        ds.ImagePositionPatient[1] = f"{float(ds.ImagePositionPatient[1]) + drift:.4f}"
+        ds.save_as(path)
+
+
+@pytest.mark.parametrize(
+    ("drift_mm", "tilted"),
+    [
+        (np.arange(6) * 2.0 * np.tan(np.deg2rad(1)), True),  # a 1° gantry tilt: 0.035 mm per 2 mm slice
+        ([0.0, 0.005, -0.005, 0.005, -0.005, 0.0], False),  # positions rounded to 0.01 mm
+    ],
+)
+def test_a_gantry_tilt_of_one_degree_is_reported_and_rounding_is_not(tmp_path, drift_mm, tilted):
+    hu = series_hu(6)
+    _tilted(write_series(tmp_path / "s", hu), drift_mm)
+    volume = read_ct(tmp_path / "s")
+    np.testing.assert_array_equal(volume.hu, hu)
+    noted = [w for w in volume.metadata["warnings"] if "drift within the slice plane (gantry tilt)" in w]
+    assert len(noted) == int(tilted)
 
 
 def test_repeated_acquisition_in_one_series_is_kept_whole_not_spliced(tmp_path):

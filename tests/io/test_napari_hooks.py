@@ -10,6 +10,7 @@ import SimpleITK as sitk
 
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.readers import read_ct
+from napari_chsnet.io.volume import Geometry
 from napari_chsnet.io.writers import write_volume
 from napari_chsnet.napari_hooks import (
     AXIS_LABELS,
@@ -279,6 +280,67 @@ def test_a_new_labels_layer_on_an_oblique_ct_is_written_on_the_ct_s_grid(make_na
     written = sitk.ReadImage(path)
     np.testing.assert_allclose(written.GetDirection(), image.GetDirection(), atol=1e-5)
     np.testing.assert_allclose(written.GetOrigin(), image.GetOrigin(), atol=1e-3)
+
+
+def test_chsnet_geometry_without_a_source_orientation_is_an_lps_file(tmp_path):
+    """``source_orientation`` is optional in the metadata (a layer made by a script, or by a tool that
+    knows spacing, origin and direction only): as in ``Geometry``, its default is LPS, the display
+    orientation, so the layer is written as it is shown, voxel (z, y, x) at file index (x, y, z)."""
+    stored = {
+        "spacing_mm": [0.5, 0.6, 2.0],
+        "origin_mm": [5.0, 6.0, 7.0],
+        "direction": [1, 0, 0, 0, 1, 0, 0, 0, 1],
+    }
+    assert Geometry.from_metadata(stored) == Geometry((0.5, 0.6, 2.0), (5.0, 6.0, 7.0))
+    labels = np.zeros((3, 4, 5), dtype=np.uint8)
+    labels[1, 2, 3] = 1
+    [path] = write_labels(str(tmp_path / "m.mha"), labels, {"metadata": {GEOMETRY_KEY: stored}})
+    image = sitk.ReadImage(path)
+    assert image.GetDirection() == (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), labels)
+    assert image.TransformIndexToPhysicalPoint((3, 2, 1)) == pytest.approx((5.0 + 1.5, 6.0 + 1.2, 7.0 + 2.0))
+
+
+def _oblique_ct(path, shape_zyx, spacing, origin, angle_deg):
+    image = sitk.GetImageFromArray(np.full(shape_zyx, -800, dtype=np.int16))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    a = np.deg2rad(angle_deg)  # rotated in-plane, so each CT's rotation is in its metadata only
+    image.SetDirection((np.cos(a), -np.sin(a), 0, np.sin(a), np.cos(a), 0, 0, 0, 1))
+    sitk.WriteImage(image, str(path))
+    return image
+
+
+# Two CTs open at once (two visits, a thin and a thick reconstruction) that napari's "New labels layer"
+# cannot tell apart by all but one of shape, scale and translate.
+_SECOND_CT = {
+    "position": ((4, 5, 6), (0.7, 0.8, 2.0), (40.0, -30.0, 120.0)),
+    "spacing": ((4, 5, 6), (0.7, 0.8, 1.0), (0.0, 0.0, 0.0)),
+    "size": ((7, 5, 6), (0.7, 0.8, 2.0), (0.0, 0.0, 0.0)),
+}
+
+
+@pytest.mark.parametrize("differs_in", list(_SECOND_CT))
+def test_a_new_labels_layer_is_written_on_its_own_ct_s_grid_not_another_open_one(
+    make_napari_viewer, tmp_path, differs_in
+):
+    """The layer drawn on the second CT must be written on that CT's grid: the first CT matches it in
+    all but one of shape, scale and translate, and has another rotation."""
+    _oblique_ct(tmp_path / "first.nii.gz", (4, 5, 6), (0.7, 0.8, 2.0), (0.0, 0.0, 0.0), 20)
+    shape, spacing, origin = _SECOND_CT[differs_in]
+    second = _oblique_ct(tmp_path / "second.nii.gz", shape, spacing, origin, -10)
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "first.nii.gz"), plugin="napari-chsnet")
+    [ct] = viewer.open(str(tmp_path / "second.nii.gz"), plugin="napari-chsnet")
+    drawn = viewer.add_labels(np.zeros(ct.data.shape, dtype=np.uint8), scale=ct.scale, translate=ct.translate)
+    [path] = write_labels(
+        str(tmp_path / "drawn.nii.gz"), drawn.data, {"scale": drawn.scale, "translate": drawn.translate}
+    )
+    written = sitk.ReadImage(path)
+    assert written.GetSize() == second.GetSize()
+    np.testing.assert_allclose(written.GetSpacing(), spacing, rtol=1e-5)
+    np.testing.assert_allclose(written.GetOrigin(), origin, atol=1e-3)
+    np.testing.assert_allclose(written.GetDirection(), second.GetDirection(), atol=1e-5)
 
 
 def test_sample_has_ct_and_ground_truth_layers():

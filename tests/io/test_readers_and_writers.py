@@ -191,6 +191,25 @@ def test_mask_on_another_grid_is_refused(tmp_path):
         read_mask(tmp_path / "mask.nii.gz", volume.geometry)
 
 
+@pytest.mark.parametrize(("shift_mm", "refused"), [(0.005, False), (0.05, True), (0.4, True)])
+def test_a_mask_is_taken_only_within_a_hundredth_of_a_mm_of_the_ct_s_origin(tmp_path, shift_mm, refused):
+    """read_mask allows float32 rounding of the origin (0.01 mm, docs/io.md), not a mask moved by part
+    of a voxel: 0.4 mm is half of these 0.8 mm voxels, every label drawn beside its CT voxel."""
+    ct = _source_image(ORIENTATIONS["LPS"])
+    sitk.WriteImage(ct, str(tmp_path / "ct.mha"))
+    volume = read_ct(tmp_path / "ct.mha", intensity="hu")
+    mask = sitk.Cast(ct > 0, sitk.sitkUInt8)
+    mask.SetOrigin(tuple(np.add(ct.GetOrigin(), (shift_mm, 0.0, 0.0))))
+    sitk.WriteImage(mask, str(tmp_path / "mask.mha"))
+    if refused:
+        with pytest.raises(InvalidVolumeError, match=r"does not lie on the CT's voxel grid \(origin"):
+            read_mask(tmp_path / "mask.mha", volume.geometry, volume.shape)
+    else:
+        np.testing.assert_array_equal(
+            read_mask(tmp_path / "mask.mha", volume.geometry, volume.shape), volume.hu > 0
+        )
+
+
 @pytest.mark.parametrize("name", ["missing.nii.gz", "missing.mha"])
 def test_a_missing_mask_is_an_invalid_volume_naming_it(tmp_path, name):
     volume = read_ct(_written(tmp_path))
@@ -229,3 +248,22 @@ def test_disagreeing_qform_and_sform_are_reported(tmp_path, name, codes, moved, 
     if used == "qform":  # the reading itself is unchanged (to the float32 rounding of the quaternion)
         np.testing.assert_allclose(volume.geometry.origin_mm, expected.geometry.origin_mm, atol=1e-4)
         np.testing.assert_allclose(volume.geometry.direction, expected.geometry.direction, atol=1e-6)
+
+
+@pytest.mark.parametrize(("apart_mm", "noted"), [(0.05, False), (0.3, True)])
+def test_qform_and_sform_are_noted_only_beyond_a_tenth_of_a_mm_apart(tmp_path, apart_mm, noted):
+    """docs/io.md: a note when the two transforms place the voxels more than 0.1 mm apart; a
+    disagreement below it (e.g. a converter's rounding) is no note."""
+    base = tmp_path / "base.nii"
+    sitk.WriteImage(_source_image(ORIENTATIONS["oblique"]), str(base))
+    raw = bytearray(base.read_bytes())
+    struct.pack_into("<2h", raw, _CODES, 1, 2)  # both set; ITK keeps the qform
+    struct.pack_into("<f", raw, _SFORM_X, struct.unpack_from("<f", raw, _SFORM_X)[0] + apart_mm)
+    path = tmp_path / "qs.nii"
+    path.write_bytes(bytes(raw))
+    notes = _qsform_notes(read_ct(path, intensity="hu"))
+    if noted:
+        [note] = notes
+        assert f"lie up to {apart_mm:.1f} mm apart; the qform was used" in note
+    else:
+        assert notes == []

@@ -186,6 +186,25 @@ def test_nifti_masks_keep_the_source_header_s_transforms_and_units(tmp_path, cas
     np.testing.assert_array_equal(read_mask(written, volume.geometry, volume.shape), labels)
 
 
+def test_a_source_whose_axes_are_a_cyclic_permutation_keeps_its_header_too(tmp_path):
+    """File axes i -> P, j -> S, k -> L (a cyclic permutation: the one kind whose display-to-file axis
+    map is not its own inverse). Read the wrong way round, the map was no permutation and the mask
+    went to ITK's writer, with ITK's qform and sform (code 1/1) in place of the source's 1/2 pair."""
+    shifted = _source_with(tmp_path, "cyclic.nii.gz", orientation="permuted")
+    srow = list(_fields(shifted)["srow"])
+    srow[3] += 30.0  # an "aligned" sform 30 mm from the qform, which ITK reads
+    _patched(shifted, shifted, codes=(1, 2), srow=srow)
+    volume = read_ct(shifted, intensity="hu")
+    assert volume.geometry.source_orientation == "PSL"
+    labels = np.zeros(volume.shape, np.uint8)
+    labels[1, 2, 3] = 1  # display (z, y, x) = (1, 2, 3): file (i, j, k) = (y, z, x) = (2, 1, 3)
+    for suffix in (".nii.gz", ".nii"):
+        written = write_volume(tmp_path / f"lungs{suffix}", labels, volume.geometry, is_label=True)
+        assert _fields(written) == _fields(shifted)
+        stored = sitk.GetArrayFromImage(sitk.ReadImage(str(written)))  # (k, j, i)
+        assert [tuple(v) for v in np.argwhere(stored)] == [(3, 1, 2)]
+
+
 def test_the_metres_source_is_read_in_mm(tmp_path):
     """What the header copy relies on: ITK converts the units, so the grid is the mm file's."""
     sources = _sources(tmp_path)
@@ -245,6 +264,34 @@ def test_a_two_dimensional_nifti_keeps_its_slice_position_and_thickness(tmp_path
     np.testing.assert_allclose(back.GetOrigin(), (-10.0, 20.0, -266.1), atol=1e-4)
     np.testing.assert_allclose(back.GetSpacing(), (0.75, 0.8, 2.0), rtol=1e-6)
     read_mask(written, volume.geometry, volume.shape)
+
+
+def test_a_two_dimensional_nifti_in_metres_keeps_its_thickness_in_mm(tmp_path):
+    """The same 2 mm slice with every length of its header in metres (xyzt_units NIFTI_UNITS_METER):
+    ITK converts the in-plane spacing to mm; the thickness must be converted alike (it was 0.002 mm,
+    every volume 1000 times too small)."""
+    image = sitk.GetImageFromArray(np.full((16, 12), -800, dtype=np.int16))
+    image.SetSpacing((0.75, 0.8))
+    image.SetOrigin((-10.0, 20.0))
+    flat = tmp_path / "flat.nii"
+    sitk.WriteImage(image, str(flat))
+    fields = _fields(flat)
+    pixdim, quatern, srow = list(fields["pixdim"]), list(fields["quatern"]), list(fields["srow"])
+    pixdim[3], quatern[5], srow[10], srow[11] = 2.0, -266.1, 2.0, -266.1
+    path = tmp_path / "slice_in_metres.nii.gz"
+    _patched(
+        flat,
+        path,
+        pixdim=(pixdim[0], *(v / 1000 for v in pixdim[1:4]), *pixdim[4:]),
+        quatern=(*quatern[:3], *(v / 1000 for v in quatern[3:])),
+        srow=tuple(v / 1000 for v in srow),
+        xyzt_units=(1 | 8,),  # NIFTI_UNITS_METER | NIFTI_UNITS_SEC
+    )
+    volume = read_ct(path, intensity="hu")
+    assert volume.shape == (1, 16, 12)
+    np.testing.assert_allclose(volume.geometry.spacing_mm, (0.75, 0.8, 2.0), rtol=1e-5)
+    np.testing.assert_allclose(volume.geometry.origin_mm, (-10.0, 20.0, -266.1), atol=1e-3)
+    assert volume.geometry.voxel_volume_ml == pytest.approx(0.75 * 0.8 * 2.0 / 1000, rel=1e-5)
 
 
 # 3. Upper-case suffixes -----------------------------------------------------------------------------
