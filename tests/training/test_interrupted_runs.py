@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from napari_chsnet.errors import OutputExistsError
+from napari_chsnet.errors import ConfigError, OutputExistsError
 from napari_chsnet.interrupts import Terminated
 from napari_chsnet.models.checkpoints import file_sha256, load_checkpoint
 from napari_chsnet.training import recipes
@@ -206,3 +207,62 @@ def test_an_ensemble_interrupted_in_its_first_member_says_no_member_finished(tmp
         recipes.run_training(tiny_ensemble(tmp_path), on_step=interrupt_in_epoch(1), log=messages.append)
     assert "interrupted before the first EAMC member finished: no state to keep" in messages
     assert not list((tmp_path / "run").glob("*.safetensors"))
+
+
+def _interrupt_the_second_member():
+    fits_started = []
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        fits_started.extend([step] if step == 1 else [])
+        if len(fits_started) == 2:
+            raise KeyboardInterrupt
+
+    return on_step
+
+
+def test_an_interrupted_ensemble_finished_with_init_from_has_the_weights_of_an_uninterrupted_run(tmp_path):
+    """The member in training when a run was interrupted was lost, and init_from could not continue an
+    ensemble smaller than the config's: finishing meant training every member again (hours per member
+    on a CPU). Now the finished members are kept and the others train as the first run would have."""
+    whole = recipes.run_training(tiny_ensemble(tmp_path / "whole"), log=quiet)
+    config = tiny_ensemble(tmp_path / "parts")
+    with pytest.raises(KeyboardInterrupt):
+        recipes.run_training(config, on_step=_interrupt_the_second_member(), log=quiet)
+    interrupted = Path(config.output) / "eamc.interrupted.safetensors"
+    fits: list[int] = []
+    messages: list[str] = []
+    finished = recipes.run_training(
+        dataclasses.replace(config, init_from=str(interrupted)),
+        on_step=lambda step, total, loss: fits.extend([step] if step == 1 else []),
+        log=messages.append,
+    )
+    assert len(fits) == 1  # only the second member trained
+    assert any("members 1-1 of 2 kept from" in m for m in messages)
+    expected, got = load_checkpoint(whole), load_checkpoint(finished)
+    assert expected.state_dict.keys() == got.state_dict.keys()
+    for name, tensor in expected.state_dict.items():
+        assert torch.equal(tensor, got.state_dict[name]), name
+    members = got.metadata["metrics"]["members"]
+    assert [m.get("kept_from") for m in members] == [str(interrupted), None]
+    assert [m["val_dice_mean"] for m in members] == [
+        m["val_dice_mean"] for m in expected.metadata["metrics"]["members"]
+    ]
+
+
+def test_an_interrupted_ensemble_is_not_finished_with_another_seed_or_size(tmp_path):
+    """Its other members would train on the finished members' validation group (another seed), or the
+    file would silently become a different ensemble (another member count)."""
+    config = tiny_ensemble(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        recipes.run_training(config, on_step=_interrupt_the_second_member(), log=quiet)
+    interrupted = str(Path(config.output) / "eamc.interrupted.safetensors")
+    before = sorted(p.name for p in Path(config.output).iterdir())
+    reseeded = dataclasses.replace(config, init_from=interrupted, seed=config.seed + 1)
+    with pytest.raises(ConfigError, match=rf"interrupted run of seed {config.seed} on \d+ training samples"):
+        recipes.run_training(reseeded, log=quiet)
+    larger = dataclasses.replace(
+        config, init_from=interrupted, eamc=dataclasses.replace(config.eamc, members=3)
+    )
+    with pytest.raises(ConfigError, match="interrupted run of 2 members: set eamc.members to that"):
+        recipes.run_training(larger, log=quiet)
+    assert sorted(p.name for p in Path(config.output).iterdir()) == before

@@ -530,28 +530,22 @@ def eamc_member_groups(n_samples: int, members: int, seed: int) -> np.ndarray:
 def _train_eamc(
     config, train, validation, logs, on_step, should_stop, log, device=None, keep_interrupted=None
 ):
-    torch.manual_seed(config.seed)  # the fresh members' initial weights: same config, same weights
     settings = config.eamc
-    if config.init_from:  # continue training an ensemble (same member count)
-        network = load_checkpoint(config.init_from, expected_model="eamc").build()
-        if len(network.members) != settings.members:
-            raise ConfigError(
-                f"init_from {config.init_from} has {len(network.members)} EAMC members; the config asks for {settings.members}"
-            )
-    else:
-        network = build_model("eamc", n_members=settings.members, **config.network)
+    network, member_metrics = _starting_ensemble(config, len(train), log)
     if device is not None:
         network.to(device)
     groups = eamc_member_groups(len(train), settings.members, config.seed)
-    member_metrics: list[dict[str, Any]] = []
 
     def keep_finished_members(_partial: FitResult) -> None:  # the member in training is not kept
         if keep_interrupted is not None:
             finished = len(member_metrics)
             ensemble = _first_members(network, finished) if finished else None
-            keep_interrupted(ensemble, _eamc_metrics(member_metrics, settings.members, "interrupted"), {})
+            metrics = _eamc_metrics(member_metrics, settings.members, len(train), INTERRUPTED)
+            keep_interrupted(ensemble, metrics, {})
 
     for k, member in enumerate(network.members):
+        if k < len(member_metrics):  # finished before the run this one finishes was interrupted
+            continue
         generator = torch.Generator().manual_seed(config.seed + k)
         member_train = eamc_patches(
             train.subset(np.nonzero(groups != k)[0]),
@@ -577,14 +571,72 @@ def _train_eamc(
         )
         member.load_state_dict(result.best_state)
         member_metrics.append({"member": k, "learning_rate": lr, **_fit_metrics(result)})
-    return network, _eamc_metrics(member_metrics, settings.members)
+    return network, _eamc_metrics(member_metrics, settings.members, len(train))
+
+
+def _starting_ensemble(
+    config: TrainConfig, n_train: int, log: Callable[[str], None]
+) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
+    """The ensemble a run starts from, and the metrics of its members that need no training.
+
+    Fresh members; or ``init_from``'s ensemble of the config's size, every member trained further; or
+    an interrupted run's finished members kept as they are, the others trained as that run would have
+    trained them: their initial weights, patches and validation groups come from the same seed, so an
+    interrupted run finished this way gives the weights of one never interrupted.
+    """
+    settings = config.eamc
+    torch.manual_seed(config.seed)  # the fresh members' initial weights: same config, same weights
+    if not config.init_from:
+        return build_model("eamc", n_members=settings.members, **config.network), []
+    checkpoint = load_checkpoint(config.init_from, expected_model="eamc")
+    held = int(checkpoint.config.get("n_members", 0))
+    if held == settings.members:
+        return checkpoint.build(), []
+    metrics = checkpoint.metadata.get("metrics") or {}
+    if metrics.get("stopped") != INTERRUPTED or metrics.get("members_planned") != settings.members:
+        raise ConfigError(
+            f"init_from {config.init_from} has {held} EAMC members; the config asks for {settings.members}"
+            + (
+                f" (it is an interrupted run of {metrics['members_planned']} members: set eamc.members to that)"
+                if metrics.get("stopped") == INTERRUPTED
+                else ""
+            )
+        )
+    _refuse_another_run(config, checkpoint.metadata, n_train)
+    # Built before anything else draws from the seed: the members the first run had not finished get
+    # the initial weights they had there.
+    network = build_model("eamc", **{**checkpoint.config, "n_members": settings.members})
+    for kept, finished in zip(network.members, checkpoint.build().members, strict=False):
+        kept.load_state_dict(finished.state_dict())
+    log(
+        f"EAMC: members 1-{held} of {settings.members} kept from {config.init_from} (finished before it was "
+        "interrupted); training the others"
+    )
+    return network, [{**m, "kept_from": str(config.init_from)} for m in metrics["members"]]
+
+
+def _refuse_another_run(config: TrainConfig, interrupted: dict[str, Any], n_train: int) -> None:
+    """The remaining members of an interrupted ensemble must see the groups its finished members saw:
+    each member validates on the group the others train on (leave-one-group-out)."""
+    seed = ((interrupted.get("training") or {}).get("config") or {}).get("seed")
+    samples = (interrupted.get("metrics") or {}).get("train_samples")
+    if seed != config.seed or samples != n_train:
+        raise ConfigError(
+            f"init_from {config.init_from} is an interrupted run of seed {seed} on {samples} training "
+            f"samples; this config has seed {config.seed} and {n_train}: its other members would train on "
+            "the finished members' validation groups. Finish it with the same seed and data, or rerun it"
+        )
 
 
 def _eamc_metrics(
-    member_metrics: list[dict[str, Any]], planned: int, stopped: str | None = None
+    member_metrics: list[dict[str, Any]], planned: int, train_samples: int, stopped: str | None = None
 ) -> dict[str, Any]:
     dice = [m["val_dice_mean"] for m in member_metrics]
-    metrics = {"members": member_metrics, "val_dice_mean": round(float(np.mean(dice)), 4) if dice else None}
+    metrics = {
+        "members": member_metrics,
+        "val_dice_mean": round(float(np.mean(dice)), 4) if dice else None,
+        "train_samples": train_samples,  # with the seed, the members' groups (eamc_member_groups)
+    }
     if stopped:  # an interrupted ensemble: how many of its members it holds
         metrics.update(members_finished=len(member_metrics), members_planned=planned, stopped=stopped)
     return metrics
