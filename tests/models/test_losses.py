@@ -87,3 +87,24 @@ def test_bce_tversky_charges_a_missed_pixel_more_than_a_false_alarm():
     assert BCEDiceLoss()(missed, target).item() == pytest.approx(
         BCEDiceLoss()(false_alarm, target).item(), rel=0.2
     )  # CHS-Net's loss charges the two about the same
+
+
+def test_bce_dice_weight_goes_to_the_bce_term():
+    """``bce_weight`` weighs BCE (the rest weighs the Dice term): at bce_weight 0.8 on the hand case,
+    0.8 ln 2 + 0.2 (1 - 2/3), not 0.8 (1 - 2/3) + 0.2 ln 2."""
+    expected = 0.8 * LN2 + 0.2 * (1 - (2 * 0.5 + 1) / (1 + 1 + 1))
+    assert BCEDiceLoss(bce_weight=0.8)(HALF, TARGET).item() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("target", [1.0, 0.0])
+def test_focal_loss_down_weights_the_confident_pixel_by_one_minus_p_t(target):
+    """EAMC Eq. 3 at one pixel of logit 3 (p = sigmoid(3) = 0.9526): a right answer (y = 1, p_t = p)
+    costs alpha (1 - p)^2 ln(1 + e^-3) = 8.7e-5; a wrong one (y = 0, p_t = 1 - p) costs
+    (1 - alpha) p^2 ln(1 + e^3) = 0.553."""
+    p = 1 / (1 + math.exp(-3))
+    if target:
+        expected = 0.8 * (1 - p) ** 2 * math.log(1 + math.exp(-3))
+    else:
+        expected = 0.2 * p**2 * math.log(1 + math.exp(3))
+    logits, labels = torch.full((1, 1, 1, 1), 3.0), torch.full((1, 1, 1, 1), target)
+    assert FocalLoss()(logits, labels).item() == pytest.approx(expected, rel=1e-5)

@@ -553,3 +553,36 @@ def test_csv_grade_cells_say_not_measured_for_a_lung_too_small_to_grade():
     row = exports_module.report_csv_row(slab.to_dict())
     assert row["overall_grade"] == row["right_grade"] == "not measured"
     assert float(row["right_involvement_pct"]) == pytest.approx(10.0)  # the figures stay
+
+
+@pytest.mark.parametrize("kind", ["json", "pdf"])
+def test_a_folder_given_as_the_report_path_is_refused_even_with_overwrite(synthetic_case, tmp_path, kind):
+    """``--overwrite`` replaces a report file, never a folder: the folder and its files stay."""
+    report = make_report(synthetic_case)
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("kept", encoding="utf-8")
+    with pytest.raises(OutputExistsError, match=r"reports is a folder; give a file path for the report"):
+        if kind == "json":
+            write_report_json(folder, report, overwrite=True)
+        else:
+            case = synthetic_case
+            write_report_pdf(folder, report, case.ct, case.lungs, case.infection, overwrite=True)
+    assert [p.name for p in folder.iterdir()] == ["keep.txt"]
+    assert (folder / "keep.txt").read_text(encoding="utf-8") == "kept"
+
+
+@pytest.mark.parametrize("mirror_averaging", [True, False])
+def test_the_csv_writes_mirror_averaging_as_true_or_false(synthetic_case, tmp_path, mirror_averaging):
+    """docs/report.md: the ``mirror_averaging`` cell reads ``true``/``false``, as in the JSON."""
+    report = make_report(synthetic_case)
+    report["inference_options"] = {
+        "threshold": 0.5,
+        "min_lesion_ml": 0.1,
+        "mirror_averaging": mirror_averaging,
+    }
+    target = tmp_path / "report.csv"
+    append_report_csv(target, report)
+    (row,) = csv.DictReader(target.open(encoding="utf-8"))
+    assert row["mirror_averaging"] == ("true" if mirror_averaging else "false")
+    assert row["threshold"] == "0.500"

@@ -18,6 +18,7 @@ from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 from napari_chsnet.report.severity import (
     MIN_PLAUSIBLE_LUNG_ML,
     NOT_MEASURED,
+    OUTSIDE_WARNING_SHARE,
     compute_severity,
     format_percent,
     grade_for_involvement,
@@ -535,3 +536,19 @@ def test_cleaning_and_counting_make_no_full_volume_temporary(monkeypatch):
 def test_a_percentage_never_prints_as_a_boundary_it_is_not_on(pct, shown):
     """25.04 % (CT-2) printed as "25.0 %" beside CT-2, which reads as CT-1's upper bound."""
     assert format_percent(pct) == shown
+
+
+@pytest.mark.parametrize(("counted_voxels", "warned"), [(195, False), (185, True)])
+def test_outside_infection_is_warned_from_5_percent_of_all_infection_found(counted_voxels, warned):
+    """``OUTSIDE_WARNING_SHARE`` is a share of all infection found, inside and outside the lungs: 10
+    voxels outside beside 195 counted are 10 / 205 = 4.9 % (a figure, no warning), beside 185 counted
+    10 / 195 = 5.1 % (warned). (10 voxels are over 5 % of 195: the share is not of the counted part.)"""
+    assert OUTSIDE_WARNING_SHARE == 0.05
+    lungs, right, _ = two_lungs()
+    infection = np.zeros_like(lungs)
+    infection.flat[right[:counted_voxels]] = 1  # one lesion in the right lung
+    infection[4, 4:9, 10:12] = 1  # 10 voxels in the gap between the lungs
+    report = compute_severity(lungs, infection, ONE_MM)
+    assert report.right.infected_voxels == counted_voxels
+    assert report.outside_lungs_ml == pytest.approx(0.010)
+    assert any("outside both lung masks" in w for w in report.warnings) == warned
