@@ -197,3 +197,94 @@ def test_a_closed_stdout_pipe_exits_141_and_prints_nothing(tmp_path):
     stderr = child.stderr.read().decode()
     assert child.wait(timeout=120) == 141, stderr
     assert stderr == ""
+
+
+# --overwrite replaces OUTDIR's entries, never what they point at --------------------------------------------
+
+
+@pytest.mark.parametrize("link", ["hard", "symbolic"])
+def test_overwrite_replaces_an_output_without_writing_through_its_link(
+    tmp_path, ras_nifti, tiny_weights, link
+):
+    # OUTDIR/lungs.nii.gz shares its data with the user's own mask (a `cp -al` / rsync --link-dest
+    # snapshot, or a symlink into a dataset): the new file must take the name's place (a rename), so the
+    # user's mask keeps its contents, and a reader never sees a half-copied file.
+    mask = tmp_path / "dataset" / "lungs.nii.gz"
+    mask.parent.mkdir()
+    mask.write_bytes(b"the user's corrected mask")
+    out = tmp_path / "out"
+    out.mkdir()
+    if link == "hard":
+        os.link(mask, out / "lungs.nii.gz")
+    else:
+        (out / "lungs.nii.gz").symlink_to(mask)
+    assert segment(ras_nifti, "-o", out, "--overwrite", "--model", "rdunet", weights=tiny_weights) == 0
+    assert mask.read_bytes() == b"the user's corrected mask"
+    written = out / "lungs.nii.gz"
+    assert not written.is_symlink() and written.stat().st_ino != mask.stat().st_ino
+    assert written.read_bytes()[:2] == b"\x1f\x8b"  # the new gzip'd NIfTI
+
+
+# chsnet finetune: refusals are exit 2 and one line, before anything is made --------------------------------
+
+
+def finetune(*args, weights) -> int:
+    return main(["finetune", *map(str, args), "--weights", str(weights), "--device", "cpu", "--epochs", "1"])
+
+
+def finetune_error_line(capsys, *fragments: str) -> None:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chsnet finetune: error:"), lines
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+def never_tuned(monkeypatch):
+    """Fail the run if it gets past the output check (the staging folder is the first thing made)."""
+    from napari_chsnet.training import finetune as finetune_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the fine-tune went on past the refusal")
+
+    monkeypatch.setattr(finetune_module, "make_staging", refuse)
+
+
+def test_finetune_keeps_an_earlier_version_without_overwrite(
+    tmp_path, ras_nifti, tiny_weights, monkeypatch, capsys
+):
+    # -o names an earlier fine-tune (it has version.json, so --overwrite could replace it): without
+    # --overwrite it is the user's, refused in one line with exit 2.
+    earlier = tmp_path / "tuned"
+    earlier.mkdir()
+    (earlier / "version.json").write_text('{"model": "chsnet", "cases": ["P1"]}')
+    never_tuned(monkeypatch)
+    case = ("--image", ras_nifti, "--lungs", ras_nifti, "--infection", ras_nifti)
+    assert finetune(*case, "-o", earlier, weights=tiny_weights) == 2
+    finetune_error_line(capsys, f"{earlier} exists", "--overwrite")
+    assert sorted(p.name for p in earlier.iterdir()) == ["version.json"]
+
+
+@pytest.mark.parametrize(
+    ("given", "counts"),
+    [(("--image", "--lungs"), "got 1 --image, 1 --lungs, 0 --infection"),
+     (("--image", "--infection", "--infection"), "got 1 --image, 0 --lungs, 2 --infection")],
+)  # fmt: skip
+def test_finetune_refuses_unpaired_masks_in_one_line(
+    tmp_path, ras_nifti, tiny_weights, monkeypatch, capsys, given, counts
+):
+    # README: a bad input is exit 2 and one line saying what to change (not zip's ValueError, exit 1)
+    never_tuned(monkeypatch)
+    args = [a for option in given for a in (option, ras_nifti)]
+    assert finetune(*args, "-o", tmp_path / "out", weights=tiny_weights) == 2
+    finetune_error_line(capsys, "give one --lungs and one --infection per --image", counts)
+    assert not (tmp_path / "out").exists()
+
+
+def test_finetune_refuses_a_corrections_file_in_one_line(
+    tmp_path, ras_nifti, tiny_weights, monkeypatch, capsys
+):
+    # --corrections takes the panel's saved folder; a file (say the CT itself) is a bad input, said first
+    never_tuned(monkeypatch)
+    assert finetune("--corrections", ras_nifti, "-o", tmp_path / "out", weights=tiny_weights) == 2
+    finetune_error_line(capsys, f"--corrections {ras_nifti} is not a folder", "saved by the napari panel")
+    assert not (tmp_path / "out").exists()
