@@ -19,7 +19,9 @@ from napari_chsnet.inference.pipeline import (
     SegmentationSettings,
     iter_segmentation,
 )
+from napari_chsnet.inference.postprocess import half_chest_side
 from napari_chsnet.io.volume import CTVolume, Geometry
+from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 
 from .factory import small_phantom
 
@@ -146,3 +148,41 @@ def test_the_lung_section_floor_counts_in_plane_pixels_whatever_the_slice_spacin
     else:
         with pytest.raises(InvalidVolumeError, match=r"no slice holds more than 9\.0 cm² of lung"):
             pipeline_module._check_lungs_found(volume, sections)
+
+
+def _half_chest(cut_lung_pixels: int, kept_lung_pixels: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """One slice of a body 50 mm wide and 80 mm deep cut by the x = 0 edge (the patient's right): a
+    half chest leaving out the right side; the left lung (label 2) holds ``kept_lung_pixels``, the
+    right (label 1) ``cut_lung_pixels``."""
+    hu = np.full((1, 100, 100), -1000.0, np.float32)
+    hu[0, 10:90, 0:50] = 40.0
+    lungs = np.zeros(hu.shape, np.uint8)
+    lungs[0].flat[np.arange(kept_lung_pixels) + 20 * 100] = LEFT_LUNG
+    lungs[0].flat[np.arange(cut_lung_pixels) + 60 * 100] = RIGHT_LUNG
+    return hu, lungs
+
+
+@pytest.mark.parametrize(("cut_lung_pixels", "warned"), [(0, True), (199, True), (200, False), (400, False)])
+def test_a_half_chest_warns_when_the_cut_sides_lung_is_under_half_the_kept_one(cut_lung_pixels, warned):
+    """The left lung holds 400 px: a right lung of 0 or 199 px (under half) is missing or cut short,
+    one of 200 px (half) or more is not."""
+    hu, lungs = _half_chest(cut_lung_pixels)
+    assert half_chest_side(hu, np.array([0]), (1.0, 1.0)) == RIGHT_LUNG
+    warnings = pipeline_module.field_of_view_warnings(hu, lungs, (1.0, 1.0))
+    assert len(warnings) == int(warned)
+    if warned:
+        assert (
+            "cuts the body near the midline on the patient's right: the right lung is missing" in warnings[0]
+        )
+
+
+@pytest.mark.parametrize(("cut_slice", "part"), [(0, "bases"), (-1, "apices")])
+def test_the_first_slice_holds_the_lung_bases_and_the_last_the_apices(cut_slice, part):
+    """In the display's LPS order slice 0 is the lung bases (feet) and the last slice the apices: a
+    scan that stops inside the lungs at its first slice cuts off the bases."""
+    lungs = np.zeros((5, 20, 20), np.uint8)
+    lungs[1:4, 2:18, 2:18] = RIGHT_LUNG  # 256 px: the largest cross-section
+    lungs[cut_slice, 2:18, 2:10] = RIGHT_LUNG  # 128 px (50 %) where the scan stops
+    (warning,) = pipeline_module.axial_coverage_warnings(lungs)
+    assert f"50 % at the {part} of the largest lung cross-section" in warning
+    assert f"the lung {part} are not fully scanned" in warning

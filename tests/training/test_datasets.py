@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from napari_chsnet.errors import InvalidVolumeError
+from napari_chsnet.inference.preprocessing import CropBox, lung_crop_box
+from napari_chsnet.io.volume import CTVolume, Geometry
 from napari_chsnet.io.writers import write_volume
 from napari_chsnet.training.datasets import (
+    LabelledSlice,
     read_gray_image,
     read_label_image,
     read_semiseg,
     read_volume_folder,
     semiseg_validation_names,
+    slices_of_volume,
+    slices_with_lung,
 )
 
 
@@ -80,3 +88,76 @@ def test_held_out_slices_are_a_fixed_prefix_whatever_the_training_seed(semiseg_n
     # fewer held out: a subset of the same order, so every run's validation slices come from the 10
     assert set(semiseg_validation_names(semiseg_names_root, 5)) <= set(ten)
     assert semiseg_validation_names(semiseg_names_root, 0) == []
+
+
+def test_a_slice_whose_lungs_cover_exactly_the_minimum_fraction_is_used():
+    """``min_lung_fraction`` 0.002 of a 50 x 40 slice is 4 pixels: 4 lung pixels (either side's label)
+    are "at least" that, 3 are not."""
+    lungs = np.zeros((4, 50, 40), np.uint8)
+    lungs[1].flat[:4] = 2  # the left lung's label counts as lung
+    lungs[2].flat[:3] = 1
+    lungs[3].flat[:5] = 1
+    assert 0.002 * lungs[0].size == 4
+    assert slices_with_lung(lungs, min_lung_fraction=0.002) == [1, 3]
+
+
+def _volume_with_a_lung_that_moves(infection_label: int):
+    """Three slices whose lungs lie in different places (so each slice's own box differs from the
+    volume's), infection labelled ``infection_label`` on the middle one."""
+    lungs = np.zeros((3, 40, 40), np.uint8)
+    lungs[0, 5:15, 5:15] = 1
+    lungs[1, 10:20, 10:20] = 2
+    lungs[2, 20:35, 22:36] = 1
+    infection = np.zeros_like(lungs)
+    infection[1, 12:15, 12:16] = infection_label
+    volume = CTVolume(np.full(lungs.shape, -800.0, np.float32), Geometry(spacing_mm=(1.0, 1.0, 1.0)), "scan")
+    return volume, lungs, infection
+
+
+def test_multiclass_infection_labels_all_count_as_infection():
+    """Infection labels above 1 (COVID-SemiSeg's 2 = consolidation) are infection, like 1 (ground glass)."""
+    volume, lungs, infection = _volume_with_a_lung_that_moves(infection_label=2)
+    middle = slices_of_volume(volume, lungs, infection, "case")[1]
+    np.testing.assert_array_equal(middle.infection, infection[1] > 0)
+    assert middle.infection.sum() == 12
+
+
+def test_slices_of_a_volume_share_the_volumes_lung_box_as_at_inference():
+    """The inference pipeline crops every slice of a scan to one box around all its lungs; training
+    slices of a volume must see the same crop, not a box around their own slice's lungs."""
+    volume, lungs, infection = _volume_with_a_lung_that_moves(infection_label=1)
+    slices = slices_of_volume(volume, lungs, infection, "case")
+    volume_box = lung_crop_box(lungs)
+    assert len(slices) == 3 and lung_crop_box(lungs[0]) != volume_box
+    assert [s.infection_box() for s in slices] == [volume_box] * 3
+
+
+def test_a_slice_already_cropped_to_the_lungs_is_read_whole_by_the_infection_stage():
+    """COVID-SemiSeg slices are cropped already: their infection box is the whole image, even though a
+    lung mask (smaller than the image) is known."""
+    lungs = np.zeros((30, 40), bool)
+    lungs[10:20, 12:25] = True
+    item = LabelledSlice("case", np.zeros((30, 40), np.float32), lungs, None, cropped=True)
+    assert item.infection_box() == CropBox.full(30, 40)
+    assert LabelledSlice("case", item.image, lungs, None).infection_box() == lung_crop_box(lungs)
+
+
+def test_unlabelled_semiseg_slices_are_grouped_by_the_case_in_their_name(tmp_path):
+    """Unlabelled COVID-SemiSeg names are ``Data-<n>_<case>_<slice>``: slices 10 and 11 of one scan
+    are one case, ``coronacases_org_001``."""
+    images = tmp_path / "unlabelled" / "images"
+    images.mkdir(parents=True)
+    names = (
+        "Data-1_coronacases_org_001_10",
+        "Data-1_coronacases_org_001_11",
+        "Data-9_radiopaedia_4_85506_1_120",
+    )
+    for name in names:
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(images / f"{name}.jpg")
+    slices = read_semiseg(tmp_path, "unlabelled", with_lungs=False)
+    cases = {Path(s.source).stem: s.case_id for s in slices}
+    assert cases == {
+        names[0]: "coronacases_org_001",
+        names[1]: "coronacases_org_001",
+        names[2]: "radiopaedia_4_85506_1",
+    }

@@ -377,3 +377,20 @@ def test_training_and_validation_phantoms_never_share_a_seed_with_the_tests(tmp_
     train_cases, validation_cases = {s.case_id for s in train}, {s.case_id for s in validation}
     assert train_cases == {"phantom1000", "phantom1001"} and validation_cases == {"phantom2000"}
     assert len(validation) == 2, "every 4th slice of an 8-slice validation phantom"
+
+
+def test_early_stopping_stops_after_exactly_patience_epochs_without_improvement():
+    """Scores 0.5, 0.7, then no better: with patience 2 the run ends after epoch 4 (epochs 3 and 4 did
+    not improve on epoch 2) and keeps epoch 2, never trying epoch 5."""
+    scores = iter([0.5, 0.7, 0.6, 0.7, 0.9, 0.9])
+    one = StageArrays(torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 16), torch.ones(1))
+    result = fit(
+        torch.nn.Conv2d(1, 1, 1),
+        one,
+        one,
+        BCEDiceLoss(),
+        FitSettings(epochs=6, batch_size=1, patience=2, augment=AugmentSettings.none()),
+        score=lambda network, data, prepare, batch_size: next(scores),
+    )
+    assert [record.epoch for record in result.history] == [1, 2, 3, 4]
+    assert result.stopped == "early_stopping" and result.best_epoch == 2 and result.best_val_dice == 0.7

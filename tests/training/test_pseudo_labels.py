@@ -158,3 +158,43 @@ def test_a_union_needs_a_teacher():
 
     with pytest.raises(ConfigError, match="pseudo_union_infnet needs a pseudo_teacher"):
         config_from_dict({"model": "chsnet", "data": {"pseudo_union_infnet": True}})
+
+
+def _label_with_scripted_teacher(monkeypatch, tmp_path, probability: np.ndarray) -> np.ndarray:
+    """The mask ``label_with_teacher`` writes for one upright 8 x 8 slice when the teacher's end-to-end
+    infection probability is ``probability``, whatever the pixels (the networks are not run)."""
+    import napari_chsnet.inference.pipeline as pipeline_module
+    import napari_chsnet.inference.slices as slices_module
+
+    monkeypatch.setattr(pipeline_module, "build_stages", lambda settings, device: (None, None, {}))
+    monkeypatch.setattr(
+        slices_module,
+        "segment_cropped_slice",
+        lambda pixels, lung_stage, infection_stage: (probability >= 0.5, probability.copy()),
+    )
+    image = tmp_path / "images" / "slice.jpg"
+    image.parent.mkdir()
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(image)
+    folder = label_with_teacher(TEACHER, [image], tmp_path / "cache", 0, "cpu", lambda message: None)
+    return read_gray_image(folder / "slice.png") > 127
+
+
+def test_pseudo_labels_threshold_the_teachers_probability_at_one_half(monkeypatch, tmp_path):
+    """docs/training.md: the teacher's probability is thresholded at 0.5 (as at inference). Rows of
+    0.3, 0.45, 0.49 stay background; 0.5, 0.51, 0.7 and 1 are labelled (mirror-symmetric rows, so the
+    averaging over the mirror leaves them as they are)."""
+    rows = np.array([0.3, 0.45, 0.49, 0.5, 0.51, 0.7, 0.0, 1.0])
+    mask = _label_with_scripted_teacher(monkeypatch, tmp_path, np.repeat(rows[:, None], 8, axis=1))
+    np.testing.assert_array_equal(mask.all(axis=1), rows >= 0.5)
+    assert (mask.all(axis=1) == mask.any(axis=1)).all()
+
+
+def test_pseudo_labels_average_the_teacher_over_the_slice_and_its_mirror(monkeypatch, tmp_path):
+    """A teacher that marks the image's two left columns whatever it is shown (certain, 1) does so on the
+    slice and on its mirror: averaged, both outer column pairs hold 0.5 and are labelled, the rest 0."""
+    probability = np.zeros((8, 8))
+    probability[:, :2] = 1.0
+    mask = _label_with_scripted_teacher(monkeypatch, tmp_path, probability)
+    expected = np.zeros((8, 8), bool)
+    expected[:, [0, 1, 6, 7]] = True
+    np.testing.assert_array_equal(mask, expected)
