@@ -177,11 +177,14 @@ def test_an_internal_error_exits_1_with_its_traceback(tmp_path, monkeypatch, cap
     assert err.strip().splitlines()[-1].startswith("chsnet: internal error (ZeroDivisionError)")
 
 
-def test_a_closed_stdout_pipe_exits_141_and_prints_nothing(tmp_path):
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
+def test_a_closed_stdout_pipe_exits_141_and_prints_nothing(tmp_path, unbuffered):
     # `chsnet info | head -0` as a shell runs it: stdout block-buffered (no PYTHONUNBUFFERED), so the
-    # closed pipe shows only when stdout is flushed. README: exit 141, no traceback; nor Python's
-    # "Exception ignored ... BrokenPipeError" when the interpreter flushes stdout again at exit.
+    # closed pipe shows only when stdout is flushed; unbuffered, at the first print. README: exit 141, no
+    # traceback; nor Python's "Exception ignored ... BrokenPipeError" when it flushes stdout at exit.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
     env["CHSNET_HOME"] = str(tmp_path / "home")
     child = subprocess.Popen(
         [

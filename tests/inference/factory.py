@@ -137,3 +137,14 @@ def use_infection_stage(monkeypatch, stage) -> None:
         return lung_stage, stage, checkpoints
 
     monkeypatch.setattr(pipeline_module, "build_stages", build)
+
+
+class Members(torch.nn.Module):
+    """An EAMC stand-in: ``forward`` gives the members' ``(K, N, 1, H, W)`` logits, as EAMC's does."""
+
+    def __init__(self, *members: torch.nn.Module):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members])

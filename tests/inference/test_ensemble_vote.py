@@ -17,6 +17,8 @@ from napari_chsnet.inference.cascade import UNetInfectionStage
 from napari_chsnet.inference.ensemble import EAMCInfectionStage
 from napari_chsnet.inference.preprocessing import CropBox
 
+from .factory import Members
+
 CPU = torch.device("cpu")
 
 
@@ -29,17 +31,6 @@ class Brighter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 1e4 * (x - self.level)
-
-
-class Members(nn.Module):
-    """An EAMC stand-in: ``(K, N, 1, H, W)`` logits."""
-
-    def __init__(self, *members: nn.Module):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([member(x) for member in self.members])
 
 
 def lesion_slice() -> np.ndarray:

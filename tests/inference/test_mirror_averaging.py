@@ -19,6 +19,8 @@ from napari_chsnet.inference.ensemble import EAMCInfectionStage
 from napari_chsnet.inference.pipeline import SegmentationSettings, segment_volume
 from napari_chsnet.inference.preprocessing import CropBox
 
+from .factory import Members
+
 CPU = torch.device("cpu")
 MIRROR = (slice(None), slice(None), slice(None, None, -1))
 BOX = CropBox.full(128, 128)
@@ -32,17 +34,6 @@ def gradient_conv(weight: float = 8.0, skew: float = 0.0) -> nn.Conv2d:
         conv.weight.zero_()
         conv.weight[0, 0, 1, 0], conv.weight[0, 0, 1, 2], conv.weight[0, 0, 1, 1] = -weight, weight, skew
     return conv.eval()
-
-
-class Members(nn.Module):
-    """An EAMC stand-in: ``forward`` gives ``(K, N, 1, H, W)`` logits, one biased convolution per member."""
-
-    def __init__(self, *members: nn.Module):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([member(x) for member in self.members])
 
 
 def unet_stage(network: nn.Module, mirror_averaging: bool) -> UNetInfectionStage:
