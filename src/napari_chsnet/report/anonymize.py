@@ -62,7 +62,10 @@ def _name_words(identity: Mapping[str, Any]) -> set[str]:
 
 
 def _keyed_name(case: str, key: str) -> str:
-    return "case-" + hashlib.blake2b(case.encode(), key=key.encode()[:64], digest_size=6).hexdigest()
+    # blake2b takes keys of at most 64 bytes: the key is hashed to that length, not cut (a series UID or
+    # a resolved path alone can exceed it, which left the rest of the key, inode and mtime out)
+    full_key = hashlib.blake2b(key.encode(), digest_size=64).digest()
+    return "case-" + hashlib.blake2b(case.encode(), key=full_key, digest_size=6).hexdigest()
 
 
 def anonymous_input_name(case: str, source: Path) -> str:
