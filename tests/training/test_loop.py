@@ -394,3 +394,83 @@ def test_early_stopping_stops_after_exactly_patience_epochs_without_improvement(
     )
     assert [record.epoch for record in result.history] == [1, 2, 3, 4]
     assert result.stopped == "early_stopping" and result.best_epoch == 2 and result.best_val_dice == 0.7
+
+
+def test_mean_dice_is_twice_the_overlap_over_the_total_and_one_for_an_empty_pair():
+    """Dice = 2|P∩T| / (|P| + |T|) per image, averaged; an image with empty truth and empty prediction
+    scores 1 (nothing to find, nothing invented)."""
+    from napari_chsnet.training.loop import mean_dice
+
+    probabilities = torch.zeros(3, 1, 4, 4)
+    targets = torch.zeros(3, 1, 4, 4)
+    probabilities[0, 0, 0, :4] = 0.9  # 4 pixels predicted
+    targets[0, 0, 0, :2] = 1  # 2 true pixels, both predicted: 2·2 / (4 + 2)
+    probabilities[2, 0, 1, :2] = 0.9  # empty truth, 2 pixels invented: 0
+    assert mean_dice(probabilities[:1], targets[:1]) == pytest.approx(2 / 3)
+    assert mean_dice(probabilities[1:2], targets[1:2]) == 1.0
+    assert mean_dice(probabilities[2:], targets[2:]) == 0.0
+    assert mean_dice(probabilities, targets) == pytest.approx((2 / 3 + 1 + 0) / 3)
+
+
+class _TargetMeanLoss(torch.nn.Module):
+    """A known loss per sample: the mean of its target (1 for an all-ones mask, 0 for an empty one); the
+    logits enter at weight 0 only so that backward() has a graph."""
+
+    def forward(self, logits, targets):
+        return targets.mean() + 0 * logits.sum()
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [
+        (
+            (1.0, 0.5),
+            1 / 1.5,
+        ),  # an expert slice (loss 1) beside a pseudo-labelled one (loss 0) at half weight
+        ((0.5, 0.5), 0.5),  # pseudo-labelled only: the plain mean, the weight is relative, not a scale
+    ],
+)
+def test_the_batch_loss_is_the_weighted_mean_of_the_per_sample_losses(weights, expected):
+    """docs/training.md: pseudo-labelled slices train at loss weight 0.5 "against 1 for an expert mask",
+    so a batch's loss is sum(w·loss) / sum(w), not sum(w·loss) / n."""
+    masks = torch.stack([torch.ones(1, 8, 8), torch.zeros(1, 8, 8)])
+    data = StageArrays(torch.zeros(2, 1, 8, 8), masks, torch.tensor(weights))
+    losses = []
+    result = fit(
+        torch.nn.Conv2d(1, 1, 1),
+        data,
+        StageArrays.empty(1, 8),
+        _TargetMeanLoss(),
+        FitSettings(epochs=1, batch_size=2, augment=AugmentSettings.none()),
+        on_step=lambda step, total, loss: losses.append(loss),
+    )
+    assert losses == pytest.approx([expected])
+    assert result.history[0].train_loss == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("seconds_per_epoch", "epochs_run"), [(61, 1), (59, 2)])
+def test_max_minutes_is_a_budget_in_minutes(monkeypatch, seconds_per_epoch, epochs_run):
+    """max_minutes 1: an epoch that ends 61 s after the start stops the run there; after 59 s the next
+    epoch still runs (and ends past the minute). A clock that advances only when an epoch is scored."""
+    from types import SimpleNamespace
+
+    from napari_chsnet.training import loop
+
+    now = [0.0]
+    monkeypatch.setattr(loop, "time", SimpleNamespace(monotonic=lambda: now[0]))
+
+    def score(network, data, prepare, batch_size):
+        now[0] += seconds_per_epoch
+        return now[0]  # always better: early stopping never ends the run
+
+    one = StageArrays(torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 16), torch.ones(1))
+    result = fit(
+        torch.nn.Conv2d(1, 1, 1),
+        one,
+        one,
+        BCEDiceLoss(),
+        FitSettings(epochs=5, batch_size=1, max_minutes=1, augment=AugmentSettings.none()),
+        score=score,
+    )
+    assert len(result.history) == epochs_run
+    assert result.stopped == "time_budget"
