@@ -26,6 +26,13 @@ _PATIENT_IDS = re.compile(r"(PatientIDs?) [^);]*")
 # Name components (DICOM PN: family^given^middle, "=" between alphabets) and the words in them.
 _NAME_COMPONENTS = re.compile(r"[\^=\s,]+")
 _WORDS = re.compile(r"[\W_\d]+")
+# A case name's words with their apostrophes (and, second reading, hyphens) taken out, to meet the
+# PatientName's joined components whatever else separates the words: O'Brien-CT gives "obrien" (for
+# OBRIEN^PAT), Smith-Jones_chest "smithjones" (for SMITHJONES^ANN).
+_JOINED = [
+    (re.compile(r"(?:[^\w'’]|[_\d])+"), re.compile(r"['’]")),
+    (re.compile(r"(?:[^\w'’-]|[_\d])+"), re.compile(r"['’-]")),
+]
 
 
 def anonymous_case_name(case: str, identity: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -39,7 +46,7 @@ def anonymous_case_name(case: str, identity: Mapping[str, Any]) -> tuple[str, st
     """
     folded = case.casefold()
     words = {word for word in _WORDS.split(folded) if word}
-    words |= {"".join(_WORDS.split(part)) for part in _NAME_COMPONENTS.split(folded)}  # obrien_ct
+    words |= {joiner.sub("", part) for parts, joiner in _JOINED for part in parts.split(folded)}
     patient_id = str(identity.get("PatientID", "")).casefold()
     if not (words & _name_words(identity) or (len(patient_id) >= 3 and patient_id in folded)):
         return case, None
@@ -70,13 +77,14 @@ def _keyed_name(case: str, key: str) -> str:
 
 def anonymous_input_name(case: str, source: Path) -> str:
     """The name an anonymised batch gives a case that could not be read (its patient fields unknown,
-    so its name cannot be checked): ``case-`` and a hash keyed with the input's path, inode and
-    modification time, which no report shows."""
+    so its name cannot be checked): ``case-`` and a hash keyed with the input's resolved path and
+    inode, which no report shows. Not its modification time: the input fixed in place and run again
+    keeps the name, so its row gives way to the case's row."""
+    resolved = source.resolve()
     try:
-        status = source.stat()
-        key = f"{source.resolve()}|{status.st_ino}|{status.st_mtime_ns}"
+        key = f"{resolved}|{source.stat().st_ino}"
     except OSError:
-        key = str(source.resolve())
+        key = str(resolved)
     return _keyed_name(case, key)
 
 
