@@ -70,7 +70,7 @@ def _name_words(identity: Mapping[str, Any]) -> set[str]:
 
 def _keyed_name(case: str, key: str) -> str:
     # blake2b takes keys of at most 64 bytes: the key is hashed to that length, not cut (a series UID or
-    # a resolved path alone can exceed it, which left the rest of the key, inode and mtime out)
+    # a resolved path alone can exceed it, which left the rest of the key out)
     full_key = hashlib.blake2b(key.encode(), digest_size=64).digest()
     return "case-" + hashlib.blake2b(case.encode(), key=full_key, digest_size=6).hexdigest()
 
