@@ -36,19 +36,26 @@ def test_body_width_to_depth_and_half_chest_are_measured_in_mm():
     assert half_chest_side(hu, slices, ANISOTROPIC_XY_MM[::-1]) is None
 
 
+def _lung_with_a_cut_out(size: int, lung: slice, cut: tuple[slice, slice], cut_hu: float):
+    """Labels, HU and cut mask of a square right lung (-850 HU) in 40 HU tissue, `cut` left out at cut_hu."""
+    labels = np.zeros((1, size, size), np.uint8)
+    labels[0, lung, lung] = RIGHT_LUNG
+    cut_mask = np.zeros((size, size), bool)
+    cut_mask[cut] = True
+    labels[0, cut_mask] = 0
+    hu = np.full((1, size, size), 40.0, np.float32)
+    hu[0, lung, lung] = -850.0
+    hu[0, cut_mask] = cut_hu
+    return labels, hu, cut_mask
+
+
 def test_dense_border_recovery_rolls_a_ball_of_radius_given_in_mm():
     """A consolidation bite in the lung's posterior border, 40 columns (24 mm) wide and 20 rows (18 mm)
     deep with 0.6 x 0.9 mm pixels. The docstring's rule: the 15 mm ball dips 15 - sqrt(15^2 - 12^2) = 6 mm
     into a 24 mm wide bite, so everything deeper comes back. (Measured with the axes swapped, the bite
     would be 36 mm wide: the 30 mm ball would enter it and reach its bottom.)"""
-    labels = np.zeros((1, 200, 200), np.uint8)
-    labels[0, 20:180, 20:180] = RIGHT_LUNG
-    bite = np.zeros((200, 200), bool)
-    bite[160:180, 80:120] = True  # opens at the posterior border (row 180)
-    labels[0, bite] = 0
-    hu = np.full((1, 200, 200), 40.0, np.float32)
-    hu[0, 20:180, 20:180] = -850.0
-    hu[0, bite] = 0.0
+    # the bite opens at the posterior border (row 180)
+    labels, hu, bite = _lung_with_a_cut_out(200, slice(20, 180), np.s_[160:180, 80:120], 0.0)
 
     recovered = recover_dense_border(labels, hu, ANISOTROPIC_XY_MM)
 
@@ -220,14 +227,8 @@ def test_a_dense_pocket_ringed_by_lung_up_to_its_last_row_comes_back_whole():
     ringed by aerated lung, its posterior rim a single row, the lung's last: the 30 mm ball fits neither
     into it nor through the rim, so all of it comes back."""
     spacing = 0.8
-    labels = np.zeros((1, 120, 120), np.uint8)
-    labels[0, 20:100, 20:100] = RIGHT_LUNG
-    pocket = np.zeros((120, 120), bool)
-    pocket[74:99, 40:80] = True  # row 99 (the lung's last) is lung
-    labels[0, pocket] = 0
-    hu = np.full((1, 120, 120), 40.0, np.float32)
-    hu[0, 20:100, 20:100] = -850.0
-    hu[0, pocket] = 0.0
+    # row 99 (the lung's last) is lung
+    labels, hu, pocket = _lung_with_a_cut_out(120, slice(20, 100), np.s_[74:99, 40:80], 0.0)
     out = recover_dense_border(labels, hu, (spacing, spacing))
     assert (out[0, pocket] == RIGHT_LUNG).all()
 
@@ -239,14 +240,8 @@ def test_dense_border_recovery_adds_only_lesion_like_hu(bite_hu, comes_back):
     """DENSE_LESION_HU, -700 to 200 HU: denser than aerated lung, lighter than bone. A 20 mm wide, 20 mm
     deep bite comes back (deeper than the ball's 15 - sqrt(15^2 - 10^2) = 3.8 mm dip) only when its HU
     lies in that range."""
-    labels = np.zeros((1, 120, 120), np.uint8)
-    labels[0, 10:110, 10:110] = RIGHT_LUNG
-    bite = np.zeros((120, 120), bool)
-    bite[90:110, 50:70] = True  # opens at the posterior border (row 110)
-    labels[0, bite] = 0
-    hu = np.full((1, 120, 120), 40.0, np.float32)
-    hu[0, 10:110, 10:110] = -850.0
-    hu[0, bite] = bite_hu
+    # the bite opens at the posterior border (row 110)
+    labels, hu, bite = _lung_with_a_cut_out(120, slice(10, 110), np.s_[90:110, 50:70], bite_hu)
     out = recover_dense_border(labels, hu, (1.0, 1.0))
     deep = bite & (np.arange(120)[:, None] < 104)  # over 5 mm from the opening
     assert (out[0, deep] == RIGHT_LUNG).all() if comes_back else not (out[0, bite] > 0).any()

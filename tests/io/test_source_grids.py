@@ -238,17 +238,23 @@ def test_the_napari_writer_keeps_the_source_header_too(tmp_path):
 # 4. A 2-D NIfTI slice ---------------------------------------------------------------------------------
 
 
-def test_a_two_dimensional_nifti_keeps_its_slice_position_and_thickness(tmp_path):
-    """A dim-2 NIfTI with pixdim[3] = 2 mm at z = -266.1 became a 1 mm slice at z = 0 (volumes halved)."""
+def _flat_nifti_as_a_2_mm_slice(tmp_path):
+    """ITK's 2-D NIfTI of a 16 x 12 slice, with its pixdim, quatern, srow edited to 2 mm at z = -266.1."""
     image = sitk.GetImageFromArray(np.full((16, 12), -800, dtype=np.int16))
     image.SetSpacing((0.75, 0.8))
     image.SetOrigin((-10.0, 20.0))
     flat = tmp_path / "flat.nii"
     sitk.WriteImage(image, str(flat))
     fields = _fields(flat)
-    assert struct.unpack_from("<h", _nifti_bytes(flat), 40)[0] == 2, "ITK writes a 2-D header"
     pixdim, quatern, srow = list(fields["pixdim"]), list(fields["quatern"]), list(fields["srow"])
     pixdim[3], quatern[5], srow[10], srow[11] = 2.0, -266.1, 2.0, -266.1
+    return flat, pixdim, quatern, srow
+
+
+def test_a_two_dimensional_nifti_keeps_its_slice_position_and_thickness(tmp_path):
+    """A dim-2 NIfTI with pixdim[3] = 2 mm at z = -266.1 became a 1 mm slice at z = 0 (volumes halved)."""
+    flat, pixdim, quatern, srow = _flat_nifti_as_a_2_mm_slice(tmp_path)
+    assert struct.unpack_from("<h", _nifti_bytes(flat), 40)[0] == 2, "ITK writes a 2-D header"
     path = tmp_path / "slice.nii.gz"
     _patched(flat, path, pixdim=pixdim, quatern=quatern, srow=srow)
     volume = read_ct(path, intensity="hu")
@@ -270,14 +276,7 @@ def test_a_two_dimensional_nifti_in_metres_keeps_its_thickness_in_mm(tmp_path):
     """The same 2 mm slice with every length of its header in metres (xyzt_units NIFTI_UNITS_METER):
     ITK converts the in-plane spacing to mm; the thickness must be converted alike (it was 0.002 mm,
     every volume 1000 times too small)."""
-    image = sitk.GetImageFromArray(np.full((16, 12), -800, dtype=np.int16))
-    image.SetSpacing((0.75, 0.8))
-    image.SetOrigin((-10.0, 20.0))
-    flat = tmp_path / "flat.nii"
-    sitk.WriteImage(image, str(flat))
-    fields = _fields(flat)
-    pixdim, quatern, srow = list(fields["pixdim"]), list(fields["quatern"]), list(fields["srow"])
-    pixdim[3], quatern[5], srow[10], srow[11] = 2.0, -266.1, 2.0, -266.1
+    flat, pixdim, quatern, srow = _flat_nifti_as_a_2_mm_slice(tmp_path)
     path = tmp_path / "slice_in_metres.nii.gz"
     _patched(
         flat,

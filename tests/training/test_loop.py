@@ -379,18 +379,25 @@ def test_training_and_validation_phantoms_never_share_a_seed_with_the_tests(tmp_
     assert len(validation) == 2, "every 4th slice of an 8-slice validation phantom"
 
 
-def test_early_stopping_stops_after_exactly_patience_epochs_without_improvement():
-    """Scores 0.5, 0.7, then no better: with patience 2 the run ends after epoch 4 (epochs 3 and 4 did
-    not improve on epoch 2) and keeps epoch 2, never trying epoch 5."""
-    scores = iter([0.5, 0.7, 0.6, 0.7, 0.9, 0.9])
+def _fit_a_1x1_conv_on_one_blank_slice(score, **settings):
+    """fit() a 1x1 Conv2d with BCE + Dice on one blank 16 x 16 slice (train = validation), scored by score."""
     one = StageArrays(torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 16), torch.ones(1))
-    result = fit(
+    return fit(
         torch.nn.Conv2d(1, 1, 1),
         one,
         one,
         BCEDiceLoss(),
-        FitSettings(epochs=6, batch_size=1, patience=2, augment=AugmentSettings.none()),
-        score=lambda network, data, prepare, batch_size: next(scores),
+        FitSettings(batch_size=1, augment=AugmentSettings.none(), **settings),
+        score=score,
+    )
+
+
+def test_early_stopping_stops_after_exactly_patience_epochs_without_improvement():
+    """Scores 0.5, 0.7, then no better: with patience 2 the run ends after epoch 4 (epochs 3 and 4 did
+    not improve on epoch 2) and keeps epoch 2, never trying epoch 5."""
+    scores = iter([0.5, 0.7, 0.6, 0.7, 0.9, 0.9])
+    result = _fit_a_1x1_conv_on_one_blank_slice(
+        lambda network, data, prepare, batch_size: next(scores), epochs=6, patience=2
     )
     assert [record.epoch for record in result.history] == [1, 2, 3, 4]
     assert result.stopped == "early_stopping" and result.best_epoch == 2 and result.best_val_dice == 0.7
@@ -463,14 +470,6 @@ def test_max_minutes_is_a_budget_in_minutes(monkeypatch, seconds_per_epoch, epoc
         now[0] += seconds_per_epoch
         return now[0]  # always better: early stopping never ends the run
 
-    one = StageArrays(torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 16), torch.ones(1))
-    result = fit(
-        torch.nn.Conv2d(1, 1, 1),
-        one,
-        one,
-        BCEDiceLoss(),
-        FitSettings(epochs=5, batch_size=1, max_minutes=1, augment=AugmentSettings.none()),
-        score=score,
-    )
+    result = _fit_a_1x1_conv_on_one_blank_slice(score, epochs=5, max_minutes=1)
     assert len(result.history) == epochs_run
     assert result.stopped == "time_budget"
