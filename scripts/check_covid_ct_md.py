@@ -41,21 +41,34 @@ def overlay_png(path: Path, hu: np.ndarray, lungs: np.ndarray, infection: np.nda
     figure.savefig(path)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="chsnet")
-    parser.add_argument("--weights", default=None)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    parser.add_argument("--pictures", type=Path, default=None)
-    parser.add_argument(
-        "--mirror-averaging", action=argparse.BooleanOptionalAction, default=None,
-        help="average each slice with its mirror (default: the model's own setting)",
-    )  # fmt: skip
-    args = parser.parse_args()
-    folder = args.data / "covid-ct-md"
-    settings = SegmentationSettings(
-        model=args.model, weights=args.weights, mirror_averaging=args.mirror_averaging
+def save_overlays(stem: Path, volume, result, per_slice_ml: np.ndarray) -> None:
+    """``<stem>_axial.png`` at the most infected slice and ``<stem>_coronal.png`` through the lungs' centre."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    z = int(np.argmax(per_slice_ml)) if per_slice_ml.max() > 0 else volume.shape[0] // 2
+    spacing = volume.geometry.spacing_zyx
+    overlay_png(
+        stem.with_name(f"{stem.name}_axial.png"), volume.hu[z], result.lungs[z], result.infection[z], 1.0
     )
+    y = (
+        int(np.nonzero(result.lungs.any(axis=(0, 2)))[0].mean())
+        if result.lungs.any()
+        else volume.shape[1] // 2
+    )
+    overlay_png(
+        stem.with_name(f"{stem.name}_coronal.png"),
+        volume.hu[::-1, y],
+        result.lungs[::-1, y],
+        result.infection[::-1, y],
+        spacing[0] / spacing[2],
+    )
+
+
+def covid_ct_md_figures(
+    folder: Path, settings: SegmentationSettings, pictures: Path | None = None
+) -> dict[str, dict]:
+    """The model card's figures on ``folder`` (covid-ct-md): per case its severity and run time, for P001
+    also the slice-level confusion counts against the radiologists' labels and the right lung's share
+    of the infected volume. With ``pictures``, saves the axial and coronal overlays there."""
     figures = {}
     for case in ("P001", "normal001"):
         volume = read_ct(folder / f"{case}_ct_hu.nii.gz")
@@ -84,29 +97,26 @@ def main() -> None:
                 lobe_label_slices={"right": int(right_truth.sum()), "left": int(left_truth.sum())},
             )
         figures[case] = entry
-        if args.pictures:
-            args.pictures.mkdir(parents=True, exist_ok=True)
-            z = int(np.argmax(per_slice_ml)) if per_slice_ml.max() > 0 else volume.shape[0] // 2
-            spacing = volume.geometry.spacing_zyx
-            overlay_png(
-                args.pictures / f"{args.model}_{case}_axial.png",
-                volume.hu[z],
-                result.lungs[z],
-                result.infection[z],
-                1.0,
-            )
-            y = (
-                int(np.nonzero(result.lungs.any(axis=(0, 2)))[0].mean())
-                if result.lungs.any()
-                else volume.shape[1] // 2
-            )
-            overlay_png(
-                args.pictures / f"{args.model}_{case}_coronal.png",
-                volume.hu[::-1, y],
-                result.lungs[::-1, y],
-                result.infection[::-1, y],
-                spacing[0] / spacing[2],
-            )
+        if pictures:
+            save_overlays(pictures / f"{settings.model}_{case}", volume, result, per_slice_ml)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="chsnet")
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--pictures", type=Path, default=None)
+    parser.add_argument(
+        "--mirror-averaging", action=argparse.BooleanOptionalAction, default=None,
+        help="average each slice with its mirror (default: the model's own setting)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    settings = SegmentationSettings(
+        model=args.model, weights=args.weights, mirror_averaging=args.mirror_averaging
+    )
+    figures = covid_ct_md_figures(args.data / "covid-ct-md", settings, pictures=args.pictures)
     print(json.dumps({"model": args.model, **figures}, indent=2))
 
 
