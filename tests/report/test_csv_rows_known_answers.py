@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 
-from napari_chsnet.report.exports import CSV_COLUMNS, STATUS_OK, add_csv_row, failed_csv_row
+from napari_chsnet.report.exports import CSV_COLUMNS, STATUS_OK, add_csv_row, csv_rows_of_case, failed_csv_row
 
 
 def ok_row(case: str, timestamp: str = "1") -> dict[str, str]:
@@ -46,3 +46,19 @@ def test_other_names_of_a_case_replace_only_its_failed_rows(tmp_path):
     _, *rows = read_rows(target)
     status = CSV_COLUMNS.index("status")
     assert [(r[0], r[status]) for r in rows] == [("case-0123456789ab", "ok"), ("scan_7", "ok")]
+
+
+def test_csv_rows_of_case_counts_the_case_s_rows_of_a_report_csv_only(tmp_path):
+    """What the Report tab asks before exporting a case the sheet already holds: its rows' count; 0 for
+    a missing file, another table or a file that is not UTF-8 (writing to those is refused later)."""
+    sheet = tmp_path / "report.csv"
+    assert csv_rows_of_case(sheet, "P001") == 0
+    for case in ("P001", "P002", "P001"):
+        add_csv_row(sheet, ok_row(case))
+    assert [csv_rows_of_case(sheet, case) for case in ("P001", "P002", "P003")] == [2, 1, 0]
+    other = tmp_path / "other.csv"
+    other.write_text("case,score\nP001,1\n")
+    assert csv_rows_of_case(other, "P001") == 0
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(",".join(CSV_COLUMNS).encode() + b"\nP\xe9rez\n")
+    assert csv_rows_of_case(latin, "P001") == 0

@@ -58,6 +58,7 @@ class ScriptedUser:
 
     def __init__(self) -> None:
         self.confirm_answers: list[bool] = []
+        self.choices: list[str | None] = []  # answers to ``choose``: one of its choices, None = Cancel
         self.save_paths: list[Path | None] = []
         self.open_paths: list[Path | None] = []
         self.folders: list[Path | None] = []
@@ -67,6 +68,12 @@ class ScriptedUser:
     def confirm(self, title: str, text: str) -> bool:
         self.questions.append(text)
         return self.confirm_answers.pop(0)
+
+    def choose(self, title: str, text: str, choices) -> str | None:
+        self.questions.append(text)
+        answer = self.choices.pop(0)
+        assert answer is None or answer in choices, f"{answer!r} is not among {choices}"
+        return answer
 
     def save_file(self, title: str, suggested: Path, file_filter: str) -> Path | None:
         self.questions.append(title)

@@ -17,7 +17,7 @@ from napari_chsnet.registry import INFECTION_LAYER, LEFT_LUNG, LUNGS_LAYER, RIGH
 from napari_chsnet.report import CSV_COLUMNS
 from napari_chsnet.report.severity import shown_grade
 from napari_chsnet.widgets.layer_facts import layer_geometry
-from napari_chsnet.widgets.report_panel import EDITED_WARNING
+from napari_chsnet.widgets.report_panel import ADD_ROW, EDITED_WARNING, REPLACE_ROWS
 
 from .conftest import add_ct, show_known_result
 
@@ -50,6 +50,37 @@ def test_table_follows_an_undoable_edit_and_its_undo(panel, qtbot, small_phantom
     lungs.undo()  # what Ctrl+Z does
     qtbot.waitUntil(lambda: widget.severity.cell(0, 0) == right_before, timeout=TABLE_TIMEOUT_MS)
     assert widget.severity.severity.right.lung_voxels == before.right.lung_voxels
+
+
+def test_table_follows_undo_and_redo_on_a_hidden_mask(panel, qtbot, small_phantom):
+    """napari refreshes only a visible layer and an undo emitted nothing else: a radiologist who hid
+    the infection overlay to read the CT and pressed Ctrl+Z kept the table's figures from before it,
+    while the exports read the restored data."""
+    viewer, widget = panel
+    ct = add_ct(viewer, small_phantom)
+    show_known_result(widget, ct, small_phantom)
+    infection, lungs = viewer.layers[INFECTION_LAYER], viewer.layers[LUNGS_LAYER]
+    qtbot.waitUntil(lambda: widget.severity.severity is not None, timeout=TABLE_TIMEOUT_MS)
+    infected_before = widget.severity.severity.right.infected_voxels
+    healthy = np.argwhere((lungs.data == RIGHT_LUNG) & (infection.data == 0))[:300]
+    infection.data_setitem(tuple(healthy.T), 1)
+    qtbot.waitUntil(
+        lambda: widget.severity.severity.right.infected_voxels == infected_before + 300,
+        timeout=TABLE_TIMEOUT_MS,
+    )
+    infection.visible = False
+    infection.undo()  # what Ctrl+Z does on the active layer, hidden or not
+    qtbot.waitUntil(
+        lambda: widget.severity.severity.right.infected_voxels == infected_before, timeout=TABLE_TIMEOUT_MS
+    )
+    exported = widget.report.build_report()["lungs"]["right"]["infected_ml"]  # rounded to 1e-6 mL
+    assert exported == pytest.approx(widget.severity.severity.right.infected_ml, abs=1e-6)
+    infection.redo()
+    qtbot.waitUntil(
+        lambda: widget.severity.severity.right.infected_voxels == infected_before + 300,
+        timeout=TABLE_TIMEOUT_MS,
+    )
+    assert not infection.visible
 
 
 def test_table_without_result_layers_says_what_to_do(panel, qtbot):
@@ -108,19 +139,37 @@ def test_report_exports_match_the_table_and_never_overwrite_silently(ct_from_ras
     assert (out / "r.json").read_text() == json_text
     assert "exists" in user.questions[-1]
 
-    # Edit, then append to the CSV: the new row has the new figures.
+    # Edit, then export the case to the CSV again: asked whether its row gives way to the corrected
+    # reading or the new row goes after it; Cancel writes nothing.
     lungs = viewer.layers[LUNGS_LAYER]
     lungs.data_setitem(tuple(np.argwhere(lungs.data == RIGHT_LUNG)[:100].T), 0)
-    user.save_paths.append(out / "r.csv")
-    user.confirm_answers.append(True)
+    corrected_ml = severity.right.volume_ml - 100 * layer_geometry(lungs).voxel_volume_ml
+    sheet = (out / "r.csv").read_bytes()
+    user.save_paths += [out / "r.csv"] * 3
+    user.choices += [None, ADD_ROW, REPLACE_ROWS]
+    widget.report.export_csv.native.click()
+    assert (out / "r.csv").read_bytes() == sheet
+    assert "already holds 1 row(s) for case 'case_7'" in user.questions[-1]
     widget.report.export_csv.native.click()
     qtbot.waitUntil(lambda: not widget.report.busy, timeout=EXPORT_TIMEOUT_MS)
     rows = list(csv.DictReader((out / "r.csv").open()))
     assert len(rows) == 2
-    assert float(rows[1]["right_volume_ml"]) == pytest.approx(
-        severity.right.volume_ml - 100 * layer_geometry(lungs).voxel_volume_ml, abs=1e-3
-    )
-    assert "Append" in user.questions[-1]
+    assert float(rows[1]["right_volume_ml"]) == pytest.approx(corrected_ml, abs=1e-3)
+    widget.report.export_csv.native.click()
+    qtbot.waitUntil(lambda: not widget.report.busy, timeout=EXPORT_TIMEOUT_MS)
+    assert "already holds 2 row(s)" in user.questions[-1]
+    rows = list(csv.DictReader((out / "r.csv").open()))
+    assert [row["case"] for row in rows] == ["case_7"]
+    assert float(rows[0]["right_volume_ml"]) == pytest.approx(corrected_ml, abs=1e-3)
+    # A sheet of other cases only: one row appended after a yes.
+    others = out / "others.csv"
+    others.write_text((out / "r.csv").read_text().replace("case_7,", "case_8,"))
+    user.save_paths.append(others)
+    user.confirm_answers.append(True)
+    widget.report.export_csv.native.click()
+    qtbot.waitUntil(lambda: not widget.report.busy, timeout=EXPORT_TIMEOUT_MS)
+    assert user.questions[-1] == f"{others} exists. Append one row for this case to it?"
+    assert [row["case"] for row in csv.DictReader(others.open())] == ["case_8", "case_7"]
     user.save_paths.append(out / "edited.json")
     widget.report.export_json.native.click()
     qtbot.waitUntil(lambda: not widget.report.busy, timeout=EXPORT_TIMEOUT_MS)

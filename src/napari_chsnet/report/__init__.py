@@ -16,6 +16,7 @@ from napari_chsnet.report.exports import (
     CSV_COLUMNS,
     ReportFormatError,
     append_report_csv,
+    csv_rows_of_case,
     write_report_json,
     write_report_pdf,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "build_report_json",
     "clean_infection",
     "compute_severity",
+    "csv_rows_of_case",
     "file_sha256",
     "grade_for_involvement",
     "severity_from_cleaned",

@@ -192,6 +192,20 @@ def add_csv_row(
     return path
 
 
+def csv_rows_of_case(path: str | Path, case: str) -> int:
+    """How many rows of ``path`` (a report CSV of ``CSV_COLUMNS``) belong to ``case``; 0 for a missing
+    file or one with other columns (writing to it is refused later, saying why)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return 0
+    header, *rows = list(csv.reader(io.StringIO(text))) or [[]]
+    if tuple(header) != CSV_COLUMNS:
+        return 0
+    case_column = CSV_COLUMNS.index("case")
+    return sum(1 for row in rows if len(row) == len(CSV_COLUMNS) and row[case_column] == case)
+
+
 @contextlib.contextmanager
 def _csv_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on the CSV's folder (POSIX; no lock where fcntl is absent).

@@ -6,6 +6,7 @@ Qt one by default. A test passes its own object with the same methods (answers g
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from qtpy.QtWidgets import QFileDialog, QMessageBox, QWidget
@@ -27,6 +28,16 @@ class Dialogs:
             QMessageBox.StandardButton.No,
         )
         return answer == QMessageBox.StandardButton.Yes
+
+    def choose(self, title: str, text: str, choices: Sequence[str]) -> str | None:
+        """Ask to pick one of ``choices`` (buttons in that order, the first the default, Enter) or Cancel."""
+        box = QMessageBox(
+            QMessageBox.Icon.Question, title, text, QMessageBox.StandardButton.Cancel, self.parent
+        )
+        buttons = {box.addButton(choice, QMessageBox.ButtonRole.AcceptRole): choice for choice in choices}
+        box.setDefaultButton(next(iter(buttons)))
+        box.exec()
+        return buttons.get(box.clickedButton())
 
     def save_file(self, title: str, suggested: Path, file_filter: str) -> Path | None:
         """A path to write; the panel itself asks before replacing (the native question is off

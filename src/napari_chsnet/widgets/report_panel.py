@@ -47,6 +47,7 @@ from napari_chsnet.report import (
     append_report_csv,
     build_report_json,
     clean_infection,
+    csv_rows_of_case,
     severity_from_cleaned,
     write_report_json,
     write_report_pdf,
@@ -67,6 +68,8 @@ DEBOUNCE_MS = 300
 TABLE_COLUMNS = ("Lung\nmL", "Infected\nmL", "Involved\n%", "Grade")  # two lines: a narrower table
 TABLE_ROWS = ("Right lung", "Left lung", "Overall")
 EDITED_WARNING = "The masks were corrected by hand after the model run."
+# Exporting a case the CSV already holds: its earlier rows give way, or the new one goes after them.
+REPLACE_ROWS, ADD_ROW = "Replace", "Add a row"
 NO_MASKS = f"No '{LUNGS_LAYER}' and '{INFECTION_LAYER}' layers yet: press Segment."
 FOUND_BY_NAME = (
     f"result layers are found by their names ('{LUNGS_LAYER}', '{INFECTION_LAYER}'), so a renamed or "
@@ -518,21 +521,14 @@ class ReportPanel(Container):
         self._last_folder = path.parent
         if path.suffix.lower() != f".{kind}":
             path = path.with_name(f"{path.name}.{kind}")
-        overwrite = False
-        if path.exists():
-            question = (
-                f"{path} exists. Append one row for this case to it?"
-                if kind == "csv"
-                else f"{path} exists. Replace it?"
-            )
-            if not self.dialogs.confirm("File exists", question):
-                return
-            overwrite = True
+        overwrite = self._ask_before_writing(path, kind, report["case"] or "")
+        if overwrite is None:
+            return
         report["exported_at"] = utc_timestamp()  # when written, not when the dialog opened
         if kind == "json":
             task: Callable[[], Path] = partial(write_report_json, path, report, overwrite=overwrite)
         elif kind == "csv":
-            task = partial(append_report_csv, path, report)
+            task = partial(append_report_csv, path, report, replace_case=overwrite)
         else:
             lungs, infection, _geometry = current_masks(self._results)
             probability = self._results.probability
@@ -552,6 +548,30 @@ class ReportPanel(Container):
                 overwrite=overwrite,
             )
         self._run(f"Report written to {path}", task)
+
+    def _ask_before_writing(self, path: Path, kind: str, case: str) -> bool | None:
+        """Whether to replace ``path`` (a CSV: the case's rows in it), asking when it exists; None when
+        the user declines."""
+        if not path.exists():
+            return False
+        earlier_rows = csv_rows_of_case(path, case) if kind == "csv" else 0
+        if earlier_rows:
+            # A corrected reading: a study sheet wants one row per case, a history keeps both.
+            answer = self.dialogs.choose(
+                "File exists",
+                f"{path} already holds {earlier_rows} row(s) for case '{case}'. Add this reading as "
+                "another row, or replace them with it?",
+                (ADD_ROW, REPLACE_ROWS),  # the default loses nothing
+            )
+            return None if answer is None else answer == REPLACE_ROWS
+        question = (
+            f"{path} exists. Append one row for this case to it?"
+            if kind == "csv"
+            else f"{path} exists. Replace it?"
+        )
+        if not self.dialogs.confirm("File exists", question):
+            return None
+        return kind != "csv"
 
     def export_mask_files(self) -> None:
         """Ask for a folder and write lungs, infection (and probability) in the CT's geometry."""

@@ -47,7 +47,7 @@ carry (``SPACING_KEY``) into the table's note and the report.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +128,29 @@ def _hover_features(layer: Layer) -> dict[str, list[Any]] | None:
             "lung": [LUNG_LABEL_NAMES[RIGHT_LUNG], LUNG_LABEL_NAMES[LEFT_LUNG]],
         }
     return {"index": [1], "finding": ["infection"]}
+
+
+def _announce_history_replays(layer: Labels) -> None:
+    """Make an undo or redo on a hidden Labels layer emit ``set_data``, as it does on a visible one.
+
+    napari (0.9.2) replays its history and then calls ``refresh()``, which does nothing while the layer
+    is hidden, and Labels has no event of its own for it (napari#4194): a Ctrl+Z on a hidden mask left
+    the severity table on the figures from before it while the exports read the restored data. Ctrl+Z
+    calls ``layer.undo()``, so the layer's own ``undo``/``redo`` are shadowed once, for every listener.
+    """
+    if getattr(layer, "_chsnet_announces_history", False):
+        return
+
+    def announcing(replay: Callable[[], None]) -> Callable[[], None]:
+        def replay_and_announce() -> None:
+            replay()
+            if not layer.visible:
+                layer.events.set_data()
+
+        return replay_and_announce
+
+    layer.undo, layer.redo = announcing(layer.undo), announcing(layer.redo)
+    layer._chsnet_announces_history = True
 
 
 def _widen_ct_contrast(layer: Layer) -> None:
@@ -547,7 +570,8 @@ class ResultLayers(QObject):
             layer.events.paint.connect(self._on_edit)
             layer.events.data.connect(self._on_edit)
             # Undo and redo only refresh the layer, which emits set_data (so does moving the
-            # slider, hence the listeners' debounce).
+            # slider, hence the listeners' debounce); on a hidden layer only once announced.
+            _announce_history_replays(layer)
             layer.events.set_data.connect(self._on_refresh)
 
     def _unwatch(self, layer: Layer) -> None:
