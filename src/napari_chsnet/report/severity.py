@@ -250,18 +250,23 @@ def _warnings(
         for side, lung in per_side.items()
         if lung.empty
     ]
-    consequence = (
-        f"it is not graded and the overall grade is the {graded[0]} lung's"
-        if graded
-        else "neither lung is graded"
-    )
-    warnings += [
-        f"The {side} lung mask holds only {lung.volume_ml:.1f} mL, far less than a lung "
-        f"(under {MIN_PLAUSIBLE_LUNG_ML:g} mL), so {consequence}: check that the scan covers the chest, is in "
-        "Hounsfield units and that the lungs layer is right before using its figures."
-        for side, lung in per_side.items()
-        if not lung.empty and not lung.measured
-    ]
+    too_small = {
+        side: lung.volume_ml for side, lung in per_side.items() if not lung.empty and not lung.measured
+    }
+    if too_small:
+        # one sentence for both lungs: the advice is the same
+        masks = " and ".join(too_small) + (" lung masks hold" if len(too_small) > 1 else " lung mask holds")
+        volumes = " and ".join(f"{ml:.1f}" for ml in too_small.values())
+        consequence = (
+            f"it is not graded and the overall grade is the {graded[0]} lung's"
+            if graded
+            else "neither lung is graded"
+        )
+        warnings.append(
+            f"The {masks} only {volumes} mL, far less than a lung (under {MIN_PLAUSIBLE_LUNG_ML:g} mL), so "
+            f"{consequence}: check that the scan covers the chest, is in Hounsfield units and that the "
+            "lungs layer is right before using its figures."
+        )
     outside = uncounted.outside_lungs_ml
     # The infection stage reads the lungs' box, so a rim of its output always falls outside the
     # masks (0.5 mL on the sample): that stays a figure. A large share means a lung mask that missed
