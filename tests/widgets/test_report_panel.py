@@ -552,10 +552,12 @@ def test_masks_reopened_from_their_files_report_on_the_ct_of_their_grid(
     assert widget.severity_box.title() == "Severity (current layers)"
 
 
-def test_the_save_dialog_never_suggests_a_read_only_scan_folder(
+def test_the_save_dialog_opens_where_the_user_last_saved_else_in_a_writable_scan_folder(
     ct_from_ras_file, qtbot, user, tmp_path, monkeypatch
 ):
-    """A CD or a PACS export: the scan's folder cannot be written to."""
+    """A CD or a PACS export: the scan's folder cannot be written to. Once the user saved somewhere,
+    every dialog of the tab opens there (the reviewer exported PDF, CSV and JSON in turn and each
+    dialog went back to the scan's folder)."""
     from napari_chsnet.widgets import report_panel
 
     _viewer, widget, ct_path = ct_from_ras_file
@@ -576,3 +578,7 @@ def test_the_save_dialog_never_suggests_a_read_only_scan_folder(
     qtbot.waitUntil(lambda: not widget.report.busy, timeout=EXPORT_TIMEOUT_MS)
     widget.report.export_csv.native.click()
     assert user.suggested[-1] == out / "case_7_report.csv"
+    monkeypatch.undo()  # the scan's folder writable again: the folder last saved to still comes first
+    user.save_paths.append(None)
+    widget.report.export_pdf.native.click()
+    assert user.suggested[-1] == out / "case_7_report.pdf"

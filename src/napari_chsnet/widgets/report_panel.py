@@ -484,9 +484,12 @@ class ReportPanel(Container):
         return "case"
 
     def _suggested(self, filename: str) -> Path:
-        """``filename`` in the scan's folder (taken from the layers: an anonymised report's input is
-        only the case name) when it can be written to; else (a CD, a PACS export) in the folder the
-        user last saved to from this tab, else in the home folder."""
+        """``filename`` in the folder the user last saved a report or masks to from this tab (PDF, CSV
+        and JSON in turn go together, and a study's CSV grows in one place); before the first save, in
+        the scan's folder (taken from the layers: an anonymised report's input is only the case name)
+        when it can be written to (not a CD or a PACS export), else in the home folder."""
+        if self._last_folder is not None and self._last_folder.is_dir():
+            return self._last_folder / filename
         lungs, ct = self._results.lungs, self._results.ct_layer()
         run = run_info_of(lungs) if lungs is not None else None
         for given in (
@@ -495,8 +498,6 @@ class ReportPanel(Container):
         ):
             if given and Path(given).parent.is_dir() and _writable(Path(given).parent):
                 return Path(given).parent / filename
-        if self._last_folder is not None and self._last_folder.is_dir():
-            return self._last_folder / filename
         return Path.home() / filename
 
     # ------------------------------------------------------------------ exports
