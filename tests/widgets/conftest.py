@@ -84,8 +84,9 @@ class ScriptedUser:
         self.questions.append(title)
         return self.open_paths.pop(0)
 
-    def folder(self, title: str) -> Path | None:
+    def folder(self, title: str, start: Path | None = None) -> Path | None:
         self.questions.append(title)
+        self.suggested.append(start)
         return self.folders.pop(0)
 
 

@@ -582,3 +582,6 @@ def test_the_save_dialog_opens_where_the_user_last_saved_else_in_a_writable_scan
     user.save_paths.append(None)
     widget.report.export_pdf.native.click()
     assert user.suggested[-1] == out / "case_7_report.pdf"
+    user.folders.append(None)
+    widget.report.export_masks.native.click()  # the masks' folder dialog starts there too
+    assert user.suggested[-1] == out

@@ -51,6 +51,6 @@ class Dialogs:
         path, _ = QFileDialog.getOpenFileName(self.parent, title, "", file_filter)
         return Path(path) if path else None
 
-    def folder(self, title: str) -> Path | None:
-        path = QFileDialog.getExistingDirectory(self.parent, title)
+    def folder(self, title: str, start: Path | None = None) -> Path | None:
+        path = QFileDialog.getExistingDirectory(self.parent, title, str(start or ""))
         return Path(path) if path else None

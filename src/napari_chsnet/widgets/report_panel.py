@@ -483,13 +483,13 @@ class ReportPanel(Container):
             return case_name(str(ct.metadata.get(SOURCE_KEY) or ct.name))
         return "case"
 
-    def _suggested(self, filename: str) -> Path:
-        """``filename`` in the folder the user last saved a report or masks to from this tab (PDF, CSV
-        and JSON in turn go together, and a study's CSV grows in one place); before the first save, in
-        the scan's folder (taken from the layers: an anonymised report's input is only the case name)
-        when it can be written to (not a CD or a PACS export), else in the home folder."""
+    def _suggested_folder(self) -> Path:
+        """The folder the user last saved a report or masks to from this tab (PDF, CSV, JSON and masks
+        in turn go together, and a study's CSV grows in one place); before the first save, the scan's
+        folder (taken from the layers: an anonymised report's input is only the case name) when it can
+        be written to (not a CD or a PACS export), else the home folder."""
         if self._last_folder is not None and self._last_folder.is_dir():
-            return self._last_folder / filename
+            return self._last_folder
         lungs, ct = self._results.lungs, self._results.ct_layer()
         run = run_info_of(lungs) if lungs is not None else None
         for given in (
@@ -497,8 +497,8 @@ class ReportPanel(Container):
             str(ct.metadata.get(SOURCE_KEY) or "") if ct is not None else "",
         ):
             if given and Path(given).parent.is_dir() and _writable(Path(given).parent):
-                return Path(given).parent / filename
-        return Path.home() / filename
+                return Path(given).parent
+        return Path.home()
 
     # ------------------------------------------------------------------ exports
     def export_report(self, kind: str, *_args: Any) -> None:
@@ -514,7 +514,7 @@ class ReportPanel(Container):
             show_warning(missing_ct)
         path = self.dialogs.save_file(
             f"Save the severity report ({kind.upper()})",
-            self._suggested(f"{report['case'] or 'case'}_report.{kind}"),
+            self._suggested_folder() / f"{report['case'] or 'case'}_report.{kind}",
             f"{kind.upper()} (*.{kind})",
         )
         if path is None:
@@ -581,7 +581,9 @@ class ReportPanel(Container):
         except CHSNetError as exc:
             show_error(str(exc))
             return
-        folder = self.dialogs.folder("Folder for the masks (written in the CT's original geometry)")
+        folder = self.dialogs.folder(
+            "Folder for the masks (written in the CT's original geometry)", self._suggested_folder()
+        )
         if folder is None:
             return
         self._last_folder = folder
