@@ -18,6 +18,7 @@ from napari_chsnet.inference.pipeline import SegmentationSettings
 from napari_chsnet.io.phantom import make_phantom
 from napari_chsnet.io.readers import read_ct
 from napari_chsnet.io.volume import CTVolume, Geometry
+from napari_chsnet.models.metrics import dice as mask_dice
 from napari_chsnet.report.case import segment_case
 from napari_chsnet.resources_path import bundled_weights_dir
 
@@ -37,10 +38,6 @@ def export_8bit(pixels: np.ndarray, spacing_zyx, path):
     return path
 
 
-def lung_dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
-
-
 def segment(volume):
     return segment_case(volume, SegmentationSettings(device="cpu", mirror_averaging=False))
 
@@ -56,7 +53,7 @@ def test_a_phantom_exported_as_8bit_is_segmented_as_its_hu(tmp_path, windowed_8b
     stored = read_ct(export_8bit(pixels, phantom.ct.geometry.spacing_zyx, tmp_path / "p.nii.gz"))
     assert stored.metadata["intensity"] == "display8"
     from_8bit = segment(stored)
-    assert lung_dice(from_hu.lungs > 0, from_8bit.lungs > 0) >= 0.97
+    assert mask_dice(from_hu.lungs > 0, from_8bit.lungs > 0) >= 0.97
     for side in ("right", "left"):
         hu_side, eight_side = from_hu.severity.lungs[side], from_8bit.severity.lungs[side]
         assert eight_side.volume_ml == pytest.approx(hu_side.volume_ml, rel=0.05)
@@ -77,7 +74,7 @@ def test_normal001_exported_as_8bit_stays_normal(shared_data, tmp_path, windowed
         assert lung.volume_ml > 1000, f"{side} lung {lung.volume_ml:.0f} mL"
         assert lung.involvement_pct < 1.0, f"{side} lung {lung.involvement_pct:.2f} %"
     reference = segment(hu_volume)
-    assert lung_dice(reference.lungs > 0, result.lungs > 0) >= 0.95
+    assert mask_dice(reference.lungs > 0, result.lungs > 0) >= 0.95
 
 
 def test_an_export_through_a_soft_tissue_window_is_flagged(tmp_path, windowed_8bit):

@@ -27,7 +27,6 @@ from napari_chsnet.training.datasets import SEMISEG_ROTATION, read_semiseg, semi
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CARDS = REPO_ROOT / "resources" / "weights"
 
 # Each card's "Figures" table, with mirror averaging (every model's default): mean and pooled Dice over
 # the 10 held-out slices, as `chsnet evaluate --images VAL/images --masks VAL/masks --rotate 90` prints them.
@@ -44,7 +43,8 @@ DICE_TOLERANCE = 0.0015
 
 
 def _card(model: str) -> str:
-    return (CARDS / f"{model}.md").read_text(encoding="utf-8")
+    """The model card shipped beside the weights the test measures."""
+    return (bundled_weights_dir() / f"{model}.md").read_text(encoding="utf-8")
 
 
 def _needs_bundled(model: str) -> None:

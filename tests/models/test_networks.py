@@ -11,6 +11,7 @@ from napari_chsnet.inference.preprocessing import lung_crop_box
 from napari_chsnet.io.phantom import make_phantom
 from napari_chsnet.models import EAMC, MODEL_DEFAULTS, CHSNet, RAIUNet, build_model
 from napari_chsnet.models.blocks import ResidualInceptionBlock, SSDSkip
+from napari_chsnet.models.metrics import dice as mask_dice
 from napari_chsnet.resources_path import bundled_weights_dir
 from napari_chsnet.training.recipes import PHANTOM_SEED_OFFSET
 
@@ -182,7 +183,7 @@ def test_bundled_rdunet_finds_the_phantom_s_lesions_inside_its_lungs():
     z = np.argsort(phantom.infection.sum(axis=(1, 2)))[-2:]
     lungs, truth = phantom.lungs[z] > 0, phantom.infection[z] > 0
     out = stage.predict(hu_to_unit(phantom.ct.hu[z], stage.window_hu), lungs, lung_crop_box(phantom.lungs))
-    dice = 2 * np.count_nonzero(out.mask & truth) / (np.count_nonzero(out.mask) + np.count_nonzero(truth))
+    dice = mask_dice(out.mask, truth)
     assert dice >= 0.6, f"infection Dice {dice:.3f}"
     assert out.probability[truth].mean() >= 0.5
     assert out.probability[lungs & ~truth].mean() <= 0.1
