@@ -6,7 +6,6 @@ anything drawn on them is written back onto the source file's voxels.
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import numpy as np
 
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.io.dicom import looks_like_dicom
+from napari_chsnet.io.dicom_headers import folder_has_dicom
 from napari_chsnet.io.hounsfield import is_label_map, one_value_only
 from napari_chsnet.io.phantom import sample_ct
 from napari_chsnet.io.readers import (
@@ -47,7 +47,6 @@ LUNG_WINDOW_HU = (-1350.0, 150.0)  # lung window: level -600, width 1500
 AXIS_LABELS = ("I-S", "A-P", "R-L")
 UNITS = ("mm", "mm", "mm")
 PROBABILITY_FILE_WORD = "probability"  # in the name of every probability map file the plugin writes
-_DICOM_PROBE_LIMIT = 500  # files looked at before deciding a folder holds no DICOM
 
 
 def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
@@ -58,20 +57,8 @@ def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | 
         return read_ct_layers if path and all(looks_like_dicom(Path(p)) for p in path) else None
     candidate = Path(path)
     if candidate.is_dir():
-        return read_ct_layers if _folder_has_dicom(candidate) else None
+        return read_ct_layers if folder_has_dicom(candidate) else None
     return read_ct_layers if is_supported_path(candidate) else None
-
-
-def _folder_has_dicom(folder: Path) -> bool:
-    seen = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            if name.upper() == "DICOMDIR" or looks_like_dicom(Path(root) / name):
-                return True
-            seen += 1
-            if seen >= _DICOM_PROBE_LIMIT:
-                return False
-    return False
 
 
 def read_ct_layers(path: PathOrPaths) -> list[LayerData]:

@@ -53,14 +53,14 @@ def test_a_case_out_of_memory_fails_alone_and_the_batch_goes_on(
     tmp_path, ras_nifti, tiny_weights, monkeypatch, capsys, released, kind
 ):
     """It was 'internal error', exit 1: the batch stopped there and report.csv held no row."""
-    segment_for_real = segment_command._segment_with_bar
+    segment_for_real = segment_command.segment_with_bar
 
     def first_case_runs_out(volume, settings, name):
         if name == "first":
             raise ERRORS[kind]()
         return segment_for_real(volume, settings, name)
 
-    monkeypatch.setattr(segment_command, "_segment_with_bar", first_case_runs_out)
+    monkeypatch.setattr(segment_command, "segment_with_bar", first_case_runs_out)
     first, second = tmp_path / "first.nii.gz", tmp_path / "second.nii.gz"
     first.write_bytes(ras_nifti.read_bytes())
     second.write_bytes(ras_nifti.read_bytes())
@@ -84,7 +84,7 @@ def test_a_single_case_out_of_memory_is_one_line_and_exit_2(tmp_path, ras_nifti,
     def runs_out(*args, **kwargs):
         raise ERRORS["cuda"]()
 
-    monkeypatch.setattr(segment_command, "_segment_with_bar", runs_out)
+    monkeypatch.setattr(segment_command, "segment_with_bar", runs_out)
     assert main(["segment", str(ras_nifti), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 2
     assert error_lines(capsys) == [
         f"chsnet: error: segmentation ran out of memory {SAID['cuda']}; lower --batch-size or use --device cpu"
@@ -130,7 +130,7 @@ def test_other_errors_stay_internal_errors_with_their_traceback(tmp_path, ras_ni
     def fails(*args, **kwargs):
         raise RuntimeError("shape mismatch")
 
-    monkeypatch.setattr(segment_command, "_segment_with_bar", fails)
+    monkeypatch.setattr(segment_command, "segment_with_bar", fails)
     assert main(["segment", str(ras_nifti), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "internal error (RuntimeError)" in err

@@ -56,14 +56,14 @@ def test_an_output_that_appeared_while_segmenting_is_not_replaced(
     # Another run (or the user) wrote report.pdf into OUTDIR after the check at the start: without
     # --overwrite it is theirs, and this run must refuse to move its set over it.
     out = tmp_path / "out"
-    real = segment_module._segment_with_bar
+    real = segment_module.segment_with_bar
 
     def another_run_writes_meanwhile(*args, **kwargs):
         result = real(*args, **kwargs)
         (out / "report.pdf").write_text("another run's report")
         return result
 
-    monkeypatch.setattr(segment_module, "_segment_with_bar", another_run_writes_meanwhile)
+    monkeypatch.setattr(segment_module, "segment_with_bar", another_run_writes_meanwhile)
     assert segment(ras_nifti, "-o", out, "--model", "rdunet", weights=tiny_weights) == 2
     one_error_line(capsys, "outputs appeared while segmenting", str(out / "report.pdf"), "--overwrite")
     assert (out / "report.pdf").read_text() == "another run's report"

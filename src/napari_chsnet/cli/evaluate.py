@@ -16,6 +16,9 @@ masks); ``foreground_of_masks`` tells them apart for the whole folder and counts
 
 ``--target lungs`` scores the lung stage instead (masks = both lungs, e.g. 255, or 1 = right and
 2 = left): the post-processed lung mask, and the lung network's probability for the AUC.
+
+A folder of CT scans (NIfTI, MHA, NRRD, DICOM series subfolders) instead of slices is segmented scan by
+scan as ``chsnet segment`` does and scored in 3-D against mask volumes: ``evaluate_scans.py``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 from napari_chsnet.cli.options import DefaultsHelpFormatter, add_model_options
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.inference.orientation import ROTATIONS, estimate_rotation, upright
+from napari_chsnet.listing import first_and_more
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 AUTO = "auto"
@@ -41,21 +45,27 @@ TARGETS = ("infection", "lungs")
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "evaluate",
-        help="score a model on labelled 2-D slices (8-bit images, 0/255 or label-image masks)",
-        description="Score the infection (or lung) segmentation on 8-bit PNG/JPG slices against masks (0/255 or label images) matched by "
-        "file stem; prints the paper metrics averaged over images (mean) and over all pixels (pooled).",
+        help="score a model on labelled 2-D slices or CT scans against reference masks",
+        description="Score the infection (or lung) segmentation against reference masks matched by name: on 8-bit "
+        "PNG/JPG slices (masks 0/255 or label images), or on CT scans (NIfTI, MHA, NRRD, or one DICOM series "
+        "per subfolder; masks as volume files on each scan's grid, named as the scan or with _mask, _seg, _gt "
+        "or _label), segmented as chsnet segment does and scored in 3-D. Prints the paper metrics averaged "
+        "over images or scans (mean) and over all pixels (pooled).",
         formatter_class=DefaultsHelpFormatter,
     )
-    parser.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of 8-bit slices")
+    parser.add_argument(
+        "--images", type=Path, required=True, metavar="DIR", help="folder of 8-bit slices, or of CT scans"
+    )
     parser.add_argument(
         "--masks", type=Path, required=True, metavar="DIR",
-        help="folder of masks: 0/255 images, or label images (0/1, 0/1/2, palette PNGs) whose non-zero values are the target",
+        help="folder of masks: 0/255 images, or label images (0/1, 0/1/2, palette PNGs), or for scans label "
+        "volumes; their non-zero values are the target",
     )  # fmt: skip
     add_model_options(parser)
     parser.add_argument(
         "--rotate", type=_rotation, default=AUTO, metavar="{auto,0,90,180,270}",
         help="degrees the slices are rotated counter-clockwise from anterior-up (COVID-SemiSeg: 90); auto: "
-        "the quarter turn under which the lung stage is surest, one for the folder",
+        "the quarter turn under which the lung stage is surest, one for the folder (scans: their headers)",
     )  # fmt: skip
     parser.add_argument(
         "--target", choices=TARGETS, default="infection",
@@ -66,9 +76,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _images_in(folder: Path, what: str) -> dict[str, Path]:
+def _check_folder(folder: Path, what: str) -> None:
     if not folder.is_dir():
         raise InvalidVolumeError(f"{what} folder {folder} does not exist or is not a folder")
+
+
+def holds_scans(images: Path) -> bool:
+    """Whether ``--images`` is a folder of CT scans (True) or of 8-bit slices (False); refused when
+    it holds both or neither."""
+    from napari_chsnet.cli.evaluate_scans import scan_entries
+
+    _check_folder(images, "images")
+    slices = [p.name for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    scans = [p.name for p in scan_entries(images).values()]
+    if slices and scans:
+        raise InvalidVolumeError(
+            f"images folder {images} holds both 8-bit slices ({first_and_more(slices, 2)}) and CT scans "
+            f"({first_and_more(scans, 2)}); put them in separate folders"
+        )
+    if not slices and not scans:
+        raise InvalidVolumeError(
+            f"images folder {images} holds no 8-bit slices ({'/'.join(IMAGE_SUFFIXES)}) and no CT scans "
+            "(.nii.gz, .nii, .mha, .mhd, .nrrd, .nhdr, or one DICOM series per subfolder)"
+        )
+    return bool(scans)
+
+
+def _images_in(folder: Path, what: str) -> dict[str, Path]:
+    _check_folder(folder, what)
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
@@ -193,6 +228,11 @@ def run(args: argparse.Namespace) -> int:
     from napari_chsnet.inference.slices import segment_cropped_slice
     from napari_chsnet.models.metrics import METRIC_NAMES, segmentation_metrics
 
+    if holds_scans(args.images):
+        from napari_chsnet.cli.evaluate_scans import run_scans
+
+        _check_folder(args.masks, "masks")
+        return run_scans(args)
     pairs = pair_images(args.images, args.masks)
     settings = SegmentationSettings(
         model=args.model, device=args.device, weights=args.weights, mirror_averaging=args.mirror_averaging

@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from napari_chsnet.cli._common import each_case, segment_with_bar
 from napari_chsnet.cli.options import (
     DefaultsHelpFormatter,
     add_model_options,
@@ -258,21 +259,6 @@ def _read(case: Case, intensity: str, fill_missing_slices: bool):
     return volume
 
 
-def _segment_with_bar(volume, settings, name: str):
-    from tqdm import tqdm
-
-    from napari_chsnet.report.case import segment_case
-
-    with tqdm(desc=name, file=sys.stderr, unit="step", disable=None, leave=False) as bar:
-
-        def show(progress) -> None:
-            bar.total = progress.total
-            bar.set_postfix_str(progress.stage, refresh=False)
-            bar.update(progress.done - bar.n)
-
-        return segment_case(volume, settings, on_progress=show)
-
-
 def write_case(case: Case, volume, result, csv_path: Path, anonymize: bool, overwrite: bool) -> dict:
     """Write the three volumes and the reports of one case; returns the report dictionary.
 
@@ -406,31 +392,18 @@ def _record_failure(csv_path: Path, case: Case, args: argparse.Namespace, error:
 
 def _segment_cases(cases: list[Case], settings, args: argparse.Namespace) -> int:
     """Segment and write each case; returns how many failed (a single case's error is raised)."""
-    from napari_chsnet.cli import user_error
-    from napari_chsnet.inference.device import release_device_memory
-
     csv_path = args.output / CSV_NAME
-    failed = 0
-    for case in cases:
-        try:
-            volume = _read(case, args.intensity, args.fill_missing_slices)
-            result = _segment_with_bar(volume, settings, case.name)
-            report = write_case(case, volume, result, csv_path, args.anonymize, args.overwrite)
-        except Exception as caught:
-            error = user_error("segment", caught)  # a CHSNetError, or out of memory said as one
-            if error is None or (error is caught and len(cases) == 1):
-                raise
-            if len(cases) == 1:
-                raise error from caught
-            failed += 1
-            print(f"chsnet: error: {case.name}: {error}", file=sys.stderr)
-            _record_failure(csv_path, case, args, str(error))
-            out_of_memory, error = error is not caught, None
-        else:
-            print(_summary(case, report))
-            for warning in report["warnings"]:  # the report keeps them too; stderr so stdout stays one line
-                print(f"chsnet: warning: {case.name}: {warning}", file=sys.stderr)
-            continue
-        if out_of_memory:  # after the except block, which held the failed step's tensors, let them go
-            release_device_memory()
-    return failed
+
+    def segment_and_write(case: Case) -> None:
+        volume = _read(case, args.intensity, args.fill_missing_slices)
+        result = segment_with_bar(volume, settings, case.name)
+        report = write_case(case, volume, result, csv_path, args.anonymize, args.overwrite)
+        print(_summary(case, report))
+        for warning in report["warnings"]:  # the report keeps them too; stderr so stdout stays one line
+            print(f"chsnet: warning: {case.name}: {warning}", file=sys.stderr)
+
+    def record(case: Case, error: CHSNetError) -> None:
+        print(f"chsnet: error: {case.name}: {error}", file=sys.stderr)
+        _record_failure(csv_path, case, args, str(error))
+
+    return each_case("segment", cases, segment_and_write, record)

@@ -173,6 +173,23 @@ def looks_like_dicom(path: Path) -> bool:
     return head[128:132] == b"DICM" or _starts_like_bare_dataset(head)
 
 
+DICOM_PROBE_LIMIT = 500  # files looked at before deciding a folder holds no DICOM
+
+
+def folder_has_dicom(folder: Path, probe_limit: int = DICOM_PROBE_LIMIT) -> bool:
+    """True if ``folder`` (or a folder below it) holds a DICOMDIR or a file that looks like DICOM
+    among the first ``probe_limit`` files walked (cheap: 132 bytes read per file)."""
+    seen = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            if name.upper() == "DICOMDIR" or looks_like_dicom(Path(root) / name):
+                return True
+            seen += 1
+            if seen >= probe_limit:
+                return False
+    return False
+
+
 def _head(path: Path) -> bytes:
     try:
         with open(path, "rb") as handle:

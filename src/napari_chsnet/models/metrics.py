@@ -95,6 +95,56 @@ def auc(true: np.ndarray, probs: np.ndarray) -> float | None:
     return _auc_from_histograms(*_auc_histograms(true, probs))
 
 
+class MetricsAccumulator:
+    """Metrics of masks given one pair at a time (a slice, or a whole volume): each pair's, their mean
+    and the values pooled over all pixels, without keeping any pair's arrays (a batch of CT volumes
+    would not fit in memory at once). :func:`segmentation_metrics` is the same over a list."""
+
+    def __init__(self) -> None:
+        self._per_item: list[dict[str, float | None]] = []
+        self._totals = np.zeros(4, dtype=np.int64)
+        self._positives = np.zeros(_AUC_BINS, dtype=np.int64)
+        self._negatives = np.zeros(_AUC_BINS, dtype=np.int64)
+        self._all_have_probabilities = True
+
+    def add(
+        self, pred: np.ndarray, true: np.ndarray, probs: np.ndarray | None = None
+    ) -> dict[str, float | None]:
+        """Score one pair (``probs`` for its AUC) and return its metrics."""
+        counts = confusion_counts(pred, true)
+        self._totals += counts
+        metrics: dict[str, float | None] = dict(_from_counts(*counts))
+        metrics["auc"] = None  # undefined without probabilities
+        if probs is None:
+            self._all_have_probabilities = False
+        else:
+            positives, negatives = _auc_histograms(true, probs)
+            self._positives += positives
+            self._negatives += negatives
+            metrics["auc"] = _auc_from_histograms(positives, negatives)
+        self._per_item.append(metrics)
+        return metrics
+
+    def result(self) -> dict:
+        """``{"mean": {name: value}, "pooled": {name: value}, "per_image": [...], "n_images": n}``; the
+        pooled AUC only when every pair came with probabilities."""
+        if not self._per_item:
+            raise ValueError("segmentation_metrics: no images given")
+        mean: dict[str, float | None] = {
+            name: float(np.mean([item[name] for item in self._per_item]))
+            for name in METRIC_NAMES
+            if name != "auc"
+        }
+        defined_auc = [item["auc"] for item in self._per_item if item["auc"] is not None]
+        mean["auc"] = float(np.mean(defined_auc)) if defined_auc else None
+        pooled: dict[str, float | None] = dict(_from_counts(*(int(count) for count in self._totals)))
+        pooled["auc"] = (
+            _auc_from_histograms(self._positives, self._negatives) if self._all_have_probabilities else None
+        )
+        per_image = [dict(item) for item in self._per_item]
+        return {"mean": mean, "pooled": pooled, "per_image": per_image, "n_images": len(per_image)}
+
+
 def segmentation_metrics(
     pred_masks: Sequence[np.ndarray] | np.ndarray,
     true_masks: Sequence[np.ndarray] | np.ndarray,
@@ -118,29 +168,7 @@ def segmentation_metrics(
             + ("" if probs is None else f" and {len(probs)} probability maps")
             + "; give one of each per image"
         )
-    n_images = len(pred_masks)
-    if n_images == 0:
-        raise ValueError("segmentation_metrics: no images given")
-    per_image = {name: [] for name in METRIC_NAMES}
-    totals = np.zeros(4, dtype=np.int64)
-    positives_total = np.zeros(_AUC_BINS, dtype=np.int64)
-    negatives_total = np.zeros(_AUC_BINS, dtype=np.int64)
-    for index in range(n_images):
-        counts = confusion_counts(pred_masks[index], true_masks[index])
-        totals += counts
-        for name, value in _from_counts(*counts).items():
-            per_image[name].append(value)
-        auc = None  # undefined without probabilities
-        if probs is not None:
-            positives, negatives = _auc_histograms(true_masks[index], probs[index])
-            positives_total += positives
-            negatives_total += negatives
-            auc = _auc_from_histograms(positives, negatives)
-        per_image["auc"].append(auc)
-    mean = {name: float(np.mean(values)) for name, values in per_image.items() if name != "auc"}
-    defined_auc = [value for value in per_image["auc"] if value is not None]
-    mean["auc"] = float(np.mean(defined_auc)) if defined_auc else None
-    pooled: dict[str, float | None] = dict(_from_counts(*(int(count) for count in totals)))
-    pooled["auc"] = _auc_from_histograms(positives_total, negatives_total) if probs is not None else None
-    images = [{name: per_image[name][index] for name in METRIC_NAMES} for index in range(n_images)]
-    return {"mean": mean, "pooled": pooled, "per_image": images, "n_images": n_images}
+    accumulator = MetricsAccumulator()
+    for index in range(len(pred_masks)):
+        accumulator.add(pred_masks[index], true_masks[index], None if probs is None else probs[index])
+    return accumulator.result()

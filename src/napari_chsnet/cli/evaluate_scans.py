@@ -1,0 +1,208 @@
+"""``chsnet evaluate`` on CT scans: each scan segmented as ``chsnet segment`` does, then scored in 3-D
+against its reference mask (``inference/evaluation.py``).
+
+``--images`` holds the scans (NIfTI, MHA, NRRD files, or one subfolder per DICOM series); ``--masks``
+holds one mask file per scan on the scan's voxel grid, named as the scan (``P001.nii.gz``) or with a
+suffix of ``MASK_NAME_SUFFIXES`` (``P001_mask.nii.gz``); both may be one folder. A scan that cannot be
+read, segmented or paired with its mask's grid is named on stderr and the others are scored (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from napari_chsnet.errors import CHSNetError, InvalidVolumeError
+from napari_chsnet.listing import first_and_more
+
+# How reference masks are commonly named after their scan (MosMedData: _mask; others _seg, _gt, _label).
+MASK_NAME_SUFFIXES = ("_mask", "-mask", "_seg", "-seg", "_gt", "_label", "_labels", "-label", "-labels")
+TABLE_METRICS = ("dice", "precision", "recall")
+
+
+@dataclass(frozen=True)
+class ScanPair:
+    name: str
+    scan: Path
+    mask: Path
+
+
+def scan_entries(folder: Path, dicom_series: bool = True) -> dict[str, Path]:
+    """The CT scans (or masks) in ``folder`` by case name: volume files and, with ``dicom_series``, DICOM
+    series subfolders. Loose DICOM files are refused: they are one series' slices, not one case each."""
+    from napari_chsnet.inference.run_info import case_name
+    from napari_chsnet.io.dicom_headers import folder_has_dicom, looks_like_dicom
+    from napari_chsnet.io.readers import DICOM_SUFFIXES, IMAGE_SUFFIXES, suffix_of
+
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            if not (dicom_series and folder_has_dicom(path)):
+                continue
+        elif suffix_of(path) not in IMAGE_SUFFIXES:
+            if suffix_of(path) in DICOM_SUFFIXES or looks_like_dicom(path):
+                raise InvalidVolumeError(
+                    f"{folder} holds DICOM files ({path.name}); give a folder with one subfolder per DICOM "
+                    "series (one per scan), or segment a single series with chsnet segment"
+                )
+            continue
+        name = case_name(str(path))
+        if name in found:
+            raise InvalidVolumeError(
+                f"{folder} holds both {found[name].name} and {path.name}, which are both case {name}; "
+                "scans and masks are matched by name, so keep one file per name"
+            )
+        found[name] = path
+    return found
+
+
+def _mask_of(name: str, scan: Path, masks: dict[str, Path]) -> Path | None:
+    """The mask named like scan ``name`` (never the scan itself, when both share a folder)."""
+    keys = (name, *(name + suffix for suffix in MASK_NAME_SUFFIXES))
+    candidates = [masks[key] for key in keys if key in masks and masks[key].resolve() != scan.resolve()]
+    if len(candidates) > 1:
+        raise InvalidVolumeError(
+            f"scan {name} has {len(candidates)} masks ({', '.join(p.name for p in candidates)}); keep one"
+        )
+    return candidates[0] if candidates else None
+
+
+def pair_scans(images: Path, masks: Path) -> list[ScanPair]:
+    """(scan, mask) pairs by case name; scans without a mask are left out (said on stderr)."""
+    scans = scan_entries(images)
+    mask_files = scan_entries(masks, dicom_series=False)
+    if images.resolve() == masks.resolve():  # scans and masks side by side: a mask is not a scan
+        scans = {
+            name: path
+            for name, path in scans.items()
+            if not any(name == other + suffix for other in scans for suffix in MASK_NAME_SUFFIXES)
+        }
+    pairs = []
+    for name, scan in scans.items():
+        mask = _mask_of(name, scan, mask_files)
+        if mask is not None:
+            pairs.append(ScanPair(name, scan, mask))
+    if not pairs:
+        example = next(iter(scans))
+        raise InvalidVolumeError(
+            f"no scan in {images} has a mask named like it in {masks} (e.g. {example}.nii.gz or "
+            f"{example}_mask.nii.gz)"
+        )
+    unmatched = len(scans) - len(pairs)
+    if unmatched:
+        print(f"chsnet evaluate: {unmatched} scan(s) without a mask are left out", file=sys.stderr)
+    return pairs
+
+
+def run_scans(args: argparse.Namespace) -> int:
+    """Segment and score every paired scan; print the figures (a table, or one JSON object)."""
+    from napari_chsnet.cli._common import each_case, segment_with_bar
+    from napari_chsnet.inference.device import resolve_device
+    from napari_chsnet.inference.pipeline import SegmentationSettings
+    from napari_chsnet.inference.weights import resolve_weights
+    from napari_chsnet.models.metrics import MetricsAccumulator
+
+    if args.rotate != "auto":
+        raise InvalidVolumeError(
+            "--rotate is for 2-D slices; CT scans are oriented by their headers (leave it out)"
+        )
+    pairs = pair_scans(args.images, args.masks)
+    settings = SegmentationSettings(
+        model=args.model, device=args.device, weights=args.weights, mirror_averaging=args.mirror_averaging
+    )
+    resolve_device(settings.device)
+    resolve_weights(settings.model, settings.weights)  # a bad weights file is told before any scan is read
+    accumulator = MetricsAccumulator()
+    scores, failed = {}, {}
+
+    def score(pair: ScanPair) -> None:
+        scores[pair.name] = _score_pair(pair, settings, args.target, accumulator, segment_with_bar)
+
+    def record(pair: ScanPair, error: CHSNetError) -> None:
+        failed[pair.name] = str(error)
+        print(f"chsnet evaluate: error: {pair.name}: {error}", file=sys.stderr)
+
+    each_case("evaluate", pairs, score, record)
+    if not scores:
+        print(f"chsnet evaluate: all {len(pairs)} scans failed", file=sys.stderr)
+        return 2
+    _print_scores(args, scores, failed, accumulator.result())
+    if failed:
+        print(
+            f"chsnet evaluate: {len(failed)} of {len(pairs)} scans failed; the others were scored",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def _score_pair(pair: ScanPair, settings, target: str, accumulator, segment) -> dict:
+    from napari_chsnet.inference.evaluation import lung_sides, score_volume
+    from napari_chsnet.io.readers import read_ct
+    from napari_chsnet.io.writers import read_mask
+
+    volume = read_ct(pair.scan)
+    reference = read_mask(pair.mask, volume.geometry, volume.shape)  # before the long part: a wrong grid
+    if not reference.any():
+        raise InvalidVolumeError(f"mask {pair.mask} is empty: there is nothing to score against")
+    sides = lung_sides(reference, volume.geometry) if target == "lungs" else None
+    if sides is not None and not sides.found and sides.n_labels > 1:
+        print(f"chsnet evaluate: {pair.name}: lungs not scored by side: {sides.reason}", file=sys.stderr)
+    result = segment(volume, settings, pair.name)
+    for warning in result.run_info.warnings:
+        print(f"chsnet evaluate: warning: {pair.name}: {warning}", file=sys.stderr)
+    score = score_volume(result, reference, volume.geometry, target, accumulator, sides)
+    return score.as_dict()
+
+
+def _print_scores(args: argparse.Namespace, scores: dict, failed: dict, summary: dict) -> None:
+    from napari_chsnet.models.metrics import METRIC_NAMES
+
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "n_scans": len(scores),
+                    "target": args.target,
+                    "model": args.model,
+                    "mean": summary["mean"],  # over scans
+                    "pooled": summary["pooled"],  # over every voxel of every scan
+                    "per_scan": scores,
+                    "failed": failed,
+                }
+            )
+        )
+        return
+    with_sides = any(score["right_lung_dice"] is not None for score in scores.values())
+    scans = "1 CT scan" if len(scores) == 1 else f"{len(scores)} CT scans"
+    print(f"{args.model}, {args.target}, on {scans} from {args.images} (3-D, per scan)")
+    header = f"{'scan':<24}" + "".join(f"{name:>11}" for name in TABLE_METRICS)
+    header += f"{'ref. mL':>11}{'seg. mL':>11}" + (
+        f"{'right dice':>12}{'left dice':>11}" if with_sides else ""
+    )
+    print(header)
+    for name, score in scores.items():
+        row = f"{_short(name):<24}" + "".join(f"{score[metric]:>11.4f}" for metric in TABLE_METRICS)
+        row += f"{score['reference_ml']:>11.1f}{score['segmented_ml']:>11.1f}"
+        if with_sides:
+            row += f"{_fmt(score['right_lung_dice']):>12}{_fmt(score['left_lung_dice']):>11}"
+        print(row)
+    print()
+    print(f"{'metric':<12}{'mean':>10}{'pooled':>10}")
+    for name in METRIC_NAMES:
+        print(f"{name:<12}{_fmt(summary['mean'][name]):>10}{_fmt(summary['pooled'][name]):>10}")
+    if failed:
+        print(f"failed: {first_and_more(list(failed), 5)}")
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 23 else name[:22] + "…"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
