@@ -199,3 +199,19 @@ def test_p001_scored_against_its_own_segmentation(tmp_path, shared_data, capsys)
     case = _json(capsys)[0]["per_scan"]["P001"]
     assert case["dice"] == case["right_lung_dice"] == case["left_lung_dice"] == 1.0
     assert case["reference_ml"] == case["segmented_ml"] == pytest.approx(6261.0, abs=1.0)
+
+
+def test_what_the_reader_converted_is_said_on_stderr(tmp_path, phantom, tiny_weights, capsys):
+    """A scan exported as 8-bit display values is read through the shared window, as chsnet segment reads
+    it, and stderr says so (the figures then rest on approximate HU)."""
+    scans, masks = tmp_path / "scans", tmp_path / "masks"
+    scans.mkdir()
+    masks.mkdir()
+    display8 = np.clip(np.round((phantom.ct.hu.astype(np.float32) + 1250) / 1500 * 255), 0, 255).astype(
+        np.uint8
+    )
+    write_volume(scans / "exported.nii.gz", display8, phantom.ct.geometry)
+    write_volume(masks / "exported.nii.gz", phantom.lungs, phantom.ct.geometry)
+    assert evaluate(scans, masks, "--target", "lungs", weights=tiny_weights) == 0
+    err = capsys.readouterr().err
+    assert "chsnet evaluate: warning: exported: the values are not Hounsfield units" in err

@@ -154,7 +154,9 @@ def _score_pair(pair: ScanPair, settings, target: str, accumulator, segment) -> 
     if sides is not None and not sides.found and sides.n_labels > 1:
         print(f"chsnet evaluate: {pair.name}: lungs not scored by side: {sides.reason}", file=sys.stderr)
     result = segment(volume, settings, pair.name)
-    for warning in result.run_info.warnings:
+    # what the reader converted (8-bit display values, HU + 1024) and what the run noticed about the scan
+    notes = [str(w) for w in volume.metadata.get("warnings", []) or []] + list(result.run_info.warnings)
+    for warning in dict.fromkeys(notes):
         print(f"chsnet evaluate: warning: {pair.name}: {warning}", file=sys.stderr)
     score = score_volume(result, reference, volume.geometry, target, accumulator, sides)
     return score.as_dict()
