@@ -117,7 +117,7 @@ def test_a_run_layer_is_known_by_its_metadata_under_any_name(panel, small_phanto
     show_known_result(widget, ct, small_phantom)
     viewer.layers["lungs"].name = "A"
     viewer.layers["infection"].name = "B"
-    from napari_chsnet.widgets.finetune import mask_kind
+    from napari_chsnet.widgets.layer_facts import mask_kind
 
     assert (mask_kind(viewer.layers["A"]), mask_kind(viewer.layers["B"])) == ("lungs", "infection")
     # a fresh panel (reopened) finds them by kind, each in its own picker
