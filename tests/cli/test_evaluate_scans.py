@@ -8,9 +8,12 @@ import shutil
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from PIL import Image
 
 from napari_chsnet.cli import main
+from napari_chsnet.cli.evaluate_scans import scan_entries
+from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.inference.pipeline import SegmentationSettings, segment_volume
 from napari_chsnet.io.phantom import make_phantom
 from napari_chsnet.io.readers import read_ct
@@ -215,3 +218,23 @@ def test_what_the_reader_converted_is_said_on_stderr(tmp_path, phantom, tiny_wei
     assert evaluate(scans, masks, "--target", "lungs", weights=tiny_weights) == 0
     err = capsys.readouterr().err
     assert "chsnet evaluate: warning: exported: the values are not Hounsfield units" in err
+
+
+def test_which_files_of_a_folder_are_scans(tmp_path, phantom, dicom_folder, capsys):
+    """An .mhd scan with its .raw beside it is one scan (the .raw is not opened); other files are
+    passed over; a DICOM slice saved without a suffix, as exports name them, is refused as a loose slice."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    image = sitk.GetImageFromArray(phantom.ct.hu)
+    image.SetSpacing(phantom.ct.geometry.spacing_mm)
+    sitk.WriteImage(image, str(scans / "case_b.mhd"))  # MetaImage header + its .raw voxels
+    (scans / "notes.csv").write_text("case,comment\n")
+    assert sorted(p.name for p in scans.iterdir())[:2] == ["case_b.mhd", "case_b.raw"]
+    assert scan_entries(scans) == {"case_b": scans / "case_b.mhd"}
+    shutil.copy(next(dicom_folder.glob("*.dcm")), scans / "IM0001")
+    with pytest.raises(
+        InvalidVolumeError, match=r"holds DICOM files \(IM0001\); give a folder with one subfolder"
+    ):
+        scan_entries(scans)
+    with pytest.raises(InvalidVolumeError, match="masks are read as NIfTI, MHA or NRRD volumes"):
+        scan_entries(scans, of_masks=True)

@@ -30,26 +30,30 @@ class ScanPair:
     mask: Path
 
 
-def scan_entries(folder: Path, dicom_series: bool = True) -> dict[str, Path]:
-    """The CT scans (or masks) in ``folder`` by case name: volume files and, with ``dicom_series``, DICOM
-    series subfolders. Loose DICOM files are refused: they are one series' slices, not one case each."""
+def scan_entries(folder: Path, of_masks: bool = False) -> dict[str, Path]:
+    """The CT scans in ``folder`` by case name: volume files and DICOM series subfolders; with ``of_masks``,
+    the mask volume files. Loose DICOM files are refused: they are one series' slices, not one case each
+    (and no mask: masks are read as volume files)."""
     from napari_chsnet.inference.run_info import case_name
-    from napari_chsnet.io.dicom_headers import folder_has_dicom, looks_like_dicom
-    from napari_chsnet.io.readers import DICOM_SUFFIXES, IMAGE_SUFFIXES, suffix_of
+    from napari_chsnet.io.dicom_headers import folder_has_dicom
+    from napari_chsnet.io.readers import IMAGE_SUFFIXES, suffix_of
 
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
             continue
         if path.is_dir():
-            if not (dicom_series and folder_has_dicom(path)):
+            if of_masks or not folder_has_dicom(path):
                 continue
         elif suffix_of(path) not in IMAGE_SUFFIXES:
-            if suffix_of(path) in DICOM_SUFFIXES or looks_like_dicom(path):
-                raise InvalidVolumeError(
-                    f"{folder} holds DICOM files ({path.name}); give a folder with one subfolder per DICOM "
-                    "series (one per scan), or segment a single series with chsnet segment"
+            if _is_dicom_file(path):
+                advice = (
+                    "masks are read as NIfTI, MHA or NRRD volumes on their scan's grid"
+                    if of_masks
+                    else "give a folder with one subfolder per DICOM series (one per scan), or segment a "
+                    "single series with chsnet segment"
                 )
+                raise InvalidVolumeError(f"{folder} holds DICOM files ({path.name}); {advice}")
             continue
         name = case_name(str(path))
         if name in found:
@@ -59,6 +63,18 @@ def scan_entries(folder: Path, dicom_series: bool = True) -> dict[str, Path]:
             )
         found[name] = path
     return found
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """A DICOM suffix, or a file named as DICOM exports name them (no suffix, or a number such as a UID's
+    last part) that starts like DICOM; other files (.png, .raw beside an .mhd, .csv) are not opened."""
+    from napari_chsnet.io.dicom_headers import looks_like_dicom
+    from napari_chsnet.io.readers import DICOM_SUFFIXES
+
+    suffix = path.suffix.lower()
+    if suffix in DICOM_SUFFIXES:
+        return True
+    return (suffix == "" or suffix[1:].isdigit()) and path.is_file() and looks_like_dicom(path)
 
 
 def _mask_of(name: str, scan: Path, masks: dict[str, Path]) -> Path | None:
@@ -75,7 +91,7 @@ def _mask_of(name: str, scan: Path, masks: dict[str, Path]) -> Path | None:
 def pair_scans(images: Path, masks: Path) -> list[ScanPair]:
     """(scan, mask) pairs by case name; scans without a mask are left out (said on stderr)."""
     scans = scan_entries(images)
-    mask_files = scan_entries(masks, dicom_series=False)
+    mask_files = scan_entries(masks, of_masks=True)
     if images.resolve() == masks.resolve():  # scans and masks side by side: a mask is not a scan
         scans = {
             name: path
