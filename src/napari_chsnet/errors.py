@@ -30,4 +30,4 @@ class OutputError(CHSNetError, OSError):
 
 
 class DeviceMemoryError(CHSNetError):
-    """A run that ran out of (GPU) memory: a smaller batch or the CPU gets it through."""
+    """A run that ran out of memory (a GPU's: a smaller batch or the CPU gets it through; or the computer's)."""

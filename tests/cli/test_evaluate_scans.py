@@ -18,7 +18,7 @@ from napari_chsnet.inference.pipeline import SegmentationSettings, segment_volum
 from napari_chsnet.io.phantom import make_phantom
 from napari_chsnet.io.readers import read_ct
 from napari_chsnet.io.volume import Geometry
-from napari_chsnet.io.writers import write_volume
+from napari_chsnet.io.writers import read_mask, write_volume
 from napari_chsnet.models.metrics import dice
 from napari_chsnet.resources_path import bundled_weights_dir
 
@@ -132,7 +132,7 @@ def test_a_dicom_series_subfolder_is_one_scan_and_a_bad_case_does_not_stop_the_o
     (masks / "series_a.nii.gz").rename(masks / "case_a.nii.gz")
     assert evaluate(scans, masks, weights=tiny_weights) == 2
     err = capsys.readouterr().err
-    assert "chsnet evaluate: 1 scan(s) without a mask are left out" in err
+    assert "chsnet evaluate: 1 scan(s) without a mask are left out: series_a" in err
     assert err.strip().splitlines()[-1].startswith("chsnet: error:") and "voxel grid" in err
 
 
@@ -173,14 +173,82 @@ def test_scan_folders_that_cannot_be_scored_exit_2_with_one_line(
     assert "holds DICOM files (IM0001.dcm)" in capsys.readouterr().err
 
 
-def test_an_empty_mask_is_refused_not_scored(tmp_path, segmented_case, tiny_weights, capsys):
+def test_an_empty_mask_is_a_scan_without_infection_but_no_lung_mask(
+    tmp_path, segmented_case, tiny_weights, capsys
+):
+    """A healthy scan's empty infection mask is scored (what was marked is false positive); an empty lung
+    mask is refused."""
     scans, out = segmented_case
     masks = tmp_path / "masks"
     masks.mkdir()
     volume = read_ct(scans / "case_a.nii.gz")
     write_volume(masks / "case_a.nii.gz", np.zeros(volume.shape, np.uint8), volume.geometry)
-    assert evaluate(scans, masks, weights=tiny_weights) == 2
-    assert "is empty: there is nothing to score against" in capsys.readouterr().err
+    assert evaluate(scans, masks, "--json", weights=tiny_weights) == 0
+    case = _json(capsys)[0]["per_scan"]["case_a"]
+    marked = read_mask(out / "infection.nii.gz", volume.geometry).astype(bool)
+    assert case["reference_ml"] == 0 and case["segmented_ml"] == pytest.approx(
+        np.count_nonzero(marked) * volume.geometry.voxel_volume_ml
+    )
+    assert case["dice"] == (1.0 if not marked.any() else 0.0) and case["auc"] is None
+    assert evaluate(scans, masks, "--target", "lungs", weights=tiny_weights) == 2
+    assert "is empty: a lung mask holds the lungs" in capsys.readouterr().err
+
+
+def test_a_lung_mask_scored_as_infection_is_warned_about(tmp_path, segmented_case, tiny_weights, capsys):
+    """The default target is infection: a lung mask given without --target lungs scores a meaningless
+    Dice, so stderr says what the mask looks like (both lungs of the run, or one label per lung)."""
+    scans, out = segmented_case
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    shutil.copy(out / "lungs.nii.gz", masks / "case_a.nii.gz")
+    assert evaluate(scans, masks, weights=tiny_weights) == 0
+    err = capsys.readouterr().err
+    assert "the mask covers 100 % of the segmented lungs" in err and "score it with --target lungs" in err
+
+
+def test_a_0_255_mask_with_a_soft_edge_keeps_the_edge_out_of_the_target(
+    tmp_path, segmented_case, tiny_weights, capsys
+):
+    """A 0/255 mask resampled with interpolation holds 1..254 at its border: read as a 0/255 mask (target
+    above 127, as for 2-D masks), not as labels whose every non-zero value is the target."""
+    scans, out = segmented_case
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    volume = read_ct(scans / "case_a.nii.gz")
+    binary = (read_mask(out / "lungs.nii.gz", volume.geometry) > 0).astype(np.uint8) * 255
+    soft = binary.copy()
+    edge = (binary == 0) & (np.roll(binary, 1, axis=2) == 255)  # one voxel outside each left border
+    soft[edge] = 100
+    write_volume(masks / "case_a.nii.gz", soft, volume.geometry)
+    assert evaluate(scans, masks, "--target", "lungs", "--json", weights=tiny_weights) == 0
+    scores, err = _json(capsys)
+    assert edge.any() and scores["per_scan"]["case_a"]["dice"] == 1.0
+    assert "the mask holds values 100, 255: read as a 0/255 mask, the target is above 127" in err
+
+
+def test_an_interrupted_batch_prints_the_scans_it_scored(
+    tmp_path, segmented_case, tiny_weights, monkeypatch, capsys
+):
+    import napari_chsnet.cli._common as common
+
+    scans, out = segmented_case
+    shutil.copy(scans / "case_a.nii.gz", scans / "case_b.nii.gz")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in ("case_a", "case_b"):
+        shutil.copy(out / "lungs.nii.gz", masks / f"{name}.nii.gz")
+    segment_for_real = common.segment_with_bar
+
+    def ctrl_c_in_the_second(volume, settings, name):
+        if name == "case_b":
+            raise KeyboardInterrupt
+        return segment_for_real(volume, settings, name)
+
+    monkeypatch.setattr(common, "segment_with_bar", ctrl_c_in_the_second)
+    assert evaluate(scans, masks, "--target", "lungs", "--json", weights=tiny_weights) == 130
+    scores, err = _json(capsys)
+    assert list(scores["per_scan"]) == ["case_a"] and scores["per_scan"]["case_a"]["dice"] == 1.0
+    assert "stopped after 1 of 2 scans" in err and "chsnet: interrupted" in err
 
 
 @pytest.mark.realdata
@@ -231,6 +299,8 @@ def test_which_files_of_a_folder_are_scans(tmp_path, phantom, dicom_folder, caps
     (scans / "notes.csv").write_text("case,comment\n")
     assert sorted(p.name for p in scans.iterdir())[:2] == ["case_b.mhd", "case_b.raw"]
     assert scan_entries(scans) == {"case_b": scans / "case_b.mhd"}
+    shutil.copy(next(dicom_folder.glob("*.dcm")), scans / "DICOMDIR")  # stands for a DICOMDIR index
+    assert scan_entries(scans) == {"case_b": scans / "case_b.mhd"}
     shutil.copy(next(dicom_folder.glob("*.dcm")), scans / "IM0001")
     with pytest.raises(
         InvalidVolumeError, match=r"holds DICOM files \(IM0001\); give a folder with one subfolder"
@@ -238,3 +308,23 @@ def test_which_files_of_a_folder_are_scans(tmp_path, phantom, dicom_folder, caps
         scan_entries(scans)
     with pytest.raises(InvalidVolumeError, match="masks are read as NIfTI, MHA or NRRD volumes"):
         scan_entries(scans, of_masks=True)
+
+
+def test_scan_only_options_and_long_names(tmp_path, segmented_case, tiny_weights, capsys):
+    from napari_chsnet.cli.evaluate_scans import _short
+
+    scans, out = segmented_case
+    slices = tmp_path / "slices"
+    slices.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(slices / "a.png")
+    assert evaluate(slices, slices, "--intensity", "hu", weights=tiny_weights) == 2
+    assert "--intensity is for CT scans" in capsys.readouterr().err
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    shutil.copy(out / "lungs.nii.gz", masks / "case_a.nii.gz")
+    shutil.copy(out / "lungs.nii.gz", masks / "case_z.nii.gz")
+    assert evaluate(scans, masks, "--target", "lungs", "--intensity", "hu", weights=tiny_weights) == 0
+    assert "1 mask(s) named like no scan are not used: case_z.nii.gz" in capsys.readouterr().err
+    uid = "1.3.6.1.4.1.14519.5.2.1.6279.6001.179049373636438705059720603192"
+    assert _short(uid) == "1.3.6.1.4.…059720603192" and _short("P001") == "P001"
+    assert _short(uid[:-1] + "3") != _short(uid)  # names that differ at their end stay apart

@@ -134,3 +134,30 @@ def test_other_errors_stay_internal_errors_with_their_traceback(tmp_path, ras_ni
     assert main(["segment", str(ras_nifti), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "internal error (RuntimeError)" in err
+
+
+def test_the_computer_running_out_of_memory_fails_the_case_not_the_batch(
+    tmp_path, ras_nifti, tiny_weights, monkeypatch, capsys
+):
+    """numpy's MemoryError ("Unable to allocate …") was an internal error, exit 1, that stopped the batch."""
+    segment_for_real = segment_command.segment_with_bar
+
+    def first_case_runs_out(volume, settings, name):
+        if name == "first":
+            raise MemoryError(
+                "Unable to allocate 1.15 GiB for an array with shape (592, 512, 512) and data type float64"
+            )
+        return segment_for_real(volume, settings, name)
+
+    monkeypatch.setattr(segment_command, "segment_with_bar", first_case_runs_out)
+    first, second = tmp_path / "first.nii.gz", tmp_path / "second.nii.gz"
+    first.write_bytes(ras_nifti.read_bytes())
+    second.write_bytes(ras_nifti.read_bytes())
+    args = ["segment", str(first), str(second), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights)]
+    assert main([*args, "--model", "rdunet", "--device", "cpu"]) == 2
+    assert error_lines(capsys) == [
+        "chsnet: error: first: segmentation ran out of memory (Unable to allocate 1.15 GiB for an array with "
+        "shape (592, 512, 512) and data type float64); close other programs or use a computer with more memory",
+        "chsnet: 1 of 2 cases failed; the others were written",
+    ]
+    assert (tmp_path / "out" / "second" / "report.pdf").is_file()

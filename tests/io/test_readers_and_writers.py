@@ -191,6 +191,22 @@ def test_mask_on_another_grid_is_refused(tmp_path):
         read_mask(tmp_path / "mask.nii.gz", volume.geometry)
 
 
+def test_a_mask_saved_without_a_header_is_told_so(tmp_path):
+    """A mask of the CT's size written from an array (default header: 1 mm voxels at the origin) is on
+    another grid; the message says how to give it the CT's header instead of 'resample'."""
+    ct = _source_image(ORIENTATIONS["LPS"])
+    sitk.WriteImage(ct, str(tmp_path / "ct.mha"))
+    volume = read_ct(tmp_path / "ct.mha", intensity="hu")
+    headerless = sitk.GetImageFromArray(sitk.GetArrayFromImage(ct > 0).astype(np.uint8))
+    sitk.WriteImage(headerless, str(tmp_path / "mask.nii.gz"))
+    with pytest.raises(
+        InvalidVolumeError, match="1 mm voxels, as a mask saved without a header has.*CopyInformation"
+    ):
+        read_mask(tmp_path / "mask.nii.gz", volume.geometry, volume.shape)
+    with pytest.raises(InvalidVolumeError, match="resample the mask onto the CT first"):  # size not known
+        read_mask(tmp_path / "mask.nii.gz", volume.geometry)
+
+
 @pytest.mark.parametrize(("shift_mm", "refused"), [(0.005, False), (0.05, True), (0.4, True)])
 def test_a_mask_is_taken_only_within_a_hundredth_of_a_mm_of_the_ct_s_origin(tmp_path, shift_mm, refused):
     """read_mask allows float32 rounding of the origin (0.01 mm, docs/io.md), not a mask moved by part

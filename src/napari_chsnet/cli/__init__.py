@@ -1,8 +1,8 @@
 """The ``chsnet`` command: ``segment``, ``evaluate``, ``info`` (and ``train``/``finetune`` when installed).
 
 ``main(argv)`` returns the exit code so tests call it in-process: 0 ok, 2 bad input or settings (one
-line on stderr: argparse's message or a ``CHSNetError``) and a GPU that ran out of memory (one line
-naming what to lower: :func:`user_error`), 1 internal error (traceback on stderr), 130 interrupted
+line on stderr: argparse's message or a ``CHSNetError``) and a GPU or the computer that ran out of
+memory (one line naming what to change: :func:`user_error`), 1 internal error (traceback on stderr), 130 interrupted
 (Ctrl-C), 143 terminated (SIGTERM, as ``timeout`` and SLURM send it; it raises ``Terminated`` so that
 the same cleanup as Ctrl-C's runs), 141 (as a shell reports SIGPIPE) when the reader of stdout went
 away, e.g. ``chsnet info | head``.
@@ -19,7 +19,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from napari_chsnet.errors import CHSNetError
+from napari_chsnet.errors import CHSNetError, DeviceMemoryError
 from napari_chsnet.interrupts import INTERRUPTED_EXIT, TERMINATED_EXIT, Terminated, sigterm_raises
 
 PROG = "chsnet"
@@ -33,6 +33,7 @@ OUT_OF_MEMORY = {
     "finetune": ("fine-tuning", "lower --batch-size or use --device cpu"),
     "train": ("training", "lower batch_size or set device: cpu in the config"),
 }
+HOST_MEMORY_ADVICE = "close other programs or use a computer with more memory"
 
 
 def _version() -> str:
@@ -73,13 +74,18 @@ def user_error(command: str | None, error: BaseException) -> CHSNetError | None:
     rest (bugs). Call ``release_device_memory`` after the ``except`` block that caught ``error``."""
     if isinstance(error, CHSNetError):
         return error
+    what, advice = OUT_OF_MEMORY.get(command or "", ("the run", "lower the batch size or use the CPU"))
+    if isinstance(error, MemoryError) and "out of memory" not in str(error).lower():
+        # the computer's own memory (numpy's "Unable to allocate 1.2 GiB for an array …"), not a GPU's:
+        # a case of a batch that fails so is one failed case, as in napari
+        words = " ".join(str(error).split()) or "MemoryError"
+        return DeviceMemoryError(f"{what} ran out of memory ({words}); {HOST_MEMORY_ADVICE}")
     if "torch" not in sys.modules:  # only torch runs out of GPU memory (and importing it here could fail)
         return None
     from napari_chsnet.inference.device import is_out_of_memory, out_of_memory_error
 
     if not is_out_of_memory(error):
         return None
-    what, advice = OUT_OF_MEMORY.get(command or "", ("the run", "lower the batch size or use the CPU"))
     return out_of_memory_error(error, what, advice)
 
 

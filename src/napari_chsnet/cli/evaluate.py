@@ -33,6 +33,7 @@ import numpy as np
 from napari_chsnet.cli.options import DefaultsHelpFormatter, add_model_options
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.inference.orientation import ROTATIONS, estimate_rotation, upright
+from napari_chsnet.io.hounsfield import INTENSITY_CHOICES
 from napari_chsnet.listing import first_and_more
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -70,6 +71,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--target", choices=TARGETS, default="infection",
         help="what the masks show: infection, or both lungs (scores the lung stage)",
+    )  # fmt: skip
+    scans = parser.add_argument_group("CT scans only")
+    scans.add_argument(
+        "--intensity", choices=INTENSITY_CHOICES, default="auto",
+        help="what the scans' values are, as for chsnet segment (docs/io.md)",
+    )  # fmt: skip
+    scans.add_argument(
+        "--fill-missing-slices", action="store_true",
+        help="DICOM: interpolate the slices a series lacks instead of refusing it, as for chsnet segment",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(run=run, parser=parser)
@@ -233,6 +243,9 @@ def run(args: argparse.Namespace) -> int:
 
         _check_folder(args.masks, "masks")
         return run_scans(args)
+    if args.intensity != "auto" or args.fill_missing_slices:
+        given = "--intensity" if args.intensity != "auto" else "--fill-missing-slices"
+        raise InvalidVolumeError(f"{given} is for CT scans; 8-bit slices are read as display values")
     pairs = pair_images(args.images, args.masks)
     settings = SegmentationSettings(
         model=args.model, device=args.device, weights=args.weights, mirror_averaging=args.mirror_averaging

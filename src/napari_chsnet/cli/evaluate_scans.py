@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from napari_chsnet.errors import CHSNetError, InvalidVolumeError
+from napari_chsnet.interrupts import Terminated
 from napari_chsnet.listing import first_and_more
 
 # How reference masks are commonly named after their scan (MosMedData: _mask; others _seg, _gt, _label).
 MASK_NAME_SUFFIXES = ("_mask", "-mask", "_seg", "-seg", "_gt", "_label", "_labels", "-label", "-labels")
 TABLE_METRICS = ("dice", "precision", "recall")
+# An infection reference covering this share of the segmented lungs is more likely a lung mask (a
+# critical CT-4 case reaches it too, hence a warning, not a refusal).
+LUNG_LIKE_COVERAGE = 0.9
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ def scan_entries(folder: Path, of_masks: bool = False) -> dict[str, Path]:
 
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
+        if path.name.startswith(".") or path.name.upper() == "DICOMDIR":  # a DICOMDIR indexes the series
             continue
         if path.is_dir():
             if of_masks or not folder_has_dicom(path):
@@ -109,9 +113,20 @@ def pair_scans(images: Path, masks: Path) -> list[ScanPair]:
             f"no scan in {images} has a mask named like it in {masks} (e.g. {example}.nii.gz or "
             f"{example}_mask.nii.gz)"
         )
-    unmatched = len(scans) - len(pairs)
+    paired = {pair.name for pair in pairs}
+    unmatched = [name for name in scans if name not in paired]
     if unmatched:
-        print(f"chsnet evaluate: {unmatched} scan(s) without a mask are left out", file=sys.stderr)
+        print(
+            f"chsnet evaluate: {len(unmatched)} scan(s) without a mask are left out: {first_and_more(unmatched, 5)}",
+            file=sys.stderr,
+        )
+    used = {pair.mask.resolve() for pair in pairs} | {path.resolve() for path in scans.values()}
+    unused = [path.name for path in mask_files.values() if path.resolve() not in used]
+    if unused and images.resolve() != masks.resolve():
+        print(
+            f"chsnet evaluate: {len(unused)} mask(s) named like no scan are not used: {first_and_more(unused, 5)}",
+            file=sys.stderr,
+        )
     return pairs
 
 
@@ -137,13 +152,22 @@ def run_scans(args: argparse.Namespace) -> int:
     scores, failed = {}, {}
 
     def score(pair: ScanPair) -> None:
-        scores[pair.name] = _score_pair(pair, settings, args.target, accumulator, segment_with_bar)
+        scores[pair.name] = _score_pair(pair, settings, args, accumulator, segment_with_bar)
 
     def record(pair: ScanPair, error: CHSNetError) -> None:
         failed[pair.name] = str(error)
         print(f"chsnet evaluate: error: {pair.name}: {error}", file=sys.stderr)
 
-    each_case("evaluate", pairs, score, record)
+    try:
+        each_case("evaluate", pairs, score, record)
+    except (KeyboardInterrupt, Terminated):  # the scans scored so far are not lost
+        if scores:
+            print(
+                f"chsnet evaluate: stopped after {len(scores) + len(failed)} of {len(pairs)} scans",
+                file=sys.stderr,
+            )
+            _print_scores(args, scores, failed, accumulator.result())
+        raise
     if not scores:
         print(f"chsnet evaluate: all {len(pairs)} scans failed", file=sys.stderr)
         return 2
@@ -157,25 +181,51 @@ def run_scans(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score_pair(pair: ScanPair, settings, target: str, accumulator, segment) -> dict:
-    from napari_chsnet.inference.evaluation import lung_sides, score_volume
+def _score_pair(pair: ScanPair, settings, args: argparse.Namespace, accumulator, segment) -> dict:
+    from napari_chsnet.inference.evaluation import (
+        describe_reference,
+        lung_sides,
+        reference_target,
+        score_volume,
+    )
     from napari_chsnet.io.readers import read_ct
     from napari_chsnet.io.writers import read_mask
 
-    volume = read_ct(pair.scan)
+    volume = read_ct(pair.scan, intensity=args.intensity, fill_missing_slices=args.fill_missing_slices)
     reference = read_mask(pair.mask, volume.geometry, volume.shape)  # before the long part: a wrong grid
-    if not reference.any():
-        raise InvalidVolumeError(f"mask {pair.mask} is empty: there is nothing to score against")
-    sides = lung_sides(reference, volume.geometry) if target == "lungs" else None
-    if sides is not None and not sides.found and sides.n_labels > 1:
-        print(f"chsnet evaluate: {pair.name}: lungs not scored by side: {sides.reason}", file=sys.stderr)
+    truth = reference_target(reference)
+    if args.target == "lungs" and not truth.any():  # an empty infection mask is a scan without infection
+        raise InvalidVolumeError(f"mask {pair.mask} is empty: a lung mask holds the lungs")
+    # labels 1 and 2 of a lung mask are its lungs (the side rule); said for the infection's labels and a 0/255 mask
+    notes = [describe_reference(reference) if args.target == "infection" or reference.max() > 127 else None]
+    sides = lung_sides(reference, volume.geometry) if int(reference.max(initial=0)) <= 127 else None
+    if args.target == "lungs" and sides is not None and not sides.found and sides.n_labels > 1:
+        notes.append(f"lungs not scored by side: {sides.reason}")
     result = segment(volume, settings, pair.name)
+    if args.target == "infection":
+        notes.append(_looks_like_lungs(truth, result.lungs, sides))
     # what the reader converted (8-bit display values, HU + 1024) and what the run noticed about the scan
-    notes = [str(w) for w in volume.metadata.get("warnings", []) or []] + list(result.run_info.warnings)
-    for warning in dict.fromkeys(notes):
-        print(f"chsnet evaluate: warning: {pair.name}: {warning}", file=sys.stderr)
-    score = score_volume(result, reference, volume.geometry, target, accumulator, sides)
-    return score.as_dict()
+    notes += [str(w) for w in volume.metadata.get("warnings", []) or []] + list(result.run_info.warnings)
+    for note in dict.fromkeys(n for n in notes if n):
+        print(f"chsnet evaluate: warning: {pair.name}: {note}", file=sys.stderr)
+    sides = sides if args.target == "lungs" else None
+    return score_volume(result, reference, volume.geometry, args.target, accumulator, sides).as_dict()
+
+
+def _looks_like_lungs(truth, lungs, sides) -> str | None:
+    """A warning when an infection reference looks like a lung mask (one label per lung, or most of
+    the segmented lungs): scored as infection it gives a meaningless Dice."""
+    import numpy as np
+
+    lung_voxels = int(np.count_nonzero(lungs))
+    covered = int(np.count_nonzero(truth & (lungs > 0))) / lung_voxels if lung_voxels else 0.0
+    if (sides is not None and sides.found) or covered >= LUNG_LIKE_COVERAGE:
+        return (
+            f"the mask covers {100 * covered:.0f} % of the segmented lungs"
+            + (" with one label per lung" if sides is not None and sides.found else "")
+            + ": if it is a lung mask, score it with --target lungs"
+        )
+    return None
 
 
 def _print_scores(args: argparse.Namespace, scores: dict, failed: dict, summary: dict) -> None:
@@ -219,7 +269,8 @@ def _print_scores(args: argparse.Namespace, scores: dict, failed: dict, summary:
 
 
 def _short(name: str) -> str:
-    return name if len(name) <= 23 else name[:22] + "…"
+    """At most 23 characters, cut in the middle: long names (DICOM UIDs) differ at their ends."""
+    return name if len(name) <= 23 else name[:10] + "…" + name[-12:]
 
 
 def _fmt(value: float | None) -> str:

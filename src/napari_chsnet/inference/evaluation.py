@@ -2,8 +2,10 @@
 
 What is scored is what a user gets from ``chsnet segment``: the post-processed ``lungs`` (both lungs
 together) or the infection the report counts (inside the lungs, islands under ``min_lesion_ml``
-removed). Every non-zero voxel of the reference is the target. Metrics are 3-D, per scan (the
-COVID-SemiSeg papers' per-slice means are for 2-D slices, ``cli/evaluate.py``).
+removed). The target is every non-zero voxel of a label mask; a mask with values above 127 is a 0/255
+mask, whose target is above 127 (as for 2-D masks: a mask resampled with interpolation keeps its soft
+edge out of the target). Metrics are 3-D, per scan (the COVID-SemiSeg papers' per-slice means are
+for 2-D slices, ``cli/evaluate.py``).
 
 A lung reference that holds exactly two labels, each on its own side of the body, is also read as one
 lung per label, and the right and left lungs are scored apart. The side of a label is found from the
@@ -40,6 +42,26 @@ class LungSides:
     @property
     def found(self) -> bool:
         return self.right_label is not None
+
+
+def reference_target(reference: np.ndarray) -> np.ndarray:
+    """The target voxels of a reference mask (see the module docstring)."""
+    if reference.size and int(reference.max()) > 127:
+        return reference > 127
+    return reference != 0
+
+
+def describe_reference(reference: np.ndarray) -> str | None:
+    """How the target was read from a mask holding more than one non-zero value (None otherwise)."""
+    counts = np.bincount(reference.reshape(-1), minlength=256) if reference.dtype == np.uint8 else None
+    values = np.flatnonzero(counts) if counts is not None else np.unique(reference)
+    values = [int(v) for v in values if v != 0]
+    if len(values) < 2:
+        return None
+    shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+    if values[-1] > 127:
+        return f"the mask holds values {shown}: read as a 0/255 mask, the target is above 127"
+    return f"the mask holds labels {shown}: every non-zero label is the target"
 
 
 def patient_x_mm(indices_zyx: tuple[np.ndarray, ...], geometry: Geometry) -> np.ndarray:
@@ -106,7 +128,7 @@ def score_volume(
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if reference.shape != result.lungs.shape:
         raise ValueError(f"reference {reference.shape} and segmentation {result.lungs.shape} differ in shape")
-    truth = reference != 0
+    truth = reference_target(reference)
     if target == "lungs":
         segmented = result.lungs != 0
         metrics = accumulator.add(segmented, truth)  # the pipeline keeps no lung probability: no AUC

@@ -27,7 +27,7 @@ from napari_chsnet.io.orientation import (
     unit_columns,
 )
 from napari_chsnet.io.readers import image_io_of, mixed_case_nifti_suffix, read_image_file, suffix_of
-from napari_chsnet.io.volume import Geometry, NiftiTransform
+from napari_chsnet.io.volume import CTVolume, Geometry, NiftiTransform
 
 WRITE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 # Grid agreement for masks: NIfTI stores its affine in float32, so allow that rounding. Directions are
@@ -441,10 +441,25 @@ def read_mask(
     slack = ROUNDING_DEPARTURE if rounded else 0.0
     problems += _grid_problems(found, expected, slack)
     if problems:
+        advice = "resample the mask onto the CT first"
+        if _lost_its_header(mask, geometry, shape_zyx):
+            advice = (
+                "it has the CT's size but 1 mm voxels, as a mask saved without a header has: if its voxels "
+                "are in the CT's order, give it the CT's header (e.g. SimpleITK's CopyInformation); "
+                "otherwise resample it onto the CT"
+            )
         raise InvalidVolumeError(
-            f"{source} does not lie on the CT's voxel grid ({'; '.join(problems)}); resample the mask onto the CT first."
+            f"{source} does not lie on the CT's voxel grid ({'; '.join(problems)}); {advice}."
         )
     return _as_labels(mask.hu, source)
+
+
+def _lost_its_header(mask: CTVolume, geometry: Geometry, shape_zyx: tuple[int, int, int] | None) -> bool:
+    """A mask of the CT's size with 1 mm voxels on a CT without them: likely written from an array
+    with no header (a default affine), not on another grid."""
+    ones = (1.0, 1.0, 1.0)
+    same_size = shape_zyx is not None and tuple(mask.shape) == tuple(shape_zyx)
+    return same_size and tuple(mask.geometry.spacing_mm) == ones and tuple(geometry.spacing_mm) != ones
 
 
 def _mm(values: tuple[float, ...]) -> str:

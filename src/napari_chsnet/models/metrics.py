@@ -23,6 +23,7 @@ import numpy as np
 
 METRIC_NAMES = ("dice", "jaccard", "precision", "recall", "specificity", "accuracy", "auc")
 _AUC_BINS = 65536
+_AUC_CHUNK = 1 << 22  # pixels binned at a time (a 4M-pixel chunk's copies take about 80 MB)
 
 
 def confusion_counts(pred: np.ndarray, true: np.ndarray) -> tuple[int, int, int, int]:
@@ -63,16 +64,23 @@ def dice(pred: np.ndarray, true: np.ndarray) -> float:
 
 
 def _auc_histograms(true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Counts of positive and negative pixels per probability bin (probabilities quantised to 16 bits)."""
-    true = np.asarray(true).astype(bool, copy=False).ravel()
-    probs = np.asarray(probs, dtype=np.float64).ravel()
+    """Counts of positive and negative pixels per probability bin (probabilities quantised to 16 bits),
+    binned ``_AUC_CHUNK`` pixels at a time: a whole CT volume's float64 and int64 copies would take
+    six times the probability map's memory (0.9 GB for 148 slices of 512²)."""
+    true = np.asarray(true).reshape(-1)
+    probs = np.asarray(probs).reshape(-1)
     if true.shape != probs.shape:
         raise ValueError(
             f"mask ({true.size} pixels) and probabilities ({probs.size} pixels) must have the same size"
         )
-    bins = np.clip(np.rint(probs * (_AUC_BINS - 1)), 0, _AUC_BINS - 1).astype(np.int64)
-    positives = np.bincount(bins[true], minlength=_AUC_BINS)
-    negatives = np.bincount(bins[~true], minlength=_AUC_BINS)
+    positives = np.zeros(_AUC_BINS, dtype=np.int64)
+    negatives = np.zeros(_AUC_BINS, dtype=np.int64)
+    for start in range(0, probs.size, _AUC_CHUNK):
+        chunk = probs[start : start + _AUC_CHUNK].astype(np.float64)
+        bins = np.clip(np.rint(chunk * (_AUC_BINS - 1)), 0, _AUC_BINS - 1).astype(np.int64)
+        positive = true[start : start + _AUC_CHUNK].astype(bool, copy=False)
+        positives += np.bincount(bins[positive], minlength=_AUC_BINS)
+        negatives += np.bincount(bins[~positive], minlength=_AUC_BINS)
     return positives, negatives
 
 
