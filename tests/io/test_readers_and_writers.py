@@ -207,6 +207,28 @@ def test_a_mask_saved_without_a_header_is_told_so(tmp_path):
         read_mask(tmp_path / "mask.nii.gz", volume.geometry)
 
 
+def test_a_bad_mask_file_is_refused_in_a_mask_s_words(tmp_path):
+    """A colour or NaN mask was told to be a CT ('not a CT; open a greyscale CT volume', 're-export the scan')."""
+    ct = _source_image(ORIENTATIONS["LPS"])
+    sitk.WriteImage(ct, str(tmp_path / "ct.mha"))
+    volume = read_ct(tmp_path / "ct.mha", intensity="hu")
+    labels = sitk.GetArrayFromImage(ct > 0).astype(np.float32)
+    labels[0, 0, 0] = np.nan
+    with_nan = sitk.GetImageFromArray(labels)
+    with_nan.CopyInformation(ct)
+    sitk.WriteImage(with_nan, str(tmp_path / "nan.nii.gz"))
+    with pytest.raises(
+        InvalidVolumeError, match=r"NaN or infinite values \(1 of .*save the mask again with a label"
+    ):
+        read_mask(tmp_path / "nan.nii.gz", volume.geometry, volume.shape)
+    rgb = sitk.Compose([sitk.Cast(ct > 0, sitk.sitkUInt8)] * 3)
+    sitk.WriteImage(rgb, str(tmp_path / "rgb.mha"))
+    with pytest.raises(
+        InvalidVolumeError, match="values per voxel .* not a label mask; save one label per voxel"
+    ):
+        read_mask(tmp_path / "rgb.mha", volume.geometry, volume.shape)
+
+
 @pytest.mark.parametrize(("shift_mm", "refused"), [(0.005, False), (0.05, True), (0.4, True)])
 def test_a_mask_is_taken_only_within_a_hundredth_of_a_mm_of_the_ct_s_origin(tmp_path, shift_mm, refused):
     """read_mask allows float32 rounding of the origin (0.01 mm, docs/io.md), not a mask moved by part

@@ -263,25 +263,26 @@ def _itk_reason(exc: RuntimeError) -> str:
     return lines[-1] if lines else "unknown error"
 
 
-def read_image_file(path: Path) -> CTVolume:
-    """Read a NIfTI/MetaImage/NRRD CT volume with SimpleITK, checking its size before its pixels."""
+def read_image_file(path: Path, mask: bool = False) -> CTVolume:
+    """Read a NIfTI/MetaImage/NRRD CT volume with SimpleITK, checking its size before its pixels;
+    ``mask``: a label mask is read, and the refusals say what a mask should be."""
     _check_permission(path)
     is_nifti = suffix_of(path) in (".nii", ".nii.gz")
     nifti = _readable_nifti_header(path) if is_nifti else None
     reader = _header(path)
     size = reader.GetSize()
     if reader.GetNumberOfComponents() != 1:
+        wanted = "a label mask; save one label per voxel" if mask else "a CT; open a greyscale CT volume"
         raise InvalidVolumeError(
-            f"{path} holds {reader.GetNumberOfComponents()} values per voxel (colour or vector image), not a CT; open a greyscale CT volume."
+            f"{path} holds {reader.GetNumberOfComponents()} values per voxel (colour or vector image), not {wanted}."
         )
     if len(size) not in (2, 3) or (len(size) == 3 and min(size) == 0):
-        raise InvalidVolumeError(
-            f"{path} has {len(size)} dimensions of size {size}, not a 3-D CT; export one CT volume per file."
-        )
+        wanted = "3-D mask; save the mask as one volume" if mask else "3-D CT; export one CT volume per file"
+        raise InvalidVolumeError(f"{path} has {len(size)} dimensions of size {size}, not a {wanted}.")
     n_voxels = int(np.prod(size, dtype=np.int64))
     check_fits_in_memory(str(path), n_voxels, max(4, _bytes_per_voxel(reader)))
     if is_nifti:
-        _check_nifti_voxels(path, nifti, n_voxels, n_voxels * _bytes_per_voxel(reader))
+        _check_nifti_voxels(path, nifti, n_voxels, n_voxels * _bytes_per_voxel(reader), mask)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -298,7 +299,7 @@ def read_image_file(path: Path) -> CTVolume:
     warnings.append(oblique_warning(display))
     values = sitk.GetArrayFromImage(display)
     if not is_nifti:  # a NIfTI's stored voxels were checked above (ITK has made its NaN 0 by now)
-        _refuse_non_finite(path, count_non_finite(values), values.size)
+        _refuse_non_finite(path, count_non_finite(values), values.size, mask)
     metadata: dict[str, Any] = {"warnings": [w for w in warnings if w], "format": suffix_of(path)}
     geometry = geometry_of(display, source_orientation)
     if nifti is not None:  # NIfTI masks written on this grid copy the header's transforms and units
@@ -368,12 +369,16 @@ def count_non_finite(values: np.ndarray) -> int:
     return sum(int(plane.size - np.count_nonzero(np.isfinite(plane))) for plane in values)
 
 
-def _refuse_non_finite(path: Path, count: int, n_voxels: int) -> None:
-    """NaN or Inf is no density: refused as the segmentation refuses it, before any cast to int16."""
+def _refuse_non_finite(path: Path, count: int, n_voxels: int, mask: bool = False) -> None:
+    """NaN or Inf is no density (nor label): refused as the segmentation refuses it, before any cast to int16."""
     if count:
+        fix = (
+            "save the mask again with a label in every voxel (0 outside)"
+            if mask
+            else "fix or re-export the scan with a number in every voxel (e.g. -1024 HU outside the field of view)"
+        )
         raise InvalidVolumeError(
-            f"{path} holds NaN or infinite values ({count} of {n_voxels} voxels); fix or re-export the scan "
-            "with a number in every voxel (e.g. -1024 HU outside the field of view)."
+            f"{path} holds NaN or infinite values ({count} of {n_voxels} voxels); {fix}."
         )
 
 
@@ -526,14 +531,16 @@ def _itk_corner_points(image: sitk.Image, corners: np.ndarray) -> np.ndarray:
     return np.asarray(image.GetOrigin()) + (corners[:, :n] * image.GetSpacing()) @ direction.T
 
 
-def _check_nifti_voxels(path: Path, header: NiftiHeader | None, n_voxels: int, data_bytes: int) -> None:
+def _check_nifti_voxels(
+    path: Path, header: NiftiHeader | None, n_voxels: int, data_bytes: int, mask: bool = False
+) -> None:
     """Refuse a truncated .nii.gz (ITK reads it silently with its tail missing) and float voxels that
     are NaN or Inf (ITK reads them as 0 HU: a NaN field-of-view ring would pass for water)."""
     float_type = _NIFTI_FLOAT_TYPES.get(header.datatype) if header is not None else None
     if float_type is not None:
         dtype = np.dtype(float_type).newbyteorder(header.byte_order)  # type: ignore[union-attr]
         count = _count_stored_non_finite(path, header.vox_offset, n_voxels, dtype)  # type: ignore[union-attr]
-        _refuse_non_finite(path, count, n_voxels)
+        _refuse_non_finite(path, count, n_voxels, mask)
     elif _is_gzip(path):
         _check_gzip_complete(path, header, data_bytes)
 

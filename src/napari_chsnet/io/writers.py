@@ -426,7 +426,7 @@ def read_mask(
     Raises:
         InvalidVolumeError: the file cannot be read, holds non-label values, or lies on another grid.
     """
-    mask = read_image_file(Path(path))
+    mask = read_image_file(Path(path), mask=True)
     source = str(path)
     problems = []
     if shape_zyx is not None and tuple(mask.shape) != tuple(shape_zyx):
