@@ -45,8 +45,9 @@ def each_case(
     failed: Callable[[Case, CHSNetError], None],
 ) -> int:
     """Run ``work`` on every case of a batch; returns how many failed. A case's user error (a
-    ``CHSNetError``, or running out of GPU memory said as one) goes to ``failed`` and the batch goes on;
-    a bug, or the error of a batch of one case, is raised (the latter as the user is told it)."""
+    ``CHSNetError``, or running out of memory, a GPU's or the computer's, said as one: ``user_error``)
+    goes to ``failed`` and the batch goes on; a bug, or the error of a batch of one case, is raised (the
+    latter as the user is told it)."""
     from napari_chsnet.cli import user_error
     from napari_chsnet.inference.device import release_device_memory
 

@@ -59,8 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--masks", type=Path, required=True, metavar="DIR",
-        help="folder of masks: 0/255 images, or label images (0/1, 0/1/2, palette PNGs), or for scans label "
-        "volumes; their non-zero values are the target",
+        help="folder of masks: 0/255 images (target above 127) or label images (0/1, 0/1/2, palette PNGs: "
+        "every non-zero label), or for scans mask volumes read the same way",
     )  # fmt: skip
     add_model_options(parser)
     parser.add_argument(
