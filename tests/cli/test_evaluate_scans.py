@@ -66,6 +66,7 @@ def test_the_segmentation_s_own_masks_score_1(tmp_path, segmented_case, tiny_wei
         assert evaluate(scans, masks, "--target", target, "--json", weights=tiny_weights) == 0
         scores, _ = _json(capsys)
         assert scores["n_scans"] == 1 and scores["failed"] == {} and scores["target"] == target
+        assert scores["interrupted"] is False
         case = scores["per_scan"]["case_a"]
         assert case["dice"] == 1.0 and case["reference_ml"] == case["segmented_ml"] > 0
         assert scores["mean"] == scores["pooled"] == {k: v for k, v in case.items() if k in scores["mean"]}
@@ -248,6 +249,7 @@ def test_an_interrupted_batch_prints_the_scans_it_scored(
     assert evaluate(scans, masks, "--target", "lungs", "--json", weights=tiny_weights) == 130
     scores, err = _json(capsys)
     assert list(scores["per_scan"]) == ["case_a"] and scores["per_scan"]["case_a"]["dice"] == 1.0
+    assert scores["interrupted"] is True  # a saved JSON says it is not the whole batch
     assert "stopped after 1 of 2 scans" in err and "chsnet: interrupted" in err
 
 

@@ -100,3 +100,23 @@ def test_the_accumulator_gives_segmentation_metrics_figures_pair_by_pair():
     assert result["pooled"]["auc"] is None and result["mean"]["auc"] is not None and result["n_images"] == 4
     with pytest.raises(ValueError, match="no images"):
         MetricsAccumulator().result()
+
+
+def test_a_pair_that_fails_leaves_the_figures_as_they_were(monkeypatch):
+    """A scan that runs out of memory while its AUC is binned is a failed scan: its voxels must not
+    stay in the pooled counts (they did, while mean and AUC left it out)."""
+    import napari_chsnet.models.metrics as metrics_module
+
+    truth = np.zeros((3, 8, 8), bool)
+    truth[1, 2:5, 2:5] = True
+    accumulator = MetricsAccumulator()
+    accumulator.add(truth, truth, truth.astype(np.float32))
+    before = accumulator.result()
+
+    def runs_out(*_args):
+        raise MemoryError("Unable to allocate")
+
+    monkeypatch.setattr(metrics_module, "_auc_histograms", runs_out)
+    with pytest.raises(MemoryError):
+        accumulator.add(np.ones_like(truth), truth, truth.astype(np.float32))
+    assert accumulator.result() == before

@@ -199,12 +199,14 @@ def test_a_mask_saved_without_a_header_is_told_so(tmp_path):
     volume = read_ct(tmp_path / "ct.mha", intensity="hu")
     headerless = sitk.GetImageFromArray(sitk.GetArrayFromImage(ct > 0).astype(np.uint8))
     sitk.WriteImage(headerless, str(tmp_path / "mask.nii.gz"))
-    with pytest.raises(
-        InvalidVolumeError, match="1 mm voxels, as a mask saved without a header has.*CopyInformation"
-    ):
+    with pytest.raises(InvalidVolumeError, match="1 mm voxels or its first voxel at 0 mm.*CopyInformation"):
         read_mask(tmp_path / "mask.nii.gz", volume.geometry, volume.shape)
     with pytest.raises(InvalidVolumeError, match="resample the mask onto the CT first"):  # size not known
         read_mask(tmp_path / "mask.nii.gz", volume.geometry)
+    headerless.SetSpacing(ct.GetSpacing())  # a NIfTI with no qform or sform keeps its voxel size only
+    sitk.WriteImage(headerless, str(tmp_path / "no_position.mha"))
+    with pytest.raises(InvalidVolumeError, match=r"origin .*first voxel at 0 mm.*CopyInformation"):
+        read_mask(tmp_path / "no_position.mha", volume.geometry, volume.shape)
 
 
 def test_a_bad_mask_file_is_refused_in_a_mask_s_words(tmp_path):

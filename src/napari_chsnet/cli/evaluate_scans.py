@@ -166,7 +166,7 @@ def run_scans(args: argparse.Namespace) -> int:
                 f"chsnet evaluate: stopped after {len(scores) + len(failed)} of {len(pairs)} scans",
                 file=sys.stderr,
             )
-            _print_scores(args, scores, failed, accumulator.result())
+            _print_scores(args, scores, failed, accumulator.result(), interrupted=True)
         raise
     if not scores:
         print(f"chsnet evaluate: all {len(pairs)} scans failed", file=sys.stderr)
@@ -228,7 +228,9 @@ def _looks_like_lungs(truth, lungs, sides) -> str | None:
     return None
 
 
-def _print_scores(args: argparse.Namespace, scores: dict, failed: dict, summary: dict) -> None:
+def _print_scores(
+    args: argparse.Namespace, scores: dict, failed: dict, summary: dict, interrupted: bool = False
+) -> None:
     from napari_chsnet.models.metrics import METRIC_NAMES
 
     if args.json:
@@ -242,6 +244,7 @@ def _print_scores(args: argparse.Namespace, scores: dict, failed: dict, summary:
                     "pooled": summary["pooled"],  # over every voxel of every scan
                     "per_scan": scores,
                     "failed": failed,
+                    "interrupted": interrupted,  # Ctrl-C or SIGTERM: the scans after these were not run
                 }
             )
         )
@@ -266,6 +269,8 @@ def _print_scores(args: argparse.Namespace, scores: dict, failed: dict, summary:
         print(f"{name:<12}{_fmt(summary['mean'][name]):>10}{_fmt(summary['pooled'][name]):>10}")
     if failed:
         print(f"failed: {first_and_more(list(failed), 5)}")
+    if interrupted:
+        print("interrupted: the scans after these were not scored")
 
 
 def _short(name: str) -> str:

@@ -129,6 +129,12 @@ def score_volume(
     if reference.shape != result.lungs.shape:
         raise ValueError(f"reference {reference.shape} and segmentation {result.lungs.shape} differ in shape")
     truth = reference_target(reference)
+    by_side: dict[str, float | None] = {"right_lung_dice": None, "left_lung_dice": None}
+    if target == "lungs" and sides is not None and sides.found:  # before the scan is added to the batch
+        by_side = {
+            "right_lung_dice": dice(result.lungs == RIGHT_LUNG, reference == sides.right_label),
+            "left_lung_dice": dice(result.lungs == LEFT_LUNG, reference == sides.left_label),
+        }
     if target == "lungs":
         segmented = result.lungs != 0
         metrics = accumulator.add(segmented, truth)  # the pipeline keeps no lung probability: no AUC
@@ -136,12 +142,6 @@ def score_volume(
         segmented = result.infection != 0
         metrics = accumulator.add(segmented, truth, result.probability)
     voxel_ml = geometry.voxel_volume_ml
-    by_side: dict[str, float | None] = {"right_lung_dice": None, "left_lung_dice": None}
-    if target == "lungs" and sides is not None and sides.found:
-        by_side = {
-            "right_lung_dice": dice(result.lungs == RIGHT_LUNG, reference == sides.right_label),
-            "left_lung_dice": dice(result.lungs == LEFT_LUNG, reference == sides.left_label),
-        }
     return VolumeScore(
         dict(metrics),
         int(np.count_nonzero(truth)) * voxel_ml,

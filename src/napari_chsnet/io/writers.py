@@ -444,9 +444,9 @@ def read_mask(
         advice = "resample the mask onto the CT first"
         if _lost_its_header(mask, geometry, shape_zyx):
             advice = (
-                "it has the CT's size but 1 mm voxels, as a mask saved without a header has: if its voxels "
-                "are in the CT's order, give it the CT's header (e.g. SimpleITK's CopyInformation); "
-                "otherwise resample it onto the CT"
+                "it has the CT's size but 1 mm voxels or its first voxel at 0 mm, as a mask saved without the "
+                "CT's header has: if its voxels are in the CT's order, give it the CT's header (e.g. "
+                "SimpleITK's CopyInformation); otherwise resample it onto the CT"
             )
         raise InvalidVolumeError(
             f"{source} does not lie on the CT's voxel grid ({'; '.join(problems)}); {advice}."
@@ -455,11 +455,15 @@ def read_mask(
 
 
 def _lost_its_header(mask: CTVolume, geometry: Geometry, shape_zyx: tuple[int, int, int] | None) -> bool:
-    """A mask of the CT's size with 1 mm voxels on a CT without them: likely written from an array
-    with no header (a default affine), not on another grid."""
+    """A mask of the CT's size with 1 mm voxels, or with its first voxel at 0 mm, where the CT has
+    neither: likely written from an array without the CT's header (a default affine, or a NIfTI whose
+    qform and sform codes are both 0), not on another grid."""
+    if shape_zyx is None or tuple(mask.shape) != tuple(shape_zyx):
+        return False
     ones = (1.0, 1.0, 1.0)
-    same_size = shape_zyx is not None and tuple(mask.shape) == tuple(shape_zyx)
-    return same_size and tuple(mask.geometry.spacing_mm) == ones and tuple(geometry.spacing_mm) != ones
+    default_spacing = tuple(mask.geometry.spacing_mm) == ones and tuple(geometry.spacing_mm) != ones
+    at_zero = not np.any(mask.geometry.origin_mm) and np.any(geometry.origin_mm)
+    return default_spacing or bool(at_zero)
 
 
 def _mm(values: tuple[float, ...]) -> str:

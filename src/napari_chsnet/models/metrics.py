@@ -118,18 +118,18 @@ class MetricsAccumulator:
     def add(
         self, pred: np.ndarray, true: np.ndarray, probs: np.ndarray | None = None
     ) -> dict[str, float | None]:
-        """Score one pair (``probs`` for its AUC) and return its metrics."""
+        """Score one pair (``probs`` for its AUC) and return its metrics. All is computed before any of
+        it is added, so a pair that fails (out of memory) leaves the figures as they were."""
         counts = confusion_counts(pred, true)
-        self._totals += counts
         metrics: dict[str, float | None] = dict(_from_counts(*counts))
-        metrics["auc"] = None  # undefined without probabilities
-        if probs is None:
+        histograms = None if probs is None else _auc_histograms(true, probs)
+        metrics["auc"] = None if histograms is None else _auc_from_histograms(*histograms)
+        self._totals += counts
+        if histograms is None:
             self._all_have_probabilities = False
         else:
-            positives, negatives = _auc_histograms(true, probs)
-            self._positives += positives
-            self._negatives += negatives
-            metrics["auc"] = _auc_from_histograms(positives, negatives)
+            self._positives += histograms[0]
+            self._negatives += histograms[1]
         self._per_item.append(metrics)
         return metrics
 
