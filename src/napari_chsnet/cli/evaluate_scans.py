@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from napari_chsnet.errors import CHSNetError, InvalidVolumeError
 from napari_chsnet.interrupts import Terminated
 from napari_chsnet.listing import first_and_more
@@ -215,8 +217,6 @@ def _score_pair(pair: ScanPair, settings, args: argparse.Namespace, accumulator,
 def _looks_like_lungs(truth, lungs, sides) -> str | None:
     """A warning when an infection reference looks like a lung mask (one label per lung, or most of
     the segmented lungs): scored as infection it gives a meaningless Dice."""
-    import numpy as np
-
     lung_voxels = int(np.count_nonzero(lungs))
     covered = int(np.count_nonzero(truth & (lungs > 0))) / lung_voxels if lung_voxels else 0.0
     if (sides is not None and sides.found) or covered >= LUNG_LIKE_COVERAGE:

@@ -51,11 +51,14 @@ def reference_target(reference: np.ndarray) -> np.ndarray:
     return reference != 0
 
 
+def _labels(reference: np.ndarray) -> list[int]:
+    """The non-zero values of a mask, ascending."""
+    return [int(value) for value in np.unique(reference) if value != 0]
+
+
 def describe_reference(reference: np.ndarray) -> str | None:
     """How the target was read from a mask holding more than one non-zero value (None otherwise)."""
-    counts = np.bincount(reference.reshape(-1), minlength=256) if reference.dtype == np.uint8 else None
-    values = np.flatnonzero(counts) if counts is not None else np.unique(reference)
-    values = [int(v) for v in values if v != 0]
+    values = _labels(reference)
     if len(values) < 2:
         return None
     shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
@@ -74,7 +77,7 @@ def patient_x_mm(indices_zyx: tuple[np.ndarray, ...], geometry: Geometry) -> np.
 
 def lung_sides(reference: np.ndarray, geometry: Geometry) -> LungSides:
     """Right and left lung labels of a reference mask (see the module docstring)."""
-    labels = [int(value) for value in np.unique(reference) if value != 0]
+    labels = _labels(reference)
     if len(labels) != 2:
         return LungSides(n_labels=len(labels), reason=f"it holds {len(labels)} label(s), not one per lung")
     x_of = {label: patient_x_mm(np.nonzero(reference == label), geometry) for label in labels}
