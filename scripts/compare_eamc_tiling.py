@@ -1,0 +1,122 @@
+"""Compare how EAMC's members read the 512² lung crop, on slices no member trained on.
+
+The paper (Pal Das et al., Sec. 5.1) cuts the crop into 16 non-overlapping 128² patches at inference, as
+in training. AMC-Net is fully convolutional, so a member can also read
+
+* ``whole``: the 512² crop in one pass (same cost; no tile borders, every pixel sees its context), or
+* ``overlap``: 128² tiles every 64 pixels (49 tiles, 3 times the cost), probabilities averaged.
+
+Why: the bundled members mark dense lesions only at their rim and miss small lesions (the model
+card's failure modes); a 128² tile that lies inside a large opacity, or cuts a lesion at its edge, sees
+no lung around it. Each member is scored alone (threshold 0.5, resampled back as
+``EAMCInfectionStage`` does) on the expert-labelled slices of its own left-out group (the split of
+``scripts/calibrate_eamc_threshold.py``); the 10 validation slices of the model cards are not read.
+
+Use weights whose members all share the config's split: round 9 (``git show
+ecd993f:resources/weights/eamc.safetensors``), not the bundled average (its round-11 ingredient drew
+other groups over 340 slices).
+
+Rule, fixed before the first run (2026-12-06): a mode other than ``patches`` is a candidate only if
+both its mean and pooled Dice over the 40 left-out slices beat ``patches``'; ``whole`` is preferred
+(same cost) unless ``overlap`` beats it by more than two standard errors of the paired per-slice
+difference. The candidate then faces the model card's end-to-end rule.
+
+    CHSNET_SHARED_DATA=../shared/data python scripts/compare_eamc_tiling.py \
+        --config configs/eamc_round9_continue.yaml --weights ROUND9.safetensors [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from calibrate_eamc_threshold import left_out_groups, vote_on_slice_grid
+
+from napari_chsnet.inference.device import resolve_device
+from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
+from napari_chsnet.inference.preprocessing import CropBox, crop_and_resize, from_patches, to_patches
+from napari_chsnet.models.metrics import dice, segmentation_metrics
+from napari_chsnet.training.config import load_config
+
+MODES = ("patches", "whole", "overlap")
+OVERLAP_STRIDE = 64
+
+
+def overlapping_probability(member: torch.nn.Module, crop: torch.Tensor, patch: int) -> torch.Tensor:
+    """``(1, 1, S, S)`` → the mean of the member's probabilities over every tile that covers a pixel."""
+    size = crop.shape[-1]
+    starts = range(0, size - patch + 1, OVERLAP_STRIDE)
+    boxes = [(y, x) for y in starts for x in starts]
+    tiles = torch.cat([crop[..., y : y + patch, x : x + patch] for y, x in boxes])
+    probabilities = member(tiles).float().sigmoid()
+    total, count = torch.zeros_like(crop), torch.zeros_like(crop)
+    for (y, x), probability in zip(boxes, probabilities, strict=True):
+        total[..., y : y + patch, x : x + patch] += probability
+        count[..., y : y + patch, x : x + patch] += 1
+    return total / count
+
+
+def member_probability(member: torch.nn.Module, crop: torch.Tensor, patch: int, mode: str) -> torch.Tensor:
+    if mode == "whole":
+        return member(crop).float().sigmoid()
+    if mode == "overlap":
+        return overlapping_probability(member, crop, patch)
+    return from_patches(member(to_patches(crop, patch)).float(), 1, crop.shape[-1]).sigmoid()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True, help="the EAMC training config of the weights")
+    parser.add_argument("--weights", type=Path, required=True, help="an eamc.safetensors sharing its split")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
+    args = parser.parse_args()
+    settings = SegmentationSettings(model="eamc", weights=args.weights, mirror_averaging=False)
+    device = resolve_device(settings.device)
+    _, stage, _ = build_stages(settings, device)
+    config = load_config(args.config)
+    expert, groups = left_out_groups(config)
+    masks: dict[str, list[np.ndarray]] = {mode: [] for mode in MODES}
+    truths = []
+    with torch.inference_mode():
+        for index, (slice_, group) in enumerate(zip(expert, groups, strict=True)):
+            shape = slice_.image.shape
+            crop = crop_and_resize(slice_.image[None], CropBox.full(*shape), stage.slice_size).to(device)
+            member = stage.network.members[group]
+            for mode in MODES:
+                probability = member_probability(member, crop, stage.patch_size, mode).cpu()
+                masks[mode].append(vote_on_slice_grid(probability, 0.5, shape))
+            truths.append(slice_.infection)
+            print(f"slice {index + 1}/{len(expert)} (member {group})", flush=True)
+    figures = {}
+    for mode in MODES:
+        scores = segmentation_metrics(masks[mode], truths)
+        per_slice = [dice(m, t) for m, t in zip(masks[mode], truths, strict=True)]
+        figures[mode] = {
+            "mean_dice": scores["mean"]["dice"],
+            "pooled_dice": scores["pooled"]["dice"],
+            "mean_precision": scores["mean"]["precision"],
+            "mean_recall": scores["mean"]["recall"],
+            "per_slice_dice": per_slice,
+        }
+    base = np.array(figures["patches"]["per_slice_dice"])
+    for mode in MODES:
+        row = figures[mode]
+        change = np.array(row["per_slice_dice"]) - base
+        row["paired_change"] = float(change.mean())
+        row["paired_standard_error"] = float(change.std(ddof=1) / np.sqrt(len(change)))
+        print(
+            f"{mode:8s} mean Dice {row['mean_dice']:.4f}  pooled {row['pooled_dice']:.4f}  "
+            f"precision {row['mean_precision']:.4f}  recall {row['mean_recall']:.4f}  "
+            f"vs patches {row['paired_change']:+.4f} ± {row['paired_standard_error']:.4f}"
+        )
+    gap = np.array(figures["overlap"]["per_slice_dice"]) - np.array(figures["whole"]["per_slice_dice"])
+    print(f"overlap vs whole {gap.mean():+.4f} ± {gap.std(ddof=1) / np.sqrt(len(gap)):.4f}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
