@@ -1,6 +1,8 @@
 """Parameters and CPU forward time per 256 x 256 slice of each network at its paper configuration.
 
-    python benchmarks/bench_models.py [--threads 2] [--repeats 5] [--batch 1] [--size 256]
+    python benchmarks/bench_models.py [--threads 2] [--repeats 5] [--batch 1] [--size 256] [--channels-last]
+
+``--channels-last`` stores the weights channels-last, as ``inference.weights.network_for`` does on the CPU.
 
 Times are medians over ``--repeats`` forward passes under ``torch.inference_mode`` after one warm-up pass,
 divided by the batch size. On a shared machine, compare with ``uptime``: OpenMP threads that lose their core
@@ -41,15 +43,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1, help="slices per forward pass")
     parser.add_argument("--size", type=int, default=256, help="slice height and width (a multiple of 16)")
     parser.add_argument("--models", nargs="+", default=list(MODEL_KEYS), choices=MODEL_KEYS)
+    parser.add_argument(
+        "--channels-last", action="store_true", help="channels-last weights (the CPU pipeline's)"
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     batch = torch.rand(args.batch, 1, args.size, args.size)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, {args.size}x{args.size}")
+    layout = "channels-last" if args.channels_last else "contiguous"
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, {args.size}x{args.size}, "
+        f"{layout} weights"
+    )
     print(f"{'model':<10}{'parameters':>14}{'ms/slice':>12}")
     for key in args.models:
         model = build_model(key).eval()
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         n_parameters = sum(p.numel() for p in model.parameters())
         milliseconds = time_forward_ms(model, batch, args.repeats)
         print(f"{key:<10}{n_parameters / 1e6:>13.2f}M{milliseconds:>12.1f}")

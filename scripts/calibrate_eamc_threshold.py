@@ -59,7 +59,7 @@ def member_probabilities(slice_, eamc_stage) -> torch.Tensor:
     lungs, which the scored infection mask is not restricted to), so no lung stage is needed here.
     """
     crops = crop_and_resize(slice_.image[None], CropBox.full(*slice_.image.shape), eamc_stage.slice_size)
-    return eamc_stage._member_logits(crops).sigmoid()
+    return eamc_stage._member_probabilities(crops)
 
 
 def vote_on_slice_grid(probability: torch.Tensor, threshold: float, shape: tuple[int, int]) -> np.ndarray:

@@ -112,10 +112,15 @@ def main() -> None:
         "--mirror-averaging", action=argparse.BooleanOptionalAction, default=None,
         help="average each slice with its mirror (default: the model's own setting)",
     )  # fmt: skip
+    parser.add_argument(
+        "--overlapping-tiles", action=argparse.BooleanOptionalAction, default=None,
+        help="EAMC: read overlapping tiles (default: the model's own setting)",
+    )  # fmt: skip
     args = parser.parse_args()
     settings = SegmentationSettings(
-        model=args.model, weights=args.weights, mirror_averaging=args.mirror_averaging
-    )
+        model=args.model, weights=args.weights, mirror_averaging=args.mirror_averaging,
+        overlapping_tiles=args.overlapping_tiles,
+    )  # fmt: skip
     figures = covid_ct_md_figures(args.data / "covid-ct-md", settings, pictures=args.pictures)
     print(json.dumps({"model": args.model, **figures}, indent=2))
 

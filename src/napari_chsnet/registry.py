@@ -30,13 +30,16 @@ UNEXPECTED_LABEL_COLOR = (1.0, 0.0, 1.0, 1.0)  # magenta
 @dataclass(frozen=True)
 class ModelInfo:
     """``mirror_averaging``: the model's default for the infection stage's mirror averaging, on where
-    it passed its rule with the bundled weights (the model cards give the figures)."""
+    it passed its rule with the bundled weights (the model cards give the figures).
+    ``overlapping_tiles``: whether the model reads its crop in tiles at all (EAMC's patches), and then
+    its default (``inference.ensemble``); None for models that read the crop whole."""
 
     key: str
     title: str
     paper: str
     description: str
     mirror_averaging: bool
+    overlapping_tiles: bool | None = None
 
 
 MODELS: dict[str, ModelInfo] = {
@@ -54,6 +57,8 @@ MODELS: dict[str, ModelInfo] = {
         "Ensemble of attention multi-scale AMC-Nets on 128x128 patches, majority voting.",
         # on since round 5 passed its rule; round 3's P001 sensitivity had fallen to 0.938 (eamc.md)
         mirror_averaging=True,
+        # the paper's non-overlapping patches until overlapping tiles pass their rule (eamc.md)
+        overlapping_tiles=False,
     ),
     "rdunet": ModelInfo(
         "rdunet",

@@ -248,7 +248,11 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidVolumeError(f"{given} is for CT scans; 8-bit slices are read as display values")
     pairs = pair_images(args.images, args.masks)
     settings = SegmentationSettings(
-        model=args.model, device=args.device, weights=args.weights, mirror_averaging=args.mirror_averaging
+        model=args.model,
+        device=args.device,
+        weights=args.weights,
+        mirror_averaging=args.mirror_averaging,
+        overlapping_tiles=args.overlapping_tiles,
     )
     device = resolve_device(settings.device)
     slices = _read_pairs(pairs)

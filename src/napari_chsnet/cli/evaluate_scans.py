@@ -146,7 +146,11 @@ def run_scans(args: argparse.Namespace) -> int:
         )
     pairs = pair_scans(args.images, args.masks)
     settings = SegmentationSettings(
-        model=args.model, device=args.device, weights=args.weights, mirror_averaging=args.mirror_averaging
+        model=args.model,
+        device=args.device,
+        weights=args.weights,
+        mirror_averaging=args.mirror_averaging,
+        overlapping_tiles=args.overlapping_tiles,
     )
     resolve_device(settings.device)
     resolve_weights(settings.model, settings.weights)  # a bad weights file is told before any scan is read

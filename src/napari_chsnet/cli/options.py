@@ -98,3 +98,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "stage's time); without either flag, the model's default: "
         + ", ".join(f"{key} {'on' if info.mirror_averaging else 'off'}" for key, info in MODELS.items()),
     )  # fmt: skip
+    parser.add_argument(
+        "--overlapping-tiles", action=argparse.BooleanOptionalAction, default=None,
+        help="EAMC only: its members read 128² tiles every 64 pixels and average them, instead of the "
+        "paper's 16 non-overlapping patches (three times EAMC's time); without either flag, EAMC's default: "
+        + ("on" if MODELS["eamc"].overlapping_tiles else "off"),
+    )  # fmt: skip

@@ -354,6 +354,7 @@ def run(args: argparse.Namespace) -> int:
     settings = SegmentationSettings(
         model=args.model, device=args.device, weights=args.weights, batch_size=args.batch_size,
         threshold=args.threshold, min_lesion_ml=args.min_lesion_ml, mirror_averaging=args.mirror_averaging,
+        overlapping_tiles=args.overlapping_tiles,
     )  # fmt: skip
     resolve_device(settings.device)
     resolve_weights(settings.model, settings.weights)

@@ -11,6 +11,12 @@ thresholded at 0.5, and the mean probability is the probability map.
 
 With ``mirror_averaging`` every member also reads the left-right mirrored crop (its output mirrored
 back), so 2K outputs vote instead of K (``cascade.mirror_averaged`` for one network).
+
+With ``overlapping_tiles`` (not in the paper) every member reads 128 x 128 tiles every 64 pixels (49
+per slice, three times the cost) and each pixel gets the mean of the member's probabilities over the
+four tiles that cover it (fewer at the crop's edge) before the vote: no pixel is judged only at a
+tile's border, where the member sees no context on one side (measured in
+``scripts/compare_eamc_tiling.py``; resources/weights/eamc.md).
 """
 
 from __future__ import annotations
@@ -23,11 +29,14 @@ from napari_chsnet.inference.device import autocast
 from napari_chsnet.inference.preprocessing import (
     CropBox,
     crop_and_resize,
-    from_patches,
+    from_tiles,
     restore_probabilities,
-    to_patches,
+    tile_count,
+    to_tiles,
 )
 from napari_chsnet.models.eamc import EAMC
+
+TILES_PER_CALL = 64
 
 
 class EAMCInfectionStage:
@@ -41,24 +50,38 @@ class EAMCInfectionStage:
         device: where the members live.
         threshold: each member's vote threshold (EAMC.vote).
         mirror_averaging: every member also votes on the mirrored crop (twice the time).
+        overlapping_tiles: tiles every ``patch_size / 2`` pixels, averaged (three times the time).
     """
 
     def __init__(
         self, network: EAMC, slice_size: int, patch_size: int, window_hu: tuple[float, float],
         device: torch.device, threshold: float, mirror_averaging: bool = False,
+        overlapping_tiles: bool = False,
     ):  # fmt: skip
         check_input_size(network, patch_size, "EAMC patches")
         self.network, self.slice_size, self.patch_size = network, slice_size, patch_size
         self.window_hu, self.device, self.threshold = window_hu, device, threshold
         self.mirror_averaging = mirror_averaging
+        self.tile_stride = patch_size // 2 if overlapping_tiles else patch_size
+        tile_count(slice_size, patch_size, self.tile_stride)  # the tiles must cover the crop
 
-    def _member_logits(self, crops: torch.Tensor) -> torch.Tensor:
-        """``(N, 1, S, S)`` crops → ``(K, N, 1, S, S)`` float32 logits of every member, on the stage's
-        device (the vote runs there; only its two maps are moved back)."""
+    def _member_probabilities(self, crops: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, S, S)`` crops → ``(K, N, 1, S, S)`` float32 probabilities of every member, on the
+        stage's device (the vote runs there; only its two maps are moved back)."""
+        tiles = to_tiles(crops, self.patch_size, self.tile_stride)
         with torch.inference_mode(), autocast(self.device):
-            logits = self.network(to_patches(crops, self.patch_size).to(self.device, non_blocking=True))
+            # at most a 4-slice batch's worth of paper patches per call, so overlap costs no extra memory
+            probabilities = torch.cat(
+                [
+                    self.network(chunk.to(self.device, non_blocking=True)).float().sigmoid()
+                    for chunk in tiles.split(TILES_PER_CALL)
+                ],
+                dim=1,
+            )
         n_slices = crops.shape[0]
-        return torch.stack([from_patches(member.float(), n_slices, self.slice_size) for member in logits])
+        return torch.stack(
+            [from_tiles(member, n_slices, self.slice_size, self.tile_stride) for member in probabilities]
+        )
 
     def predict(self, unit_slices: np.ndarray, lung_masks: np.ndarray | None, box: CropBox) -> StageOutput:
         """``(N, H, W)`` inputs in [0, 1] → mean probability and vote mask on the same grid.
@@ -67,11 +90,12 @@ class EAMCInfectionStage:
         """
         height, width = unit_slices.shape[-2:]
         crops = crop_and_resize(unit_slices, box, self.slice_size)
-        member_logits = self._member_logits(crops)
+        member_probabilities = self._member_probabilities(crops)
         if self.mirror_averaging:
-            member_logits = torch.cat([member_logits, self._member_logits(crops.flip(-1)).flip(-1)])
+            mirrored = self._member_probabilities(crops.flip(-1)).flip(-1)
+            member_probabilities = torch.cat([member_probabilities, mirrored])
         with torch.inference_mode():
-            mask, probability = EAMC.vote(member_logits, self.threshold)
+            mask, probability = EAMC.vote_probabilities(member_probabilities, self.threshold)
         return StageOutput(
             restore_probabilities(probability.cpu(), box, height, width),
             restore_probabilities(mask.float().cpu(), box, height, width) >= 0.5,

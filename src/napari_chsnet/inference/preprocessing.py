@@ -98,6 +98,32 @@ def restore_probabilities(probabilities: torch.Tensor, box: CropBox, height: int
     return out
 
 
+def tile_count(size: int, patch: int, stride: int) -> int:
+    """Tiles of side ``patch`` every ``stride`` pixels along one side of ``size``; the tiles must cover
+    it exactly (``size - patch`` a multiple of ``stride``), else ``ValueError``."""
+    if not 0 < stride <= patch <= size or (size - patch) % stride:
+        raise ValueError(f"{patch}-pixel tiles every {stride} pixels do not cover a {size}-pixel side")
+    return (size - patch) // stride + 1
+
+
+def to_tiles(images: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
+    """``(N, C, S, S)`` → ``(N * T, C, patch, patch)``: the tiles every ``stride`` pixels, row-major
+    (``stride == patch``: the patches of :func:`to_patches`)."""
+    n, c, size, _ = images.shape
+    per_side = tile_count(size, patch, stride)
+    columns = F.unfold(images, patch, stride=stride)  # (N, C * patch², T)
+    return columns.transpose(1, 2).reshape(n * per_side**2, c, patch, patch)
+
+
+def from_tiles(tiles: torch.Tensor, n: int, size: int, stride: int) -> torch.Tensor:
+    """Inverse of :func:`to_tiles`: each pixel is the mean of the tiles that cover it."""
+    c, patch = tiles.shape[1], tiles.shape[-1]
+    columns = tiles.reshape(n, tile_count(size, patch, stride) ** 2, c * patch * patch).transpose(1, 2)
+    total = F.fold(columns, (size, size), patch, stride=stride)
+    covering = F.fold(torch.ones_like(columns[:1]), (size, size), patch, stride=stride)
+    return total / covering
+
+
 def to_patches(images: torch.Tensor, patch: int = EAMC_PATCH_SIZE) -> torch.Tensor:
     """``(N, C, S, S)`` → ``(N * (S/patch)^2, C, patch, patch)`` non-overlapping patches, row-major."""
     n, c, s, _ = images.shape

@@ -63,7 +63,11 @@ class EAMC(nn.Module):
         Returns:
             ``(mask, mean_prob)``: bool ``(N, C, H, W)`` and float ``(N, C, H, W)``.
         """
-        probs = member_logits.sigmoid()
+        return EAMC.vote_probabilities(member_logits.sigmoid(), threshold)
+
+    @staticmethod
+    def vote_probabilities(probs: Tensor, threshold: float = 0.5) -> tuple[Tensor, Tensor]:
+        """:meth:`vote` on the members' probabilities ``(K, N, C, H, W)`` instead of their logits."""
         n_members = probs.shape[0]
         mean_prob = probs.mean(dim=0)
         doubled_votes = 2 * (probs >= threshold).sum(dim=0)
