@@ -119,6 +119,18 @@ def test_the_report_says_how_the_infection_was_thresholded_and_averaged(tmp_path
     assert options["single"]["mirror_averaging"] is False and options["single"]["threshold"] == 0.3
     probabilities = [read_ct(folder / "probability.nii.gz").hu for folder in (default, single)]
     assert not np.array_equal(*probabilities)
+    assert "overlapping_tiles" not in options["default"]  # CHS-Net reads its crop whole
+
+
+def test_an_eamc_report_says_how_its_members_read_the_crop(tmp_path, ras_nifti, tiny_weights):
+    paper, overlapping = tmp_path / "paper", tmp_path / "overlapping"
+    args = ("--model", "eamc", "--no-mirror-averaging")
+    assert segment(ras_nifti, "-o", paper, *args, weights=tiny_weights) == 0
+    assert segment(ras_nifti, "-o", overlapping, *args, "--overlapping-tiles", weights=tiny_weights) == 0
+    reports = [json.loads((folder / "report.json").read_text()) for folder in (paper, overlapping)]
+    assert [report["inference_options"]["overlapping_tiles"] for report in reports] == [False, True]
+    probabilities = [read_ct(folder / "probability.nii.gz").hu for folder in (paper, overlapping)]
+    assert not np.array_equal(*probabilities)
 
 
 def test_a_dicom_folder_keeps_its_study_fields_unless_anonymized(tmp_path, dicom_folder, tiny_weights):
@@ -280,6 +292,7 @@ def _set_of(folder, source, *names: str):
         (["--batch-size", "0"], "argument --batch-size: expected a whole number >= 1, got 0"),
         (["--batch-size", "four"], "expected a whole number >= 1, got 'four'"),
         (["--model", "unet"], "argument --model: invalid choice"),
+        (["--overlapping-tiles"], "overlapping tiles are for EAMC, whose members read the crop in tiles"),
     ],
 )
 def test_bad_options_are_usage_errors(tmp_path, ras_nifti, capsys, args, fragment):

@@ -584,3 +584,6 @@ def test_the_run_details_give_the_settings_that_change_the_figures(synthetic_cas
 
     eamc = build_report_json(severity, RunInfo("eamc", "cpu", 1.0, inference_options=options), {}, False)
     assert "Settings: threshold 0.5 (each member's vote), mirror averaging on," in " ".join(run_details(eamc))
+    tiled = {**options, "overlapping_tiles": True}
+    eamc = build_report_json(severity, RunInfo("eamc", "cpu", 1.0, inference_options=tiled), {}, False)
+    assert "mirror averaging on, overlapping tiles, lesions under" in " ".join(run_details(eamc))

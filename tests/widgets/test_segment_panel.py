@@ -171,6 +171,27 @@ def test_the_mirror_averaging_box_reaches_the_engine_and_the_layers(
     assert options["mirror_averaging"] is False and options["threshold"] == widget.segment.threshold.value
 
 
+def test_the_overlapping_tiles_box_is_eamc_s_and_reaches_the_engine(
+    panel, qtbot, tiny_weights, small_phantom
+):
+    viewer, widget = panel
+    add_ct(viewer, small_phantom)
+    choose_weights(widget, widget.dialogs, tiny_weights)
+    box = widget.segment.overlapping_tiles
+    assert not box.native.isVisibleTo(widget.segment.native)  # CHS-Net reads its crop whole
+    widget.segment.model.value = "eamc"
+    assert box.native.isVisibleTo(widget.segment.native) and box.value is False  # EAMC's default
+    box.value = True
+    widget.segment.mirror_averaging.value = False
+
+    run_segmentation(qtbot, widget)
+
+    options = run_info_of(viewer.layers[PROBABILITY_LAYER]).inference_options
+    assert options["overlapping_tiles"] is True and options["mirror_averaging"] is False
+    widget.segment.model.value = "chsnet"
+    assert not box.native.isVisibleTo(widget.segment.native) and box.value is False
+
+
 def test_cancel_mid_run_adds_no_layer(panel, qtbot, tiny_weights, small_phantom, notifications):
     viewer, widget = panel
     add_ct(viewer, small_phantom)
@@ -197,7 +218,10 @@ def test_the_inputs_a_run_read_are_locked_and_the_table_uses_the_min_lesion_show
     add_ct(viewer, small_phantom)
     choose_weights(widget, widget.dialogs, tiny_weights)
     panel_ = widget.segment
-    inputs = (panel_.threshold, panel_.min_lesion_ml, panel_.mirror_averaging, panel_.batch_size)
+    inputs = (
+        panel_.threshold, panel_.min_lesion_ml, panel_.mirror_averaging, panel_.overlapping_tiles,
+        panel_.batch_size,
+    )  # fmt: skip
 
     panel_.segment.native.click()
     assert panel_.running and not any(box.enabled for box in inputs)

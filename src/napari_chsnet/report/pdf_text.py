@@ -241,6 +241,8 @@ def _settings_line(report: dict[str, Any]) -> str | None:
         parts.append(f"threshold {float(options['threshold']):g}{vote}")
     if "mirror_averaging" in options:
         parts.append(f"mirror averaging {'on' if options['mirror_averaging'] else 'off'}")
+    if "overlapping_tiles" in options:
+        parts.append("overlapping tiles" if options["overlapping_tiles"] else "the paper's patches")
     min_lesion = report.get("min_lesion_ml", options.get("min_lesion_ml"))
     if min_lesion is not None:
         min_lesion = float(min_lesion)

@@ -169,6 +169,12 @@ class SegmentPanel(ClosablePanel, Container):
             value=MODELS[DEFAULT_MODEL].mirror_averaging,
             tooltip=TOOLTIPS["mirror_averaging"],
         )
+        self.overlapping_tiles = CheckBox(
+            text="Overlapping tiles (EAMC)",
+            value=bool(MODELS[DEFAULT_MODEL].overlapping_tiles),
+            visible=MODELS[DEFAULT_MODEL].overlapping_tiles is not None,
+            tooltip=TOOLTIPS["overlapping_tiles"],
+        )
         self.batch_size = SpinBox(label="Batch size", value=4, min=1, max=64, tooltip=TOOLTIPS["batch_size"])
         self.segment = PushButton(text="Segment", tooltip=TOOLTIPS["segment"])
         self.cancel = PushButton(text="Cancel", enabled=False, tooltip=TOOLTIPS["cancel"])
@@ -185,6 +191,7 @@ class SegmentPanel(ClosablePanel, Container):
                 self.threshold,
                 self.min_lesion_ml,
                 self.mirror_averaging,
+                self.overlapping_tiles,
                 self.batch_size,
                 row(self.segment, self.cancel),
                 self.progress,
@@ -242,7 +249,11 @@ class SegmentPanel(ClosablePanel, Container):
             return BUNDLED
 
     def _on_model_changed(self) -> None:
-        self.mirror_averaging.value = MODELS[self.model.value].mirror_averaging
+        info = MODELS[self.model.value]
+        self.mirror_averaging.value = info.mirror_averaging
+        # only EAMC reads its crop in tiles; the box is hidden (and off) for the others
+        self.overlapping_tiles.visible = info.overlapping_tiles is not None
+        self.overlapping_tiles.value = bool(info.overlapping_tiles)
         self.weights.reset_choices()
         self.weights.value = self._default_weights()
 
@@ -288,6 +299,11 @@ class SegmentPanel(ClosablePanel, Container):
             threshold=float(self.threshold.value),
             min_lesion_ml=float(self.min_lesion_ml.value),
             mirror_averaging=bool(self.mirror_averaging.value),
+            overlapping_tiles=(
+                bool(self.overlapping_tiles.value)
+                if MODELS[self.model.value].overlapping_tiles is not None
+                else None
+            ),
         )
 
     def run(self) -> None:
@@ -402,6 +418,7 @@ class SegmentPanel(ClosablePanel, Container):
             self.threshold,
             self.min_lesion_ml,
             self.mirror_averaging,
+            self.overlapping_tiles,
             self.batch_size,
         ):
             widget.enabled = not running
