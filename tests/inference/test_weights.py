@@ -136,6 +136,25 @@ def test_networks_are_cached_until_their_file_changes(tmp_path):
     assert not torch.equal(rebuilt.head.weight, network.head.weight)
 
 
+@pytest.mark.parametrize("model", ["chsnet", "eamc", "rdunet"])
+def test_cpu_networks_keep_channels_last_weights_and_give_the_same_probabilities(tmp_path, model):
+    """oneDNN runs channels-last convolutions faster on the CPU (inference/weights.py); the layout must
+    not change what a network computes."""
+    write_tiny_checkpoint(tmp_path, "chsnet")  # the lung stage, beside it as in a weights set
+    checkpoint = resolve_weights(model, write_tiny_checkpoint(tmp_path, model))[model]
+    network = network_for(checkpoint, torch.device("cpu"))
+    convolutions = [
+        m.weight for m in network.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)
+    ]
+    assert convolutions and all(w.is_contiguous(memory_format=torch.channels_last) for w in convolutions)
+    plain = checkpoint.build().eval()
+    inputs = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    if model == "chsnet":
+        network, plain = network.lung_net, plain.lung_net
+    with torch.inference_mode():
+        torch.testing.assert_close(network(inputs), plain(inputs), rtol=1e-4, atol=1e-5)
+
+
 def test_preprocessing_comes_from_the_checkpoint_with_package_defaults(tmp_path, tiny_weights):
     stated = preprocessing_of(resolve_weights("eamc", tiny_weights)["eamc"])
     assert (stated.lung_input_size, stated.infection_input_size, stated.patch_size) == (64, 64, 32)
