@@ -128,3 +128,21 @@ def test_overlapping_tiles_are_eamc_s_and_recorded_for_it():
     assert "overlapping_tiles" not in SegmentationSettings(model="rdunet").inference_options()
     assert SegmentationSettings(model="chsnet", overlapping_tiles=False).uses_overlapping_tiles is False
     assert SegmentationSettings(model="eamc", overlapping_tiles=True).inference_options()["overlapping_tiles"]
+
+
+def test_overlapping_tiles_reach_the_members_in_calls_no_larger_than_the_paper_s():
+    """Memory per network call is the batch's paper patches (slices x 16 at 512/128; here 2 x 16 at
+    128/32), so the batch size keeps bounding it with overlapping tiles too."""
+    calls = []
+
+    class Recording(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(x.shape[0])
+            return x
+
+    slices = np.zeros((2, 128, 128), np.float32)
+    stage(Recording(), False).predict(slices, None, CropBox.full(128, 128))
+    assert calls == [32]
+    calls.clear()
+    stage(Recording(), True).predict(slices, None, CropBox.full(128, 128))
+    assert calls == [32, 32, 32, 2] and sum(calls) == 2 * 7 * 7

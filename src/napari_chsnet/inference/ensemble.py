@@ -36,8 +36,6 @@ from napari_chsnet.inference.preprocessing import (
 )
 from napari_chsnet.models.eamc import EAMC
 
-TILES_PER_CALL = 64
-
 
 class EAMCInfectionStage:
     """Infection of lung crops by the EAMC ensemble (lung masks come from the lung stage's crop box).
@@ -68,17 +66,18 @@ class EAMCInfectionStage:
     def _member_probabilities(self, crops: torch.Tensor) -> torch.Tensor:
         """``(N, 1, S, S)`` crops → ``(K, N, 1, S, S)`` float32 probabilities of every member, on the
         stage's device (the vote runs there; only its two maps are moved back)."""
+        n_slices = crops.shape[0]
         tiles = to_tiles(crops, self.patch_size, self.tile_stride)
+        # as many tiles per call as the batch has paper patches: overlap needs no more memory than they
+        per_call = n_slices * (self.slice_size // self.patch_size) ** 2
         with torch.inference_mode(), autocast(self.device):
-            # at most a 4-slice batch's worth of paper patches per call, so overlap costs no extra memory
             probabilities = torch.cat(
                 [
                     self.network(chunk.to(self.device, non_blocking=True)).float().sigmoid()
-                    for chunk in tiles.split(TILES_PER_CALL)
+                    for chunk in tiles.split(per_call)
                 ],
                 dim=1,
             )
-        n_slices = crops.shape[0]
         return torch.stack(
             [from_tiles(member, n_slices, self.slice_size, self.tile_stride) for member in probabilities]
         )
