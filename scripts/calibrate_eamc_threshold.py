@@ -69,22 +69,30 @@ def vote_on_slice_grid(probability: torch.Tensor, threshold: float, shape: tuple
     return restore_probabilities(votes, CropBox.full(*shape), *shape)[0] >= 0.5
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def members_and_their_left_out_slices(description: str, weights_help: str, weights_required: bool = False):
+    """Parse ``--config``, ``--weights`` and ``--json``; build the EAMC stage (members alone, no mirror)
+    and the expert slices each member left out. Returns ``(args, stage, expert, groups)``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", type=Path, required=True, help="the EAMC training config of the weights")
-    parser.add_argument("--weights", type=Path, default=None, help="an eamc.safetensors (default: bundled)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
+    parser.add_argument("--weights", type=Path, default=None, required=weights_required, help=weights_help)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
     settings = SegmentationSettings(model="eamc", weights=args.weights, mirror_averaging=False)
-    device = resolve_device(settings.device)
-    _, eamc_stage, _ = build_stages(settings, device)
+    _, stage, _ = build_stages(settings, resolve_device(settings.device))
     config = load_config(args.config)
-    members = len(eamc_stage.network.members)
+    members = len(stage.network.members)
     if config.model != "eamc" or config.eamc.members != members:
         parser.error(f"{args.config} is not an EAMC config with the weights' {members} members")
     expert, groups = left_out_groups(config)
     print(
         f"{len(expert)} expert slices; left out per member: {np.bincount(groups, minlength=members).tolist()}"
+    )
+    return args, stage, expert, groups
+
+
+def main() -> None:
+    args, eamc_stage, expert, groups = members_and_their_left_out_slices(
+        __doc__.splitlines()[0], "an eamc.safetensors (default: bundled)"
     )
     own_probabilities, truths = [], []
     with torch.inference_mode():

@@ -36,67 +36,44 @@ chosen one goes on only if both its mean and pooled Dice beat ``patches+mirror``
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
-from calibrate_eamc_threshold import left_out_groups, vote_on_slice_grid
+from calibrate_eamc_threshold import members_and_their_left_out_slices, vote_on_slice_grid
 
-from napari_chsnet.inference.device import resolve_device
-from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
-from napari_chsnet.inference.preprocessing import CropBox, crop_and_resize, from_patches, to_patches
+from napari_chsnet.inference.preprocessing import CropBox, crop_and_resize, from_tiles, to_tiles
 from napari_chsnet.models.metrics import dice, segmentation_metrics
-from napari_chsnet.training.config import load_config
 
 MODES = ("patches", "whole", "overlap", "patches+mirror", "overlap+mirror")
-OVERLAP_STRIDE = 64
-
-
-def overlapping_probability(member: torch.nn.Module, crop: torch.Tensor, patch: int) -> torch.Tensor:
-    """``(1, 1, S, S)`` → the mean of the member's probabilities over every tile that covers a pixel."""
-    size = crop.shape[-1]
-    starts = range(0, size - patch + 1, OVERLAP_STRIDE)
-    boxes = [(y, x) for y in starts for x in starts]
-    tiles = torch.cat([crop[..., y : y + patch, x : x + patch] for y, x in boxes])
-    probabilities = member(tiles).float().sigmoid()
-    total, count = torch.zeros_like(crop), torch.zeros_like(crop)
-    for (y, x), probability in zip(boxes, probabilities, strict=True):
-        total[..., y : y + patch, x : x + patch] += probability
-        count[..., y : y + patch, x : x + patch] += 1
-    return total / count
+STRIDES = {"patches": 128, "overlap": 64}
 
 
 def member_probability(member: torch.nn.Module, crop: torch.Tensor, patch: int, mode: str) -> torch.Tensor:
+    """One member's probability on a ``(1, 1, S, S)`` crop read as ``mode`` says."""
     if mode.endswith("+mirror"):
         tiling = mode.removesuffix("+mirror")
         mirrored = member_probability(member, crop.flip(-1), patch, tiling).flip(-1)
         return (member_probability(member, crop, patch, tiling) + mirrored) / 2
     if mode == "whole":
         return member(crop).float().sigmoid()
-    if mode == "overlap":
-        return overlapping_probability(member, crop, patch)
-    return from_patches(member(to_patches(crop, patch)).float(), 1, crop.shape[-1]).sigmoid()
+    stride = STRIDES[mode] * patch // 128
+    tiles = member(to_tiles(crop, patch, stride)).float().sigmoid()
+    return from_tiles(tiles, 1, crop.shape[-1], stride)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, required=True, help="the EAMC training config of the weights")
-    parser.add_argument("--weights", type=Path, required=True, help="an eamc.safetensors sharing its split")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
-    args = parser.parse_args()
-    settings = SegmentationSettings(model="eamc", weights=args.weights, mirror_averaging=False)
-    device = resolve_device(settings.device)
-    _, stage, _ = build_stages(settings, device)
-    config = load_config(args.config)
-    expert, groups = left_out_groups(config)
+    args, stage, expert, groups = members_and_their_left_out_slices(
+        __doc__.splitlines()[0], "an eamc.safetensors sharing the config's split", weights_required=True
+    )
     masks: dict[str, list[np.ndarray]] = {mode: [] for mode in MODES}
     truths = []
     with torch.inference_mode():
         for index, (slice_, group) in enumerate(zip(expert, groups, strict=True)):
             shape = slice_.image.shape
-            crop = crop_and_resize(slice_.image[None], CropBox.full(*shape), stage.slice_size).to(device)
+            crop = crop_and_resize(slice_.image[None], CropBox.full(*shape), stage.slice_size).to(
+                stage.device
+            )
             member = stage.network.members[group]
             for mode in MODES:
                 probability = member_probability(member, crop, stage.patch_size, mode).cpu()
