@@ -178,8 +178,8 @@ def network_for(checkpoint: Checkpoint, device: torch.device) -> torch.nn.Module
         parameter.requires_grad_(False)
     if device.type == "cpu":
         # oneDNN's convolutions run faster on channels-last weights (the activations follow). On 2
-        # cores: EAMC's stage on 4 slices 14.4 → 10.1 s, RD-UNet 290 → 226 ms per 256² slice, CHS-Net
-        # unchanged; probabilities equal to 3e-7 (benchmarks/bench_models.py --channels-last)
+        # cores: EAMC on P001 1525 → 812 s, RD-UNet 290 → 226 ms per 256² slice, CHS-Net unchanged;
+        # probabilities equal to 3e-7, every model card figure unchanged (resources/weights/eamc.md)
         network = network.to(memory_format=torch.channels_last)
     if key is not None:
         _remember(_networks, key, network)
