@@ -24,8 +24,8 @@ TOOLTIPS: dict[str, str] = {
     "probabilities are averaged: slightly better masks for twice the infection stage's time. Choosing a "
     "model sets its default (on for all three; off, EAMC takes less than half the time on a CPU).",
     "overlapping_tiles": "EAMC only: its members read 128 x 128 tiles every 64 pixels and average them, "
-    "instead of the paper's 16 side-by-side patches, so no pixel is judged at a patch border; three "
-    "times EAMC's time.",
+    "instead of the paper's 16 side-by-side patches, so no pixel inside the crop is judged only at a "
+    "patch border; three times EAMC's time, for a tie on the held-out slices (EAMC's model card).",
     "batch_size": "Slices per network call; lower it if the GPU runs out of memory.",
     "segment": "Segment lungs and infection of the chosen CT (Shift+S in the canvas). napari stays usable "
     "while it runs; the result appears as the 'lungs', 'infection' and 'infection probability' layers.",
