@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_chsnet.cli.options import DefaultsHelpFormatter, add_model_options
+from napari_chsnet.cli.options import DefaultsHelpFormatter, add_model_options, model_settings
 from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.inference.orientation import ROTATIONS, estimate_rotation, upright
 from napari_chsnet.io.hounsfield import INTENSITY_CHOICES
@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from napari_chsnet.inference.device import resolve_device
-    from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
+    from napari_chsnet.inference.pipeline import build_stages
     from napari_chsnet.inference.slices import segment_cropped_slice
     from napari_chsnet.models.metrics import METRIC_NAMES, segmentation_metrics
 
@@ -247,13 +247,7 @@ def run(args: argparse.Namespace) -> int:
         given = "--intensity" if args.intensity != "auto" else "--fill-missing-slices"
         raise InvalidVolumeError(f"{given} is for CT scans; 8-bit slices are read as display values")
     pairs = pair_images(args.images, args.masks)
-    settings = SegmentationSettings(
-        model=args.model,
-        device=args.device,
-        weights=args.weights,
-        mirror_averaging=args.mirror_averaging,
-        overlapping_tiles=args.overlapping_tiles,
-    )
+    settings = model_settings(args)
     device = resolve_device(settings.device)
     slices = _read_pairs(pairs)
     lung_stage, infection_stage, _ = build_stages(settings, device)

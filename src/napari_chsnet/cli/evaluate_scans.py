@@ -135,8 +135,8 @@ def pair_scans(images: Path, masks: Path) -> list[ScanPair]:
 def run_scans(args: argparse.Namespace) -> int:
     """Segment and score every paired scan; print the figures (a table, or one JSON object)."""
     from napari_chsnet.cli._common import each_case, segment_with_bar
+    from napari_chsnet.cli.options import model_settings
     from napari_chsnet.inference.device import resolve_device
-    from napari_chsnet.inference.pipeline import SegmentationSettings
     from napari_chsnet.inference.weights import resolve_weights
     from napari_chsnet.models.metrics import MetricsAccumulator
 
@@ -145,13 +145,7 @@ def run_scans(args: argparse.Namespace) -> int:
             "--rotate is for 2-D slices; CT scans are oriented by their headers (leave it out)"
         )
     pairs = pair_scans(args.images, args.masks)
-    settings = SegmentationSettings(
-        model=args.model,
-        device=args.device,
-        weights=args.weights,
-        mirror_averaging=args.mirror_averaging,
-        overlapping_tiles=args.overlapping_tiles,
-    )
+    settings = model_settings(args)
     resolve_device(settings.device)
     resolve_weights(settings.model, settings.weights)  # a bad weights file is told before any scan is read
     accumulator = MetricsAccumulator()

@@ -104,3 +104,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "paper's 16 non-overlapping patches (three times EAMC's time); without either flag, EAMC's default: "
         + ("on" if MODELS["eamc"].overlapping_tiles else "off"),
     )  # fmt: skip
+
+
+def model_settings(args: argparse.Namespace, **more):
+    """The ``SegmentationSettings`` of :func:`add_model_options`' options, plus a command's own
+    (``more``: segment's threshold, batch size, ...); ``ConfigError`` as the settings raise it."""
+    from napari_chsnet.inference.pipeline import SegmentationSettings  # torch: only when a network runs
+
+    return SegmentationSettings(
+        model=args.model, device=args.device, weights=args.weights, mirror_averaging=args.mirror_averaging,
+        overlapping_tiles=args.overlapping_tiles, **more,
+    )  # fmt: skip

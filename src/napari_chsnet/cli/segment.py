@@ -21,6 +21,7 @@ from napari_chsnet.cli._common import each_case, segment_with_bar
 from napari_chsnet.cli.options import (
     DefaultsHelpFormatter,
     add_model_options,
+    model_settings,
     non_negative_float,
     positive_int,
     probability,
@@ -341,7 +342,6 @@ def _summary(case: Case, report: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from napari_chsnet.inference.device import resolve_device
-    from napari_chsnet.inference.pipeline import SegmentationSettings
     from napari_chsnet.inference.weights import resolve_weights
 
     if args.sample and args.inputs:
@@ -351,11 +351,9 @@ def run(args: argparse.Namespace) -> int:
     cases = plan_cases(list(args.inputs), args.sample, args.output)
     check_inputs(cases)
     check_outputs(cases, args.output, args.overwrite)
-    settings = SegmentationSettings(
-        model=args.model, device=args.device, weights=args.weights, batch_size=args.batch_size,
-        threshold=args.threshold, min_lesion_ml=args.min_lesion_ml, mirror_averaging=args.mirror_averaging,
-        overlapping_tiles=args.overlapping_tiles,
-    )  # fmt: skip
+    settings = model_settings(
+        args, batch_size=args.batch_size, threshold=args.threshold, min_lesion_ml=args.min_lesion_ml
+    )
     resolve_device(settings.device)
     resolve_weights(settings.model, settings.weights)
     created = make_output_folders(cases, args.output)
