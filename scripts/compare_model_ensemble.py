@@ -19,6 +19,12 @@ of the cards' rules) only if the ensemble's mean and pooled Dice both beat CHS-N
 0.02 and the paired per-slice gain over 2f exceeds two standard errors. Otherwise it is recorded in
 CHS-Net's card as measured and not built.
 
+First run (2026-12-06; CHS-Net 2f and the bundled EAMC, 34 s): 2f mean / pooled Dice 0.7683 / 0.8045
+(the card's figures), EAMC 0.7385 / 0.7966, their mean **0.7712 / 0.8097**, paired +0.003 ± 0.002 over
+2f: it fails (gain under 0.02), not built. The two share their worst slices (33: 0.683 / 0.572 →
+0.672; 44: 0.593 / 0.487 → 0.589). With RD-UNet as the second model (same rule, recorded only):
+0.7393 / 0.7943, −0.029 ± 0.018.
+
     CHSNET_SHARED_DATA=../shared/data python scripts/compare_model_ensemble.py \
         --first chsnet=CHSNET_2F.safetensors --second eamc [--json F]
 """
