@@ -377,6 +377,7 @@ def test_info_names_the_weights_locations(monkeypatch, tmp_path, capsys):
     out = capsys.readouterr().out
     assert str(bundled_weights_dir()) in out and str(tmp_path / "home" / "weights") in out
     assert "cpu" in out and "torch" in out
+    assert "cpu precision float32 (CHSNET_CPU_BF16=0: float32)" in out  # the suite pins float32 (conftest)
     for path in sorted(bundled_weights_dir().glob("*.safetensors")):  # each bundled file with its hash
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert path.name in out and f"sha256 {digest}" in out

@@ -22,7 +22,7 @@ from napari_chsnet.models.metrics import dice as mask_dice
 from napari_chsnet.report.case import segment_case
 from napari_chsnet.resources_path import bundled_weights_dir
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.default_precision]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -17,7 +17,7 @@ from napari_chsnet.models.metrics import dice as mask_dice
 from napari_chsnet.resources_path import bundled_weights_dir
 from napari_chsnet.training.recipes import PHANTOM_SEED_OFFSET
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.default_precision]
 
 
 @pytest.fixture(scope="module", params=[0, 7])

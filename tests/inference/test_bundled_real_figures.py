@@ -5,7 +5,9 @@ infection Dice over the 10 held-out COVID-SemiSeg slices and, for the default mo
 those slices and the figures on the two covid-ct-md volumes. A change anywhere between reading a file
 and thresholding a probability (intensity mapping, rotation, resizing, mirror averaging, the vote,
 post-processing) that moves a figure shows here instead of in an independent measurement later.
-Needs the real data (skips without it); about 5 minutes on 2 CPU cores.
+Computed in the machine's default precision, as a user's run is (bfloat16 on a CPU with AMX, whose
+figures docs/engine.md compares with float32's). Needs the real data (skips without it); about 5
+minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from napari_chsnet.inference.pipeline import SegmentationSettings
 from napari_chsnet.resources_path import bundled_weights_dir
 from napari_chsnet.training.datasets import SEMISEG_ROTATION, read_semiseg, semiseg_validation_names
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.default_precision]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

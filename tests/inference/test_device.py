@@ -1,5 +1,5 @@
-"""Device choice: auto order, absent devices refused (never a silent CPU run), no autocast on the CPU
-(nor on MPS where torch has none), out-of-memory errors said in one line."""
+"""Device choice: auto order, absent devices refused (never a silent CPU run), autocast on the CPU only
+in bfloat16 and only with AMX (none on MPS where torch has none), out-of-memory errors said in one line."""
 
 from __future__ import annotations
 
@@ -11,12 +11,16 @@ import torch
 import napari_chsnet.inference.device as device_module
 from napari_chsnet.errors import ConfigError, DeviceMemoryError
 from napari_chsnet.inference.device import (
+    CPU_BF16_VARIABLE,
     autocast,
+    autocast_dtype,
     available_devices,
     checked_device_name,
+    cpu_has_bf16_matrix_units,
     describe_device,
     is_out_of_memory,
     out_of_memory_error,
+    precision_name,
     resolve_device,
 )
 
@@ -44,9 +48,38 @@ def test_an_unknown_device_name_is_a_config_error():
         resolve_device("tpu")
 
 
-def test_no_mixed_precision_on_the_cpu():
-    assert isinstance(autocast(torch.device("cpu")), contextlib.nullcontext)
-    assert describe_device(torch.device("cpu")) == "cpu"
+def test_the_cpu_runs_bfloat16_only_with_matrix_units_and_not_when_told_so(monkeypatch):
+    """bfloat16 autocast where AMX multiplies it in hardware (about half the time there); float32 on
+    other CPUs (emulated bfloat16 is slower) and with CHSNET_CPU_BF16=0; never float16 on a CPU."""
+    cpu = torch.device("cpu")
+    recorder = _Recorder()
+    monkeypatch.setattr(torch, "autocast", recorder)
+    monkeypatch.delenv(CPU_BF16_VARIABLE, raising=False)
+    monkeypatch.setattr(device_module, "cpu_has_bf16_matrix_units", lambda: False)
+    assert isinstance(autocast(cpu), contextlib.nullcontext) and recorder.calls == []
+    assert precision_name(cpu) == "float32"
+    monkeypatch.setattr(device_module, "cpu_has_bf16_matrix_units", lambda: True)
+    autocast(cpu)
+    assert recorder.calls == [{"device_type": "cpu", "dtype": torch.bfloat16}]
+    assert precision_name(cpu) == "bfloat16 autocast"
+    for value, dtype in (("0", None), (" 0 ", None), ("1", torch.bfloat16), ("", torch.bfloat16)):
+        monkeypatch.setenv(CPU_BF16_VARIABLE, value)
+        assert autocast_dtype(cpu) is dtype, value
+    assert describe_device(cpu) == "cpu"
+
+
+def test_a_torch_without_the_amx_probe_runs_float32(monkeypatch):
+    """The probe is private to torch: a release without it, or one whose probe fails, means float32."""
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert cpu_has_bf16_matrix_units() is False
+
+    def failing():
+        raise RuntimeError("cpuinfo failed")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", failing, raising=False)
+    assert cpu_has_bf16_matrix_units() is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert cpu_has_bf16_matrix_units() is True
 
 
 # --- torch releases and machines this one is not (faked) -------------------------------------------

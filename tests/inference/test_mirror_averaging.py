@@ -15,6 +15,7 @@ from torch import nn
 
 from napari_chsnet.errors import ConfigError
 from napari_chsnet.inference.cascade import UNetInfectionStage
+from napari_chsnet.inference.device import precision_name
 from napari_chsnet.inference.ensemble import EAMCInfectionStage
 from napari_chsnet.inference.pipeline import SegmentationSettings, segment_volume
 from napari_chsnet.inference.preprocessing import CropBox
@@ -109,6 +110,7 @@ def test_the_run_records_its_inference_options(phantom, tiny_weights):
     without = segment_volume(phantom.ct, dataclasses.replace(settings, mirror_averaging=False))
     assert with_mirror.run_info.inference_options == {
         "threshold": 0.4, "min_lesion_ml": settings.min_lesion_ml, "mirror_averaging": True,
+        "precision": precision_name(torch.device("cpu")),
     }  # fmt: skip
     assert without.run_info.inference_options["mirror_averaging"] is False
     assert not np.array_equal(with_mirror.probability, without.probability)

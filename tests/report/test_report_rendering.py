@@ -587,3 +587,18 @@ def test_the_run_details_give_the_settings_that_change_the_figures(synthetic_cas
     tiled = {**options, "overlapping_tiles": True}
     eamc = build_report_json(severity, RunInfo("eamc", "cpu", 1.0, inference_options=tiled), {}, False)
     assert "mirror averaging on, overlapping tiles, lesions under" in " ".join(run_details(eamc))
+
+
+def test_the_run_details_say_in_which_precision_the_networks_ran(synthetic_case):
+    """bfloat16 on an AMX CPU, float16 on a GPU, float32 elsewhere: the figures differ in the last
+    digits, so the PDF says which; a report written before the pipeline recorded it says nothing."""
+    severity = compute_severity(synthetic_case.lungs, synthetic_case.infection, synthetic_case.ct.geometry)
+    for precision in ("bfloat16 autocast", "float32"):
+        options = {"threshold": 0.5, "precision": precision}
+        report = build_report_json(
+            severity, RunInfo("chsnet", "cpu", 2.5, inference_options=options), {}, False
+        )
+        assert report["inference_options"]["precision"] == precision
+        assert f"Device: cpu in {precision}; runtime 2.5 s" in run_details(report)
+    older = build_report_json(severity, RunInfo("chsnet", "cpu", 2.5, inference_options={}), {}, False)
+    assert "Device: cpu; runtime 2.5 s" in run_details(older)

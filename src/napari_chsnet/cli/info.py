@@ -27,7 +27,13 @@ def _weights_files(folder) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_chsnet.inference.device import available_devices, describe_device, resolve_device
+    from napari_chsnet.inference.device import (
+        CPU_BF16_VARIABLE,
+        available_devices,
+        describe_device,
+        precision_name,
+        resolve_device,
+    )
     from napari_chsnet.inference.run_info import software_versions
     from napari_chsnet.inference.versions import list_versions, user_weights_dir
     from napari_chsnet.models.checkpoints import file_sha256
@@ -38,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<14}{version}")
     devices = available_devices()
     print(f"{'devices':<14}{', '.join(devices)} (auto = {describe_device(resolve_device('auto'))})")
+    # bfloat16 where the CPU has AMX; the variable is how to get the cards' float32 figures exactly
+    print(f"{'cpu precision':<14}{precision_name(resolve_device('cpu'))} ({CPU_BF16_VARIABLE}=0: float32)")
     bundled = bundled_weights_dir()
     files = _weights_files(bundled)
     print(f"{'bundled':<14}{bundled}  [{', '.join(f.name for f in files) or 'none'}]")

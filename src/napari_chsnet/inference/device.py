@@ -4,7 +4,9 @@
 :class:`ConfigError` (never a silent CPU run), so the device in the report is the one asked for.
 ``auto`` passes over MPS where torch is older than 2.3: its MPS backend has no FFT, which CHS-Net's
 spectral pooling needs (asking for ``mps`` by name still runs there). fp16 autocast runs on CUDA,
-and on MPS where this torch has it (2.5 on); elsewhere the networks run in float32.
+and on MPS where this torch has it (2.5 on); bfloat16 autocast on a CPU with matrix units for it
+(Intel AMX: half the time, the model cards' figures within their tolerance, ``docs/engine.md``) unless
+``CHSNET_CPU_BF16=0``; elsewhere the networks run in float32.
 
 A GPU that runs out of memory is a :class:`DeviceMemoryError` for the user (:func:`out_of_memory_error`),
 with the advice to lower the batch size or use the CPU.
@@ -13,6 +15,7 @@ with the advice to lower the batch size or use the CPU.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import traceback
 
@@ -24,6 +27,9 @@ from napari_chsnet.registry import DEVICE_CHOICES
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
 # The first torch release whose MPS backend computes FFTs (CHS-Net's spectral pooling).
 MPS_FFT_SINCE = (2, 3)
+# "0" keeps a CPU with AMX in float32 (the model cards' figures to their last digit, bit-reproducible
+# teacher labels when retraining); anything else, or unset, lets it run bfloat16 autocast.
+CPU_BF16_VARIABLE = "CHSNET_CPU_BF16"
 
 
 def _present() -> dict[str, bool]:
@@ -132,12 +138,47 @@ def _autocast_available(device_type: str) -> bool:
         return False
 
 
+def cpu_has_bf16_matrix_units() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX tiles, Xeon 4th generation
+    on). torch says so only through a private probe (``torch.cpu._is_amx_tile_supported``); where a
+    release lacks it the answer is no, and the CPU runs float32, as before."""
+    probe = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
+    if probe is None:
+        return False
+    try:
+        return bool(probe())
+    except (RuntimeError, AttributeError, TypeError):
+        return False
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype the networks run in under autocast on ``device``, or None for float32.
+
+    float16 on a GPU (CUDA; MPS where this torch has autocast there, 2.5 on). bfloat16 on a CPU with
+    AMX, unless ``CHSNET_CPU_BF16=0``: oneDNN runs its convolutions there in about half the time
+    (CHS-Net on P001 70 → 34 s), and the cards' figures stay within their tolerance
+    (``docs/engine.md``, "bfloat16 on CPUs with matrix units"). Not on other CPUs, where bfloat16 is
+    emulated and slower, nor float16 on any CPU (slower too)."""
+    if device.type in ("cuda", "mps"):
+        return torch.float16 if _autocast_available(device.type) else None
+    if device.type == "cpu" and os.environ.get(CPU_BF16_VARIABLE, "").strip() != "0":
+        return torch.bfloat16 if cpu_has_bf16_matrix_units() else None
+    return None
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """fp16 autocast on a GPU (CUDA; MPS where this torch has it); nothing on the CPU, where fp16 is
-    slower, not faster, nor on an MPS whose torch has no autocast there (torch < 2.5: float32)."""
-    if device.type in ("cuda", "mps") and _autocast_available(device.type):
-        return torch.autocast(device_type=device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
+    """Autocast to :func:`autocast_dtype` on ``device``; nothing where the networks run in float32."""
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def precision_name(device: torch.device) -> str:
+    """How the networks compute on ``device``, for the report: ``"float32"``, ``"float16 autocast"``
+    or ``"bfloat16 autocast"`` (probabilities and masks are float32 either way)."""
+    dtype = autocast_dtype(device)
+    return "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
 
 
 def is_out_of_memory(error: BaseException) -> bool:

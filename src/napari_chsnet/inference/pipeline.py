@@ -36,7 +36,7 @@ import numpy as np
 from napari_chsnet.errors import ConfigError, InvalidVolumeError
 from napari_chsnet.inference.cascade import LUNG_THRESHOLD, LungStage, UNetInfectionStage
 from napari_chsnet.inference.cleaning import DEFAULT_MIN_LESION_ML, UncountedInfection, clean_infection
-from napari_chsnet.inference.device import describe_device, resolve_device
+from napari_chsnet.inference.device import describe_device, precision_name, resolve_device
 from napari_chsnet.inference.ensemble import EAMCInfectionStage
 from napari_chsnet.inference.intensity import hu_to_unit
 from napari_chsnet.inference.postprocess import BODY_HU, half_chest_side, postprocess_lungs
@@ -366,7 +366,7 @@ def iter_segmentation(
         input=volume.source,
         case=case_name(volume.source) if volume.source else "",
         stage_timings_s={stage: round(seconds, 4) for stage, seconds in clock.timings.items()},
-        inference_options=settings.inference_options(),
+        inference_options={**settings.inference_options(), "precision": precision_name(device)},
         uncounted_infection=cleaned.uncounted.to_dict(),
         warnings=run_warnings,
     )

@@ -72,7 +72,8 @@ class RunInfo:
             ``exported_at``.
         stage_timings_s: seconds per stage (``report.case.CASE_STAGES``: prepare, lungs, ..., report).
         inference_options: settings that change the result (threshold, min_lesion_ml,
-            mirror_averaging: ``SegmentationSettings.inference_options``); empty if unknown.
+            mirror_averaging: ``SegmentationSettings.inference_options``; and the pipeline's
+            precision: ``device.precision_name``); empty if unknown.
         software: versions from ``software_versions()``.
         uncounted_infection: what the run's post-processing took out of the infection mask it
             returned (``UncountedInfection.to_dict()``). It travels with the napari layers, which

@@ -226,7 +226,11 @@ def run_details(report: dict[str, Any]) -> list[str]:
     settings = _settings_line(report)
     if settings:
         lines.append(settings)
-    lines.append(f"Device: {report.get('device', '')}; runtime {report.get('runtime_s', 0.0):.1f} s")
+    precision = (report.get("inference_options") or {}).get("precision")
+    computed = f" in {precision}" if precision else ""
+    lines.append(
+        f"Device: {report.get('device', '')}{computed}; runtime {report.get('runtime_s', 0.0):.1f} s"
+    )
     lines.append("Software: " + ", ".join(f"{k} {v}" for k, v in software.items()))
     return lines
 
