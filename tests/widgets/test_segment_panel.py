@@ -127,6 +127,23 @@ def test_the_status_names_the_model_that_made_the_layers(panel, qtbot, tiny_weig
     assert widget.segment.status.value.splitlines()[-1] == "segmented with Residual Dilated U-Net."
 
 
+def test_the_status_names_a_reduced_precision(panel, qtbot, tiny_weights, small_phantom, monkeypatch):
+    """On a CPU with AMX the networks run in bfloat16 (inference.device); the status says so, as the
+    report does, since its figures differ from float32's in the last digits."""
+    import napari_chsnet.inference.device as device_module
+
+    monkeypatch.setattr(device_module, "cpu_has_bf16_matrix_units", lambda: True)
+    monkeypatch.setenv("CHSNET_CPU_BF16", "1")  # tests/conftest.py pins float32
+    viewer, widget = panel
+    add_ct(viewer, small_phantom)
+    choose_weights(widget, widget.dialogs, tiny_weights)
+
+    run_segmentation(qtbot, widget)
+
+    assert widget.segment.status.value.startswith("Done (cpu, bfloat16, ")
+    assert run_info_of(viewer.layers[PROBABILITY_LAYER]).inference_options["precision"] == "bfloat16 autocast"
+
+
 def test_the_status_says_not_measured_when_no_lung_is_graded(panel, qtbot, tiny_weights, small_phantom):
     """A slab of a chest (lungmask's two DICOM slices) showed "grade CT-1" in the status beside a table of
     "not measured": both say "not measured" now."""

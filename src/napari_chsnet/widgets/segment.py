@@ -454,6 +454,10 @@ class SegmentPanel(ClosablePanel, Container):
             return
         self._results.show(result, ct_layer)
         device = result.device.split(" ")[0]  # "cuda:0 (NVIDIA ...)" → "cuda:0"
+        # reduced precision is named ("bfloat16 autocast" → "bfloat16"): its figures differ in the last digits
+        precision = result.run_info.inference_options.get("precision", "float32").split(" ")[0]
+        if precision != "float32":
+            device = f"{device}, {precision}"
         # The CT and the model are named: with several scans open, or models compared, the figures
         # must say whose they are. One line each: labels do not wrap, a long line widens the panel.
         self._done_status = (
