@@ -732,3 +732,9 @@ def test_the_summary_line_says_which_lung_is_too_small_to_grade():
     report = {**severity.to_dict(), "device": "cpu"}
     line = _summary(Case("p001", None, Path("out/p001")), report)
     assert line.startswith("p001: overall CT-1 (right CT-1 10.0 %, left not measured: 16.0 mL) on cpu")
+    # a reduced precision is named (bfloat16 on a CPU with AMX, float16 on a GPU); float32 is not
+    for precision, words in (("bfloat16 autocast", "on cpu, bfloat16 → "), ("float32", "on cpu → ")):
+        line = _summary(
+            Case("p001", None, Path("out")), {**report, "inference_options": {"precision": precision}}
+        )
+        assert words in line, line

@@ -328,6 +328,7 @@ def _write_files(case: Case, folder: Path, volume, result, anonymize: bool) -> d
 
 
 def _summary(case: Case, report: dict) -> str:
+    from napari_chsnet.inference.run_info import reduced_precision
     from napari_chsnet.report.severity import NOT_MEASURED, format_figure, format_percent, shown_grade
 
     def side_words(side: str) -> str:
@@ -337,7 +338,9 @@ def _summary(case: Case, report: dict) -> str:
         return f"{side} {lung['grade']} {format_percent(lung['involvement_pct'])} %"
 
     sides = ", ".join(side_words(side) for side in ("right", "left"))
-    return f"{case.name}: overall {shown_grade(report['overall'])} ({sides}) on {report['device']} → {case.folder}"
+    precision = reduced_precision(report.get("inference_options") or {})
+    device = f"{report['device']}, {precision}" if precision else report["device"]
+    return f"{case.name}: overall {shown_grade(report['overall'])} ({sides}) on {device} → {case.folder}"
 
 
 def run(args: argparse.Namespace) -> int:

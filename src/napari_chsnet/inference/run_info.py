@@ -54,6 +54,14 @@ def case_name(input_path: str) -> str:
     return name if name not in ("", ".", "..") else "case"
 
 
+def reduced_precision(inference_options: dict[str, Any]) -> str | None:
+    """``"bfloat16"`` or ``"float16"`` when the networks ran under autocast (``inference_options``'
+    ``precision``, ``device.precision_name``), else None (float32, or a run that did not record it):
+    the short word a status line adds, since such figures differ from float32's in the last digits."""
+    precision = str(inference_options.get("precision") or "float32").split(" ")[0]
+    return None if precision == "float32" else precision
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """How a result was produced.

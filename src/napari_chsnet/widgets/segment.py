@@ -19,6 +19,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_chsnet.errors import CHSNetError, WeightsError
+from napari_chsnet.inference.run_info import reduced_precision
 from napari_chsnet.inference.versions import BUNDLED, active_choice, list_versions, weights_set_dir
 from napari_chsnet.registry import DEFAULT_MODEL, MODELS
 from napari_chsnet.report import DEFAULT_MIN_LESION_ML
@@ -454,9 +455,8 @@ class SegmentPanel(ClosablePanel, Container):
             return
         self._results.show(result, ct_layer)
         device = result.device.split(" ")[0]  # "cuda:0 (NVIDIA ...)" → "cuda:0"
-        # reduced precision is named ("bfloat16 autocast" → "bfloat16"): its figures differ in the last digits
-        precision = result.run_info.inference_options.get("precision", "float32").split(" ")[0]
-        if precision != "float32":
+        precision = reduced_precision(result.run_info.inference_options)
+        if precision:
             device = f"{device}, {precision}"
         # The CT and the model are named: with several scans open, or models compared, the figures
         # must say whose they are. One line each: labels do not wrap, a long line widens the panel.
