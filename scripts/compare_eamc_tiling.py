@@ -41,9 +41,9 @@ import json
 import numpy as np
 import torch
 from calibrate_eamc_threshold import members_and_their_left_out_slices, vote_on_slice_grid
+from paired_figures import add_paired_changes_and_print, paired_change, slice_figures
 
 from napari_chsnet.inference.preprocessing import CropBox, crop_and_resize, from_tiles, to_tiles
-from napari_chsnet.models.metrics import dice, segmentation_metrics
 
 MODES = ("patches", "whole", "overlap", "patches+mirror", "overlap+mirror")
 STRIDES = {"patches": 128, "overlap": 64}
@@ -80,31 +80,11 @@ def main() -> None:
                 masks[mode].append(vote_on_slice_grid(probability, 0.5, shape))
             truths.append(slice_.infection)
             print(f"slice {index + 1}/{len(expert)} (member {group})", flush=True)
-    figures = {}
-    for mode in MODES:
-        scores = segmentation_metrics(masks[mode], truths)
-        per_slice = [dice(m, t) for m, t in zip(masks[mode], truths, strict=True)]
-        figures[mode] = {
-            "mean_dice": scores["mean"]["dice"],
-            "pooled_dice": scores["pooled"]["dice"],
-            "mean_precision": scores["mean"]["precision"],
-            "mean_recall": scores["mean"]["recall"],
-            "per_slice_dice": per_slice,
-        }
-    base = np.array(figures["patches"]["per_slice_dice"])
-    for mode in MODES:
-        row = figures[mode]
-        change = np.array(row["per_slice_dice"]) - base
-        row["paired_change"] = float(change.mean())
-        row["paired_standard_error"] = float(change.std(ddof=1) / np.sqrt(len(change)))
-        print(
-            f"{mode:14s} mean Dice {row['mean_dice']:.4f}  pooled {row['pooled_dice']:.4f}  "
-            f"precision {row['mean_precision']:.4f}  recall {row['mean_recall']:.4f}  "
-            f"vs patches {row['paired_change']:+.4f} ± {row['paired_standard_error']:.4f}"
-        )
+    figures = {mode: slice_figures(masks[mode], truths) for mode in MODES}
+    add_paired_changes_and_print(figures, "patches")
     for mode, other in (("overlap", "whole"), ("overlap+mirror", "overlap"), ("overlap", "patches+mirror")):
-        gap = np.array(figures[mode]["per_slice_dice"]) - np.array(figures[other]["per_slice_dice"])
-        print(f"{mode} vs {other} {gap.mean():+.4f} ± {gap.std(ddof=1) / np.sqrt(len(gap)):.4f}")
+        change, error = paired_change(figures[mode], figures[other])
+        print(f"{mode} vs {other} {change:+.4f} ± {error:.4f}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

@@ -38,13 +38,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from paired_figures import add_paired_changes_and_print, slice_figures
 from PIL import Image
 
 from napari_chsnet.inference.device import resolve_device
 from napari_chsnet.inference.orientation import upright
 from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
 from napari_chsnet.inference.slices import segment_cropped_slice
-from napari_chsnet.models.metrics import dice, segmentation_metrics
 from napari_chsnet.training.datasets import semiseg_validation_names
 
 ROTATION = 90
@@ -62,17 +62,6 @@ def masks_and_probabilities(settings: SegmentationSettings, images: list[np.ndar
     with torch.inference_mode():
         outputs = [segment_cropped_slice(image, lung_stage, infection_stage) for image in images]
     return [mask for mask, _ in outputs], [probability for _, probability in outputs]
-
-
-def figures(masks: list[np.ndarray], truths: list[np.ndarray], probs: list[np.ndarray]) -> dict:
-    scores = segmentation_metrics(masks, truths, probs)
-    return {
-        "mean_dice": scores["mean"]["dice"],
-        "pooled_dice": scores["pooled"]["dice"],
-        "mean_precision": scores["mean"]["precision"],
-        "mean_recall": scores["mean"]["recall"],
-        "per_slice_dice": [dice(m, t) for m, t in zip(masks, truths, strict=True)],
-    }
 
 
 def main() -> None:
@@ -95,20 +84,11 @@ def main() -> None:
     second_masks, second = masks_and_probabilities(args.second, images)
     mean = [(a + b) / 2 for a, b in zip(first, second, strict=True)]
     results = {
-        "first": figures(first_masks, truths, first),
-        "second": figures(second_masks, truths, second),
-        "ensemble": figures([p >= 0.5 for p in mean], truths, mean),
+        "first": slice_figures(first_masks, truths, first),
+        "second": slice_figures(second_masks, truths, second),
+        "ensemble": slice_figures([p >= 0.5 for p in mean], truths, mean),
     }
-    bar = np.array(results["first"]["per_slice_dice"])
-    for name, row in results.items():
-        change = np.array(row["per_slice_dice"]) - bar
-        row["paired_change"] = float(change.mean())
-        row["paired_standard_error"] = float(change.std(ddof=1) / np.sqrt(len(change)))
-        print(
-            f"{name:9s} mean Dice {row['mean_dice']:.4f}  pooled {row['pooled_dice']:.4f}  "
-            f"precision {row['mean_precision']:.4f}  recall {row['mean_recall']:.4f}  "
-            f"vs first {row['paired_change']:+.4f} ± {row['paired_standard_error']:.4f}"
-        )
+    add_paired_changes_and_print(results, "first")
     print("per slice (first / second / ensemble):")
     for index, name in enumerate(names):
         row = " / ".join(f"{results[k]['per_slice_dice'][index]:.3f}" for k in results)
