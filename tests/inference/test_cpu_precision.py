@@ -1,8 +1,8 @@
 """bfloat16 autocast on the CPU (the default where AMX multiplies it in hardware) gives the bundled
 models' float32 answer on an unseen phantom, and the run says which precision computed it.
 
-bfloat16 is forced here whatever the CPU (emulated, slower, the same numbers), so the check runs on
-machines without AMX too. The real-data figures of the cards under bfloat16 are in docs/engine.md,
+bfloat16 is forced here whatever the CPU (emulated, and slower, where there is no AMX), so the check
+runs on machines without AMX too. The real-data figures of the cards under bfloat16 are in docs/engine.md,
 "bfloat16 on CPUs with matrix units"; tests/inference/test_bundled_real_figures.py recomputes them in
 the machine's default precision (``default_precision``: tests/conftest.py runs the others in float32).
 """
@@ -32,10 +32,9 @@ MIN_INFECTION_DICE = {"chsnet": 0.98, "rdunet": 0.98, "eamc": 0.92}
 
 @pytest.fixture(scope="module")
 def phantom():
-    # the default phantom at half its slices (5 mm apart): the same anatomy, half EAMC's time
-    return make_phantom(
-        shape=(24, 256, 256), spacing_mm=(0.8, 0.8, 5.0), seed=0
-    )  # seeds < 100: never trained on
+    # the default phantom at half its slices (5 mm apart): the same anatomy, half EAMC's time;
+    # seeds < 100 are never trained on
+    return make_phantom(shape=(24, 256, 256), spacing_mm=(0.8, 0.8, 5.0), seed=0)
 
 
 def _segment(phantom, model: str, monkeypatch, bfloat16: bool):
