@@ -9,8 +9,9 @@ TOOLTIPS: dict[str, str] = {
     "model": "CHS-Net: two cascaded RAIU-Nets (lungs, then infection). EAMC: ensemble of attention "
     "multi-scale nets with majority voting. Residual Dilated U-Net: residual SE blocks with dilated skips.",
     "device": "Where the network runs. 'auto' picks a GPU when one is present (an Apple GPU with torch 2.3 or later), else the CPU. "
-    "Only the devices found on this computer are listed. A GPU computes in float16, a CPU with AMX in bfloat16 "
-    "(about twice as fast; set CHSNET_CPU_BF16=0 before starting napari for float32), other CPUs in float32.",
+    "Only the devices found on this computer are listed. An NVIDIA GPU computes in float16 (an Apple GPU too, "
+    "with torch 2.5 or later), a CPU with AMX in bfloat16 (about twice as fast; set CHSNET_CPU_BF16=0 before "
+    "starting napari for float32), other CPUs in float32.",
     "weights": "Network weights: 'bundled' are the weights shipped with the plugin; choose a folder of "
     "fine-tuned weights (chsnet/eamc/rdunet .safetensors) or a single .safetensors file.",
     "weights_folder": "Use the weights in a folder (as written by fine-tuning or `chsnet finetune`); it "
