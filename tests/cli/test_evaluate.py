@@ -30,8 +30,9 @@ def test_json_output_has_the_paper_metrics_mean_and_pooled(semiseg_like, tiny_we
     assert main([*args, "--model", "eamc", "--rotate", "90", "--json", "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     scores = json.loads(captured.out)
-    keys = {"n_images", "target", "rotation", "rotation_estimate", "mean", "pooled", "per_image"}
+    keys = {"n_images", "target", "rotation", "rotation_estimate", "mean", "pooled", "precision", "per_image"}
     assert set(scores) == keys and scores["n_images"] == 3 and scores["rotation"] == 90
+    assert scores["precision"] == "float32"  # tests/conftest.py pins it; bfloat16 on an AMX CPU otherwise
     assert scores["target"] == "infection"
     per_image = scores["per_image"]
     assert sorted(per_image) == sorted(p.stem for p in masks.iterdir())

@@ -233,7 +233,7 @@ def _auto_rotation(images: list[np.ndarray], lung_stage):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from napari_chsnet.inference.device import resolve_device
+    from napari_chsnet.inference.device import precision_name, resolve_device
     from napari_chsnet.inference.pipeline import build_stages
     from napari_chsnet.inference.slices import segment_cropped_slice
     from napari_chsnet.models.metrics import METRIC_NAMES, segmentation_metrics
@@ -276,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
                     "rotation_estimate": estimate.as_dict() if estimate else None,
                     "mean": scores["mean"],
                     "pooled": scores["pooled"],
+                    # bfloat16 on a CPU with AMX moves the figures in their 4th decimal (docs/engine.md)
+                    "precision": precision_name(device),
                     # which slices fail, by file stem
                     "per_image": {
                         image_path.stem: metrics

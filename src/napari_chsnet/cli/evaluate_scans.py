@@ -136,7 +136,7 @@ def run_scans(args: argparse.Namespace) -> int:
     """Segment and score every paired scan; print the figures (a table, or one JSON object)."""
     from napari_chsnet.cli._common import each_case, segment_with_bar
     from napari_chsnet.cli.options import model_settings
-    from napari_chsnet.inference.device import resolve_device
+    from napari_chsnet.inference.device import precision_name, resolve_device
     from napari_chsnet.inference.weights import resolve_weights
     from napari_chsnet.models.metrics import MetricsAccumulator
 
@@ -146,7 +146,7 @@ def run_scans(args: argparse.Namespace) -> int:
         )
     pairs = pair_scans(args.images, args.masks)
     settings = model_settings(args)
-    resolve_device(settings.device)
+    precision = precision_name(resolve_device(settings.device))
     resolve_weights(settings.model, settings.weights)  # a bad weights file is told before any scan is read
     accumulator = MetricsAccumulator()
     scores, failed = {}, {}
@@ -166,12 +166,12 @@ def run_scans(args: argparse.Namespace) -> int:
                 f"chsnet evaluate: stopped after {len(scores) + len(failed)} of {len(pairs)} scans",
                 file=sys.stderr,
             )
-            _print_scores(args, scores, failed, accumulator.result(), interrupted=True)
+            _print_scores(args, scores, failed, accumulator.result(), precision, interrupted=True)
         raise
     if not scores:
         print(f"chsnet evaluate: all {len(pairs)} scans failed", file=sys.stderr)
         return 2
-    _print_scores(args, scores, failed, accumulator.result())
+    _print_scores(args, scores, failed, accumulator.result(), precision)
     if failed:
         print(
             f"chsnet evaluate: {len(failed)} of {len(pairs)} scans failed; the others were scored",
@@ -227,7 +227,12 @@ def _looks_like_lungs(truth, lungs, sides) -> str | None:
 
 
 def _print_scores(
-    args: argparse.Namespace, scores: dict, failed: dict, summary: dict, interrupted: bool = False
+    args: argparse.Namespace,
+    scores: dict,
+    failed: dict,
+    summary: dict,
+    precision: str,
+    interrupted: bool = False,
 ) -> None:
     from napari_chsnet.models.metrics import METRIC_NAMES
 
@@ -240,6 +245,7 @@ def _print_scores(
                     "model": args.model,
                     "mean": summary["mean"],  # over scans
                     "pooled": summary["pooled"],  # over every voxel of every scan
+                    "precision": precision,  # the networks' (device.precision_name)
                     "per_scan": scores,
                     "failed": failed,
                     "interrupted": interrupted,  # Ctrl-C or SIGTERM: the scans after these were not run
