@@ -39,15 +39,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from paired_figures import add_paired_changes_and_print, slice_figures
-from PIL import Image
 
 from napari_chsnet.inference.device import resolve_device
 from napari_chsnet.inference.orientation import upright
 from napari_chsnet.inference.pipeline import SegmentationSettings, build_stages
 from napari_chsnet.inference.slices import segment_cropped_slice
-from napari_chsnet.training.datasets import semiseg_validation_names
-
-ROTATION = 90
+from napari_chsnet.training.datasets import SEMISEG_ROTATION, read_gray_image, semiseg_validation_names
 
 
 def model_and_weights(text: str) -> SegmentationSettings:
@@ -72,12 +69,9 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(os.environ.get("CHSNET_SHARED_DATA", "../shared/data")) / "covid-semiseg"
     names = semiseg_validation_names(root)
-    images = [
-        upright(np.asarray(Image.open(root / "train/images" / f"{n}.jpg").convert("L")), ROTATION)
-        for n in names
-    ]
+    images = [upright(read_gray_image(root / "train/images" / f"{n}.jpg"), SEMISEG_ROTATION) for n in names]
     truths = [
-        upright(np.asarray(Image.open(root / "train/infection_gt" / f"{n}.png").convert("L")) > 127, ROTATION)
+        upright(read_gray_image(root / "train/infection_gt" / f"{n}.png") > 127, SEMISEG_ROTATION)
         for n in names
     ]
     first_masks, first = masks_and_probabilities(args.first, images)
