@@ -11,18 +11,22 @@ import torch
 import napari_chsnet.inference.device as device_module
 from napari_chsnet.errors import ConfigError, DeviceMemoryError
 from napari_chsnet.inference.device import (
+    AUTO_DTYPE,
     CPU_BF16_VARIABLE,
     autocast,
     autocast_dtype,
     available_devices,
     checked_device_name,
+    compute_dtype_for,
     cpu_has_bf16_matrix_units,
     describe_device,
+    describe_precision,
     is_out_of_memory,
     out_of_memory_error,
     precision_name,
     resolve_device,
 )
+from napari_chsnet.inference.pipeline import SegmentationSettings, iter_segmentation
 
 
 def test_cpu_is_always_available_and_listed_last():
@@ -66,6 +70,54 @@ def test_the_cpu_runs_bfloat16_only_with_matrix_units_and_not_when_told_so(monke
         monkeypatch.setenv(CPU_BF16_VARIABLE, value)
         assert autocast_dtype(cpu) is dtype, value
     assert describe_device(cpu) == "cpu"
+
+
+def test_a_stage_computes_in_the_dtype_it_was_given_or_the_default_read_when_it_was_built(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device_module, "cpu_has_bf16_matrix_units", lambda: True)
+    monkeypatch.delenv(CPU_BF16_VARIABLE, raising=False)
+    assert compute_dtype_for(cpu) is torch.bfloat16 and compute_dtype_for(cpu, AUTO_DTYPE) is torch.bfloat16
+    assert compute_dtype_for(cpu, None) is None  # float32 asked for: no autocast even with AMX
+    assert compute_dtype_for(cpu, torch.float16) is torch.float16
+    assert isinstance(autocast(cpu, None), contextlib.nullcontext)
+    with pytest.raises(ValueError, match="compute dtype must be"):
+        compute_dtype_for(cpu, "bf16")
+    assert [describe_precision(d) for d in (None, torch.float16, torch.bfloat16)] == [
+        "float32",
+        "float16 autocast",
+        "bfloat16 autocast",
+    ]
+
+
+def test_a_run_keeps_the_precision_it_started_with_and_records_that_one(monkeypatch, phantom, tiny_weights):
+    """CHSNET_CPU_BF16 changed in the middle of a run (from napari's console) does not mix two
+    precisions in one result, and the report says the one every batch ran in."""
+    recorder = _Recorder()  # records each batch's autocast; the tiny networks still compute in float32
+    monkeypatch.setattr(torch, "autocast", recorder)
+    monkeypatch.setattr(device_module, "cpu_has_bf16_matrix_units", lambda: True)
+    monkeypatch.delenv(CPU_BF16_VARIABLE, raising=False)
+    settings = SegmentationSettings(model="chsnet", device="cpu", weights=tiny_weights, batch_size=4)
+    steps = iter_segmentation(phantom.ct, settings)
+    assert next(steps).stage == "prepare"
+    monkeypatch.setenv(CPU_BF16_VARIABLE, "0")  # float32 asked for after the run began
+    result = _finished(steps)
+    lung_batches = -(-phantom.ct.shape[0] // 4)
+    assert len(recorder.calls) > lung_batches  # the lung batches and at least one infection batch
+    assert all(call == {"device_type": "cpu", "dtype": torch.bfloat16} for call in recorder.calls)
+    assert result.run_info.inference_options["precision"] == "bfloat16 autocast"
+    # the next run starts in float32
+    recorder.calls.clear()
+    later = _finished(iter_segmentation(phantom.ct, settings))
+    assert recorder.calls == [] and later.run_info.inference_options["precision"] == "float32"
+
+
+def _finished(steps):
+    """What a segmentation generator returns once its progress is run through."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            return finished.value
 
 
 def test_a_torch_without_the_amx_probe_runs_float32(monkeypatch):

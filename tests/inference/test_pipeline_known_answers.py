@@ -66,7 +66,7 @@ def _scripted_run(monkeypatch, volume: CTVolume, lungs: np.ndarray, batch_size: 
     monkeypatch.setattr(
         pipeline_module,
         "build_stages",
-        lambda settings, device: (MaskLungStage(lungs), infection, {"chsnet": sha, settings.model: sha}),
+        lambda settings, device, *_: (MaskLungStage(lungs), infection, {"chsnet": sha, settings.model: sha}),
     )
     steps = iter_segmentation(volume, SegmentationSettings(device="cpu", batch_size=batch_size))
     seen = []

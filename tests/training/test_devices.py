@@ -154,7 +154,7 @@ class _Built(Exception):
 
 @pytest.fixture
 def device_given_to_build_stages(monkeypatch):
-    def record(settings, device):
+    def record(settings, device, *_):
         raise _Built(device)
 
     monkeypatch.setattr(pipeline, "build_stages", record)

@@ -233,7 +233,7 @@ def _auto_rotation(images: list[np.ndarray], lung_stage):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from napari_chsnet.inference.device import precision_name, resolve_device
+    from napari_chsnet.inference.device import autocast_dtype, describe_precision, resolve_device
     from napari_chsnet.inference.pipeline import build_stages
     from napari_chsnet.inference.slices import segment_cropped_slice
     from napari_chsnet.models.metrics import METRIC_NAMES, segmentation_metrics
@@ -250,7 +250,8 @@ def run(args: argparse.Namespace) -> int:
     settings = model_settings(args)
     device = resolve_device(settings.device)
     slices = _read_pairs(pairs)
-    lung_stage, infection_stage, _ = build_stages(settings, device)
+    compute_dtype = autocast_dtype(device)
+    lung_stage, infection_stage, _ = build_stages(settings, device, compute_dtype)
     predictions, truths, probabilities = [], [], []
     with torch.inference_mode():
         estimate = (
@@ -277,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
                     "mean": scores["mean"],
                     "pooled": scores["pooled"],
                     # bfloat16 on a CPU with AMX moves the figures in their 4th decimal (docs/engine.md)
-                    "precision": precision_name(device),
+                    "precision": describe_precision(compute_dtype),
                     # which slices fail, by file stem
                     "per_image": {
                         image_path.stem: metrics

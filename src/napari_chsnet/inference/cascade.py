@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from napari_chsnet.errors import WeightsError
-from napari_chsnet.inference.device import autocast
+from napari_chsnet.inference.device import AUTO_DTYPE, autocast, compute_dtype_for
 from napari_chsnet.inference.preprocessing import (
     CropBox,
     crop_and_resize,
@@ -60,10 +60,14 @@ def check_input_size(network: nn.Module, size: int, what: str) -> None:
 
 
 def predict_probabilities(
-    forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, device: torch.device
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    device: torch.device,
+    compute_dtype: torch.dtype | None,
 ) -> torch.Tensor:
-    """Sigmoid of ``forward(inputs)`` (logits) for one batch, on the CPU as float32."""
-    with torch.inference_mode(), autocast(device):
+    """Sigmoid of ``forward(inputs)`` (logits) for one batch, computed under autocast to
+    ``compute_dtype`` (None: float32), on the CPU as float32."""
+    with torch.inference_mode(), autocast(device, compute_dtype):
         logits = forward(inputs.to(device, non_blocking=True))
     return logits.float().sigmoid().cpu()
 
@@ -91,18 +95,28 @@ class LungStage:
         size: side of the square network input (``lung_input_size``).
         window_hu: the intensity window the checkpoint was trained with (for callers mapping HU).
         device: where ``lung_net`` lives.
+        compute_dtype: autocast dtype (None: float32; ``"auto"``: the device's default, read now).
     """
 
-    def __init__(self, lung_net: nn.Module, size: int, window_hu: tuple[float, float], device: torch.device):
+    def __init__(
+        self,
+        lung_net: nn.Module,
+        size: int,
+        window_hu: tuple[float, float],
+        device: torch.device,
+        *,
+        compute_dtype: torch.dtype | None | str = AUTO_DTYPE,
+    ):
         check_input_size(lung_net, size, "lung stage")
         self.network, self.size, self.window_hu, self.device = lung_net, size, window_hu, device
+        self.compute_dtype = compute_dtype_for(device, compute_dtype)
 
     def predict(self, unit_slices: np.ndarray) -> np.ndarray:
         """``(N, H, W)`` inputs in [0, 1] → ``(N, H, W)`` float32 lung probability on the same grid."""
         height, width = unit_slices.shape[-2:]
         box = CropBox.full(height, width)
         probabilities = predict_probabilities(
-            self.network, crop_and_resize(unit_slices, box, self.size), self.device
+            self.network, crop_and_resize(unit_slices, box, self.size), self.device, self.compute_dtype
         )
         return restore_probabilities(probabilities, box, height, width)
 
@@ -117,6 +131,7 @@ class UNetInfectionStage:
         device: where the network lives.
         threshold: infection probability from which a pixel is infected.
         mirror_averaging: also predict the mirrored slices and average (twice the time).
+        compute_dtype: autocast dtype (None: float32; ``"auto"``: the device's default, read now).
     """
 
     def __init__(
@@ -127,11 +142,14 @@ class UNetInfectionStage:
         device: torch.device,
         threshold: float,
         mirror_averaging: bool = False,
+        *,
+        compute_dtype: torch.dtype | None | str = AUTO_DTYPE,
     ):
         self.is_cascade = hasattr(network, "infection_net")
         check_input_size(network.infection_net if self.is_cascade else network, size, "infection stage")
         self.network, self.size, self.window_hu = network, size, window_hu
         self.device, self.threshold, self.mirror_averaging = device, threshold, mirror_averaging
+        self.compute_dtype = compute_dtype_for(device, compute_dtype)
 
     def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if not self.is_cascade:
@@ -147,7 +165,7 @@ class UNetInfectionStage:
             inputs = torch.cat([inputs, resize_masks(lung_masks, box, self.size)], dim=1)
 
         def predict(batch: torch.Tensor) -> torch.Tensor:
-            return predict_probabilities(self._forward, batch, self.device)
+            return predict_probabilities(self._forward, batch, self.device, self.compute_dtype)
 
         probabilities = mirror_averaged(predict, inputs) if self.mirror_averaging else predict(inputs)
         restored = restore_probabilities(probabilities, box, height, width)

@@ -30,6 +30,8 @@ MPS_FFT_SINCE = (2, 3)
 # "0" keeps a CPU with AMX in float32 (the model cards' figures to their last digit, bit-reproducible
 # teacher labels when retraining); anything else, or unset, lets it run bfloat16 autocast.
 CPU_BF16_VARIABLE = "CHSNET_CPU_BF16"
+# A stage's ``compute_dtype`` argument: the device's default (autocast_dtype), read when it is built.
+AUTO_DTYPE = "auto"
 
 
 def _present() -> dict[str, bool]:
@@ -166,19 +168,42 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return None
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast to :func:`autocast_dtype` on ``device``; nothing where the networks run in float32."""
-    dtype = autocast_dtype(device)
+def compute_dtype_for(
+    device: torch.device, dtype: torch.dtype | None | str = AUTO_DTYPE
+) -> torch.dtype | None:
+    """``dtype``, or with :data:`AUTO_DTYPE` the device's default (:func:`autocast_dtype`, read now).
+
+    A run decides its precision once, when its stages are built, and records that one: reading
+    ``CHSNET_CPU_BF16`` at every batch would let a change in the middle of a run (napari's console)
+    mix two precisions in one result."""
+    if isinstance(dtype, str):
+        if dtype != AUTO_DTYPE:
+            raise ValueError(
+                f"compute dtype must be a torch dtype, None (float32) or {AUTO_DTYPE!r}; got {dtype!r}"
+            )
+        return autocast_dtype(device)
+    return dtype
+
+
+def autocast(
+    device: torch.device, dtype: torch.dtype | None | str = AUTO_DTYPE
+) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` (:func:`compute_dtype_for`) on ``device``; nothing for float32 (None)."""
+    dtype = compute_dtype_for(device, dtype)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def precision_name(device: torch.device) -> str:
-    """How the networks compute on ``device``, for the report: ``"float32"``, ``"float16 autocast"``
-    or ``"bfloat16 autocast"`` (probabilities and masks are float32 either way)."""
-    dtype = autocast_dtype(device)
+def describe_precision(dtype: torch.dtype | None) -> str:
+    """How the networks compute, for the report: ``"float32"`` (None), ``"float16 autocast"`` or
+    ``"bfloat16 autocast"`` (probabilities and masks are float32 either way)."""
     return "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
+
+
+def precision_name(device: torch.device) -> str:
+    """:func:`describe_precision` of what a run on ``device`` would use now."""
+    return describe_precision(autocast_dtype(device))
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from napari_chsnet.inference.cascade import StageOutput, check_input_size
-from napari_chsnet.inference.device import autocast
+from napari_chsnet.inference.device import AUTO_DTYPE, autocast, compute_dtype_for
 from napari_chsnet.inference.preprocessing import (
     CropBox,
     crop_and_resize,
@@ -49,17 +49,19 @@ class EAMCInfectionStage:
         threshold: each member's vote threshold (EAMC.vote).
         mirror_averaging: every member also votes on the mirrored crop (twice the time).
         overlapping_tiles: tiles every ``patch_size / 2`` pixels, averaged (three times the time).
+        compute_dtype: autocast dtype (None: float32; ``"auto"``: the device's default, read now).
     """
 
     def __init__(
         self, network: EAMC, slice_size: int, patch_size: int, window_hu: tuple[float, float],
         device: torch.device, threshold: float, mirror_averaging: bool = False,
-        overlapping_tiles: bool = False,
+        overlapping_tiles: bool = False, *, compute_dtype: torch.dtype | None | str = AUTO_DTYPE,
     ):  # fmt: skip
         check_input_size(network, patch_size, "EAMC patches")
         self.network, self.slice_size, self.patch_size = network, slice_size, patch_size
         self.window_hu, self.device, self.threshold = window_hu, device, threshold
         self.mirror_averaging = mirror_averaging
+        self.compute_dtype = compute_dtype_for(device, compute_dtype)
         self.tile_stride = patch_size // 2 if overlapping_tiles else patch_size
         tile_count(slice_size, patch_size, self.tile_stride)  # the tiles must cover the crop
 
@@ -70,7 +72,7 @@ class EAMCInfectionStage:
         tiles = to_tiles(crops, self.patch_size, self.tile_stride)
         # as many tiles per call as the batch has paper patches: overlap needs no more memory than they
         per_call = n_slices * (self.slice_size // self.patch_size) ** 2
-        with torch.inference_mode(), autocast(self.device):
+        with torch.inference_mode(), autocast(self.device, self.compute_dtype):
             probabilities = torch.cat(
                 [
                     self.network(chunk.to(self.device, non_blocking=True)).float().sigmoid()

@@ -29,14 +29,21 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from napari_chsnet.errors import ConfigError, InvalidVolumeError
 from napari_chsnet.inference.cascade import LUNG_THRESHOLD, LungStage, UNetInfectionStage
 from napari_chsnet.inference.cleaning import DEFAULT_MIN_LESION_ML, UncountedInfection, clean_infection
-from napari_chsnet.inference.device import describe_device, precision_name, resolve_device
+from napari_chsnet.inference.device import (
+    AUTO_DTYPE,
+    autocast_dtype,
+    compute_dtype_for,
+    describe_device,
+    describe_precision,
+    resolve_device,
+)
 from napari_chsnet.inference.ensemble import EAMCInfectionStage
 from napari_chsnet.inference.intensity import hu_to_unit
 from napari_chsnet.inference.postprocess import BODY_HU, half_chest_side, postprocess_lungs
@@ -49,6 +56,9 @@ from napari_chsnet.io.readers import count_non_finite, refuse_unknown_intensity
 from napari_chsnet.io.volume import CTVolume
 from napari_chsnet.registry import DEFAULT_MODEL, DEVICE_CHOICES, LEFT_LUNG, MODEL_KEYS, MODELS, RIGHT_LUNG
 from napari_chsnet.slabs import slab_step
+
+if TYPE_CHECKING:
+    import torch
 
 # Lung area in the scan's first or last slice, as a fraction of the largest slice's, above which the
 # lungs count as cut off there. A complete scan's edge slice grazes at most the costophrenic recesses
@@ -261,25 +271,31 @@ class _StageClock:
         self._since = time.perf_counter()
 
 
-def build_stages(settings: SegmentationSettings, device) -> tuple[LungStage, object, dict]:
-    """The lung stage, the model's infection stage and the checkpoints they come from."""
+def build_stages(
+    settings: SegmentationSettings, device, compute_dtype: torch.dtype | None | str = AUTO_DTYPE
+) -> tuple[LungStage, object, dict]:
+    """The lung stage, the model's infection stage and the checkpoints they come from; both stages
+    compute in ``compute_dtype`` (``"auto"``: the device's default, read once here)."""
+    compute_dtype = compute_dtype_for(device, compute_dtype)
     checkpoints = resolve_weights(settings.model, settings.weights)
     lung_checkpoint = checkpoints[LUNG_STAGE_MODEL]
     lung_prep = preprocessing_of(lung_checkpoint)
     chsnet = network_for(lung_checkpoint, device)
-    lung_stage = LungStage(chsnet.lung_net, lung_prep.lung_input_size, lung_prep.window_hu, device)
+    lung_stage = LungStage(
+        chsnet.lung_net, lung_prep.lung_input_size, lung_prep.window_hu, device, compute_dtype=compute_dtype
+    )
     checkpoint = checkpoints[settings.model]
     prep = preprocessing_of(checkpoint)
     network = network_for(checkpoint, device)
     if settings.model == "eamc":
         infection_stage = EAMCInfectionStage(
             network, prep.infection_input_size, prep.patch_size, prep.window_hu, device, settings.threshold,
-            settings.uses_mirror_averaging, settings.uses_overlapping_tiles,
+            settings.uses_mirror_averaging, settings.uses_overlapping_tiles, compute_dtype=compute_dtype,
         )  # fmt: skip
     else:
         infection_stage = UNetInfectionStage(
             network, prep.infection_input_size, prep.window_hu, device, settings.threshold,
-            settings.uses_mirror_averaging,
+            settings.uses_mirror_averaging, compute_dtype=compute_dtype,
         )  # fmt: skip
     return lung_stage, infection_stage, checkpoints
 
@@ -303,7 +319,8 @@ def iter_segmentation(
 
     _check_volume(volume)
     device = resolve_device(settings.device)
-    lung_stage, infection_stage, checkpoints = build_stages(settings, device)
+    compute_dtype = autocast_dtype(device)  # once: the precision recorded is the one every batch ran in
+    lung_stage, infection_stage, checkpoints = build_stages(settings, device, compute_dtype)
     hu = volume.hu
     n_slices = hu.shape[0]
     lung_batches = _batches(np.arange(n_slices), settings.batch_size)
@@ -366,7 +383,7 @@ def iter_segmentation(
         input=volume.source,
         case=case_name(volume.source) if volume.source else "",
         stage_timings_s={stage: round(seconds, 4) for stage, seconds in clock.timings.items()},
-        inference_options={**settings.inference_options(), "precision": precision_name(device)},
+        inference_options={**settings.inference_options(), "precision": describe_precision(compute_dtype)},
         uncounted_infection=cleaned.uncounted.to_dict(),
         warnings=run_warnings,
     )
