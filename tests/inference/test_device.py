@@ -60,10 +60,10 @@ def test_the_cpu_runs_bfloat16_only_with_matrix_units_and_not_when_told_so(monke
     monkeypatch.setattr(torch, "autocast", recorder)
     monkeypatch.delenv(CPU_BF16_VARIABLE, raising=False)
     monkeypatch.setattr(device_module, "cpu_has_bf16_matrix_units", lambda: False)
-    assert isinstance(autocast(cpu), contextlib.nullcontext) and recorder.calls == []
+    assert isinstance(autocast(cpu, autocast_dtype(cpu)), contextlib.nullcontext) and recorder.calls == []
     assert precision_name(cpu) == "float32"
     monkeypatch.setattr(device_module, "cpu_has_bf16_matrix_units", lambda: True)
-    autocast(cpu)
+    autocast(cpu, autocast_dtype(cpu))
     assert recorder.calls == [{"device_type": "cpu", "dtype": torch.bfloat16}]
     assert precision_name(cpu) == "bfloat16 autocast"
     for value, dtype in (("0", None), (" 0 ", None), ("1", torch.bfloat16), ("", torch.bfloat16)):
@@ -167,13 +167,15 @@ def test_mps_autocast_only_where_this_torch_has_it(monkeypatch):
     monkeypatch.setattr(torch, "autocast", recorder)
     mps = torch.device("mps")
     monkeypatch.setattr(torch.amp, "is_autocast_available", lambda kind: kind != "mps", raising=False)
-    assert isinstance(autocast(mps), contextlib.nullcontext) and recorder.calls == []
+    assert isinstance(autocast(mps, autocast_dtype(mps)), contextlib.nullcontext) and recorder.calls == []
     monkeypatch.delattr(torch.amp, "is_autocast_available", raising=False)  # torch 2.2, 2.3
-    assert isinstance(autocast(mps), contextlib.nullcontext) and recorder.calls == []
-    autocast(torch.device("cuda"))  # CUDA has autocast in every torch this package allows
+    assert isinstance(autocast(mps, autocast_dtype(mps)), contextlib.nullcontext) and recorder.calls == []
+    autocast(
+        torch.device("cuda"), autocast_dtype(torch.device("cuda"))
+    )  # CUDA has autocast in every torch this package allows
     assert recorder.calls == [{"device_type": "cuda", "dtype": torch.float16}]
     monkeypatch.setattr(torch.amp, "is_autocast_available", lambda kind: True, raising=False)  # torch ≥ 2.5
-    autocast(mps)
+    autocast(mps, autocast_dtype(mps))
     assert recorder.calls[-1] == {"device_type": "mps", "dtype": torch.float16}
 
 

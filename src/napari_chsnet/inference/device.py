@@ -185,11 +185,9 @@ def compute_dtype_for(
     return dtype
 
 
-def autocast(
-    device: torch.device, dtype: torch.dtype | None | str = AUTO_DTYPE
-) -> contextlib.AbstractContextManager:
-    """Autocast to ``dtype`` (:func:`compute_dtype_for`) on ``device``; nothing for float32 (None)."""
-    dtype = compute_dtype_for(device, dtype)
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` on ``device`` (the run's, :func:`compute_dtype_for`); nothing for float32
+    (None). The dtype is the caller's, never read here: a run decides it once."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
