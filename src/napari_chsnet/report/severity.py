@@ -269,12 +269,16 @@ def _warnings(
         )
     outside = uncounted.outside_lungs_ml
     # The infection stage reads the lungs' box, so a rim of its output always falls outside the
-    # masks (0.5 mL on the sample): that stays a figure. A large share means a lung mask that missed
-    # diseased lung (dense consolidation taken for chest wall), which must not pass unnoticed.
+    # masks (0.5 mL on the sample): that stays a figure. A large share is either a lung mask that
+    # missed diseased lung (dense consolidation taken for chest wall), which must not pass unnoticed,
+    # or false marks beyond the lungs (EAMC on normal001: 43 mL, mostly upper abdomen and air beside
+    # the shoulder), which are rightly not counted; only looking at them tells the two apart.
     if outside > 0 and outside >= OUTSIDE_WARNING_SHARE * (outside + counted_ml):
         warnings.append(
             f"{outside:.2f} mL of infection ({100 * outside / (outside + counted_ml):.0f} % of what was found) lies "
-            "outside both lung masks and is not counted: check that the lungs layer covers the diseased lung."
+            "outside both lung masks and is not counted: look where it lies. If in lung the lungs layer missed "
+            "(dense consolidation at the chest wall), correct the lungs layer; if beyond the lungs (abdomen, "
+            "mediastinum, air outside the body), those are false marks, rightly not counted."
         )
     return warnings
 
