@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from napari_chsnet.inference.postprocess import (
     body_midline_x,
     body_width_to_depth,
+    fill_holes,
+    fill_holes_per_slice,
     half_chest_side,
     label_left_right,
     postprocess_lungs,
@@ -20,6 +23,43 @@ from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 
 # Non-square pixels, (x, y) as every spacing_xy_mm argument: 0.6 mm columns, 0.9 mm rows.
 ANISOTROPIC_XY_MM = (0.6, 0.9)
+
+
+# ---------------------------------------------------------------- holes
+def test_a_hole_is_background_cut_off_from_the_border_through_faces():
+    """A cavity is filled; one opening onto the array's border through a face is not a hole; background
+    meeting the outside only at an edge (diagonally) is a hole, as for ``ndi.binary_fill_holes``."""
+    shell = np.ones((5, 5, 5), bool)
+    shell[2, 2, 2] = False  # a closed cavity
+    assert fill_holes(shell).all()
+    opened = shell.copy()
+    opened[2, 2, :3] = False  # a tunnel from the cavity to the x = 0 face
+    assert (fill_holes(opened) == opened).all()
+    diagonal = np.zeros((1, 6, 6), bool)
+    diagonal[0, 1:5, 1:5] = True
+    diagonal[0, 2:4, 2:4] = False  # a 2x2 hole ...
+    diagonal[0, 1, 1] = False  # ... meeting the border's background only at a corner of this voxel
+    assert fill_holes_per_slice(diagonal)[0, 2:4, 2:4].all()
+    assert not fill_holes_per_slice(diagonal)[0, 1, 1]  # on the border's side: not a hole
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_holes_are_filled_as_scipy_fills_them(seed):
+    """``fill_holes`` labels the background once instead of dilating until stable; it must give
+    ``binary_fill_holes``' answer, in 3-D and slice by slice, with the per-slice size bound too."""
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        shape = tuple(int(n) for n in rng.integers(1, 14, 3))
+        mask = rng.random(shape) < rng.uniform(0.3, 0.9)
+        assert (fill_holes(mask) == ndi.binary_fill_holes(mask)).all()
+        for max_hole in (None, 0, 2, 6):
+            expected = np.stack([ndi.binary_fill_holes(section) for section in mask])
+            if max_hole is not None:
+                for z, section in enumerate(mask):
+                    holes, _count = ndi.label(expected[z] & ~section)
+                    sizes = np.bincount(holes.ravel())
+                    expected[z][(sizes > max_hole)[holes] & (holes > 0)] = False
+            assert (fill_holes_per_slice(mask, max_hole) == expected).all()
 
 
 # ---------------------------------------------------------------- physical sizes with non-square pixels

