@@ -8,6 +8,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_chsnet.inference.postprocess import (
+    _in_plane_erosion_depth,
     body_midline_x,
     body_width_to_depth,
     fill_holes,
@@ -60,6 +61,23 @@ def test_holes_are_filled_as_scipy_fills_them(seed):
                     sizes = np.bincount(holes.ravel())
                     expected[z][(sizes > max_hole)[holes] & (holes > 0)] = False
             assert (fill_holes_per_slice(mask, max_hole) == expected).all()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_erosion_depth_gives_every_number_of_in_plane_erosions(seed):
+    """The touching-lungs split erodes in-plane until the lungs part; reading ``depth > k`` off one
+    distance transform must equal ``k`` erosions by the 4-neighbour cross, the array's edge included."""
+    rng = np.random.default_rng(seed)
+    cross = ndi.generate_binary_structure(3, 1)
+    cross[0] = cross[2] = False
+    for _ in range(20):
+        mask = rng.random((3, 30, 40)) < 0.85
+        mask[:, :, 0] = True  # foreground on the array's edge: erosion takes it as background beyond
+        depth = _in_plane_erosion_depth(mask, cap=9)
+        eroded = mask
+        for erosions in range(1, 9):
+            eroded = ndi.binary_erosion(eroded, cross)
+            assert (eroded == (depth > erosions)).all()
 
 
 # ---------------------------------------------------------------- physical sizes with non-square pixels
