@@ -67,8 +67,8 @@ def _holes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The background's components of ``mask`` (face-connected) and, per component label, whether it is a
     hole: not connected to the array's border (``ndi.binary_fill_holes``'s rule).
 
-    One labelling instead of ``binary_fill_holes``' dilation iterated until stable (4x faster on a chest
-    CT's lungs). The caller passes the mask's box grown by one voxel: outside it lies only background
+    One labelling instead of ``binary_fill_holes``' dilation iterated until stable (P001's lungs: 0.2
+    instead of 1.5 s in 3-D). The caller passes the mask's box grown by one voxel: outside it lies only background
     connected to the border.
     """
     background, count = ndi.label(~mask)
