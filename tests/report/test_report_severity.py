@@ -198,7 +198,10 @@ def test_infection_outside_lungs_is_not_counted_and_warned():
     report = compute_severity(lungs, infection, ONE_MM)
     assert report.overall_infected_ml == 0.0
     assert report.outside_lungs_ml == pytest.approx(0.4)
-    assert any("outside both lung masks" in w for w in report.warnings)
+    (warning,) = [w for w in report.warnings if "outside both lung masks" in w]
+    # both causes, each with what to do: a lung mask that missed diseased lung, or marks beyond the lungs
+    # (EAMC marks upper abdomen and air outside the body on a normal scan, resources/weights/eamc.md)
+    assert "correct the lungs layer" in warning and "false marks, rightly not counted" in warning
 
 
 def islands_and_outside_blob() -> tuple[np.ndarray, np.ndarray]:
