@@ -421,21 +421,21 @@ def remove_central_airways(
     """
     spacing_yx = (float(spacing_xy_mm[1]), float(spacing_xy_mm[0]))
     pixel_mm2 = spacing_yx[0] * spacing_yx[1]
-    # the ring reaches AIRWAY_WALL_MM beyond the lumen: distances on the lumen's box grown by that suffice
+    # the ring reaches AIRWAY_WALL_MM beyond the lumen: the lungs' box grown by that holds every ring
     reach = tuple(int(np.ceil(AIRWAY_WALL_MM / step)) + 1 for step in spacing_yx)
     out = lungs.copy()
     for z in range(lungs.shape[0]):
         in_lung = lungs[z] > 0
         if not in_lung.any():
             continue
-        lung_box = bounding_box(in_lung, pad=2)  # the opening's 1-pixel reach stays inside
-        xs = np.nonzero(in_lung[lung_box].any(axis=0))[0]
+        lung_box = bounding_box(in_lung, pad=max(2, *reach))  # 2: the opening's reach stays inside too
+        in_box, hu_box, out_box = in_lung[lung_box], hu[z][lung_box], out[z][lung_box]
+        xs = np.nonzero(in_box.any(axis=0))[0]
         band = xs[0] + np.array(AIRWAY_CENTRAL_BAND) * (xs[-1] - xs[0])
-        lumen = ndi.binary_opening((hu[z][lung_box] < AIRWAY_LUMEN_HU) & in_lung[lung_box])
-        components = np.zeros(in_lung.shape, dtype=np.int32)  # on the slice's grid: a ring may leave the box
-        components[lung_box], _count = ndi.label(lumen)
-        areas = np.bincount(components[lung_box].ravel()) * pixel_mm2
-        for index, box in enumerate(ndi.find_objects(components[lung_box]), start=1):
+        lumen = ndi.binary_opening((hu_box < AIRWAY_LUMEN_HU) & in_box)
+        components, _count = ndi.label(lumen)
+        areas = np.bincount(components.ravel()) * pixel_mm2
+        for index, box in enumerate(ndi.find_objects(components), start=1):
             # size and place first: most lumen components are specks of dark lung
             centre_x = (box[1].start + box[1].stop - 1) / 2
             if not (
@@ -443,17 +443,17 @@ def remove_central_airways(
             ):
                 continue
             near = tuple(
-                slice(max(0, part.start + outer.start - grow), min(size, part.stop + outer.start + grow))
-                for part, outer, grow, size in zip(box, lung_box, reach, in_lung.shape, strict=True)
+                slice(max(0, part.start - grow), part.stop + grow)
+                for part, grow in zip(box, reach, strict=True)
             )
             component = components[near] == index
-            hu_near = hu[z][near]
+            hu_near = hu_box[near]
             distance = ndi.distance_transform_edt(~component, sampling=spacing_yx)
             ring = (distance > 0) & (distance <= AIRWAY_WALL_MM)
             if (hu_near[ring] > AIRWAY_WALL_HU).mean() >= AIRWAY_WALL_FRACTION:
                 # lumen, its partial-volume edge and the wall; aerated lung beyond stays
                 edge = ring & (hu_near < AIRWAY_WALL_HU) & (distance <= max(spacing_yx) * 1.5)
-                out[z][near][component | edge | (ring & (hu_near > AIRWAY_WALL_HU))] = 0
+                out_box[near][component | edge | (ring & (hu_near > AIRWAY_WALL_HU))] = 0
     return out
 
 
