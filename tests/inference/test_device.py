@@ -170,9 +170,8 @@ def test_mps_autocast_only_where_this_torch_has_it(monkeypatch):
     assert isinstance(autocast(mps, autocast_dtype(mps)), contextlib.nullcontext) and recorder.calls == []
     monkeypatch.delattr(torch.amp, "is_autocast_available", raising=False)  # torch 2.2, 2.3
     assert isinstance(autocast(mps, autocast_dtype(mps)), contextlib.nullcontext) and recorder.calls == []
-    autocast(
-        torch.device("cuda"), autocast_dtype(torch.device("cuda"))
-    )  # CUDA has autocast in every torch this package allows
+    cuda = torch.device("cuda")
+    autocast(cuda, autocast_dtype(cuda))  # CUDA has autocast in every torch this package allows
     assert recorder.calls == [{"device_type": "cuda", "dtype": torch.float16}]
     monkeypatch.setattr(torch.amp, "is_autocast_available", lambda kind: True, raising=False)  # torch ≥ 2.5
     autocast(mps, autocast_dtype(mps))

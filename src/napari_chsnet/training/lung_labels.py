@@ -12,7 +12,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_chsnet.inference.postprocess import label_left_right, postprocess_lungs, recover_dense_border
+from napari_chsnet.inference.postprocess import (
+    fill_holes,
+    label_left_right,
+    postprocess_lungs,
+    recover_dense_border,
+)
 from napari_chsnet.registry import LEFT_LUNG, RIGHT_LUNG
 
 AIR_THRESHOLD_HU = -320.0
@@ -28,7 +33,7 @@ def _body_mask(hu_slice: np.ndarray) -> np.ndarray:
     if count == 0:
         return body
     largest = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
-    return ndi.binary_fill_holes(largest)
+    return fill_holes(largest)
 
 
 def _is_central_airway(component: np.ndarray, area_mm2: float, width: int) -> bool:
@@ -79,7 +84,7 @@ def lung_labels_from_hu(
     smoothed = np.zeros_like(lungs)
     for label in (RIGHT_LUNG, LEFT_LUNG):
         for z in range(lungs.shape[0]):
-            closed = ndi.binary_fill_holes(ndi.binary_closing(lungs[z] == label, iterations=2))
+            closed = fill_holes(ndi.binary_closing(lungs[z] == label, iterations=2))
             smoothed[z][closed & (smoothed[z] == 0)] = label
     return recover_dense_border(smoothed, hu, (spacing_xyz_mm[0], spacing_xyz_mm[1]))
 
@@ -91,6 +96,6 @@ def lung_mask_of_cropped_slice(
     air = air_in_body_slice(hu_slice, pixel_mm**2, cropped=True)
     if infection is not None:
         air |= infection > 0
-    air = ndi.binary_fill_holes(ndi.binary_closing(air, iterations=2))
+    air = fill_holes(ndi.binary_closing(air, iterations=2))
     labels = postprocess_lungs(air[None], hu_slice[None], (pixel_mm, pixel_mm))[0]
     return labels > 0
