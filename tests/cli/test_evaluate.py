@@ -109,6 +109,32 @@ def test_label_image_masks_score_as_the_same_0_255_masks(semiseg_like, tiny_weig
     assert "values 1, 2)" in captured.err
 
 
+def test_target_labels_score_one_label_of_a_multiclass_mask(semiseg_like, tiny_weights, tmp_path, capsys):
+    """Known answer: --target-labels 1 on the palette masks (target split into labels 1 and 2) scores
+    exactly as 0/1 masks holding label 1 alone; 1,2 as the whole target; a label no mask holds exits 2."""
+    images, masks = semiseg_like
+    args = ["evaluate", "--images", str(images), "--weights", str(tiny_weights), "--rotate", "90", "--json"]
+    _, palette = _label_copies(masks, tmp_path)
+    only_1 = tmp_path / "only_label_1"
+    only_1.mkdir()
+    for path in palette.iterdir():
+        Image.fromarray((np.asarray(Image.open(path)) == 1).astype(np.uint8)).save(only_1 / path.name)
+    assert main([*args, "--masks", str(only_1)]) == 0
+    expected = json.loads(capsys.readouterr().out)["per_image"]
+    assert main([*args, "--masks", str(palette), "--target-labels", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["per_image"] == expected
+    assert main([*args, "--masks", str(masks)]) == 0
+    whole = json.loads(capsys.readouterr().out)["per_image"]
+    assert main([*args, "--masks", str(palette), "--target-labels", "2,1"]) == 0
+    assert json.loads(capsys.readouterr().out)["per_image"] == whole != expected
+    assert main([*args, "--masks", str(palette), "--target-labels", "3"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the note on the image without a mask
+    assert (
+        error.startswith("chsnet: error: no mask in")
+        and "holds --target-labels 3 (their values: 1, 2)" in error
+    )
+
+
 def test_0_255_masks_keep_jpeg_noise_as_background():
     noisy_empty = np.array([[0, 3], [2, 0]], np.uint8)  # an empty slice's mask saved as JPEG
     lesion = np.array([[250, 4], [0, 255]], np.uint8)

@@ -197,6 +197,31 @@ def test_an_empty_mask_is_a_scan_without_infection_but_no_lung_mask(
     assert "is empty: a lung mask holds the lungs" in capsys.readouterr().err
 
 
+def test_target_labels_keep_one_label_of_a_scan_s_mask(tmp_path, segmented_case, tiny_weights, capsys):
+    """Known answer: the run's lungs (1 = right, 2 = left) given as a mask with --target-labels 2 score
+    the segmented lungs (both) against label 2 alone; a mask holding none of the labels is scored as
+    empty and warned about."""
+    scans, out = segmented_case
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    shutil.copy(out / "lungs.nii.gz", masks / "case_a.nii.gz")
+    volume = read_ct(scans / "case_a.nii.gz")
+    lungs = read_mask(out / "lungs.nii.gz", volume.geometry)
+    assert (
+        evaluate(scans, masks, "--target", "lungs", "--target-labels", "2", "--json", weights=tiny_weights)
+        == 0
+    )
+    case = _json(capsys)[0]["per_scan"]["case_a"]
+    assert case["dice"] == pytest.approx(dice(lungs > 0, lungs == 2), abs=1e-12) and case["dice"] < 1
+    assert case["reference_ml"] == pytest.approx(
+        np.count_nonzero(lungs == 2) * volume.geometry.voxel_volume_ml
+    )
+    assert evaluate(scans, masks, "--target-labels", "3", "--json", weights=tiny_weights) == 0
+    case, err = _json(capsys)
+    assert case["per_scan"]["case_a"]["reference_ml"] == 0
+    assert "the mask holds none of --target-labels (its values: 1, 2): scored as empty" in err
+
+
 def test_a_lung_mask_scored_as_infection_is_warned_about(tmp_path, segmented_case, tiny_weights, capsys):
     """The default target is infection: a lung mask given without --target lungs scores a meaningless
     Dice, so stderr says what the mask looks like (both lungs of the run, or one label per lung)."""

@@ -18,7 +18,10 @@ masks); ``foreground_of_masks`` tells them apart for the whole folder and counts
 2 = left): the post-processed lung mask, and the lung network's probability for the AUC.
 
 A folder of CT scans (NIfTI, MHA, NRRD, DICOM series subfolders) instead of slices is segmented scan by
-scan as ``chsnet segment`` does and scored in 3-D against mask volumes: ``evaluate_scans.py``.
+scan as ``chsnet segment`` does and scored in 3-D against mask volumes: ``evaluate_scans.py``. With
+``--slice-stack`` such files are piles of unrelated 2-D slices in HU (MedSeg's ``tr_im.nii.gz``), each
+slice segmented on its own and scored here as a 2-D case: ``evaluate_stacks.py``. ``--target-labels``
+keeps only those mask values as the target, in every mode.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +77,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--target", choices=TARGETS, default="infection",
         help="what the masks show: infection, or both lungs (scores the lung stage)",
     )  # fmt: skip
-    scans = parser.add_argument_group("CT scans only")
+    parser.add_argument(
+        "--target-labels", type=_labels, default=None, metavar="L[,L...]",
+        help="the mask values that are the target, e.g. 1,2 for MedSeg's ground glass and consolidation "
+        "without its pleural effusion (3); default: every non-zero value (a 0/255 mask: above 127)",
+    )  # fmt: skip
+    scans = parser.add_argument_group("CT scans and slice stacks only")
+    scans.add_argument(
+        "--slice-stack", action="store_true",
+        help="the volume files are stacks of unrelated 2-D slices (MedSeg's tr_im.nii.gz): each slice is "
+        "segmented on its own and scored as a 2-D slice (mean over slices; --rotate applies)",
+    )  # fmt: skip
     scans.add_argument(
         "--intensity", choices=INTENSITY_CHOICES, default="auto",
         help="what the scans' values are, as for chsnet segment (docs/io.md)",
@@ -151,6 +166,18 @@ def _rotation(value: str) -> str | int:
     raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from auto, 0, 90, 180, 270)")
 
 
+def _labels(value: str) -> tuple[int, ...]:
+    try:
+        labels = tuple(sorted({int(part) for part in value.split(",") if part.strip()}))
+    except ValueError:
+        labels = ()
+    if not labels or any(label <= 0 for label in labels):
+        raise argparse.ArgumentTypeError(
+            f"invalid labels: {value!r} (positive integers separated by commas, e.g. 1,2)"
+        )
+    return labels
+
+
 def check_8bit_images(paths: list[Path]) -> None:
     """Every image stores 8 bits per channel (grey, RGB, palette), read from the headers only.
 
@@ -177,8 +204,12 @@ def check_8bit_images(paths: list[Path]) -> None:
             )
 
 
-def _read_pairs(pairs: list[tuple[Path, Path]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(8-bit image, boolean mask) of each pair, as stored (``upright`` turns them afterwards)."""
+def _read_pairs(
+    pairs: list[tuple[Path, Path]], target_labels: tuple[int, ...] | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(8-bit image, boolean mask) of each pair, as stored (``upright`` turns them afterwards); masks
+    keep only ``target_labels`` when given (``--target-labels``)."""
+    from napari_chsnet.inference.evaluation import check_labels_present, keep_labels
     from napari_chsnet.training.datasets import read_gray_image, read_label_image
 
     check_8bit_images([image_path for image_path, _ in pairs])
@@ -192,6 +223,8 @@ def _read_pairs(pairs: list[tuple[Path, Path]]) -> list[tuple[np.ndarray, np.nda
             )
         images.append(pixels)
         values.append(stored)
+    check_labels_present(values, target_labels, str(pairs[0][1].parent))
+    values = [keep_labels(stored, target_labels) for stored in values]
     return list(zip(images, foreground_of_masks(values), strict=True))
 
 
@@ -235,35 +268,46 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_chsnet.inference.device import autocast_dtype, describe_precision, resolve_device
     from napari_chsnet.inference.pipeline import build_stages
-    from napari_chsnet.inference.slices import segment_cropped_slice
     from napari_chsnet.models.metrics import METRIC_NAMES, segmentation_metrics
 
-    if holds_scans(args.images):
+    scans = holds_scans(args.images)
+    if scans and not args.slice_stack:
         from napari_chsnet.cli.evaluate_scans import run_scans
 
         _check_folder(args.masks, "masks")
         return run_scans(args)
-    if args.intensity != "auto" or args.fill_missing_slices:
+    if args.slice_stack:
+        if not scans:
+            raise InvalidVolumeError(
+                f"--slice-stack reads volume files (NIfTI, MHA, NRRD) whose slices are unrelated 2-D images; "
+                f"{args.images} holds 8-bit slices, which are scored without it"
+            )
+        from napari_chsnet.cli.evaluate_stacks import read_stack_slices
+
+        _check_folder(args.masks, "masks")
+        stack = read_stack_slices(args)
+    elif args.intensity != "auto" or args.fill_missing_slices:
         given = "--intensity" if args.intensity != "auto" else "--fill-missing-slices"
         raise InvalidVolumeError(f"{given} is for CT scans; 8-bit slices are read as display values")
-    pairs = pair_images(args.images, args.masks)
+    else:
+        pairs = pair_images(args.images, args.masks)
+        slices = _read_pairs(pairs, args.target_labels)
     settings = model_settings(args)
     device = resolve_device(settings.device)
-    slices = _read_pairs(pairs)
     compute_dtype = autocast_dtype(device)
     lung_stage, infection_stage, _ = build_stages(settings, device, compute_dtype)
+    if args.slice_stack:
+        cases = _stack_cases(stack, lung_stage, infection_stage, args.target)
+    else:
+        cases = _slice_cases(pairs, slices, lung_stage, infection_stage, args.target)
     predictions, truths, probabilities = [], [], []
     with torch.inference_mode():
-        estimate = (
-            _auto_rotation([pixels for pixels, _ in slices], lung_stage) if args.rotate == AUTO else None
-        )
+        estimate = _auto_rotation([case.view for case in cases], lung_stage) if args.rotate == AUTO else None
         rotation = estimate.rotation if estimate else args.rotate
-        for pixels, truth in slices:
-            mask, probability = segment_cropped_slice(
-                upright(pixels, rotation), lung_stage, infection_stage, args.target
-            )
+        for case in cases:
+            mask, probability = case.segment(rotation)
             predictions.append(mask)
-            truths.append(upright(truth, rotation))
+            truths.append(upright(case.truth, rotation))
             probabilities.append(probability)
     scores = segmentation_metrics(predictions, truths, probabilities)
     if args.json:
@@ -279,17 +323,18 @@ def run(args: argparse.Namespace) -> int:
                     "pooled": scores["pooled"],
                     # bfloat16 on a CPU with AMX moves the figures in their 4th decimal (docs/engine.md)
                     "precision": describe_precision(compute_dtype),
-                    # which slices fail, by file stem
+                    # which slices fail, by file stem (slice stacks: CASE:INDEX)
                     "per_image": {
-                        image_path.stem: metrics
-                        for (image_path, _), metrics in zip(pairs, scores["per_image"], strict=True)
+                        case.name: metrics for case, metrics in zip(cases, scores["per_image"], strict=True)
                     },
                 }
             )
         )
         return 0
+    stacked = " (slice stacks)" if args.slice_stack else ""
     print(
-        f"{args.model}, {args.target}, on {scores['n_images']} slices from {args.images}, turned back {rotation}°"
+        f"{args.model}, {args.target}, on {scores['n_images']} slices from {args.images}{stacked}, "
+        f"turned back {rotation}°"
     )
     print(f"{'metric':<12}{'mean':>10}{'pooled':>10}")
     for name in METRIC_NAMES:
@@ -300,3 +345,48 @@ def run(args: argparse.Namespace) -> int:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+@dataclass(frozen=True)
+class _Case:
+    """One 2-D case: its name, its stored view as 8-bit display values (for ``--rotate auto``), its
+    stored target, and how to segment it turned back by a rotation."""
+
+    name: str
+    view: np.ndarray
+    truth: np.ndarray
+    segment: Callable[[int], tuple[np.ndarray, np.ndarray]]
+
+
+def _slice_cases(pairs, slices, lung_stage, infection_stage, target: str) -> list[_Case]:
+    from napari_chsnet.inference.slices import segment_cropped_slice
+
+    def segment(pixels):
+        return lambda rotation: segment_cropped_slice(
+            upright(pixels, rotation), lung_stage, infection_stage, target
+        )
+
+    return [
+        _Case(image_path.stem, pixels, truth, segment(pixels))
+        for (image_path, _), (pixels, truth) in zip(pairs, slices, strict=True)
+    ]
+
+
+def _stack_cases(stack, lung_stage, infection_stage, target: str) -> list[_Case]:
+    from napari_chsnet.inference.intensity import hu_to_unit, unit_to_display8
+    from napari_chsnet.inference.slices import segment_hu_slice
+
+    def segment(item):
+        def turned_back(rotation: int):
+            x_mm, y_mm = item.pixel_mm
+            pixel_mm = (y_mm, x_mm) if rotation in (90, 270) else (x_mm, y_mm)  # a quarter turn swaps them
+            return segment_hu_slice(upright(item.hu, rotation), pixel_mm, lung_stage, infection_stage, target)
+
+        return turned_back
+
+    return [
+        _Case(
+            item.name, unit_to_display8(hu_to_unit(item.hu, lung_stage.window_hu)), item.truth, segment(item)
+        )
+        for item in stack
+    ]

@@ -142,7 +142,8 @@ def run_scans(args: argparse.Namespace) -> int:
 
     if args.rotate != "auto":
         raise InvalidVolumeError(
-            "--rotate is for 2-D slices; CT scans are oriented by their headers (leave it out)"
+            "--rotate is for 2-D slices; CT scans are oriented by their headers (leave it out, or pass "
+            "--slice-stack if the files' slices are unrelated 2-D images)"
         )
     pairs = pair_scans(args.images, args.masks)
     settings = model_settings(args)
@@ -184,6 +185,7 @@ def run_scans(args: argparse.Namespace) -> int:
 def _score_pair(pair: ScanPair, settings, args: argparse.Namespace, accumulator, segment) -> dict:
     from napari_chsnet.inference.evaluation import (
         describe_reference,
+        keep_labels,
         lung_sides,
         reference_target,
         score_volume,
@@ -192,12 +194,16 @@ def _score_pair(pair: ScanPair, settings, args: argparse.Namespace, accumulator,
     from napari_chsnet.io.writers import read_mask
 
     volume = read_ct(pair.scan, intensity=args.intensity, fill_missing_slices=args.fill_missing_slices)
-    reference = read_mask(pair.mask, volume.geometry, volume.shape)  # before the long part: a wrong grid
+    stored = read_mask(pair.mask, volume.geometry, volume.shape)  # before the long part: a wrong grid
+    reference = keep_labels(stored, args.target_labels)
     truth = reference_target(reference)
     if args.target == "lungs" and not truth.any():  # an empty infection mask is a scan without infection
         raise InvalidVolumeError(f"mask {pair.mask} is empty: a lung mask holds the lungs")
     # labels 1 and 2 of a lung mask are its lungs (the side rule); said for the infection's labels and a 0/255 mask
     notes = [describe_reference(reference) if args.target == "infection" or reference.max() > 127 else None]
+    if args.target_labels and stored.any() and not reference.any():  # a healthy scan's mask holds none either
+        values = ", ".join(str(int(v)) for v in np.unique(stored) if v)
+        notes.append(f"the mask holds none of --target-labels (its values: {values}): scored as empty")
     sides = lung_sides(reference, volume.geometry) if int(reference.max(initial=0)) <= 127 else None
     if args.target == "lungs" and sides is not None and not sides.found and sides.n_labels > 1:
         notes.append(f"lungs not scored by side: {sides.reason}")

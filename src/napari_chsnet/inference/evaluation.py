@@ -2,9 +2,9 @@
 
 What is scored is what a user gets from ``chsnet segment``: the post-processed ``lungs`` (both lungs
 together) or the infection the report counts (inside the lungs, islands under ``min_lesion_ml``
-removed). The target is every non-zero voxel of a label mask; a mask with values above 127 is a 0/255
-mask, whose target is above 127 (as for 2-D masks: a mask resampled with interpolation keeps its soft
-edge out of the target). Metrics are 3-D, per scan (the COVID-SemiSeg papers' per-slice means are
+removed). The target is every non-zero voxel of a label mask (of the labels ``--target-labels`` keeps,
+:func:`keep_labels`); a mask with values above 127 is a 0/255 mask, whose target is above 127 (as for
+2-D masks: a mask resampled with interpolation keeps its soft edge out of the target). Metrics are 3-D, per scan (the COVID-SemiSeg papers' per-slice means are
 for 2-D slices, ``cli/evaluate.py``).
 
 A lung reference that holds exactly two labels, each on its own side of the body, is also read as one
@@ -15,10 +15,12 @@ datasets number the lungs either way round; so this also checks the labels 1 = r
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from napari_chsnet.errors import InvalidVolumeError
 from napari_chsnet.inference.pipeline import SegmentationResult
 from napari_chsnet.io.volume import Geometry
 from napari_chsnet.models.metrics import MetricsAccumulator, dice
@@ -42,6 +44,28 @@ class LungSides:
     @property
     def found(self) -> bool:
         return self.right_label is not None
+
+
+def keep_labels(values: np.ndarray, labels: Sequence[int] | None) -> np.ndarray:
+    """``values`` with every value not in ``labels`` set to 0 (``--target-labels``: MedSeg's masks hold
+    1 ground glass, 2 consolidation, 3 pleural effusion, and its infection is 1 and 2); ``None`` keeps all."""
+    if labels is None:
+        return values
+    return np.where(np.isin(values, labels), values, 0).astype(values.dtype, copy=False)
+
+
+def check_labels_present(masks: Iterable[np.ndarray], labels: Sequence[int] | None, what: str) -> None:
+    """Refuse ``--target-labels`` that no mask holds (a typo would score every case against nothing)."""
+    if labels is None:
+        return
+    found: set[int] = set()
+    for values in masks:
+        found.update(int(v) for v in np.unique(values))
+    if not found & set(labels):
+        shown = ", ".join(str(v) for v in sorted(found - {0})[:8]) or "none but 0"
+        raise InvalidVolumeError(
+            f"no mask in {what} holds --target-labels {','.join(map(str, labels))} (their values: {shown})"
+        )
 
 
 def reference_target(reference: np.ndarray) -> np.ndarray:

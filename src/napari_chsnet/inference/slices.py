@@ -4,6 +4,10 @@ Such slices carry no HU and no spacing: the 8-bit values already are the shared 
 (inference/intensity.py) and the pixel is taken as COVID-SemiSeg's nominal 0.7 mm. The lung stage
 finds the lungs (post-processed as in a volume); the infection stage reads the whole image as its
 crop. Used by ``chsnet evaluate`` and by the self-training teacher (training/pseudo_labels.py).
+
+Whole axial slices in HU with their pixel size (a stack of unrelated slices stored as one volume file,
+as MedSeg ships the slices COVID-SemiSeg was cut from) go through :func:`segment_hu_slice`: a volume's
+path for one slice, with the lungs' box of that slice as the infection stage's crop.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from napari_chsnet.inference.cascade import LUNG_THRESHOLD
-from napari_chsnet.inference.intensity import display8_to_hu, display8_to_unit
+from napari_chsnet.inference.intensity import display8_to_hu, display8_to_unit, hu_to_unit
 from napari_chsnet.inference.postprocess import postprocess_lungs
-from napari_chsnet.inference.preprocessing import CropBox
+from napari_chsnet.inference.preprocessing import CropBox, lung_crop_box
 
 # Nominal pixel of lung-cropped 8-bit slices (they carry no spacing): COVID-SemiSeg's, as in training.
 SLICE_PIXEL_MM = 0.7
@@ -34,4 +38,23 @@ def segment_cropped_slice(
     if target == "lungs":
         return lungs[0], lung_probability[0]
     output = infection_stage.predict(unit, lungs, CropBox.full(*pixels.shape))
+    return output.mask[0], output.probability[0]
+
+
+def segment_hu_slice(
+    hu: np.ndarray, pixel_mm: tuple[float, float], lung_stage, infection_stage, target: str = "infection"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, probability) of ``target`` in one whole axial ``(y, x)`` slice in HU.
+
+    ``pixel_mm``: the pixel's (x, y) size. As :func:`segment_cropped_slice` but the slice is windowed
+    as a volume's (each stage's HU window) and the infection stage reads the box around the slice's own
+    post-processed lungs (+ the volume path's margin), so the result is the volume pipeline's for a
+    one-slice volume, without its small-lesion cleaning and restriction to the lungs.
+    """
+    hu = np.asarray(hu, dtype=np.float32)[None]
+    lung_probability = lung_stage.predict(hu_to_unit(hu, lung_stage.window_hu))
+    lungs = postprocess_lungs(lung_probability >= LUNG_THRESHOLD, hu, pixel_mm) > 0
+    if target == "lungs":
+        return lungs[0], lung_probability[0]
+    output = infection_stage.predict(hu_to_unit(hu, infection_stage.window_hu), lungs, lung_crop_box(lungs))
     return output.mask[0], output.probability[0]
