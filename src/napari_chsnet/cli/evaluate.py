@@ -55,12 +55,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Score the infection (or lung) segmentation against reference masks matched by name: on 8-bit "
         "PNG/JPG slices (masks 0/255 or label images), or on CT scans (NIfTI, MHA, NRRD, or one DICOM series "
         "per subfolder; masks as volume files on each scan's grid, named as the scan or with _mask, _seg, _gt "
-        "or _label), segmented as chsnet segment does and scored in 3-D. Prints the paper metrics averaged "
-        "over images or scans (mean) and over all pixels (pooled).",
+        "or _label), segmented as chsnet segment does and scored in 3-D; with --slice-stack, volume files whose "
+        "slices are unrelated 2-D images, scored slice by slice. Prints the paper metrics averaged over images "
+        "or scans (mean) and over all pixels (pooled).",
         formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--images", type=Path, required=True, metavar="DIR", help="folder of 8-bit slices, or of CT scans"
+        "--images",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder of 8-bit slices, CT scans or slice stacks",
     )
     parser.add_argument(
         "--masks", type=Path, required=True, metavar="DIR",
