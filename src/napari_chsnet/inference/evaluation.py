@@ -4,8 +4,8 @@ What is scored is what a user gets from ``chsnet segment``: the post-processed `
 together) or the infection the report counts (inside the lungs, islands under ``min_lesion_ml``
 removed). The target is every non-zero voxel of a label mask (of the labels ``--target-labels`` keeps,
 :func:`keep_labels`); a mask with values above 127 is a 0/255 mask, whose target is above 127 (as for
-2-D masks: a mask resampled with interpolation keeps its soft edge out of the target). Metrics are 3-D, per scan (the COVID-SemiSeg papers' per-slice means are
-for 2-D slices, ``cli/evaluate.py``).
+2-D masks: a mask resampled with interpolation keeps its soft edge out of the target). Metrics are
+3-D, per scan (the COVID-SemiSeg papers' per-slice means are for 2-D slices, ``cli/evaluate.py``).
 
 A lung reference that holds exactly two labels, each on its own side of the body, is also read as one
 lung per label, and the right and left lungs are scored apart. The side of a label is found from the
