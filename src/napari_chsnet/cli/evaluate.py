@@ -3,8 +3,9 @@
 The slices are scored as the papers score COVID-SemiSeg: each image goes through ``display8_to_unit``
 (the 8-bit values already are the shared window; no HU window is applied), the lung stage finds the
 lungs, and the infection stage reads the whole image as its crop (such slices are already cropped to
-the lungs; a whole axial slice is read on its lungs' box, ``inference.slices.infection_crop``). CHS-Net's lung contour map comes from the lung stage (post-processed as in a volume).
-The infection network's own mask is scored (threshold 0.5; EAMC: its vote), not restricted to the lungs
+the lungs; a whole axial slice is read on its lungs' box, ``inference.slices.infection_crop``).
+CHS-Net's lung contour map comes from the lung stage (post-processed as in a volume). The infection
+network's own mask is scored (threshold 0.5; EAMC: its vote), not restricted to the lungs
 and without small-component removal. ``--rotate`` undoes a rotation of the dataset: COVID-SemiSeg
 slices are rotated 90° (anterior on the image's left) and the models are trained on anterior-up slices,
 so ``--rotate 90`` applies ``np.rot90(image, k=-1)`` to images and masks. ``--rotate auto`` (the
