@@ -22,7 +22,8 @@ PREPROCESSING = {
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A weights set of toy-width, random-init CHS-Net and RD-UNet (masks are meaningless, fast)."""
+    """A weights set of toy-width, random-init CHS-Net, EAMC and RD-UNet (masks are meaningless, fast;
+    EAMC's 3 members read 32² patches of a 64² crop, where the bundled ones take minutes on a CPU)."""
     import torch
 
     from napari_chsnet.models.checkpoints import save_checkpoint
@@ -35,6 +36,12 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
         build_model("chsnet", base_channels=4),
         "chsnet",
         metadata={"preprocessing": PREPROCESSING},
+    )
+    save_checkpoint(
+        folder / "eamc.safetensors",
+        build_model("eamc", n_members=3, base_channels=4),
+        "eamc",
+        metadata={"preprocessing": {**PREPROCESSING, "patch_size": 32}},
     )
     save_checkpoint(
         folder / "rdunet.safetensors",

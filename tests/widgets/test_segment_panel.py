@@ -193,11 +193,12 @@ def test_the_overlapping_tiles_box_is_eamc_s_and_reaches_the_engine(
 ):
     viewer, widget = panel
     add_ct(viewer, small_phantom)
-    choose_weights(widget, widget.dialogs, tiny_weights)
     box = widget.segment.overlapping_tiles
     assert not box.native.isVisibleTo(widget.segment.native)  # CHS-Net reads its crop whole
     widget.segment.model.value = "eamc"
     assert box.native.isVisibleTo(widget.segment.native) and box.value is False  # EAMC's default
+    # chosen after the model, which resets the weights to its own: toy EAMC, not the bundled minutes
+    choose_weights(widget, widget.dialogs, tiny_weights)
     box.value = True
     widget.segment.mirror_averaging.value = False
 
