@@ -4,9 +4,10 @@ models' float32 answer on an unseen phantom, and the run says which precision co
 bfloat16 is forced here whatever the CPU (emulated where there is no AMX), so the check runs on
 machines without AMX too, except EAMC's: emulated, bfloat16 took ten times float32's time on a 2-core
 AMD EPYC without AMX or AVX-512 (2026-12-06, this phantom: CHS-Net 6 → 63 s, RD-UNet 3.6 → 35 s;
-EAMC 169 s in float32, so about half an hour), and such a CPU never runs bfloat16 by default. The real-data figures of the cards under bfloat16 are in docs/engine.md,
-"bfloat16 on CPUs with matrix units"; tests/inference/test_bundled_real_figures.py recomputes them in
-the machine's default precision (``default_precision``: tests/conftest.py runs the others in float32).
+EAMC 169 s in float32, so about half an hour), and such a CPU never runs bfloat16 by default. The
+real-data figures of the cards under bfloat16 are in docs/engine.md, "bfloat16 on CPUs with matrix
+units"; tests/inference/test_bundled_real_figures.py recomputes them in the machine's default
+precision (``default_precision``: tests/conftest.py runs the others in float32).
 """
 
 from __future__ import annotations
